@@ -1,2 +1,52 @@
-//! `cargo xtask`: placeholder replaced below.
-fn main() {}
+//! `cargo xtask` — the project's automation, in Rust so that a local pass means a
+//! CI pass (matklad's xtask pattern).
+//!
+//! - `cargo xtask test-matrix [--quick] [--fuzz-seconds N] [--skip STEP]...`: every
+//!   check the project has, in order, with a table of steps, their result and time.
+//!   Exits non-zero if any step fails.
+//! - `cargo xtask tidy`: the layering rules of docs/ARCHITECTURE.md, checked against
+//!   `cargo metadata`.
+//! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
+
+#![allow(clippy::print_stdout)]
+
+mod matrix;
+mod tidy;
+
+use anyhow::{Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        usage();
+        bail!("no command given");
+    };
+    let rest = &args[1..];
+    match cmd.as_str() {
+        "test-matrix" => matrix::run(matrix::Options::parse(rest)?),
+        "tidy" => tidy::run(),
+        "fuzz" => {
+            let mut opts = matrix::Options::parse(rest)?;
+            opts.only_fuzz = true;
+            matrix::run(opts)
+        }
+        "help" | "--help" | "-h" => {
+            usage();
+            Ok(())
+        }
+        other => {
+            usage();
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn usage() {
+    println!(
+        "cargo xtask <command>\n\n\
+         commands:\n  \
+         test-matrix [--quick] [--fuzz-seconds N] [--skip fmt|clippy|tidy|tests|doctests|fuzz]\n  \
+         tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
+         fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time"
+    );
+}

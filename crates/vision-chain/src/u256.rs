@@ -2,6 +2,13 @@
 //!
 //! Only the operations consensus needs; every one is total (no panics): overflow
 //! saturates or is reported, division by zero returns `None`.
+//!
+//! The bit operations are inherent methods named like `std::ops` on purpose: the
+//! operator traits promise panicking-on-overflow semantics in debug builds for the
+//! primitive types, and consensus code here wants every call spelled out.
+#![allow(clippy::should_implement_trait)]
+// Limb loops index two arrays at offsets; iterator forms obscure the arithmetic.
+#![allow(clippy::needless_range_loop)]
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -267,7 +274,7 @@ mod tests {
             prop_assert_eq!(big(a).cmp(&big(b)), a.cmp(&b));
             prop_assert_eq!(big(a).checked_sub(big(b)).map(|x| x.to_u128().unwrap()), a.checked_sub(b));
             let sum = big(a).checked_add(big(b)).unwrap();
-            let expect = (a as u128).overflowing_add(b);
+            let expect = a.overflowing_add(b);
             if !expect.1 { prop_assert_eq!(sum.to_u128(), Some(expect.0)); }
             if b != 0 {
                 let (q, r) = big(a).div_rem(big(b)).unwrap();

@@ -1,0 +1,41 @@
+//! # vision-wire
+//!
+//! The JSON shapes of the control plane (HTTP on 7070) as CONTRACT.md §2 names them,
+//! and the signed messages (hello, heartbeat) with their canonical signing bytes.
+//! The server (`node-service`) and the client (`control-plane-client`) both use these
+//! types, so the two cannot drift apart.
+//!
+//! **API Boundary:** every field name here is part of the external contract: extend,
+//! never rename. Unknown fields in requests are refused (`deny_unknown_fields`) so a
+//! typo is an error, not a silent default; responses may gain fields.
+//!
+//! **Architecture Invariant:** no I/O, no async: plain data plus pure functions
+//! (signing, verifying against a given clock).
+//!
+//! No feature flags.
+
+pub mod binary;
+mod signed;
+mod status;
+
+pub use signed::{
+    HeartbeatPayload, HeartbeatResponse, HelloPayload, MAX_CLOCK_SKEW_S, SignedError,
+    SignedHeartbeat, SignedHello, fresh_nonce,
+};
+pub use status::*;
+
+use serde::{Deserialize, Serialize};
+
+/// The error body of every failed request: `{"error": "<snake_case_code>", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, snake_case (`bad_request`, `not_found`, `payload_too_large`...).
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Default control-plane port.
+pub const DEFAULT_HTTP_PORT: u16 = 7070;
+/// Default data-plane port.
+pub const DEFAULT_P2P_PORT: u16 = 7072;

@@ -1,0 +1,373 @@
+//! Signed control-plane messages: hello (mutual identity) and heartbeat (membership).
+//!
+//! The signature is ed25519 by the node key over canonical bytes — a domain string,
+//! then every field in a fixed order (integers little-endian, strings as a `u32`
+//! length and UTF-8 bytes, options as a 0/1 byte then the value) — never over
+//! serde_json text, whose spelling is not unique.
+
+use serde::{Deserialize, Serialize};
+use vision_chain::{Address, SecretKey, Signature};
+
+/// How far a signed message's timestamp may be from the receiver's clock.
+pub const MAX_CLOCK_SKEW_S: u64 = 120;
+
+const HELLO_DOMAIN: &[u8] = b"VISION/hello/v1";
+const HEARTBEAT_DOMAIN: &[u8] = b"VISION/heartbeat/v1";
+
+/// Why a signed message is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignedError {
+    /// `node_id` is not 64 hex characters of a valid ed25519 key.
+    #[error("node_id is not a valid ed25519 public key in hex")]
+    BadNodeId,
+    /// The signature does not verify.
+    #[error("signature does not verify for node {0}")]
+    BadSignature(String),
+    /// Another network.
+    #[error("message is for network {theirs}, this node is on {ours}")]
+    WrongNetwork {
+        /// Ours.
+        ours: String,
+        /// Theirs.
+        theirs: String,
+    },
+    /// Timestamp outside the replay window.
+    #[error(
+        "timestamp {timestamp_unix} is {skew_s} s from local time, outside ±{MAX_CLOCK_SKEW_S} s"
+    )]
+    Stale {
+        /// The message's timestamp.
+        timestamp_unix: u64,
+        /// Distance from local time.
+        skew_s: u64,
+    },
+    /// The nonce is malformed.
+    #[error("nonce must be 32 hex characters")]
+    BadNonce,
+}
+
+/// 16 random bytes as hex, for message nonces.
+pub fn fresh_nonce() -> String {
+    let mut b = [0u8; 16];
+    // A failing OS random source leaves zeros; the timestamp still differs per message.
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Canon(Vec<u8>);
+
+impl Canon {
+    fn new(domain: &[u8]) -> Canon {
+        let mut c = Canon(Vec::with_capacity(256));
+        c.str_bytes(domain);
+        c
+    }
+    fn str_bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn s(&mut self, s: &str) {
+        self.str_bytes(s.as_bytes());
+    }
+    fn opt(&mut self, s: &Option<String>) {
+        match s {
+            None => self.0.push(0),
+            Some(v) => {
+                self.0.push(1);
+                self.s(v);
+            }
+        }
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.0.push(v as u8);
+    }
+}
+
+/// The fields every signed message shares, borrowed for checking.
+struct Claims<'a> {
+    node_id: &'a str,
+    network: &'a str,
+    timestamp_unix: u64,
+    nonce: &'a str,
+}
+
+fn check_common(
+    c: Claims<'_>,
+    bytes: &[u8],
+    sig: &Signature,
+    expected_network: &str,
+    now_unix: u64,
+) -> Result<Address, SignedError> {
+    let Claims {
+        node_id,
+        network,
+        timestamp_unix,
+        nonce,
+    } = c;
+    let addr: Address = node_id.parse().map_err(|_| SignedError::BadNodeId)?;
+    if addr.verifying_key().is_none() {
+        return Err(SignedError::BadNodeId);
+    }
+    if nonce.len() != 32 || !nonce.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(SignedError::BadNonce);
+    }
+    if !vision_chain::keys::verify(&addr, bytes, sig) {
+        return Err(SignedError::BadSignature(node_id.to_string()));
+    }
+    if network != expected_network {
+        return Err(SignedError::WrongNetwork {
+            ours: expected_network.to_string(),
+            theirs: network.to_string(),
+        });
+    }
+    let skew_s = now_unix.abs_diff(timestamp_unix);
+    if skew_s > MAX_CLOCK_SKEW_S {
+        return Err(SignedError::Stale {
+            timestamp_unix,
+            skew_s,
+        });
+    }
+    Ok(addr)
+}
+
+/// What a node says about itself in a hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelloPayload {
+    /// Network name.
+    pub network: String,
+    /// Node id (hex public key of the node key).
+    pub node_id: String,
+    /// Unix seconds when signed.
+    pub timestamp_unix: u64,
+    /// 16 random bytes, hex: makes every hello unique (replay detection).
+    pub nonce: String,
+    /// Its control-plane address, as others should reach it.
+    pub http_address: String,
+    /// Its data-plane address, if it has one.
+    pub p2p_address: Option<String>,
+    /// Is it an anchor?
+    pub is_anchor: bool,
+    /// Software version.
+    pub version: String,
+    /// Its chain height.
+    pub height: u64,
+}
+
+impl HelloPayload {
+    /// The canonical bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut c = Canon::new(HELLO_DOMAIN);
+        c.s(&self.network);
+        c.s(&self.node_id);
+        c.u64(self.timestamp_unix);
+        c.s(&self.nonce);
+        c.s(&self.http_address);
+        c.opt(&self.p2p_address);
+        c.bool(self.is_anchor);
+        c.s(&self.version);
+        c.u64(self.height);
+        c.0
+    }
+
+    /// Sign with the node key (whose address must be `node_id`).
+    pub fn sign(self, key: &SecretKey) -> SignedHello {
+        let signature = key.sign(&self.signing_bytes());
+        SignedHello {
+            payload: self,
+            signature,
+        }
+    }
+}
+
+/// `POST /api/hello` body and answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedHello {
+    /// The claims.
+    pub payload: HelloPayload,
+    /// ed25519 over [`HelloPayload::signing_bytes`].
+    pub signature: Signature,
+}
+
+impl SignedHello {
+    /// Verify identity, network and freshness. Returns the signer's key as an address.
+    pub fn verify(&self, expected_network: &str, now_unix: u64) -> Result<Address, SignedError> {
+        let p = &self.payload;
+        check_common(
+            Claims {
+                node_id: &p.node_id,
+                network: &p.network,
+                timestamp_unix: p.timestamp_unix,
+                nonce: &p.nonce,
+            },
+            &p.signing_bytes(),
+            &self.signature,
+            expected_network,
+            now_unix,
+        )
+    }
+}
+
+/// A member's periodic heartbeat to an anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatPayload {
+    /// Network name.
+    pub network: String,
+    /// Node id.
+    pub node_id: String,
+    /// Unix seconds when signed.
+    pub timestamp_unix: u64,
+    /// 16 random bytes, hex.
+    pub nonce: String,
+    /// Control-plane address others should use.
+    pub http_address: String,
+    /// Data-plane address, if any.
+    pub p2p_address: Option<String>,
+    /// Is it an anchor?
+    pub is_anchor: bool,
+    /// Its height.
+    pub height: u64,
+    /// Its tip hash (hex).
+    pub tip_hash: String,
+}
+
+impl HeartbeatPayload {
+    /// The canonical bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut c = Canon::new(HEARTBEAT_DOMAIN);
+        c.s(&self.network);
+        c.s(&self.node_id);
+        c.u64(self.timestamp_unix);
+        c.s(&self.nonce);
+        c.s(&self.http_address);
+        c.opt(&self.p2p_address);
+        c.bool(self.is_anchor);
+        c.u64(self.height);
+        c.s(&self.tip_hash);
+        c.0
+    }
+
+    /// Sign with the node key.
+    pub fn sign(self, key: &SecretKey) -> SignedHeartbeat {
+        let signature = key.sign(&self.signing_bytes());
+        SignedHeartbeat {
+            payload: self,
+            signature,
+        }
+    }
+}
+
+/// `POST /api/heartbeat` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedHeartbeat {
+    /// The claims.
+    pub payload: HeartbeatPayload,
+    /// ed25519 over [`HeartbeatPayload::signing_bytes`].
+    pub signature: Signature,
+}
+
+impl SignedHeartbeat {
+    /// Verify identity, network and freshness.
+    pub fn verify(&self, expected_network: &str, now_unix: u64) -> Result<Address, SignedError> {
+        let p = &self.payload;
+        check_common(
+            Claims {
+                node_id: &p.node_id,
+                network: &p.network,
+                timestamp_unix: p.timestamp_unix,
+                nonce: &p.nonce,
+            },
+            &p.signing_bytes(),
+            &self.signature,
+            expected_network,
+            now_unix,
+        )
+    }
+}
+
+/// An anchor's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Live members the anchor knows, itself included.
+    pub cluster_size: usize,
+    /// The anchor's tip height.
+    pub tip_height: u64,
+    /// The anchor's tip hash.
+    pub tip_hash: String,
+    /// The anchor's node id.
+    pub anchor_node_id: String,
+    /// Seconds after which a silent member expires.
+    pub member_ttl_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(key: &SecretKey, ts: u64) -> SignedHello {
+        HelloPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: ts,
+            nonce: fresh_nonce(),
+            http_address: "127.0.0.1:7070".into(),
+            p2p_address: None,
+            is_anchor: false,
+            version: "2.7.0".into(),
+            height: 3,
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn hello_verifies_and_rejects() {
+        let k = SecretKey::from_seed(&[5; 32]);
+        let h = hello(&k, 1_000);
+        assert_eq!(h.verify("regtest", 1_050), Ok(k.address()));
+        assert!(matches!(
+            h.verify("mainnet", 1_000),
+            Err(SignedError::WrongNetwork { .. })
+        ));
+        assert!(matches!(
+            h.verify("regtest", 1_121),
+            Err(SignedError::Stale { skew_s: 121, .. })
+        ));
+        let mut tampered = h.clone();
+        tampered.payload.height = 4;
+        assert!(matches!(
+            tampered.verify("regtest", 1_000),
+            Err(SignedError::BadSignature(_))
+        ));
+        let mut other = h.clone();
+        other.payload.node_id = SecretKey::from_seed(&[6; 32]).address().to_hex();
+        assert!(matches!(
+            other.verify("regtest", 1_000),
+            Err(SignedError::BadSignature(_))
+        ));
+        other.payload.node_id = "zz".into();
+        assert_eq!(other.verify("regtest", 1_000), Err(SignedError::BadNodeId));
+        // JSON round trip keeps the signature valid (it is over canonical bytes).
+        let json = serde_json::to_string(&h).unwrap();
+        let back: SignedHello = serde_json::from_str(&json).unwrap();
+        assert!(back.verify("regtest", 1_000).is_ok());
+    }
+
+    #[test]
+    fn canonical_bytes_separate_fields() {
+        // Moving a character from one string field to the next changes the bytes.
+        let k = SecretKey::from_seed(&[5; 32]);
+        let mut a = hello(&k, 1).payload;
+        let mut b = a.clone();
+        a.http_address = "ab".into();
+        a.version = "c".into();
+        b.http_address = "a".into();
+        b.version = "bc".into();
+        assert_ne!(a.signing_bytes(), b.signing_bytes());
+    }
+}

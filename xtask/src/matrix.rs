@@ -1,0 +1,206 @@
+//! `cargo xtask test-matrix`: fmt, clippy, tidy, every crate's tests, doc tests, and
+//! every fuzz target for a bounded time. Grows a cell per capability.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Parsed command-line options.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) quick: bool,
+    pub(crate) fuzz_seconds: u64,
+    pub(crate) skip: Vec<String>,
+    pub(crate) only_fuzz: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            quick: false,
+            fuzz_seconds: 30,
+            skip: Vec::new(),
+            only_fuzz: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--fuzz-seconds" => {
+                    let v = it.next().context("--fuzz-seconds needs a number")?;
+                    o.fuzz_seconds = v.parse().with_context(|| format!("--fuzz-seconds: {v:?} is not a number"))?;
+                }
+                "--skip" => o.skip.push(it.next().context("--skip needs a step name")?.clone()),
+                other => bail!("unknown option {other:?}"),
+            }
+        }
+        if o.quick && !args.iter().any(|a| a == "--fuzz-seconds") {
+            o.fuzz_seconds = 5;
+        }
+        Ok(o)
+    }
+}
+
+struct Outcome {
+    name: String,
+    status: Status,
+    took: Duration,
+}
+
+enum Status {
+    Pass,
+    Fail(String),
+    Skipped(String),
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace root").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root());
+    c
+}
+
+fn run_cmd(mut c: Command) -> Result<(), String> {
+    let shown = format!("{c:?}");
+    println!("\n==> {shown}");
+    match c.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("exit {s}")),
+        Err(e) => Err(format!("could not start: {e}")),
+    }
+}
+
+fn has_nextest() -> bool {
+    cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+}
+
+fn fuzz_targets() -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut in_bin = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_bin = l == "[[bin]]";
+        } else if in_bin && let Some(v) = l.strip_prefix("name = ") {
+            out.push(v.trim_matches('"').to_string());
+        }
+    }
+    out
+}
+
+fn ensure_cargo_fuzz() -> Result<(), String> {
+    if cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    let mut c = cargo();
+    c.args(["install", "cargo-fuzz", "--locked"]);
+    run_cmd(c)
+}
+
+fn fuzz_one(target: &str, seconds: u64) -> Result<(), String> {
+    let corpus = root().join("fuzz/corpus").join(target);
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    let attempt = |sanitizer: Option<&str>| {
+        let mut c = cargo();
+        // cargo fuzz needs nightly -Z flags; the stable toolchain accepts them
+        // with RUSTC_BOOTSTRAP=1.
+        c.env("RUSTC_BOOTSTRAP", "1");
+        c.args(["fuzz", "run", "--fuzz-dir", "fuzz"]);
+        if let Some(s) = sanitizer {
+            c.args(["--sanitizer", s]);
+        }
+        c.arg(target);
+        c.arg(&corpus);
+        c.arg("--");
+        c.arg(format!("-max_total_time={seconds}"));
+        c.arg("-rss_limit_mb=2048");
+        c.arg("-max_len=65536");
+        run_cmd(c)
+    };
+    attempt(None).or_else(|e| {
+        println!("fuzz {target}: address sanitizer run failed ({e}); retrying with --sanitizer none");
+        attempt(Some("none"))
+    })
+}
+
+pub(crate) fn run(opts: Options) -> Result<()> {
+    let started = Instant::now();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), String>| {
+        if opts.skip.iter().any(|s| s == name) || (opts.only_fuzz && !name.starts_with("fuzz")) {
+            outcomes.push(Outcome { name: name.into(), status: Status::Skipped("--skip".into()), took: Duration::ZERO });
+            return;
+        }
+        let t = Instant::now();
+        let status = match f() {
+            Ok(()) => Status::Pass,
+            Err(e) => Status::Fail(e),
+        };
+        outcomes.push(Outcome { name: name.into(), status, took: t.elapsed() });
+    };
+
+    step("fmt", &mut || {
+        let mut c = cargo();
+        c.args(["fmt", "--all", "--", "--check"]);
+        run_cmd(c)
+    });
+    step("clippy", &mut || {
+        let mut c = cargo();
+        c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        run_cmd(c)
+    });
+    step("tidy", &mut || crate::tidy::run().map_err(|e| e.to_string()));
+    step("tests", &mut || {
+        let mut c = cargo();
+        if has_nextest() {
+            c.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        } else {
+            c.args(["test", "--workspace", "--no-fail-fast"]);
+        }
+        run_cmd(c)
+    });
+    step("doctests", &mut || {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--doc"]);
+        run_cmd(c)
+    });
+    for target in fuzz_targets() {
+        step(&format!("fuzz:{target}"), &mut || {
+            ensure_cargo_fuzz()?;
+            fuzz_one(&target, opts.fuzz_seconds)
+        });
+    }
+
+    println!("\n{:<28} {:<8} {:>9}  detail", "step", "result", "seconds");
+    println!("{}", "-".repeat(64));
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for o in &outcomes {
+        let (word, detail) = match &o.status {
+            Status::Pass => {
+                passed += 1;
+                ("pass", String::new())
+            }
+            Status::Fail(e) => {
+                failed += 1;
+                ("FAIL", e.clone())
+            }
+            Status::Skipped(r) => {
+                skipped += 1;
+                ("skip", r.clone())
+            }
+        };
+        println!("{:<28} {:<8} {:>9.1}  {}", o.name, word, o.took.as_secs_f64(), detail);
+    }
+    println!("total {:.1} s", started.elapsed().as_secs_f64());
+    println!("matrix: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        bail!("{failed} step(s) failed");
+    }
+    Ok(())
+}
