@@ -1,0 +1,597 @@
+//! [`ControlPlaneClient`] and its [`ClientConfig`].
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vision_chain::{Address, Block, BlockHeader, Hash32, Transaction};
+use vision_wire::binary::{self, OCTET_STREAM};
+use vision_wire::{
+    AccountResponse, ExchangeReady, HealthResponse, HeartbeatResponse, MempoolResponse,
+    MinerControlResponse, MinerStartRequest, PeerEntry, PublicPeerInfo, SignedHeartbeat,
+    SignedHello, StatusResponse, SubmitBlockResponse, SubmitTxResponse,
+};
+
+use crate::{ClientError, normalize_base_url};
+
+/// Default whole-request timeout: fail fast, a healthy node answers in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+/// Default TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_500;
+/// Default retries of an idempotent call after the first attempt.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+/// Default first backoff delay.
+pub const DEFAULT_BACKOFF_BASE_MS: u64 = 100;
+/// Default cap on one backoff delay.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 2_000;
+/// Hard cap on retries, whatever the configuration says.
+pub const MAX_RETRIES_LIMIT: u32 = 10;
+/// Hard cap on any timeout or backoff, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+/// Largest response body read, in bytes; a longer answer is [`ClientError::Decode`].
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Most headers or blocks asked for in one `fetch_headers` / `fetch_blocks` call;
+/// larger `limit`s are clamped, and an answer with more items than asked is refused.
+pub const MAX_BATCH_ITEMS: u32 = 1_000;
+/// Most peers asked for in one `fetch_seed_peers` call (larger limits are clamped).
+pub const MAX_SEED_PEERS: usize = 1_000;
+
+/// How a [`ControlPlaneClient`] behaves. All durations in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Whole-request timeout (connect, send, and read the full answer). Default 3000.
+    pub timeout_ms: u64,
+    /// TCP connect timeout. Default 1500.
+    pub connect_timeout_ms: u64,
+    /// Retries of idempotent (GET) calls after the first attempt; POSTs are never
+    /// retried. Default 2, capped at [`MAX_RETRIES_LIMIT`].
+    pub max_retries: u32,
+    /// First backoff delay; each retry doubles it, with jitter. Default 100.
+    pub backoff_base_ms: u64,
+    /// Cap on one backoff delay. Default 2000.
+    pub backoff_max_ms: u64,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            max_retries: DEFAULT_MAX_RETRIES,
+            backoff_base_ms: DEFAULT_BACKOFF_BASE_MS,
+            backoff_max_ms: DEFAULT_BACKOFF_MAX_MS,
+            user_agent: concat!("vision-control-plane-client/", env!("CARGO_PKG_VERSION"))
+                .to_string(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The default configuration with another whole-request timeout (the node's
+    /// `--http-timeout-ms`); the connect timeout is at most half of it.
+    pub fn with_timeout_ms(timeout_ms: u64) -> ClientConfig {
+        ClientConfig {
+            timeout_ms,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS.min(timeout_ms / 2).max(1),
+            ..ClientConfig::default()
+        }
+    }
+}
+
+/// The delay before retry number `attempt` (0-based): `base * 2^attempt`, capped at
+/// `max`, with "equal jitter" (a uniform draw from the upper half), so that many
+/// clients retrying after one outage do not arrive in lockstep. `random` is any
+/// random `u64`.
+pub fn backoff_delay(base_ms: u64, max_ms: u64, attempt: u32, random: u64) -> Duration {
+    let exp = base_ms.saturating_mul(1u64 << attempt.min(32)).min(max_ms);
+    let half = exp / 2;
+    Duration::from_millis(half + random % (exp - half + 1))
+}
+
+fn random_u64() -> u64 {
+    // RandomState is seeded from the OS once per thread and stepped per instance:
+    // enough randomness for jitter without another dependency.
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// What a route accepts as a successful answer besides 2xx.
+#[derive(Clone, Copy)]
+enum Accepting {
+    /// Only 2xx.
+    Success,
+    /// 2xx and 503 (exchange readiness and health carry their body on 503).
+    SuccessOr503,
+}
+
+/// A client of one or many nodes' control planes. Cheap to clone (the connection
+/// pool is shared); every method takes the node's base URL, so one client talks to
+/// any number of nodes.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneClient {
+    http: reqwest::Client,
+    config: ClientConfig,
+}
+
+impl Default for ControlPlaneClient {
+    /// A client with [`ClientConfig::default`].
+    fn default() -> Self {
+        // The default configuration is valid and no TLS backend is compiled in, so
+        // building cannot fail: a failure here is a programming error.
+        ControlPlaneClient::new(ClientConfig::default()).expect("default client config is valid")
+    }
+}
+
+impl ControlPlaneClient {
+    /// Build a client. Fails with [`ClientError::InvalidRequest`] on a zero or
+    /// absurd timeout or an unusable user agent.
+    pub fn new(config: ClientConfig) -> Result<ControlPlaneClient, ClientError> {
+        let bad = |reason: &str| ClientError::InvalidRequest {
+            reason: reason.to_string(),
+        };
+        if config.timeout_ms == 0 || config.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad("timeout_ms must be 1..=600000"));
+        }
+        if config.connect_timeout_ms == 0 || config.connect_timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad("connect_timeout_ms must be 1..=600000"));
+        }
+        if config.backoff_base_ms > MAX_TIMEOUT_MS || config.backoff_max_ms > MAX_TIMEOUT_MS {
+            return Err(bad("backoff delays must be at most 600000 ms"));
+        }
+        if HeaderValue::from_str(&config.user_agent).is_err() {
+            return Err(bad("user_agent is not a valid header value"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .user_agent(config.user_agent.clone())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::InvalidRequest {
+                reason: e.to_string(),
+            })?;
+        Ok(ControlPlaneClient { http, config })
+    }
+
+    /// A process-wide client with the default configuration, created on first use.
+    /// A convenience for tools and scripts; libraries and the node construct their
+    /// own with [`ControlPlaneClient::new`].
+    pub fn shared() -> &'static ControlPlaneClient {
+        static SHARED: OnceLock<ControlPlaneClient> = OnceLock::new();
+        SHARED.get_or_init(ControlPlaneClient::default)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    // ---- public routes ----------------------------------------------------------
+
+    /// `POST /api/hello`: send our signed hello, get the node's own signed hello.
+    /// The answer is returned as sent: verify it with [`SignedHello::verify`].
+    pub async fn hello_signed(
+        &self,
+        url: &str,
+        hello: &SignedHello,
+    ) -> Result<SignedHello, ClientError> {
+        self.post_json(url, "/api/hello", hello, None).await
+    }
+
+    /// `GET /api/status`, retried per the configuration.
+    pub async fn fetch_status(&self, url: &str) -> Result<StatusResponse, ClientError> {
+        self.get_json(
+            url,
+            "/api/status",
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+    }
+
+    /// `GET /api/status` with an explicit retry budget (capped at
+    /// [`MAX_RETRIES_LIMIT`]): the backbone's probe.
+    pub async fn probe_with_retry(
+        &self,
+        url: &str,
+        max_retries: u32,
+    ) -> Result<StatusResponse, ClientError> {
+        self.get_json(url, "/api/status", max_retries, Accepting::Success)
+            .await
+    }
+
+    /// `GET /api/p2p/seed_peers?limit=N` (`limit` clamped to [`MAX_SEED_PEERS`]).
+    pub async fn fetch_seed_peers(
+        &self,
+        url: &str,
+        limit: usize,
+    ) -> Result<Vec<PublicPeerInfo>, ClientError> {
+        let limit = limit.min(MAX_SEED_PEERS);
+        let path = format!("/api/p2p/seed_peers?limit={limit}");
+        self.get_json(url, &path, self.config.max_retries, Accepting::Success)
+            .await
+    }
+
+    /// `POST /api/heartbeat` (never retried: the next heartbeat is the retry).
+    pub async fn post_heartbeat(
+        &self,
+        url: &str,
+        heartbeat: &SignedHeartbeat,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        self.post_json(url, "/api/heartbeat", heartbeat, None).await
+    }
+
+    /// `GET /api/health` (the body is read on 200 and on 503).
+    pub async fn fetch_health(&self, url: &str) -> Result<HealthResponse, ClientError> {
+        self.get_json(
+            url,
+            "/api/health",
+            self.config.max_retries,
+            Accepting::SuccessOr503,
+        )
+        .await
+    }
+
+    /// `GET /api/exchange/ready`: `ready: false` with its reason is an answer, not an
+    /// error (the node says it with a 503).
+    pub async fn exchange_ready(&self, url: &str) -> Result<ExchangeReady, ClientError> {
+        self.get_json(
+            url,
+            "/api/exchange/ready",
+            self.config.max_retries,
+            Accepting::SuccessOr503,
+        )
+        .await
+    }
+
+    /// `GET /api/headers?from=H&limit=N`, binary: main-chain headers from height `from`.
+    pub async fn fetch_headers(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<BlockHeader>, ClientError> {
+        let limit = limit.min(MAX_BATCH_ITEMS);
+        let path = format!("/api/headers?from={from}&limit={limit}");
+        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        if is_json(&ctype) {
+            let v: Vec<BlockHeader> = decode_json(&full, &body)?;
+            return check_count(&full, v, limit);
+        }
+        binary::decode_headers(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
+    }
+
+    /// `GET /api/blocks?from=H&limit=N`, binary: main-chain blocks from height `from`.
+    pub async fn fetch_blocks(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<Block>, ClientError> {
+        let limit = limit.min(MAX_BATCH_ITEMS);
+        let path = format!("/api/blocks?from={from}&limit={limit}");
+        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        if is_json(&ctype) {
+            let v: Vec<Block> = decode_json(&full, &body)?;
+            return check_count(&full, v, limit);
+        }
+        binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
+    }
+
+    /// `GET /api/blocks/{height}`: the main-chain block at `height` (404 if none).
+    pub async fn fetch_block_at(&self, url: &str, height: u64) -> Result<Block, ClientError> {
+        self.fetch_one_block(url, &format!("/api/blocks/{height}"))
+            .await
+    }
+
+    /// `GET /api/block/{hash}`: any stored block by hash (404 if unknown).
+    pub async fn fetch_block(&self, url: &str, hash: &Hash32) -> Result<Block, ClientError> {
+        self.fetch_one_block(url, &format!("/api/block/{hash}"))
+            .await
+    }
+
+    /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
+    pub async fn submit_block(
+        &self,
+        url: &str,
+        block: &Block,
+    ) -> Result<SubmitBlockResponse, ClientError> {
+        let base = normalize_base_url(url)?;
+        let full = format!("{base}/api/blocks");
+        let req = self
+            .http
+            .request(Method::POST, &full)
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(block.encode());
+        let (_, _, body) = self.send_once(req, &full, Accepting::Success).await?;
+        decode_json(&full, &body)
+    }
+
+    /// `POST /api/tx`: relay a signed transaction, as JSON (never retried).
+    pub async fn submit_tx(
+        &self,
+        url: &str,
+        tx: &Transaction,
+    ) -> Result<SubmitTxResponse, ClientError> {
+        self.post_json(url, "/api/tx", tx, None).await
+    }
+
+    /// `GET /api/accounts/{address}`: balance and next nonce.
+    pub async fn fetch_account(
+        &self,
+        url: &str,
+        address: &Address,
+    ) -> Result<AccountResponse, ClientError> {
+        let path = format!("/api/accounts/{}", address.to_hex());
+        self.get_json(url, &path, self.config.max_retries, Accepting::Success)
+            .await
+    }
+
+    /// `GET /api/mempool`.
+    pub async fn fetch_mempool(&self, url: &str) -> Result<MempoolResponse, ClientError> {
+        self.get_json(
+            url,
+            "/api/mempool",
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+    }
+
+    /// `GET /api/peers`: the node's peer book.
+    pub async fn fetch_peers(&self, url: &str) -> Result<Vec<PeerEntry>, ClientError> {
+        self.get_json(
+            url,
+            "/api/peers",
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+    }
+
+    // ---- admin routes -----------------------------------------------------------
+
+    /// `POST /api/miner/start` `{"threads": N}` (admin). From a loopback address no
+    /// token is needed; from elsewhere pass the node's cookie or admin token.
+    pub async fn miner_start(
+        &self,
+        url: &str,
+        threads: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<MinerControlResponse, ClientError> {
+        self.post_json(
+            url,
+            "/api/miner/start",
+            &MinerStartRequest { threads },
+            token,
+        )
+        .await
+    }
+
+    /// `POST /api/miner/stop` (admin; see [`ControlPlaneClient::miner_start`]).
+    pub async fn miner_stop(
+        &self,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<MinerControlResponse, ClientError> {
+        self.post_json(url, "/api/miner/stop", &serde_json::json!({}), token)
+            .await
+    }
+
+    // ---- plumbing ---------------------------------------------------------------
+
+    async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
+        let (full, ctype, body) = self.get_binary(url, path).await?;
+        if is_json(&ctype) {
+            return decode_json(&full, &body);
+        }
+        if body.len() > binary::MAX_BLOCK_BYTES {
+            return Err(ClientError::decode(
+                &full,
+                "block larger than any valid block",
+            ));
+        }
+        Block::decode(&body).map_err(|e| ClientError::decode(&full, e))
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        path: &str,
+        retries: u32,
+        accepting: Accepting,
+    ) -> Result<T, ClientError> {
+        let (full, _, body) = self.get(url, path, None, retries, accepting).await?;
+        decode_json(&full, &body)
+    }
+
+    /// A GET asking for the binary form; returns URL, content type and body.
+    async fn get_binary(
+        &self,
+        url: &str,
+        path: &str,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
+        self.get(
+            url,
+            path,
+            Some(OCTET_STREAM),
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+    }
+
+    /// GET with retries on retryable failures, exponential backoff with jitter.
+    async fn get(
+        &self,
+        url: &str,
+        path: &str,
+        accept: Option<&str>,
+        retries: u32,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
+        let base = normalize_base_url(url)?;
+        let full = format!("{base}{path}");
+        let retries = retries.min(MAX_RETRIES_LIMIT);
+        let mut attempt = 0u32;
+        loop {
+            let mut req = self.http.request(Method::GET, &full);
+            req = req.header(ACCEPT, accept.unwrap_or("application/json"));
+            match self.send_once(req, &full, accepting).await {
+                Ok(ok) => return Ok(ok),
+                Err(e) if attempt < retries && e.is_retryable() => {
+                    let delay = backoff_delay(
+                        self.config.backoff_base_ms,
+                        self.config.backoff_max_ms,
+                        attempt,
+                        random_u64(),
+                    );
+                    tracing::debug!(url = %full, attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying control-plane GET");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        path: &str,
+        body: &B,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let base = normalize_base_url(url)?;
+        let full = format!("{base}{path}");
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::InvalidRequest {
+            reason: e.to_string(),
+        })?;
+        let mut req = self
+            .http
+            .request(Method::POST, &full)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(bytes);
+        if let Some(t) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+                ClientError::InvalidRequest {
+                    reason: "token is not a valid header value".into(),
+                }
+            })?;
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let (_, _, body) = self.send_once(req, &full, Accepting::Success).await?;
+        decode_json(&full, &body)
+    }
+
+    /// One attempt: send, read at most [`MAX_RESPONSE_BYTES`], map the status.
+    async fn send_once(
+        &self,
+        req: reqwest::RequestBuilder,
+        full: &str,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
+        let timeout_ms = self.config.timeout_ms;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?;
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(ClientError::decode(
+                full,
+                format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(ClientError::decode(
+                    full,
+                    format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let ok = status.is_success()
+            || matches!(accepting, Accepting::SuccessOr503)
+                && status == StatusCode::SERVICE_UNAVAILABLE;
+        if ok {
+            Ok((full.to_string(), ctype, body))
+        } else {
+            Err(ClientError::from_status(full, status.as_u16(), &body))
+        }
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    content_type.starts_with("application/json")
+}
+
+fn decode_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::decode(url, e))
+}
+
+fn check_count<T>(url: &str, v: Vec<T>, limit: u32) -> Result<Vec<T>, ClientError> {
+    if v.len() > limit as usize {
+        return Err(ClientError::decode(
+            url,
+            format!("{} items, asked for at most {limit}", v.len()),
+        ));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        for attempt in 0..40 {
+            for r in [0, 1, 7, u64::MAX] {
+                let d = backoff_delay(100, 2_000, attempt, r).as_millis() as u64;
+                let exp = (100u64 << attempt.min(32)).min(2_000);
+                assert!(d >= exp / 2 && d <= exp, "attempt {attempt} r {r}: {d}");
+            }
+        }
+        assert_eq!(backoff_delay(0, 0, 5, 9), Duration::ZERO);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(ControlPlaneClient::new(ClientConfig::default()).is_ok());
+        let c = ClientConfig {
+            timeout_ms: 0,
+            ..ClientConfig::default()
+        };
+        assert!(ControlPlaneClient::new(c).is_err());
+        let c = ClientConfig {
+            user_agent: "a\nb".into(),
+            ..ClientConfig::default()
+        };
+        assert!(ControlPlaneClient::new(c).is_err());
+        assert_eq!(ClientConfig::with_timeout_ms(400).connect_timeout_ms, 200);
+    }
+}

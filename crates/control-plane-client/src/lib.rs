@@ -1,0 +1,94 @@
+//! # control-plane-client
+//!
+//! The client of a Vision Node's control plane (HTTP on port 7070): what the node's
+//! own loops, `vision-ctl`, exchanges and any other Rust tool use to talk to a node.
+//!
+//! ```no_run
+//! use control_plane_client::{ClientConfig, ControlPlaneClient};
+//!
+//! # async fn demo() -> Result<(), control_plane_client::ClientError> {
+//! let client = ControlPlaneClient::new(ClientConfig::default())?;
+//! let node = "127.0.0.1:7070"; // also "http://127.0.0.1:7070"
+//! let status = client.fetch_status(node).await?;
+//! println!("{} at height {} on {}", status.node_id, status.height, status.network);
+//! for peer in client.fetch_peers(node).await? {
+//!     println!("peer {:?} health {}", peer.http_address, peer.health);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/query_node.rs` is the same as a program:
+//! `cargo run -p control-plane-client --example query_node -- http://127.0.0.1:7070`.
+//!
+//! ## A tour
+//! - [`ControlPlaneClient`]: one method per route of the contract (CONTRACT.md §2):
+//!   identity ([`hello_signed`](ControlPlaneClient::hello_signed)), status and probes
+//!   ([`fetch_status`](ControlPlaneClient::fetch_status),
+//!   [`probe_with_retry`](ControlPlaneClient::probe_with_retry)), discovery and
+//!   membership ([`fetch_seed_peers`](ControlPlaneClient::fetch_seed_peers),
+//!   [`post_heartbeat`](ControlPlaneClient::post_heartbeat),
+//!   [`fetch_peers`](ControlPlaneClient::fetch_peers)), the chain
+//!   ([`fetch_headers`](ControlPlaneClient::fetch_headers),
+//!   [`fetch_blocks`](ControlPlaneClient::fetch_blocks),
+//!   [`fetch_block_at`](ControlPlaneClient::fetch_block_at),
+//!   [`fetch_block`](ControlPlaneClient::fetch_block),
+//!   [`submit_block`](ControlPlaneClient::submit_block)), transactions and accounts
+//!   ([`submit_tx`](ControlPlaneClient::submit_tx),
+//!   [`fetch_mempool`](ControlPlaneClient::fetch_mempool),
+//!   [`fetch_account`](ControlPlaneClient::fetch_account)), readiness
+//!   ([`fetch_health`](ControlPlaneClient::fetch_health),
+//!   [`exchange_ready`](ControlPlaneClient::exchange_ready)) and the admin calls
+//!   ([`miner_start`](ControlPlaneClient::miner_start),
+//!   [`miner_stop`](ControlPlaneClient::miner_stop)) with an optional bearer token.
+//! - [`ClientConfig`]: timeouts (3 s by default: fail fast), retries and backoff.
+//! - [`ClientError`]: timeout, connection refused, other connect failures, the
+//!   server's `{"error","message"}` with its status, an undecodable answer, a bad URL.
+//! - [`normalize_base_url`]: `host`, `host:port`, `http://host:port` → `http://host:port`.
+//!
+//! ## Behaviour
+//! - **Fast fail.** Every request has a whole-request timeout (connect, send, read).
+//! - **Retries only where safe.** GETs are retried on transport failures and on
+//!   429/502/503/504, with exponential backoff and jitter, at most
+//!   [`ClientConfig::max_retries`] times (capped at [`MAX_RETRIES_LIMIT`]). POSTs
+//!   (hello, heartbeat, blocks, transactions, admin) are sent once: the caller decides.
+//! - **Bounded.** Answers over [`MAX_RESPONSE_BYTES`] are refused; batch sizes are
+//!   clamped to [`MAX_BATCH_ITEMS`]; binary lengths above
+//!   [`vision_wire::binary::MAX_BLOCK_BYTES`] are refused before allocating. A
+//!   malformed answer is [`ClientError::Decode`], never a panic.
+//!
+//! ## Wire format of the chain routes
+//! - `GET /api/headers?from=H&limit=N` and `GET /api/blocks?from=H&limit=N` answer JSON
+//!   by default (an array of `BlockHeader` / `Block` in `vision_chain`'s serde form).
+//!   With `Accept: application/octet-stream` they answer binary: headers as
+//!   concatenated 128-byte canonical encodings; blocks as repeated
+//!   `u32 little-endian length` + canonical block bytes.
+//! - `GET /api/blocks/{height}` and `GET /api/block/{hash}`: one block, JSON by
+//!   default, its canonical bytes with `Accept: application/octet-stream`.
+//! - `POST /api/blocks`: `Content-Type: application/octet-stream`, the canonical block
+//!   bytes. `POST /api/tx`: the `Transaction` as JSON.
+//!
+//! This client always asks for the binary form (it is smaller and cheaper to check),
+//! and still reads JSON if a server answers with `Content-Type: application/json`.
+//! The encoders and decoders are shared with the server in [`vision_wire::binary`].
+//!
+//! **API Boundary:** depends on `vision-wire` and `vision-chain` only, never on node
+//! internals; it is the one crate that knows the HTTP side of the wire format.
+//!
+//! **Architecture Invariant:** no global state is required: construct a client and
+//! pass it. [`ControlPlaneClient::shared`] is a lazily created convenience for tools.
+//!
+//! Plain HTTP only (no TLS backend is compiled in: the control plane is reached on
+//! private networks or through a TLS-terminating proxy). No feature flags.
+
+mod client;
+mod error;
+mod url;
+
+pub use client::{
+    ClientConfig, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, MAX_BATCH_ITEMS,
+    MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS, backoff_delay,
+};
+pub use error::ClientError;
+pub use url::{MAX_BASE_URL_LEN, normalize_base_url};
+pub use vision_wire;

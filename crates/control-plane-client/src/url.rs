@@ -1,0 +1,174 @@
+//! Base URL normalisation: `host`, `host:port` and `http://host:port[/]` all become
+//! `http://host:port`.
+
+use vision_wire::DEFAULT_HTTP_PORT;
+
+use crate::ClientError;
+
+/// Longest base URL accepted, in bytes.
+pub const MAX_BASE_URL_LEN: usize = 512;
+/// Longest host name accepted (DNS limit).
+const MAX_HOST_LEN: usize = 253;
+
+fn invalid(url: &str, reason: &str) -> ClientError {
+    let shown: String = url.chars().take(80).collect();
+    ClientError::InvalidUrl {
+        url: shown,
+        reason: reason.to_string(),
+    }
+}
+
+/// Normalise a node address into the base URL every call uses: `http://host:port`.
+///
+/// Accepts `host`, `host:port`, `http://host`, `http://host:port`, each with an
+/// optional trailing `/`, and bracketed IPv6 (`[::1]:7070`). A missing port is the
+/// control-plane default, 7070. Refuses other schemes (`https://`: this client is
+/// built without TLS), paths, queries, user info, whitespace, port 0 and over-long
+/// input, with [`ClientError::InvalidUrl`].
+///
+/// ```
+/// use control_plane_client::normalize_base_url;
+/// assert_eq!(normalize_base_url("1.2.3.4:7070").unwrap(), "http://1.2.3.4:7070");
+/// assert_eq!(normalize_base_url("http://node.example/").unwrap(), "http://node.example:7070");
+/// assert!(normalize_base_url("https://node.example").is_err());
+/// ```
+pub fn normalize_base_url(input: &str) -> Result<String, ClientError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(invalid(input, "empty address"));
+    }
+    if s.len() > MAX_BASE_URL_LEN {
+        return Err(invalid(input, "address too long"));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            input,
+            "address contains whitespace or control characters",
+        ));
+    }
+    let rest = match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("http://") => &s[7..],
+        _ => s,
+    };
+    if rest.contains("://") {
+        return Err(invalid(
+            input,
+            "only http:// is supported (no TLS in this client)",
+        ));
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(invalid(input, "a base URL has no path, query or fragment"));
+    }
+    if rest.contains('@') {
+        return Err(invalid(input, "user info is not supported"));
+    }
+    let (host, port) = split_host_port(rest).map_err(|r| invalid(input, r))?;
+    let port = match port {
+        None => DEFAULT_HTTP_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => return Err(invalid(input, "port must be 1..=65535")),
+            Ok(p) => p,
+        },
+    };
+    Ok(format!("http://{host}:{port}"))
+}
+
+/// Split `host[:port]`; the host keeps IPv6 brackets.
+fn split_host_port(s: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if let Some(inner) = s.strip_prefix('[') {
+        let Some(end) = inner.find(']') else {
+            return Err("unclosed '[' in IPv6 address");
+        };
+        let addr = &inner[..end];
+        if addr.is_empty()
+            || !addr
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return Err("invalid IPv6 address");
+        }
+        let host = &s[..end + 2];
+        let after = &inner[end + 1..];
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host, Some(p))),
+                None => Err("unexpected text after IPv6 address"),
+            },
+        };
+    }
+    let (host, port) = match s.split_once(':') {
+        Some((h, p)) => {
+            if p.contains(':') {
+                return Err("IPv6 addresses must be in brackets: [::1]:7070");
+            }
+            (h, Some(p))
+        }
+        None => (s, None),
+    };
+    if host.is_empty() || host.len() > MAX_HOST_LEN {
+        return Err("host is empty or too long");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err("host has characters a host name cannot have");
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        for (i, o) in [
+            ("1.2.3.4", "http://1.2.3.4:7070"),
+            ("1.2.3.4:7070", "http://1.2.3.4:7070"),
+            ("http://1.2.3.4:7071", "http://1.2.3.4:7071"),
+            ("HTTP://Node.example:80/", "http://Node.example:80"),
+            (" localhost:9 ", "http://localhost:9"),
+            ("[::1]:7070", "http://[::1]:7070"),
+            ("[::1]", "http://[::1]:7070"),
+        ] {
+            assert_eq!(normalize_base_url(i).unwrap(), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for bad in [
+            "",
+            "   ",
+            "https://a:1",
+            "ftp://a",
+            "a:0",
+            "a:65536",
+            "a:x",
+            "a b:1",
+            "a:1/api",
+            "a:1?x",
+            "u@a:1",
+            "::1",
+            "[::1",
+            "[zz]:1",
+            "a\u{0}b",
+            ":7070",
+        ] {
+            assert!(normalize_base_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_base_url(&"a".repeat(600)).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_is_idempotent(s in "\\PC{0,40}") {
+            if let Ok(n) = normalize_base_url(&s) {
+                proptest::prop_assert_eq!(normalize_base_url(&n).unwrap(), n);
+            }
+        }
+    }
+}
