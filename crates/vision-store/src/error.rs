@@ -1,0 +1,117 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use vision_chain::{BlockError, Hash32, Network};
+
+/// Everything that can go wrong in the chain store.
+///
+/// The first group are *operating* errors (the file, the disk); the second are
+/// answers about a submitted block, which callers route to peer scoring or to an
+/// HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file cannot be opened as a chain store: it is not a redb database,
+    /// it is truncated or corrupt, another process holds it, or it was written by
+    /// something else. The file is left as it is: never reset.
+    #[error("cannot open chain store {}: {message}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// The store was created for another network.
+    #[error(
+        "chain store {} belongs to network {stored}, but {requested} was requested",
+        path.display()
+    )]
+    NetworkMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The network recorded in the file (its name, or the unknown magic in hex).
+        stored: String,
+        /// The network asked for.
+        requested: Network,
+    },
+    /// The block is already stored (on any branch).
+    #[error("block {0} is already known")]
+    AlreadyKnown(Hash32),
+    /// The block's parent is not stored: fetch the parent first.
+    #[error("block {hash} is an orphan: parent {parent} is unknown")]
+    Orphan {
+        /// The block.
+        hash: Hash32,
+        /// Its missing parent.
+        parent: Hash32,
+    },
+    /// The block is invalid. Nothing was stored.
+    #[error("block {hash} is invalid: {source}")]
+    Invalid {
+        /// The block.
+        hash: Hash32,
+        /// Why.
+        source: BlockError,
+    },
+    /// The block was stored earlier and found invalid then (or descends from such a
+    /// block).
+    #[error("block {0} is known to be invalid")]
+    KnownInvalid(Hash32),
+    /// The block's parent is known to be invalid, so the block is too. Nothing was
+    /// stored.
+    #[error("block {hash} builds on invalid block {parent}")]
+    InvalidParent {
+        /// The block.
+        hash: Hash32,
+        /// Its invalid parent.
+        parent: Hash32,
+    },
+    /// The block passed its own checks and made its branch the heaviest, but a block
+    /// on that branch (`invalid`, possibly the block itself) fails the state
+    /// transition. `invalid` and its descendants (including `hash`) are stored and
+    /// marked invalid; the main chain is unchanged.
+    #[error("block {hash} is on an invalid branch: block {invalid} is invalid: {source}")]
+    InvalidBranch {
+        /// The submitted block.
+        hash: Hash32,
+        /// The first block on the branch that fails.
+        invalid: Hash32,
+        /// Why it fails.
+        source: BlockError,
+    },
+    /// A batch read asked for more than its bound.
+    #[error("{what}: {count} requested, the limit is {limit}")]
+    TooMany {
+        /// What was asked for.
+        what: &'static str,
+        /// How many.
+        count: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// A stored record does not decode: the file was altered or this is a bug.
+    #[error("corrupt chain store: {0}")]
+    Corrupt(String),
+    /// The storage engine failed (I/O, disk full, ...).
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.into())
+            }
+        }
+    )*};
+}
+
+storage_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);

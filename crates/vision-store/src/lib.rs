@@ -1,0 +1,81 @@
+//! # vision-store
+//!
+//! The embedded, transactional, crash-safe chain store of Vision Node, on
+//! [redb](https://docs.rs/redb). It owns:
+//! - every valid block seen, main chain and side branches, as its canonical
+//!   encoding, with a per-block record (header, cumulative work, first-seen order,
+//!   validity status);
+//! - the main-chain index (height → hash) and the tip;
+//! - the account state at the tip, and the undo data of every main-chain block;
+//! - **fork choice**: the main chain is the chain of most cumulative work; on a tie the
+//!   block seen first stays. Reorgs revert the old branch with its undo data and
+//!   connect the new one block by block with the state transition.
+//!
+//! Consensus rules themselves (header, body and state checks) are
+//! [`vision_chain`]'s; this crate calls them and never weakens them.
+//!
+//! **Architecture Invariant:** synchronous and transport-agnostic. This crate knows
+//! nothing of tokio, HTTP, P2P or networking; callers that live on an async runtime
+//! call it from a blocking task. Time comes in as `now_ms` arguments.
+//!
+//! **Architecture Invariant:** everything one accepted block changes (block bytes,
+//! records, accounts, undo data, main-chain index, tip) is written in **one** redb
+//! write transaction committed with immediate durability. After `kill -9` at any
+//! moment the store reopens on a consistent chain, and every block for which
+//! [`ChainStore::accept_block`] returned `Ok` is in it.
+//!
+//! **Invariants:**
+//! - a block is written only after its header (proof of work, retarget, timestamps,
+//!   against its stored ancestors) and body (transactions root, batch signature
+//!   check) passed; signatures are verified once per block, at acceptance;
+//! - the main chain is contiguous from genesis, each block linking to its parent,
+//!   and the account state equals the replay of its blocks from genesis (genesis
+//!   itself changes no account);
+//! - a block whose state transition fails is never on the main chain; once found, it
+//!   and its descendants are marked [`BlockStatus::Invalid`] and children of an
+//!   invalid block are refused;
+//! - an account equal to `Account::default()` is absent from the state;
+//! - a file that is not a readable chain store is an error naming it, never a panic
+//!   and never a silent reset.
+//!
+//! **API Boundary:** batch reads are bounded ([`MAX_HEADERS_RANGE`],
+//! [`MAX_BLOCKS_RANGE`], [`MAX_ACCOUNTS_BATCH`]); [`ChainStore::blocks_range_raw`]
+//! serves stored encodings without decoding them, for block streaming.
+//!
+//! ## A tour
+//! - [`ChainStore::open`] / [`ChainStore::open_in_memory`]: genesis on first open, the
+//!   network checked on reopen.
+//! - [`ChainStore::accept_block`] → [`AcceptOutcome`] (extended, side chain, or
+//!   [`Reorg`] with the reverted transactions for the mempool), or a [`StoreError`].
+//! - Reads in MVCC snapshots: [`ChainStore::tip`], [`ChainStore::tip_context`] (for
+//!   `vision_chain::build_block`), headers, blocks and accounts.
+//!
+//! No feature flags.
+
+// `StoreError` carries `vision_chain::BlockError` by value (it holds 256-bit targets)
+// so that callers can match on the reason directly; an error costs a few hundred bytes
+// of copying next to milliseconds of block validation, so boxing buys nothing here.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod schema;
+mod store;
+
+pub use error::StoreError;
+pub use schema::BlockStatus;
+pub use store::{
+    AcceptOutcome, ChainStore, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
+    MAX_REVERTED_TXS, Reorg, TipContext, TipInfo,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn store_is_send_and_sync() {
+        assert_send_sync::<ChainStore>();
+    }
+}

@@ -1,0 +1,188 @@
+//! The on-disk layout: redb tables and the fixed-size records stored in them.
+//!
+//! | table        | key                    | value                                   |
+//! |--------------|------------------------|-----------------------------------------|
+//! | `meta`       | name                   | schema version, network magic, tip, seq |
+//! | `blocks`     | block hash             | the block's canonical encoding          |
+//! | `block_info` | block hash             | [`BlockInfo`]: header, work, seq, status|
+//! | `main_chain` | height                 | hash of the main-chain block            |
+//! | `undo`       | block hash             | [`BlockUndo`] encoding (main chain only)|
+//! | `accounts`   | address                | [`Account`] encoding (absent = default) |
+//! | `children`   | parent hash ‖ child    | `()`                                    |
+
+use redb::{ReadableTable, TableDefinition};
+use vision_chain::{Account, BlockHeader, HEADER_SIZE, Hash32, U256};
+
+use crate::StoreError;
+
+/// Version of this layout, stored in `meta`; a different one refuses to open.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const BLOCKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blocks");
+pub(crate) const INFO: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("block_info");
+pub(crate) const MAIN: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("main_chain");
+pub(crate) const UNDO: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("undo");
+pub(crate) const ACCOUNTS: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("accounts");
+pub(crate) const CHILDREN: TableDefinition<&[u8; 64], ()> = TableDefinition::new("children");
+
+pub(crate) const META_SCHEMA: &str = "schema_version";
+pub(crate) const META_NETWORK: &str = "network_magic";
+pub(crate) const META_TIP: &str = "tip";
+pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+
+/// What the store knows about a block's validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockStatus {
+    /// Header and body checked (proof of work, retarget, timestamps, transactions
+    /// root, signatures); the state transition has not been checked yet because the
+    /// block has never been on the main chain.
+    Stored,
+    /// Fully validated: the block has been connected to the main chain (it may have
+    /// been disconnected by a reorg since).
+    Valid,
+    /// The block, or one of its ancestors, fails the state transition.
+    Invalid,
+}
+
+impl BlockStatus {
+    fn to_byte(self) -> u8 {
+        match self {
+            BlockStatus::Stored => 0,
+            BlockStatus::Valid => 1,
+            BlockStatus::Invalid => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<BlockStatus> {
+        match b {
+            0 => Some(BlockStatus::Stored),
+            1 => Some(BlockStatus::Valid),
+            2 => Some(BlockStatus::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// Per-block record: header, cumulative work, first-seen sequence, status.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockInfo {
+    pub(crate) header: BlockHeader,
+    pub(crate) work: U256,
+    pub(crate) seq: u64,
+    pub(crate) status: BlockStatus,
+}
+
+pub(crate) const INFO_SIZE: usize = HEADER_SIZE + 32 + 8 + 1;
+
+impl BlockInfo {
+    pub(crate) fn encode(&self) -> [u8; INFO_SIZE] {
+        let mut out = [0u8; INFO_SIZE];
+        out[..HEADER_SIZE].copy_from_slice(&self.header.encode());
+        out[HEADER_SIZE..HEADER_SIZE + 32].copy_from_slice(&self.work.to_be_bytes());
+        out[HEADER_SIZE + 32..HEADER_SIZE + 40].copy_from_slice(&self.seq.to_le_bytes());
+        out[HEADER_SIZE + 40] = self.status.to_byte();
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<BlockInfo, StoreError> {
+        if bytes.len() != INFO_SIZE {
+            return Err(StoreError::Corrupt(format!(
+                "block info record is {} bytes, expected {INFO_SIZE}",
+                bytes.len()
+            )));
+        }
+        let header = BlockHeader::decode(&bytes[..HEADER_SIZE])
+            .map_err(|e| StoreError::Corrupt(format!("stored header: {e}")))?;
+        let mut work = [0u8; 32];
+        work.copy_from_slice(&bytes[HEADER_SIZE..HEADER_SIZE + 32]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[HEADER_SIZE + 32..HEADER_SIZE + 40]);
+        let status = BlockStatus::from_byte(bytes[HEADER_SIZE + 40]).ok_or_else(|| {
+            StoreError::Corrupt(format!("block status byte {}", bytes[HEADER_SIZE + 40]))
+        })?;
+        Ok(BlockInfo {
+            header,
+            work: U256::from_be_bytes(&work),
+            seq: u64::from_le_bytes(seq),
+            status,
+        })
+    }
+}
+
+pub(crate) fn get_info<T>(t: &T, hash: &Hash32) -> Result<Option<BlockInfo>, StoreError>
+where
+    T: ReadableTable<&'static [u8; 32], &'static [u8]> + ?Sized,
+{
+    match t.get(&hash.0)? {
+        Some(v) => BlockInfo::decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn require_info<T>(t: &T, hash: &Hash32) -> Result<BlockInfo, StoreError>
+where
+    T: ReadableTable<&'static [u8; 32], &'static [u8]> + ?Sized,
+{
+    get_info(t, hash)?
+        .ok_or_else(|| StoreError::Corrupt(format!("block info for {hash} is missing")))
+}
+
+pub(crate) fn get_account<T>(t: &T, addr: &[u8; 32]) -> Result<Account, StoreError>
+where
+    T: ReadableTable<&'static [u8; 32], &'static [u8; 16]> + ?Sized,
+{
+    match t.get(addr)? {
+        Some(v) => Ok(decode_account(v.value())),
+        None => Ok(Account::default()),
+    }
+}
+
+pub(crate) fn decode_account(b: &[u8; 16]) -> Account {
+    let mut bal = [0u8; 8];
+    let mut nonce = [0u8; 8];
+    bal.copy_from_slice(&b[..8]);
+    nonce.copy_from_slice(&b[8..]);
+    Account {
+        balance: u64::from_le_bytes(bal),
+        nonce: u64::from_le_bytes(nonce),
+    }
+}
+
+pub(crate) fn get_meta<T>(t: &T, key: &str) -> Result<Option<Vec<u8>>, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]> + ?Sized,
+{
+    Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
+pub(crate) fn meta_hash<T>(t: &T, key: &str) -> Result<Hash32, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]> + ?Sized,
+{
+    let v = get_meta(t, key)?.ok_or_else(|| StoreError::Corrupt(format!("meta {key} missing")))?;
+    let arr: [u8; 32] = v
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("meta {key} is {} bytes", v.len())))?;
+    Ok(Hash32(arr))
+}
+
+pub(crate) fn meta_u64<T>(t: &T, key: &str) -> Result<u64, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]> + ?Sized,
+{
+    let v = get_meta(t, key)?.ok_or_else(|| StoreError::Corrupt(format!("meta {key} missing")))?;
+    let arr: [u8; 8] = v
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("meta {key} is {} bytes", v.len())))?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+pub(crate) fn child_key(parent: &Hash32, child: &Hash32) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&parent.0);
+    k[32..].copy_from_slice(&child.0);
+    k
+}

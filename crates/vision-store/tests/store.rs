@@ -1,0 +1,888 @@
+//! Behaviour of the chain store: acceptance, fork choice, reorgs, invalid branches,
+//! persistence and damaged files; and a property test over random block trees.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use proptest::prelude::*;
+use vision_chain::{
+    Account, Address, Block, BlockError, Hash32, HeaderError, StateError, U256, apply_block,
+    work_for_target,
+};
+use vision_store::{
+    AcceptOutcome, BlockStatus, ChainStore, MAX_ACCOUNTS_BATCH, MAX_HEADERS_RANGE, StoreError,
+};
+
+fn genesis_hash() -> Hash32 {
+    NET.params().genesis_hash()
+}
+
+/// A snapshot of everything observable, to show a rejected block changed nothing.
+fn snapshot(store: &ChainStore, addrs: &[Address]) -> impl PartialEq + std::fmt::Debug {
+    let tip = store.tip().unwrap();
+    let mut accts: Vec<_> = store.accounts(addrs).unwrap().into_iter().collect();
+    accts.sort_by_key(|(a, _)| *a);
+    (
+        tip,
+        accts,
+        store.account_count().unwrap(),
+        store.headers_range(0, MAX_HEADERS_RANGE).unwrap(),
+    )
+}
+
+#[test]
+fn genesis_then_extend() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let tip = store.tip().unwrap();
+    assert_eq!(tip.height, 0);
+    assert_eq!(tip.hash, genesis_hash());
+    assert_eq!(
+        tip.cumulative_work,
+        work_for_target(&NET.params().genesis_target)
+    );
+    assert_eq!(
+        store.account_count().unwrap(),
+        0,
+        "genesis changes no account"
+    );
+
+    let miner = key(1);
+    let b1 = mine_on(&store, &tip.hash, miner.address(), vec![]);
+    assert_eq!(
+        store.accept_block(&b1, NOW_MS).unwrap(),
+        AcceptOutcome::Extended {
+            height: 1,
+            hash: b1.hash()
+        }
+    );
+    let b2 = mine_on(
+        &store,
+        &b1.hash(),
+        key(2).address(),
+        vec![transfer(&miner, key(3).address(), 1000, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&b2, NOW_MS).unwrap(),
+        AcceptOutcome::Extended { height: 2, .. }
+    ));
+    let tip = store.tip().unwrap();
+    assert_eq!((tip.height, tip.hash), (2, b2.hash()));
+    assert_eq!(tip.header, b2.header);
+    assert_eq!(
+        tip.cumulative_work,
+        store
+            .cumulative_work(&b1.hash())
+            .unwrap()
+            .unwrap()
+            .saturating_add(work_for_target(&b2.header.target))
+    );
+    let reward = NET.params().block_reward;
+    assert_eq!(
+        store.account(&miner.address()).unwrap(),
+        Account {
+            balance: reward - 1001,
+            nonce: 1
+        }
+    );
+    assert_eq!(
+        store.account(&key(2).address()).unwrap().balance,
+        reward + 1
+    );
+    assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
+
+    // reads
+    assert_eq!(store.block(&b2.hash()).unwrap().unwrap(), b2);
+    assert_eq!(store.block_at(1).unwrap().unwrap(), b1);
+    assert_eq!(store.hash_at(2).unwrap(), Some(b2.hash()));
+    assert_eq!(store.hash_at(3).unwrap(), None);
+    assert_eq!(store.header(&b1.hash()).unwrap().unwrap(), b1.header);
+    assert_eq!(
+        store.headers_range(1, 10).unwrap(),
+        vec![b1.header.clone(), b2.header.clone()]
+    );
+    assert_eq!(store.blocks_range(2, 10).unwrap(), vec![b2.clone()]);
+    assert_eq!(
+        store.blocks_range_raw(1, 1).unwrap(),
+        vec![b1.encode()],
+        "raw range is the canonical encoding"
+    );
+    assert_eq!(store.block_raw(&b2.hash()).unwrap().unwrap(), b2.encode());
+    assert_eq!(
+        store.block_status(&b2.hash()).unwrap(),
+        Some(BlockStatus::Valid)
+    );
+    let ctx = store.tip_context().unwrap();
+    assert_eq!(ctx.hash, b2.hash());
+    assert_eq!(
+        ctx.recent_timestamps_ms,
+        vec![
+            b2.header.timestamp_ms,
+            b1.header.timestamp_ms,
+            NET.params().genesis_timestamp_ms
+        ]
+    );
+    let state = replay_main_chain(&store);
+    assert_state(
+        &store,
+        &state,
+        &[miner.address(), key(2).address(), key(3).address()],
+    );
+}
+
+#[test]
+fn side_chain_orphan_and_already_known() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let g = genesis_hash();
+    let a1 = mine_on(&store, &g, key(1).address(), vec![]);
+    let b1 = mine_on(&store, &g, key(2).address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&a1, NOW_MS).unwrap(),
+        AcceptOutcome::Extended { .. }
+    ));
+    // Same work: the block seen first stays.
+    assert_eq!(
+        store.accept_block(&b1, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain {
+            height: 1,
+            hash: b1.hash()
+        }
+    );
+    assert_eq!(store.tip().unwrap().hash, a1.hash());
+    assert!(store.contains(&b1.hash()).unwrap());
+    assert!(!store.is_main_chain(&b1.hash()).unwrap());
+    assert!(store.is_main_chain(&a1.hash()).unwrap());
+    assert_eq!(
+        store.block_status(&b1.hash()).unwrap(),
+        Some(BlockStatus::Stored)
+    );
+    assert_eq!(
+        store.account(&key(2).address()).unwrap(),
+        Account::default()
+    );
+
+    assert!(matches!(
+        store.accept_block(&a1, NOW_MS),
+        Err(StoreError::AlreadyKnown(h)) if h == a1.hash()
+    ));
+    assert!(matches!(
+        store.accept_block(&b1, NOW_MS),
+        Err(StoreError::AlreadyKnown(h)) if h == b1.hash()
+    ));
+
+    // An orphan: its parent was never given to the store.
+    let ctx_store = ChainStore::open_in_memory(NET).unwrap();
+    let c1 = mine_on(&ctx_store, &g, key(3).address(), vec![]);
+    ctx_store.accept_block(&c1, NOW_MS).unwrap();
+    let c2 = mine_on(&ctx_store, &c1.hash(), key(3).address(), vec![]);
+    let addrs = [key(1).address(), key(2).address(), key(3).address()];
+    let before = snapshot(&store, &addrs);
+    match store.accept_block(&c2, NOW_MS) {
+        Err(StoreError::Orphan { hash, parent }) => {
+            assert_eq!((hash, parent), (c2.hash(), c1.hash()));
+        }
+        other => panic!("expected an orphan, got {other:?}"),
+    }
+    assert!(!store.contains(&c2.hash()).unwrap());
+    assert_eq!(snapshot(&store, &addrs), before);
+}
+
+#[test]
+fn invalid_blocks_change_nothing() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let alice = key(1);
+    let a1 = mine_on(&store, &genesis_hash(), alice.address(), vec![]);
+    store.accept_block(&a1, NOW_MS).unwrap();
+    let addrs = [alice.address(), key(2).address(), key(3).address()];
+    let before = snapshot(&store, &addrs);
+    let reject = |b: &Block| -> BlockError {
+        match store.accept_block(b, NOW_MS) {
+            Err(StoreError::Invalid { hash, source }) => {
+                assert_eq!(hash, b.hash());
+                assert!(!store.contains(&hash).unwrap());
+                source
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    };
+
+    // A bad signature (the root is recomputed, so only the signature is wrong).
+    let mut bad_sig = mine_on(
+        &store,
+        &a1.hash(),
+        key(2).address(),
+        vec![transfer(&alice, key(3).address(), 10, 0)],
+    );
+    bad_sig.txs[0].amount = 11;
+    bad_sig.header.tx_root = bad_sig.compute_tx_root();
+    vision_chain::solve(&mut bad_sig.header, 0, u64::MAX).unwrap();
+    assert!(matches!(reject(&bad_sig), BlockError::Signature(_)));
+
+    // Proof of work that misses the target.
+    let mut bad_pow = mine_on(&store, &a1.hash(), key(2).address(), vec![]);
+    bad_pow.header.nonce = (0..)
+        .find(|&n| {
+            let mut h = bad_pow.header.clone();
+            h.nonce = n;
+            !h.meets_target()
+        })
+        .unwrap();
+    assert!(matches!(
+        reject(&bad_pow),
+        BlockError::Header(HeaderError::InsufficientWork)
+    ));
+
+    // A wrong target.
+    let mut bad_target = mine_on(&store, &a1.hash(), key(2).address(), vec![]);
+    bad_target.header.target = bad_target.header.target.shr(1);
+    vision_chain::solve(&mut bad_target.header, 0, u64::MAX).unwrap();
+    assert!(matches!(
+        reject(&bad_target),
+        BlockError::Header(HeaderError::BadTarget { .. })
+    ));
+
+    // A timestamp beyond the allowed drift.
+    let ctx = store.tip_context().unwrap();
+    let far = mine(&ctx.parent_context(), key(2).address(), vec![], 10_000_000);
+    match store.accept_block(&far, a1.header.timestamp_ms + 1000) {
+        Err(StoreError::Invalid {
+            source: BlockError::Header(HeaderError::TimestampTooNew { .. }),
+            ..
+        }) => {}
+        other => panic!("expected TimestampTooNew, got {other:?}"),
+    }
+
+    // A state failure on the tip: overspending.
+    let overspend = mine_on(
+        &store,
+        &a1.hash(),
+        key(2).address(),
+        vec![transfer(&alice, key(3).address(), u64::MAX / 2, 0)],
+    );
+    assert!(matches!(
+        reject(&overspend),
+        BlockError::State(StateError::InsufficientFunds { .. })
+    ));
+    // A bad nonce.
+    let bad_nonce = mine_on(
+        &store,
+        &a1.hash(),
+        key(2).address(),
+        vec![transfer(&alice, key(3).address(), 5, 3)],
+    );
+    assert!(matches!(
+        reject(&bad_nonce),
+        BlockError::State(StateError::BadNonce { .. })
+    ));
+
+    assert_eq!(snapshot(&store, &addrs), before);
+    // And the store still takes the valid version.
+    let good = mine_on(
+        &store,
+        &a1.hash(),
+        key(2).address(),
+        vec![transfer(&alice, key(3).address(), 10, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&good, NOW_MS).unwrap(),
+        AcceptOutcome::Extended { height: 2, .. }
+    ));
+}
+
+/// Extend `parent` by `n` empty blocks mined by `miner`, feeding each to the store.
+fn extend(store: &ChainStore, parent: Hash32, miner: Address, n: usize) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut p = parent;
+    for _ in 0..n {
+        let b = mine_on(store, &p, miner, vec![]);
+        store.accept_block(&b, NOW_MS).unwrap();
+        p = b.hash();
+        out.push(b);
+    }
+    out
+}
+
+#[test]
+fn reorg_to_heavier_branch_and_back() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let (ka, kb, kc) = (key(1), key(2), key(3));
+    let addrs = [ka.address(), kb.address(), kc.address()];
+    let g = genesis_hash();
+    let a = extend(&store, g, ka.address(), 2);
+    let a3 = mine_on(
+        &store,
+        &a[1].hash(),
+        ka.address(),
+        vec![
+            transfer(&ka, kc.address(), 700, 0),
+            transfer(&ka, kb.address(), 300, 1),
+        ],
+    );
+    store.accept_block(&a3, NOW_MS).unwrap();
+    let state_a = replay_main_chain(&store);
+
+    // Branch B: three side blocks of equal work, then a fourth that wins.
+    let b = {
+        let mut bs = Vec::new();
+        let mut p = g;
+        for i in 0..4 {
+            let blk = mine_on(&store, &p, kb.address(), vec![]);
+            let out = store.accept_block(&blk, NOW_MS).unwrap();
+            if i < 3 {
+                assert!(matches!(out, AcceptOutcome::SideChain { .. }), "{out:?}");
+            } else {
+                match out {
+                    AcceptOutcome::Reorganized(r) => {
+                        assert_eq!(r.fork_height, 0);
+                        assert_eq!(r.fork_hash, g);
+                        assert_eq!(r.disconnected, vec![a3.hash(), a[1].hash(), a[0].hash()]);
+                        let expected: Vec<_> = bs
+                            .iter()
+                            .map(Block::hash)
+                            .chain([blk.hash()])
+                            .collect::<Vec<_>>();
+                        assert_eq!(r.connected, expected);
+                        assert_eq!(r.reverted_txs, a3.txs);
+                        assert_eq!(r.reverted_txs_dropped, 0);
+                        assert_eq!((r.height, r.hash), (4, blk.hash()));
+                    }
+                    other => panic!("expected a reorg, got {other:?}"),
+                }
+            }
+            p = blk.hash();
+            bs.push(blk);
+        }
+        bs
+    };
+    assert_eq!(store.tip().unwrap().hash, b[3].hash());
+    for blk in &a {
+        assert!(!store.is_main_chain(&blk.hash()).unwrap());
+        assert!(store.contains(&blk.hash()).unwrap());
+    }
+    let state_b = replay_main_chain(&store);
+    assert_eq!(state_b.len(), 1, "only kb has mined on branch B");
+    assert_state(&store, &state_b, &addrs);
+
+    // Back to A: two more blocks on a3 make A heavier again.
+    let a45 = extend_side_then_win(&store, a3.hash(), ka.address());
+    assert_eq!(store.tip().unwrap().hash, a45.hash());
+    let state_back = replay_main_chain(&store);
+    assert_state(&store, &state_back, &addrs);
+    // The undo data restored A's state exactly: A's state plus two rewards.
+    let mut expected = state_a.clone();
+    expected.get_mut(&ka.address()).unwrap().balance += 2 * NET.params().block_reward;
+    assert_eq!(state_back, expected);
+    assert_eq!(
+        store.block_status(&b[3].hash()).unwrap(),
+        Some(BlockStatus::Valid)
+    );
+}
+
+/// Two blocks on `parent`: the first ties the main chain (side), the second wins.
+fn extend_side_then_win(store: &ChainStore, parent: Hash32, miner: Address) -> Block {
+    let b4 = mine_on(store, &parent, miner, vec![]);
+    assert!(matches!(
+        store.accept_block(&b4, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    let b5 = mine_on(store, &b4.hash(), miner, vec![]);
+    match store.accept_block(&b5, NOW_MS).unwrap() {
+        AcceptOutcome::Reorganized(r) => {
+            assert_eq!(r.connected.last(), Some(&b5.hash()));
+        }
+        other => panic!("expected a reorg, got {other:?}"),
+    }
+    b5
+}
+
+#[test]
+fn invalid_block_on_heavier_branch_is_marked_and_main_chain_stays() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let (ka, kb) = (key(1), key(2));
+    let addrs = [ka.address(), kb.address()];
+    let g = genesis_hash();
+    let a = extend(&store, g, ka.address(), 2);
+    let before = snapshot(&store, &addrs);
+
+    // B1 spends ka's money, which only exists on branch A: valid alone, invalid state.
+    let b1 = mine_on(
+        &store,
+        &g,
+        kb.address(),
+        vec![transfer(&ka, kb.address(), 5, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&b1, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    let b2 = mine_on(&store, &b1.hash(), kb.address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&b2, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    let b3 = mine_on(&store, &b2.hash(), kb.address(), vec![]);
+    match store.accept_block(&b3, NOW_MS) {
+        Err(StoreError::InvalidBranch {
+            hash,
+            invalid,
+            source: BlockError::State(StateError::InsufficientFunds { .. }),
+        }) => {
+            assert_eq!((hash, invalid), (b3.hash(), b1.hash()));
+        }
+        other => panic!("expected InvalidBranch, got {other:?}"),
+    }
+    assert_eq!(
+        snapshot(&store, &addrs),
+        before,
+        "main chain and state as before"
+    );
+    assert_eq!(store.tip().unwrap().hash, a[1].hash());
+    for b in [&b1, &b2, &b3] {
+        assert_eq!(
+            store.block_status(&b.hash()).unwrap(),
+            Some(BlockStatus::Invalid)
+        );
+    }
+    // Children of invalid blocks are refused, and the block itself is known invalid.
+    let b4 = mine_on(&store, &b3.hash(), kb.address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&b4, NOW_MS),
+        Err(StoreError::InvalidParent { hash, parent }) if hash == b4.hash() && parent == b3.hash()
+    ));
+    assert!(matches!(
+        store.accept_block(&b3, NOW_MS),
+        Err(StoreError::KnownInvalid(h)) if h == b3.hash()
+    ));
+    // The valid chain goes on.
+    extend(&store, a[1].hash(), ka.address(), 1);
+    assert_eq!(store.tip().unwrap().height, 3);
+}
+
+#[test]
+fn failing_block_mid_reorg_returns_to_the_old_chain() {
+    // The branch's first blocks are valid; only the last one fails: the main chain
+    // must be the old one again, not the valid prefix of the branch (lighter).
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let (ka, kb) = (key(1), key(2));
+    let g = genesis_hash();
+    let a = extend(&store, g, ka.address(), 3);
+    let addrs = [ka.address(), kb.address()];
+    let before = snapshot(&store, &addrs);
+    let b = {
+        let mut p = g;
+        let mut bs = Vec::new();
+        for _ in 0..3 {
+            let blk = mine_on(&store, &p, kb.address(), vec![]);
+            store.accept_block(&blk, NOW_MS).unwrap();
+            p = blk.hash();
+            bs.push(blk);
+        }
+        bs
+    };
+    // kb has 3 rewards on branch B; spending 4 is invalid.
+    let reward = NET.params().block_reward;
+    let bad = mine_on(
+        &store,
+        &b[2].hash(),
+        kb.address(),
+        vec![transfer(&kb, ka.address(), 4 * reward, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&bad, NOW_MS),
+        Err(StoreError::InvalidBranch { invalid, .. }) if invalid == bad.hash()
+    ));
+    assert_eq!(snapshot(&store, &addrs), before);
+    assert_eq!(store.tip().unwrap().hash, a[2].hash());
+    assert_eq!(
+        store.block_status(&b[2].hash()).unwrap(),
+        Some(BlockStatus::Stored)
+    );
+    // A valid sibling of `bad` wins, and B's earlier blocks become valid.
+    let good = mine_on(
+        &store,
+        &b[2].hash(),
+        kb.address(),
+        vec![transfer(&kb, ka.address(), reward, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&good, NOW_MS).unwrap(),
+        AcceptOutcome::Reorganized(_)
+    ));
+    assert_eq!(
+        store.block_status(&b[0].hash()).unwrap(),
+        Some(BlockStatus::Valid)
+    );
+    let state = replay_main_chain(&store);
+    assert_state(&store, &state, &addrs);
+}
+
+#[test]
+fn reopen_after_close_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let (ka, kb) = (key(1), key(2));
+    let addrs = [ka.address(), kb.address()];
+    let (tip, state) = {
+        let store = ChainStore::open(&path, NET).unwrap();
+        let a = extend(&store, genesis_hash(), ka.address(), 3);
+        let tx = mine_on(
+            &store,
+            &a[2].hash(),
+            kb.address(),
+            vec![transfer(&ka, kb.address(), 42, 0)],
+        );
+        store.accept_block(&tx, NOW_MS).unwrap();
+        let side = mine_on(&store, &a[2].hash(), ka.address(), vec![]);
+        store.accept_block(&side, NOW_MS).unwrap();
+        (store.tip().unwrap(), replay_main_chain(&store))
+    };
+    let store = ChainStore::open(&path, NET).unwrap();
+    assert_eq!(store.tip().unwrap(), tip);
+    assert_eq!(store.path(), path.as_path());
+    assert_state(&store, &state, &addrs);
+    assert_eq!(replay_main_chain(&store), state);
+    // and it keeps working
+    extend(&store, tip.hash, ka.address(), 1);
+    assert_eq!(store.tip().unwrap().height, tip.height + 1);
+}
+
+#[test]
+fn network_mismatch_names_file_and_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    drop(ChainStore::open(&path, NET).unwrap());
+    let err = ChainStore::open(&path, vision_chain::Network::Devnet).unwrap_err();
+    match &err {
+        StoreError::NetworkMismatch {
+            path: p,
+            stored,
+            requested,
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!(stored, "regtest");
+            assert_eq!(*requested, vision_chain::Network::Devnet);
+        }
+        other => panic!("expected NetworkMismatch, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains(path.to_str().unwrap()) && msg.contains("regtest") && msg.contains("devnet")
+    );
+    // The file was not touched: it still opens as regtest.
+    assert_eq!(
+        ChainStore::open(&path, NET).unwrap().tip().unwrap().height,
+        0
+    );
+}
+
+fn expect_open_error(path: &std::path::Path) {
+    expect_open_error_inner(path, true)
+}
+
+fn expect_open_error_inner(path: &std::path::Path, byte_identical: bool) {
+    let before = std::fs::read(path).unwrap();
+    match ChainStore::open(path, NET) {
+        Err(e @ StoreError::Open { .. }) => {
+            let StoreError::Open { path: p, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(p, path);
+            assert!(e.to_string().contains(path.to_str().unwrap()), "{e}");
+        }
+        other => panic!(
+            "expected an Open error for {}, got {other:?}",
+            path.display()
+        ),
+    }
+    if byte_identical {
+        assert!(
+            std::fs::read(path).unwrap() == before,
+            "a bad file is never reset"
+        );
+    }
+}
+
+#[test]
+fn garbage_and_truncated_files_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(
+        &garbage,
+        b"this is not a database at all, just some text\n".repeat(200),
+    )
+    .unwrap();
+    expect_open_error(&garbage);
+
+    let short = dir.path().join("short.redb");
+    std::fs::write(&short, [0x42u8; 7]).unwrap();
+    expect_open_error(&short);
+
+    // A real store, cut short.
+    let good = dir.path().join("good.redb");
+    {
+        let store = ChainStore::open(&good, NET).unwrap();
+        extend(&store, genesis_hash(), key(1).address(), 20);
+    }
+    let bytes = std::fs::read(&good).unwrap();
+    for keep in [bytes.len() / 2, 4096, 600, 100] {
+        let cut = dir.path().join(format!("cut-{keep}.redb"));
+        std::fs::write(&cut, &bytes[..keep.min(bytes.len() - 1)]).unwrap();
+        expect_open_error(&cut);
+    }
+
+    // A redb database written by something else.
+    let other = dir.path().join("other.redb");
+    redb_other(&other);
+    // redb itself may rewrite its header on open; what matters is that the other
+    // program's data is intact and no chain table was added.
+    expect_open_error_inner(&other, false);
+    let db = redb::Database::create(&other).unwrap();
+    let r = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let names: Vec<String> = r
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert_eq!(names, vec!["someone_else".to_string()]);
+}
+
+/// A redb file with an unrelated table, as another program would write it.
+fn redb_other(path: &std::path::Path) {
+    let db = redb::Database::create(path).unwrap();
+    let w = db.begin_write().unwrap();
+    {
+        let t: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("someone_else");
+        let mut t = w.open_table(t).unwrap();
+        t.insert("x", &1).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+#[test]
+fn batch_reads_are_bounded() {
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    extend(&store, genesis_hash(), key(1).address(), 3);
+    assert_eq!(store.headers_range(0, usize::MAX).unwrap().len(), 4);
+    assert_eq!(store.blocks_range(2, usize::MAX).unwrap().len(), 2);
+    assert!(store.headers_range(10, 5).unwrap().is_empty());
+    let many = vec![Address([9; 32]); MAX_ACCOUNTS_BATCH + 1];
+    assert!(matches!(
+        store.accounts(&many),
+        Err(StoreError::TooMany { .. })
+    ));
+}
+
+#[test]
+fn concurrent_reads_during_writes() {
+    let store = std::sync::Arc::new(ChainStore::open_in_memory(NET).unwrap());
+    let blocks = {
+        // Prepare a chain in a scratch store, then import it while reading.
+        let scratch = ChainStore::open_in_memory(NET).unwrap();
+        extend(&scratch, genesis_hash(), key(1).address(), 30)
+    };
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while last < 30 {
+                let tip = store.tip().unwrap();
+                assert!(tip.height >= last, "the tip never goes back");
+                let h = store.headers_range(0, MAX_HEADERS_RANGE).unwrap();
+                assert!(h.len() as u64 > tip.height, "a snapshot is never torn");
+                last = tip.height;
+            }
+        })
+    };
+    for b in &blocks {
+        store.accept_block(b, NOW_MS).unwrap();
+    }
+    reader.join().unwrap();
+}
+
+// ---- property test: random block trees fed in random order ----
+
+const KEYS: u32 = 5;
+
+#[derive(Debug, Clone)]
+struct Op {
+    parent_back: usize,
+    miner: u32,
+    txs: Vec<(u32, u32, u64)>,
+    poison: bool,
+    jitter_ms: u64,
+    feed_key: u32,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    (
+        0usize..4,
+        0..KEYS,
+        prop::collection::vec((0..KEYS, 0..KEYS, 1u64..3_000_000_000), 0..4),
+        prop::bool::weighted(0.12),
+        0u64..400,
+        any::<u32>(),
+    )
+        .prop_map(
+            |(parent_back, miner, txs, poison, jitter_ms, feed_key)| Op {
+                parent_back,
+                miner,
+                txs,
+                poison,
+                jitter_ms,
+                feed_key,
+            },
+        )
+}
+
+struct Node {
+    block: Block,
+    hash: Hash32,
+    parent: usize,
+    valid: bool,
+    state: HashMap<Address, Account>,
+    work: U256,
+    timestamps: Vec<u64>,
+}
+
+fn build_tree(ops: &[Op]) -> Vec<Node> {
+    let params = NET.params();
+    let genesis = params.genesis();
+    let mut nodes = vec![Node {
+        hash: genesis.hash(),
+        timestamps: vec![genesis.header.timestamp_ms],
+        work: work_for_target(&genesis.header.target),
+        block: genesis,
+        parent: usize::MAX,
+        valid: true,
+        state: HashMap::new(),
+    }];
+    for o in ops {
+        // Mostly build on recent blocks so that branches grow long enough to win.
+        let p = nodes.len() - 1 - o.parent_back.min(nodes.len() - 1);
+        let parent = &nodes[p];
+        let mut txs = Vec::new();
+        let mut used = Vec::new();
+        for &(from, to, amount) in &o.txs {
+            let k = key(from);
+            let acct = parent.state.get(&k.address()).copied().unwrap_or_default();
+            if used.contains(&from) || acct.balance < amount + 1 {
+                continue;
+            }
+            used.push(from);
+            txs.push(transfer(&k, key(to).address(), amount, acct.nonce));
+        }
+        if o.poison {
+            // Signed correctly, so it passes the body checks; fails the state check.
+            let k = key(o.miner);
+            let acct = parent.state.get(&k.address()).copied().unwrap_or_default();
+            txs.push(transfer(&k, key(0).address(), 1, acct.nonce + 7));
+        }
+        let ctx = vision_chain::ParentContext {
+            hash: parent.hash,
+            header: &parent.block.header,
+            recent_timestamps_ms: &parent.timestamps,
+        };
+        let block = mine(&ctx, key(o.miner).address(), txs, 800 + o.jitter_ms);
+        let (valid, state) = match apply_block(params, &parent.state, &block) {
+            Ok(d) if parent.valid => {
+                let mut s = parent.state.clone();
+                for (a, acc) in d.updates {
+                    if acc == Account::default() {
+                        s.remove(&a);
+                    } else {
+                        s.insert(a, acc);
+                    }
+                }
+                (true, s)
+            }
+            _ => (false, HashMap::new()),
+        };
+        let mut timestamps = vec![block.header.timestamp_ms];
+        timestamps.extend(parent.timestamps.iter().take(10));
+        let work = parent
+            .work
+            .saturating_add(work_for_target(&block.header.target));
+        nodes.push(Node {
+            hash: block.hash(),
+            block,
+            parent: p,
+            valid,
+            state,
+            work,
+            timestamps,
+        });
+    }
+    nodes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_trees_fork_choice_and_state(ops in prop::collection::vec(op(), 1..28)) {
+        let nodes = build_tree(&ops);
+        let addrs: Vec<Address> = (0..KEYS).map(|i| key(i).address()).collect();
+        let store = ChainStore::open_in_memory(NET).unwrap();
+        let mut order: Vec<usize> = (1..nodes.len()).collect();
+        order.sort_by_key(|&i| ops[i - 1].feed_key);
+
+        // accepted[i] = order in which block i was stored as valid-or-unknown (Ok).
+        let mut accepted: Vec<Option<usize>> = vec![None; nodes.len()];
+        accepted[0] = Some(0);
+        let mut accepted_n = 1;
+        let mut pending: Vec<usize> = Vec::new();
+        let mut queue = order.into_iter();
+        loop {
+            // Feed a pending block whose parent is now stored, else the next one.
+            let next = match pending.iter().position(|&i| store.contains(&nodes[nodes[i].parent].hash).unwrap()) {
+                Some(pos) => pending.remove(pos),
+                None => match queue.next() {
+                    Some(i) => i,
+                    None => break,
+                },
+            };
+            let n = &nodes[next];
+            match store.accept_block(&n.block, NOW_MS) {
+                Ok(out) => {
+                    prop_assert!(accepted[n.parent].is_some());
+                    if matches!(out, AcceptOutcome::Extended { .. } | AcceptOutcome::Reorganized(_)) {
+                        prop_assert!(n.valid, "an invalid block became the tip");
+                    }
+                    accepted[next] = Some(accepted_n);
+                    accepted_n += 1;
+                }
+                Err(StoreError::Orphan { parent, .. }) => {
+                    prop_assert_eq!(parent, nodes[n.parent].hash);
+                    pending.push(next);
+                }
+                Err(StoreError::Invalid { source: BlockError::State(_), .. })
+                | Err(StoreError::InvalidBranch { .. })
+                | Err(StoreError::InvalidParent { .. }) => {
+                    prop_assert!(!n.valid, "a valid block was refused");
+                }
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+            // Fork choice: the tip is the heaviest valid stored block, first seen on a tie.
+            let best = (0..nodes.len())
+                .filter(|&i| nodes[i].valid && accepted[i].is_some())
+                .max_by(|&x, &y| nodes[x].work.cmp(&nodes[y].work)
+                    .then(accepted[y].cmp(&accepted[x])))
+                .unwrap();
+            let tip = store.tip().unwrap();
+            prop_assert_eq!(tip.hash, nodes[best].hash);
+            prop_assert_eq!(tip.cumulative_work, nodes[best].work);
+            // State: exactly the model's state at that block.
+            let got = store.accounts(&addrs).unwrap();
+            for a in &addrs {
+                prop_assert_eq!(got[a], nodes[best].state.get(a).copied().unwrap_or_default());
+            }
+            prop_assert_eq!(store.account_count().unwrap(), nodes[best].state.len() as u64);
+        }
+        // And a from-scratch replay of the stored main chain agrees.
+        let replayed = replay_main_chain(&store);
+        let tip = store.tip().unwrap();
+        let best = nodes.iter().find(|n| n.hash == tip.hash).unwrap();
+        prop_assert_eq!(&replayed, &best.state);
+    }
+}
