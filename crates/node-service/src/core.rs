@@ -1,0 +1,267 @@
+//! The node's shared core: store, mempool, the lock-free chain view, and the one
+//! path every block and transaction takes into the node, whatever carried it
+//! (the local miner, HTTP, P2P).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use vision_chain::{
+    Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
+    SecretKey, Transaction, TxId, U256, build_block,
+};
+use vision_store::{AcceptOutcome, ChainStore, StoreError};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    now_ms() / 1000
+}
+
+/// The local main chain's tip, published after every change (arc-swap): status,
+/// the miner and the loops read it without touching the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainView {
+    /// Tip height.
+    pub height: u64,
+    /// Tip hash.
+    pub hash: Hash32,
+    /// Tip header.
+    pub header: BlockHeader,
+    /// Work of the chain to the tip.
+    pub cumulative_work: U256,
+}
+
+/// Who handed us a block or transaction (for logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Our own miner.
+    Miner,
+    /// A client or peer over HTTP.
+    Http,
+    /// Block sync.
+    Sync,
+    /// The data plane.
+    P2p,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Miner => "miner",
+            Origin::Http => "http",
+            Origin::Sync => "sync",
+            Origin::P2p => "p2p",
+        }
+    }
+}
+
+/// Shared state of one node.
+pub struct Core {
+    /// Configuration.
+    pub cfg: NodeConfig,
+    /// Chain parameters.
+    pub params: &'static ChainParams,
+    /// The node key (identity, signed hello and heartbeat).
+    pub key: SecretKey,
+    /// Hex of the node key's public key.
+    pub node_id: String,
+    /// Where rewards go.
+    pub miner_address: Address,
+    /// The chain store.
+    pub store: Arc<ChainStore>,
+    mempool: Mutex<Mempool>,
+    chain: ArcSwap<ChainView>,
+    tip_tx: watch::Sender<u64>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Process start.
+    pub started: Instant,
+    /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
+    pub admin_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl Core {
+    /// Assemble the core over an opened store.
+    pub fn new(
+        cfg: NodeConfig,
+        key: SecretKey,
+        store: Arc<ChainStore>,
+        admin_tokens: Vec<String>,
+    ) -> Result<Core, StoreError> {
+        let params = cfg.network.params();
+        let tip = store.tip()?;
+        let view = ChainView {
+            height: tip.height,
+            hash: tip.hash,
+            header: tip.header,
+            cumulative_work: tip.cumulative_work,
+        };
+        let (tip_tx, _) = watch::channel(view.height);
+        Ok(Core {
+            miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
+            node_id: key.address().to_hex(),
+            params,
+            mempool: Mutex::new(Mempool::new(cfg.network, MempoolConfig::default())),
+            chain: ArcSwap::from_pointee(view),
+            tip_tx,
+            metrics: Metrics::new(),
+            started: Instant::now(),
+            admin_tokens,
+            key,
+            store,
+            cfg,
+        })
+    }
+
+    /// The current tip, lock-free.
+    pub fn chain(&self) -> Arc<ChainView> {
+        self.chain.load_full()
+    }
+
+    /// A receiver that sees the tip height change.
+    pub fn subscribe_tip(&self) -> watch::Receiver<u64> {
+        self.tip_tx.subscribe()
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Mempool> {
+        // A panic while holding the pool cannot leave it inconsistent in a way
+        // that matters more than stopping: keep serving.
+        self.mempool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pooled transactions, highest fee first.
+    pub fn mempool_list(&self, limit: usize) -> Vec<Transaction> {
+        self.pool().list(limit)
+    }
+
+    /// Pool size.
+    pub fn mempool_len(&self) -> usize {
+        self.pool().len()
+    }
+
+    /// Import a block from anywhere. Blocking (one durable commit): call it from
+    /// a blocking context (`spawn_blocking`, a miner thread).
+    pub fn import_block(&self, block: &Block, origin: Origin) -> Result<AcceptOutcome, StoreError> {
+        let outcome = self.store.accept_block(block, now_ms())?;
+        match &outcome {
+            AcceptOutcome::Extended { height, hash } => {
+                tracing::info!(
+                    "[CHAIN] ⛓️ New tip height={height} hash={} txs={} from {}",
+                    short(hash),
+                    block.txs.len(),
+                    origin.as_str()
+                );
+            }
+            AcceptOutcome::SideChain { height, hash } => {
+                tracing::info!(
+                    "[CHAIN] side-chain block height={height} hash={} from {}",
+                    short(hash),
+                    origin.as_str()
+                );
+            }
+            AcceptOutcome::Reorganized(r) => {
+                tracing::warn!(
+                    "[CHAIN] 🔀 Reorg at fork height {}: -{} +{} blocks, new tip height={} hash={}",
+                    r.fork_height,
+                    r.disconnected.len(),
+                    r.connected.len(),
+                    r.height,
+                    short(&r.hash)
+                );
+            }
+        }
+        if outcome.tip_changed() {
+            self.after_tip_change(&outcome)?;
+        }
+        Ok(outcome)
+    }
+
+    fn after_tip_change(&self, outcome: &AcceptOutcome) -> Result<(), StoreError> {
+        let tip = self.store.tip()?;
+        self.chain.store(Arc::new(ChainView {
+            height: tip.height,
+            hash: tip.hash,
+            header: tip.header,
+            cumulative_work: tip.cumulative_work,
+        }));
+        self.tip_tx.send_replace(tip.height);
+        // Bring the pool in line with the new tip: drop what the chain consumed,
+        // offer back what a reorg took off the chain.
+        let reverted = match outcome {
+            AcceptOutcome::Reorganized(r) => r.reverted_txs.clone(),
+            _ => Vec::new(),
+        };
+        let mut senders = self.pool().senders();
+        senders.extend(reverted.iter().map(|t| t.from));
+        senders.sort_unstable();
+        senders.dedup();
+        let view = self.store.accounts(&senders)?;
+        let mut pool = self.pool();
+        pool.prune(&view);
+        if !reverted.is_empty() {
+            let n = pool.readmit(reverted, &view);
+            tracing::info!("[CHAIN] re-admitted {n} transactions of reverted blocks");
+        }
+        Ok(())
+    }
+
+    /// Admit a transaction to the mempool, checked against the tip.
+    pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
+        let view = self.store.accounts(&[tx.from])?;
+        Ok(self.pool().insert(tx, &view)?)
+    }
+
+    /// A block template on the tip paying `miner`, with the best transactions the
+    /// pool has. Blocking (store reads).
+    pub fn build_template(&self, miner: &Address) -> Result<Block, StoreError> {
+        let ctx = self.store.tip_context()?;
+        let senders = self.pool().senders();
+        let view = self.store.accounts(&senders)?;
+        let txs = self
+            .pool()
+            .select(&view, self.params.max_block_txs as usize);
+        Ok(build_block(
+            self.params,
+            &ctx.parent_context(),
+            *miner,
+            txs,
+            now_ms(),
+        ))
+    }
+}
+
+/// Why a transaction was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitTxError {
+    /// The pool refused it.
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// First 12 hex characters, for logs.
+pub fn short(h: &Hash32) -> String {
+    h.to_hex()[..12].to_string()
+}

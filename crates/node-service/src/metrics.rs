@@ -1,0 +1,310 @@
+//! `/metrics`: Prometheus/OpenMetrics text with the usual naming (`vision_`
+//! namespace, `_total` counters, `_seconds` histograms, base units).
+//!
+//! Request counters are updated on every request; the gauges are refreshed from the
+//! lock-free snapshots at scrape time, so nothing on a hot path touches them.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Everything `/metrics` exposes.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<Labels, Counter>,
+    http_duration: Family<Labels, Histogram>,
+    backbone_connected: Gauge,
+    anchor_latency: Family<Labels, FGauge>,
+    anchor_failures: Family<Labels, Gauge>,
+    anchor_up: Family<Labels, Gauge>,
+    chain_height: Gauge,
+    network_tip: Gauge,
+    sync_lag: Gauge,
+    peers: Family<Labels, Gauge>,
+    cluster_size: Gauge,
+    miner_state: Family<Labels, Gauge>,
+    miner_hashrate: FGauge,
+    miner_blocks_found: Gauge,
+    mempool_txs: Gauge,
+    exchange_ready: Gauge,
+}
+
+/// One anchor's numbers for [`Scrape`].
+#[derive(Debug, Clone)]
+pub struct AnchorScrape {
+    /// Anchor URL.
+    pub url: String,
+    /// Last latency in milliseconds.
+    pub latency_ms: Option<u64>,
+    /// Consecutive failures.
+    pub consecutive_failures: u64,
+    /// Answered the last probe.
+    pub up: bool,
+}
+
+/// Values read from the snapshots at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Backbone connected.
+    pub backbone_connected: bool,
+    /// Per anchor.
+    pub anchors: Vec<AnchorScrape>,
+    /// Local height.
+    pub height: u64,
+    /// Network tip.
+    pub network_tip: u64,
+    /// Lag.
+    pub lag: u64,
+    /// Peer book size.
+    pub peerbook: usize,
+    /// HTTP-discovered peers.
+    pub http_discovered: usize,
+    /// P2P-connected peers.
+    pub p2p_connected: usize,
+    /// Cluster size estimate.
+    pub cluster_size: usize,
+    /// Miner state name.
+    pub miner_state: String,
+    /// Hashes per second.
+    pub hashrate: f64,
+    /// Blocks found.
+    pub blocks_found: u64,
+    /// Mempool size.
+    pub mempool_txs: usize,
+    /// Exchange ready.
+    pub exchange_ready: bool,
+}
+
+const MINER_STATES: [&str; 5] = [
+    "stopped_by_user",
+    "paused_unsynced",
+    "paused_no_backbone",
+    "paused_min_peers",
+    "running",
+];
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vision");
+        let http_requests = Family::<Labels, Counter>::default();
+        let http_duration = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
+        });
+        let m = Metrics {
+            http_requests,
+            http_duration,
+            backbone_connected: Gauge::default(),
+            anchor_latency: Family::default(),
+            anchor_failures: Family::default(),
+            anchor_up: Family::default(),
+            chain_height: Gauge::default(),
+            network_tip: Gauge::default(),
+            sync_lag: Gauge::default(),
+            peers: Family::default(),
+            cluster_size: Gauge::default(),
+            miner_state: Family::default(),
+            miner_hashrate: FGauge::default(),
+            miner_blocks_found: Gauge::default(),
+            mempool_txs: Gauge::default(),
+            exchange_ready: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request handling time by route",
+            m.http_duration.clone(),
+        );
+        registry.register(
+            "backbone_connected",
+            "1 when the HTTP backbone is connected",
+            m.backbone_connected.clone(),
+        );
+        registry.register(
+            "anchor_latency_seconds",
+            "Latency of the last good probe per anchor",
+            m.anchor_latency.clone(),
+        );
+        registry.register(
+            "anchor_consecutive_failures",
+            "Consecutive failed probes per anchor",
+            m.anchor_failures.clone(),
+        );
+        registry.register(
+            "anchor_up",
+            "1 when the anchor answered its last probe",
+            m.anchor_up.clone(),
+        );
+        registry.register(
+            "chain_height",
+            "Local main-chain height",
+            m.chain_height.clone(),
+        );
+        registry.register(
+            "network_tip_height",
+            "Network tip height as sync-health sees it",
+            m.network_tip.clone(),
+        );
+        registry.register(
+            "sync_lag_blocks",
+            "Blocks behind the network tip",
+            m.sync_lag.clone(),
+        );
+        registry.register(
+            "peers",
+            "Peers by kind (peerbook, http_discovered, p2p_connected)",
+            m.peers.clone(),
+        );
+        registry.register(
+            "cluster_size_estimate",
+            "Cluster size reported by the anchors",
+            m.cluster_size.clone(),
+        );
+        registry.register(
+            "miner_state",
+            "1 for the miner's current state",
+            m.miner_state.clone(),
+        );
+        registry.register(
+            "miner_hashrate_hashes_per_second",
+            "Smoothed miner hashrate",
+            m.miner_hashrate.clone(),
+        );
+        registry.register(
+            "miner_blocks_found",
+            "Blocks found by this node since start",
+            m.miner_blocks_found.clone(),
+        );
+        registry.register(
+            "mempool_transactions",
+            "Transactions in the mempool",
+            m.mempool_txs.clone(),
+        );
+        registry.register(
+            "exchange_ready",
+            "1 when backbone connected and lag <= 1",
+            m.exchange_ready.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Count one request. `route` is the route template, never the raw path, so the
+    /// label set stays bounded.
+    pub fn observe_request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
+        let method = match method {
+            "GET" | "POST" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" => method,
+            _ => "other",
+        };
+        self.http_requests
+            .get_or_create(&l(&[
+                ("route", route),
+                ("method", method),
+                ("status", &status.to_string()),
+            ]))
+            .inc();
+        self.http_duration
+            .get_or_create(&l(&[("route", route)]))
+            .observe(seconds);
+    }
+
+    /// Refresh the gauges and encode everything as text.
+    pub fn render(&self, s: &Scrape) -> String {
+        self.backbone_connected.set(s.backbone_connected as i64);
+        for a in &s.anchors {
+            let labels = l(&[("anchor", &a.url)]);
+            if let Some(ms) = a.latency_ms {
+                self.anchor_latency
+                    .get_or_create(&labels)
+                    .set(ms as f64 / 1000.0);
+            }
+            self.anchor_failures
+                .get_or_create(&labels)
+                .set(a.consecutive_failures as i64);
+            self.anchor_up.get_or_create(&labels).set(a.up as i64);
+        }
+        self.chain_height.set(s.height as i64);
+        self.network_tip.set(s.network_tip as i64);
+        self.sync_lag.set(s.lag as i64);
+        self.peers
+            .get_or_create(&l(&[("kind", "peerbook")]))
+            .set(s.peerbook as i64);
+        self.peers
+            .get_or_create(&l(&[("kind", "http_discovered")]))
+            .set(s.http_discovered as i64);
+        self.peers
+            .get_or_create(&l(&[("kind", "p2p_connected")]))
+            .set(s.p2p_connected as i64);
+        self.cluster_size.set(s.cluster_size as i64);
+        for st in MINER_STATES {
+            self.miner_state
+                .get_or_create(&l(&[("state", st)]))
+                .set((st == s.miner_state) as i64);
+        }
+        self.miner_hashrate.set(s.hashrate);
+        self.miner_blocks_found.set(s.blocks_found as i64);
+        self.mempool_txs.set(s.mempool_txs as i64);
+        self.exchange_ready.set(s.exchange_ready as i64);
+        let mut out = String::with_capacity(8 * 1024);
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_names() {
+        let m = Metrics::new();
+        m.observe_request("/api/status", "GET", 200, 0.001);
+        let text = m.render(&Scrape {
+            backbone_connected: true,
+            miner_state: "running".into(),
+            anchors: vec![AnchorScrape {
+                url: "http://a:7070".into(),
+                latency_ms: Some(12),
+                consecutive_failures: 0,
+                up: true,
+            }],
+            ..Default::default()
+        });
+        assert!(
+            text.contains(
+                "vision_http_requests_total{route=\"/api/status\",method=\"GET\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("vision_backbone_connected 1"));
+        assert!(text.contains("vision_miner_state{state=\"running\"} 1"));
+        assert!(text.contains("vision_anchor_latency_seconds{anchor=\"http://a:7070\"} 0.012"));
+        assert!(text.contains("vision_http_request_duration_seconds_bucket"));
+    }
+}
