@@ -270,8 +270,7 @@ impl Api {
         let from = param_u64(req, "from", Some(0))?;
         let n = limit(req, 200, HEADERS_LIMIT_MAX)?;
         let store = self.0.core.store.clone();
-        let headers = blocking(move || store.headers_range(from, n).map_err(store_err))
-            .await??;
+        let headers = blocking(move || store.headers_range(from, n).map_err(store_err)).await??;
         if req.wants_binary() {
             Ok(bytes_response(
                 StatusCode::OK,
@@ -288,7 +287,8 @@ impl Api {
         let n = limit(req, 50, BLOCKS_LIMIT_MAX)?;
         let store = self.0.core.store.clone();
         if req.wants_binary() {
-            let raw = blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
+            let raw =
+                blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
             let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
             for b in raw {
                 out.extend_from_slice(&(b.len() as u32).to_le_bytes());

@@ -1,0 +1,536 @@
+//! The control plane against a real node on 127.0.0.1: every route's happy path,
+//! the contract's error shape for bad input, admin guarding, signed hello, and a
+//! transaction that is mined and shows in a balance.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{HeaderMap, Method};
+use node_service::http::{Handler, Request};
+use node_service::{Node, NodeConfig, NodeShared};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use vision_chain::{Network, SecretKey, Transaction};
+use vision_wire::{HelloPayload, SignedHello, fresh_nonce};
+
+struct TestNode {
+    addr: SocketAddr,
+    shared: Arc<NodeShared>,
+    token: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+async fn start_node(mine: bool) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = NodeConfig::new(
+        Network::Regtest,
+        "127.0.0.1:0".parse().unwrap(),
+        dir.path().to_path_buf(),
+    );
+    cfg.mine = mine;
+    cfg.threads = 1;
+    let token = CancellationToken::new();
+    let node = Node::start(cfg, token.clone()).await.unwrap();
+    let addr = node.http_addr();
+    let shared = node.shared();
+    tokio::spawn(node.run());
+    TestNode {
+        addr,
+        shared,
+        token,
+        dir,
+    }
+}
+
+/// One raw HTTP/1.1 request; returns (status, headers text, body).
+async fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+}
+
+/// POST a 3 MiB body, declared by Content-Length or sent chunked; the server may
+/// answer and close before reading it all, so write errors are expected.
+async fn oversized(addr: SocketAddr, declared: bool) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let size = 3 * 1024 * 1024;
+    if declared {
+        let head = format!(
+            "POST /api/tx HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+    } else {
+        s.write_all(b"POST /api/tx HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await.unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+            if s.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out[split + 4..].to_vec())
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (st, _, body) = raw(addr, "GET", path, &[], b"").await;
+    (st, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn assert_error_shape(v: &Value, code: &str) {
+    assert_eq!(v["error"], code, "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_has_every_contract_field() {
+    let n = start_node(false).await;
+    let (st, v) = get_json(n.addr, "/api/status").await;
+    assert_eq!(st, 200);
+    for f in [
+        "node_id",
+        "version",
+        "network",
+        "is_anchor",
+        "uptime_s",
+        "height",
+        "tip_hash",
+        "http_backbone",
+        "exchange_ok",
+        "sync",
+        "miner",
+        "peers",
+        "p2p",
+    ] {
+        assert!(v.get(f).is_some(), "missing {f}: {v}");
+    }
+    for f in [
+        "connected",
+        "anchor",
+        "latency_ms",
+        "tip_height",
+        "tip_hash",
+        "last_ok_unix",
+        "last_error",
+    ] {
+        assert!(
+            v["http_backbone"].get(f).is_some(),
+            "missing http_backbone.{f}"
+        );
+    }
+    for f in ["network_tip", "tip_source", "lag", "syncing"] {
+        assert!(v["sync"].get(f).is_some(), "missing sync.{f}");
+    }
+    for f in [
+        "state",
+        "lag",
+        "enabled_by_user",
+        "threads",
+        "hashrate",
+        "blocks_found",
+    ] {
+        assert!(v["miner"].get(f).is_some(), "missing miner.{f}");
+    }
+    for f in [
+        "peerbook_count",
+        "http_discovered",
+        "p2p_connected",
+        "cluster_size_estimate",
+    ] {
+        assert!(v["peers"].get(f).is_some(), "missing peers.{f}");
+    }
+    for f in ["enabled", "listening", "connected_peers"] {
+        assert!(v["p2p"].get(f).is_some(), "missing p2p.{f}");
+    }
+    assert_eq!(v["network"], "regtest");
+    assert_eq!(v["miner"]["state"], "stopped_by_user");
+    assert_eq!(v["sync"]["tip_source"], "local");
+    assert_eq!(
+        v["http_backbone"]["connected"], true,
+        "a node without anchors is its own backbone"
+    );
+    let (st, html, _) = raw(n.addr, "GET", "/", &[], b"").await;
+    assert_eq!(st, 200);
+    assert!(html.contains("text/html"));
+    let (st, _, body) = raw(n.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&body).contains("vision_http_requests_total"));
+    assert_eq!(get_json(n.addr, "/healthz").await.0, 200);
+    assert_eq!(get_json(n.addr, "/readyz").await.0, 200);
+    let (st, v) = get_json(n.addr, "/api/exchange/ready").await;
+    assert_eq!((st, v["ready"].clone()), (200, Value::Bool(true)));
+    let (st, v) = get_json(n.addr, "/api/health").await;
+    assert_eq!(st, 200);
+    assert!(v["subsystems"]["backbone"]["status"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_contract_error_and_changes_nothing() {
+    let n = start_node(false).await;
+    let before = get_json(n.addr, "/api/status").await.1;
+    let (st, _, b) = raw(n.addr, "GET", "/nope", &[], b"").await;
+    assert_eq!(st, 404);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "not_found");
+    let (st, head, b) = raw(n.addr, "DELETE", "/api/status", &[], b"").await;
+    assert_eq!(st, 405);
+    assert!(head.to_ascii_lowercase().contains("allow: get"), "{head}");
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "method_not_allowed");
+    // A declared huge body is refused before it is read...
+    let (st, b) = oversized(n.addr, true).await;
+    assert_eq!(st, 413);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "payload_too_large");
+    // ...and a chunked one without a length is cut off at the limit.
+    let (st, b) = oversized(n.addr, false).await;
+    assert_eq!(st, 413);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "payload_too_large");
+    let cases: &[(&str, &str, &[u8])] = &[
+        ("POST", "/api/tx", b"{\"from\": \"ab"),
+        ("POST", "/api/tx", b"{\"from\": 5}"),
+        ("POST", "/api/tx", b"[1,2,3]"),
+        ("POST", "/api/tx", b"\xff\xfe\xfd"),
+        ("POST", "/api/tx", b""),
+        ("POST", "/api/hello", b"{}"),
+        ("POST", "/api/hello", b"null"),
+        ("POST", "/api/blocks", b"\x00\x01garbage"),
+        ("POST", "/api/miner/start", b"{\"threads\": \"many\"}"),
+        ("POST", "/api/miner/start", b"{\"threads\": 0}"),
+        (
+            "POST",
+            "/api/miner/start",
+            b"{\"threads\": 1, \"unknown\": true}",
+        ),
+        ("GET", "/api/headers?from=abc", b""),
+        ("GET", "/api/blocks?limit=-1", b""),
+        ("GET", "/api/blocks/xyz", b""),
+        ("GET", "/api/block/1234", b""),
+        ("GET", "/api/accounts/not-an-address", b""),
+    ];
+    for (m, p, body) in cases {
+        let (st, _, b) = raw(n.addr, m, p, &[("Content-Type", "application/json")], body).await;
+        assert_eq!(
+            st,
+            400,
+            "{m} {p} {:?} -> {st} {}",
+            String::from_utf8_lossy(body),
+            String::from_utf8_lossy(&b)
+        );
+        assert_error_shape(&serde_json::from_slice(&b).unwrap(), "bad_request");
+    }
+    // A huge limit is clamped, not an error and not a huge answer.
+    let (st, v) = get_json(n.addr, "/api/headers?from=0&limit=18446744073709551615").await;
+    assert_eq!(st, 200);
+    assert_eq!(v.as_array().unwrap().len(), 1, "only genesis exists");
+    let (st, _) = get_json(n.addr, "/api/blocks/999999").await;
+    assert_eq!(st, 404);
+    let after = get_json(n.addr, "/api/status").await.1;
+    assert_eq!(before["height"], after["height"]);
+    assert_eq!(before["tip_hash"], after["tip_hash"]);
+    assert_eq!(
+        after["miner"]["enabled_by_user"], false,
+        "refused starts changed nothing"
+    );
+    assert_eq!(
+        get_json(n.addr, "/api/mempool")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+fn request(
+    peer: &str,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: &'static [u8],
+) -> Request {
+    let mut headers = HeaderMap::new();
+    if let Some(t) = auth {
+        headers.insert(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    Request {
+        method,
+        path: path.into(),
+        query: None,
+        headers,
+        body: Bytes::from_static(body),
+        peer: peer.parse().unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_loopback_or_the_cookie() {
+    let n = start_node(false).await;
+    let api = node_service::api::Api(n.shared.clone());
+    let r = api
+        .handle(request(
+            "10.1.2.3:5555",
+            Method::POST,
+            "/api/miner/start",
+            None,
+            b"",
+        ))
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = api
+        .handle(request(
+            "10.1.2.3:5555",
+            Method::POST,
+            "/api/miner/start",
+            Some("wrong"),
+            b"",
+        ))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert!(!n.shared.miner.status().enabled_by_user);
+    let cookie = std::fs::read_to_string(n.dir.path().join(".cookie")).unwrap();
+    let r = api
+        .handle(request(
+            "10.1.2.3:5555",
+            Method::POST,
+            "/api/miner/stop",
+            Some(cookie.trim()),
+            b"",
+        ))
+        .await;
+    assert_eq!(r.status(), 202);
+    // Read-only routes are public.
+    let r = api
+        .handle(request(
+            "10.1.2.3:5555",
+            Method::GET,
+            "/api/status",
+            None,
+            b"",
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Loopback over a real socket needs no token; start returns at once.
+    let t = Instant::now();
+    let (st, _, b) = raw(n.addr, "POST", "/api/miner/start", &[], b"{\"threads\":1}").await;
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "start must return at once"
+    );
+    assert_eq!(st, 202, "{}", String::from_utf8_lossy(&b));
+    assert!(n.shared.miner.status().enabled_by_user);
+}
+
+fn hello(key: &SecretKey, network: &str, ts: u64) -> SignedHello {
+    HelloPayload {
+        network: network.into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: ts,
+        nonce: fresh_nonce(),
+        http_address: "127.0.0.1:1".into(),
+        p2p_address: None,
+        is_anchor: false,
+        version: "test".into(),
+        height: 0,
+    }
+    .sign(key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_hello_is_mutual_and_replays_are_refused() {
+    let n = start_node(false).await;
+    let key = SecretKey::from_seed(&[42; 32]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let h = hello(&key, "regtest", now);
+    let body = serde_json::to_vec(&h).unwrap();
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let theirs: SignedHello = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        theirs.verify("regtest", now).unwrap().to_hex(),
+        n.shared.core.node_id
+    );
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 409);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "replayed");
+    let other = serde_json::to_vec(&hello(&key, "mainnet", now)).unwrap();
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &other).await;
+    assert_eq!(st, 409);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "wrong_network");
+    let stale = serde_json::to_vec(&hello(&key, "regtest", now - 600)).unwrap();
+    assert_eq!(raw(n.addr, "POST", "/api/hello", &[], &stale).await.0, 401);
+    let mut forged = hello(&key, "regtest", now);
+    forged.payload.height = 99;
+    assert_eq!(
+        raw(
+            n.addr,
+            "POST",
+            "/api/hello",
+            &[],
+            &serde_json::to_vec(&forged).unwrap()
+        )
+        .await
+        .0,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mined_blocks_and_a_transfer_over_http() {
+    let n = start_node(true).await;
+    wait_for("a few mined blocks", Duration::from_secs(60), async || {
+        get_json(n.addr, "/api/status").await.1["height"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    })
+    .await;
+    let key = SecretKey::from_hex(&std::fs::read_to_string(n.dir.path().join("node.key")).unwrap())
+        .unwrap();
+    let (_, acct) = get_json(n.addr, &format!("/api/accounts/{}", key.address())).await;
+    assert!(
+        acct["balance"].as_u64().unwrap() > 0,
+        "the miner earned rewards: {acct}"
+    );
+    let to = SecretKey::from_seed(&[7; 32]).address();
+    let tx = Transaction::new_signed(
+        &key,
+        Network::Regtest,
+        to,
+        12_345,
+        10,
+        acct["nonce"].as_u64().unwrap(),
+    );
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/tx",
+        &[("Content-Type", "application/json")],
+        &serde_json::to_vec(&tx).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 202, "{}", String::from_utf8_lossy(&b));
+    let (st, _, _) = raw(
+        n.addr,
+        "POST",
+        "/api/tx",
+        &[],
+        &serde_json::to_vec(&tx).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 200, "resubmission is already_known");
+    wait_for("the transfer mined", Duration::from_secs(60), async || {
+        get_json(n.addr, &format!("/api/accounts/{to}")).await.1["balance"] == 12_345
+    })
+    .await;
+    // Headers and blocks stream in JSON and binary.
+    let (st, v) = get_json(n.addr, "/api/headers?from=0&limit=3").await;
+    assert_eq!((st, v.as_array().unwrap().len()), (200, 3));
+    let (st, head, body) = raw(
+        n.addr,
+        "GET",
+        "/api/blocks?from=1&limit=2",
+        &[("Accept", "application/octet-stream")],
+        b"",
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(head.contains("application/octet-stream"));
+    let blocks = vision_wire::binary::decode_blocks(&body, 10).unwrap();
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0].header.height, 1);
+    // Re-submitting a known block is harmless.
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/blocks",
+        &[("Content-Type", "application/octet-stream")],
+        &blocks[0].encode(),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b).unwrap()["status"],
+        "already_known"
+    );
+    let (st, _) = get_json(n.addr, &format!("/api/block/{}", blocks[1].hash())).await;
+    assert_eq!(st, 200);
+}
