@@ -347,6 +347,8 @@ impl ChainStore {
     /// Open the store at `path` for `network`, creating the file and writing genesis
     /// on first use.
     ///
+    /// A missing or empty file becomes a new store.
+    ///
     /// Errors: [`StoreError::NetworkMismatch`] if the file belongs to another network;
     /// [`StoreError::Open`] naming the file if it is not a readable chain store
     /// (garbage, truncated, another format, held by another process). The file is
@@ -526,8 +528,7 @@ impl ChainStore {
         {
             let rtx = self.db.begin_read()?;
             let info_t = rtx.open_table(INFO)?;
-            Self::check_new(&info_t, &hash, &parent_hash)?;
-            let parent = require_info(&info_t, &parent_hash)?;
+            let parent = Self::check_new(&info_t, &hash, &parent_hash)?;
             let ctx = context_for(&info_t, parent_hash, parent)?;
             check_header(self.params, &block.header, &ctx.parent_context(), now_ms)
                 .map_err(|e| invalid(e.into()))?;
