@@ -6,7 +6,7 @@
 //! | `blocks`     | block hash             | the block's canonical encoding          |
 //! | `block_info` | block hash             | [`BlockInfo`]: header, work, seq, status|
 //! | `main_chain` | height                 | hash of the main-chain block            |
-//! | `undo`       | block hash             | [`BlockUndo`] encoding (main chain only)|
+//! | `undo`       | block hash             | [`vision_chain::BlockUndo`] (main chain only)|
 //! | `accounts`   | address                | [`Account`] encoding (absent = default) |
 //! | `children`   | parent hash ‖ child    | `()`                                    |
 
