@@ -16,7 +16,7 @@ pub(crate) const ALLOWED: &[(&str, &[&str])] = &[
     // middle: siblings that never depend on each other
     ("miner-core", &["vision-chain"]),
     ("backbone-state", &["vision-chain", "vision-wire"]),
-    ("sync-health", &["vision-chain"]),
+    ("sync-health", &["vision-wire"]),
     ("p2p-dataplane", &["vision-chain"]),
     ("control-plane-client", &["vision-chain", "vision-wire"]),
     // top: the assembly and the binary may use everything below
