@@ -1,0 +1,89 @@
+//! # backbone-state
+//!
+//! The node's view of the control-plane backbone (CONTRACT.md §3, design note §2–§4):
+//! which anchors answer, which is best, the network tip they report, the peer book
+//! and the cluster size, and the three loops that keep that view current.
+//!
+//! ## A tour
+//! - [`BackboneState`]: one immutable snapshot (connected, best anchor, latency,
+//!   last ok, observed tip, peer counts, cluster size, exchange readiness, last error,
+//!   and one [`AnchorObservation`] per anchor). [`BackboneHandle`] holds it in
+//!   `arc-swap`: readers ([`BackboneHandle::load`]) never lock; writers replace the
+//!   whole snapshot; [`BackboneHandle::subscribe`] wakes waiters on every publish.
+//! - The rules, pure functions with their own tests: [`next_snapshot`] folds one
+//!   probe round into the next snapshot; [`choose_best`] (highest tip, then lowest
+//!   latency, with a latency margin against jitter); hysteresis ([`FAILS_TO_DOWN`]:
+//!   one failed round does not flip `connected`, two do); backoff of dead anchors in
+//!   rounds ([`backoff_rounds`]); recovery probation ([`RECOVERY_ROUNDS`]: no
+//!   flapping); stall detection ([`STALL_ROUNDS`]: a tip that stopped while others
+//!   advance is not synced); refusal of the wrong network, a wrong pinned key or
+//!   ourselves ([`check_probe`]); [`transitions`] to log each change once.
+//! - [`PeerBook`]: bounded ([`PEERBOOK_MAX`]), thread-safe, garbage-refusing.
+//! - [`Membership`]: an anchor's table of members, expiring after three missed
+//!   heartbeats; feeds `seed_peers` and the cluster size.
+//! - The loops, over the [`ControlPlane`] transport trait and the [`LocalNode`]
+//!   view: [`run_probe_loop`], [`run_healing_loop`], [`run_heartbeat_loop`], each
+//!   ending when its `CancellationToken` is cancelled. [`memory`] is an in-memory
+//!   transport for tests and simulations.
+//! - [`AnchorSeed`] / [`parse_anchor_seeds`]: `--anchor-seeds` entries.
+//!
+//! ## Wiring (what the node provides)
+//! ```text
+//! seeds   = parse_anchor_seeds(&cfg.anchor_seeds)?            // warn on p2p_port_rewritten
+//! handle  = BackboneHandle::new(BackboneState::new(&seeds, cfg.anchor))
+//! peers   = Arc::new(PeerBook::new(Some(&node_id), Some(&public_http)))
+//! config  = LoopConfig { probe_interval, request_timeout, healing_interval, .. LoopConfig::new(net, Some(&node_id)) }
+//! spawn run_probe_loop(transport.clone(), local.clone(), handle.clone(), config.clone(), token.clone())
+//! spawn run_healing_loop(transport.clone(), handle.clone(), peers.clone(), config.clone(), token.clone())
+//! spawn run_heartbeat_loop(transport, local, handle.clone(), config, token)
+//! ```
+//! `transport` implements [`ControlPlane`] over `control-plane-client` (probe =
+//! `/api/status` mapped with [`AnchorProbe::from_status`]); `local` implements
+//! [`LocalNode`] (height, an anchor's membership size, a signed heartbeat).
+//!
+//! **Architecture Invariant:** depends on `vision-chain` and `vision-wire` only: no
+//! HTTP client, no store, no miner. The node adapts its client to [`ControlPlane`].
+//!
+//! **Architecture Invariant:** nothing on a caller's path waits on the network:
+//! anchors are probed in the background, and a dead anchor is probed ever more
+//! rarely, never at full cost every round.
+//!
+//! **Invariant:** everything is bounded by a named constant: anchors
+//! ([`MAX_ANCHORS`]), peers ([`PEERBOOK_MAX`], [`SEED_BATCH_MAX`]), members
+//! ([`MEMBERS_MAX`]), backoff ([`MAX_BACKOFF_ROUNDS`]), error text.
+//!
+//! No feature flags.
+
+mod addr;
+mod error;
+mod loops;
+mod membership;
+pub mod memory;
+mod peerbook;
+mod rules;
+mod state;
+
+pub use addr::{
+    AnchorSeed, MAX_ADDRESS_LEN, MAX_ANCHORS, NODE_ID_HEX_LEN, normalize_node_id,
+    normalize_peer_address, parse_anchor_seeds,
+};
+pub use error::BackboneError;
+pub use loops::{
+    ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX, LocalNode, LoopConfig,
+    MIN_PERIOD, heal_once, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop,
+    run_probe_loop,
+};
+pub use membership::{
+    DEFAULT_HEARTBEAT_INTERVAL_MS, MEMBERS_MAX, MISSED_HEARTBEATS_TO_EXPIRE, Member, Membership,
+};
+pub use peerbook::{
+    HEALTH_MAX, HTTP_DISCOVERED_HEALTH, PEERBOOK_MAX, PeerBook, PeerCounts, PeerUpdate,
+    SEED_BATCH_MAX, SEED_PEERS_MAX, UpsertReport, Upserted,
+};
+pub use rules::{
+    AnchorProbe, FAILS_TO_DOWN, LATENCY_SWITCH_MARGIN_MS, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,
+    MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, Transition,
+    backoff_rounds, check_probe, choose_best, classify, exchange_ready, next_snapshot, transitions,
+};
+pub use state::{AnchorObservation, BackboneHandle, BackboneState};

@@ -1,0 +1,467 @@
+//! The loops: backbone probe, peer healing, heartbeat. Generic over the
+//! [`ControlPlane`] transport and the [`LocalNode`] view, so they run over the real
+//! HTTP client in the node and over [`crate::memory`] in tests and simulations.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use vision_wire::{HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
+
+use crate::rules::{
+    MAX_CLUSTER_SIZE, Transition, classify, exchange_ready, next_snapshot, transitions,
+};
+use crate::{BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, PeerBook, ProbeOutcome};
+
+/// Default probe period (`--probe-interval-ms`).
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(5_000);
+/// Default per-request timeout (`--http-timeout-ms`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Default healing period (`--healing-interval-ms`).
+pub const DEFAULT_HEALING_INTERVAL: Duration = Duration::from_millis(30_000);
+/// Default heartbeat period.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration =
+    Duration::from_millis(crate::DEFAULT_HEARTBEAT_INTERVAL_MS);
+/// Default number of seed peers asked of an anchor per healing round.
+pub const DEFAULT_SEED_PEERS_LIMIT: usize = 256;
+/// Anchors tried per healing round (the best, then the next usable one).
+pub const HEALING_ATTEMPTS_MAX: usize = 2;
+/// Shortest period any loop accepts (a zero period would spin).
+pub const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// The control-plane calls the loops need. The node implements it over
+/// `control-plane-client`; [`crate::memory::MemoryControlPlane`] implements it in
+/// memory. Errors that mean "refuse this anchor" (a bad signature) should be
+/// [`BackboneError::BadSignature`]; anything else is a failure to reach it.
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Probe an anchor (`GET /api/status`, once: the loop retries next round).
+    fn probe(
+        &self,
+        anchor_url: &str,
+    ) -> impl Future<Output = Result<crate::AnchorProbe, BackboneError>> + Send;
+    /// `GET /api/p2p/seed_peers?limit=N` from an anchor.
+    fn seed_peers(
+        &self,
+        anchor_url: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<PublicPeerInfo>, BackboneError>> + Send;
+    /// `POST /api/heartbeat` to an anchor.
+    fn heartbeat(
+        &self,
+        anchor_url: &str,
+        heartbeat: &SignedHeartbeat,
+    ) -> impl Future<Output = Result<HeartbeatResponse, BackboneError>> + Send;
+}
+
+/// What the loops need to know of the local node.
+pub trait LocalNode: Send + Sync + 'static {
+    /// The local main-chain height (for exchange readiness).
+    fn local_height(&self) -> u64;
+    /// An anchor's own membership count (itself included), if this node is one.
+    fn local_cluster_size(&self) -> Option<usize> {
+        None
+    }
+    /// A freshly signed heartbeat (new timestamp and nonce), or `None` to skip.
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat>;
+}
+
+/// Settings shared by the loops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Our network name: anchors on another network are refused.
+    pub network: String,
+    /// Our node id: an anchor answering with it is ourselves, and refused.
+    pub own_node_id: Option<String>,
+    /// Probe period.
+    pub probe_interval: Duration,
+    /// Timeout of one request (probe, seed peers, heartbeat).
+    pub request_timeout: Duration,
+    /// Healing period.
+    pub healing_interval: Duration,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Seed peers asked per healing round.
+    pub seed_peers_limit: usize,
+}
+
+impl LoopConfig {
+    /// Defaults for `network` (5 s probes, 3 s timeout, 30 s healing, 10 s heartbeats).
+    pub fn new(network: &str, own_node_id: Option<&str>) -> LoopConfig {
+        LoopConfig {
+            network: network.to_string(),
+            own_node_id: own_node_id.map(str::to_string),
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            healing_interval: DEFAULT_HEALING_INTERVAL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            seed_peers_limit: DEFAULT_SEED_PEERS_LIMIT,
+        }
+    }
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period.max(MIN_PERIOD));
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Probe every anchor due this round, concurrently, each bounded by the timeout:
+/// a blackholed anchor costs at most the timeout and never delays the others.
+pub async fn probe_round<T: ControlPlane>(
+    transport: &Arc<T>,
+    snapshot: &BackboneState,
+    config: &LoopConfig,
+) -> Vec<ProbeOutcome> {
+    let round = snapshot.round + 1;
+    let mut set = JoinSet::new();
+    for a in snapshot
+        .anchors
+        .iter()
+        .filter(|a| a.next_probe_round <= round)
+    {
+        let t = transport.clone();
+        let url = a.url.clone();
+        let pinned = a.pinned_node_id.clone();
+        let own = config.own_node_id.clone();
+        let network = config.network.clone();
+        let timeout = config.request_timeout;
+        set.spawn(async move {
+            let started = Instant::now();
+            let answer = match tokio::time::timeout(timeout, t.probe(&url)).await {
+                Ok(r) => r,
+                Err(_) => Err(BackboneError::Timeout(ms(timeout))),
+            };
+            ProbeOutcome {
+                latency_ms: ms(started.elapsed()),
+                result: classify(answer, &network, pinned.as_deref(), own.as_deref()),
+                url,
+            }
+        });
+    }
+    let mut out = Vec::with_capacity(set.len());
+    while let Some(r) = set.join_next().await {
+        // A panicking transport is a bug; that anchor simply has no outcome.
+        if let Ok(o) = r {
+            out.push(o);
+        }
+    }
+    out
+}
+
+fn log_transition(t: &Transition) {
+    match t {
+        Transition::Connected {
+            url,
+            latency_ms,
+            tip_height,
+            peers,
+        } => info!(
+            "[BACKBONE] ✅ Connected to {url} ({latency_ms}ms) - tip={tip_height} peers={peers}"
+        ),
+        Transition::Switched {
+            from,
+            to,
+            tip_height,
+        } => {
+            info!("[BACKBONE] 🔀 Anchor switched {from} -> {to} - tip={tip_height}")
+        }
+        Transition::Lost { last, error } => warn!(
+            "[BACKBONE] ❌ Lost all anchors (last: {last}): {}",
+            error.as_deref().unwrap_or("no answer")
+        ),
+        Transition::AnchorDown { url, error } => {
+            warn!("[BACKBONE] ⚠️ Anchor {url} unreachable, backing off: {error}")
+        }
+        Transition::AnchorRejected { url, error } => {
+            warn!("[BACKBONE] 🚫 Anchor {url} rejected: {error}")
+        }
+        Transition::AnchorRecovered { url } => info!("[BACKBONE] ♻️ Anchor {url} answers again"),
+        Transition::AnchorStalled { url, tip_height } => {
+            warn!(
+                "[BACKBONE] 🐢 Anchor {url} stalled at tip={tip_height} while others advance: not synced"
+            )
+        }
+    }
+}
+
+/// The backbone probe loop: first round at once, then every `probe_interval`;
+/// publishes a new snapshot after every round and logs each transition once. Runs
+/// until `shutdown` is cancelled.
+pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
+    transport: Arc<T>,
+    node: Arc<N>,
+    handle: BackboneHandle,
+    config: LoopConfig,
+    shutdown: CancellationToken,
+) {
+    info!("[BACKBONE] 🌐 Starting 7070 control plane probe loop");
+    let init = handle.load();
+    if init.is_self_backbone {
+        if init.anchors.is_empty() {
+            info!("[BACKBONE] 🏠 No anchor seeds: this node is its own backbone");
+        } else {
+            info!(
+                "[BACKBONE] ⚓ Anchor mode: own backbone, also probing {} other anchors",
+                init.anchors.len()
+            );
+        }
+    }
+    let mut tick = ticker(config.probe_interval);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let snap = handle.load();
+        let outcomes = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            o = probe_round(&transport, &snap, &config) => o,
+        };
+        let now = SystemTime::now();
+        let local_height = node.local_height();
+        let local_cluster = node.local_cluster_size();
+        let (prev, next) = handle.update(|s| {
+            let mut n = next_snapshot(s, &outcomes, now);
+            let tip = if n.best_anchor.is_some() {
+                n.observed_tip_height
+            } else {
+                local_height
+            };
+            n.exchange_ready = exchange_ready(n.connected, local_height, tip);
+            if let Some(c) = local_cluster {
+                n.cluster_size_estimate = n.cluster_size_estimate.max(c);
+            }
+            *s = n;
+        });
+        for t in transitions(&prev, &next) {
+            log_transition(&t);
+        }
+        debug!(round = next.round, connected = next.connected, best = ?next.best_anchor, "[BACKBONE] round done");
+    }
+    info!("[BACKBONE] probe loop stopped");
+}
+
+/// Anchors to ask for seed peers: the best, then other usable ones.
+fn healing_targets(s: &BackboneState) -> Vec<String> {
+    let mut v: Vec<String> = s.best_anchor.iter().cloned().collect();
+    for a in &s.anchors {
+        if a.is_usable() && !v.contains(&a.url) {
+            v.push(a.url.clone());
+        }
+    }
+    v.truncate(HEALING_ATTEMPTS_MAX);
+    v
+}
+
+/// One healing round: fetch seed peers from the best anchor (or the next usable),
+/// upsert them, publish the counts. Returns the number of peers fetched.
+pub async fn heal_once<T: ControlPlane>(
+    transport: &T,
+    handle: &BackboneHandle,
+    peers: &PeerBook,
+    config: &LoopConfig,
+) -> Result<usize, BackboneError> {
+    let targets = healing_targets(&handle.load());
+    let mut last = BackboneError::Transport("no usable anchor".into());
+    for url in targets {
+        let answer = tokio::time::timeout(
+            config.request_timeout,
+            transport.seed_peers(&url, config.seed_peers_limit),
+        )
+        .await
+        .unwrap_or(Err(BackboneError::Timeout(ms(config.request_timeout))));
+        match answer {
+            Ok(list) => {
+                let report = peers.upsert_seeds(&list, unix_now());
+                let c = peers.counts();
+                handle.update(|s| {
+                    s.peerbook_count = c.peerbook_count;
+                    s.http_discovered = c.http_discovered;
+                });
+                if report.inserted > 0 {
+                    info!("[HEALING] 📥 Fetched {} peers from anchor", list.len());
+                } else {
+                    debug!(
+                        "[HEALING] 📥 Fetched {} peers from anchor (none new)",
+                        list.len()
+                    );
+                }
+                if report.rejected > 0 || report.ignored > 0 {
+                    debug!(
+                        rejected = report.rejected,
+                        ignored = report.ignored,
+                        "[HEALING] refused part of {url}'s seed list"
+                    );
+                }
+                return Ok(list.len());
+            }
+            Err(e) => {
+                debug!("[HEALING] seed peers from {url} failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The peer healing loop: every `healing_interval` (at once when the backbone first
+/// knows an anchor), fetch seed peers over HTTP and upsert them into `peers`. Never
+/// touches the data plane. Runs until `shutdown` is cancelled.
+pub async fn run_healing_loop<T: ControlPlane>(
+    transport: Arc<T>,
+    handle: BackboneHandle,
+    peers: Arc<PeerBook>,
+    config: LoopConfig,
+    shutdown: CancellationToken,
+) {
+    info!("[HEALING] 🔄 Starting HTTP-based peer healing loop");
+    let mut changes = handle.subscribe();
+    let period = config.healing_interval.max(MIN_PERIOD);
+    let mut failing = false;
+    loop {
+        changes.borrow_and_update();
+        if healing_targets(&handle.load()).is_empty() {
+            // Nothing to ask yet: wait for the next snapshot (or the period).
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = changes.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep(period) => {}
+            }
+            continue;
+        }
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = heal_once(transport.as_ref(), &handle, &peers, &config) => r,
+        };
+        match result {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                warn!("[HEALING] ⚠️ Peer healing failed: {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+    info!("[HEALING] peer healing loop stopped");
+}
+
+/// One heartbeat round: send `heartbeat` to every anchor not known down or refused,
+/// concurrently with the timeout; the largest cluster size answered is published.
+/// Returns the number of anchors that accepted it.
+pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
+    transport: &Arc<T>,
+    node: &N,
+    handle: &BackboneHandle,
+    config: &LoopConfig,
+) -> usize {
+    let Some(hb) = node.signed_heartbeat() else {
+        return 0;
+    };
+    let snap = handle.load();
+    let hb = Arc::new(hb);
+    let mut set = JoinSet::new();
+    for a in snap
+        .anchors
+        .iter()
+        .filter(|a| !a.rejected && a.consecutive_failures < FAILS_TO_DOWN)
+    {
+        let (t, hb, url, expect) = (
+            transport.clone(),
+            hb.clone(),
+            a.url.clone(),
+            a.node_id.clone(),
+        );
+        let timeout = config.request_timeout;
+        set.spawn(async move {
+            match tokio::time::timeout(timeout, t.heartbeat(&url, &hb)).await {
+                // An answer signed off by another node than the one probed is ignored.
+                Ok(Ok(r))
+                    if expect
+                        .as_ref()
+                        .is_none_or(|e| e.eq_ignore_ascii_case(&r.anchor_node_id)) =>
+                {
+                    Some(r)
+                }
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => {
+                    debug!("[BACKBONE] heartbeat to {url} failed: {e}");
+                    None
+                }
+                Err(_) => None,
+            }
+        });
+    }
+    let mut accepted = 0;
+    let mut size: Option<usize> = None;
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some(r)) = r {
+            accepted += 1;
+            size = Some(size.unwrap_or(1).max(r.cluster_size.min(MAX_CLUSTER_SIZE)));
+        }
+    }
+    if let Some(c) = size {
+        let c = c.max(node.local_cluster_size().unwrap_or(1));
+        let (prev, _) = handle.update(|s| s.cluster_size_estimate = c);
+        if prev.cluster_size_estimate != c {
+            info!("[BACKBONE] 💓 Heartbeat accepted by {accepted} anchors - cluster_size={c}");
+        }
+    }
+    accepted
+}
+
+/// The heartbeat loop: every `heartbeat_interval` (first at once), sign a heartbeat
+/// with [`LocalNode::signed_heartbeat`] and send it to the anchors. Idle when there
+/// are no anchors. Runs until `shutdown` is cancelled.
+pub async fn run_heartbeat_loop<T: ControlPlane, N: LocalNode>(
+    transport: Arc<T>,
+    node: Arc<N>,
+    handle: BackboneHandle,
+    config: LoopConfig,
+    shutdown: CancellationToken,
+) {
+    let n = handle.load().anchors.len();
+    if n == 0 {
+        debug!("[BACKBONE] no anchors: heartbeat loop idle");
+        shutdown.cancelled().await;
+        return;
+    }
+    info!("[BACKBONE] 💓 Starting heartbeat loop to {n} anchors");
+    let mut tick = ticker(config.heartbeat_interval);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = heartbeat_once(&transport, node.as_ref(), &handle, &config) => {}
+        }
+    }
+    info!("[BACKBONE] heartbeat loop stopped");
+}

@@ -1,0 +1,471 @@
+//! [`PeerBook`]: the bounded, thread-safe book of known peers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use vision_wire::{PeerEntry, PeerSource, PublicPeerInfo};
+
+use crate::BackboneError;
+use crate::addr::{normalize_node_id, normalize_peer_address};
+
+/// Most entries the book holds.
+pub const PEERBOOK_MAX: usize = 1024;
+/// Most entries of one seed list looked at; the rest of a longer list is ignored.
+pub const SEED_BATCH_MAX: usize = 4096;
+/// Most peers [`PeerBook::seed_peers`] returns.
+pub const SEED_PEERS_MAX: usize = 1024;
+/// Health given to a peer first learned from an anchor's seed list.
+pub const HTTP_DISCOVERED_HEALTH: u8 = 50;
+/// Highest health.
+pub const HEALTH_MAX: u8 = 100;
+
+/// A peer as learned from somewhere, before the book checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerUpdate {
+    /// Node id (hex), if known.
+    pub node_id: Option<String>,
+    /// P2P address `host:port`, if any.
+    pub address: Option<String>,
+    /// Control-plane address (`host:port` or `http://host:port`), if any.
+    pub http_address: Option<String>,
+    /// Where it was learned.
+    pub source: PeerSource,
+    /// Is it an anchor?
+    pub is_anchor: bool,
+    /// Health for a new entry (existing entries keep theirs).
+    pub initial_health: u8,
+    /// When it was last heard of, Unix seconds.
+    pub last_seen_unix: u64,
+}
+
+impl PeerUpdate {
+    /// An entry of an anchor's seed list, learned over HTTP at `now_unix`.
+    pub fn from_seed(p: &PublicPeerInfo, now_unix: u64) -> PeerUpdate {
+        PeerUpdate {
+            node_id: Some(p.node_id.clone()),
+            address: p.address.clone(),
+            http_address: Some(p.http_address.clone()),
+            source: PeerSource::Http,
+            is_anchor: p.is_anchor,
+            initial_health: HTTP_DISCOVERED_HEALTH,
+            // The anchor's word, but never in our future.
+            last_seen_unix: p.last_seen_unix.min(now_unix),
+        }
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// A new entry (possibly evicting a worse one).
+    Inserted,
+    /// An existing entry was refreshed.
+    Updated,
+}
+
+/// Counts of one batch upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpsertReport {
+    /// New entries.
+    pub inserted: usize,
+    /// Refreshed entries.
+    pub updated: usize,
+    /// Refused entries (garbage, itself, book full of healthier peers).
+    pub rejected: usize,
+    /// Entries beyond [`SEED_BATCH_MAX`], not looked at.
+    pub ignored: usize,
+}
+
+/// The counts the snapshot publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerCounts {
+    /// Entries.
+    pub peerbook_count: usize,
+    /// Entries ever learned over HTTP.
+    pub http_discovered: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    node_id: Option<String>,
+    address: Option<String>,
+    http_address: Option<String>,
+    source: PeerSource,
+    health: u8,
+    last_seen_unix: u64,
+    is_anchor: bool,
+    http_discovered: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Key: node id, else `http:<addr>`, else `p2p:<addr>`.
+    entries: HashMap<String, Entry>,
+    /// Control-plane address → key, so one address has one entry.
+    by_http: HashMap<String, String>,
+}
+
+/// The bounded book of known peers. Thread-safe (a mutex inside: it is off the
+/// status path; the snapshot carries its counts).
+///
+/// **Invariants:** at most [`PEERBOOK_MAX`] entries; every address in it parses as
+/// `host:port`; every node id is 64 hex characters; this node itself is never in it;
+/// health is within `0..=100`.
+#[derive(Debug)]
+pub struct PeerBook {
+    own_node_id: Option<String>,
+    own_http_address: Option<String>,
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+impl PeerBook {
+    /// An empty book of [`PEERBOOK_MAX`] entries for the node with this id and
+    /// advertised control-plane address (both refused as entries).
+    pub fn new(own_node_id: Option<&str>, own_http_address: Option<&str>) -> PeerBook {
+        PeerBook::with_capacity(own_node_id, own_http_address, PEERBOOK_MAX)
+    }
+
+    /// Like [`PeerBook::new`] with a smaller capacity (at most [`PEERBOOK_MAX`], at
+    /// least 1).
+    pub fn with_capacity(
+        own_node_id: Option<&str>,
+        own_http_address: Option<&str>,
+        capacity: usize,
+    ) -> PeerBook {
+        PeerBook {
+            own_node_id: own_node_id.and_then(|i| normalize_node_id(i).ok()),
+            own_http_address: own_http_address.and_then(|a| normalize_peer_address(a).ok()),
+            capacity: capacity.clamp(1, PEERBOOK_MAX),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave an entry half-written (every
+        // change is a single insert/remove), so a poisoned book is still sane.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Insert or refresh one peer. Refuses garbage addresses and ids, this node, and
+    /// a new peer when the book is full of healthier ones; otherwise evicts the least
+    /// healthy, longest unseen entry to make room.
+    pub fn upsert(&self, u: &PeerUpdate) -> Result<Upserted, BackboneError> {
+        let node_id = u.node_id.as_deref().map(normalize_node_id).transpose()?;
+        let address = u
+            .address
+            .as_deref()
+            .map(normalize_peer_address)
+            .transpose()?;
+        let http_address = u
+            .http_address
+            .as_deref()
+            .map(normalize_peer_address)
+            .transpose()?;
+        if node_id.is_none() && address.is_none() && http_address.is_none() {
+            return Err(BackboneError::BadAddress {
+                address: String::new(),
+                reason: "a peer needs a node id or an address",
+            });
+        }
+        if node_id.is_some() && node_id == self.own_node_id {
+            return Err(BackboneError::IsSelf);
+        }
+        if http_address.is_some() && http_address == self.own_http_address {
+            return Err(BackboneError::IsSelf);
+        }
+        let key = match (&node_id, &http_address, &address) {
+            (Some(id), _, _) => id.clone(),
+            (None, Some(h), _) => format!("http:{h}"),
+            (None, None, Some(a)) => format!("p2p:{a}"),
+            (None, None, None) => unreachable!("checked above"),
+        };
+        let mut inner = self.lock();
+        // One control-plane address, one entry: a newer identity at the address
+        // replaces the older entry.
+        if let Some(h) = &http_address {
+            if let Some(old) = inner.by_http.get(h).cloned() {
+                if old != key {
+                    inner.entries.remove(&old);
+                    inner.by_http.remove(h);
+                }
+            }
+        }
+        let http_src = u.source == PeerSource::Http;
+        if let Some(e) = inner.entries.get_mut(&key) {
+            let old_http = e.http_address.clone();
+            if address.is_some() {
+                e.address = address;
+            }
+            if http_address.is_some() {
+                e.http_address = http_address.clone();
+            }
+            e.last_seen_unix = e.last_seen_unix.max(u.last_seen_unix);
+            e.is_anchor |= u.is_anchor;
+            e.http_discovered |= http_src;
+            if u.source == PeerSource::P2p {
+                e.source = PeerSource::P2p;
+            }
+            if old_http != http_address && http_address.is_some() {
+                if let Some(o) = old_http {
+                    inner.by_http.remove(&o);
+                }
+                if let Some(h) = http_address {
+                    inner.by_http.insert(h, key);
+                }
+            }
+            return Ok(Upserted::Updated);
+        }
+        let health = u.initial_health.min(HEALTH_MAX);
+        if inner.entries.len() >= self.capacity {
+            let worst = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| (e.health, e.last_seen_unix))
+                .map(|(k, e)| (k.clone(), e.health, e.last_seen_unix));
+            match worst {
+                Some((k, h, seen)) if (h, seen) <= (health, u.last_seen_unix) => {
+                    if let Some(old) = inner.entries.remove(&k) {
+                        if let Some(a) = old.http_address {
+                            inner.by_http.remove(&a);
+                        }
+                    }
+                }
+                _ => return Err(BackboneError::BookFull(self.capacity)),
+            }
+        }
+        if let Some(h) = &http_address {
+            inner.by_http.insert(h.clone(), key.clone());
+        }
+        inner.entries.insert(
+            key,
+            Entry {
+                node_id,
+                address,
+                http_address,
+                source: u.source,
+                health,
+                last_seen_unix: u.last_seen_unix,
+                is_anchor: u.is_anchor,
+                http_discovered: http_src,
+            },
+        );
+        Ok(Upserted::Inserted)
+    }
+
+    /// Upsert an anchor's seed list (health 50, `http_discovered`), looking at no
+    /// more than [`SEED_BATCH_MAX`] entries.
+    pub fn upsert_seeds(&self, peers: &[PublicPeerInfo], now_unix: u64) -> UpsertReport {
+        let mut r = UpsertReport {
+            ignored: peers.len().saturating_sub(SEED_BATCH_MAX),
+            ..UpsertReport::default()
+        };
+        for p in peers.iter().take(SEED_BATCH_MAX) {
+            match self.upsert(&PeerUpdate::from_seed(p, now_unix)) {
+                Ok(Upserted::Inserted) => r.inserted += 1,
+                Ok(Upserted::Updated) => r.updated += 1,
+                Err(_) => r.rejected += 1,
+            }
+        }
+        r
+    }
+
+    /// Change a peer's health by `delta` (clamped to `0..=100`); `key` is its node id
+    /// or its control-plane address. Returns whether it was found.
+    pub fn adjust_health(&self, key: &str, delta: i16) -> bool {
+        let mut inner = self.lock();
+        let k = match normalize_peer_address(key) {
+            Ok(a) => inner.by_http.get(&a).cloned(),
+            Err(_) => normalize_node_id(key).ok(),
+        };
+        match k.and_then(|k| inner.entries.get_mut(&k)) {
+            Some(e) => {
+                e.health = (i16::from(e.health) + delta).clamp(0, i16::from(HEALTH_MAX)) as u8;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Up to `limit` (at most [`SEED_PEERS_MAX`]) peers with a node id and a
+    /// control-plane address, healthiest and most recently seen first: the answer to
+    /// `GET /api/p2p/seed_peers`.
+    pub fn seed_peers(&self, limit: usize) -> Vec<PublicPeerInfo> {
+        let inner = self.lock();
+        let mut v: Vec<&Entry> = inner
+            .entries
+            .values()
+            .filter(|e| e.node_id.is_some() && e.http_address.is_some())
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse((e.health, e.last_seen_unix)));
+        v.into_iter()
+            .take(limit.min(SEED_PEERS_MAX))
+            .map(|e| PublicPeerInfo {
+                node_id: e.node_id.clone().unwrap_or_default(),
+                address: e.address.clone(),
+                http_address: e.http_address.clone().unwrap_or_default(),
+                is_anchor: e.is_anchor,
+                last_seen_unix: e.last_seen_unix,
+            })
+            .collect()
+    }
+
+    /// Every entry, healthiest first: the answer to `GET /api/peers`.
+    pub fn entries(&self) -> Vec<PeerEntry> {
+        let inner = self.lock();
+        let mut v: Vec<PeerEntry> = inner
+            .entries
+            .values()
+            .map(|e| PeerEntry {
+                node_id: e.node_id.clone(),
+                address: e.address.clone(),
+                http_address: e.http_address.clone(),
+                source: e.source,
+                health: e.health,
+                last_seen_unix: e.last_seen_unix,
+                is_anchor: e.is_anchor,
+            })
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse((e.health, e.last_seen_unix)));
+        v
+    }
+
+    /// Entry counts.
+    pub fn counts(&self) -> PeerCounts {
+        let inner = self.lock();
+        PeerCounts {
+            peerbook_count: inner.entries.len(),
+            http_discovered: inner.entries.values().filter(|e| e.http_discovered).count(),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// No entries?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: u64) -> String {
+        format!("{i:064x}")
+    }
+
+    fn seed(i: u64) -> PublicPeerInfo {
+        PublicPeerInfo {
+            node_id: id(i),
+            address: Some(format!("10.0.{}.{}:7072", i / 250 % 250, i % 250)),
+            http_address: format!("10.0.{}.{}:7070", i / 250 % 250, i % 250),
+            is_anchor: false,
+            last_seen_unix: 1_000,
+        }
+    }
+
+    #[test]
+    fn upsert_refresh_and_self() {
+        let me = id(999_999);
+        let book = PeerBook::new(Some(&me), Some("http://1.1.1.1:7070"));
+        let r = book.upsert_seeds(&[seed(1), seed(2), seed(1)], 2_000);
+        assert_eq!((r.inserted, r.updated, r.rejected), (2, 1, 0));
+        let mut s = seed(3);
+        s.node_id = me.to_uppercase();
+        let mut t = seed(4);
+        t.http_address = "1.1.1.1:7070".into();
+        assert_eq!(book.upsert_seeds(&[s, t], 2_000).rejected, 2);
+        assert_eq!(
+            book.counts(),
+            PeerCounts {
+                peerbook_count: 2,
+                http_discovered: 2
+            }
+        );
+        let e = book.entries();
+        assert!(
+            e.iter()
+                .all(|e| e.health == HTTP_DISCOVERED_HEALTH && e.source == PeerSource::Http)
+        );
+        assert!(book.adjust_health(&id(1), 80));
+        assert!(book.adjust_health("10.0.0.2:7070", -80));
+        let e = book.entries();
+        assert_eq!((e[0].health, e[1].health), (100, 0));
+        // Health kept on refresh.
+        book.upsert_seeds(&[seed(1)], 3_000);
+        assert_eq!(book.entries()[0].health, 100);
+        assert_eq!(book.seed_peers(1)[0].node_id, id(1));
+        // A new identity at a known address replaces the old entry.
+        let mut moved = seed(5);
+        moved.http_address = seed(2).http_address;
+        book.upsert_seeds(&[moved], 3_000);
+        assert_eq!(book.len(), 2);
+        assert!(
+            book.entries()
+                .iter()
+                .any(|e| e.node_id.as_deref() == Some(id(5).as_str()))
+        );
+    }
+
+    #[test]
+    fn flood_and_garbage_leave_the_book_bounded_and_sane() {
+        let book = PeerBook::new(Some(&id(0)), None);
+        // A proven peer survives the flood.
+        book.upsert_seeds(&[seed(1)], 5_000);
+        book.adjust_health(&id(1), 50);
+        let flood: Vec<PublicPeerInfo> = (2..100_002).map(seed).collect();
+        let r = book.upsert_seeds(&flood, 5_000);
+        assert_eq!(r.ignored, 100_000 - SEED_BATCH_MAX);
+        assert!(book.len() <= PEERBOOK_MAX);
+        assert!(
+            book.entries()
+                .iter()
+                .any(|e| e.node_id.as_deref() == Some(id(1).as_str()))
+        );
+        let garbage: Vec<PublicPeerInfo> = (0..5_000)
+            .map(|i| PublicPeerInfo {
+                node_id: ["", "zz", "x y", &"f".repeat(65)][i % 4].to_string(),
+                address: Some(["", "h", "h:0", "h:99999", " a:1"][i % 5].to_string()),
+                http_address: ["", ":::", "a b:1", &"a".repeat(400), "h:1/x"][i % 5].to_string(),
+                is_anchor: true,
+                last_seen_unix: u64::MAX,
+            })
+            .collect();
+        let before = book.len();
+        let r = book.upsert_seeds(&garbage, 5_000);
+        assert_eq!(r.rejected, SEED_BATCH_MAX);
+        assert_eq!(book.len(), before);
+        for e in book.entries() {
+            assert!(e.health <= HEALTH_MAX);
+            assert!(
+                e.http_address
+                    .as_deref()
+                    .is_none_or(|a| normalize_peer_address(a).is_ok())
+            );
+            assert!(e.last_seen_unix <= 5_000);
+        }
+    }
+
+    #[test]
+    fn full_book_refuses_newcomers_worse_than_everyone() {
+        let book = PeerBook::with_capacity(None, None, 2);
+        for i in 1..=2 {
+            book.upsert_seeds(&[seed(i)], 10);
+            book.adjust_health(&id(i), 10);
+        }
+        assert_eq!(book.upsert_seeds(&[seed(3)], 10).rejected, 1);
+        book.adjust_health(&id(2), -60);
+        assert_eq!(book.upsert_seeds(&[seed(3)], 10).inserted, 1);
+        assert_eq!(book.len(), 2);
+        assert!(
+            !book
+                .entries()
+                .iter()
+                .any(|e| e.node_id.as_deref() == Some(id(2).as_str()))
+        );
+    }
+}

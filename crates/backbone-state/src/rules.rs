@@ -1,0 +1,738 @@
+//! The pure rules: folding a probe round into the next snapshot, choosing the best
+//! anchor, hysteresis, backoff, stall detection, and the transitions worth a log line.
+
+use std::cmp::Ordering;
+use std::time::SystemTime;
+
+use vision_wire::StatusResponse;
+
+use crate::error::cut;
+use crate::{AnchorObservation, BackboneError, BackboneState};
+
+/// Failed rounds in a row after which an anchor no longer counts for `connected`.
+/// One failed round keeps it; two drop it (so losing every anchor shows within two
+/// rounds).
+pub const FAILS_TO_DOWN: u32 = 2;
+/// Good rounds in a row a recovered anchor needs before it may be preferred as best
+/// again (no flapping back and forth).
+pub const RECOVERY_ROUNDS: u32 = 3;
+/// Rounds without a tip change, while another anchor's tip grows, after which an
+/// anchor is stalled (not synced) and never best.
+pub const STALL_ROUNDS: u64 = 6;
+/// Cap on the backoff of a dead anchor, in probe rounds.
+pub const MAX_BACKOFF_ROUNDS: u64 = 12;
+/// The current best keeps its place against an anchor with the same tip unless that
+/// one is faster by more than this (latency jitter must not switch anchors).
+pub const LATENCY_SWITCH_MARGIN_MS: u64 = 50;
+/// Longest `last_error` kept in the snapshot, in characters.
+pub const MAX_LAST_ERROR_LEN: usize = 512;
+/// Largest cluster size believed from an anchor.
+pub const MAX_CLUSTER_SIZE: usize = 1_000_000;
+
+/// What an anchor said when probed (its status, as the transport read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorProbe {
+    /// Its node id (hex public key).
+    pub node_id: String,
+    /// Its network name.
+    pub network: String,
+    /// Its tip height.
+    pub tip_height: u64,
+    /// Its tip hash (hex).
+    pub tip_hash: Option<String>,
+    /// Cluster size it reports.
+    pub cluster_size: Option<usize>,
+    /// Its peer-book size.
+    pub peer_count: Option<usize>,
+}
+
+impl AnchorProbe {
+    /// The probe as read from an anchor's `/api/status`.
+    pub fn from_status(s: &StatusResponse) -> AnchorProbe {
+        AnchorProbe {
+            node_id: s.node_id.clone(),
+            network: s.network.clone(),
+            tip_height: s.height,
+            tip_hash: Some(s.tip_hash.to_hex()),
+            cluster_size: Some(s.peers.cluster_size_estimate),
+            peer_count: Some(s.peers.peerbook_count),
+        }
+    }
+}
+
+/// One anchor's result in a probe round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// It answered and the answer was accepted.
+    Ok(AnchorProbe),
+    /// It could not be reached, or answered badly, or too late.
+    Failed(BackboneError),
+    /// It answered but is refused (wrong network, key, itself).
+    Rejected(BackboneError),
+}
+
+/// One anchor probed in a round. Anchors not probed in a round (backing off) have
+/// no outcome and keep their observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    /// The anchor's URL (as in [`AnchorObservation::url`]).
+    pub url: String,
+    /// Time the probe took.
+    pub latency_ms: u64,
+    /// What happened.
+    pub result: ProbeResult,
+}
+
+/// Accept or refuse an answer: the network must be ours, the key the pinned one if
+/// pinned, and the anchor not this node.
+pub fn check_probe(
+    probe: &AnchorProbe,
+    network: &str,
+    pinned_node_id: Option<&str>,
+    own_node_id: Option<&str>,
+) -> Result<(), BackboneError> {
+    if probe.network != network {
+        return Err(BackboneError::WrongNetwork {
+            ours: network.to_string(),
+            theirs: cut(&probe.network),
+        });
+    }
+    if let Some(p) = pinned_node_id {
+        if !p.eq_ignore_ascii_case(&probe.node_id) {
+            return Err(BackboneError::KeyMismatch {
+                pinned: p.to_string(),
+                seen: cut(&probe.node_id),
+            });
+        }
+    }
+    if own_node_id.is_some_and(|o| o.eq_ignore_ascii_case(&probe.node_id)) {
+        return Err(BackboneError::SelfAnchor);
+    }
+    Ok(())
+}
+
+/// Classify a transport's answer into a [`ProbeResult`].
+pub fn classify(
+    answer: Result<AnchorProbe, BackboneError>,
+    network: &str,
+    pinned_node_id: Option<&str>,
+    own_node_id: Option<&str>,
+) -> ProbeResult {
+    match answer {
+        Ok(p) => match check_probe(&p, network, pinned_node_id, own_node_id) {
+            Ok(()) => ProbeResult::Ok(p),
+            Err(e) => ProbeResult::Rejected(e),
+        },
+        Err(e) if e.is_rejection() => ProbeResult::Rejected(e),
+        Err(e) => ProbeResult::Failed(e),
+    }
+}
+
+/// Rounds to wait before probing an anchor that has failed `consecutive_failures`
+/// times in a row: every round until it is down, then 2, 4, 8... capped at
+/// [`MAX_BACKOFF_ROUNDS`]. A dead anchor costs little, and is still found again.
+pub fn backoff_rounds(consecutive_failures: u32) -> u64 {
+    if consecutive_failures < FAILS_TO_DOWN {
+        1
+    } else {
+        let exp = (consecutive_failures - FAILS_TO_DOWN + 1).min(16);
+        (1u64 << exp).min(MAX_BACKOFF_ROUNDS)
+    }
+}
+
+/// Order by tip height (higher first), then latency (lower first).
+fn rank(a: &AnchorObservation, b: &AnchorObservation) -> Ordering {
+    b.tip_height.cmp(&a.tip_height).then(
+        a.latency_ms
+            .unwrap_or(u64::MAX)
+            .cmp(&b.latency_ms.unwrap_or(u64::MAX)),
+    )
+}
+
+/// Choose the best of `candidates`: the highest tip, then the lowest latency; ties
+/// go to the earlier seed. The `current` best keeps its place if it is a candidate
+/// with the top tip and is not slower than the top by more than
+/// [`LATENCY_SWITCH_MARGIN_MS`].
+pub fn choose_best<'a>(
+    candidates: &[&'a AnchorObservation],
+    current: Option<&str>,
+) -> Option<&'a AnchorObservation> {
+    let mut top: Option<&AnchorObservation> = None;
+    for c in candidates {
+        if top.is_none_or(|t| rank(c, t) == Ordering::Less) {
+            top = Some(c);
+        }
+    }
+    let top = top?;
+    if let Some(cur) = current.and_then(|u| candidates.iter().find(|c| c.url == u)) {
+        let same_tip = cur.tip_height == top.tip_height;
+        let close = cur.latency_ms.unwrap_or(u64::MAX)
+            <= top
+                .latency_ms
+                .unwrap_or(u64::MAX)
+                .saturating_add(LATENCY_SWITCH_MARGIN_MS);
+        if same_tip && close {
+            return Some(cur);
+        }
+    }
+    Some(top)
+}
+
+/// The anchor that should be best in `s` (its observations already updated):
+/// fresh anchors that are not recovering; failing those, fresh ones; failing those,
+/// the previous best while it is still usable (one failed round does not flip);
+/// failing that, any usable anchor that is not stalled.
+fn select_best(s: &BackboneState, prev_best: Option<&str>) -> Option<String> {
+    let fresh: Vec<&AnchorObservation> = s.anchors.iter().filter(|a| a.is_fresh()).collect();
+    let settled: Vec<&AnchorObservation> =
+        fresh.iter().copied().filter(|a| !a.recovering).collect();
+    if let Some(b) = choose_best(&settled, prev_best) {
+        return Some(b.url.clone());
+    }
+    if let Some(b) = choose_best(&fresh, prev_best) {
+        return Some(b.url.clone());
+    }
+    if let Some(p) = prev_best.and_then(|u| s.anchor(u)) {
+        if p.is_usable() && !p.stalled {
+            return Some(p.url.clone());
+        }
+    }
+    let usable: Vec<&AnchorObservation> = s
+        .anchors
+        .iter()
+        .filter(|a| a.is_usable() && !a.stalled)
+        .collect();
+    choose_best(&usable, prev_best).map(|b| b.url.clone())
+}
+
+/// Fold one probe round into the next snapshot. Pure: `now` is the wall time of the
+/// round. Fields owned by other loops (peer counts) are carried over.
+pub fn next_snapshot(
+    prev: &BackboneState,
+    round: &[ProbeOutcome],
+    now: SystemTime,
+) -> BackboneState {
+    let mut s = prev.clone();
+    s.round = prev.round + 1;
+    let r = s.round;
+    let mut errors: Vec<String> = Vec::new();
+    for a in &mut s.anchors {
+        let Some(o) = round.iter().find(|o| o.url == a.url) else {
+            continue;
+        };
+        match &o.result {
+            ProbeResult::Ok(p) => {
+                if a.consecutive_failures > 0 {
+                    a.recovering = true;
+                }
+                a.consecutive_failures = 0;
+                a.consecutive_successes = a.consecutive_successes.saturating_add(1);
+                if a.recovering && a.consecutive_successes >= RECOVERY_ROUNDS {
+                    a.recovering = false;
+                }
+                a.rejected = false;
+                if a.tip_height != Some(p.tip_height) || a.tip_hash != p.tip_hash {
+                    if a.tip_height.is_some_and(|old| p.tip_height > old) {
+                        a.tip_advanced_round = Some(r);
+                    }
+                    a.tip_changed_round = r;
+                }
+                a.tip_height = Some(p.tip_height);
+                a.tip_hash = p.tip_hash.clone();
+                a.node_id = Some(p.node_id.clone());
+                a.cluster_size = p.cluster_size.map(|c| c.min(MAX_CLUSTER_SIZE));
+                a.peer_count = p.peer_count;
+                a.latency_ms = Some(o.latency_ms);
+                a.last_ok = Some(now);
+                a.last_error = None;
+                a.next_probe_round = r + 1;
+            }
+            ProbeResult::Failed(e) | ProbeResult::Rejected(e) => {
+                a.consecutive_failures = a.consecutive_failures.saturating_add(1);
+                a.consecutive_successes = 0;
+                a.rejected = matches!(o.result, ProbeResult::Rejected(_));
+                a.last_error = Some(cut(&e.to_string()));
+                a.next_probe_round = r + backoff_rounds(a.consecutive_failures);
+                errors.push(format!("{}: {e}", a.url));
+            }
+        }
+    }
+    // Stall: a tip unchanged for STALL_ROUNDS while another answering anchor's grew.
+    let advancing: Vec<(String, bool)> = s
+        .anchors
+        .iter()
+        .map(|b| {
+            let grew = b.consecutive_failures == 0
+                && !b.rejected
+                && b.tip_advanced_round
+                    .is_some_and(|x| r.saturating_sub(x) < STALL_ROUNDS);
+            (b.url.clone(), grew)
+        })
+        .collect();
+    for a in &mut s.anchors {
+        let quiet = a.tip_height.is_some() && r.saturating_sub(a.tip_changed_round) >= STALL_ROUNDS;
+        a.stalled = quiet && advancing.iter().any(|(u, grew)| *grew && *u != a.url);
+    }
+
+    s.best_anchor = select_best(&s, prev.best_anchor.as_deref());
+    let best = s
+        .best_anchor
+        .as_deref()
+        .and_then(|u| s.anchor(u))
+        .map(|b| (b.latency_ms, b.tip_height.unwrap_or(0), b.tip_hash.clone()));
+    match best {
+        Some((latency, tip, hash)) => {
+            s.latency_ms = latency;
+            s.observed_tip_height = tip;
+            s.observed_tip_hash = hash;
+        }
+        None => s.latency_ms = None,
+    }
+    s.last_ok = s
+        .anchors
+        .iter()
+        .filter_map(|a| a.last_ok)
+        .max()
+        .or(prev.last_ok);
+    s.connected = s.is_self_backbone || s.best_anchor.is_some();
+    if let Some(c) = s
+        .anchors
+        .iter()
+        .filter(|a| a.is_usable())
+        .filter_map(|a| a.cluster_size)
+        .max()
+    {
+        s.cluster_size_estimate = c.max(1);
+    }
+    if !errors.is_empty() {
+        let mut e = errors.join("; ");
+        if e.chars().count() > MAX_LAST_ERROR_LEN {
+            e = e.chars().take(MAX_LAST_ERROR_LEN).collect();
+        }
+        s.last_error = Some(e);
+    } else if s.best_anchor.is_some()
+        && round.iter().any(|o| matches!(o.result, ProbeResult::Ok(_)))
+    {
+        s.last_error = None;
+    }
+    s
+}
+
+/// Exchange readiness (CONTRACT §3): connected and at most one block behind.
+pub fn exchange_ready(connected: bool, local_height: u64, network_tip: u64) -> bool {
+    connected && network_tip.saturating_sub(local_height) <= 1
+}
+
+/// A change between two snapshots worth one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// A best anchor appeared where there was none.
+    Connected {
+        /// Its URL.
+        url: String,
+        /// Its latency.
+        latency_ms: u64,
+        /// Its tip.
+        tip_height: u64,
+        /// Peers it reports.
+        peers: usize,
+    },
+    /// The best anchor changed.
+    Switched {
+        /// The old best.
+        from: String,
+        /// The new best.
+        to: String,
+        /// The new best's tip.
+        tip_height: u64,
+    },
+    /// No usable anchor is left.
+    Lost {
+        /// The last best.
+        last: String,
+        /// The round's errors.
+        error: Option<String>,
+    },
+    /// An anchor became unusable (failed [`FAILS_TO_DOWN`] rounds).
+    AnchorDown {
+        /// It.
+        url: String,
+        /// Its error.
+        error: String,
+    },
+    /// An anchor was refused.
+    AnchorRejected {
+        /// It.
+        url: String,
+        /// Why.
+        error: String,
+    },
+    /// A down or refused anchor answers well again.
+    AnchorRecovered {
+        /// It.
+        url: String,
+    },
+    /// An anchor's tip stopped moving while others advance.
+    AnchorStalled {
+        /// It.
+        url: String,
+        /// Its stuck tip.
+        tip_height: u64,
+    },
+}
+
+/// The transitions from `prev` to `next`, each reported once (not every round).
+pub fn transitions(prev: &BackboneState, next: &BackboneState) -> Vec<Transition> {
+    let mut out = Vec::new();
+    for (p, n) in prev.anchors.iter().zip(&next.anchors) {
+        let was_down = p.consecutive_failures >= FAILS_TO_DOWN || p.rejected;
+        if n.rejected && !p.rejected {
+            out.push(Transition::AnchorRejected {
+                url: n.url.clone(),
+                error: n.last_error.clone().unwrap_or_default(),
+            });
+        } else if !n.rejected
+            && n.consecutive_failures >= FAILS_TO_DOWN
+            && p.consecutive_failures < FAILS_TO_DOWN
+        {
+            out.push(Transition::AnchorDown {
+                url: n.url.clone(),
+                error: n.last_error.clone().unwrap_or_default(),
+            });
+        } else if was_down && n.consecutive_failures == 0 && !n.rejected && n.last_ok.is_some() {
+            out.push(Transition::AnchorRecovered { url: n.url.clone() });
+        }
+        if n.stalled && !p.stalled {
+            out.push(Transition::AnchorStalled {
+                url: n.url.clone(),
+                tip_height: n.tip_height.unwrap_or(0),
+            });
+        }
+    }
+    match (&prev.best_anchor, &next.best_anchor) {
+        (None, Some(u)) => {
+            let a = next.anchor(u);
+            out.push(Transition::Connected {
+                url: u.clone(),
+                latency_ms: next.latency_ms.unwrap_or(0),
+                tip_height: next.observed_tip_height,
+                peers: a.and_then(|a| a.peer_count).unwrap_or(next.peerbook_count),
+            });
+        }
+        (Some(a), Some(b)) if a != b => out.push(Transition::Switched {
+            from: a.clone(),
+            to: b.clone(),
+            tip_height: next.observed_tip_height,
+        }),
+        (Some(a), None) => out.push(Transition::Lost {
+            last: a.clone(),
+            error: next.last_error.clone(),
+        }),
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AnchorSeed;
+    use proptest::prelude::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn seeds(n: usize) -> Vec<AnchorSeed> {
+        (0..n)
+            .map(|i| AnchorSeed::parse(&format!("a{i}:7070")).unwrap())
+            .collect()
+    }
+
+    fn url(i: usize) -> String {
+        format!("http://a{i}:7070")
+    }
+
+    fn ok(i: usize, tip: u64, latency_ms: u64) -> ProbeOutcome {
+        ProbeOutcome {
+            url: url(i),
+            latency_ms,
+            result: ProbeResult::Ok(AnchorProbe {
+                node_id: format!("{i:064x}"),
+                network: "regtest".into(),
+                tip_height: tip,
+                tip_hash: Some(format!("{tip:064x}")),
+                cluster_size: Some(3),
+                peer_count: Some(8),
+            }),
+        }
+    }
+
+    fn fail(i: usize) -> ProbeOutcome {
+        ProbeOutcome {
+            url: url(i),
+            latency_ms: 3_000,
+            result: ProbeResult::Failed(BackboneError::Timeout(3_000)),
+        }
+    }
+
+    /// Outcomes only for anchors due this round, as the loop does.
+    fn due(s: &BackboneState, all: Vec<ProbeOutcome>) -> Vec<ProbeOutcome> {
+        all.into_iter()
+            .filter(|o| {
+                s.anchor(&o.url)
+                    .is_some_and(|a| a.next_probe_round <= s.round + 1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn best_is_highest_tip_then_lowest_latency() {
+        let s0 = BackboneState::new(&seeds(3), false);
+        let s1 = next_snapshot(&s0, &[ok(0, 10, 5), ok(1, 12, 300), ok(2, 12, 100)], T0);
+        assert_eq!(s1.best_anchor, Some(url(2)));
+        assert_eq!((s1.observed_tip_height, s1.latency_ms), (12, Some(100)));
+        assert!(s1.connected && s1.last_error.is_none());
+        // Latency jitter within the margin does not switch.
+        let s2 = next_snapshot(&s1, &[ok(0, 10, 5), ok(1, 12, 90), ok(2, 12, 120)], T0);
+        assert_eq!(s2.best_anchor, Some(url(2)));
+        // A clearly faster one with the same tip wins; a higher tip always wins.
+        let s3 = next_snapshot(&s2, &[ok(0, 10, 5), ok(1, 12, 20), ok(2, 12, 120)], T0);
+        assert_eq!(s3.best_anchor, Some(url(1)));
+        let s4 = next_snapshot(&s3, &[ok(0, 13, 900), ok(1, 12, 20), ok(2, 12, 120)], T0);
+        assert_eq!(s4.best_anchor, Some(url(0)));
+    }
+
+    #[test]
+    fn one_failed_round_keeps_connected_two_lose_it() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        let s1 = next_snapshot(&s0, &[ok(0, 5, 10), ok(1, 5, 20)], T0);
+        assert!(s1.connected);
+        let s2 = next_snapshot(&s1, &[fail(0), fail(1)], T0);
+        assert!(s2.connected, "one failed round does not flip connected");
+        assert_eq!(s2.best_anchor, s1.best_anchor);
+        assert!(s2.last_error.as_deref().unwrap().contains("a0"));
+        let s3 = next_snapshot(&s2, &[fail(0), fail(1)], T0);
+        assert!(!s3.connected, "two rounds lose it");
+        assert_eq!(s3.best_anchor, None);
+        assert_eq!(s3.observed_tip_height, 5, "last known tip is kept");
+        let t = transitions(&s2, &s3);
+        assert!(t.iter().any(|t| matches!(t, Transition::Lost { .. })));
+        assert_eq!(
+            t.iter()
+                .filter(|t| matches!(t, Transition::AnchorDown { .. }))
+                .count(),
+            2
+        );
+        // Staying down reports nothing more.
+        let s4 = next_snapshot(&s3, &due(&s3, vec![fail(0), fail(1)]), T0);
+        assert!(transitions(&s3, &s4).is_empty());
+    }
+
+    #[test]
+    fn failover_is_immediate_when_another_anchor_answers() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        let s1 = next_snapshot(&s0, &[ok(0, 9, 10), ok(1, 8, 20)], T0);
+        assert_eq!(s1.best_anchor, Some(url(0)));
+        let s2 = next_snapshot(&s1, &[fail(0), ok(1, 8, 20)], T0);
+        assert_eq!(s2.best_anchor, Some(url(1)));
+        assert_eq!(s2.observed_tip_height, 8);
+        assert!(matches!(
+            &transitions(&s1, &s2)[..],
+            [Transition::Switched { .. }]
+        ));
+    }
+
+    #[test]
+    fn dead_anchor_backs_off_and_is_found_again() {
+        assert_eq!(
+            (1..=8).map(backoff_rounds).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 12, 12, 12, 12]
+        );
+        let mut s = next_snapshot(
+            &BackboneState::new(&seeds(2), false),
+            &[ok(0, 1, 1), ok(1, 1, 1)],
+            T0,
+        );
+        let mut probes_of_dead = 0;
+        for _ in 0..40 {
+            let outcomes = due(&s, vec![ok(0, 1, 1), fail(1)]);
+            probes_of_dead += outcomes.iter().filter(|o| o.url == url(1)).count();
+            s = next_snapshot(&s, &outcomes, T0);
+        }
+        assert!(
+            probes_of_dead <= 8,
+            "dead anchor probed {probes_of_dead} times in 40 rounds"
+        );
+        assert!(probes_of_dead >= 4, "but still probed");
+    }
+
+    #[test]
+    fn recovered_anchor_wins_best_back_only_after_recovery_rounds() {
+        let mut s = next_snapshot(
+            &BackboneState::new(&seeds(2), false),
+            &[ok(0, 10, 5), ok(1, 10, 200)],
+            T0,
+        );
+        assert_eq!(s.best_anchor, Some(url(0)));
+        s = next_snapshot(&s, &[fail(0), ok(1, 10, 200)], T0);
+        s = next_snapshot(&s, &[fail(0), ok(1, 10, 200)], T0);
+        assert_eq!(s.best_anchor, Some(url(1)));
+        let mut rounds_until_back = 0;
+        loop {
+            let outcomes = due(&s, vec![ok(0, 10, 5), ok(1, 10, 200)]);
+            let prev = s.clone();
+            s = next_snapshot(&s, &outcomes, T0);
+            if outcomes.iter().any(|o| o.url == url(0)) {
+                rounds_until_back += 1;
+            }
+            if s.best_anchor == Some(url(0)) {
+                assert!(transitions(&prev, &s).contains(&Transition::Switched {
+                    from: url(1),
+                    to: url(0),
+                    tip_height: 10
+                }));
+                break;
+            }
+            assert!(s.round < 50, "never came back");
+        }
+        assert_eq!(rounds_until_back, RECOVERY_ROUNDS as usize);
+    }
+
+    #[test]
+    fn recovering_anchor_is_used_when_it_is_the_only_one() {
+        let mut s = next_snapshot(&BackboneState::new(&seeds(1), false), &[fail(0)], T0);
+        assert!(!s.connected);
+        s = next_snapshot(&s, &[ok(0, 3, 5)], T0);
+        assert!(s.connected && s.best_anchor == Some(url(0)));
+    }
+
+    #[test]
+    fn stalled_anchor_is_not_synced() {
+        // a0 claims 100 and never moves; a1 climbs from 90.
+        let mut s = BackboneState::new(&seeds(2), false);
+        for i in 0..(STALL_ROUNDS + 2) {
+            s = next_snapshot(&s, &[ok(0, 100, 5), ok(1, 90 + i, 50)], T0);
+        }
+        let a0 = s.anchor(&url(0)).unwrap();
+        assert!(a0.stalled);
+        assert_eq!(s.best_anchor, Some(url(1)));
+        // When nobody advances, nobody is stalled.
+        let mut q = BackboneState::new(&seeds(2), false);
+        for _ in 0..(STALL_ROUNDS * 2) {
+            q = next_snapshot(&q, &[ok(0, 100, 5), ok(1, 90, 50)], T0);
+        }
+        assert!(q.anchors.iter().all(|a| !a.stalled));
+        assert_eq!(q.best_anchor, Some(url(0)));
+    }
+
+    #[test]
+    fn rejected_anchor_is_never_best() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        let wrong = ProbeOutcome {
+            url: url(0),
+            latency_ms: 1,
+            result: classify(
+                Ok(AnchorProbe {
+                    node_id: "00".repeat(32),
+                    network: "mainnet".into(),
+                    tip_height: 1_000,
+                    tip_hash: None,
+                    cluster_size: None,
+                    peer_count: None,
+                }),
+                "regtest",
+                None,
+                None,
+            ),
+        };
+        let s1 = next_snapshot(&s0, &[wrong, ok(1, 5, 50)], T0);
+        assert_eq!(s1.best_anchor, Some(url(1)));
+        let a0 = s1.anchor(&url(0)).unwrap();
+        assert!(a0.rejected);
+        assert!(a0.last_error.as_deref().unwrap().contains("mainnet"));
+        assert!(
+            transitions(&s0, &s1)
+                .iter()
+                .any(|t| matches!(t, Transition::AnchorRejected { .. }))
+        );
+        // Pinned key mismatch and self are refusals too.
+        let p = AnchorProbe {
+            node_id: "11".repeat(32),
+            network: "regtest".into(),
+            tip_height: 1,
+            tip_hash: None,
+            cluster_size: None,
+            peer_count: None,
+        };
+        assert!(matches!(
+            classify(Ok(p.clone()), "regtest", Some(&"22".repeat(32)), None),
+            ProbeResult::Rejected(BackboneError::KeyMismatch { .. })
+        ));
+        assert!(matches!(
+            classify(Ok(p.clone()), "regtest", None, Some(&"11".repeat(32))),
+            ProbeResult::Rejected(BackboneError::SelfAnchor)
+        ));
+        assert!(matches!(
+            classify(
+                Err(BackboneError::BadSignature("x".into())),
+                "regtest",
+                None,
+                None
+            ),
+            ProbeResult::Rejected(_)
+        ));
+        assert_eq!(
+            classify(Ok(p.clone()), "regtest", Some(&"11".repeat(32)), None),
+            ProbeResult::Ok(p)
+        );
+    }
+
+    #[test]
+    fn exchange_readiness() {
+        assert!(exchange_ready(true, 10, 11));
+        assert!(exchange_ready(true, 12, 11));
+        assert!(!exchange_ready(true, 9, 11));
+        assert!(!exchange_ready(false, 11, 11));
+    }
+
+    fn arb_outcome() -> impl Strategy<Value = (usize, Option<(u64, u64)>, bool)> {
+        (
+            0usize..4,
+            proptest::option::of((0u64..30, 0u64..500)),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        /// Invariants over arbitrary rounds: the best is always a usable, unrefused,
+        /// unstalled anchor; connected iff a best exists (not self backbone);
+        /// connected never drops after a single failed round.
+        #[test]
+        fn snapshot_invariants(rounds in proptest::collection::vec(proptest::collection::vec(arb_outcome(), 0..6), 1..40)) {
+            let mut s = BackboneState::new(&seeds(4), false);
+            for round in rounds {
+                let outcomes: Vec<ProbeOutcome> = round.into_iter().map(|(i, r, reject)| match r {
+                    Some((tip, lat)) => ok(i, tip, lat),
+                    None if reject => ProbeOutcome { url: url(i), latency_ms: 1, result: ProbeResult::Rejected(BackboneError::SelfAnchor) },
+                    None => fail(i),
+                }).collect();
+                let prev = s.clone();
+                s = next_snapshot(&s, &outcomes, T0);
+                prop_assert_eq!(s.round, prev.round + 1);
+                prop_assert_eq!(s.connected, s.best_anchor.is_some());
+                if let Some(b) = &s.best_anchor {
+                    let a = s.anchor(b).unwrap();
+                    prop_assert!(a.is_usable() && !a.stalled && !a.rejected);
+                    prop_assert_eq!(s.observed_tip_height, a.tip_height.unwrap());
+                }
+                // An anchor that was fresh and fails once is still usable.
+                for (p, n) in prev.anchors.iter().zip(&s.anchors) {
+                    if p.is_fresh() && n.consecutive_failures == 1 && !n.rejected {
+                        prop_assert!(n.is_usable());
+                    }
+                    prop_assert!(n.next_probe_round <= s.round + MAX_BACKOFF_ROUNDS.max(1) + 1);
+                }
+                if let Some(e) = &s.last_error { prop_assert!(e.chars().count() <= MAX_LAST_ERROR_LEN); }
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The loops over the in-memory transport, on tokio's paused clock: timeouts and
+//! intervals cost no real time, and every wait is for an event with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backbone_state::memory::{Behaviour, MemoryAnchor, MemoryControlPlane};
+use backbone_state::{
+    AnchorSeed, BackboneError, BackboneHandle, BackboneState, LocalNode, LoopConfig, PEERBOOK_MAX,
+    PeerBook, RECOVERY_ROUNDS, run_healing_loop, run_heartbeat_loop, run_probe_loop,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use vision_chain::SecretKey;
+use vision_wire::{HeartbeatPayload, PublicPeerInfo, SignedHeartbeat};
+
+const NET: &str = "regtest";
+const PROBE: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Local {
+    key: SecretKey,
+    cluster: Option<usize>,
+}
+
+impl LocalNode for Local {
+    fn local_height(&self) -> u64 {
+        100
+    }
+    fn local_cluster_size(&self) -> Option<usize> {
+        self.cluster
+    }
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat> {
+        Some(
+            HeartbeatPayload {
+                network: NET.into(),
+                node_id: self.key.address().to_hex(),
+                timestamp_unix: 0,
+                nonce: vision_wire::fresh_nonce(),
+                http_address: "127.0.0.1:7070".into(),
+                p2p_address: None,
+                is_anchor: false,
+                height: 100,
+                tip_hash: "00".repeat(32),
+            }
+            .sign(&self.key),
+        )
+    }
+}
+
+fn local() -> Arc<Local> {
+    Arc::new(Local {
+        key: SecretKey::from_seed(&[9; 32]),
+        cluster: None,
+    })
+}
+
+fn id(i: u8) -> String {
+    format!("{i:02x}").repeat(32)
+}
+
+fn config() -> LoopConfig {
+    LoopConfig {
+        probe_interval: PROBE,
+        request_timeout: TIMEOUT,
+        healing_interval: Duration::from_secs(30),
+        heartbeat_interval: Duration::from_secs(10),
+        ..LoopConfig::new(
+            NET,
+            Some(&SecretKey::from_seed(&[9; 32]).address().to_hex()),
+        )
+    }
+}
+
+/// Wait (on publishes, not by polling) until `pred` holds, at most `within`.
+async fn wait_for(
+    handle: &BackboneHandle,
+    within: Duration,
+    mut pred: impl FnMut(&BackboneState) -> bool,
+) -> Arc<BackboneState> {
+    let mut rx = handle.subscribe();
+    let deadline = Instant::now() + within;
+    loop {
+        rx.borrow_and_update();
+        let s = handle.load();
+        if pred(&s) {
+            return s;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => panic!("condition not met within {within:?}; last state: {s:#?}"),
+        }
+    }
+}
+
+fn seeds(urls: &[&str]) -> Vec<AnchorSeed> {
+    urls.iter().map(|u| AnchorSeed::parse(u).unwrap()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_blackhole_rejection_and_recovery() {
+    let (a, b, c, d) = (
+        "http://a:7070",
+        "http://b:7070",
+        "http://c:7070",
+        "http://d:7070",
+    );
+    let net = Arc::new(MemoryControlPlane::new());
+    net.set(
+        a,
+        MemoryAnchor::up(NET, &id(1), 50, Duration::from_millis(10)),
+    );
+    net.set(
+        b,
+        MemoryAnchor::up(NET, &id(2), 50, Duration::from_millis(200)),
+    );
+    let mut hole = MemoryAnchor::up(NET, &id(3), 60, Duration::ZERO);
+    hole.behaviour = Behaviour::Blackhole;
+    net.set(c, hole);
+    net.set(
+        d,
+        MemoryAnchor::up("mainnet", &id(4), 9_999, Duration::from_millis(1)),
+    );
+
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b, c, d]), false));
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+
+    // Round 1: finishes within the timeout although c never answers; a is best; d is
+    // refused for its network and says so.
+    let s = wait_for(&handle, TIMEOUT + Duration::from_millis(100), |s| {
+        s.round >= 1
+    })
+    .await;
+    assert!(
+        started.elapsed() <= TIMEOUT + Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(s.connected);
+    assert_eq!(s.best_anchor.as_deref(), Some(a));
+    assert_eq!((s.observed_tip_height, s.latency_ms), (50, Some(10)));
+    let dobs = s.anchor(d).unwrap();
+    assert!(dobs.rejected);
+    assert!(dobs.last_error.as_deref().unwrap().contains("mainnet"));
+    assert!(s.last_error.as_deref().unwrap().contains("mainnet"));
+    assert!(
+        matches!(s.anchor(c).unwrap().last_error.as_deref(), Some(e) if e.contains("no answer"))
+    );
+    assert!(s.exchange_ready, "local height 100 >= observed tip 50");
+
+    // Kill a: failover to b within one probe interval plus the timeout.
+    net.update(a, |x| x.behaviour = Behaviour::Refused);
+    let killed = Instant::now();
+    let s = wait_for(&handle, PROBE + TIMEOUT + Duration::from_millis(100), |s| {
+        s.best_anchor.as_deref() == Some(b)
+    })
+    .await;
+    assert!(killed.elapsed() <= PROBE + TIMEOUT + Duration::from_millis(50));
+    assert!(s.connected);
+
+    // Let a stay dead a while: it is backed off (probed less than every round).
+    let before = net.calls(a).probes;
+    let r0 = handle.load().round;
+    wait_for(&handle, PROBE * 12, |s| s.round >= r0 + 10).await;
+    let dead_probes = net.calls(a).probes - before;
+    assert!(
+        dead_probes < 10,
+        "dead anchor probed {dead_probes} times in 10 rounds"
+    );
+
+    // Revive a: it wins best back only after RECOVERY_ROUNDS good answers.
+    net.update(a, |x| x.behaviour = Behaviour::Up);
+    let mut seen_good_rounds_before_switch = 0u32;
+    let s = wait_for(&handle, PROBE * 40, |s| {
+        let ao = s.anchor(a).unwrap();
+        if s.best_anchor.as_deref() == Some(a) {
+            return true;
+        }
+        seen_good_rounds_before_switch =
+            seen_good_rounds_before_switch.max(ao.consecutive_successes);
+        false
+    })
+    .await;
+    assert_eq!(s.anchor(a).unwrap().consecutive_successes, RECOVERY_ROUNDS);
+    assert!(seen_good_rounds_before_switch < RECOVERY_ROUNDS);
+    assert!(s.anchor(d).unwrap().rejected, "still refused");
+
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_every_anchor_shows_within_two_rounds() {
+    let a = "http://a:7070";
+    let net = Arc::new(MemoryControlPlane::new());
+    net.set(
+        a,
+        MemoryAnchor::up(NET, &id(1), 5, Duration::from_millis(5)),
+    );
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a]), false));
+    let token = CancellationToken::new();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    wait_for(&handle, TIMEOUT, |s| s.connected).await;
+    let r = handle.load().round;
+    net.update(a, |x| x.behaviour = Behaviour::Blackhole);
+    let s = wait_for(&handle, PROBE * 3, |s| s.round > r).await;
+    assert!(s.connected, "one failed round keeps connected");
+    let s = wait_for(&handle, PROBE * 3, |s| s.round >= r + 2).await;
+    assert!(!s.connected, "two rounds lose it");
+    assert!(!s.exchange_ready);
+    token.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_signature_and_garbage_are_told_apart() {
+    let (a, b) = ("http://a:7070", "http://b:7070");
+    let net = Arc::new(MemoryControlPlane::new());
+    let mut bad = MemoryAnchor::up(NET, &id(1), 5, Duration::ZERO);
+    bad.behaviour = Behaviour::BadSignature;
+    net.set(a, bad);
+    let mut garbage = MemoryAnchor::up(NET, &id(2), 5, Duration::ZERO);
+    garbage.behaviour = Behaviour::Garbage;
+    net.set(b, garbage);
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b]), false));
+    let token = CancellationToken::new();
+    tokio::spawn(run_probe_loop(
+        net,
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, TIMEOUT, |s| s.round >= 1).await;
+    assert!(s.anchor(a).unwrap().rejected);
+    assert!(!s.anchor(b).unwrap().rejected);
+    assert!(!s.connected);
+    token.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_backbone_is_connected_without_anchors() {
+    let handle = BackboneHandle::new(BackboneState::new(&[], false));
+    let net = Arc::new(MemoryControlPlane::new());
+    let token = CancellationToken::new();
+    let peers = Arc::new(PeerBook::new(None, None));
+    let probe = tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let heal = tokio::spawn(run_healing_loop(
+        net.clone(),
+        handle.clone(),
+        peers,
+        config(),
+        token.clone(),
+    ));
+    let hb = tokio::spawn(run_heartbeat_loop(
+        net,
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, Duration::from_secs(1), |s| s.round >= 1).await;
+    assert!(s.connected && s.is_self_backbone && s.exchange_ready);
+    wait_for(&handle, PROBE * 3, |s| s.round >= 3).await;
+    token.cancel();
+    for t in [probe, heal, hb] {
+        tokio::time::timeout(Duration::from_secs(1), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn peer(i: u32) -> PublicPeerInfo {
+    PublicPeerInfo {
+        node_id: format!("{i:064x}"),
+        address: Some(format!(
+            "10.{}.{}.{}:7072",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        )),
+        http_address: format!("10.{}.{}.{}:7070", i >> 16 & 255, i >> 8 & 255, i & 255),
+        is_anchor: false,
+        last_seen_unix: 1,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn healing_fills_a_bounded_book_from_the_best_anchor() {
+    let (a, b) = ("http://a:7070", "http://b:7070");
+    let me = SecretKey::from_seed(&[9; 32]).address().to_hex();
+    let net = Arc::new(MemoryControlPlane::new());
+    let mut anchor = MemoryAnchor::up(NET, &id(1), 5, Duration::from_millis(5));
+    // 100,000 peers, ourselves among them, and garbage.
+    anchor.seed_peers = (1..100_000).map(peer).collect();
+    anchor.seed_peers.insert(
+        3,
+        PublicPeerInfo {
+            node_id: me.clone(),
+            ..peer(7)
+        },
+    );
+    anchor.seed_peers.insert(
+        0,
+        PublicPeerInfo {
+            node_id: "garbage".into(),
+            address: Some("no port".into()),
+            http_address: "http://x:99999".into(),
+            is_anchor: true,
+            last_seen_unix: u64::MAX,
+        },
+    );
+    net.set(a, anchor);
+    net.set(
+        b,
+        MemoryAnchor::up(NET, &id(2), 4, Duration::from_millis(5)),
+    );
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b]), false));
+    let peers = Arc::new(PeerBook::new(Some(&me), Some("127.0.0.1:7070")));
+    let mut cfg = config();
+    cfg.seed_peers_limit = usize::MAX; // the anchor sends everything: the book must cope
+    let token = CancellationToken::new();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        cfg.clone(),
+        token.clone(),
+    ));
+    tokio::spawn(run_healing_loop(
+        net.clone(),
+        handle.clone(),
+        peers.clone(),
+        cfg,
+        token.clone(),
+    ));
+
+    // Healing starts as soon as the backbone knows an anchor, from the best one.
+    let s = wait_for(&handle, PROBE, |s| s.peerbook_count > 0).await;
+    assert_eq!(net.calls(a).seed_peers, 1);
+    assert_eq!(net.calls(b).seed_peers, 0);
+    assert!(s.peerbook_count <= PEERBOOK_MAX);
+    assert_eq!(s.peerbook_count, s.http_discovered);
+    let entries = peers.entries();
+    assert_eq!(entries.len(), s.peerbook_count);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.health == 50 && e.node_id.as_deref() != Some(me.as_str()))
+    );
+    assert!(entries.iter().all(|e| {
+        e.http_address
+            .as_deref()
+            .is_some_and(|h| h.ends_with(":7070"))
+    }));
+
+    // Every healing interval, again.
+    wait_for(&handle, Duration::from_secs(31), |_| {
+        net.calls(a).seed_peers >= 2
+    })
+    .await;
+    token.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_feed_cluster_size_and_skip_refused_anchors() {
+    let (a, b, d) = ("http://a:7070", "http://b:7070", "http://d:7070");
+    let net = Arc::new(MemoryControlPlane::new());
+    let mut x = MemoryAnchor::up(NET, &id(1), 5, Duration::from_millis(5));
+    x.cluster_size = 7;
+    net.set(a, x);
+    let mut y = MemoryAnchor::up(NET, &id(2), 5, Duration::from_millis(5));
+    y.cluster_size = 5;
+    net.set(b, y);
+    net.set(d, MemoryAnchor::up("testnet", &id(4), 5, Duration::ZERO));
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b, d]), false));
+    let token = CancellationToken::new();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    wait_for(&handle, TIMEOUT, |s| s.round >= 1).await;
+    tokio::spawn(run_heartbeat_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, Duration::from_secs(1), |s| {
+        s.cluster_size_estimate == 7
+    })
+    .await;
+    assert!(s.connected);
+    assert_eq!(
+        net.calls(d).heartbeats,
+        0,
+        "no heartbeat to a refused anchor"
+    );
+    assert_eq!(net.calls(a).heartbeats, 1);
+    token.cancel();
+}
+
+#[test]
+fn errors_classify() {
+    assert!(BackboneError::BadSignature("x".into()).is_rejection());
+    assert!(!BackboneError::Timeout(1).is_rejection());
+}
