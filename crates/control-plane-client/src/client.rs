@@ -215,8 +215,12 @@ impl ControlPlaneClient {
     ) -> Result<Vec<PublicPeerInfo>, ClientError> {
         let limit = limit.min(MAX_SEED_PEERS);
         let path = format!("/api/p2p/seed_peers?limit={limit}");
-        self.get_json(url, &path, self.config.max_retries, Accepting::Success)
-            .await
+        let mut v: Vec<PublicPeerInfo> = self
+            .get_json(url, &path, self.config.max_retries, Accepting::Success)
+            .await?;
+        // A server that sends more than asked is not trusted with the excess.
+        v.truncate(limit);
+        Ok(v)
     }
 
     /// `POST /api/heartbeat` (never retried: the next heartbeat is the retry).
@@ -249,6 +253,45 @@ impl ControlPlaneClient {
             Accepting::SuccessOr503,
         )
         .await
+    }
+
+    /// `GET /readyz`: readiness (connected and lag ≤ 1). `ready: false` with the
+    /// reason is an answer (the node says it with a 503).
+    pub async fn readyz(&self, url: &str) -> Result<ExchangeReady, ClientError> {
+        self.get_json(
+            url,
+            "/readyz",
+            self.config.max_retries,
+            Accepting::SuccessOr503,
+        )
+        .await
+    }
+
+    /// `GET /healthz`: liveness; `Ok(())` while the node serves.
+    pub async fn healthz(&self, url: &str) -> Result<(), ClientError> {
+        self.get(
+            url,
+            "/healthz",
+            None,
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub async fn fetch_metrics(&self, url: &str) -> Result<String, ClientError> {
+        let (full, _, body) = self
+            .get(
+                url,
+                "/metrics",
+                Some("text/plain"),
+                self.config.max_retries,
+                Accepting::Success,
+            )
+            .await?;
+        String::from_utf8(body).map_err(|e| ClientError::decode(&full, e))
     }
 
     /// `GET /api/headers?from=H&limit=N`, binary: main-chain headers from height `from`.

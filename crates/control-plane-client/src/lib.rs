@@ -37,7 +37,9 @@
 //!   [`fetch_mempool`](ControlPlaneClient::fetch_mempool),
 //!   [`fetch_account`](ControlPlaneClient::fetch_account)), readiness
 //!   ([`fetch_health`](ControlPlaneClient::fetch_health),
-//!   [`exchange_ready`](ControlPlaneClient::exchange_ready)) and the admin calls
+//!   [`exchange_ready`](ControlPlaneClient::exchange_ready),
+//!   [`healthz`](ControlPlaneClient::healthz), [`readyz`](ControlPlaneClient::readyz),
+//!   [`fetch_metrics`](ControlPlaneClient::fetch_metrics)) and the admin calls
 //!   ([`miner_start`](ControlPlaneClient::miner_start),
 //!   [`miner_stop`](ControlPlaneClient::miner_stop)) with an optional bearer token.
 //! - [`ClientConfig`]: timeouts (3 s by default: fail fast), retries and backoff.

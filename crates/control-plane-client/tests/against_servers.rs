@@ -400,6 +400,28 @@ async fn json_fallback_and_submit_block_bytes() {
 async fn readiness_503_is_an_answer_and_admin_sends_token() {
     let s = serve(|req| match req.path.as_str() {
         "/api/exchange/ready" => json(503, r#"{"ready":false,"reason":"lag 5"}"#),
+        "/readyz" => json(200, r#"{"ready":true}"#),
+        "/healthz" => json(200, r#"{"status":"ok"}"#),
+        "/metrics" => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: b"vision_backbone_connected 1\n".to_vec(),
+        },
+        "/api/p2p/seed_peers?limit=2" => json(
+            200,
+            &serde_json::to_string(
+                &(0..5)
+                    .map(|i| vision_wire::PublicPeerInfo {
+                        node_id: format!("{i:064x}"),
+                        address: None,
+                        http_address: format!("10.0.0.{i}:7070"),
+                        is_anchor: false,
+                        last_seen_unix: 1,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        ),
         "/api/miner/start" => match req.header("authorization") {
             Some("Bearer s3cret") => json(
                 202,
@@ -419,6 +441,12 @@ async fn readiness_503_is_an_answer_and_admin_sends_token() {
         1,
         "a 503 answer is not retried here"
     );
+    assert!(c.readyz(&s.url).await.unwrap().ready);
+    c.healthz(&s.url).await.unwrap();
+    let metrics = c.fetch_metrics(&s.url).await.unwrap();
+    assert!(metrics.starts_with("vision_backbone_connected 1"));
+    let seeds = c.fetch_seed_peers(&s.url, 2).await.unwrap();
+    assert_eq!(seeds.len(), 2, "excess is cut");
 
     let err = c.miner_start(&s.url, Some(4), None).await.unwrap_err();
     assert_eq!(err.code(), Some("unauthorized"));

@@ -166,4 +166,30 @@ mod tests {
         assert!(decode_headers(&hb[..hb.len() - 1], 5).is_err());
         assert!(decode_headers(&hb, 2).is_err());
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic the decoders, and whatever decodes re-encodes
+        /// to the same bytes (one encoding per value).
+        #[test]
+        fn decoders_are_total_and_canonical(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2_000)) {
+            if let Ok(blocks) = decode_blocks(&bytes, 64) {
+                proptest::prop_assert_eq!(encode_blocks(&blocks), bytes.clone());
+            }
+            if let Ok(headers) = decode_headers(&bytes, 64) {
+                proptest::prop_assert_eq!(encode_headers(&headers), bytes);
+            }
+        }
+
+        /// Valid lists with one byte flipped or cut never panic.
+        #[test]
+        fn damaged_lists_never_panic(n in 0u64..6, pos in 0usize..10_000, cut in proptest::bool::ANY) {
+            let mut bytes = encode_blocks(&(0..n).map(block).collect::<Vec<_>>());
+            if !bytes.is_empty() {
+                let p = pos % bytes.len();
+                if cut { bytes.truncate(p) } else { bytes[p] ^= 0xff }
+            }
+            let _ = decode_blocks(&bytes, 8);
+            let _ = decode_headers(&bytes, 8);
+        }
+    }
 }
