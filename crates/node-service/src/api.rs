@@ -31,6 +31,34 @@ pub const BLOCKS_LIMIT_MAX: usize = 500;
 /// Most transactions `/api/mempool` lists.
 pub const MEMPOOL_LIST_MAX: usize = 1_000;
 
+/// Every route [`Api`] answers, as (method, path template), in the templates the
+/// request metrics use. `HEAD` is accepted wherever `GET` is. `docs/openapi.yaml`
+/// must describe exactly these (`tests/openapi.rs` checks both directions and that
+/// each one is routed).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/api/status"),
+    ("POST", "/api/hello"),
+    ("GET", "/api/p2p/seed_peers"),
+    ("POST", "/api/heartbeat"),
+    ("GET", "/api/health"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/headers"),
+    ("GET", "/api/blocks"),
+    ("POST", "/api/blocks"),
+    ("GET", "/api/blocks/{height}"),
+    ("GET", "/api/block/{hash}"),
+    ("POST", "/api/tx"),
+    ("GET", "/api/mempool"),
+    ("GET", "/api/accounts/{address}"),
+    ("GET", "/api/peers"),
+    ("POST", "/api/miner/start"),
+    ("POST", "/api/miner/stop"),
+    ("GET", "/api/exchange/ready"),
+];
+
 /// The router: a [`Handler`] over the node.
 pub struct Api(pub Arc<NodeShared>);
 
