@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::builder::BoolishValueParser;
-use node_service::config::parse_anchor_seed;
+use node_service::AnchorSeed;
 use node_service::{Node, NodeConfig};
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Address, Network};
@@ -97,17 +97,16 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
         .parse()
         .map_err(|e| ConfigError(format!("--network: {e}")))?;
     let mut warnings = Vec::new();
-    let mut anchor_seeds = Vec::new();
-    for entry in cli
-        .anchor_seeds
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
+    let anchor_seeds = backbone_state::parse_anchor_seeds(&cli.anchor_seeds)
+        .map_err(|e| ConfigError(format!("--anchor-seeds: {e}")))?;
+    for s in anchor_seeds
+        .iter()
+        .filter(|s: &&AnchorSeed| s.p2p_port_rewritten)
     {
-        let (seed, warning) = parse_anchor_seed(entry)
-            .map_err(|e| ConfigError(format!("--anchor-seeds: bad entry {e}")))?;
-        warnings.extend(warning);
-        anchor_seeds.push(seed);
+        warnings.push(format!(
+            "anchor seed {} was given with the P2P port 7072; reading it as the control plane (port 7070)",
+            s.url
+        ));
     }
     let threads = match cli.threads {
         Some(0) => return Err(ConfigError("--threads: must be at least 1".into())),

@@ -14,7 +14,8 @@ use vision_chain::{Address, Block, Hash32, Transaction};
 use vision_store::{AcceptOutcome, StoreError};
 use vision_wire::binary::{OCTET_STREAM, encode_headers};
 use vision_wire::{
-    AccountResponse, MinerControlResponse, MinerStartRequest, SubmitBlockResponse, SubmitTxResponse,
+    AccountResponse, MempoolResponse, MinerControlResponse, MinerStartRequest, SubmitBlockResponse,
+    SubmitTxResponse,
 };
 
 use crate::core::{Origin, SubmitTxError};
@@ -268,7 +269,10 @@ impl Api {
                 "/api/mempool",
                 get,
                 "GET",
-                ok_json(&self.0.core.mempool_list(MEMPOOL_LIST_MAX))
+                ok_json(&MempoolResponse {
+                    count: self.0.core.mempool_len(),
+                    txs: self.0.core.mempool_list(MEMPOOL_LIST_MAX),
+                })
             ),
             ["api", "accounts", a] => {
                 only!("/api/accounts/{address}", get, "GET", self.account(a).await)
@@ -423,7 +427,9 @@ impl Api {
         let id = tx.id();
         match blocking(move || shared.core.submit_tx(tx)).await? {
             Ok(txid) => {
-                self.0.on_tx_accepted(txid);
+                if let Some(tx) = self.0.core.mempool_get(&txid) {
+                    self.0.on_tx_accepted(tx);
+                }
                 Ok(json_response(
                     StatusCode::ACCEPTED,
                     &SubmitTxResponse {

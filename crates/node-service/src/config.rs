@@ -4,16 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use backbone_state::AnchorSeed;
 use vision_chain::{Address, Network};
-
-/// One anchor seed: its control-plane base URL and, optionally, its pinned key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnchorSeed {
-    /// `http://host:port`.
-    pub url: String,
-    /// The anchor's node id, if the operator pinned it (`<node_id_hex>@host:port`).
-    pub pinned_node_id: Option<Address>,
-}
 
 /// Everything a node needs to start. Units are in the names.
 #[derive(Debug, Clone)]
@@ -79,128 +71,14 @@ impl NodeConfig {
         }
     }
 
+    /// How long an anchor's claimed tip may go unbacked by valid headers before it
+    /// is discounted: six probe rounds, at least ten seconds.
+    pub fn unbacked_tip_window_ms(&self) -> u64 {
+        (6 * self.probe_interval_ms).max(10_000)
+    }
+
     /// A node with no anchor seeds, and every anchor, is its own backbone.
     pub fn is_own_backbone(&self) -> bool {
         self.is_anchor || self.anchor_seeds.is_empty()
-    }
-}
-
-/// Parse one `--anchor-seeds` entry: `host`, `host:port`, `http://host:port`, each
-/// optionally prefixed with `<node_id_hex>@`. A seed given with the P2P port (7072)
-/// is read as the same host's control-plane port (7070); the second value is then
-/// a warning to log.
-pub fn parse_anchor_seed(entry: &str) -> Result<(AnchorSeed, Option<String>), String> {
-    let raw = entry.trim();
-    if raw.is_empty() {
-        return Err("empty entry".into());
-    }
-    let (pinned, rest) = match raw.split_once('@') {
-        Some((key, rest)) => {
-            let addr: Address = key
-                .parse()
-                .map_err(|e| format!("{raw:?}: the part before '@' must be the anchor's 64-hex-character node id ({e})"))?;
-            if addr.verifying_key().is_none() {
-                return Err(format!(
-                    "{raw:?}: the pinned node id is not a valid ed25519 key"
-                ));
-            }
-            (Some(addr), rest)
-        }
-        None => (None, raw),
-    };
-    if rest.starts_with("https://") {
-        return Err(format!(
-            "{raw:?}: https is not supported on the control plane; use http://host:port"
-        ));
-    }
-    let hostport = rest
-        .strip_prefix("http://")
-        .unwrap_or(rest)
-        .trim_end_matches('/');
-    if hostport.is_empty() || hostport.contains(['/', ' ', '?', '#', '@']) || hostport.len() > 255 {
-        return Err(format!(
-            "{raw:?}: expected host, host:port or http://host:port"
-        ));
-    }
-    let (host, port) =
-        split_host_port(hostport).ok_or_else(|| format!("{raw:?}: cannot read host and port"))?;
-    let port =
-        match port {
-            None => DEFAULT_HTTP_PORT,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                format!("{raw:?}: port {p:?} is not a number between 1 and 65535")
-            })?,
-        };
-    let mut warning = None;
-    let port = if port == DEFAULT_P2P_PORT {
-        warning = Some(format!(
-            "anchor seed {raw:?} uses the P2P port {DEFAULT_P2P_PORT}; reading it as the control plane http://{host}:{DEFAULT_HTTP_PORT}"
-        ));
-        DEFAULT_HTTP_PORT
-    } else {
-        port
-    };
-    Ok((
-        AnchorSeed {
-            url: format!("http://{host}:{port}"),
-            pinned_node_id: pinned,
-        },
-        warning,
-    ))
-}
-
-/// Split `host[:port]`, with IPv6 hosts in brackets.
-fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        let host = &s[..h.len() + 2];
-        return match after {
-            "" => Some((host, None)),
-            a => Some((host, Some(a.strip_prefix(':')?))),
-        };
-    }
-    match s.rsplit_once(':') {
-        Some((h, _)) if h.contains(':') => None, // bare IPv6 without brackets
-        Some((h, p)) if !h.is_empty() => Some((h, Some(p))),
-        Some(_) => None,
-        None => Some((s, None)),
-    }
-}
-
-use vision_wire::{DEFAULT_HTTP_PORT, DEFAULT_P2P_PORT};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn anchor_seed_forms() {
-        let ok = |s: &str| parse_anchor_seed(s).unwrap();
-        assert_eq!(ok("1.2.3.4").0.url, "http://1.2.3.4:7070");
-        assert_eq!(ok("1.2.3.4:8080").0.url, "http://1.2.3.4:8080");
-        assert_eq!(
-            ok("http://anchor.example:7070/").0.url,
-            "http://anchor.example:7070"
-        );
-        assert_eq!(ok("[::1]:9000").0.url, "http://[::1]:9000");
-        let (seed, warn) = ok("16.163.123.221:7072");
-        assert_eq!(seed.url, "http://16.163.123.221:7070");
-        assert!(warn.unwrap().contains("P2P port"));
-        let k = vision_chain::SecretKey::from_seed(&[1; 32]).address();
-        let (seed, _) = ok(&format!("{k}@127.0.0.1:7070"));
-        assert_eq!(seed.pinned_node_id, Some(k));
-        for bad in [
-            "",
-            "host:0",
-            "host:99999",
-            "host:abc",
-            "https://x:1",
-            "zz@host",
-            "a b:1",
-            "::1:7070",
-            "http://",
-        ] {
-            assert!(parse_anchor_seed(bad).is_err(), "{bad:?} should be refused");
-        }
     }
 }

@@ -2,10 +2,13 @@
 //! path every block and transaction takes into the node, whatever carried it
 //! (the local miner, HTTP, P2P).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
 use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
@@ -90,7 +93,14 @@ pub struct Core {
     pub started: Instant,
     /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
     pub admin_tokens: Vec<String>,
+    claims: Mutex<ClaimTracker>,
+    source_errors: Mutex<BTreeMap<String, String>>,
+    /// Block sync is fetching right now.
+    pub fetching: AtomicBool,
 }
+
+/// Sources whose last sync error is remembered for status.
+pub const SOURCE_ERRORS_MAX: usize = 64;
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +137,9 @@ impl Core {
             metrics: Metrics::new(),
             started: Instant::now(),
             admin_tokens,
+            claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
+            source_errors: Mutex::new(BTreeMap::new()),
+            fetching: AtomicBool::new(false),
             key,
             store,
             cfg,
@@ -152,6 +165,11 @@ impl Core {
     /// Pooled transactions, highest fee first.
     pub fn mempool_list(&self, limit: usize) -> Vec<Transaction> {
         self.pool().list(limit)
+    }
+
+    /// A pooled transaction.
+    pub fn mempool_get(&self, id: &TxId) -> Option<Transaction> {
+        self.pool().get(id).cloned()
     }
 
     /// Pool size.
@@ -225,6 +243,35 @@ impl Core {
         Ok(())
     }
 
+    /// Sync validated headers (or imported blocks) up to `height`: claims up to
+    /// there are backed.
+    pub fn note_header_progress(&self, height: u64) {
+        lock(&self.claims).progress(height, now_ms());
+    }
+
+    /// Judge an anchor's claimed tip: believed, or discounted because no source
+    /// backed it with valid headers in time.
+    pub fn judge_claim(&self, anchor: &str, claimed: u64) -> ClaimVerdict {
+        let mut c = lock(&self.claims);
+        c.progress(self.chain().height, now_ms());
+        c.observe(anchor, claimed, now_ms())
+    }
+
+    /// A sync source failed validation: remember why (shown as the anchor's
+    /// `last_error` in status).
+    pub fn note_source_failure(&self, source: &str, error: &str) {
+        let mut m = lock(&self.source_errors);
+        if m.len() >= SOURCE_ERRORS_MAX && !m.contains_key(source) {
+            m.pop_first();
+        }
+        m.insert(source.to_string(), error.chars().take(512).collect());
+    }
+
+    /// The last sync error of a source, if any.
+    pub fn source_failure(&self, source: &str) -> Option<String> {
+        lock(&self.source_errors).get(source).cloned()
+    }
+
     /// Admit a transaction to the mempool, checked against the tip.
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
         let view = self.store.accounts(&[tx.from])?;
@@ -259,6 +306,10 @@ pub enum SubmitTxError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// First 12 hex characters, for logs.

@@ -21,7 +21,9 @@ pub mod datadir;
 pub mod http;
 pub mod metrics;
 pub mod mining;
+pub mod network;
 pub mod node;
+pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};
 pub use node::{Node, NodeError, NodeShared};

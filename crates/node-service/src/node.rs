@@ -3,20 +3,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use backbone_state::PeerUpdate;
 use bytes::Bytes;
 use hyper::StatusCode;
 use miner_core::{EligibilityInputs, Miner, MinerConfig, MinerPorts, effective_min_peers};
+use sync_health::{ClaimVerdict, SourceLog, TipInputs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use vision_chain::TxId;
+use vision_chain::Transaction;
 use vision_store::{ChainStore, StoreError};
 use vision_wire::{
-    ExchangeReady, HealthLevel, HealthResponse, HelloPayload, HttpBackboneStatus, MinerStatus,
-    P2pStatus, PeerEntry, PeersStatus, PublicPeerInfo, SignedHello, StatusResponse,
-    SubsystemHealth, SyncStatus, TipSource, fresh_nonce,
+    ExchangeReady, HealthLevel, HealthResponse, HeartbeatResponse, HttpBackboneStatus, MinerStatus,
+    P2pStatus, PeerEntry, PeersStatus, PublicPeerInfo, SignedHeartbeat, SignedHello,
+    StatusResponse, SubsystemHealth, SyncStatus,
 };
 
 use crate::api::Api;
@@ -24,8 +26,9 @@ use crate::config::NodeConfig;
 use crate::core::{Core, now_unix};
 use crate::datadir::{self, DataDirError};
 use crate::http::{self, ApiError, HttpLimits, Response, bytes_response, json_response};
-use crate::metrics::Scrape;
+use crate::metrics::{AnchorScrape, Scrape};
 use crate::mining::{NodeSink, NodeTemplates};
+use crate::network::{HttpPublisher, Net, spawn_loops};
 
 /// Software version reported in status and hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -58,6 +61,9 @@ pub enum NodeError {
     /// Starting the miner's threads.
     #[error("cannot start the miner: {0}")]
     Miner(#[from] miner_core::MinerError),
+    /// Building the control-plane client.
+    #[error("cannot build the control-plane client: {0}")]
+    Client(String),
 }
 
 /// The network as the node sees it right now, computed from snapshots.
@@ -73,6 +79,8 @@ pub struct NetView {
     pub peers: PeersStatus,
     /// Data plane.
     pub p2p: P2pStatus,
+    /// Why the node is not ready (backbone or lag), if it is not.
+    pub not_ready: Option<String>,
 }
 
 /// What the routes share: the core, the miner, the replay cache.
@@ -81,44 +89,89 @@ pub struct NodeShared {
     pub core: Arc<Core>,
     /// The miner.
     pub miner: Miner,
+    /// The control plane's state.
+    pub net: Arc<Net>,
+    /// Publishes blocks and transactions to the anchors.
+    pub publisher: Arc<HttpPublisher>,
     hello_seen: Mutex<HashMap<String, u64>>,
+    source_log: Mutex<SourceLog>,
 }
 
 impl NodeShared {
-    /// The network view from the snapshots. A node that is its own backbone is
-    /// connected and its tip is the network tip (source `local`).
+    /// The network view from the snapshots: backbone, sync health (with anchors'
+    /// unbacked tip claims discounted), peers, data plane. Lock-free but for the
+    /// claim tracker's short mutex; no I/O.
     pub fn net_view(&self) -> NetView {
         let chain = self.core.chain();
+        let bb = self.net.backbone.load();
         let own = self.core.cfg.is_own_backbone();
-        let backbone = if own {
-            HttpBackboneStatus {
-                connected: true,
-                anchor: None,
-                latency_ms: None,
-                tip_height: Some(chain.height),
-                tip_hash: Some(chain.hash.to_hex()),
-                last_ok_unix: Some(now_unix()),
-                last_error: None,
+        let mut backbone = bb.http_backbone_status();
+        let mut backbone_tip = bb.observed_tip_height;
+        if let Some(best) = &bb.best_anchor
+            && backbone_tip > chain.height
+            && let ClaimVerdict::Discounted {
+                claimed,
+                unbacked_ms,
+            } = self.core.judge_claim(best, backbone_tip)
+        {
+            backbone_tip = 0;
+            backbone.last_error = Some(format!(
+                "anchor {best} claims tip {claimed} but no source backed it with valid headers for {} s; discounted",
+                unbacked_ms / 1000
+            ));
+        }
+        if let Some(best) = &bb.best_anchor
+            && backbone.last_error.is_none()
+            && let Some(e) = self.core.source_failure(best)
+        {
+            backbone.last_error = Some(e);
+        }
+        if own {
+            backbone.connected = true;
+            if bb.best_anchor.is_none() {
+                backbone.tip_height = Some(chain.height);
+                backbone.tip_hash = Some(chain.hash.to_hex());
+                backbone.last_ok_unix = Some(now_unix());
             }
-        } else {
-            HttpBackboneStatus {
-                connected: false,
-                last_error: Some("backbone probe loop not running".into()),
-                ..Default::default()
-            }
-        };
+        }
+        let health = sync_health::evaluate(&TipInputs {
+            local_height: chain.height,
+            own_backbone: own,
+            backbone_connected: backbone.connected,
+            backbone_tip,
+            anchor_http_tip: 0,
+            p2p_tip: 0,
+            fetching: self
+                .core
+                .fetching
+                .load(std::sync::atomic::Ordering::Relaxed),
+        });
+        {
+            let mut log = self.source_log.lock().unwrap_or_else(|e| e.into_inner());
+            log.observe(&health);
+        }
+        let counts = self.net.peerbook.counts();
+        let cluster = self
+            .net
+            .cluster_size()
+            .unwrap_or(0)
+            .max(bb.cluster_size_estimate)
+            .max(1);
         NetView {
             backbone,
             own_backbone: own,
             sync: SyncStatus {
-                network_tip: chain.height,
-                tip_source: TipSource::Local,
-                lag: 0,
-                syncing: false,
+                network_tip: health.network_tip,
+                tip_source: health.tip_source,
+                lag: health.lag,
+                syncing: health.syncing,
             },
+            not_ready: health.not_ready.map(|r| r.to_string()),
             peers: PeersStatus {
-                cluster_size_estimate: 1,
-                ..Default::default()
+                peerbook_count: counts.peerbook_count,
+                http_discovered: counts.http_discovered,
+                p2p_connected: 0,
+                cluster_size_estimate: cluster,
             },
             p2p: P2pStatus {
                 enabled: self.core.cfg.p2p_addr.is_some(),
@@ -146,7 +199,7 @@ impl NodeShared {
     }
 
     fn exchange_ok(v: &NetView) -> bool {
-        v.backbone.connected && v.sync.lag <= 1
+        v.not_ready.is_none()
     }
 
     /// `GET /api/status`, from snapshots only.
@@ -320,7 +373,19 @@ impl NodeShared {
         let m = self.miner.status();
         let text = self.core.metrics.render(&Scrape {
             backbone_connected: v.backbone.connected,
-            anchors: Vec::new(),
+            anchors: self
+                .net
+                .backbone
+                .load()
+                .anchors
+                .iter()
+                .map(|a| AnchorScrape {
+                    url: a.url.clone(),
+                    latency_ms: a.latency_ms,
+                    consecutive_failures: a.consecutive_failures as u64,
+                    up: a.consecutive_failures == 0 && a.last_ok.is_some(),
+                })
+                .collect(),
             height: self.core.chain().height,
             network_tip: v.sync.network_tip,
             lag: v.sync.lag,
@@ -343,29 +408,38 @@ impl NodeShared {
 
     /// `GET /api/peers`.
     pub fn peer_entries(&self) -> Vec<PeerEntry> {
-        Vec::new()
+        self.net.peerbook.entries()
     }
 
-    /// `GET /api/p2p/seed_peers`.
+    /// `GET /api/p2p/seed_peers`: an anchor lists its live members (itself first),
+    /// any node then adds its peer book; never more than `limit`.
     pub fn seed_peers(&self, limit: usize) -> Vec<PublicPeerInfo> {
-        let _ = limit;
-        Vec::new()
+        let mut out = vec![PublicPeerInfo {
+            node_id: self.core.node_id.clone(),
+            address: self.core.cfg.public_p2p.clone(),
+            http_address: self.core.cfg.public_http.clone(),
+            is_anchor: self.core.cfg.is_anchor,
+            last_seen_unix: now_unix(),
+        }];
+        if let Some(m) = &self.net.membership {
+            let m = m.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(m.seed_peers(crate::core::now_ms(), limit));
+        }
+        for p in self.net.peerbook.seed_peers(limit) {
+            if !out
+                .iter()
+                .any(|o| o.node_id == p.node_id || o.http_address == p.http_address)
+            {
+                out.push(p);
+            }
+        }
+        out.truncate(limit);
+        out
     }
 
     /// This node's signed hello.
     pub fn own_hello(&self) -> SignedHello {
-        HelloPayload {
-            network: self.core.cfg.network.to_string(),
-            node_id: self.core.node_id.clone(),
-            timestamp_unix: now_unix(),
-            nonce: fresh_nonce(),
-            http_address: self.core.cfg.public_http.clone(),
-            p2p_address: self.core.cfg.public_p2p.clone(),
-            is_anchor: self.core.cfg.is_anchor,
-            version: VERSION.to_string(),
-            height: self.core.chain().height,
-        }
-        .sign(&self.core.key)
+        crate::network::hello_payload(&self.core).sign(&self.core.key)
     }
 
     /// Remember a nonce; false if it was seen within the replay window.
@@ -400,19 +474,61 @@ impl NodeShared {
         Ok(json_response(StatusCode::OK, &self.own_hello()))
     }
 
-    /// `POST /api/heartbeat`.
+    /// `POST /api/heartbeat`: an anchor records the member and answers with the
+    /// cluster size and its tip.
     pub fn heartbeat(&self, body: &Bytes) -> Result<Response, ApiError> {
-        let _ = body;
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_an_anchor",
-            "this node is not an anchor; send heartbeats to an anchor",
+        let hb: SignedHeartbeat = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid heartbeat: {e}")))?;
+        let Some(membership) = &self.net.membership else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_an_anchor",
+                "this node is not an anchor; send heartbeats to an anchor",
+            ));
+        };
+        let now = now_unix();
+        hb.verify(self.core.cfg.network.as_str(), now)
+            .map_err(signed_error)?;
+        if !self.fresh(&hb.payload.node_id, &hb.payload.nonce, now) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "replayed",
+                "this heartbeat was already received",
+            ));
+        }
+        let now_ms = crate::core::now_ms();
+        let (cluster_size, ttl_ms) = {
+            let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
+            m.record(&hb.payload, now_ms)
+                .map_err(|e| ApiError::bad_request(format!("heartbeat refused: {e}")))?;
+            (m.cluster_size(now_ms), m.ttl_ms())
+        };
+        // Members are peers too: the anchor's peer book and /api/peers show them.
+        let _ = self.net.peerbook.upsert(&PeerUpdate {
+            node_id: Some(hb.payload.node_id.clone()),
+            address: hb.payload.p2p_address.clone(),
+            http_address: Some(hb.payload.http_address.clone()),
+            source: vision_wire::PeerSource::Http,
+            is_anchor: hb.payload.is_anchor,
+            initial_health: backbone_state::HTTP_DISCOVERED_HEALTH,
+            last_seen_unix: now,
+        });
+        let chain = self.core.chain();
+        Ok(json_response(
+            StatusCode::OK,
+            &HeartbeatResponse {
+                cluster_size,
+                tip_height: chain.height,
+                tip_hash: chain.hash.to_hex(),
+                anchor_node_id: self.core.node_id.clone(),
+                member_ttl_s: ttl_ms / 1000,
+            },
         ))
     }
 
-    /// A transaction entered the pool (hook for relaying).
-    pub fn on_tx_accepted(&self, txid: TxId) {
-        tracing::debug!("[TX] accepted {txid}");
+    /// A transaction entered the pool: relay it to the anchors.
+    pub fn on_tx_accepted(&self, tx: Transaction) {
+        self.publisher.relay_tx(tx);
     }
 }
 
@@ -465,9 +581,18 @@ impl Node {
         let mine = cfg.mine;
         let threads = cfg.threads;
         let core = Arc::new(Core::new(cfg, key, Arc::new(store), tokens)?);
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<NodeShared>| {
-            let weak = weak.clone();
-            let inputs = move || match weak.upgrade() {
+        let net = Arc::new(Net::new(&core).map_err(|e| NodeError::Client(e.to_string()))?);
+        let publisher = Arc::new(HttpPublisher {
+            rt: tokio::runtime::Handle::current(),
+            core: core.clone(),
+            net: net.clone(),
+        });
+        // The miner reads eligibility from the shared state it is part of: close
+        // the loop through a cell filled right after construction.
+        let cell: Arc<OnceLock<Weak<NodeShared>>> = Arc::new(OnceLock::new());
+        let inputs = {
+            let cell = cell.clone();
+            move || match cell.get().and_then(Weak::upgrade) {
                 Some(s) => s.eligibility(),
                 None => EligibilityInputs {
                     backbone_connected: false,
@@ -477,22 +602,27 @@ impl Node {
                     peers: 0,
                     min_peers: u64::MAX,
                 },
-            };
-            let ports = MinerPorts {
-                source: Arc::new(NodeTemplates(core.clone())),
-                sink: Arc::new(NodeSink {
-                    core: core.clone(),
-                    publisher: None,
-                }),
-                inputs: Arc::new(inputs),
-            };
-            let miner = Miner::spawn(MinerConfig::new(core.miner_address), ports);
-            NodeShared {
-                core: core.clone(),
-                miner: miner.unwrap_or_else(|e| panic_free_miner(e, &core)),
-                hello_seen: Mutex::new(HashMap::new()),
             }
+        };
+        let ports = MinerPorts {
+            source: Arc::new(NodeTemplates(core.clone())),
+            sink: Arc::new(NodeSink {
+                core: core.clone(),
+                publisher: Some(publisher.clone()),
+            }),
+            inputs: Arc::new(inputs),
+        };
+        let miner = Miner::spawn(MinerConfig::new(core.miner_address), ports)?;
+        let shared = Arc::new(NodeShared {
+            core: core.clone(),
+            miner,
+            net: net.clone(),
+            publisher,
+            hello_seen: Mutex::new(HashMap::new()),
+            source_log: Mutex::new(SourceLog::default()),
         });
+        let _ = cell.set(Arc::downgrade(&shared));
+        spawn_loops(&core, &net, &shutdown);
         tracing::info!(
             "[NODE] 🚀 Vision Node {VERSION} on {} · node {} · height {} · control plane http://{}",
             shared.core.cfg.network,
@@ -542,26 +672,4 @@ impl Node {
         let _ = tokio::task::spawn_blocking(move || shared.miner.shutdown()).await;
         tracing::info!("[NODE] stopped cleanly");
     }
-}
-
-/// Spawning the miner's control thread failed (out of threads): keep the node
-/// serving with a miner driven by nobody, and say so.
-fn panic_free_miner(e: miner_core::MinerError, core: &Arc<Core>) -> Miner {
-    tracing::error!("[MINER] cannot start the miner thread: {e}; mining is unavailable");
-    let ports = MinerPorts {
-        source: Arc::new(NodeTemplates(core.clone())),
-        sink: Arc::new(NodeSink {
-            core: core.clone(),
-            publisher: None,
-        }),
-        inputs: Arc::new(|| EligibilityInputs {
-            backbone_connected: false,
-            own_backbone: false,
-            local_height: 0,
-            network_tip: 0,
-            peers: 0,
-            min_peers: u64::MAX,
-        }),
-    };
-    Miner::new(MinerConfig::new(core.miner_address), ports)
 }

@@ -1,0 +1,472 @@
+//! The control plane as the node's nervous system: the backbone loops wired to
+//! the real HTTP client, the peer book, anchor membership, block sync over HTTP,
+//! and publishing of mined blocks and transactions to the anchors.
+//!
+//! **Architecture Invariant:** nothing here touches the data plane (7072); every
+//! call has the client's timeout, and every loop runs in its own task, so a slow or
+//! blackholed anchor costs at most one timeout and never blocks a caller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone_state::{
+    AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
+    Membership, PeerBook,
+};
+use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use vision_chain::{Block, Hash32, SecretKey, Transaction};
+use vision_wire::{
+    HeartbeatPayload, HeartbeatResponse, HelloPayload, PublicPeerInfo, SignedHeartbeat, fresh_nonce,
+};
+
+use crate::core::{Core, now_ms, now_unix, short};
+use crate::mining::Publisher;
+use crate::sync::{HttpSource, SourceScores, sync_round};
+
+/// Ancestors re-sent when an anchor answers `orphan_block` to a published block.
+pub const PUBLISH_BACKFILL_MAX: usize = 16;
+/// HTTP peers (besides anchors) tried as sync sources per round.
+pub const SYNC_PEER_SOURCES_MAX: usize = 4;
+
+/// The control-plane client as the loops' transport.
+pub struct HttpControlPlane {
+    /// The client.
+    pub client: Arc<ControlPlaneClient>,
+    /// Our node key (we say hello to every anchor we probe).
+    pub key: SecretKey,
+    /// Our network name.
+    pub network: String,
+    /// Builds our hello payload (fresh timestamp and nonce).
+    pub hello: Box<dyn Fn() -> HelloPayload + Send + Sync>,
+    /// Anchors whose identity a signed hello proved, and when.
+    pub verified: Mutex<HashMap<String, (String, u64)>>,
+}
+
+/// A proven anchor identity is re-proven (a new signed hello) this often; status
+/// probes in between must keep reporting the same node id.
+pub const HELLO_REVERIFY_S: u64 = 60;
+
+fn backbone_err(e: ClientError) -> BackboneError {
+    match e {
+        ClientError::Timeout { timeout_ms, .. } => BackboneError::Timeout(timeout_ms),
+        ClientError::Status { ref code, .. } if code == "wrong_network" => {
+            BackboneError::Transport(e.to_string())
+        }
+        other => BackboneError::Transport(other.to_string()),
+    }
+}
+
+impl ControlPlane for HttpControlPlane {
+    /// A probe proves the anchor's identity (a signed hello, verified: signature,
+    /// network, freshness) and reads its status; the loop is the retry.
+    async fn probe(&self, anchor_url: &str) -> Result<AnchorProbe, BackboneError> {
+        let now = now_unix();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(anchor_url)
+            .filter(|(_, at)| now.saturating_sub(*at) < HELLO_REVERIFY_S)
+            .map(|(id, _)| id.clone());
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let hello = (self.hello)().sign(&self.key);
+                let theirs = self
+                    .client
+                    .hello_signed(anchor_url, &hello)
+                    .await
+                    .map_err(backbone_err)?;
+                let id = theirs
+                    .verify(&self.network, now)
+                    .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
+                    .to_hex();
+                let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if v.len() >= backbone_state::MAX_ANCHORS * 4 {
+                    v.clear();
+                }
+                v.insert(anchor_url.to_string(), (id.clone(), now));
+                id
+            }
+        };
+        let s = self
+            .client
+            .probe_with_retry(anchor_url, 0)
+            .await
+            .map_err(backbone_err)?;
+        if !s.node_id.eq_ignore_ascii_case(&id) {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(anchor_url);
+            return Err(BackboneError::BadSignature(format!(
+                "{anchor_url}: status claims node {} but the signed hello is from {id}",
+                s.node_id
+            )));
+        }
+        Ok(AnchorProbe::from_status(&s))
+    }
+
+    async fn seed_peers(
+        &self,
+        anchor_url: &str,
+        limit: usize,
+    ) -> Result<Vec<PublicPeerInfo>, BackboneError> {
+        self.client
+            .fetch_seed_peers(anchor_url, limit)
+            .await
+            .map_err(backbone_err)
+    }
+
+    async fn heartbeat(
+        &self,
+        anchor_url: &str,
+        heartbeat: &SignedHeartbeat,
+    ) -> Result<HeartbeatResponse, BackboneError> {
+        self.client
+            .post_heartbeat(anchor_url, heartbeat)
+            .await
+            .map_err(backbone_err)
+    }
+}
+
+/// Everything the control plane keeps besides the core.
+pub struct Net {
+    /// The HTTP client (timeouts from `--http-timeout-ms`).
+    pub client: Arc<ControlPlaneClient>,
+    /// The backbone snapshot.
+    pub backbone: BackboneHandle,
+    /// The peer book.
+    pub peerbook: Arc<PeerBook>,
+    /// Anchor mode: who is heartbeating us.
+    pub membership: Option<Mutex<Membership>>,
+    /// Sync source demotions.
+    pub scores: SourceScores,
+}
+
+impl Net {
+    /// Build the control plane's state for `core`.
+    pub fn new(core: &Core) -> Result<Net, ClientError> {
+        let cfg = &core.cfg;
+        let client = ControlPlaneClient::new(ClientConfig::with_timeout_ms(cfg.http_timeout_ms))?;
+        let backbone = BackboneHandle::new(BackboneState::new(&cfg.anchor_seeds, cfg.is_anchor));
+        let peerbook = PeerBook::new(Some(&core.node_id), Some(&cfg.public_http));
+        let membership = cfg.is_anchor.then(|| {
+            Mutex::new(Membership::new(
+                &core.node_id,
+                heartbeat_interval_ms(cfg.probe_interval_ms),
+            ))
+        });
+        Ok(Net {
+            client: Arc::new(client),
+            backbone,
+            peerbook: Arc::new(peerbook),
+            membership,
+            scores: SourceScores::default(),
+        })
+    }
+
+    /// An anchor's live cluster size (itself included).
+    pub fn cluster_size(&self) -> Option<usize> {
+        self.membership.as_ref().map(|m| {
+            m.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .cluster_size(now_ms())
+        })
+    }
+}
+
+/// Heartbeats go out twice per probe interval's worth of the default ratio
+/// (probe 5 s → heartbeat 10 s), never faster than a second.
+pub fn heartbeat_interval_ms(probe_interval_ms: u64) -> u64 {
+    (probe_interval_ms * 2).max(1_000)
+}
+
+/// The loops' view of the local node.
+pub struct Local {
+    core: Arc<Core>,
+    net: Arc<Net>,
+}
+
+impl LocalNode for Local {
+    fn local_height(&self) -> u64 {
+        self.core.chain().height
+    }
+
+    fn local_cluster_size(&self) -> Option<usize> {
+        self.net.cluster_size()
+    }
+
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat> {
+        let chain = self.core.chain();
+        Some(
+            HeartbeatPayload {
+                network: self.core.cfg.network.to_string(),
+                node_id: self.core.node_id.clone(),
+                timestamp_unix: now_unix(),
+                nonce: fresh_nonce(),
+                http_address: self.core.cfg.public_http.clone(),
+                p2p_address: self.core.cfg.public_p2p.clone(),
+                is_anchor: self.core.cfg.is_anchor,
+                height: chain.height,
+                tip_hash: chain.hash.to_hex(),
+            }
+            .sign(&self.core.key),
+        )
+    }
+}
+
+/// This node's hello payload, freshly stamped.
+pub fn hello_payload(core: &Core) -> HelloPayload {
+    HelloPayload {
+        network: core.cfg.network.to_string(),
+        node_id: core.node_id.clone(),
+        timestamp_unix: now_unix(),
+        nonce: fresh_nonce(),
+        http_address: core.cfg.public_http.clone(),
+        p2p_address: core.cfg.public_p2p.clone(),
+        is_anchor: core.cfg.is_anchor,
+        version: crate::node::VERSION.to_string(),
+        height: core.chain().height,
+    }
+}
+
+/// Start the probe, healing, heartbeat and sync loops.
+pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToken) {
+    let cfg = &core.cfg;
+    let mut lc = LoopConfig::new(cfg.network.as_str(), Some(&core.node_id));
+    lc.probe_interval = Duration::from_millis(cfg.probe_interval_ms);
+    lc.request_timeout = Duration::from_millis(cfg.http_timeout_ms);
+    lc.healing_interval = Duration::from_millis(cfg.healing_interval_ms);
+    lc.heartbeat_interval = Duration::from_millis(heartbeat_interval_ms(cfg.probe_interval_ms));
+    let hello_core = core.clone();
+    let transport = Arc::new(HttpControlPlane {
+        client: net.client.clone(),
+        key: core.key.clone(),
+        network: cfg.network.to_string(),
+        hello: Box::new(move || hello_payload(&hello_core)),
+        verified: Mutex::new(HashMap::new()),
+    });
+    let local = Arc::new(Local {
+        core: core.clone(),
+        net: net.clone(),
+    });
+    tokio::spawn(backbone_state::run_probe_loop(
+        transport.clone(),
+        local.clone(),
+        net.backbone.clone(),
+        lc.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(backbone_state::run_healing_loop(
+        transport.clone(),
+        net.backbone.clone(),
+        net.peerbook.clone(),
+        lc.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(backbone_state::run_heartbeat_loop(
+        transport,
+        local,
+        net.backbone.clone(),
+        lc,
+        shutdown.clone(),
+    ));
+    tokio::spawn(run_sync_loop(core.clone(), net.clone(), shutdown.clone()));
+    if net.membership.is_some() {
+        tokio::spawn(run_membership_expiry(
+            net.clone(),
+            shutdown.clone(),
+            cfg.probe_interval_ms,
+        ));
+    }
+}
+
+async fn run_membership_expiry(net: Arc<Net>, shutdown: CancellationToken, period_ms: u64) {
+    let mut t = tokio::time::interval(Duration::from_millis(period_ms.max(100)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        if let Some(m) = &net.membership {
+            let expired = m.lock().unwrap_or_else(|e| e.into_inner()).expire(now_ms());
+            if expired > 0 {
+                tracing::info!(
+                    "[BACKBONE] ⌛ {expired} members expired after three missed heartbeats"
+                );
+            }
+        }
+    }
+}
+
+/// Anchors (best first) and a few HTTP peers as sync sources.
+fn sync_candidates(net: &Net, bb: &BackboneState) -> Vec<HttpSource> {
+    let mut urls: Vec<String> = bb.best_anchor.iter().cloned().collect();
+    let mut others: Vec<_> = bb
+        .anchors
+        .iter()
+        .filter(|a| a.is_usable() && a.tip_height.is_some())
+        .collect();
+    others.sort_by_key(|a| std::cmp::Reverse(a.tip_height));
+    for a in others {
+        if !urls.contains(&a.url) {
+            urls.push(a.url.clone());
+        }
+    }
+    for p in net.peerbook.seed_peers(SYNC_PEER_SOURCES_MAX) {
+        let u = format!("http://{}", p.http_address.trim_start_matches("http://"));
+        if !urls.contains(&u) {
+            urls.push(u);
+        }
+    }
+    urls.into_iter()
+        .map(|url| HttpSource {
+            client: net.client.clone(),
+            url,
+        })
+        .collect()
+}
+
+/// Sync whenever an anchor reports a tip we do not have: on every backbone
+/// snapshot and on a timer (probe interval) as a backstop.
+async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationToken) {
+    if core.cfg.anchor_seeds.is_empty() {
+        return;
+    }
+    tracing::info!("[SYNC] 🔄 Starting HTTP block sync loop");
+    let mut changes = net.backbone.subscribe();
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(core.cfg.probe_interval_ms.max(100)));
+    let mut not_heavier: Option<String> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let bb = net.backbone.load();
+        let local = core.chain();
+        let best = bb
+            .anchors
+            .iter()
+            .filter(|a| a.is_usable())
+            .filter_map(|a| Some((a.tip_height?, a.tip_hash.clone()?)))
+            .max_by_key(|(h, _)| *h);
+        let Some((tip_height, tip_hash)) = best else {
+            continue;
+        };
+        let known = match tip_hash.parse::<Hash32>() {
+            Ok(h) => {
+                let store = core.store.clone();
+                tokio::task::spawn_blocking(move || store.contains(&h).unwrap_or(false))
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
+        if known
+            || (tip_height <= local.height && not_heavier.as_deref() == Some(tip_hash.as_str()))
+        {
+            continue;
+        }
+        core.fetching
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let report = sync_round(&core, &net.scores, &sync_candidates(&net, &bb), tip_height).await;
+        core.fetching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(r) = report
+            && r.imported == 0
+        {
+            not_heavier = Some(tip_hash);
+        }
+    }
+}
+
+/// Publishes our mined blocks to every anchor over HTTP (and relays transactions).
+pub struct HttpPublisher {
+    /// Runtime to spawn on (the sink is called from a miner thread).
+    pub rt: Handle,
+    /// The core (ancestors for backfill).
+    pub core: Arc<Core>,
+    /// The control plane.
+    pub net: Arc<Net>,
+}
+
+impl HttpPublisher {
+    fn anchors(&self) -> Vec<String> {
+        self.core
+            .cfg
+            .anchor_seeds
+            .iter()
+            .map(|s| s.url.clone())
+            .collect()
+    }
+
+    /// Relay a transaction to the anchors (fire and forget).
+    pub fn relay_tx(&self, tx: Transaction) {
+        for url in self.anchors() {
+            let (client, tx) = (self.net.client.clone(), tx.clone());
+            self.rt.spawn(async move {
+                if let Err(e) = client.submit_tx(&url, &tx).await {
+                    tracing::debug!("[TX] relay of {} to {url} failed: {e}", tx.id());
+                }
+            });
+        }
+    }
+}
+
+impl Publisher for HttpPublisher {
+    fn publish(&self, block: Block) {
+        for url in self.anchors() {
+            let (client, core, block) = (self.net.client.clone(), self.core.clone(), block.clone());
+            self.rt.spawn(async move {
+                publish_to(&client, &core, &url, &block).await;
+            });
+        }
+    }
+}
+
+async fn publish_to(client: &ControlPlaneClient, core: &Arc<Core>, url: &str, block: &Block) {
+    match client.submit_block(url, block).await {
+        Ok(r) => tracing::debug!(
+            "[PUBLISH] block {} to {url}: {}",
+            short(&block.hash()),
+            r.status
+        ),
+        Err(ClientError::Status { code, .. }) if code == "orphan_block" => {
+            // The anchor lacks our block's ancestors: send them oldest first.
+            let mut chain = Vec::new();
+            let mut prev = block.header.prev_hash;
+            for _ in 0..PUBLISH_BACKFILL_MAX {
+                let store = core.store.clone();
+                let Ok(Ok(Some(b))) = tokio::task::spawn_blocking(move || store.block(&prev)).await
+                else {
+                    break;
+                };
+                prev = b.header.prev_hash;
+                let at_genesis = b.header.height <= 1;
+                chain.push(b);
+                if at_genesis {
+                    break;
+                }
+            }
+            for b in chain.iter().rev().chain(std::iter::once(block)) {
+                if let Err(e) = client.submit_block(url, b).await
+                    && e.code() != Some("orphan_block")
+                {
+                    tracing::debug!("[PUBLISH] backfill to {url} stopped: {e}");
+                    break;
+                }
+            }
+        }
+        Err(e) => tracing::debug!(
+            "[PUBLISH] block {} to {url} failed: {e}",
+            short(&block.hash())
+        ),
+    }
+}

@@ -1,0 +1,456 @@
+//! Block sync behind the [`BlockSource`] trait, headers first.
+//!
+//! One round against one source: find the last block both chains share, fetch the
+//! source's headers after it and check their links and proof of work (cheap,
+//! before any body is fetched), keep going only while the source's branch could
+//! be heavier than ours, then fetch bodies in batches with the next batch in flight
+//! while the current one is imported, each block fully validated by the store before
+//! it is accepted. A heavier branch becomes the main chain through the store's
+//! reorg. A source that serves invalid or withheld data is demoted and another is
+//! tried.
+//!
+//! The HTTP source ([`HttpSource`]) is the one that must always work: it is how a
+//! node with a dead 7072 syncs. A P2P source implements the same trait.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control_plane_client::{ClientError, ControlPlaneClient};
+use tokio::sync::mpsc;
+use vision_chain::validate::check_header_standalone;
+use vision_chain::{Block, BlockHeader, Hash32, U256, work_for_target};
+use vision_store::StoreError;
+
+use crate::core::{Core, Origin, now_ms};
+
+/// Headers asked for per request.
+pub const HEADERS_BATCH: u32 = 1_000;
+/// Blocks asked for per request.
+pub const BLOCKS_BATCH: u32 = 100;
+/// Body batches fetched ahead of the importer.
+pub const BLOCKS_IN_FLIGHT: usize = 4;
+/// Longest a demoted source is skipped.
+pub const DEMOTION_MAX_MS: u64 = 5 * 60 * 1000;
+/// First demotion.
+pub const DEMOTION_BASE_MS: u64 = 10_000;
+/// Sources remembered (scores).
+pub const SOURCES_MAX: usize = 256;
+
+/// Why a sync round against one source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The source could not be reached or answered garbage (transport).
+    #[error("source {source_name}: {error}")]
+    Unreachable {
+        /// Which.
+        source_name: String,
+        /// What.
+        error: String,
+    },
+    /// The source served data that breaks the rules: demote it.
+    #[error("source {source_name} served invalid data: {reason}")]
+    Invalid {
+        /// Which.
+        source_name: String,
+        /// What.
+        reason: String,
+    },
+    /// Our own store failed.
+    #[error("local store: {0}")]
+    Store(String),
+}
+
+impl SyncError {
+    /// Should the source be demoted?
+    pub fn demotes(&self) -> bool {
+        matches!(self, SyncError::Invalid { .. })
+    }
+}
+
+/// Where blocks come from.
+pub trait BlockSource: Send + Sync {
+    /// A name for logs (URL).
+    fn name(&self) -> &str;
+    /// Main-chain headers from `from`, at most `limit`.
+    fn headers(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<BlockHeader>, String>> + Send;
+    /// Main-chain blocks from `from`, at most `limit`.
+    fn blocks(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Block>, String>> + Send;
+}
+
+/// A node's control plane as a block source.
+#[derive(Clone)]
+pub struct HttpSource {
+    /// The client.
+    pub client: Arc<ControlPlaneClient>,
+    /// Base URL.
+    pub url: String,
+}
+
+fn client_err(e: ClientError) -> String {
+    e.to_string()
+}
+
+impl BlockSource for HttpSource {
+    fn name(&self) -> &str {
+        &self.url
+    }
+    async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+        self.client
+            .fetch_headers(&self.url, from, limit)
+            .await
+            .map_err(client_err)
+    }
+    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
+        self.client
+            .fetch_blocks(&self.url, from, limit)
+            .await
+            .map_err(client_err)
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncReport {
+    /// Height of the last shared block.
+    pub fork_height: u64,
+    /// Headers checked.
+    pub headers: u64,
+    /// Blocks imported (new to us).
+    pub imported: u64,
+    /// Our tip height after the round.
+    pub height: u64,
+}
+
+fn unreachable(src: &impl BlockSource, e: String) -> SyncError {
+    SyncError::Unreachable {
+        source_name: src.name().to_string(),
+        error: e,
+    }
+}
+
+fn invalid(src: &impl BlockSource, reason: impl Into<String>) -> SyncError {
+    SyncError::Invalid {
+        source_name: src.name().to_string(),
+        reason: reason.into(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Store(format!("worker failed: {e}")))
+}
+
+fn store_err(e: StoreError) -> SyncError {
+    SyncError::Store(e.to_string())
+}
+
+/// Find the highest height at which the source's main chain and ours agree:
+/// step back exponentially from `start` until the hashes match, then walk forward.
+async fn common_ancestor(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    start: u64,
+) -> Result<u64, SyncError> {
+    let mut h = start;
+    let mut step = 1u64;
+    let found = loop {
+        let remote = src.headers(h, 1).await.map_err(|e| unreachable(src, e))?;
+        let Some(rh) = remote.first() else {
+            // The source is shorter than `h`: look lower.
+            if h == 0 {
+                return Err(invalid(src, "source serves no genesis header"));
+            }
+            h = h.saturating_sub(step);
+            step = step.saturating_mul(2);
+            continue;
+        };
+        if rh.height != h {
+            return Err(invalid(
+                src,
+                format!("asked for header {h}, got {}", rh.height),
+            ));
+        }
+        let store = core.store.clone();
+        let ours = blocking(move || store.hash_at(h))
+            .await?
+            .map_err(store_err)?;
+        if ours == Some(rh.hash()) {
+            break h;
+        }
+        if h == 0 {
+            return Err(invalid(
+                src,
+                "different genesis: another network or a broken node",
+            ));
+        }
+        h = h.saturating_sub(step);
+        step = step.saturating_mul(2);
+    };
+    Ok(found)
+}
+
+/// One sync round against `src`, which claims a tip at `target_height`.
+pub async fn sync_from(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    target_height: u64,
+) -> Result<SyncReport, SyncError> {
+    let local = core.chain();
+    let start = local.height.min(target_height);
+    let mut common = common_ancestor(core, src, start).await?;
+    let store = core.store.clone();
+    let common_hash = blocking(move || store.hash_at(common))
+        .await?
+        .map_err(store_err)?;
+    let store = core.store.clone();
+    let mut prev_hash =
+        common_hash.ok_or_else(|| SyncError::Store(format!("no main-chain block at {common}")))?;
+    let base_work = blocking(move || store.cumulative_work(&prev_hash))
+        .await?
+        .map_err(store_err)?
+        .unwrap_or(U256::ZERO);
+    let mut report = SyncReport {
+        fork_height: common,
+        ..Default::default()
+    };
+
+    // Walk forward over headers both chains share (the step-back may undershoot).
+    let mut branch_work = base_work;
+    let mut expected: Vec<BlockHeader> = Vec::new();
+    let mut next = common + 1;
+    loop {
+        let batch = src
+            .headers(next, HEADERS_BATCH)
+            .await
+            .map_err(|e| unreachable(src, e))?;
+        if batch.is_empty() {
+            break;
+        }
+        for h in batch {
+            if h.height != next || h.prev_hash != prev_hash {
+                return Err(invalid(
+                    src,
+                    format!(
+                        "header {} does not link to {} at height {}",
+                        h.hash(),
+                        prev_hash,
+                        next - 1
+                    ),
+                ));
+            }
+            check_header_standalone(core.params, &h)
+                .map_err(|e| invalid(src, format!("header at height {}: {e}", h.height)))?;
+            let hash = h.hash();
+            branch_work = branch_work.saturating_add(work_for_target(&h.target));
+            prev_hash = hash;
+            next += 1;
+            report.headers += 1;
+            if expected.is_empty() {
+                let store = core.store.clone();
+                if blocking(move || store.is_main_chain(&hash))
+                    .await?
+                    .map_err(store_err)?
+                {
+                    common = h.height;
+                    report.fork_height = common;
+                    continue;
+                }
+            }
+            expected.push(h);
+        }
+        if next > target_height.saturating_add(HEADERS_BATCH as u64 * 4) {
+            // Bound one round: a source that keeps growing is synced over rounds.
+            break;
+        }
+    }
+    let ours = core.chain().cumulative_work;
+    if expected.is_empty() || branch_work <= ours {
+        report.height = core.chain().height;
+        return Ok(report);
+    }
+    core.note_header_progress(expected.last().map(|h| h.height).unwrap_or(0));
+
+    // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
+    let first = expected[0].height;
+    let last = expected[expected.len() - 1].height;
+    let fetch = {
+        let src_name = src.name().to_string();
+        async move {
+            let mut from = first;
+            while from <= last {
+                let n = ((last - from + 1) as u32).min(BLOCKS_BATCH);
+                let r = src
+                    .blocks(from, n)
+                    .await
+                    .map_err(|e| SyncError::Unreachable {
+                        source_name: src_name.clone(),
+                        error: e,
+                    });
+                let stop = r.is_err();
+                let got = r.as_ref().map(|b| b.len() as u64).unwrap_or(0);
+                if tx.send(r).await.is_err() || stop {
+                    return;
+                }
+                if got == 0 {
+                    let _ = tx
+                        .send(Err(SyncError::Invalid {
+                            source_name: src_name.clone(),
+                            reason: format!("withheld blocks from height {from}"),
+                        }))
+                        .await;
+                    return;
+                }
+                from += got;
+            }
+        }
+    };
+    let import = async {
+        let mut idx = 0usize;
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            for b in &batch {
+                let Some(h) = expected.get(idx) else {
+                    return Err(invalid(src, "served more blocks than headers"));
+                };
+                if b.header != *h {
+                    return Err(invalid(
+                        src,
+                        format!("block at height {} does not match its header", h.height),
+                    ));
+                }
+                idx += 1;
+            }
+            let c = core.clone();
+            let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
+                let mut n = 0;
+                for b in &batch {
+                    match c.import_block(b, Origin::Sync) {
+                        Ok(_) => n += 1,
+                        Err(StoreError::AlreadyKnown(_)) => {}
+                        Err(e) => return Err((b.hash(), e)),
+                    }
+                }
+                Ok(n)
+            })
+            .await?;
+            match imported {
+                Ok(n) => report.imported += n,
+                Err((
+                    hash,
+                    e @ (StoreError::Invalid { .. }
+                    | StoreError::InvalidBranch { .. }
+                    | StoreError::InvalidParent { .. }
+                    | StoreError::KnownInvalid(_)
+                    | StoreError::Orphan { .. }),
+                )) => {
+                    return Err(invalid(src, format!("block {hash}: {e}")));
+                }
+                Err((_, e)) => return Err(store_err(e)),
+            }
+            core.note_header_progress(core.chain().height);
+            if idx == expected.len() {
+                break;
+            }
+        }
+        if idx < expected.len() {
+            return Err(invalid(
+                src,
+                format!("withheld blocks: {} of {} served", idx, expected.len()),
+            ));
+        }
+        Ok(())
+    };
+    let (_, result) = tokio::join!(fetch, import);
+    result?;
+    report.height = core.chain().height;
+    Ok(report)
+}
+
+/// Per-source demotion: a source that served invalid data is skipped for a while,
+/// longer each time.
+#[derive(Debug, Default)]
+pub struct SourceScores {
+    inner: Mutex<HashMap<String, (u32, u64)>>,
+}
+
+impl SourceScores {
+    /// Is the source usable now?
+    pub fn usable(&self, name: &str, now: u64) -> bool {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(name).is_none_or(|(_, until)| *until <= now)
+    }
+
+    /// Demote a source; returns how long.
+    pub fn demote(&self, name: &str, now: u64) -> Duration {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= SOURCES_MAX && !m.contains_key(name) {
+            m.retain(|_, (_, until)| *until > now);
+        }
+        let e = m.entry(name.to_string()).or_insert((0, 0));
+        e.0 = e.0.saturating_add(1);
+        let ms = DEMOTION_BASE_MS
+            .saturating_mul(1 << e.0.min(10).saturating_sub(1))
+            .min(DEMOTION_MAX_MS);
+        e.1 = now + ms;
+        Duration::from_millis(ms)
+    }
+
+    /// A good round: forget past demotions.
+    pub fn reward(&self, name: &str) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(name);
+    }
+}
+
+/// Run rounds against the candidates in order until one succeeds; demote sources
+/// that served invalid data. Returns the report of the successful round.
+pub async fn sync_round(
+    core: &Arc<Core>,
+    scores: &SourceScores,
+    candidates: &[HttpSource],
+    target_height: u64,
+) -> Option<SyncReport> {
+    for src in candidates {
+        if !scores.usable(&src.url, now_ms()) {
+            continue;
+        }
+        match sync_from(core, src, target_height).await {
+            Ok(r) => {
+                scores.reward(&src.url);
+                if r.imported > 0 {
+                    tracing::info!(
+                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}",
+                        r.imported,
+                        src.url,
+                        r.fork_height,
+                        r.height
+                    );
+                }
+                return Some(r);
+            }
+            Err(e) if e.demotes() => {
+                let d = scores.demote(&src.url, now_ms());
+                tracing::warn!("[SYNC] ⛔ {e}; demoting it for {} s", d.as_secs());
+                core.note_source_failure(&src.url, &e.to_string());
+            }
+            Err(e) => {
+                tracing::debug!("[SYNC] {e}");
+            }
+        }
+    }
+    None
+}
