@@ -1,0 +1,263 @@
+//! `/api/status` under load, against a bare hyper baseline, in one run.
+//!
+//! `cargo bench -p node-service --bench status_load`
+//!
+//! Starts a real regtest node (mining off, so the miner's threads do not compete
+//! for the cores) and a minimal hyper HTTP/1.1 server that answers a fixed body of
+//! the same bytes as one of the node's `/api/status` answers, both on the node binary's
+//! runtime configuration (multi-thread, one worker per core, everything enabled).
+//! A load generator on its own runtime then holds [`CONNECTIONS`] keep-alive
+//! connections to each server in turn, each sending one request at a time, for a
+//! warm-up and then a measured window, and prints requests per second and latency
+//! percentiles. Rounds alternate baseline/node so drift hits both alike. A third
+//! target, the node's own `http::serve` with a handler answering the same fixed
+//! body, splits the gap into server machinery and the `/api/status` route itself.
+//!
+//! Environment: `STATUS_LOAD_SECS` (measured seconds per round, default 5),
+//! `STATUS_LOAD_ROUNDS` (default 2).
+
+#![allow(clippy::print_stdout)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use node_service::http::{Handler, HttpLimits, Request, Response, bytes_response, serve};
+use node_service::{Node, NodeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use vision_chain::Network;
+
+/// Concurrent keep-alive connections.
+const CONNECTIONS: usize = 64;
+/// Warm-up before measuring.
+const WARMUP: Duration = Duration::from_secs(1);
+const REQUEST: &[u8] = b"GET /api/status HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One response on a keep-alive connection: head, then `Content-Length` bytes.
+/// `buf` carries bytes read past the previous response (none with one request in
+/// flight, but the parser does not rely on it).
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(std::io::Error::other)?;
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other("bad status line"))?;
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .ok_or_else(|| std::io::Error::other("no content-length"))?;
+            let total = end + 4 + len;
+            while buf.len() < total {
+                let n = s.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.drain(..total);
+            return Ok(status);
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+struct Figures {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    requests: usize,
+}
+
+/// Drive `addr` with [`CONNECTIONS`] connections for warm-up plus `measure`.
+async fn load(addr: SocketAddr, measure: Duration) -> Figures {
+    let start = Instant::now();
+    let from = start + WARMUP;
+    let until = from + measure;
+    let mut tasks = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            let mut buf = Vec::with_capacity(4096);
+            let mut lat_us: Vec<u32> = Vec::with_capacity(200_000);
+            loop {
+                let t = Instant::now();
+                if t >= until {
+                    break;
+                }
+                s.write_all(REQUEST).await.expect("write");
+                let status = read_response(&mut s, &mut buf).await.expect("response");
+                assert_eq!(status, 200);
+                let done = Instant::now();
+                if t >= from && done <= until {
+                    lat_us.push((done - t).as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            lat_us
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as u64
+    };
+    Figures {
+        rps: all.len() as f64 / measure.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: all.last().copied().unwrap_or(0) as u64,
+        requests: all.len(),
+    }
+}
+
+/// The baseline: hyper http1 over TokioIo answering a fixed JSON body.
+async fn baseline_server(body: Bytes) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(body));
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The node's server machinery (`http::serve`: limits, timeouts, body read) with a
+/// handler answering the same fixed body: separates server cost from route cost.
+struct Fixed(Bytes);
+
+impl Handler for Fixed {
+    async fn handle(&self, _req: Request) -> Response {
+        bytes_response(StatusCode::OK, "application/json", self.0.clone())
+    }
+}
+
+async fn fixed_server(body: Bytes, shutdown: CancellationToken) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(serve(
+        listener,
+        Arc::new(Fixed(body)),
+        HttpLimits::default(),
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    addr
+}
+
+fn line(name: &str, f: &Figures) {
+    println!(
+        "{name:<30} {:>10.0} req/s   p50 {:>6} µs   p99 {:>6} µs   max {:>7} µs   ({} requests)",
+        f.rps, f.p50_us, f.p99_us, f.max_us, f.requests
+    );
+}
+
+fn main() {
+    let secs = env_u64("STATUS_LOAD_SECS", 5);
+    let rounds = env_u64("STATUS_LOAD_ROUNDS", 2);
+    let measure = Duration::from_secs(secs);
+    // The node binary's runtime: multi-thread, default worker count, all drivers.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = CancellationToken::new();
+    let (node_addr, base_addr, fixed_addr, body_len) = server_rt.block_on(async {
+        let cfg = NodeConfig::new(
+            Network::Regtest,
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().to_path_buf(),
+        );
+        let node = Node::start(cfg, token.clone()).await.expect("node starts");
+        let node_addr = node.http_addr();
+        let shared = node.shared();
+        tokio::spawn(node.run());
+        let sample = serde_json::to_vec(&shared.status()).expect("status encodes");
+        let base_addr = baseline_server(Bytes::from(sample.clone())).await;
+        let fixed_addr = fixed_server(Bytes::from(sample.clone()), token.clone()).await;
+        (node_addr, base_addr, fixed_addr, sample.len())
+    });
+    println!(
+        "/api/status load: {CONNECTIONS} keep-alive connections, {}s warm-up + {secs}s measured, \
+         {rounds} round(s) each; body {body_len} bytes; {} cores shared by servers and load generator",
+        WARMUP.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let (mut base_rps, mut node_rps) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let b = client_rt.block_on(load(base_addr, measure));
+        line(&format!("round {round} baseline"), &b);
+        let f = client_rt.block_on(load(fixed_addr, measure));
+        line(&format!("round {round} http::serve fixed"), &f);
+        let n = client_rt.block_on(load(node_addr, measure));
+        line(&format!("round {round} node"), &n);
+        base_rps.push(b.rps);
+        node_rps.push(n.rps);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "ratio node/baseline (mean req/s): {:.2}",
+        mean(&node_rps) / mean(&base_rps)
+    );
+    token.cancel();
+    drop(server_rt);
+}
