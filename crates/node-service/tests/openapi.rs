@@ -204,13 +204,16 @@ impl Validator<'_> {
     }
 }
 
+/// One pattern atom: a character class (inclusive ranges) and how often it repeats.
+type Atom = (Vec<(char, char)>, usize, usize);
+
 /// `^` (`[class]` quantifier?)* `$`, quantifier one of `{n}`, `*`, `+`.
 fn pattern_matches(pattern: &str, text: &str) -> bool {
     let body = pattern
         .strip_prefix('^')
         .and_then(|p| p.strip_suffix('$'))
         .unwrap_or_else(|| panic!("pattern {pattern:?} must be anchored with ^...$"));
-    let mut atoms: Vec<(Vec<(char, char)>, usize, usize)> = Vec::new();
+    let mut atoms: Vec<Atom> = Vec::new();
     let mut cs = body.chars().peekable();
     while let Some(c) = cs.next() {
         assert_eq!(c, '[', "unsupported pattern syntax in {pattern:?}");
@@ -246,7 +249,7 @@ fn pattern_matches(pattern: &str, text: &str) -> bool {
         cs.next();
         atoms.push((ranges, min, max));
     }
-    fn go(atoms: &[(Vec<(char, char)>, usize, usize)], text: &[char]) -> bool {
+    fn go(atoms: &[Atom], text: &[char]) -> bool {
         let Some(((ranges, min, max), rest)) = atoms.split_first() else {
             return text.is_empty();
         };
