@@ -670,10 +670,7 @@ async fn live_answers_conform_to_the_spec() {
     let anchor = start_node(|c| c.is_anchor = true).await;
     let orphaned = start_node(|c| {
         // Port 1 on loopback refuses at once: a node whose only anchor is dead.
-        c.anchor_seeds = vec![AnchorSeed {
-            url: "http://127.0.0.1:1".into(),
-            pinned_node_id: None,
-        }];
+        c.anchor_seeds = vec![AnchorSeed::parse("http://127.0.0.1:1").expect("a valid seed")];
     })
     .await;
 
