@@ -1,2 +1,138 @@
-//! Miner hashrate benchmark (filled in below).
-fn main() {}
+//! Miner hashrate against the physical limit of this CPU.
+//!
+//! - `bare_prefix_loop`: the reference, a bare loop of the chain's proof-of-work
+//!   hash over one 128-byte header with the 120-byte prefix absorbed once (clone,
+//!   absorb the nonce, finalise, compare with the target). Written here, not taken
+//!   from the crate, so it is an independent yardstick.
+//! - `plain_blake3_hash`: `blake3::hash` of the whole encoded header per attempt
+//!   (what a naive miner does).
+//! - `kernel_search`: the crate's [`PrefixSearch::search`], single thread.
+//! - `miner_1_thread`, `miner_2_threads`: a real [`Miner`] with an impossible
+//!   target, measured by its own hash counter over wall time (`iter_custom`), so
+//!   the figure includes everything a hashing thread does: check intervals,
+//!   counters, generation checks. Throughput is total hashes per second.
+//!
+//! Ratios to look at: `miner_1_thread / bare_prefix_loop` (goal ≥ 0.95) and
+//! `miner_2_threads / miner_1_thread` (goal ≥ 1.8 on two idle cores).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use miner_core::mem::{MemBlockSink, MemInputs, MemTemplateSource};
+use miner_core::{Miner, MinerConfig, MinerPorts, PrefixSearch};
+use vision_chain::{Address, BlockHeader, Hash32, Network, U256};
+
+fn header() -> BlockHeader {
+    let mut h = Network::Regtest.params().genesis().header;
+    h.height = 1;
+    h.target = U256::ZERO; // nothing is ever found: pure hashing
+    h
+}
+
+/// A running miner with `threads` threads hashing an impossible template.
+fn running_miner(threads: usize) -> Miner {
+    let mut block = Network::Regtest.params().genesis();
+    block.header = header();
+    let miner = Miner::new(
+        MinerConfig::new(Address([7; 32])),
+        MinerPorts {
+            source: Arc::new(MemTemplateSource::new(Hash32([1; 32]), block)),
+            sink: Arc::new(MemBlockSink::new()),
+            inputs: Arc::new(MemInputs::new(MemInputs::eligible())),
+        },
+    );
+    miner.start(threads);
+    miner.tick_now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while miner.workers_busy() < threads {
+        assert!(Instant::now() < deadline, "miner threads did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    miner
+}
+
+/// Wall time the miner takes for `iters` hashes, from its own counter. The counter
+/// moves in chunks, so wait for at least `iters` and scale the time to `iters`.
+fn time_miner(miner: &Miner, iters: u64) -> Duration {
+    let h0 = miner.total_hashes();
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let done = miner.total_hashes() - h0;
+        if done >= iters.max(1) {
+            let elapsed = t0.elapsed();
+            return elapsed.mul_f64(iters as f64 / done as f64);
+        }
+    }
+}
+
+fn hashrate(c: &mut Criterion) {
+    let header = header();
+    let mut group = c.benchmark_group("hashrate");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(2));
+
+    let prefix = header.prefix_bytes();
+    let mut base = blake3::Hasher::new();
+    base.update(&prefix);
+    let target = header.target.to_be_bytes();
+    group.bench_function("bare_prefix_loop", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            let mut hits = 0u64;
+            for nonce in 0..iters {
+                let mut h = base.clone();
+                h.update(&nonce.to_le_bytes());
+                if *h.finalize().as_bytes() <= target {
+                    hits += 1;
+                }
+            }
+            black_box(hits);
+            t.elapsed()
+        })
+    });
+
+    let mut encoded = header.encode();
+    group.bench_function("plain_blake3_hash", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            let mut hits = 0u64;
+            for nonce in 0..iters {
+                encoded[120..].copy_from_slice(&nonce.to_le_bytes());
+                if *blake3::hash(&encoded).as_bytes() <= target {
+                    hits += 1;
+                }
+            }
+            black_box(hits);
+            t.elapsed()
+        })
+    });
+
+    let search = PrefixSearch::new(&header);
+    group.bench_function("kernel_search", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            black_box(search.search(black_box(0), iters));
+            t.elapsed()
+        })
+    });
+
+    for threads in [1usize, 2] {
+        let miner = running_miner(threads);
+        let name = if threads == 1 {
+            "miner_1_thread".to_string()
+        } else {
+            format!("miner_{threads}_threads")
+        };
+        group.bench_function(name, |b| b.iter_custom(|iters| time_miner(&miner, iters)));
+        miner.shutdown();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hashrate);
+criterion_main!(benches);

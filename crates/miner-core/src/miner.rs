@@ -56,9 +56,10 @@ pub struct MinerConfig {
     /// A template older than this is rebuilt (new transactions, fresh timestamp)
     /// even if the tip has not moved.
     pub template_refresh_ms: u64,
-    /// After finding a block on tip T, wait up to this long for the tip to move
-    /// past T before mining on T again (the sink may apply blocks asynchronously;
-    /// mining on T at once would compete with our own block).
+    /// After the sink accepted a block found on tip T, wait up to this long for the
+    /// tip to move past T before mining on T again (the sink may apply blocks
+    /// asynchronously; mining on T at once would compete with our own block). A
+    /// refused block does not wait.
     pub found_tip_wait_ms: u64,
     /// Time constant of the smoothed hashrates.
     pub hashrate_time_constant_ms: u64,
@@ -455,10 +456,13 @@ impl Controller {
             let height = f.block.header.height;
             let hash = f.block.hash();
             inner.blocks_found.fetch_add(1, Ordering::SeqCst);
-            self.after_found = Some((f.tip, Instant::now()));
             match self.ports.sink.submit(f.block) {
-                Ok(()) => info!(height, %hash, "[MINER] 💎 Found block #{height} {hash}"),
+                Ok(()) => {
+                    info!(height, %hash, "[MINER] 💎 Found block #{height} {hash}");
+                    self.after_found = Some((f.tip, Instant::now()));
+                }
                 Err(e) => {
+                    // nothing of ours is on its way: mine on at once
                     inner.blocks_rejected.fetch_add(1, Ordering::SeqCst);
                     warn!(height, %hash, error = %e, "[MINER] ❌ Found block #{height} was refused: {e}");
                 }

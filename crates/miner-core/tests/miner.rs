@@ -373,6 +373,38 @@ fn one_block_per_template_and_no_competing_with_our_own_block() {
     assert_ne!(blocks[0].header.timestamp_ms, blocks[1].header.timestamp_ms);
 }
 
+struct RefusingSink(Mutex<u64>);
+impl BlockSink for RefusingSink {
+    fn submit(&self, _block: Block) -> Result<(), MinerError> {
+        *self.0.lock().unwrap() += 1;
+        Err(MinerError::rejected("not today"))
+    }
+}
+
+#[test]
+fn a_refused_block_is_counted_and_mining_goes_on_at_once() {
+    let sink = Arc::new(RefusingSink(Mutex::new(0)));
+    let source = Arc::new(MemTemplateSource::new(tip(1), template(U256::MAX, 0)));
+    let miner = Miner::new(
+        MinerConfig::new(addr(5)),
+        MinerPorts {
+            source: source.clone(),
+            sink: sink.clone(),
+            inputs: Arc::new(MemInputs::new(MemInputs::eligible())),
+        },
+    );
+    miner.start(1);
+    // same tip throughout: after a refusal the miner does not wait for a new tip
+    assert!(poll_until(SETTLE, || {
+        miner.tick_now();
+        *sink.0.lock().unwrap() >= 3
+    }));
+    let st = miner.status();
+    assert!(st.blocks_found >= 3);
+    assert_eq!(st.blocks_rejected, st.blocks_found);
+    assert!(source.template_calls() >= 3);
+}
+
 #[test]
 fn templates_are_refreshed_when_old_and_kept_when_fresh() {
     let fresh = rig(
