@@ -148,6 +148,12 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
         })?),
     };
     let p2p_strict = env_flag("VISION_P2P_STRICT")?;
+    let (log_source, log_filter) = log_filter(cli);
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+        return Err(ConfigError(format!(
+            "{log_source}: {log_filter:?} is not a valid tracing filter ({e})"
+        )));
+    }
     if !matches!(cli.log_format.as_str(), "text" | "json") {
         return Err(ConfigError(format!(
             "--log-format: {:?} is not text or json",
@@ -206,16 +212,22 @@ fn advertised(addr: SocketAddr) -> String {
     }
 }
 
+/// The tracing filter and where it came from: `--log`/`VISION_LOG`, else `RUST_LOG`,
+/// else `info`.
+fn log_filter(cli: &Cli) -> (&'static str, String) {
+    if let Some(f) = &cli.log {
+        return ("--log", f.clone());
+    }
+    match std::env::var("RUST_LOG") {
+        Ok(f) if !f.trim().is_empty() => ("RUST_LOG", f),
+        _ => ("--log", "info".into()),
+    }
+}
+
 fn init_logging(cli: &Cli) {
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
-        eprintln!("--log: {filter:?} is not a valid filter ({e}); using info");
-        tracing_subscriber::EnvFilter::new("info")
-    });
+    // Validated in `build_config`: a bad filter is a configuration error (exit 2).
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(cli).1)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
