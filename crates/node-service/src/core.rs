@@ -252,9 +252,7 @@ impl Core {
     /// Judge an anchor's claimed tip: believed, or discounted because no source
     /// backed it with valid headers in time.
     pub fn judge_claim(&self, anchor: &str, claimed: u64) -> ClaimVerdict {
-        let mut c = lock(&self.claims);
-        c.progress(self.chain().height, now_ms());
-        c.observe(anchor, claimed, now_ms())
+        lock(&self.claims).observe(anchor, claimed, self.chain().height, now_ms())
     }
 
     /// A sync source failed validation: remember why (shown as the anchor's

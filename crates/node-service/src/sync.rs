@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use control_plane_client::{ClientError, ControlPlaneClient};
 use tokio::sync::mpsc;
-use vision_chain::validate::check_header_standalone;
-use vision_chain::{Block, BlockHeader, Hash32, U256, work_for_target};
+use vision_chain::params::MTP_WINDOW;
+use vision_chain::{
+    Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
+};
 use vision_store::StoreError;
 
 use crate::core::{Core, Origin, now_ms};
@@ -222,11 +224,19 @@ pub async fn sync_from(
         .await?
         .map_err(store_err)?
         .unwrap_or(U256::ZERO);
+    let store = core.store.clone();
+    let start_ctx = blocking(move || store.block_context(&prev_hash))
+        .await?
+        .map_err(store_err)?
+        .ok_or_else(|| SyncError::Store(format!("no context for block {prev_hash}")))?;
+    // The rolling context of the next header's parent: full contextual header
+    // checks (retarget, median time past, drift) before any body is fetched.
+    let mut parent = start_ctx.header;
+    let mut recent = start_ctx.recent_timestamps_ms;
     let mut report = SyncReport {
         fork_height: common,
         ..Default::default()
     };
-
     // Walk forward over headers both chains share (the step-back may undershoot).
     let mut branch_work = base_work;
     let mut expected: Vec<BlockHeader> = Vec::new();
@@ -251,9 +261,17 @@ pub async fn sync_from(
                     ),
                 ));
             }
-            check_header_standalone(core.params, &h)
+            let ctx = ParentContext {
+                hash: prev_hash,
+                header: &parent,
+                recent_timestamps_ms: &recent,
+            };
+            check_header(core.params, &h, &ctx, now_ms())
                 .map_err(|e| invalid(src, format!("header at height {}: {e}", h.height)))?;
             let hash = h.hash();
+            recent.insert(0, h.timestamp_ms);
+            recent.truncate(MTP_WINDOW);
+            parent = h.clone();
             branch_work = branch_work.saturating_add(work_for_target(&h.target));
             prev_hash = hash;
             next += 1;

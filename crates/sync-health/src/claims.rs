@@ -53,7 +53,8 @@ impl ClaimTracker {
         }
     }
 
-    /// The node validated headers (or blocks) up to `height` at `now_ms`.
+    /// Sync validated headers (or imported blocks) from a source up to `height` at
+    /// `now_ms`.
     pub fn progress(&mut self, height: u64, now_ms: u64) {
         if height > self.backed_height {
             self.backed_height = height;
@@ -69,9 +70,18 @@ impl ClaimTracker {
         }
     }
 
-    /// Record what `anchor` claims at `now_ms`, and judge it.
-    pub fn observe(&mut self, anchor: &str, claimed: u64, now_ms: u64) -> ClaimVerdict {
-        if claimed <= self.backed_height.saturating_add(2) {
+    /// Record what `anchor` claims at `now_ms`, and judge it. A claim within two
+    /// blocks of the local chain or of what sync has validated needs no backing.
+    /// Blocks the node mined itself are not backing: only validated headers from a
+    /// source ([`ClaimTracker::progress`]) are.
+    pub fn observe(
+        &mut self,
+        anchor: &str,
+        claimed: u64,
+        local_height: u64,
+        now_ms: u64,
+    ) -> ClaimVerdict {
+        if claimed <= self.backed_height.max(local_height).saturating_add(2) {
             self.claims.remove(anchor);
             return ClaimVerdict::Believed;
         }
@@ -133,29 +143,37 @@ mod tests {
     fn unbacked_claim_is_discounted_after_the_window() {
         let mut t = ClaimTracker::new(10_000);
         t.progress(100, 0);
-        assert_eq!(t.observe("a", 1_000_000, 0), ClaimVerdict::Believed);
-        assert_eq!(t.observe("a", 1_000_000, 9_999), ClaimVerdict::Believed);
+        assert_eq!(t.observe("a", 1_000_000, 100, 0), ClaimVerdict::Believed);
+        assert_eq!(
+            t.observe("a", 1_000_000, 100, 9_999),
+            ClaimVerdict::Believed
+        );
         assert!(matches!(
-            t.observe("a", 1_000_000, 10_000),
+            t.observe("a", 1_000_000, 100, 10_000),
+            ClaimVerdict::Discounted { .. }
+        ));
+        // mining our own blocks does not back the claim
+        assert!(matches!(
+            t.observe("a", 1_000_000, 150, 10_100),
             ClaimVerdict::Discounted { .. }
         ));
         // raising the lie does not buy a new window
         assert!(matches!(
-            t.observe("a", 2_000_000, 10_500),
+            t.observe("a", 2_000_000, 150, 10_500),
             ClaimVerdict::Discounted { .. }
         ));
         // a claim the node can back is believed again
-        assert_eq!(t.observe("a", 101, 11_000), ClaimVerdict::Believed);
+        assert_eq!(t.observe("a", 101, 100, 11_000), ClaimVerdict::Believed);
     }
 
     #[test]
     fn honest_slow_sync_is_not_discounted() {
         let mut t = ClaimTracker::new(10_000);
-        t.observe("a", 5_000, 0);
+        t.observe("a", 5_000, 0, 0);
         for step in 1..100u64 {
             t.progress(step * 10, step * 5_000);
             assert_eq!(
-                t.observe("a", 5_000, step * 5_000 + 1),
+                t.observe("a", 5_000, 0, step * 5_000 + 1),
                 ClaimVerdict::Believed,
                 "step {step}"
             );
@@ -166,7 +184,7 @@ mod tests {
     fn bounded() {
         let mut t = ClaimTracker::new(1);
         for i in 0..1_000u64 {
-            t.observe(&format!("anchor-{i}"), 1_000, i);
+            t.observe(&format!("anchor-{i}"), 1_000, 0, i);
         }
         assert!(t.claims.len() <= MAX_TRACKED_CLAIMS);
     }

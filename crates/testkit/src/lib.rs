@@ -1,0 +1,23 @@
+//! # testkit
+//!
+//! The harness behind the multi-process tests and the test matrix: it starts real
+//! `vision-node` processes on loopback with their own data directories and logs,
+//! polls their control planes with a tiny blocking HTTP client, waits for
+//! conditions with deadlines (never bare sleeps), and provides a scriptable fake
+//! anchor for fault tests.
+//!
+//! **What it must not know:** node internals. It talks to nodes only through the
+//! contract (flags, environment, HTTP routes, JSON fields), exactly as operators
+//! and other tools do, so a passing test means the contract holds.
+//!
+//! No feature flags.
+
+#![allow(clippy::print_stdout)]
+
+mod fake;
+mod http;
+mod proc;
+
+pub use fake::{FakeAnchor, FakeBehaviour};
+pub use http::{HttpAnswer, get, get_json, post_json, status};
+pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, wait_until};

@@ -1,0 +1,381 @@
+//! Real node processes on loopback.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vision_wire::StatusResponse;
+
+/// The `vision-node` binary: `$VISION_NODE_BIN`, else next to the running test in
+/// the target directory (`target/<profile>/vision-node`).
+pub fn node_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("VISION_NODE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join("vision-node");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from("vision-node")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that
+/// start the server right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Poll `f` until it says true or the deadline passes; the error carries the last
+/// observation `f` reported.
+pub fn wait_until(
+    what: &str,
+    deadline: Duration,
+    mut f: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let end = Instant::now() + deadline;
+    loop {
+        let last = match f() {
+            Ok(true) => return Ok(()),
+            Ok(false) => "condition false".to_string(),
+            Err(e) => e,
+        };
+        if Instant::now() >= end {
+            return Err(format!(
+                "timed out after {:?} waiting for {what}: {last}",
+                deadline
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How to start one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Name for logs and the data directory.
+    pub name: String,
+    /// `--network`.
+    pub network: String,
+    /// `--anchor`.
+    pub anchor: bool,
+    /// `--anchor-seeds` entries.
+    pub seeds: Vec<String>,
+    /// `--mine`.
+    pub mine: bool,
+    /// `--threads`.
+    pub threads: usize,
+    /// `--no-p2p`.
+    pub no_p2p: bool,
+    /// Control-plane port.
+    pub http_port: u16,
+    /// Data-plane port.
+    pub p2p_port: u16,
+    /// `--probe-interval-ms`.
+    pub probe_ms: u64,
+    /// `--healing-interval-ms`.
+    pub healing_ms: u64,
+    /// `--http-timeout-ms`.
+    pub timeout_ms: u64,
+    /// Loopback address to bind (127.0.0.x).
+    pub ip: String,
+    /// More arguments.
+    pub extra_args: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeSpec {
+    /// A regtest node with fast loops, P2P off, not mining.
+    pub fn regtest(name: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.to_string(),
+            network: "regtest".into(),
+            anchor: false,
+            seeds: Vec::new(),
+            mine: false,
+            threads: 1,
+            no_p2p: true,
+            http_port: free_port(),
+            p2p_port: free_port(),
+            probe_ms: 300,
+            healing_ms: 600,
+            timeout_ms: 1_000,
+            ip: "127.0.0.1".into(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The control-plane address.
+    pub fn http_addr(&self) -> SocketAddr {
+        format!("{}:{}", self.ip, self.http_port)
+            .parse()
+            .expect("ip:port")
+    }
+
+    fn args(&self, data_dir: &Path) -> Vec<String> {
+        let mut a = vec![
+            "--network".into(),
+            self.network.clone(),
+            "--http-addr".into(),
+            self.http_addr().to_string(),
+            "--p2p-addr".into(),
+            format!("{}:{}", self.ip, self.p2p_port),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--threads".into(),
+            self.threads.to_string(),
+            "--probe-interval-ms".into(),
+            self.probe_ms.to_string(),
+            "--healing-interval-ms".into(),
+            self.healing_ms.to_string(),
+            "--http-timeout-ms".into(),
+            self.timeout_ms.to_string(),
+        ];
+        if self.anchor {
+            a.push("--anchor".into());
+        }
+        if self.mine {
+            a.push("--mine".into());
+        }
+        if self.no_p2p {
+            a.push("--no-p2p".into());
+        }
+        if !self.seeds.is_empty() {
+            a.push("--anchor-seeds".into());
+            a.push(self.seeds.join(","));
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+}
+
+/// A running node process. Dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct NodeProc {
+    /// Its spec.
+    pub spec: NodeSpec,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    /// Start a node; its stdout and stderr go to `<dir>/<name>.log` (appended).
+    pub fn start(spec: NodeSpec, dir: &Path) -> Result<NodeProc, String> {
+        let data_dir = dir.join(&spec.name);
+        let log = dir.join(format!("{}.log", spec.name));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| e.to_string())?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(node_binary());
+        cmd.args(spec.args(&data_dir))
+            .env_remove("VISION_ANCHOR_SEEDS")
+            .env(
+                "VISION_LOG",
+                std::env::var("VISION_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", node_binary().display()))?;
+        Ok(NodeProc {
+            spec,
+            data_dir,
+            log,
+            child: Some(child),
+        })
+    }
+
+    /// The control-plane address.
+    pub fn addr(&self) -> SocketAddr {
+        self.spec.http_addr()
+    }
+
+    /// The control-plane URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// `GET /api/status`.
+    pub fn status(&self) -> Result<StatusResponse, String> {
+        crate::http::status(self.addr())
+    }
+
+    /// Wait until the control plane answers.
+    pub fn wait_serving(&self, deadline: Duration) -> Result<(), String> {
+        wait_until(&format!("{} serving", self.spec.name), deadline, || {
+            Ok(self.status().is_ok())
+        })
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            // Sending a signal to our own child cannot violate memory safety; libc
+            // is the only way to send SIGTERM from std.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(10))
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        let mut c = self.child.take()?;
+        loop {
+            match c.try_wait() {
+                Ok(Some(s)) => return s.code(),
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Restart with the same spec and data directory.
+    pub fn restart(&mut self, dir: &Path) -> Result<(), String> {
+        self.stop();
+        let again = NodeProc::start(self.spec.clone(), dir)?;
+        *self = again;
+        Ok(())
+    }
+
+    /// The node key's address (the default reward address), read from its data dir.
+    pub fn key(&self) -> Result<vision_chain::SecretKey, String> {
+        let text =
+            std::fs::read_to_string(self.data_dir.join("node.key")).map_err(|e| e.to_string())?;
+        vision_chain::SecretKey::from_hex(text.trim()).map_err(|e| e.to_string())
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(libc::SIGTERM);
+            self.wait(Duration::from_secs(5));
+        }
+    }
+}
+
+/// A set of nodes sharing a directory. On a failing test (panic) the directory is
+/// kept and each node's log tail printed.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Where data directories and logs live.
+    pub dir: PathBuf,
+    /// The nodes.
+    pub nodes: Vec<NodeProc>,
+    keep: bool,
+}
+
+impl Cluster {
+    /// A cluster in a fresh directory under the system temp dir.
+    pub fn new(name: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "vision-cluster-{name}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        Cluster {
+            dir,
+            nodes: Vec::new(),
+            keep: false,
+        }
+    }
+
+    /// Start a node and wait until it serves.
+    pub fn start(&mut self, spec: NodeSpec) -> Result<usize, String> {
+        let n = NodeProc::start(spec, &self.dir)?;
+        n.wait_serving(Duration::from_secs(30))?;
+        self.nodes.push(n);
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// Keep the directory after the cluster is dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Every node's status.
+    pub fn statuses(&self) -> Result<Vec<StatusResponse>, String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .map(NodeProc::status)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        if failing {
+            for n in &self.nodes {
+                println!(
+                    "----- {} ({}) log tail -----\n{}",
+                    n.spec.name,
+                    n.log.display(),
+                    n.log_tail(40)
+                );
+            }
+        }
+        for n in &mut self.nodes {
+            n.stop();
+        }
+        if failing || self.keep {
+            println!("cluster directory kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
