@@ -52,6 +52,7 @@
 //! POST /api/miner/start {threads} -> miner.start(threads)   // 202 at once
 //! POST /api/miner/stop            -> miner.stop()
 //! GET  /api/status                -> "miner": miner.status()
+//! after importing a block          -> miner.notify()         // new tip: abandon stale work now
 //! on SIGTERM                      -> miner.shutdown()
 //! ```
 //!

@@ -814,6 +814,14 @@ impl Miner {
         self.inner.wake();
     }
 
+    /// Ask the control thread for a tick now rather than at the next interval: the
+    /// node calls this when its tip changes (or its mempool does) so stale work
+    /// stops at once instead of up to one tick interval later. Returns at once;
+    /// does nothing for a miner without a control thread ([`Miner::new`]).
+    pub fn notify(&self) {
+        self.inner.wake();
+    }
+
     /// Run one control tick now, on the caller's thread: deliver found blocks,
     /// read the inputs, decide, and publish, refresh or retire the work. Waits for a
     /// tick in progress on another thread. Does nothing after shutdown.

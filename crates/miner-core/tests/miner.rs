@@ -718,6 +718,29 @@ fn background_loop_pauses_resumes_and_reports() {
 }
 
 #[test]
+fn notify_makes_the_loop_pick_up_a_new_tip_without_waiting_for_the_interval() {
+    let r = rig(
+        MinerConfig {
+            tick_interval_ms: 600_000, // only start() and notify() make it tick
+            ..MinerConfig::new(addr(6))
+        },
+        U256::ZERO,
+        MemInputs::eligible(),
+        true,
+    );
+    r.miner.start(1);
+    assert!(poll_until(SETTLE, || r.miner.status().template_generation > 0));
+    let g1 = r.miner.status().template_generation;
+    r.source.set(tip(2), template(U256::ZERO, 1));
+    r.miner.notify();
+    assert!(poll_until(SETTLE, || r.miner.status().template_generation > g1));
+    assert!(poll_until(SETTLE, || {
+        r.miner.template_stats(g1).unwrap().workers_active == 0
+    }));
+    assert_eq!(r.source.template_calls(), 2);
+}
+
+#[test]
 fn drop_while_running_returns() {
     let r = rig(
         MinerConfig {
