@@ -40,8 +40,10 @@
 //!   while it is [`MinerState::Running`].
 //! - One template yields at most one block: the first finder claims it with a
 //!   compare-and-swap on the generation counter, which also stops every other thread.
-//! - No trait method is called while a lock that the hashing threads, `start`,
-//!   `stop` or `status` take is held.
+//! - [`Miner::status`] takes no lock: the last tick's decision is published
+//!   through arc-swap, counters are atomics.
+//! - No trait method is called while a lock that the hashing threads, `start` or
+//!   `stop` take is held.
 //! - Everything is bounded: [`THREADS_MAX`], [`FOUND_QUEUE_MAX`],
 //!   [`TEMPLATE_STATS_KEPT`].
 //!

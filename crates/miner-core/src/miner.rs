@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use vision_chain::{Address, Block, Hash32};
@@ -214,8 +215,6 @@ struct Slot {
     job: Option<Arc<Job>>,
     /// Threads with an index below this may hash.
     active_threads: usize,
-    /// Threads hashing now.
-    busy: usize,
     found: VecDeque<Found>,
     shutdown: bool,
 }
@@ -249,9 +248,14 @@ struct Inner {
     work_cv: Condvar,
     wake: Mutex<bool>,
     wake_cv: Condvar,
-    counters: Mutex<Vec<Arc<ThreadCounter>>>,
+    /// One counter per possible thread, allocated up front so that reading them
+    /// takes no lock; the first `spawned` are in use.
+    counters: Box<[ThreadCounter]>,
+    spawned: AtomicUsize,
+    busy: AtomicUsize,
     workers: Mutex<Vec<JoinHandle<()>>>,
-    published: Mutex<Published>,
+    /// What the last tick decided, swapped in whole: `status()` takes no lock.
+    published: ArcSwap<Published>,
     template_stats: Mutex<VecDeque<Arc<JobStats>>>,
     blocks_found: AtomicU64,
     blocks_rejected: AtomicU64,
@@ -283,7 +287,7 @@ impl Inner {
     }
 
     fn total_hashes(&self) -> u64 {
-        lock(&self.counters)
+        self.counters[..self.spawned.load(Ordering::SeqCst)]
             .iter()
             .map(|c| c.hashes.load(Ordering::Relaxed))
             .sum()
@@ -293,7 +297,8 @@ impl Inner {
 // ---------------------------------------------------------------------------
 // hashing threads
 
-fn worker_main(inner: Arc<Inner>, index: usize, counter: Arc<ThreadCounter>) {
+fn worker_main(inner: Arc<Inner>, index: usize) {
+    let counter = &inner.counters[index];
     let mut last_generation = 0u64; // generations start at 1
     loop {
         let job = {
@@ -311,14 +316,14 @@ fn worker_main(inner: Arc<Inner>, index: usize, counter: Arc<ThreadCounter>) {
                 }
                 slot = inner.work_cv.wait(slot).unwrap_or_else(|e| e.into_inner());
             }
-            slot.busy += 1;
+            inner.busy.fetch_add(1, Ordering::SeqCst);
             let job = Arc::clone(slot.job.as_ref().expect("checked above"));
             job.stats.workers_active.fetch_add(1, Ordering::SeqCst);
             job
         };
         last_generation = job.generation;
-        hash_job(&inner, &job, index, &counter);
-        lock(&inner.slot).busy -= 1;
+        hash_job(&inner, &job, index, counter);
+        inner.busy.fetch_sub(1, Ordering::SeqCst);
         job.stats.workers_active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -434,13 +439,16 @@ impl Controller {
         } else {
             self.retire(inner);
         }
-        self.sample_meters(inner, now, wanted);
+        let (hashrate, thread_hashrates) = self.sample_meters(inner, now, wanted);
         let current = self.current_job(inner);
-        let mut p = lock(&inner.published);
-        p.state = state;
-        p.lag = inputs.lag();
-        p.template_height = current.map(|j| j.template.header.height);
-        p.template_generation = current.map(|j| j.generation).unwrap_or(0);
+        inner.published.store(Arc::new(Published {
+            state,
+            lag: inputs.lag(),
+            hashrate,
+            thread_hashrates,
+            template_height: current.map(|j| j.template.header.height),
+            template_generation: current.map(|j| j.generation).unwrap_or(0),
+        }));
     }
 
     /// The controller's job if it is still current (not solved or retired).
@@ -520,17 +528,17 @@ impl Controller {
         if inner.shutdown.load(Ordering::SeqCst) {
             return 0;
         }
+        let wanted = wanted.min(inner.counters.len());
         while workers.len() < wanted {
             let index = workers.len();
-            let counter = Arc::new(ThreadCounter::default());
-            let (i2, c2) = (Arc::clone(inner), Arc::clone(&counter));
+            let i2 = Arc::clone(inner);
             match thread::Builder::new()
                 .name(format!("miner-{index}"))
-                .spawn(move || worker_main(i2, index, c2))
+                .spawn(move || worker_main(i2, index))
             {
                 Ok(h) => {
                     workers.push(h);
-                    lock(&inner.counters).push(counter);
+                    inner.spawned.store(workers.len(), Ordering::SeqCst);
                 }
                 Err(e) => {
                     if !self.spawn_failure_logged {
@@ -646,8 +654,9 @@ impl Controller {
         self.job = None;
     }
 
-    fn sample_meters(&mut self, inner: &Inner, now: Instant, wanted: usize) {
-        let counts: Vec<u64> = lock(&inner.counters)
+    /// Feed the meters; the smoothed total and per-thread rates (first `wanted`).
+    fn sample_meters(&mut self, inner: &Inner, now: Instant, wanted: usize) -> (f64, Vec<f64>) {
+        let counts: Vec<u64> = inner.counters[..inner.spawned.load(Ordering::SeqCst)]
             .iter()
             .map(|c| c.hashes.load(Ordering::Relaxed))
             .collect();
@@ -664,14 +673,13 @@ impl Controller {
             m.sample(*c, elapsed_ms);
         }
         self.total_meter.sample(counts.iter().sum(), elapsed_ms);
-        let mut p = lock(&inner.published);
-        p.hashrate = self.total_meter.rate_hps();
-        p.thread_hashrates = self
+        let per_thread = self
             .thread_meters
             .iter()
             .take(wanted)
             .map(RateMeter::rate_hps)
             .collect();
+        (self.total_meter.rate_hps(), per_thread)
     }
 }
 
@@ -745,9 +753,11 @@ impl Miner {
             work_cv: Condvar::new(),
             wake: Mutex::new(false),
             wake_cv: Condvar::new(),
-            counters: Mutex::new(Vec::new()),
+            counters: (0..THREADS_MAX).map(|_| ThreadCounter::default()).collect(),
+            spawned: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
-            published: Mutex::new(Published {
+            published: ArcSwap::from_pointee(Published {
                 state: MinerState::StoppedByUser,
                 lag: 0,
                 hashrate: 0.0,
@@ -829,20 +839,21 @@ impl Miner {
         lock(&self.controller).tick(&self.inner);
     }
 
-    /// The status snapshot for `/api/status`. Cheap; never waits on a tick.
+    /// The status snapshot for `/api/status`. Takes no lock (an arc-swap load and
+    /// atomics) and never waits on a tick; allocates only the per-thread list.
     pub fn status(&self) -> MinerStatus {
-        let p = lock(&self.inner.published).clone();
+        let p = self.inner.published.load();
         MinerStatus {
             state: p.state,
             lag: p.lag,
             enabled_by_user: self.inner.enabled.load(Ordering::SeqCst),
             threads: self.inner.threads_wanted.load(Ordering::SeqCst),
             hashrate: p.hashrate,
-            thread_hashrates: p.thread_hashrates,
+            thread_hashrates: p.thread_hashrates.clone(),
             blocks_found: self.inner.blocks_found.load(Ordering::SeqCst),
             blocks_rejected: self.inner.blocks_rejected.load(Ordering::SeqCst),
             total_hashes: self.inner.total_hashes(),
-            workers_busy: lock(&self.inner.slot).busy,
+            workers_busy: self.inner.busy.load(Ordering::SeqCst),
             template_height: p.template_height,
             template_generation: p.template_generation,
         }
@@ -850,7 +861,7 @@ impl Miner {
 
     /// The state the last tick decided.
     pub fn state(&self) -> MinerState {
-        lock(&self.inner.published).state
+        self.inner.published.load().state
     }
 
     /// Hashes computed since creation, over all threads. Advances in steps of at
@@ -861,7 +872,7 @@ impl Miner {
 
     /// Threads hashing at this moment.
     pub fn workers_busy(&self) -> usize {
-        lock(&self.inner.slot).busy
+        self.inner.busy.load(Ordering::SeqCst)
     }
 
     /// Counters of the template with this generation, if it is among the last
