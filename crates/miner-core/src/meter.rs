@@ -9,6 +9,7 @@ pub struct RateMeter {
     last_count: u64,
     rate_hps: f64,
     primed: bool,
+    averaging: bool,
 }
 
 impl RateMeter {
@@ -20,6 +21,7 @@ impl RateMeter {
             last_count: 0,
             rate_hps: 0.0,
             primed: false,
+            averaging: false,
         }
     }
 
@@ -38,8 +40,22 @@ impl RateMeter {
         let delta = (count - self.last_count) as f64;
         self.last_count = count;
         let instant = delta * 1000.0 / elapsed_ms;
+        if !self.averaging {
+            // the first interval after a (re)start is the best estimate there is
+            self.rate_hps = instant;
+            self.averaging = true;
+            return;
+        }
         let alpha = 1.0 - (-elapsed_ms / self.time_constant_ms as f64).exp();
         self.rate_hps += alpha * (instant - self.rate_hps);
+    }
+
+    /// Forget the average (the miner paused): the rate reads 0 until the first
+    /// interval after the next baseline sample.
+    pub fn reset(&mut self) {
+        self.rate_hps = 0.0;
+        self.primed = false;
+        self.averaging = false;
     }
 
     /// The smoothed rate in hashes per second.
@@ -72,9 +88,17 @@ mod tests {
     fn smooths_a_single_spike() {
         let mut m = RateMeter::new(5_000);
         m.sample(0, 0.0);
-        m.sample(1_000_000, 100.0); // 10 M/s for one tick
-        assert!(m.rate_hps() > 0.0 && m.rate_hps() < 1e6, "{}", m.rate_hps());
-        m.sample(10, 100.0); // reset: baseline only
-        assert!(m.rate_hps() < 1e6);
+        m.sample(100_000, 100.0); // 1 M/s: the first interval sets the rate
+        assert_eq!(m.rate_hps(), 1e6);
+        m.sample(1_100_000, 100.0); // 10 M/s for one tick
+        assert!(m.rate_hps() > 1e6 && m.rate_hps() < 2e6, "{}", m.rate_hps());
+        m.sample(10, 100.0); // counter went down: baseline only
+        assert!(m.rate_hps() < 2e6);
+        m.reset();
+        assert_eq!(m.rate_hps(), 0.0);
+        m.sample(20, 100.0);
+        assert_eq!(m.rate_hps(), 0.0, "baseline after reset");
+        m.sample(520, 100.0);
+        assert_eq!(m.rate_hps(), 5_000.0);
     }
 }

@@ -439,7 +439,7 @@ impl Controller {
         } else {
             self.retire(inner);
         }
-        let (hashrate, thread_hashrates) = self.sample_meters(inner, now, wanted);
+        let (hashrate, thread_hashrates) = self.sample_meters(inner, now, wanted, state);
         let current = self.current_job(inner);
         inner.published.store(Arc::new(Published {
             state,
@@ -655,7 +655,20 @@ impl Controller {
     }
 
     /// Feed the meters; the smoothed total and per-thread rates (first `wanted`).
-    fn sample_meters(&mut self, inner: &Inner, now: Instant, wanted: usize) -> (f64, Vec<f64>) {
+    /// Not running: the rates are 0 and the averages start afresh on resume.
+    fn sample_meters(
+        &mut self,
+        inner: &Inner,
+        now: Instant,
+        wanted: usize,
+        state: MinerState,
+    ) -> (f64, Vec<f64>) {
+        if !state.is_running() {
+            self.total_meter.reset();
+            self.thread_meters.iter_mut().for_each(RateMeter::reset);
+            self.last_sample = None;
+            return (0.0, vec![0.0; wanted.min(self.thread_meters.len())]);
+        }
         let counts: Vec<u64> = inner.counters[..inner.spawned.load(Ordering::SeqCst)]
             .iter()
             .map(|c| c.hashes.load(Ordering::Relaxed))

@@ -673,6 +673,7 @@ fn background_loop_pauses_resumes_and_reports() {
         == MinerState::PausedUnsynced { lag: 5 }));
     assert!(poll_until(SETTLE, || r.miner.workers_busy() == 0));
     assert!(!hashes_move_within(&r.miner, Duration::from_millis(50)));
+    assert_eq!(r.miner.status().hashrate, 0.0, "paused: no hashrate");
     let json = serde_json::to_value(r.miner.status()).unwrap();
     assert_eq!(json["state"], "paused_unsynced");
     assert_eq!(json["lag"], 5);
