@@ -12,6 +12,10 @@
 //!   the figure includes everything a hashing thread does: check intervals,
 //!   counters, generation checks. Throughput is total hashes per second.
 //!
+//! After the criterion groups, a summary pass (only under `cargo bench`) measures
+//! bare loop, 1-thread and 2-thread miner in three alternating 2-second rounds
+//! and prints the ratios, so that a change of load on the machine hits all alike.
+//!
 //! Ratios to look at: `miner_1_thread / bare_prefix_loop` (goal ≥ 0.95) and
 //! `miner_2_threads / miner_1_thread` (goal ≥ 1.8 on two idle cores).
 
@@ -19,7 +23,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use miner_core::mem::{MemBlockSink, MemInputs, MemTemplateSource};
 use miner_core::{Miner, MinerConfig, MinerPorts, PrefixSearch};
 use vision_chain::{Address, BlockHeader, Hash32, Network, U256};
@@ -134,5 +138,78 @@ fn hashrate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bare-loop hashes per second over `window`.
+fn bare_rate(window: Duration) -> f64 {
+    let header = header();
+    let mut base = blake3::Hasher::new();
+    base.update(&header.prefix_bytes());
+    let target = header.target.to_be_bytes();
+    let t = Instant::now();
+    let (mut nonce, mut hits) = (0u64, 0u64);
+    while t.elapsed() < window {
+        for _ in 0..65_536 {
+            let mut h = base.clone();
+            h.update(&nonce.to_le_bytes());
+            if *h.finalize().as_bytes() <= target {
+                hits += 1;
+            }
+            nonce += 1;
+        }
+    }
+    black_box(hits);
+    nonce as f64 / t.elapsed().as_secs_f64()
+}
+
+/// A miner's total hashes per second over `window`, from its own counter.
+fn miner_rate(threads: usize, window: Duration) -> f64 {
+    let miner = running_miner(threads);
+    let (h0, t0) = (miner.total_hashes(), Instant::now());
+    std::thread::sleep(window);
+    let rate = (miner.total_hashes() - h0) as f64 / t0.elapsed().as_secs_f64();
+    miner.shutdown();
+    rate
+}
+
+/// The ratios the goals are about, measured in alternating rounds so that a load
+/// change on the machine hits all three alike. Runs only under `cargo bench`.
+fn summary() {
+    let window = Duration::from_secs(2);
+    let mut per_thread = Vec::new();
+    let mut scaling = Vec::new();
+    for round in 1..=3 {
+        let bare = bare_rate(window);
+        let one = miner_rate(1, window);
+        let two = miner_rate(2, window);
+        eprintln!(
+            "summary round {round}: bare {:.2} M/s, miner 1 thread {:.2} M/s, miner 2 threads {:.2} M/s \
+             ({:.2} M/s per thread); miner/bare {:.3}, 2 threads/1 thread {:.2}",
+            bare / 1e6,
+            one / 1e6,
+            two / 1e6,
+            two / 2e6,
+            one / bare,
+            two / one
+        );
+        per_thread.push(one / bare);
+        scaling.push(two / one);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "summary: median miner/bare per thread {:.3} (goal >= 0.95), median 2 threads/1 thread {:.2} (goal >= 1.8)",
+        median(&mut per_thread),
+        median(&mut scaling)
+    );
+}
+
 criterion_group!(benches, hashrate);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    if std::env::args().any(|a| a == "--bench") {
+        summary();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
