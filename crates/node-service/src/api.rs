@@ -232,7 +232,7 @@ impl Api {
             ),
             ["readyz"] => only!("/readyz", get, "GET", Ok(self.0.readyz())),
             ["metrics"] => only!("/metrics", get, "GET", Ok(self.0.metrics_response())),
-            ["api", "status"] => only!("/api/status", get, "GET", ok_json(&self.0.status())),
+            ["api", "status"] => only!("/api/status", get, "GET", Ok(self.0.status_response())),
             ["api", "health"] => only!("/api/health", get, "GET", ok_json(&self.0.health())),
             ["api", "exchange", "ready"] => only!(
                 "/api/exchange/ready",
@@ -504,6 +504,7 @@ impl Api {
         let miner = &self.0.miner;
         let threads = body.threads.unwrap_or_else(|| miner.status().threads);
         miner.start(threads);
+        self.0.invalidate_status();
         let st = miner.status();
         Ok(json_response(
             StatusCode::ACCEPTED,
@@ -519,6 +520,7 @@ impl Api {
     fn miner_stop(&self, req: &Request) -> Result<Response, ApiError> {
         self.authorize_admin(req)?;
         self.0.miner.stop();
+        self.0.invalidate_status();
         let st = self.0.miner.status();
         Ok(json_response(
             StatusCode::ACCEPTED,

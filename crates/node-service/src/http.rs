@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -194,14 +194,22 @@ async fn read_request(
             }
         })?
         .to_bytes();
-    Ok(Request {
+    Ok(request_from_parts(parts, body, peer))
+}
+
+fn request_from_parts(
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+) -> Request {
+    Request {
         method: parts.method,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
         body,
         peer,
-    })
+    }
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -245,7 +253,14 @@ pub async fn serve<H: Handler>(
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             let h = h.clone();
             async move {
-                let resp =
+                // A request without a body (most GETs) needs no timer: reading it is
+                // already done and handlers are bounded. A body is read under the
+                // request timeout, so a slow sender cannot hold a slot forever.
+                let resp = if req.body().is_end_stream() {
+                    let (parts, _) = req.into_parts();
+                    h.handle(request_from_parts(parts, Bytes::new(), peer))
+                        .await
+                } else {
                     tokio::time::timeout(Duration::from_millis(limits.request_timeout_ms), async {
                         match read_request(req, peer, limits.max_body_bytes).await {
                             Ok(r) => h.handle(r).await,
@@ -260,7 +275,8 @@ pub async fn serve<H: Handler>(
                             "request took too long",
                         )
                         .into_response()
-                    });
+                    })
+                };
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -4,23 +4,89 @@
 //! Request counters are updated on every request; the gauges are refreshed from the
 //! lock-free snapshots at scrape time, so nothing on a hot path touches them.
 
-use std::sync::atomic::AtomicU64;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+
+/// A histogram whose observation is three relaxed atomic adds: the request path
+/// must not take a lock (prometheus-client's own histogram locks per observation).
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram(Arc<HistInner>);
+
+#[derive(Debug)]
+struct HistInner {
+    bounds: Vec<f64>,
+    /// Per bucket, not cumulative; the last one is +Inf.
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// A histogram with the given upper bounds (seconds), plus +Inf.
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> AtomicHistogram {
+        let bounds: Vec<f64> = bounds.into_iter().collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        AtomicHistogram(Arc::new(HistInner {
+            bounds,
+            counts,
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }))
+    }
+
+    /// Record one value in seconds.
+    pub fn observe(&self, seconds: f64) {
+        let i = self.0.bounds.partition_point(|b| *b < seconds);
+        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0.count.fetch_add(1, Ordering::Relaxed);
+        self.0
+            .sum_ns
+            .fetch_add((seconds.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let count = self.0.count.load(Ordering::Relaxed);
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Everything `/metrics` exposes.
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<Labels, Counter>,
-    http_duration: Family<Labels, Histogram>,
+    http_duration: Family<Labels, AtomicHistogram>,
     backbone_connected: Gauge,
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
@@ -35,7 +101,11 @@ pub struct Metrics {
     miner_blocks_found: Gauge,
     mempool_txs: Gauge,
     exchange_ready: Gauge,
+    handles: RwLock<HashMap<(&'static str, &'static str, u16), (Counter, AtomicHistogram)>>,
 }
+
+/// Cached request-metric handles (routes × methods × statuses seen; bounded).
+pub const REQUEST_HANDLES_MAX: usize = 4_096;
 
 /// One anchor's numbers for [`Scrape`].
 #[derive(Debug, Clone)]
@@ -109,8 +179,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("vision");
         let http_requests = Family::<Labels, Counter>::default();
-        let http_duration = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
+        let http_duration = Family::<Labels, AtomicHistogram>::new_with_constructor(|| {
+            AtomicHistogram::new(exponential_buckets(0.000_05, 4.0, 10))
         });
         let m = Metrics {
             http_requests,
@@ -129,6 +199,7 @@ impl Metrics {
             miner_blocks_found: Gauge::default(),
             mempool_txs: Gauge::default(),
             exchange_ready: Gauge::default(),
+            handles: RwLock::new(HashMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -217,20 +288,45 @@ impl Metrics {
     /// Count one request. `route` is the route template, never the raw path, so the
     /// label set stays bounded.
     pub fn observe_request(&self, route: &'static str, method: &str, status: u16, seconds: f64) {
-        let method = match method {
-            "GET" | "POST" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" => method,
+        let method: &'static str = match method {
+            "GET" => "GET",
+            "POST" => "POST",
+            "HEAD" => "HEAD",
+            "PUT" => "PUT",
+            "DELETE" => "DELETE",
+            "OPTIONS" => "OPTIONS",
+            "PATCH" => "PATCH",
             _ => "other",
         };
-        self.http_requests
-            .get_or_create(&l(&[
-                ("route", route),
-                ("method", method),
-                ("status", &status.to_string()),
-            ]))
-            .inc();
-        self.http_duration
-            .get_or_create(&l(&[("route", route)]))
-            .observe(seconds);
+        // The hot path: a read lock and a small-key lookup of ready handles; the
+        // label sets (owned strings) are built once per (route, method, status).
+        let key = (route, method, status);
+        let cached = self.handles.read().ok().and_then(|m| m.get(&key).cloned());
+        let (counter, hist) = match cached {
+            Some(h) => h,
+            None => {
+                let counter = self
+                    .http_requests
+                    .get_or_create(&l(&[
+                        ("route", route),
+                        ("method", method),
+                        ("status", &status.to_string()),
+                    ]))
+                    .clone();
+                let hist = self
+                    .http_duration
+                    .get_or_create(&l(&[("route", route)]))
+                    .clone();
+                if let Ok(mut m) = self.handles.write()
+                    && m.len() < REQUEST_HANDLES_MAX
+                {
+                    m.insert(key, (counter.clone(), hist.clone()));
+                }
+                (counter, hist)
+            }
+        };
+        counter.inc();
+        hist.observe(seconds);
     }
 
     /// Refresh the gauges and encode everything as text.

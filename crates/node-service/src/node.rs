@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use backbone_state::PeerUpdate;
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -95,6 +96,16 @@ pub struct NodeShared {
     pub publisher: Arc<HttpPublisher>,
     hello_seen: Mutex<HashMap<String, u64>>,
     source_log: Mutex<SourceLog>,
+    status_cache: ArcSwapOption<StatusCache>,
+}
+
+/// How long a serialised status is served before it is rebuilt.
+pub const STATUS_CACHE_MS: u64 = 100;
+
+struct StatusCache {
+    at: std::time::Instant,
+    tip: vision_chain::Hash32,
+    body: Bytes,
 }
 
 impl NodeShared {
@@ -200,6 +211,35 @@ impl NodeShared {
 
     fn exchange_ok(v: &NetView) -> bool {
         v.not_ready.is_none()
+    }
+
+    /// `GET /api/status` as a response: the serialised snapshot, rebuilt when it is
+    /// older than [`STATUS_CACHE_MS`], when the tip moved, or after an admin call.
+    /// The hot path is one arc-swap load and a reference-counted body clone: no
+    /// lock, no I/O, no serialisation per request.
+    pub fn status_response(&self) -> Response {
+        let tip = self.core.chain().hash;
+        let cached = self.status_cache.load();
+        let body = match cached.as_ref() {
+            Some(c) if c.tip == tip && c.at.elapsed() < Duration::from_millis(STATUS_CACHE_MS) => {
+                c.body.clone()
+            }
+            _ => {
+                let body = Bytes::from(serde_json::to_vec(&self.status()).unwrap_or_default());
+                self.status_cache.store(Some(Arc::new(StatusCache {
+                    at: std::time::Instant::now(),
+                    tip,
+                    body: body.clone(),
+                })));
+                body
+            }
+        };
+        bytes_response(StatusCode::OK, "application/json", body)
+    }
+
+    /// Drop the cached status (after a change the next read must show).
+    pub fn invalidate_status(&self) {
+        self.status_cache.store(None);
     }
 
     /// `GET /api/status`, from snapshots only.
@@ -620,6 +660,7 @@ impl Node {
             publisher,
             hello_seen: Mutex::new(HashMap::new()),
             source_log: Mutex::new(SourceLog::default()),
+            status_cache: ArcSwapOption::empty(),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         spawn_loops(&core, &net, &shutdown);
