@@ -18,6 +18,8 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+/// (route template, method, status) of a request.
+type RequestKey = (&'static str, &'static str, u16);
 
 /// A histogram whose observation is three relaxed atomic adds: the request path
 /// must not take a lock (prometheus-client's own histogram locks per observation).
@@ -101,7 +103,7 @@ pub struct Metrics {
     miner_blocks_found: Gauge,
     mempool_txs: Gauge,
     exchange_ready: Gauge,
-    handles: RwLock<HashMap<(&'static str, &'static str, u16), (Counter, AtomicHistogram)>>,
+    handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram)>>,
 }
 
 /// Cached request-metric handles (routes × methods × statuses seen; bounded).
