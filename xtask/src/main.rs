@@ -6,10 +6,14 @@
 //!   Exits non-zero if any step fails.
 //! - `cargo xtask tidy`: the layering rules of docs/ARCHITECTURE.md, checked against
 //!   `cargo metadata`.
+//! - `cargo xtask bench-startup [--runs N]`: start-up to serving `/api/status` with
+//!   every anchor blackholed, against a bare baseline, and a node's idle memory.
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
 
 #![allow(clippy::print_stdout)]
 
+mod bench;
+mod browser;
 mod matrix;
 mod tidy;
 
@@ -25,6 +29,7 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "test-matrix" => matrix::run(matrix::Options::parse(rest)?),
         "tidy" => tidy::run(),
+        "bench-startup" => bench::run(rest),
         "fuzz" => {
             let mut opts = matrix::Options::parse(rest)?;
             opts.only_fuzz = true;
@@ -47,6 +52,7 @@ fn usage() {
          commands:\n  \
          test-matrix [--quick] [--fuzz-seconds N] [--skip fmt|clippy|tidy|tests|doctests|fuzz]\n  \
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
+         bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time"
     );
 }

@@ -140,7 +140,10 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         let t = Instant::now();
         let status = match f() {
             Ok(()) => Status::Pass,
-            Err(e) => Status::Fail(e),
+            Err(e) => match e.strip_prefix(crate::browser::SKIP) {
+                Some(reason) => Status::Skipped(reason.to_string()),
+                None => Status::Fail(e),
+            },
         };
         outcomes.push(Outcome { name: name.into(), status, took: t.elapsed() });
     };
@@ -168,6 +171,13 @@ pub(crate) fn run(opts: Options) -> Result<()> {
     step("doctests", &mut || {
         let mut c = cargo();
         c.args(["test", "--workspace", "--doc"]);
+        run_cmd(c)
+    });
+    step("panel-browser", &mut || {
+        crate::browser::ensure_browser()?;
+        let mut c = cargo();
+        c.env("VISION_REQUIRE_BROWSER", "1");
+        c.args(["test", "-p", "vision-node", "--test", "panel_browser", "--", "--nocapture"]);
         run_cmd(c)
     });
     for target in fuzz_targets() {
