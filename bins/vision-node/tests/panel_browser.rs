@@ -15,6 +15,11 @@
 //! `std::net`: a full client crate (fantoccini) would add an async HTTP stack and the
 //! `webdriver` crate to every workspace build for six requests.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the skip reason and the screenshot path are for the person reading the test output"
+)]
+
 mod support;
 
 use std::io::{Read, Write};
