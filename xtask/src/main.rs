@@ -9,12 +9,17 @@
 //! - `cargo xtask bench-startup [--runs N]`: start-up to serving `/api/status` with
 //!   every anchor blackholed, against a bare baseline, and a node's idle memory.
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
+//! - `cargo xtask simulate [--nodes 1000] [--anchors 3] [--seed N] [--scenario
+//!   all|baseline|anchor-loss|partition|lying-anchor] [--timing contract|fast|both]
+//!   [--modelled-signatures]`: the thousand-node simulation (crates/simulation).
 
 #![allow(clippy::print_stdout)]
 
+mod cells;
 mod bench;
 mod browser;
 mod matrix;
+mod simulate;
 mod tidy;
 
 use anyhow::{Result, bail};
@@ -30,6 +35,7 @@ fn main() -> Result<()> {
         "test-matrix" => matrix::run(matrix::Options::parse(rest)?),
         "tidy" => tidy::run(),
         "bench-startup" => bench::run(rest),
+        "simulate" => simulate::run(&simulate::Options::parse(rest)?),
         "fuzz" => {
             let mut opts = matrix::Options::parse(rest)?;
             opts.only_fuzz = true;
@@ -50,9 +56,11 @@ fn usage() {
     println!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test-matrix [--quick] [--fuzz-seconds N] [--skip fmt|clippy|tidy|tests|doctests|fuzz]\n  \
+         test-matrix [--quick] [--fuzz-seconds N] [--skip STEP] [--p2p off,on,dead] [--anchors 1,2]\n  \
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
-         fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time"
+         fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
+         simulate [--nodes N] [--anchors N] [--seed N] [--scenario all|baseline|anchor-loss|partition|lying-anchor]\n           \
+         [--timing contract|fast|both] [--modelled-signatures]  the thousand-node simulation"
     );
 }

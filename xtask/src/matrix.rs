@@ -14,6 +14,7 @@ pub(crate) struct Options {
     pub(crate) fuzz_seconds: u64,
     pub(crate) skip: Vec<String>,
     pub(crate) only_fuzz: bool,
+    pub(crate) axes: Option<crate::cells::Axes>,
 }
 
 impl Options {
@@ -23,22 +24,50 @@ impl Options {
             fuzz_seconds: 30,
             skip: Vec::new(),
             only_fuzz: false,
+            axes: None,
         };
+        let mut p2p = None;
+        let mut anchors = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => o.quick = true,
                 "--fuzz-seconds" => {
                     let v = it.next().context("--fuzz-seconds needs a number")?;
-                    o.fuzz_seconds = v.parse().with_context(|| format!("--fuzz-seconds: {v:?} is not a number"))?;
+                    o.fuzz_seconds = v
+                        .parse()
+                        .with_context(|| format!("--fuzz-seconds: {v:?} is not a number"))?;
                 }
-                "--skip" => o.skip.push(it.next().context("--skip needs a step name")?.clone()),
+                "--skip" => o
+                    .skip
+                    .push(it.next().context("--skip needs a step name")?.clone()),
+                "--p2p" => {
+                    let v = it.next().context("--p2p needs off,on,dead")?;
+                    p2p = Some(crate::cells::Axes::parse_p2p(v).map_err(anyhow::Error::msg)?);
+                }
+                "--anchors" => {
+                    let v = it.next().context("--anchors needs 1,2")?;
+                    anchors =
+                        Some(crate::cells::Axes::parse_anchors(v).map_err(anyhow::Error::msg)?);
+                }
                 other => bail!("unknown option {other:?}"),
             }
         }
         if o.quick && !args.iter().any(|a| a == "--fuzz-seconds") {
             o.fuzz_seconds = 5;
         }
+        let mut axes = if o.quick {
+            crate::cells::Axes::quick()
+        } else {
+            crate::cells::Axes::full()
+        };
+        if let Some(p) = p2p {
+            axes.p2p = p;
+        }
+        if let Some(a) = anchors {
+            axes.anchors = a;
+        }
+        o.axes = Some(axes);
         Ok(o)
     }
 }
@@ -56,7 +85,10 @@ enum Status {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace root")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -76,7 +108,10 @@ fn run_cmd(mut c: Command) -> Result<(), String> {
 }
 
 fn has_nextest() -> bool {
-    cargo().args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success())
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn fuzz_targets() -> Vec<String> {
@@ -95,7 +130,11 @@ fn fuzz_targets() -> Vec<String> {
 }
 
 fn ensure_cargo_fuzz() -> Result<(), String> {
-    if cargo().args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+    if cargo()
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return Ok(());
     }
     let mut c = cargo();
@@ -124,7 +163,9 @@ fn fuzz_one(target: &str, seconds: u64) -> Result<(), String> {
         run_cmd(c)
     };
     attempt(None).or_else(|e| {
-        println!("fuzz {target}: address sanitizer run failed ({e}); retrying with --sanitizer none");
+        println!(
+            "fuzz {target}: address sanitizer run failed ({e}); retrying with --sanitizer none"
+        );
         attempt(Some("none"))
     })
 }
@@ -134,7 +175,11 @@ pub(crate) fn run(opts: Options) -> Result<()> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), String>| {
         if opts.skip.iter().any(|s| s == name) || (opts.only_fuzz && !name.starts_with("fuzz")) {
-            outcomes.push(Outcome { name: name.into(), status: Status::Skipped("--skip".into()), took: Duration::ZERO });
+            outcomes.push(Outcome {
+                name: name.into(),
+                status: Status::Skipped("--skip".into()),
+                took: Duration::ZERO,
+            });
             return;
         }
         let t = Instant::now();
@@ -145,7 +190,11 @@ pub(crate) fn run(opts: Options) -> Result<()> {
                 None => Status::Fail(e),
             },
         };
-        outcomes.push(Outcome { name: name.into(), status, took: t.elapsed() });
+        outcomes.push(Outcome {
+            name: name.into(),
+            status,
+            took: t.elapsed(),
+        });
     };
 
     step("fmt", &mut || {
@@ -155,10 +204,19 @@ pub(crate) fn run(opts: Options) -> Result<()> {
     });
     step("clippy", &mut || {
         let mut c = cargo();
-        c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+        c.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
         run_cmd(c)
     });
-    step("tidy", &mut || crate::tidy::run().map_err(|e| e.to_string()));
+    step("tidy", &mut || {
+        crate::tidy::run().map_err(|e| e.to_string())
+    });
     step("tests", &mut || {
         let mut c = cargo();
         if has_nextest() {
@@ -187,6 +245,25 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         });
     }
 
+    let cells = opts
+        .axes
+        .clone()
+        .unwrap_or_else(crate::cells::Axes::full)
+        .cells();
+    let mut node_bin: Option<Result<std::path::PathBuf, String>> = None;
+    for cell in &cells {
+        let name = crate::cells::cell_name(cell);
+        step(&name, &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            testkit::use_node_binary(bin);
+            let detail = crate::cells::run_cell(cell)?;
+            println!("{name}: {detail}");
+            Ok(())
+        });
+    }
+
     println!("\n{:<28} {:<8} {:>9}  detail", "step", "result", "seconds");
     println!("{}", "-".repeat(64));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
@@ -205,7 +282,13 @@ pub(crate) fn run(opts: Options) -> Result<()> {
                 ("skip", r.clone())
             }
         };
-        println!("{:<28} {:<8} {:>9.1}  {}", o.name, word, o.took.as_secs_f64(), detail);
+        println!(
+            "{:<28} {:<8} {:>9.1}  {}",
+            o.name,
+            word,
+            o.took.as_secs_f64(),
+            detail
+        );
     }
     println!("total {:.1} s", started.elapsed().as_secs_f64());
     println!("matrix: {passed} passed, {failed} failed, {skipped} skipped");

@@ -23,7 +23,10 @@ pub(crate) const ALLOWED: &[(&str, &[&str])] = &[
     ("vision-node", &["*"]),
     ("node-service", &["*"]),
     // a client for people: only the client crate and the types it signs with
-    ("vision-ctl", &["control-plane-client", "vision-wire", "vision-chain"]),
+    (
+        "vision-ctl",
+        &["control-plane-client", "vision-wire", "vision-chain"],
+    ),
     // test harness: talks to nodes only through the contract
     ("testkit", &["vision-chain", "vision-wire"]),
     ("xtask", &["testkit", "vision-chain", "vision-wire"]),
@@ -35,7 +38,10 @@ pub(crate) fn run() -> Result<()> {
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let allowed: BTreeMap<&str, &[&str]> = ALLOWED.iter().copied().collect();
@@ -62,13 +68,18 @@ pub(crate) fn run() -> Result<()> {
         let manifest = p["manifest_path"].as_str().unwrap_or("");
         let text = std::fs::read_to_string(manifest).unwrap_or_default();
         if !text.contains("[lints]") || !text.contains("workspace = true") {
-            errors.push(format!("{name}: Cargo.toml must have `[lints] workspace = true`"));
+            errors.push(format!(
+                "{name}: Cargo.toml must have `[lints] workspace = true`"
+            ));
         }
         // every library opens with a crate doc
         for t in p["targets"].as_array().into_iter().flatten() {
-            let is_lib = t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib"));
+            let is_lib = t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "lib"));
             if is_lib {
-                let src = std::fs::read_to_string(t["src_path"].as_str().unwrap_or("")).unwrap_or_default();
+                let src = std::fs::read_to_string(t["src_path"].as_str().unwrap_or(""))
+                    .unwrap_or_default();
                 if !src.trim_start().starts_with("//!") {
                     errors.push(format!("{name}: lib.rs must open with a //! crate doc"));
                 }

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use testkit::scenarios::chain_miners;
 use testkit::{Cluster, FakeAnchor, FakeBehaviour, NodeSpec, get_json, post_json, wait_until};
 use vision_chain::{Network, SecretKey, Transaction};
 
@@ -23,26 +24,6 @@ fn member_spec(name: &str, anchor_url: &str) -> NodeSpec {
     s.seeds = vec![anchor_url.to_string()];
     s.mine = true;
     s
-}
-
-/// Miner addresses of the anchor's main chain, read over HTTP.
-fn chain_miners(cluster: &Cluster, anchor: usize) -> Result<HashSet<String>, String> {
-    let a = cluster.nodes[anchor].addr();
-    let height = cluster.nodes[anchor].status()?.height;
-    let mut miners = HashSet::new();
-    let mut from = 1;
-    while from <= height {
-        let blocks = get_json(a, &format!("/api/blocks?from={from}&limit=200"))?;
-        let list = blocks.as_array().ok_or("blocks is not a list")?;
-        if list.is_empty() {
-            break;
-        }
-        for b in list {
-            miners.insert(b["miner"].as_str().unwrap_or_default().to_string());
-        }
-        from += list.len() as u64;
-    }
-    Ok(miners)
 }
 
 fn same_tip(cluster: &Cluster) -> Result<bool, String> {

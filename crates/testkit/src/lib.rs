@@ -17,7 +17,8 @@
 mod fake;
 mod http;
 mod proc;
+pub mod scenarios;
 
 pub use fake::{FakeAnchor, FakeBehaviour};
 pub use http::{HttpAnswer, get, get_json, post_json, status};
-pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, wait_until};
+pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, use_node_binary, wait_until};

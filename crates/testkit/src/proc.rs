@@ -8,9 +8,20 @@ use std::time::{Duration, Instant};
 
 use vision_wire::StatusResponse;
 
-/// The `vision-node` binary: `$VISION_NODE_BIN`, else next to the running test in
-/// the target directory (`target/<profile>/vision-node`).
+static NODE_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use this `vision-node` binary for every node started from now on (first call wins).
+pub fn use_node_binary(path: PathBuf) {
+    let _ = NODE_BIN.set(path);
+}
+
+/// The `vision-node` binary: the one set with [`use_node_binary`], else
+/// `$VISION_NODE_BIN`, else next to the running test in the target directory
+/// (`target/<profile>/vision-node`).
 pub fn node_binary() -> PathBuf {
+    if let Some(p) = NODE_BIN.get() {
+        return p.clone();
+    }
     if let Ok(p) = std::env::var("VISION_NODE_BIN") {
         return PathBuf::from(p);
     }

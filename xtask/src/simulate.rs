@@ -1,0 +1,100 @@
+//! `cargo xtask simulate`: the thousand-node simulation (crates/simulation) with a
+//! table of figures per scenario and timing, and the wall time each took.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use simulation::{Scenario, SimConfig, Timing};
+
+/// Parsed command-line options.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) nodes: usize,
+    pub(crate) anchors: usize,
+    pub(crate) seed: u64,
+    pub(crate) scenarios: Vec<Scenario>,
+    pub(crate) timings: Vec<Timing>,
+    pub(crate) verify_signatures: bool,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            nodes: 1000,
+            anchors: 3,
+            seed: 1,
+            scenarios: Scenario::ALL.to_vec(),
+            timings: vec![Timing::contract(), Timing::fast()],
+            verify_signatures: true,
+        };
+        let mut it = args.iter();
+        let next = |name: &str, it: &mut std::slice::Iter<'_, String>| {
+            it.next().with_context(|| format!("{name} needs a value")).cloned()
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--nodes" => o.nodes = next(a, &mut it)?.parse().context("--nodes: not a number")?,
+                "--anchors" => o.anchors = next(a, &mut it)?.parse().context("--anchors: not a number")?,
+                "--seed" => o.seed = next(a, &mut it)?.parse().context("--seed: not a number")?,
+                "--scenario" => {
+                    let v = next(a, &mut it)?;
+                    o.scenarios = if v == "all" {
+                        Scenario::ALL.to_vec()
+                    } else {
+                        vec![Scenario::parse(&v).with_context(|| {
+                            format!("--scenario {v:?}: one of all, baseline, anchor-loss, partition, lying-anchor")
+                        })?]
+                    };
+                }
+                "--timing" => {
+                    let v = next(a, &mut it)?;
+                    o.timings = match v.as_str() {
+                        "contract" => vec![Timing::contract()],
+                        "fast" => vec![Timing::fast()],
+                        "both" => vec![Timing::contract(), Timing::fast()],
+                        _ => bail!("--timing {v:?}: one of contract, fast, both"),
+                    };
+                }
+                "--modelled-signatures" => o.verify_signatures = false,
+                other => bail!("unknown option {other:?}"),
+            }
+        }
+        if o.nodes == 0 || !(1..=simulation::MAX_ANCHORS).contains(&o.anchors) {
+            bail!("--nodes must be at least 1 and --anchors within 1..={}", simulation::MAX_ANCHORS);
+        }
+        Ok(o)
+    }
+}
+
+/// Run every selected scenario under every selected timing; fails if any did not
+/// converge within its bound or missed its scenario's end condition.
+pub(crate) fn run(o: &Options) -> Result<()> {
+    let total = Instant::now();
+    let mut failed = Vec::new();
+    let mut rows = Vec::new();
+    for timing in &o.timings {
+        for &scenario in &o.scenarios {
+            let mut cfg = SimConfig::new(o.nodes, o.anchors, o.seed, timing.clone());
+            cfg.verify_signatures = o.verify_signatures;
+            let started = Instant::now();
+            let report = simulation::run(&cfg, scenario);
+            let wall = started.elapsed();
+            print!("{report}");
+            println!("  {:<44} {:.2} s", "wall time", wall.as_secs_f64());
+            rows.push((timing.name.clone(), scenario.name(), report.converged_ms, report.ok(), wall));
+            if !report.ok() {
+                failed.push(format!("{}/{}", timing.name, scenario.name()));
+            }
+        }
+    }
+    println!("\n{:<10} {:<14} {:>12} {:>8} {:>8}", "timing", "scenario", "converged", "result", "wall");
+    for (t, s, c, ok, wall) in &rows {
+        let c = c.map_or_else(|| "never".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
+        println!("{t:<10} {s:<14} {c:>12} {:>8} {:>7.2}s", if *ok { "ok" } else { "FAIL" }, wall.as_secs_f64());
+    }
+    println!("total wall time {:.2} s", total.elapsed().as_secs_f64());
+    if !failed.is_empty() {
+        bail!("simulation failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
