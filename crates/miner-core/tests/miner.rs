@@ -830,3 +830,16 @@ fn transitions_are_logged_once_each() {
         String::from_utf8_lossy(&logs.0.lock().unwrap())
     );
 }
+
+#[test]
+fn the_handle_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Miner>();
+    assert_send_sync::<miner_core::MinerStatus>();
+    // status serialises with exactly the contract's state names
+    let r = manual_rig(U256::ZERO, MemInputs::ineligible());
+    r.miner.tick_now();
+    let json = serde_json::to_value(r.miner.status()).unwrap();
+    assert_eq!(json["state"], "stopped_by_user");
+    assert_eq!(json["enabled_by_user"], false);
+}
