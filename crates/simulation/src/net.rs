@@ -1,0 +1,436 @@
+//! The in-memory network: simulated anchors (a real [`Membership`] each), the link
+//! model (per-link latency from the seed, cuts, dead anchors), the per-node
+//! [`ControlPlane`] transport and the per-node [`LocalNode`].
+//!
+//! Everything runs on one current-thread runtime, so the mutex below is never
+//! contended; it exists because [`ControlPlane`] is `Send + Sync`. No lock is held
+//! across an `.await`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backbone_state::{AnchorProbe, BackboneError, ControlPlane, LocalNode, Membership};
+use tokio::time::Instant;
+use vision_chain::{SecretKey, Signature};
+use vision_wire::{HeartbeatPayload, HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
+
+use crate::rng::mix;
+
+/// Unix time the simulated clock starts at (heartbeat timestamps must look real to
+/// `SignedHeartbeat::verify`'s ±120 s window).
+pub(crate) const BASE_UNIX_S: u64 = 1_700_000_000;
+/// Network name every simulated node and anchor is on.
+pub(crate) const NETWORK: &str = "regtest";
+
+/// What an anchor says about its tip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lie {
+    /// The truth.
+    None,
+    /// A fixed height far ahead that never moves.
+    Frozen(u64),
+    /// Always this many blocks ahead of its real tip (moves with the chain).
+    Ahead(u64),
+}
+
+/// Calls one anchor received, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Calls {
+    pub(crate) probes: u64,
+    pub(crate) seed_peers: u64,
+    pub(crate) heartbeats: u64,
+}
+
+impl Calls {
+    pub(crate) fn total(&self) -> u64 {
+        self.probes + self.seed_peers + self.heartbeats
+    }
+}
+
+struct AnchorState {
+    alive: bool,
+    tip: u64,
+    lie: Lie,
+    membership: Membership,
+    received: Calls,
+    /// The anchor's status as of one virtual second: (second, cluster size).
+    size_cache: Option<(u64, usize)>,
+    /// Its seed list as of one virtual second: (second, limit, list).
+    seed_cache: Option<(u64, usize, Vec<PublicPeerInfo>)>,
+}
+
+impl AnchorState {
+    fn shown_tip(&self) -> (u64, String) {
+        match self.lie {
+            Lie::None => (self.tip, tip_hash(self.tip)),
+            Lie::Frozen(h) => (h, lie_hash(h)),
+            Lie::Ahead(k) => (self.tip + k, lie_hash(self.tip + k)),
+        }
+    }
+
+    fn cluster_size(&mut self, now_ms: u64) -> usize {
+        let sec = now_ms / 1000;
+        match self.size_cache {
+            Some((s, c)) if s == sec => c,
+            _ => {
+                self.membership.expire(now_ms);
+                let c = self.membership.cluster_size(now_ms);
+                self.size_cache = Some((sec, c));
+                c
+            }
+        }
+    }
+
+    fn seed_peers(&mut self, now_ms: u64, limit: usize) -> Vec<PublicPeerInfo> {
+        let sec = now_ms / 1000;
+        if let Some((s, l, v)) = &self.seed_cache {
+            if *s == sec && *l == limit {
+                return v.clone();
+            }
+        }
+        let v = self.membership.seed_peers(now_ms, limit);
+        self.seed_cache = Some((sec, limit, v.clone()));
+        v
+    }
+}
+
+/// The honest tip hash of height `h` (stands in for a block hash).
+pub(crate) fn tip_hash(h: u64) -> String {
+    format!("{h:064x}")
+}
+
+fn lie_hash(h: u64) -> String {
+    format!("ff{h:062x}")
+}
+
+/// Transport calls made by nodes, by kind (sent, whether delivered or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub(crate) probes: u64,
+    pub(crate) seed_peers: u64,
+    pub(crate) heartbeats: u64,
+}
+
+struct State {
+    anchors: Vec<AnchorState>,
+    /// Per node, a bit per anchor whose link is cut (requests are blackholed).
+    cut: Vec<u64>,
+    /// Per (node, anchor): requests so far, the jitter's input.
+    link_seq: Vec<u32>,
+    sent: Sent,
+}
+
+/// Immutable facts about one anchor.
+#[derive(Debug, Clone)]
+pub(crate) struct AnchorInfo {
+    pub(crate) url: String,
+    pub(crate) node_id: String,
+}
+
+/// The simulated network shared by every node's transport and the driver.
+pub(crate) struct Net {
+    seed: u64,
+    start: Instant,
+    verify: bool,
+    pub(crate) anchors: Vec<AnchorInfo>,
+    nodes: usize,
+    /// Base round-trip time per (node, anchor), ms.
+    rtt_ms: Vec<u32>,
+    jitter_ms: u64,
+    /// Height of the latest block mined (the honest network tip).
+    chain_height: AtomicU64,
+    state: Mutex<State>,
+}
+
+/// How request kinds are counted.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Probe,
+    SeedPeers,
+    Heartbeat,
+}
+
+impl Net {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        seed: u64,
+        anchors: Vec<AnchorInfo>,
+        nodes: usize,
+        rtt_ms: Vec<u32>,
+        jitter_ms: u64,
+        heartbeat_interval_ms: u64,
+        start_tip: u64,
+        verify: bool,
+    ) -> Net {
+        assert!(anchors.len() <= 64, "cut masks are one u64 per node");
+        assert_eq!(rtt_ms.len(), nodes * anchors.len());
+        let states = anchors
+            .iter()
+            .map(|a| AnchorState {
+                alive: true,
+                tip: start_tip,
+                lie: Lie::None,
+                membership: Membership::new(&a.node_id, heartbeat_interval_ms),
+                received: Calls::default(),
+                size_cache: None,
+                seed_cache: None,
+            })
+            .collect();
+        Net {
+            seed,
+            start: Instant::now(),
+            verify,
+            nodes,
+            rtt_ms,
+            jitter_ms,
+            chain_height: AtomicU64::new(start_tip),
+            state: Mutex::new(State {
+                anchors: states,
+                cut: vec![0; nodes],
+                link_seq: vec![0; nodes * anchors.len()],
+                sent: Sent::default(),
+            }),
+            anchors,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Virtual milliseconds since the start.
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The virtual clock as Unix milliseconds.
+    fn now_unix_ms(&self) -> u64 {
+        BASE_UNIX_S * 1000 + self.elapsed_ms()
+    }
+
+    pub(crate) fn chain_height(&self) -> u64 {
+        self.chain_height.load(Ordering::Relaxed)
+    }
+
+    /// A block was mined: the honest tip is `h` (anchors adopt it later).
+    pub(crate) fn mine(&self, h: u64) {
+        self.chain_height.fetch_max(h, Ordering::Relaxed);
+    }
+
+    /// Anchor `a` has received block `h` (a dead anchor receives nothing).
+    pub(crate) fn adopt(&self, a: usize, h: u64) {
+        let mut s = self.lock();
+        let st = &mut s.anchors[a];
+        if st.alive {
+            st.tip = st.tip.max(h);
+        }
+    }
+
+    pub(crate) fn kill(&self, a: usize) {
+        self.lock().anchors[a].alive = false;
+    }
+
+    pub(crate) fn set_lie(&self, a: usize, lie: Lie) {
+        self.lock().anchors[a].lie = lie;
+    }
+
+    pub(crate) fn anchor_tip(&self, a: usize) -> u64 {
+        self.lock().anchors[a].tip
+    }
+
+    /// Cut (or restore) the links between `node` and the anchors in `mask`.
+    pub(crate) fn set_cut(&self, node: usize, mask: u64) {
+        self.lock().cut[node] = mask;
+    }
+
+    pub(crate) fn sent(&self) -> Sent {
+        self.lock().sent
+    }
+
+    pub(crate) fn received(&self) -> Vec<Calls> {
+        self.lock().anchors.iter().map(|a| a.received).collect()
+    }
+
+    /// Live members of anchor `a` (itself included), as its status would say.
+    pub(crate) fn cluster_size(&self, a: usize) -> usize {
+        let now = self.now_unix_ms();
+        self.lock().anchors[a].membership.cluster_size(now)
+    }
+
+    fn anchor_index(&self, url: &str) -> Option<usize> {
+        self.anchors.iter().position(|a| a.url == url)
+    }
+
+    /// One request from `node` to the anchor at `url`: half the round trip out, the
+    /// anchor's answer computed at arrival, half back. A cut link never answers
+    /// (the caller's timeout ends it); a dead anchor refuses.
+    async fn call<R>(
+        &self,
+        node: usize,
+        url: &str,
+        kind: Kind,
+        answer: impl FnOnce(&mut AnchorState, u64) -> Result<R, BackboneError>,
+    ) -> Result<R, BackboneError> {
+        let refused = || BackboneError::Transport(format!("{url}: connection refused"));
+        let (rtt, cut, a) = {
+            let mut s = self.lock();
+            match kind {
+                Kind::Probe => s.sent.probes += 1,
+                Kind::SeedPeers => s.sent.seed_peers += 1,
+                Kind::Heartbeat => s.sent.heartbeats += 1,
+            }
+            let Some(a) = self.anchor_index(url) else {
+                return Err(refused());
+            };
+            let link = node * self.anchors.len() + a;
+            s.link_seq[link] = s.link_seq[link].wrapping_add(1);
+            let jitter = if self.jitter_ms == 0 {
+                0
+            } else {
+                mix(
+                    self.seed,
+                    &[1, node as u64, a as u64, u64::from(s.link_seq[link])],
+                ) % (self.jitter_ms + 1)
+            };
+            let rtt = u64::from(self.rtt_ms[link]) + jitter;
+            (rtt, s.cut[node] & (1 << a) != 0, a)
+        };
+        if cut {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(rtt / 2)).await;
+        let result = {
+            let now = self.now_unix_ms();
+            let mut s = self.lock();
+            let st = &mut s.anchors[a];
+            if st.alive {
+                match kind {
+                    Kind::Probe => st.received.probes += 1,
+                    Kind::SeedPeers => st.received.seed_peers += 1,
+                    Kind::Heartbeat => st.received.heartbeats += 1,
+                }
+                answer(st, now)
+            } else {
+                Err(refused())
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(rtt - rtt / 2)).await;
+        result
+    }
+}
+
+/// One node's transport: who is calling is part of the link.
+pub(crate) struct NodeLink {
+    pub(crate) node: usize,
+    pub(crate) net: std::sync::Arc<Net>,
+}
+
+impl ControlPlane for NodeLink {
+    async fn probe(&self, anchor_url: &str) -> Result<AnchorProbe, BackboneError> {
+        let net = &self.net;
+        let a = net.anchor_index(anchor_url);
+        self.net
+            .call(self.node, anchor_url, Kind::Probe, |st, now| {
+                let (tip_height, hash) = st.shown_tip();
+                let size = st.cluster_size(now);
+                let info = &net.anchors[a.unwrap_or(0)];
+                Ok(AnchorProbe {
+                    node_id: info.node_id.clone(),
+                    network: NETWORK.to_string(),
+                    tip_height,
+                    tip_hash: Some(hash),
+                    cluster_size: Some(size),
+                    peer_count: Some(size.saturating_sub(1)),
+                })
+            })
+            .await
+    }
+
+    async fn seed_peers(
+        &self,
+        anchor_url: &str,
+        limit: usize,
+    ) -> Result<Vec<PublicPeerInfo>, BackboneError> {
+        self.net
+            .call(self.node, anchor_url, Kind::SeedPeers, |st, now| {
+                Ok(st.seed_peers(now, limit))
+            })
+            .await
+    }
+
+    async fn heartbeat(
+        &self,
+        anchor_url: &str,
+        heartbeat: &SignedHeartbeat,
+    ) -> Result<HeartbeatResponse, BackboneError> {
+        let net = &self.net;
+        let a = net.anchor_index(anchor_url);
+        self.net
+            .call(self.node, anchor_url, Kind::Heartbeat, |st, now| {
+                if net.verify {
+                    heartbeat
+                        .verify(NETWORK, now / 1000)
+                        .map_err(|e| BackboneError::BadSignature(e.to_string()))?;
+                }
+                st.membership.record(&heartbeat.payload, now)?;
+                let (tip_height, tip_hash) = st.shown_tip();
+                Ok(HeartbeatResponse {
+                    cluster_size: st.cluster_size(now),
+                    tip_height,
+                    tip_hash,
+                    anchor_node_id: net.anchors[a.unwrap_or(0)].node_id.clone(),
+                    member_ttl_s: st.membership.ttl_ms() / 1000,
+                })
+            })
+            .await
+    }
+}
+
+/// One simulated node's view of itself: its key, addresses, and a height that
+/// follows the honest chain (as if P2P sync kept it current).
+pub(crate) struct SimNode {
+    pub(crate) node: usize,
+    pub(crate) key: SecretKey,
+    pub(crate) node_id: String,
+    pub(crate) http_address: String,
+    pub(crate) net: std::sync::Arc<Net>,
+    /// With `verify` off: one valid-looking signature reused (signatures modelled).
+    pub(crate) presigned: Option<Signature>,
+    pub(crate) beats: AtomicU64,
+}
+
+impl LocalNode for SimNode {
+    fn local_height(&self) -> u64 {
+        self.net.chain_height()
+    }
+
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat> {
+        let n = self.beats.fetch_add(1, Ordering::Relaxed);
+        let nonce = mix(self.net.seed, &[2, self.node as u64, n]);
+        let nonce2 = mix(self.net.seed, &[3, self.node as u64, n]);
+        let height = self.net.chain_height();
+        let payload = HeartbeatPayload {
+            network: NETWORK.to_string(),
+            node_id: self.node_id.clone(),
+            timestamp_unix: self.net.now_unix_ms() / 1000,
+            nonce: format!("{nonce:016x}{nonce2:016x}"),
+            http_address: self.http_address.clone(),
+            p2p_address: None,
+            is_anchor: false,
+            height,
+            tip_hash: tip_hash(height),
+        };
+        Some(match self.presigned {
+            Some(signature) => SignedHeartbeat { payload, signature },
+            None => payload.sign(&self.key),
+        })
+    }
+}
+
+/// `nodes` is only used in an assertion; keep the field read.
+impl Net {
+    pub(crate) fn nodes(&self) -> usize {
+        self.nodes
+    }
+}

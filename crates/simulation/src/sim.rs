@@ -1,0 +1,720 @@
+//! Building the world and running the scenarios. Observation is by sampling every
+//! node's snapshot every tenth of a probe interval (the resolution of every time
+//! figure); nothing here changes a node's decisions.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backbone_state::{
+    AnchorSeed, BackboneHandle, BackboneState, LoopConfig, PeerBook, RECOVERY_ROUNDS,
+    run_healing_loop, run_heartbeat_loop, run_probe_loop,
+};
+use tokio_util::sync::CancellationToken;
+use vision_chain::SecretKey;
+
+use crate::net::{AnchorInfo, Lie, NETWORK, Net, NodeLink, SimNode};
+use crate::rng::{Rng, mix};
+use crate::{CONVERGED_MIN_PEERS, LIE_AHEAD_BLOCKS, Report, Scenario, SimConfig, secs};
+
+/// Height of the chain when the simulation starts.
+const START_TIP: u64 = 100;
+
+struct Sim {
+    cfg: SimConfig,
+    net: Arc<Net>,
+    handles: Vec<BackboneHandle>,
+    /// `(height, virtual ms mined)` of every block mined.
+    mined: Arc<Mutex<Vec<(u64, u64)>>>,
+    sample: Duration,
+    token: CancellationToken,
+    figures: Vec<(String, String)>,
+}
+
+fn key_from(rng: &mut Rng) -> SecretKey {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    SecretKey::from_seed(&seed)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn pct(part: usize, whole: usize) -> String {
+    format!("{:.1} %", 100.0 * part as f64 / whole.max(1) as f64)
+}
+
+/// Build the world and start every task: the chain and each node's three loops.
+fn build(cfg: SimConfig) -> Sim {
+    let mut rng = Rng::new(cfg.seed);
+    let t = &cfg.timing;
+    let mut anchors = Vec::with_capacity(cfg.anchors);
+    for i in 0..cfg.anchors {
+        let key = key_from(&mut rng);
+        let seed = AnchorSeed::parse(&format!("10.255.0.{}:7070", i + 1))
+            .expect("a well-formed anchor seed");
+        anchors.push(AnchorInfo {
+            url: seed.url,
+            node_id: key.address().to_hex(),
+        });
+    }
+    let rtt: Vec<u32> = (0..cfg.nodes * cfg.anchors)
+        .map(|_| {
+            rng.range(
+                u64::from(cfg.rtt_min_ms),
+                u64::from(cfg.rtt_max_ms.max(cfg.rtt_min_ms)),
+            ) as u32
+        })
+        .collect();
+    let net = Arc::new(Net::new(
+        cfg.seed,
+        anchors.clone(),
+        cfg.nodes,
+        rtt,
+        cfg.jitter_ms,
+        ms(t.heartbeat_interval),
+        START_TIP,
+        cfg.verify_signatures,
+    ));
+    debug_assert_eq!(net.nodes(), cfg.nodes);
+    let token = CancellationToken::new();
+    let seeds: Vec<AnchorSeed> = anchors
+        .iter()
+        .map(|a| AnchorSeed::parse(&a.url).expect("its own url parses"))
+        .collect();
+    let presigned = (!cfg.verify_signatures).then(|| key_from(&mut rng).sign(b"modelled"));
+    let spread = ms(cfg.start_spread);
+    let mut handles = Vec::with_capacity(cfg.nodes);
+    for i in 0..cfg.nodes {
+        let key = key_from(&mut rng);
+        let node_id = key.address().to_hex();
+        let http_address = format!(
+            "10.{}.{}.{}:7070",
+            1 + i / 62_500,
+            (i / 250) % 250,
+            1 + i % 250
+        );
+        let handle = BackboneHandle::new(BackboneState::new(&seeds, false));
+        handles.push(handle.clone());
+        let peers = Arc::new(PeerBook::new(Some(&node_id), Some(&http_address)));
+        let config = LoopConfig {
+            probe_interval: t.probe_interval,
+            request_timeout: t.request_timeout,
+            healing_interval: t.healing_interval,
+            heartbeat_interval: t.heartbeat_interval,
+            seed_peers_limit: t.seed_peers_limit,
+            ..LoopConfig::new(NETWORK, Some(&node_id))
+        };
+        let link = Arc::new(NodeLink {
+            node: i,
+            net: net.clone(),
+        });
+        let local = Arc::new(SimNode {
+            node: i,
+            key,
+            node_id,
+            http_address,
+            net: net.clone(),
+            presigned,
+            beats: AtomicU64::new(0),
+        });
+        let start = Duration::from_millis(if spread == 0 { 0 } else { rng.range(0, spread) });
+        let token = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(start).await;
+            tokio::spawn(run_probe_loop(
+                link.clone(),
+                local.clone(),
+                handle.clone(),
+                config.clone(),
+                token.clone(),
+            ));
+            tokio::spawn(run_healing_loop(
+                link.clone(),
+                handle.clone(),
+                peers,
+                config.clone(),
+                token.clone(),
+            ));
+            tokio::spawn(run_heartbeat_loop(link, local, handle, config, token));
+        });
+    }
+    let mined = Arc::new(Mutex::new(Vec::new()));
+    tokio::spawn(chain(
+        net.clone(),
+        t.block_interval,
+        cfg.seed,
+        mined.clone(),
+        token.clone(),
+    ));
+    let sample = (t.probe_interval / 10).max(Duration::from_millis(10));
+    Sim {
+        cfg,
+        net,
+        handles,
+        mined,
+        sample,
+        token,
+        figures: Vec::new(),
+    }
+}
+
+/// The chain: a block every `every`; each anchor receives it 50–500 ms later (from
+/// the seed), so anchors briefly disagree, as real ones do.
+async fn chain(
+    net: Arc<Net>,
+    every: Duration,
+    seed: u64,
+    mined: Arc<Mutex<Vec<(u64, u64)>>>,
+    token: CancellationToken,
+) {
+    let mut h = START_TIP;
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        h += 1;
+        net.mine(h);
+        mined
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((h, net.elapsed_ms()));
+        for a in 0..net.anchors.len() {
+            let delay = Duration::from_millis(50 + mix(seed, &[4, h, a as u64]) % 451);
+            let net = net.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                net.adopt(a, h);
+            });
+        }
+    }
+}
+
+/// What a sample of every node shows.
+struct Sample {
+    /// Nodes that know the chain tip from the backbone and hold enough peers.
+    converged: usize,
+    /// Nodes that know the chain tip.
+    tip_known: usize,
+    /// Nodes with enough peers.
+    peered: usize,
+    connected: usize,
+    /// Lowest observed tip of any node, and the one at least 99 % of nodes reached.
+    min_tip: u64,
+    tip_99: u64,
+}
+
+impl Sim {
+    fn n(&self) -> usize {
+        self.cfg.nodes
+    }
+
+    fn fig(&mut self, k: &str, v: impl Into<String>) {
+        self.figures.push((k.to_string(), v.into()));
+    }
+
+    fn snaps(&self) -> Vec<Arc<BackboneState>> {
+        self.handles.iter().map(BackboneHandle::load).collect()
+    }
+
+    fn observe(&self) -> Sample {
+        let tip = self.net.chain_height();
+        let mut s = Sample {
+            converged: 0,
+            tip_known: 0,
+            peered: 0,
+            connected: 0,
+            min_tip: u64::MAX,
+            tip_99: 0,
+        };
+        let mut tips = Vec::with_capacity(self.n());
+        for h in &self.handles {
+            let b = h.load();
+            let known = b.best_anchor.is_some() && b.observed_tip_height >= tip;
+            let peered = b.peerbook_count >= CONVERGED_MIN_PEERS;
+            s.tip_known += usize::from(known);
+            s.peered += usize::from(peered);
+            s.converged += usize::from(known && peered);
+            s.connected += usize::from(b.connected);
+            s.min_tip = s.min_tip.min(b.observed_tip_height);
+            tips.push(b.observed_tip_height);
+        }
+        tips.sort_unstable();
+        s.tip_99 = tips[self.n() / 100];
+        s
+    }
+
+    async fn tick(&self) {
+        tokio::time::sleep(self.sample).await;
+    }
+
+    /// Wait until every node knows the tip and has enough peers; records the
+    /// convergence figures. Returns the virtual ms of convergence.
+    async fn converge(&mut self) -> Option<u64> {
+        let bound = ms(self.cfg.converge_bound);
+        let (mut t_tip, mut t_peers, mut t_99) = (None, None, None);
+        let n = self.n();
+        let done = loop {
+            let now = self.net.elapsed_ms();
+            let s = self.observe();
+            if t_tip.is_none() && s.tip_known == n {
+                t_tip = Some(now);
+            }
+            if t_peers.is_none() && s.peered == n {
+                t_peers = Some(now);
+            }
+            if t_99.is_none() && s.converged * 100 >= n * 99 {
+                t_99 = Some(now);
+            }
+            if s.converged == n {
+                break Some(now);
+            }
+            if now >= bound {
+                self.fig(
+                    "convergence NOT reached by",
+                    format!("{} ({} of {n} nodes)", secs(now), s.converged),
+                );
+                break None;
+            }
+            self.tick().await;
+        };
+        let show = |t: Option<u64>| t.map_or_else(|| "not reached".to_string(), secs);
+        self.fig("all nodes know the tip (from backbone)", show(t_tip));
+        self.fig(
+            &format!("all nodes hold >= {CONVERGED_MIN_PEERS} peers"),
+            show(t_peers),
+        );
+        self.fig("99 % of nodes converged (tip + peers)", show(t_99));
+        self.fig("100 % converged (tip + peers)", show(done));
+        done
+    }
+
+    /// Let the network settle after convergence (no anchor still in probation).
+    async fn settle(&self) {
+        let t = &self.cfg.timing;
+        let d = (t.probe_interval * (RECOVERY_ROUNDS + 1)).max(t.heartbeat_interval * 2);
+        tokio::time::sleep(d).await;
+    }
+
+    fn best_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.cfg.anchors];
+        for s in self.snaps() {
+            if let Some(i) = s
+                .best_anchor
+                .as_deref()
+                .and_then(|u| self.net.anchors.iter().position(|a| a.url == u))
+            {
+                c[i] += 1;
+            }
+        }
+        c
+    }
+
+    fn blocks(&self) -> Vec<(u64, u64)> {
+        self.mined.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Steady state: five blocks of traffic and tip propagation.
+    async fn baseline(&mut self) -> bool {
+        let t = self.cfg.timing.clone();
+        let n = self.n();
+        let window = t.block_interval * 5;
+        let (sent0, recv0, t0) = (self.net.sent(), self.net.received(), self.net.elapsed_ms());
+        let first_block = self.net.chain_height() + 1;
+        let mut prop_all: Vec<u64> = Vec::new();
+        let mut prop_99: Vec<u64> = Vec::new();
+        let mut seen_all = first_block;
+        let mut seen_99 = first_block;
+        let mut best: Vec<Option<String>> =
+            self.snaps().iter().map(|s| s.best_anchor.clone()).collect();
+        let (mut switches, mut stalled_node_samples, mut samples) = (0u64, 0u64, 0u64);
+        while self.net.elapsed_ms() < t0 + ms(window) {
+            self.tick().await;
+            for (i, b) in self.snaps().iter().enumerate() {
+                if b.best_anchor != best[i] {
+                    switches += 1;
+                    best[i] = b.best_anchor.clone();
+                }
+                stalled_node_samples += u64::from(b.anchors.iter().any(|o| o.stalled));
+            }
+            samples += 1;
+            let s = self.observe();
+            let now = self.net.elapsed_ms();
+            let blocks = self.blocks();
+            let at = |h: u64| blocks.iter().find(|b| b.0 == h).map(|b| b.1);
+            while seen_all <= s.min_tip {
+                if let Some(m) = at(seen_all) {
+                    prop_all.push(now - m);
+                }
+                seen_all += 1;
+            }
+            while seen_99 <= s.tip_99 {
+                if let Some(m) = at(seen_99) {
+                    prop_99.push(now - m);
+                }
+                seen_99 += 1;
+            }
+        }
+        let dt_ms = self.net.elapsed_ms() - t0;
+        let minutes = dt_ms as f64 / 60_000.0;
+        let (sent, recv) = (self.net.sent(), self.net.received());
+        let per_node_min = |x: u64| x as f64 / n as f64 / minutes;
+        let total = (sent.probes + sent.seed_peers + sent.heartbeats)
+            - (sent0.probes + sent0.seed_peers + sent0.heartbeats);
+        self.fig("steady window", secs(dt_ms));
+        self.fig(
+            "messages per node per minute",
+            format!(
+                "{:.1} (probe {:.1}, seed_peers {:.1}, heartbeat {:.1})",
+                per_node_min(total),
+                per_node_min(sent.probes - sent0.probes),
+                per_node_min(sent.seed_peers - sent0.seed_peers),
+                per_node_min(sent.heartbeats - sent0.heartbeats)
+            ),
+        );
+        for (i, (r, r0)) in recv.iter().zip(&recv0).enumerate() {
+            let per_s = (r.total() - r0.total()) as f64 / (dt_ms as f64 / 1000.0);
+            self.fig(
+                &format!("anchor {i} load"),
+                format!("{per_s:.1} req/s = {:.4} req/s per node", per_s / n as f64),
+            );
+        }
+        let summary = |v: &[u64]| {
+            if v.is_empty() {
+                "no block in window".to_string()
+            } else {
+                let mean = v.iter().sum::<u64>() / v.len() as u64;
+                format!(
+                    "mean {}, max {} over {} blocks",
+                    secs(mean),
+                    secs(*v.iter().max().unwrap_or(&0)),
+                    v.len()
+                )
+            }
+        };
+        self.fig("new tip reaches 99 % of nodes", summary(&prop_99));
+        self.fig("new tip reaches 100 % of nodes", summary(&prop_all));
+        self.fig(
+            "best-anchor switches (all honest anchors)",
+            format!(
+                "{:.2} per node per hour",
+                switches as f64 / n as f64 / (minutes / 60.0)
+            ),
+        );
+        self.fig(
+            "an honest anchor marked stalled",
+            format!(
+                "{} of node-time (a tip first seen one round earlier than another anchor's)",
+                pct(stalled_node_samples as usize, (samples as usize * n).max(1))
+            ),
+        );
+        let sizes: Vec<usize> = self
+            .snaps()
+            .iter()
+            .map(|s| s.cluster_size_estimate)
+            .collect();
+        self.fig(
+            "cluster_size_estimate at nodes (min..max)",
+            format!(
+                "{}..{} (expected {})",
+                sizes.iter().min().unwrap_or(&0),
+                sizes.iter().max().unwrap_or(&0),
+                n + 1
+            ),
+        );
+        !prop_all.is_empty()
+    }
+
+    /// Kill the anchor most nodes chose; time every node's failover.
+    async fn anchor_loss(&mut self) -> bool {
+        let n = self.n();
+        let counts = self.best_counts();
+        let victim = (0..counts.len())
+            .max_by_key(|&i| (counts[i], usize::MAX - i))
+            .unwrap_or(0);
+        let url = self.net.anchors[victim].url.clone();
+        self.fig(
+            "best anchors before (nodes per anchor)",
+            format!("{counts:?}"),
+        );
+        self.fig(
+            "killed (process gone: refuses)",
+            format!("anchor {victim} ({} nodes on it)", counts[victim]),
+        );
+        let on_victim: Vec<bool> = self
+            .snaps()
+            .iter()
+            .map(|s| s.best_anchor.as_deref() == Some(url.as_str()))
+            .collect();
+        let t0 = self.net.elapsed_ms();
+        self.net.kill(victim);
+        let bound = ms(self.cfg.timing.probe_interval * 60);
+        let mut moved: Vec<Option<u64>> = vec![None; n];
+        let mut ever_disconnected = vec![false; n];
+        let mut ok = false;
+        while self.net.elapsed_ms() < t0 + bound {
+            self.tick().await;
+            let now = self.net.elapsed_ms() - t0;
+            let mut all = true;
+            for (i, s) in self.snaps().iter().enumerate() {
+                ever_disconnected[i] |= !s.connected;
+                let off = s.best_anchor.is_some() && s.best_anchor.as_deref() != Some(url.as_str());
+                if off && moved[i].is_none() {
+                    moved[i] = Some(now);
+                }
+                all &= off;
+            }
+            if all {
+                ok = true;
+                break;
+            }
+        }
+        let mut times: Vec<u64> = moved
+            .iter()
+            .zip(&on_victim)
+            .filter(|(_, v)| **v)
+            .filter_map(|(m, _)| *m)
+            .collect();
+        times.sort_unstable();
+        let failed_over = times.len();
+        let p = |q: usize| {
+            times
+                .get((times.len() * q / 100).min(times.len().saturating_sub(1)))
+                .copied()
+        };
+        self.fig(
+            "failover of its nodes (p50 / max)",
+            match (p(50), times.last()) {
+                (Some(a), Some(b)) => format!(
+                    "{} / {} ({failed_over} of {} nodes)",
+                    secs(a),
+                    secs(*b),
+                    counts[victim]
+                ),
+                _ => "none needed".to_string(),
+            },
+        );
+        self.fig(
+            "nodes that ever lost `connected`",
+            format!("{}", ever_disconnected.iter().filter(|d| **d).count()),
+        );
+        self.fig(
+            "best anchors after (nodes per anchor)",
+            format!("{:?}", self.best_counts()),
+        );
+        // The chain goes on without the victim: every node still follows it.
+        let next = self.net.chain_height() + 1;
+        let bound2 = self.net.elapsed_ms() + ms(self.cfg.timing.block_interval * 2);
+        let mut followed = None;
+        while self.net.elapsed_ms() < bound2 {
+            self.tick().await;
+            if self.observe().min_tip >= next {
+                followed = Some(self.net.elapsed_ms());
+                break;
+            }
+        }
+        self.fig(
+            "next block known by every node",
+            if followed.is_some() { "yes" } else { "NO" },
+        );
+        ok && followed.is_some()
+    }
+
+    /// 30 % of nodes lose every anchor but the last for a while, then heal.
+    async fn partition(&mut self) -> bool {
+        let n = self.n();
+        let t = self.cfg.timing.clone();
+        let a = self.cfg.anchors;
+        let kept = a - 1;
+        let mask: u64 = if a == 1 { 0 } else { (1u64 << kept) - 1 };
+        let mut order: Vec<usize> = (0..n).collect();
+        Rng::new(self.cfg.seed ^ 0x5041_5254).shuffle(&mut order);
+        let cut: Vec<usize> = order[..n * 3 / 10].to_vec();
+        let kept_url = self.net.anchors[kept].url.clone();
+        let period = (t.healing_interval * 4)
+            .max(t.heartbeat_interval * 6)
+            .max(t.block_interval * 2);
+        self.fig(
+            "partitioned",
+            format!(
+                "{} nodes lose anchors 0..{} for {}",
+                cut.len(),
+                kept,
+                secs(ms(period))
+            ),
+        );
+        for &i in &cut {
+            self.net.set_cut(i, mask);
+        }
+        let t0 = self.net.elapsed_ms();
+        let (mut min_conn, mut max_lag, mut min_peers) = (usize::MAX, 0u64, usize::MAX);
+        let mut all_on_kept: Option<u64> = None;
+        while self.net.elapsed_ms() < t0 + ms(period) {
+            self.tick().await;
+            let tip = self.net.chain_height();
+            let snaps = self.snaps();
+            let mut conn = 0;
+            let mut on_kept = 0;
+            for &i in &cut {
+                let s = &snaps[i];
+                conn += usize::from(s.connected);
+                on_kept += usize::from(s.best_anchor.as_deref() == Some(kept_url.as_str()));
+                max_lag = max_lag.max(tip.saturating_sub(s.observed_tip_height));
+                min_peers = min_peers.min(s.peerbook_count);
+            }
+            min_conn = min_conn.min(conn);
+            if all_on_kept.is_none() && on_kept == cut.len() {
+                all_on_kept = Some(self.net.elapsed_ms() - t0);
+            }
+        }
+        let sizes: Vec<usize> = (0..a).map(|i| self.net.cluster_size(i)).collect();
+        self.fig(
+            "during: partitioned nodes connected (min)",
+            format!("{min_conn} of {}", cut.len()),
+        );
+        self.fig(
+            "during: all partitioned nodes on the kept anchor after",
+            all_on_kept.map_or_else(|| "never".to_string(), secs),
+        );
+        self.fig(
+            "during: worst tip lag of a partitioned node",
+            format!("{max_lag} blocks (lag while a new tip propagates)"),
+        );
+        self.fig(
+            "during: fewest peers of a partitioned node",
+            format!("{min_peers}"),
+        );
+        self.fig(
+            "end of partition: cluster size per anchor",
+            format!("{sizes:?} (of {} members + itself)", n),
+        );
+        for &i in &cut {
+            self.net.set_cut(i, 0);
+        }
+        let t1 = self.net.elapsed_ms();
+        let bound = ms(t.probe_interval * 100 + t.healing_interval * 4);
+        let (mut t_view, mut t_members, mut t_all) = (None, None, None);
+        while self.net.elapsed_ms() < t1 + bound {
+            self.tick().await;
+            let now = self.net.elapsed_ms() - t1;
+            let snaps = self.snaps();
+            let view = cut.iter().all(|&i| {
+                snaps[i]
+                    .anchors
+                    .iter()
+                    .all(|o| o.is_fresh() && !o.recovering)
+            });
+            if view && t_view.is_none() {
+                t_view = Some(now);
+            }
+            let members = (0..a).all(|i| self.net.cluster_size(i) == n + 1);
+            if members && t_members.is_none() {
+                t_members = Some(now);
+            }
+            if t_view.is_some() && t_members.is_some() && self.observe().converged == n {
+                t_all = Some(now);
+                break;
+            }
+        }
+        let show = |t: Option<u64>| t.map_or_else(|| "not reached".to_string(), secs);
+        self.fig(
+            "after heal: every node sees every anchor again",
+            show(t_view),
+        );
+        self.fig("after heal: every anchor lists every node", show(t_members));
+        self.fig(
+            "after heal: re-converged (all of the above + tip + peers)",
+            show(t_all),
+        );
+        t_all.is_some()
+    }
+
+    /// The last anchor lies: first a frozen tip far ahead, then a tip that keeps
+    /// [`LIE_AHEAD_BLOCKS`] ahead of the chain.
+    async fn lying_anchor(&mut self) -> bool {
+        let n = self.n();
+        let liar = self.cfg.anchors - 1;
+        let url = self.net.anchors[liar].url.clone();
+        let window = self.cfg.timing.block_interval * 3;
+        let phases = [
+            (
+                "frozen",
+                Lie::Frozen(self.net.anchor_tip(liar) + LIE_AHEAD_BLOCKS),
+            ),
+            ("moving", Lie::Ahead(LIE_AHEAD_BLOCKS)),
+        ];
+        for (name, lie) in phases {
+            self.net.set_lie(liar, lie);
+            let t0 = self.net.elapsed_ms();
+            let (mut sum, mut samples, mut max_on, mut min_on) =
+                (0usize, 0usize, 0usize, usize::MAX);
+            let mut ever_stalled = vec![false; n];
+            let mut all_on: Option<u64> = None;
+            while self.net.elapsed_ms() < t0 + ms(window) {
+                self.tick().await;
+                let snaps = self.snaps();
+                let mut on = 0;
+                for (i, s) in snaps.iter().enumerate() {
+                    on += usize::from(s.best_anchor.as_deref() == Some(url.as_str()));
+                    ever_stalled[i] |= s.anchor(&url).is_some_and(|o| o.stalled);
+                }
+                if all_on.is_none() && on == n {
+                    all_on = Some(self.net.elapsed_ms() - t0);
+                }
+                sum += on;
+                samples += 1;
+                max_on = max_on.max(on);
+                min_on = min_on.min(on);
+            }
+            let stalled = ever_stalled.iter().filter(|s| **s).count();
+            self.fig(
+                &format!("{name} lie (+{LIE_AHEAD_BLOCKS}): nodes choosing the liar"),
+                format!(
+                    "mean {} of node-time, min {min_on}, max {max_on}; all after {}",
+                    pct(sum, samples * n),
+                    all_on.map_or_else(|| "never".to_string(), secs)
+                ),
+            );
+            self.fig(
+                &format!("{name} lie: nodes that marked the liar stalled"),
+                format!("{stalled} of {n}"),
+            );
+        }
+        self.net.set_lie(liar, Lie::None);
+        true
+    }
+}
+
+/// Build, converge, run `scenario`, stop everything.
+pub(crate) async fn run(cfg: SimConfig, scenario: Scenario) -> Report {
+    let mut sim = build(cfg);
+    let converged_ms = sim.converge().await;
+    let scenario_ok = if converged_ms.is_some() {
+        if scenario != Scenario::Baseline {
+            sim.settle().await;
+        }
+        match scenario {
+            Scenario::Baseline => sim.baseline().await,
+            Scenario::AnchorLoss => sim.anchor_loss().await,
+            Scenario::Partition => sim.partition().await,
+            Scenario::LyingAnchor => sim.lying_anchor().await,
+        }
+    } else {
+        false
+    };
+    sim.token.cancel();
+    // Let the loops see the cancellation and end.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    Report {
+        scenario,
+        config: sim.cfg.clone(),
+        converged_ms,
+        scenario_ok,
+        figures: std::mem::take(&mut sim.figures),
+    }
+}
