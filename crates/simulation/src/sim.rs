@@ -85,7 +85,9 @@ fn build(cfg: SimConfig) -> Sim {
         .iter()
         .map(|a| AnchorSeed::parse(&a.url).expect("its own url parses"))
         .collect();
-    let presigned = (!cfg.verify_signatures).then(|| key_from(&mut rng).sign(b"modelled"));
+    // From its own stream, so the world is the same with signatures on or off.
+    let presigned = (!cfg.verify_signatures)
+        .then(|| key_from(&mut Rng::new(cfg.seed ^ 0x5349_474E)).sign(b"modelled"));
     let spread = ms(cfg.start_spread);
     let mut handles = Vec::with_capacity(cfg.nodes);
     for i in 0..cfg.nodes {
