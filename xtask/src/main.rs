@@ -11,7 +11,7 @@
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
 //! - `cargo xtask simulate [--nodes 1000] [--anchors 3] [--seed N] [--scenario
 //!   all|baseline|anchor-loss|partition|lying-anchor] [--timing contract|fast|both]
-//!   [--modelled-signatures]`: the thousand-node simulation (crates/simulation).
+//!   [--signatures]`: the thousand-node simulation (crates/simulation).
 
 #![allow(clippy::print_stdout)]
 
@@ -61,6 +61,6 @@ fn usage() {
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
          simulate [--nodes N] [--anchors N] [--seed N] [--scenario all|baseline|anchor-loss|partition|lying-anchor]\n           \
-         [--timing contract|fast|both] [--modelled-signatures]  the thousand-node simulation"
+         [--timing contract|fast|both] [--signatures]  the thousand-node simulation"
     );
 }

@@ -231,6 +231,18 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         c.args(["test", "--workspace", "--doc"]);
         run_cmd(c)
     });
+    // The thousand-node simulation (crates/simulation), in-process: every scenario
+    // under both timings with a fixed seed; fails if the network does not converge
+    // (or a scenario misses its end condition) within its virtual-time bound.
+    let quick = opts.quick;
+    step("simulation", &mut || {
+        let mut o = crate::simulate::Options::parse(&[]).map_err(|e| e.to_string())?;
+        o.seed = 1;
+        if quick {
+            o.nodes = 200;
+        }
+        crate::simulate::run(&o).map_err(|e| e.to_string())
+    });
     step("panel-browser", &mut || {
         crate::browser::ensure_browser()?;
         let mut c = cargo();

@@ -25,16 +25,24 @@ impl Options {
             seed: 1,
             scenarios: Scenario::ALL.to_vec(),
             timings: vec![Timing::contract(), Timing::fast()],
-            verify_signatures: true,
+            verify_signatures: false,
         };
         let mut it = args.iter();
         let next = |name: &str, it: &mut std::slice::Iter<'_, String>| {
-            it.next().with_context(|| format!("{name} needs a value")).cloned()
+            it.next()
+                .with_context(|| format!("{name} needs a value"))
+                .cloned()
         };
         while let Some(a) = it.next() {
             match a.as_str() {
-                "--nodes" => o.nodes = next(a, &mut it)?.parse().context("--nodes: not a number")?,
-                "--anchors" => o.anchors = next(a, &mut it)?.parse().context("--anchors: not a number")?,
+                "--nodes" => {
+                    o.nodes = next(a, &mut it)?.parse().context("--nodes: not a number")?
+                }
+                "--anchors" => {
+                    o.anchors = next(a, &mut it)?
+                        .parse()
+                        .context("--anchors: not a number")?
+                }
                 "--seed" => o.seed = next(a, &mut it)?.parse().context("--seed: not a number")?,
                 "--scenario" => {
                     let v = next(a, &mut it)?;
@@ -55,12 +63,15 @@ impl Options {
                         _ => bail!("--timing {v:?}: one of contract, fast, both"),
                     };
                 }
-                "--modelled-signatures" => o.verify_signatures = false,
+                "--signatures" => o.verify_signatures = true,
                 other => bail!("unknown option {other:?}"),
             }
         }
         if o.nodes == 0 || !(1..=simulation::MAX_ANCHORS).contains(&o.anchors) {
-            bail!("--nodes must be at least 1 and --anchors within 1..={}", simulation::MAX_ANCHORS);
+            bail!(
+                "--nodes must be at least 1 and --anchors within 1..={}",
+                simulation::MAX_ANCHORS
+            );
         }
         Ok(o)
     }
@@ -81,16 +92,32 @@ pub(crate) fn run(o: &Options) -> Result<()> {
             let wall = started.elapsed();
             print!("{report}");
             println!("  {:<44} {:.2} s", "wall time", wall.as_secs_f64());
-            rows.push((timing.name.clone(), scenario.name(), report.converged_ms, report.ok(), wall));
+            rows.push((
+                timing.name.clone(),
+                scenario.name(),
+                report.converged_ms,
+                report.ok(),
+                wall,
+            ));
             if !report.ok() {
                 failed.push(format!("{}/{}", timing.name, scenario.name()));
             }
         }
     }
-    println!("\n{:<10} {:<14} {:>12} {:>8} {:>8}", "timing", "scenario", "converged", "result", "wall");
+    println!(
+        "\n{:<10} {:<14} {:>12} {:>8} {:>8}",
+        "timing", "scenario", "converged", "result", "wall"
+    );
     for (t, s, c, ok, wall) in &rows {
-        let c = c.map_or_else(|| "never".to_string(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
-        println!("{t:<10} {s:<14} {c:>12} {:>8} {:>7.2}s", if *ok { "ok" } else { "FAIL" }, wall.as_secs_f64());
+        let c = c.map_or_else(
+            || "never".to_string(),
+            |ms| format!("{:.1} s", ms as f64 / 1000.0),
+        );
+        println!(
+            "{t:<10} {s:<14} {c:>12} {:>8} {:>7.2}s",
+            if *ok { "ok" } else { "FAIL" },
+            wall.as_secs_f64()
+        );
     }
     println!("total wall time {:.2} s", total.elapsed().as_secs_f64());
     if !failed.is_empty() {
