@@ -257,8 +257,11 @@ pub fn next_snapshot(
             }
         }
     }
-    // Stall: a tip unchanged for STALL_ROUNDS while another answering anchor's grew.
-    let advancing: Vec<(String, bool)> = s
+    // Stall: a tip unchanged for STALL_ROUNDS while another answering anchor's grew
+    // to a *different* tip. An anchor that merely caught up with this one's tip is
+    // not evidence against it (without this, anchors that receive a block one
+    // round apart would mark each other stalled and nodes would flap between them).
+    let advancing: Vec<(String, bool, Option<String>)> = s
         .anchors
         .iter()
         .map(|b| {
@@ -266,12 +269,15 @@ pub fn next_snapshot(
                 && !b.rejected
                 && b.tip_advanced_round
                     .is_some_and(|x| r.saturating_sub(x) < STALL_ROUNDS);
-            (b.url.clone(), grew)
+            (b.url.clone(), grew, b.tip_hash.clone())
         })
         .collect();
     for a in &mut s.anchors {
         let quiet = a.tip_height.is_some() && r.saturating_sub(a.tip_changed_round) >= STALL_ROUNDS;
-        a.stalled = quiet && advancing.iter().any(|(u, grew)| *grew && *u != a.url);
+        a.stalled = quiet
+            && advancing
+                .iter()
+                .any(|(u, grew, hash)| *grew && *u != a.url && *hash != a.tip_hash);
     }
 
     s.best_anchor = select_best(&s, prev.best_anchor.as_deref());
@@ -622,6 +628,21 @@ mod tests {
         }
         assert!(q.anchors.iter().all(|a| !a.stalled));
         assert_eq!(q.best_anchor, Some(url(0)));
+    }
+
+    #[test]
+    fn an_anchor_catching_up_does_not_stall_the_leader() {
+        // a0 has tip 100 from the start; a1 reaches 100 only after STALL_ROUNDS.
+        let mut s = BackboneState::new(&seeds(2), false);
+        for i in 0..(STALL_ROUNDS * 2) {
+            let a1_tip = if i < STALL_ROUNDS { 99 } else { 100 };
+            s = next_snapshot(&s, &[ok(0, 100, 5), ok(1, a1_tip, 50)], T0);
+            assert!(
+                !s.anchor(&url(0)).unwrap().stalled,
+                "round {i}: a0 is not behind anyone"
+            );
+            assert_eq!(s.best_anchor, Some(url(0)), "round {i}: no flapping");
+        }
     }
 
     #[test]
