@@ -15,9 +15,9 @@
 
 #![allow(clippy::print_stdout)]
 
-mod cells;
 mod bench;
 mod browser;
+mod cells;
 mod matrix;
 mod simulate;
 mod tidy;

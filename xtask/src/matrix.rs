@@ -247,7 +247,15 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         crate::browser::ensure_browser()?;
         let mut c = cargo();
         c.env("VISION_REQUIRE_BROWSER", "1");
-        c.args(["test", "-p", "vision-node", "--test", "panel_browser", "--", "--nocapture"]);
+        c.args([
+            "test",
+            "-p",
+            "vision-node",
+            "--test",
+            "panel_browser",
+            "--",
+            "--nocapture",
+        ]);
         run_cmd(c)
     });
     for target in fuzz_targets() {

@@ -30,8 +30,14 @@ pub(crate) const ALLOWED: &[(&str, &[&str])] = &[
     // test harness: talks to nodes only through the contract
     ("testkit", &["vision-chain", "vision-wire"]),
     // the thousand-node simulation: the backbone loops over in-memory transports
-    ("simulation", &["backbone-state", "vision-wire", "vision-chain"]),
-    ("xtask", &["testkit", "simulation", "vision-chain", "vision-wire"]),
+    (
+        "simulation",
+        &["backbone-state", "vision-wire", "vision-chain"],
+    ),
+    (
+        "xtask",
+        &["testkit", "simulation", "vision-chain", "vision-wire"],
+    ),
 ];
 
 pub(crate) fn run() -> Result<()> {
