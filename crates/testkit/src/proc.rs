@@ -193,8 +193,14 @@ impl NodeProc {
             .map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(node_binary());
+        // Hermetic: nothing from the caller's environment configures the node.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("VISION_") || k == "RUST_LOG" {
+                cmd.env_remove(&*k);
+            }
+        }
         cmd.args(spec.args(&data_dir))
-            .env_remove("VISION_ANCHOR_SEEDS")
             .env(
                 "VISION_LOG",
                 std::env::var("VISION_TEST_LOG").unwrap_or_else(|_| "info".into()),
