@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use testkit::scenarios::{CellOpts, P2pMode, cluster_cell};
+use testkit::scenarios::{CellOpts, P2pMode, Placement, cluster_cell};
 
 /// Which cells to run.
 #[derive(Debug, Clone)]
@@ -57,6 +57,7 @@ impl Axes {
                     p2p: *p,
                     anchors: *a,
                     nodes: 3,
+                    placement: Placement::Loopback,
                 });
             }
         }

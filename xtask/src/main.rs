@@ -18,6 +18,7 @@
 mod bench;
 mod browser;
 mod cells;
+mod cgnat;
 mod matrix;
 mod simulate;
 mod tidy;
@@ -34,6 +35,10 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "test-matrix" => matrix::run(matrix::Options::parse(rest)?),
         "tidy" => tidy::run(),
+        "cgnat-driver" => match rest.first() {
+            Some(bin) => cgnat::driver(bin),
+            None => bail!("cgnat-driver needs the vision-node binary path"),
+        },
         "bench-startup" => bench::run(rest),
         "simulate" => simulate::run(&simulate::Options::parse(rest)?),
         "fuzz" => {

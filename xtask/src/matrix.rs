@@ -284,6 +284,24 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         });
     }
 
+    match crate::cgnat::unavailable() {
+        Some(why) if !opts.skip.iter().any(|s| s == "cell:cgnat") => {
+            outcomes.push(Outcome {
+                name: "cell:cgnat".into(),
+                status: Status::Skipped(why),
+                took: Duration::ZERO,
+            });
+        }
+        _ => step("cell:cgnat", &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            let detail = crate::cgnat::run(&bin)?;
+            println!("cell:cgnat: {detail}");
+            Ok(())
+        }),
+    }
+
     println!("\n{:<28} {:<8} {:>9}  detail", "step", "result", "seconds");
     println!("{}", "-".repeat(64));
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);

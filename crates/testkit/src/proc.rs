@@ -101,6 +101,8 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,
+    /// Run inside this network namespace (`ip netns exec NS`), for real-host cells.
+    pub netns: Option<String>,
 }
 
 impl NodeSpec {
@@ -122,6 +124,7 @@ impl NodeSpec {
             ip: "127.0.0.1".into(),
             extra_args: Vec::new(),
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -192,7 +195,15 @@ impl NodeProc {
             .open(&log)
             .map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(node_binary());
+        let mut cmd = match &spec.netns {
+            None => Command::new(node_binary()),
+            Some(ns) => {
+                // `ip netns exec` execs the node in place: the pid and signals are the node's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(node_binary());
+                c
+            }
+        };
         // Hermetic: nothing from the caller's environment configures the node.
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();

@@ -31,6 +31,23 @@ impl P2pMode {
     }
 }
 
+/// Where the cell's nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Processes on loopback, each on its own ports.
+    Loopback,
+    /// Real hosts: each node in its own network namespace `<prefix>a<i>` (anchors)
+    /// or `<prefix>n<j>` (members), at `<subnet>.<1+i>` / `<subnet>.<10+j>`, on the
+    /// real ports 7070 and 7072. The caller creates the namespaces (and any
+    /// firewall rules) and runs the cell from a namespace on the same bridge.
+    Namespaces {
+        /// Namespace name prefix.
+        prefix: &'static str,
+        /// The first three octets of the hosts' IPv4 subnet.
+        subnet: &'static str,
+    },
+}
+
 /// One cell of the matrix.
 #[derive(Debug, Clone, Copy)]
 pub struct CellOpts {
@@ -40,6 +57,23 @@ pub struct CellOpts {
     pub anchors: usize,
     /// Non-anchor nodes.
     pub nodes: usize,
+    /// Where the nodes run.
+    pub placement: Placement,
+}
+
+/// Put node `index` of its role where the cell says.
+fn place(s: &mut NodeSpec, placement: Placement, anchor: bool, index: usize) {
+    if let Placement::Namespaces { prefix, subnet } = placement {
+        let (tag, host) = if anchor {
+            ("a", 1 + index)
+        } else {
+            ("n", 10 + index)
+        };
+        s.netns = Some(format!("{prefix}{tag}{index}"));
+        s.ip = format!("{subnet}.{host}");
+        s.http_port = 7070;
+        s.p2p_port = 7072;
+    }
 }
 
 /// What a passing cell measured.
@@ -106,6 +140,7 @@ fn run_cell(c: &mut Cluster, opts: CellOpts) -> Result<CellReport, String> {
     let mut anchors: Vec<NodeSpec> = (0..opts.anchors)
         .map(|i| {
             let mut s = NodeSpec::regtest(&format!("anchor{i}"));
+            place(&mut s, opts.placement, true, i);
             s.anchor = true;
             s.mine = true;
             s.no_p2p = opts.p2p == P2pMode::Off;
@@ -129,6 +164,7 @@ fn run_cell(c: &mut Cluster, opts: CellOpts) -> Result<CellReport, String> {
     }
     for i in 0..opts.nodes {
         let mut s = NodeSpec::regtest(&format!("node{i}"));
+        place(&mut s, opts.placement, false, i);
         s.seeds = anchor_urls.clone();
         s.mine = true;
         s.no_p2p = opts.p2p == P2pMode::Off;
