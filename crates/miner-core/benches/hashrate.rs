@@ -160,6 +160,20 @@ fn bare_rate(window: Duration) -> f64 {
     nonce as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The crate's kernel, on the calling thread, in check-interval chunks.
+fn kernel_rate(window: Duration) -> f64 {
+    let search = PrefixSearch::new(&header());
+    let t = Instant::now();
+    let mut nonce = 0u64;
+    while t.elapsed() < window {
+        for _ in 0..16 {
+            black_box(search.search(nonce, miner_core::HASH_CHECK_INTERVAL));
+            nonce += miner_core::HASH_CHECK_INTERVAL;
+        }
+    }
+    nonce as f64 / t.elapsed().as_secs_f64()
+}
+
 /// A miner's total hashes per second over `window`, from its own counter.
 fn miner_rate(threads: usize, window: Duration) -> f64 {
     let miner = running_miner(threads);
@@ -178,12 +192,14 @@ fn summary() {
     let mut scaling = Vec::new();
     for round in 1..=3 {
         let bare = bare_rate(window);
+        let kernel = kernel_rate(window);
         let one = miner_rate(1, window);
         let two = miner_rate(2, window);
         eprintln!(
-            "summary round {round}: bare {:.2} M/s, miner 1 thread {:.2} M/s, miner 2 threads {:.2} M/s \
+            "summary round {round}: bare {:.2} M/s, crate kernel {:.2} M/s, miner 1 thread {:.2} M/s, miner 2 threads {:.2} M/s \
              ({:.2} M/s per thread); miner/bare {:.3}, 2 threads/1 thread {:.2}",
             bare / 1e6,
+            kernel / 1e6,
             one / 1e6,
             two / 1e6,
             two / 2e6,

@@ -10,6 +10,7 @@ use vision_chain::{BlockHeader, HEADER_PREFIX_SIZE, U256};
 #[derive(Clone, Debug)]
 pub struct PrefixSearch {
     base: blake3::Hasher,
+    prefix: [u8; HEADER_PREFIX_SIZE],
     target: [u8; 32],
 }
 
@@ -21,6 +22,7 @@ impl PrefixSearch {
         base.update(&prefix);
         PrefixSearch {
             base,
+            prefix,
             target: header.target.to_be_bytes(),
         }
     }
@@ -41,18 +43,27 @@ impl PrefixSearch {
     /// Try nonces `start..start + count` (saturating at `u64::MAX`, exclusive) in
     /// order; the first whose hash meets the target, with its hash. This is the
     /// whole per-hash work of a miner thread: no allocation, no atomics.
+    ///
+    /// The prefix is absorbed into a hasher local to this call (once per call, i.e.
+    /// once per [`crate::HASH_CHECK_INTERVAL`] hashes in the miner: one extra
+    /// compression in 4096) rather than cloned from `self`: the compiler then sees
+    /// a hasher with an empty subtree stack and the per-attempt clone gets cheaper.
+    /// Measured ~6 % more hashes per second than cloning the stored hasher
+    /// (docs/PERFORMANCE.md).
     #[inline]
     pub fn search(&self, start: u64, count: u64) -> Option<(u64, [u8; 32])> {
         let end = start.saturating_add(count);
-        let mut nonce = start;
-        while nonce < end {
-            let mut h = self.base.clone();
+        let target = self.target;
+        let mut local = blake3::Hasher::new();
+        local.update(&self.prefix);
+        let base = &local;
+        for nonce in start..end {
+            let mut h = base.clone();
             h.update(&nonce.to_le_bytes());
             let out = h.finalize();
-            if *out.as_bytes() <= self.target {
+            if *out.as_bytes() <= target {
                 return Some((nonce, *out.as_bytes()));
             }
-            nonce += 1;
         }
         None
     }
