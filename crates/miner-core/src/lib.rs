@@ -6,7 +6,9 @@
 //! ## What it owns
 //! - **Hashing** ([`PrefixSearch`]): blake3 over the chain's 128-byte header, the
 //!   120-byte prefix ([`vision_chain::BlockHeader::prefix_bytes`]) absorbed once per
-//!   template; per attempt a clone of that hasher absorbs the 8 nonce bytes and
+//!   [`HASH_CHECK_INTERVAL`] hashes (a call-local hasher is faster to clone than a
+//!   stored one, see [`PrefixSearch::search`]); per attempt a clone of that hasher
+//!   absorbs the 8 nonce bytes and
 //!   finalises, and the 32 bytes are compared with the target's big-endian bytes
 //!   (`blake3(header) <= target`, exactly as `vision_chain::hash_meets_target`).
 //! - **Threads**: N OS threads (not async tasks) search disjoint nonce ranges of
