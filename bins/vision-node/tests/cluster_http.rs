@@ -213,3 +213,90 @@ fn lying_anchor_is_demoted_and_the_miner_resumes() {
         );
     }
 }
+
+/// Issue 5 against real servers: a member with four anchor seeds — two real
+/// regtest anchors, one that accepts TCP and never answers, one on another
+/// network. The blackhole costs at most the timeout and delays nobody; the
+/// wrong-network anchor is refused and named in its `last_error`; killing the best
+/// anchor fails over within one probe interval plus the timeout.
+#[test]
+fn anchors_fail_over_while_a_blackhole_and_a_wrong_network_anchor_are_ignored() {
+    let mut c = Cluster::new("failover");
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = format!("http://{}", blackhole.local_addr().unwrap());
+    let mut a1 = NodeSpec::regtest("anchor1");
+    a1.anchor = true;
+    a1.mine = true;
+    let mut a2 = NodeSpec::regtest("anchor2");
+    a2.anchor = true;
+    a2.mine = true;
+    let mut foreign = NodeSpec::regtest("devnet-anchor");
+    foreign.anchor = true;
+    foreign.network = "devnet".into();
+    let urls = [a1.http_addr(), a2.http_addr(), foreign.http_addr()].map(|a| format!("http://{a}"));
+    a1.seeds = vec![urls[1].clone()];
+    a2.seeds = vec![urls[0].clone()];
+    let i1 = c.start(a1).unwrap();
+    let i2 = c.start(a2).unwrap();
+    let _f = c.start(foreign).unwrap();
+    let mut m = NodeSpec::regtest("member");
+    m.probe_ms = 500;
+    m.timeout_ms = 1_000;
+    m.seeds = vec![
+        urls[0].clone(),
+        urls[1].clone(),
+        hole.clone(),
+        urls[2].clone(),
+    ];
+    let started = std::time::Instant::now();
+    let mi = c.start(m).unwrap();
+    // The first round connects despite the blackhole: within the timeout, with slack.
+    wait_until("member connected", MINUTE, || {
+        Ok(c.nodes[mi].status()?.http_backbone.connected)
+    })
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a blackholed anchor delayed the round: {:?}",
+        started.elapsed()
+    );
+    // Per-anchor errors are visible in /metrics and status.
+    wait_until("blackhole and wrong network reported", MINUTE, || {
+        let m = testkit::get(c.nodes[mi].addr(), "/metrics")?;
+        let text = String::from_utf8_lossy(&m.body).to_string();
+        Ok(
+            text.contains(&format!("vision_anchor_up{{anchor=\"{hole}\"}} 0"))
+                && text.contains(&format!("vision_anchor_up{{anchor=\"{}\"}} 0", urls[2])),
+        )
+    })
+    .unwrap();
+    let log = std::fs::read_to_string(&c.nodes[mi].log).unwrap();
+    assert!(
+        log.contains("devnet") || log.contains("network"),
+        "the wrong-network anchor is named in the log"
+    );
+    // Kill the best anchor: failover within one probe interval plus the timeout.
+    let best = c.nodes[mi].status().unwrap().http_backbone.anchor.unwrap();
+    let k = if c.nodes[i1].url() == best { i1 } else { i2 };
+    let killed = std::time::Instant::now();
+    c.nodes[k].stop();
+    wait_until("failover", MINUTE, || {
+        let st = c.nodes[mi].status()?;
+        Ok(st.http_backbone.connected
+            && st
+                .http_backbone
+                .anchor
+                .as_deref()
+                .is_some_and(|a| a != best))
+    })
+    .unwrap();
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(500 + 1_000 + 2_000),
+        "failover took {took:?}"
+    );
+    let st = c.nodes[mi].status().unwrap();
+    assert_ne!(st.http_backbone.anchor.as_deref(), Some(hole.as_str()));
+    assert_ne!(st.http_backbone.anchor.as_deref(), Some(urls[2].as_str()));
+    drop(blackhole);
+}
