@@ -3,53 +3,26 @@
 //! transaction that is mined and shows in a balance.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::{HeaderMap, Method};
 use node_service::http::{Handler, Request};
-use node_service::{Node, NodeConfig, NodeShared};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use vision_chain::{Network, SecretKey, Transaction};
 use vision_wire::{HelloPayload, SignedHello, fresh_nonce};
 
-struct TestNode {
-    addr: SocketAddr,
-    shared: Arc<NodeShared>,
-    token: CancellationToken,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
-}
+mod common;
+use common::{TestNode, wait_for};
 
 async fn start_node(mine: bool) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = NodeConfig::new(
-        Network::Regtest,
-        "127.0.0.1:0".parse().unwrap(),
-        dir.path().to_path_buf(),
-    );
-    cfg.mine = mine;
-    cfg.threads = 1;
-    let token = CancellationToken::new();
-    let node = Node::start(cfg, token.clone()).await.unwrap();
-    let addr = node.http_addr();
-    let shared = node.shared();
-    tokio::spawn(node.run());
-    TestNode {
-        addr,
-        shared,
-        token,
-        dir,
-    }
+    common::start_node(|c| {
+        c.mine = mine;
+        c.threads = 1;
+    })
+    .await
 }
 
 /// One raw HTTP/1.1 request; returns (status, headers text, body).
@@ -60,48 +33,8 @@ async fn raw(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&out[..split]).to_string();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = out[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    (status, head, body)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(i) = b.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[i + 2..i + 2 + n]);
-        b = &b[i + 2 + n + 2..];
-    }
+    let a = common::raw(addr, method, path, headers, body).await;
+    (a.status, a.head, a.body)
 }
 
 /// POST a 3 MiB body, declared by Content-Length or sent chunked; the server may
@@ -143,17 +76,6 @@ async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
 fn assert_error_shape(v: &Value, code: &str) {
     assert_eq!(v["error"], code, "{v}");
     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-}
-
-async fn wait_for(what: &str, deadline: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
