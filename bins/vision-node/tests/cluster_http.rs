@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use testkit::scenarios::chain_miners;
-use testkit::{Cluster, FakeAnchor, FakeBehaviour, NodeSpec, get_json, post_json, wait_until};
+use testkit::scenarios::{chain_miners, lying_anchor};
+use testkit::{Cluster, FakeBehaviour, NodeSpec, get_json, post_json, wait_until};
 use vision_chain::{Network, SecretKey, Transaction};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -167,50 +167,18 @@ fn late_node_catches_up_from_genesis_and_lighter_fork_reorganises() {
     );
 }
 
+/// The fault cell `fault:lying-anchor` of the matrix, as a test: one copy of the
+/// scenario, in `testkit::scenarios::lying_anchor`.
 #[test]
 fn lying_anchor_is_demoted_and_the_miner_resumes() {
     for behaviour in [
         FakeBehaviour::FarAheadBadPow { claimed: 1_000_000 },
         FakeBehaviour::FarAheadWithholding { claimed: 1_000_000 },
     ] {
-        let fake = FakeAnchor::start(Network::Regtest, behaviour).unwrap();
         let mut c = Cluster::new("liar");
-        let mut spec = member_spec("victim", &format!("http://{}", fake.addr));
-        spec.env
-            .push(("VISION_MIN_PEERS_FOR_MINING".into(), "0".into()));
-        let v = c.start(spec).unwrap();
-        // At first the claim pauses the miner: it is far behind a connected backbone.
-        wait_until("victim sees the claimed tip", MINUTE, || {
-            let st = c.nodes[v].status()?;
-            Ok(st.http_backbone.connected && st.miner.state == "paused_unsynced")
-        })
-        .unwrap();
-        // No source can back the claim: it is discounted within the bounded window
-        // (six probe rounds, at least 10 s) and the miner runs again.
-        wait_until("miner running again", MINUTE, || {
-            Ok(c.nodes[v].status()?.miner.state == "running")
-        })
-        .unwrap();
-        let st = c.nodes[v].status().unwrap();
-        let err = st.http_backbone.last_error.unwrap_or_default();
-        assert!(
-            err.contains("discounted") || err.contains("invalid"),
-            "{behaviour:?}: last_error = {err:?}"
-        );
-        assert!(st.height > 0, "the victim mines its own chain meanwhile");
-        assert!(
-            fake.requests("GET /api/headers") > 0,
-            "the node asked for headers first"
-        );
-        assert_eq!(
-            fake.requests("GET /api/blocks"),
-            0,
-            "no bodies fetched for unbacked headers"
-        );
-        assert!(
-            fake.requests("POST /api/blocks") > 0,
-            "the victim still publishes what it mines"
-        );
+        if let Err(e) = lying_anchor(&mut c, behaviour) {
+            panic!("{behaviour:?}: {e}");
+        }
     }
 }
 

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
+mod faults;
+pub use faults::{
+    ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
+    lying_anchor, partition_heal,
+};
+
 /// How the data plane is set up in a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum P2pMode {
