@@ -1,7 +1,8 @@
 //! `cargo xtask` — the project's automation, in Rust so that a local pass means a
 //! CI pass (matklad's xtask pattern).
 //!
-//! - `cargo xtask test-matrix [--quick] [--fuzz-seconds N] [--skip STEP]...`: every
+//! - `cargo xtask test-matrix [--quick] [--fuzz-seconds N] [--skip STEP]...
+//!   [--only PREFIX]... [--p2p off,on,dead] [--anchors 1,2]`: every
 //!   check the project has, in order, with a table of steps, their result and time.
 //!   Exits non-zero if any step fails.
 //! - `cargo xtask tidy`: the layering rules of docs/ARCHITECTURE.md, checked against
@@ -19,6 +20,7 @@ mod bench;
 mod browser;
 mod cells;
 mod cgnat;
+mod faults;
 mod matrix;
 mod simulate;
 mod tidy;
@@ -61,7 +63,7 @@ fn usage() {
     println!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test-matrix [--quick] [--fuzz-seconds N] [--skip STEP] [--p2p off,on,dead] [--anchors 1,2]\n  \
+         test-matrix [--quick] [--fuzz-seconds N] [--skip STEP] [--only PREFIX] [--p2p off,on,dead] [--anchors 1,2]\n  \
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \

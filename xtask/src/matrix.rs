@@ -13,6 +13,8 @@ pub(crate) struct Options {
     pub(crate) quick: bool,
     pub(crate) fuzz_seconds: u64,
     pub(crate) skip: Vec<String>,
+    /// Run only steps whose name starts with one of these (`--only PREFIX`).
+    pub(crate) only: Vec<String>,
     pub(crate) only_fuzz: bool,
     pub(crate) axes: Option<crate::cells::Axes>,
 }
@@ -23,6 +25,7 @@ impl Options {
             quick: false,
             fuzz_seconds: 30,
             skip: Vec::new(),
+            only: Vec::new(),
             only_fuzz: false,
             axes: None,
         };
@@ -41,6 +44,11 @@ impl Options {
                 "--skip" => o
                     .skip
                     .push(it.next().context("--skip needs a step name")?.clone()),
+                "--only" => o.only.push(
+                    it.next()
+                        .context("--only needs a step name prefix")?
+                        .clone(),
+                ),
                 "--p2p" => {
                     let v = it.next().context("--p2p needs off,on,dead")?;
                     p2p = Some(crate::cells::Axes::parse_p2p(v).map_err(anyhow::Error::msg)?);
@@ -69,6 +77,19 @@ impl Options {
         }
         o.axes = Some(axes);
         Ok(o)
+    }
+
+    /// Why the step `name` is left out, if it is.
+    fn left_out(&self, name: &str) -> Option<&'static str> {
+        if self.skip.iter().any(|s| s == name) {
+            Some("--skip")
+        } else if !self.only.is_empty() && !self.only.iter().any(|p| name.starts_with(p.as_str())) {
+            Some("--only")
+        } else if self.only_fuzz && !name.starts_with("fuzz") {
+            Some("not a fuzz step")
+        } else {
+            None
+        }
     }
 }
 
@@ -174,10 +195,10 @@ pub(crate) fn run(opts: Options) -> Result<()> {
     let started = Instant::now();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), String>| {
-        if opts.skip.iter().any(|s| s == name) || (opts.only_fuzz && !name.starts_with("fuzz")) {
+        if let Some(why) = opts.left_out(name) {
             outcomes.push(Outcome {
                 name: name.into(),
-                status: Status::Skipped("--skip".into()),
+                status: Status::Skipped(why.into()),
                 took: Duration::ZERO,
             });
             return;
@@ -284,8 +305,32 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         });
     }
 
+    // Fault and bad-input cells: the same code as `cargo test` calls
+    // (testkit::scenarios::Fault), then schemathesis against the OpenAPI document.
+    for fault in testkit::scenarios::Fault::ALL {
+        let name = format!("fault:{}", fault.name());
+        step(&name, &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            testkit::use_node_binary(bin);
+            let detail = crate::faults::run_fault(fault)?;
+            println!("{name}: {detail}");
+            Ok(())
+        });
+    }
+    step("fault:schemathesis", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::faults::schemathesis(&root(), quick)?;
+        println!("fault:schemathesis: {detail}");
+        Ok(())
+    });
+
     match crate::cgnat::unavailable() {
-        Some(why) if !opts.skip.iter().any(|s| s == "cell:cgnat") => {
+        Some(why) if opts.left_out("cell:cgnat").is_none() => {
             outcomes.push(Outcome {
                 name: "cell:cgnat".into(),
                 status: Status::Skipped(why),
