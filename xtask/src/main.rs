@@ -5,6 +5,9 @@
 //!   [--only PREFIX]... [--p2p off,on,dead] [--anchors 1,2]`: every
 //!   check the project has, in order, with a table of steps, their result and time.
 //!   Exits non-zero if any step fails.
+//! - `cargo xtask cluster [--nodes N] [--anchors M] [--no-p2p] [--network
+//!   regtest|devnet] [--release]`: a local cluster for people to look at (panel URL
+//!   and log of each node printed), until Ctrl-C.
 //! - `cargo xtask tidy`: the layering rules of docs/ARCHITECTURE.md, checked against
 //!   `cargo metadata`.
 //! - `cargo xtask bench-startup [--runs N]`: start-up to serving `/api/status` with
@@ -20,6 +23,7 @@ mod bench;
 mod browser;
 mod cells;
 mod cgnat;
+mod cluster;
 mod faults;
 mod matrix;
 mod simulate;
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
     match cmd.as_str() {
         "test-matrix" => matrix::run(matrix::Options::parse(rest)?),
         "tidy" => tidy::run(),
+        "cluster" => cluster::run(&cluster::Options::parse(rest)?),
         "cgnat-driver" => match rest.first() {
             Some(bin) => cgnat::driver(bin),
             None => bail!("cgnat-driver needs the vision-node binary path"),
@@ -64,6 +69,8 @@ fn usage() {
         "cargo xtask <command>\n\n\
          commands:\n  \
          test-matrix [--quick] [--fuzz-seconds N] [--skip STEP] [--only PREFIX] [--p2p off,on,dead] [--anchors 1,2]\n  \
+         cluster [--nodes N] [--anchors M] [--no-p2p] [--network regtest|devnet] [--release] [--threads N]\n           \
+         [--base-port P] [--dir PATH]  a local cluster to look at, until Ctrl-C\n  \
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
