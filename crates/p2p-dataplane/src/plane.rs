@@ -1,0 +1,277 @@
+//! The [`DataPlane`] trait the node talks to, its configuration and status types, the
+//! dial-candidate seam, and [`DisabledDataPlane`] for `--no-p2p`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use vision_chain::{Address, Block, BlockHeader, Hash32, Network, Transaction};
+
+use crate::error::P2pError;
+
+/// A boxed, sendable future (keeps [`DataPlane`] object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Default most inbound connections (handshaking ones included).
+pub const DEFAULT_INBOUND_MAX: usize = 32;
+/// Default most outbound connections the dialer keeps.
+pub const DEFAULT_OUTBOUND_MAX: usize = 8;
+/// Default handshake deadline: a peer that has not completed the handshake by then is
+/// dropped, so a slowloris cannot hold a slot.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default period between pings on an idle connection.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Default idle timeout: a connection that has received no frame for this long is dropped.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline for a `fetch_headers`/`fetch_blocks` answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default ban length in strict mode.
+pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(10 * 60);
+/// Default period of the outbound dialer.
+pub const DEFAULT_DIAL_INTERVAL: Duration = Duration::from_secs(2);
+/// Default first reconnection backoff for an address that failed or dropped.
+pub const DEFAULT_DIAL_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Default ceiling of the reconnection backoff (it doubles per failure).
+pub const DEFAULT_DIAL_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Frames queued for one peer's writer; gossip beyond that is dropped for that peer
+/// (it is slow, and sync will catch it up).
+pub const PEER_SEND_QUEUE: usize = 256;
+/// Block and transaction hashes remembered for de-duplication, per generation.
+pub const SEEN_CAPACITY: usize = 16_384;
+/// Hashes remembered per peer as "it has this", per generation.
+pub const PEER_KNOWN_CAPACITY: usize = 2_048;
+/// Most IPs banned at once.
+pub const MAX_BANNED: usize = 10_000;
+/// Most dial candidates considered per dialer round.
+pub const MAX_DIAL_CANDIDATES: usize = 256;
+/// Most dials in flight at once.
+pub const MAX_DIALS_IN_FLIGHT: usize = 8;
+
+/// Configuration of the TCP data plane. Every limit and deadline is here, with the
+/// defaults above ([`P2pConfig::new`]).
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Where to listen (`--p2p-addr`, default `0.0.0.0:7072`); port 0 picks one.
+    pub listen_addr: SocketAddr,
+    /// The network; its magic goes in the handshake.
+    pub network: Network,
+    /// `VISION_P2P_STRICT=1`: ban misbehaving peers' IPs for `ban_duration`, rather than
+    /// only dropping the connection.
+    pub strict: bool,
+    /// Most inbound connections, handshaking ones included.
+    pub inbound_max: usize,
+    /// Most outbound connections.
+    pub outbound_max: usize,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Ping period.
+    pub ping_interval: Duration,
+    /// Drop a connection that received nothing for this long (must exceed `ping_interval`).
+    pub idle_timeout: Duration,
+    /// Deadline for a request's answer.
+    pub request_timeout: Duration,
+    /// Strict-mode ban length.
+    pub ban_duration: Duration,
+    /// Period of the outbound dialer.
+    pub dial_interval: Duration,
+    /// First reconnection backoff.
+    pub dial_backoff_min: Duration,
+    /// Backoff ceiling.
+    pub dial_backoff_max: Duration,
+}
+
+impl P2pConfig {
+    /// The defaults for `network`, listening on `listen_addr`, relaxed mode.
+    pub fn new(listen_addr: SocketAddr, network: Network) -> P2pConfig {
+        P2pConfig {
+            listen_addr,
+            network,
+            strict: false,
+            inbound_max: DEFAULT_INBOUND_MAX,
+            outbound_max: DEFAULT_OUTBOUND_MAX,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            ban_duration: DEFAULT_BAN_DURATION,
+            dial_interval: DEFAULT_DIAL_INTERVAL,
+            dial_backoff_min: DEFAULT_DIAL_BACKOFF_MIN,
+            dial_backoff_max: DEFAULT_DIAL_BACKOFF_MAX,
+        }
+    }
+}
+
+/// The contract's `p2p` status block: `{ enabled, listening, connected_peers }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct P2pStatus {
+    /// The data plane is switched on.
+    pub enabled: bool,
+    /// The listener is bound and accepting.
+    pub listening: bool,
+    /// Peers past the handshake.
+    pub connected_peers: usize,
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The peer dialed us.
+    Inbound,
+    /// We dialed the peer.
+    Outbound,
+}
+
+/// Per-connection counters (frames after the handshake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerStats {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames queued for sending.
+    pub frames_out: u64,
+    /// `NewBlock` frames received.
+    pub blocks_in: u64,
+    /// `NewBlock` frames sent.
+    pub blocks_out: u64,
+    /// `NewTx` frames received.
+    pub txs_in: u64,
+    /// `NewTx` frames sent.
+    pub txs_out: u64,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its proven node id (ed25519 public key).
+    pub node_id: Address,
+    /// The socket address of the connection's far end.
+    pub addr: SocketAddr,
+    /// Who dialed.
+    pub direction: Direction,
+    /// The best tip it told us of (`Tip`, or the highest `NewBlock` it sent).
+    pub tip: Option<(u64, Hash32)>,
+    /// Counters.
+    pub stats: PeerStats,
+}
+
+/// A P2P address the dialer may try, and the node id the peer book knows for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialCandidate {
+    /// The peer's P2P address (the peer book's `address`).
+    pub addr: SocketAddr,
+    /// Its node id if known: the handshake must then prove exactly this key.
+    pub node_id: Option<Address>,
+}
+
+/// Where the outbound dialer gets addresses: the node implements it over its peer
+/// book (including peers HTTP healing discovered). Called once per dialer round,
+/// from an async task: it must be cheap and must not block.
+pub trait PeerCandidates: Send + Sync + 'static {
+    /// Candidate addresses, best first.
+    fn candidates(&self) -> Vec<DialCandidate>;
+}
+
+impl<F> PeerCandidates for F
+where
+    F: Fn() -> Vec<DialCandidate> + Send + Sync + 'static,
+{
+    fn candidates(&self) -> Vec<DialCandidate> {
+        self()
+    }
+}
+
+/// No candidates: the node only accepts inbound connections and explicit `connect`s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCandidates;
+
+impl PeerCandidates for NoCandidates {
+    fn candidates(&self) -> Vec<DialCandidate> {
+        Vec::new()
+    }
+}
+
+/// The data plane as the node sees it. The TCP implementation is
+/// [`crate::TcpDataPlane`]; [`DisabledDataPlane`] stands in for `--no-p2p`.
+///
+/// **API Boundary:** nothing here blocks: `status`, `peers` and the broadcasts read
+/// in-memory state and queue frames; the fetches are bounded by the request timeout.
+/// So the control plane may call them without ever waiting on 7072.
+pub trait DataPlane: Send + Sync {
+    /// `{ enabled, listening, connected_peers }`.
+    fn status(&self) -> P2pStatus;
+    /// Connected peers (past the handshake).
+    fn peers(&self) -> Vec<PeerInfo>;
+    /// The bound listen address, once listening.
+    fn local_addr(&self) -> Option<SocketAddr>;
+    /// Dial `addr` and handshake; with `expected`, the peer must prove that node id.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<Address>,
+    ) -> BoxFuture<'_, Result<PeerInfo, P2pError>>;
+    /// Gossip a block this node accepted (mined or imported) to every peer not known
+    /// to have it. Returns how many peers it was queued for.
+    fn broadcast_block(&self, block: &Block) -> usize;
+    /// Gossip a transaction this node accepted. Returns how many peers it was queued for.
+    fn broadcast_tx(&self, tx: &Transaction) -> usize;
+    /// Main-chain headers from `from` (at most `limit`) from one connected peer.
+    fn fetch_headers(
+        &self,
+        peer: Address,
+        from: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<BlockHeader>, P2pError>>;
+    /// Main-chain blocks from `from` (at most `limit`) from one connected peer.
+    fn fetch_blocks(
+        &self,
+        peer: Address,
+        from: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Block>, P2pError>>;
+}
+
+/// The data plane switched off (`--no-p2p`): reports `enabled: false`, has no peers,
+/// broadcasts go nowhere and fetches fail with [`P2pError::Disabled`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DisabledDataPlane;
+
+impl DataPlane for DisabledDataPlane {
+    fn status(&self) -> P2pStatus {
+        P2pStatus::default()
+    }
+    fn peers(&self) -> Vec<PeerInfo> {
+        Vec::new()
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+    fn connect(
+        &self,
+        _addr: SocketAddr,
+        _expected: Option<Address>,
+    ) -> BoxFuture<'_, Result<PeerInfo, P2pError>> {
+        Box::pin(async { Err(P2pError::Disabled) })
+    }
+    fn broadcast_block(&self, _block: &Block) -> usize {
+        0
+    }
+    fn broadcast_tx(&self, _tx: &Transaction) -> usize {
+        0
+    }
+    fn fetch_headers(
+        &self,
+        _peer: Address,
+        _from: u64,
+        _limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<BlockHeader>, P2pError>> {
+        Box::pin(async { Err(P2pError::Disabled) })
+    }
+    fn fetch_blocks(
+        &self,
+        _peer: Address,
+        _from: u64,
+        _limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Block>, P2pError>> {
+        Box::pin(async { Err(P2pError::Disabled) })
+    }
+}

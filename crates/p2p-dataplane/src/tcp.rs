@@ -1,0 +1,975 @@
+//! The TCP data plane: listener, connections, request/response, gossip, bans, dialer.
+//!
+//! Every connection is one task (reader loop) plus one writer task fed by a bounded
+//! queue ([`PEER_SEND_QUEUE`]). Shared state (peers, pending requests, seen-set,
+//! bans) sits behind one `std::sync::Mutex`, never held across an `.await`. Chain
+//! calls run on blocking threads.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use vision_chain::{Address, Block, BlockHeader, Hash32, SecretKey, Transaction};
+
+use crate::bounded::{BanList, SeenSet};
+use crate::chain::{Accepted, ChainAccess};
+use crate::error::P2pError;
+use crate::handshake::handshake;
+use crate::message::{
+    MAX_BLOCKS_PER_MESSAGE, MAX_HEADERS_PER_MESSAGE, Message, blocks_that_fit, codec,
+    encode_blocks_raw,
+};
+use crate::plane::{
+    BoxFuture, DataPlane, DialCandidate, Direction, MAX_BANNED, MAX_DIAL_CANDIDATES,
+    MAX_DIALS_IN_FLIGHT, P2pConfig, P2pStatus, PEER_KNOWN_CAPACITY, PEER_SEND_QUEUE,
+    PeerCandidates, PeerInfo, PeerStats, SEEN_CAPACITY,
+};
+
+/// Most requests awaiting an answer at once, over all peers.
+pub const MAX_PENDING_REQUESTS: usize = 1_024;
+/// Listen backlog.
+const LISTEN_BACKLOG: u32 = 1_024;
+
+type Sink = SplitSink<Framed<TcpStream, LengthDelimitedCodec>, Bytes>;
+type Source = SplitStream<Framed<TcpStream, LengthDelimitedCodec>>;
+
+/// The TCP data plane on 7072. Start it with [`TcpDataPlane::start`]; it runs until the
+/// shutdown token given to `start` is cancelled, [`TcpDataPlane::shutdown`] is called,
+/// or it is dropped.
+pub struct TcpDataPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TcpDataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpDataPlane")
+            .field("node_id", &self.inner.me)
+            .field("local_addr", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+struct Inner {
+    config: P2pConfig,
+    key: SecretKey,
+    me: Address,
+    magic: u32,
+    chain: Arc<dyn ChainAccess>,
+    local_addr: SocketAddr,
+    listening: AtomicBool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    inbound: AtomicUsize,
+    outbound: AtomicUsize,
+    dial_wake: Notify,
+}
+
+struct State {
+    peers: HashMap<u64, Peer>,
+    pending: HashMap<u64, Pending>,
+    seen: SeenSet,
+    bans: BanList,
+}
+
+struct Peer {
+    node_id: Address,
+    addr: SocketAddr,
+    direction: Direction,
+    tx: mpsc::Sender<Bytes>,
+    cancel: CancellationToken,
+    known: SeenSet,
+    tip: Option<(u64, Hash32)>,
+    stats: PeerStats,
+}
+
+impl Peer {
+    fn info(&self) -> PeerInfo {
+        PeerInfo {
+            node_id: self.node_id,
+            addr: self.addr,
+            direction: self.direction,
+            tip: self.tip,
+            stats: self.stats,
+        }
+    }
+}
+
+struct Pending {
+    conn: u64,
+    reply: oneshot::Sender<Message>,
+}
+
+/// A connection slot, counted against `inbound_max`/`outbound_max` from accept or
+/// dial until the connection ends.
+struct Slot {
+    inner: Arc<Inner>,
+    direction: Direction,
+}
+
+impl Slot {
+    fn try_take(inner: &Arc<Inner>, direction: Direction) -> Option<Slot> {
+        let (counter, max) = inner.counter(direction);
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Slot {
+            inner: inner.clone(),
+            direction,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner
+            .counter(self.direction)
+            .0
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What kind of gossip, for the counters.
+#[derive(Clone, Copy)]
+enum Gossip {
+    Block,
+    Tx,
+}
+
+impl TcpDataPlane {
+    /// Bind `config.listen_addr`, start accepting, and start the outbound dialer over
+    /// `candidates`. Runs until `shutdown` is cancelled.
+    pub async fn start(
+        config: P2pConfig,
+        key: SecretKey,
+        chain: Arc<dyn ChainAccess>,
+        candidates: Arc<dyn PeerCandidates>,
+        shutdown: CancellationToken,
+    ) -> Result<TcpDataPlane, P2pError> {
+        let socket = if config.listen_addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| P2pError::Io(format!("socket: {e}")))?;
+        // Rebinding the port right after a restart must work (TIME_WAIT).
+        socket
+            .set_reuseaddr(true)
+            .map_err(|e| P2pError::Io(format!("SO_REUSEADDR: {e}")))?;
+        socket
+            .bind(config.listen_addr)
+            .map_err(|e| P2pError::Io(format!("bind {}: {e}", config.listen_addr)))?;
+        let listener = socket
+            .listen(LISTEN_BACKLOG)
+            .map_err(|e| P2pError::Io(format!("listen {}: {e}", config.listen_addr)))?;
+        let local_addr = listener.local_addr().map_err(P2pError::from)?;
+        let me = key.address();
+        let inner = Arc::new(Inner {
+            magic: config.network.magic(),
+            config,
+            key,
+            me,
+            chain,
+            local_addr,
+            listening: AtomicBool::new(true),
+            cancel: shutdown.child_token(),
+            tracker: TaskTracker::new(),
+            state: Mutex::new(State {
+                peers: HashMap::new(),
+                pending: HashMap::new(),
+                seen: SeenSet::new(SEEN_CAPACITY),
+                bans: BanList::new(MAX_BANNED),
+            }),
+            next_id: AtomicU64::new(1),
+            inbound: AtomicUsize::new(0),
+            outbound: AtomicUsize::new(0),
+            dial_wake: Notify::new(),
+        });
+        info!(
+            "[P2P] listening on {local_addr} as {me} (network {}, {} mode)",
+            inner.config.network,
+            if inner.config.strict {
+                "strict"
+            } else {
+                "relaxed"
+            }
+        );
+        inner.tracker.spawn(accept_loop(inner.clone(), listener));
+        inner.tracker.spawn(dial_loop(inner.clone(), candidates));
+        Ok(TcpDataPlane { inner })
+    }
+
+    /// This node's id (its node key's public key).
+    pub fn node_id(&self) -> Address {
+        self.inner.me
+    }
+
+    /// Is this IP banned right now?
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.inner.is_banned(ip)
+    }
+
+    /// Stop listening, close every connection, and wait for every task to end.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+impl Drop for TcpDataPlane {
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn counter(&self, d: Direction) -> (&AtomicUsize, usize) {
+        match d {
+            Direction::Inbound => (&self.inbound, self.config.inbound_max),
+            Direction::Outbound => (&self.outbound, self.config.outbound_max),
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn is_banned(&self, ip: IpAddr) -> bool {
+        self.lock().bans.is_banned(&ip, Instant::now())
+    }
+
+    /// Drop or ban after a connection ended with `err`.
+    fn punish(&self, remote: SocketAddr, err: &P2pError) {
+        if self.config.strict && err.is_misbehaviour() {
+            self.lock()
+                .bans
+                .ban(remote.ip(), self.config.ban_duration, Instant::now());
+            warn!(
+                "[P2P] banned {} for {} s: {err}",
+                remote.ip(),
+                self.config.ban_duration.as_secs()
+            );
+        } else if err.is_misbehaviour() {
+            info!("[P2P] dropped {remote}: {err}");
+        } else {
+            debug!("[P2P] connection with {remote} ended: {err}");
+        }
+    }
+
+    /// Register a connection past its handshake. At most one connection per node id:
+    /// when two exist (both dialed at once), the one dialed by the smaller node id is
+    /// kept, on both sides alike.
+    fn register(
+        &self,
+        node_id: Address,
+        addr: SocketAddr,
+        direction: Direction,
+        tx: mpsc::Sender<Bytes>,
+        cancel: CancellationToken,
+    ) -> Result<(u64, PeerInfo), P2pError> {
+        let mut st = self.lock();
+        let dialer = |d: Direction| {
+            if d == Direction::Outbound {
+                self.me
+            } else {
+                node_id
+            }
+        };
+        let existing = st
+            .peers
+            .iter()
+            .find(|(_, p)| p.node_id == node_id)
+            .map(|(id, p)| (*id, p.direction));
+        if let Some((old_id, old_dir)) = existing {
+            let (old_dialer, new_dialer) = (dialer(old_dir), dialer(direction));
+            if old_dialer <= new_dialer {
+                return Err(P2pError::Duplicate(node_id));
+            }
+            if let Some(old) = st.peers.remove(&old_id) {
+                old.cancel.cancel();
+            }
+            st.pending.retain(|_, p| p.conn != old_id);
+        }
+        let id = self.next_id();
+        let peer = Peer {
+            node_id,
+            addr,
+            direction,
+            tx,
+            cancel,
+            known: SeenSet::new(PEER_KNOWN_CAPACITY),
+            tip: None,
+            stats: PeerStats::default(),
+        };
+        let info = peer.info();
+        st.peers.insert(id, peer);
+        Ok((id, info))
+    }
+
+    fn deregister(&self, conn: u64) -> bool {
+        let mut st = self.lock();
+        st.pending.retain(|_, p| p.conn != conn);
+        st.peers.remove(&conn).is_some()
+    }
+
+    /// Queue one frame for one connection (answers, pongs); dropped if its queue is full.
+    fn send_to(&self, conn: u64, frame: Bytes) -> bool {
+        let mut st = self.lock();
+        let Some(p) = st.peers.get_mut(&conn) else {
+            return false;
+        };
+        let ok = p.tx.try_send(frame).is_ok();
+        if ok {
+            p.stats.frames_out += 1;
+        }
+        ok
+    }
+
+    /// Queue a gossip frame for every peer but `except` not known to have `hash`.
+    fn gossip(&self, frame: &Bytes, hash: Hash32, kind: Gossip, except: Option<u64>) -> usize {
+        let mut st = self.lock();
+        let mut sent = 0;
+        for (id, p) in st.peers.iter_mut() {
+            if Some(*id) == except || !p.known.insert(hash) {
+                continue;
+            }
+            if p.tx.try_send(frame.clone()).is_ok() {
+                sent += 1;
+                p.stats.frames_out += 1;
+                match kind {
+                    Gossip::Block => p.stats.blocks_out += 1,
+                    Gossip::Tx => p.stats.txs_out += 1,
+                }
+            }
+        }
+        sent
+    }
+
+    /// Deliver an answer to the request that asked for it, if it came from the
+    /// connection the request went to.
+    fn complete(&self, conn: u64, request_id: u64, msg: Message) {
+        let mut st = self.lock();
+        if st.pending.get(&request_id).is_some_and(|p| p.conn == conn)
+            && let Some(p) = st.pending.remove(&request_id)
+        {
+            let _ = p.reply.send(msg);
+        }
+    }
+
+    async fn request(
+        &self,
+        peer: Address,
+        make: impl FnOnce(u64) -> Message,
+    ) -> Result<Message, P2pError> {
+        let request_id = self.next_id();
+        let (tx, rx) = oneshot::channel();
+        let frame = make(request_id).to_frame()?;
+        {
+            let mut st = self.lock();
+            let conn = st
+                .peers
+                .iter()
+                .find(|(_, p)| p.node_id == peer)
+                .map(|(id, _)| *id)
+                .ok_or(P2pError::NotConnected(peer))?;
+            if st.pending.len() >= MAX_PENDING_REQUESTS {
+                return Err(P2pError::LimitReached("pending request"));
+            }
+            st.pending.insert(request_id, Pending { conn, reply: tx });
+            let p = st
+                .peers
+                .get_mut(&conn)
+                .ok_or(P2pError::NotConnected(peer))?;
+            if p.tx.try_send(frame).is_err() {
+                st.pending.remove(&request_id);
+                return Err(P2pError::LimitReached("peer send queue"));
+            }
+            p.stats.frames_out += 1;
+        }
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(msg)) => Ok(msg),
+            Ok(Err(_)) => Err(P2pError::Closed),
+            Err(_) => {
+                self.lock().pending.remove(&request_id);
+                Err(P2pError::Timeout("request"))
+            }
+        }
+    }
+
+    async fn connect(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<Address>,
+    ) -> Result<PeerInfo, P2pError> {
+        if self.cancel.is_cancelled() {
+            return Err(P2pError::Disabled);
+        }
+        if self.is_banned(addr.ip()) {
+            return Err(P2pError::Banned(addr));
+        }
+        let slot =
+            Slot::try_take(self, Direction::Outbound).ok_or(P2pError::LimitReached("outbound"))?;
+        let stream = tokio::select! {
+            _ = self.cancel.cancelled() => return Err(P2pError::Disabled),
+            r = tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(addr)) => {
+                r.map_err(|_| P2pError::Timeout("connect"))??
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        self.tracker.spawn(run_connection(
+            self.clone(),
+            stream,
+            addr,
+            Direction::Outbound,
+            expected,
+            slot,
+            Some(tx),
+        ));
+        rx.await.unwrap_or(Err(P2pError::Closed))
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                warn!("[P2P] accept failed: {e}");
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        if inner.is_banned(remote.ip()) {
+            debug!("[P2P] refused banned {remote}");
+            continue;
+        }
+        let Some(slot) = Slot::try_take(&inner, Direction::Inbound) else {
+            debug!("[P2P] refused {remote}: inbound limit reached");
+            continue;
+        };
+        inner.tracker.spawn(run_connection(
+            inner.clone(),
+            stream,
+            remote,
+            Direction::Inbound,
+            None,
+            slot,
+            None,
+        ));
+    }
+    inner.listening.store(false, Ordering::Release);
+    info!("[P2P] stopped listening on {}", inner.local_addr);
+}
+
+async fn run_connection(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    direction: Direction,
+    expected: Option<Address>,
+    _slot: Slot,
+    ready: Option<oneshot::Sender<Result<PeerInfo, P2pError>>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, codec());
+    let hs = tokio::select! {
+        _ = inner.cancel.cancelled() => Err(P2pError::Disabled),
+        r = tokio::time::timeout(
+            inner.config.handshake_timeout,
+            handshake(&mut framed, &inner.key, inner.magic, expected),
+        ) => r.unwrap_or(Err(P2pError::Timeout("handshake"))),
+    };
+    let node_id = match hs {
+        Ok(id) => id,
+        Err(e) => {
+            inner.punish(remote, &e);
+            if let Some(r) = ready {
+                let _ = r.send(Err(e));
+            }
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(PEER_SEND_QUEUE);
+    let cancel = inner.cancel.child_token();
+    let (conn, info) = match inner.register(node_id, remote, direction, tx.clone(), cancel.clone())
+    {
+        Ok(x) => x,
+        Err(e) => {
+            debug!("[P2P] closing duplicate connection with {node_id} at {remote}");
+            if let Some(r) = ready {
+                let _ = r.send(Err(e));
+            }
+            return;
+        }
+    };
+    info!("[P2P] peer connected: {node_id} at {remote} ({direction:?})");
+    if let Some(r) = ready {
+        let _ = r.send(Ok(info));
+    }
+    let (sink, source) = framed.split();
+    inner
+        .tracker
+        .spawn(writer(sink, rx, cancel.clone(), inner.config.idle_timeout));
+    let chain = inner.chain.clone();
+    if let Ok((height, hash)) = tokio::task::spawn_blocking(move || chain.tip()).await
+        && let Ok(f) = (Message::Tip { height, hash }).to_frame()
+    {
+        inner.send_to(conn, f);
+    }
+    let result = reader(&inner, conn, source, &cancel).await;
+    cancel.cancel();
+    if inner.deregister(conn) {
+        match &result {
+            Ok(()) => info!("[P2P] peer disconnected: {node_id} at {remote}"),
+            Err(e) => info!("[P2P] peer disconnected: {node_id} at {remote}: {e}"),
+        }
+    }
+    if let Err(e) = &result {
+        inner.punish(remote, e);
+    }
+    inner.dial_wake.notify_one();
+}
+
+async fn writer(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Bytes>,
+    cancel: CancellationToken,
+    write_timeout: Duration,
+) {
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => break,
+            f = rx.recv() => match f { Some(f) => f, None => break },
+        };
+        match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+            Ok(Ok(())) => {}
+            _ => {
+                cancel.cancel();
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// The reader loop: frames in, pings out, idle timeout. `Ok` on a clean close or
+/// cancellation, `Err` with the reason otherwise.
+async fn reader(
+    inner: &Arc<Inner>,
+    conn: u64,
+    mut source: Source,
+    cancel: &CancellationToken,
+) -> Result<(), P2pError> {
+    let cfg = &inner.config;
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.ping_interval,
+        cfg.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
+    let mut ping_nonce = 0u64;
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = &mut idle => return Err(P2pError::Timeout("idle")),
+            _ = ping.tick() => {
+                ping_nonce += 1;
+                if let Ok(f) = (Message::Ping { nonce: ping_nonce }).to_frame() {
+                    inner.send_to(conn, f);
+                }
+                continue;
+            }
+            f = source.next() => match f {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(P2pError::from(e)),
+                Some(Ok(frame)) => frame,
+            },
+        };
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + cfg.idle_timeout);
+        if let Some(p) = inner.lock().peers.get_mut(&conn) {
+            p.stats.frames_in += 1;
+        }
+        let msg = Message::decode(&frame)?;
+        handle(inner, conn, msg).await?;
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, P2pError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| P2pError::ChainAccess(e.to_string()))
+}
+
+async fn handle(inner: &Arc<Inner>, conn: u64, msg: Message) -> Result<(), P2pError> {
+    match msg {
+        Message::Hello { .. } | Message::HelloAck { .. } => Err(P2pError::Misbehaved(format!(
+            "{} after the handshake",
+            msg.kind()
+        ))),
+        Message::Ping { nonce } => {
+            inner.send_to(conn, Message::Pong { nonce }.to_frame()?);
+            Ok(())
+        }
+        Message::Pong { .. } => Ok(()),
+        Message::GetHeaders {
+            request_id,
+            from,
+            limit,
+        } => {
+            let chain = inner.chain.clone();
+            let limit = limit.min(MAX_HEADERS_PER_MESSAGE);
+            let mut headers = blocking(move || chain.headers(from, limit))
+                .await?
+                .unwrap_or_else(|e| {
+                    warn!("[P2P] serving headers from {from}: {e}");
+                    Vec::new()
+                });
+            headers.truncate(limit as usize);
+            let answer = Message::Headers {
+                request_id,
+                headers,
+            };
+            inner.send_to(conn, answer.to_frame()?);
+            Ok(())
+        }
+        Message::GetBlocks {
+            request_id,
+            from,
+            limit,
+        } => {
+            let chain = inner.chain.clone();
+            let limit = limit.min(MAX_BLOCKS_PER_MESSAGE);
+            let mut raw = blocking(move || chain.blocks_raw(from, limit))
+                .await?
+                .unwrap_or_else(|e| {
+                    warn!("[P2P] serving blocks from {from}: {e}");
+                    Vec::new()
+                });
+            raw.truncate(blocks_that_fit(&raw).min(limit as usize));
+            inner.send_to(conn, Bytes::from(encode_blocks_raw(request_id, &raw)));
+            Ok(())
+        }
+        Message::Headers { request_id, .. } | Message::Blocks { request_id, .. } => {
+            inner.complete(conn, request_id, msg);
+            Ok(())
+        }
+        Message::Tip { height, hash } => {
+            if let Some(p) = inner.lock().peers.get_mut(&conn) {
+                p.tip = Some((height, hash));
+            }
+            Ok(())
+        }
+        Message::NewBlock(block) => {
+            let hash = block.hash();
+            let height = block.header.height;
+            let fresh = {
+                let mut st = inner.lock();
+                if let Some(p) = st.peers.get_mut(&conn) {
+                    p.stats.blocks_in += 1;
+                    p.known.insert(hash);
+                    if p.tip.is_none_or(|(h, _)| height > h) {
+                        p.tip = Some((height, hash));
+                    }
+                }
+                st.seen.insert(hash)
+            };
+            if !fresh {
+                return Ok(());
+            }
+            let chain = inner.chain.clone();
+            let frame = Message::NewBlock(block.clone()).to_frame()?;
+            match blocking(move || chain.submit_block(block)).await? {
+                Ok(Accepted::New) => {
+                    let n = inner.gossip(&frame, hash, Gossip::Block, Some(conn));
+                    debug!("[P2P] relayed block {height} {hash} to {n} peers");
+                    Ok(())
+                }
+                Ok(Accepted::Known) => Ok(()),
+                Ok(Accepted::Deferred) => {
+                    inner.lock().seen.remove(&hash);
+                    Ok(())
+                }
+                Err(r) => Err(P2pError::Misbehaved(format!(
+                    "invalid block {height} {hash}: {}",
+                    r.reason
+                ))),
+            }
+        }
+        Message::NewTx(tx) => {
+            let id = tx.id();
+            let fresh = {
+                let mut st = inner.lock();
+                if let Some(p) = st.peers.get_mut(&conn) {
+                    p.stats.txs_in += 1;
+                    p.known.insert(id);
+                }
+                st.seen.insert(id)
+            };
+            if !fresh {
+                return Ok(());
+            }
+            let chain = inner.chain.clone();
+            let frame = Message::NewTx(tx.clone()).to_frame()?;
+            match blocking(move || chain.submit_tx(tx)).await? {
+                Ok(Accepted::New) => {
+                    inner.gossip(&frame, id, Gossip::Tx, Some(conn));
+                    Ok(())
+                }
+                Ok(Accepted::Known) => Ok(()),
+                Ok(Accepted::Deferred) => {
+                    inner.lock().seen.remove(&id);
+                    Ok(())
+                }
+                Err(r) => Err(P2pError::Misbehaved(format!(
+                    "invalid transaction {id}: {}",
+                    r.reason
+                ))),
+            }
+        }
+    }
+}
+
+/// Per-address reconnection state of the dialer.
+struct Backoff {
+    next: Instant,
+    delay: Duration,
+    failing: bool,
+}
+
+async fn dial_loop(inner: Arc<Inner>, candidates: Arc<dyn PeerCandidates>) {
+    let backoff: Arc<Mutex<HashMap<SocketAddr, Backoff>>> = Arc::new(Mutex::new(HashMap::new()));
+    let in_flight: Arc<Mutex<HashSet<SocketAddr>>> = Arc::new(Mutex::new(HashSet::new()));
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            _ = tokio::time::sleep(inner.config.dial_interval) => {}
+            _ = inner.dial_wake.notified() => {}
+        }
+        let free = inner
+            .config
+            .outbound_max
+            .saturating_sub(inner.outbound.load(Ordering::Acquire));
+        if free == 0 {
+            continue;
+        }
+        let cands: Vec<DialCandidate> = candidates
+            .candidates()
+            .into_iter()
+            .take(MAX_DIAL_CANDIDATES)
+            .collect();
+        let (ids, addrs): (HashSet<Address>, HashSet<SocketAddr>) = {
+            let st = inner.lock();
+            (
+                st.peers.values().map(|p| p.node_id).collect(),
+                st.peers.values().map(|p| p.addr).collect(),
+            )
+        };
+        {
+            // Forget backoff state of addresses no longer offered (bounded by the list).
+            let wanted: HashSet<SocketAddr> = cands.iter().map(|c| c.addr).collect();
+            let mut b = backoff.lock().unwrap_or_else(|p| p.into_inner());
+            b.retain(|a, _| wanted.contains(a));
+        }
+        let now = Instant::now();
+        let mut started = 0;
+        for c in cands {
+            if started >= free {
+                break;
+            }
+            if c.addr == inner.local_addr
+                || addrs.contains(&c.addr)
+                || c.node_id
+                    .is_some_and(|id| id == inner.me || ids.contains(&id))
+                || inner.is_banned(c.addr.ip())
+            {
+                continue;
+            }
+            if backoff
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&c.addr)
+                .is_some_and(|b| b.next > now)
+            {
+                continue;
+            }
+            {
+                let mut f = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if f.len() >= MAX_DIALS_IN_FLIGHT || !f.insert(c.addr) {
+                    continue;
+                }
+            }
+            started += 1;
+            let (inner2, backoff2, in_flight2) =
+                (inner.clone(), backoff.clone(), in_flight.clone());
+            inner.tracker.spawn(async move {
+                let r = inner2.connect(c.addr, c.node_id).await;
+                in_flight2
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&c.addr);
+                let (min, max) = (
+                    inner2.config.dial_backoff_min,
+                    inner2.config.dial_backoff_max,
+                );
+                let mut b = backoff2.lock().unwrap_or_else(|p| p.into_inner());
+                let e = b.entry(c.addr).or_insert(Backoff {
+                    next: Instant::now(),
+                    delay: min,
+                    failing: false,
+                });
+                match r {
+                    Ok(_) => {
+                        if e.failing {
+                            info!("[P2P] dial {} succeeded again", c.addr);
+                        }
+                        // A peer that connects and drops at once is still retried at
+                        // most once per minimum backoff.
+                        *e = Backoff {
+                            next: Instant::now() + min,
+                            delay: min,
+                            failing: false,
+                        };
+                    }
+                    Err(err) => {
+                        if !e.failing {
+                            info!("[P2P] dial {} failed, retrying with backoff: {err}", c.addr);
+                        } else {
+                            debug!("[P2P] dial {} failed: {err}", c.addr);
+                        }
+                        e.next = Instant::now() + e.delay;
+                        e.delay = (e.delay * 2).min(max);
+                        e.failing = true;
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl DataPlane for TcpDataPlane {
+    fn status(&self) -> P2pStatus {
+        P2pStatus {
+            enabled: true,
+            listening: self.inner.listening.load(Ordering::Acquire),
+            connected_peers: self.inner.lock().peers.len(),
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self.inner.lock().peers.values().map(Peer::info).collect();
+        v.sort_by_key(|p| p.node_id);
+        v
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.inner.local_addr)
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<Address>,
+    ) -> BoxFuture<'_, Result<PeerInfo, P2pError>> {
+        Box::pin(self.inner.connect(addr, expected))
+    }
+
+    fn broadcast_block(&self, block: &Block) -> usize {
+        let hash = block.hash();
+        let Ok(frame) = Message::NewBlock(block.clone()).to_frame() else {
+            return 0;
+        };
+        self.inner.lock().seen.insert(hash);
+        self.inner.gossip(&frame, hash, Gossip::Block, None)
+    }
+
+    fn broadcast_tx(&self, tx: &Transaction) -> usize {
+        let id = tx.id();
+        let Ok(frame) = Message::NewTx(tx.clone()).to_frame() else {
+            return 0;
+        };
+        self.inner.lock().seen.insert(id);
+        self.inner.gossip(&frame, id, Gossip::Tx, None)
+    }
+
+    fn fetch_headers(
+        &self,
+        peer: Address,
+        from: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<BlockHeader>, P2pError>> {
+        Box::pin(async move {
+            let limit = limit.min(MAX_HEADERS_PER_MESSAGE);
+            let answer = self
+                .inner
+                .request(peer, |request_id| Message::GetHeaders {
+                    request_id,
+                    from,
+                    limit,
+                })
+                .await?;
+            match answer {
+                Message::Headers { headers, .. } if headers.len() <= limit as usize => Ok(headers),
+                other => Err(P2pError::Misbehaved(format!(
+                    "bad answer to get_headers: {} ",
+                    other.kind()
+                ))),
+            }
+        })
+    }
+
+    fn fetch_blocks(
+        &self,
+        peer: Address,
+        from: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Block>, P2pError>> {
+        Box::pin(async move {
+            let limit = limit.min(MAX_BLOCKS_PER_MESSAGE);
+            let answer = self
+                .inner
+                .request(peer, |request_id| Message::GetBlocks {
+                    request_id,
+                    from,
+                    limit,
+                })
+                .await?;
+            match answer {
+                Message::Blocks { blocks, .. } if blocks.len() <= limit as usize => Ok(blocks),
+                other => Err(P2pError::Misbehaved(format!(
+                    "bad answer to get_blocks: {}",
+                    other.kind()
+                ))),
+            }
+        })
+    }
+}

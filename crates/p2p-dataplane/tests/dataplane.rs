@@ -1,0 +1,545 @@
+//! Loopback tests of the TCP data plane: handshake, block streaming, gossip,
+//! reconnection, and garbage on the port (relaxed and strict).
+//!
+//! Attackers in the strict-mode tests connect from other loopback addresses
+//! (127.0.0.2 and up) so that banning them leaves 127.0.0.1, where the good peers
+//! live, unaffected.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use p2p_dataplane::{
+    ChainAccess, DataPlane, DialCandidate, DisabledDataPlane, MemoryChain, Message, NoCandidates,
+    P2pConfig, P2pError, PeerCandidates, TcpDataPlane, codec, hello_transcript,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use vision_chain::{Address, Network, SecretKey, Transaction};
+
+const NET: Network = Network::Regtest;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn key(i: u8) -> SecretKey {
+    SecretKey::from_seed(&[i; 32])
+}
+
+fn config(addr: SocketAddr, strict: bool) -> P2pConfig {
+    let mut c = P2pConfig::new(addr, NET);
+    c.strict = strict;
+    c.handshake_timeout = Duration::from_millis(1_500);
+    c.ping_interval = Duration::from_millis(200);
+    c.idle_timeout = Duration::from_secs(3);
+    c.request_timeout = Duration::from_secs(5);
+    c.dial_interval = Duration::from_millis(100);
+    c.dial_backoff_min = Duration::from_millis(100);
+    c.dial_backoff_max = Duration::from_millis(400);
+    c
+}
+
+struct Node {
+    dp: TcpDataPlane,
+    chain: Arc<MemoryChain>,
+}
+
+impl Node {
+    fn addr(&self) -> SocketAddr {
+        self.dp.local_addr().unwrap()
+    }
+    fn id(&self) -> Address {
+        self.dp.node_id()
+    }
+}
+
+async fn start_at(
+    addr: SocketAddr,
+    k: u8,
+    strict: bool,
+    chain: Arc<MemoryChain>,
+    cands: Arc<dyn PeerCandidates>,
+) -> Node {
+    let dp = TcpDataPlane::start(
+        config(addr, strict),
+        key(k),
+        chain.clone() as Arc<dyn ChainAccess>,
+        cands,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("start");
+    Node { dp, chain }
+}
+
+async fn start(k: u8, strict: bool) -> Node {
+    start_at(
+        "127.0.0.1:0".parse().unwrap(),
+        k,
+        strict,
+        Arc::new(MemoryChain::new(NET)),
+        Arc::new(NoCandidates),
+    )
+    .await
+}
+
+/// Poll `cond` until it holds or the deadline passes.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f).await.expect("deadline")
+}
+
+/// Has the server closed this connection? Reads (discarding) until EOF or error.
+async fn closed_by_server(mut s: TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let r = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    r.is_ok()
+}
+
+/// Connect from a given loopback source IP.
+async fn dial_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(IpAddr::V4(src), 0)).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Refused promptly: closed without a single byte (an accepted connection would get
+/// the server's `Hello` at once).
+async fn refused(src: Ipv4Addr, to: SocketAddr) -> bool {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(IpAddr::V4(src), 0)).unwrap();
+    let Ok(mut s) = s.connect(to).await else {
+        return true;
+    };
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// A raw client that completes a real handshake with `k`, for sending arbitrary
+/// messages afterwards.
+async fn handshaken(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    k: &SecretKey,
+    network: u32,
+) -> Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec> {
+    let mut f = Framed::new(dial_from(src, to).await, codec());
+    let me = k.address();
+    let hello = Message::Hello {
+        network,
+        node_id: me,
+        challenge: [42; 32],
+    };
+    f.send(hello.to_frame().unwrap()).await.unwrap();
+    let frame = within(f.next()).await.unwrap().unwrap();
+    let Message::Hello {
+        node_id, challenge, ..
+    } = Message::decode(&frame).unwrap()
+    else {
+        panic!("expected hello")
+    };
+    let signature = k.sign(&hello_transcript(&challenge, &me, &node_id, network));
+    f.send(Message::HelloAck { signature }.to_frame().unwrap())
+        .await
+        .unwrap();
+    let frame = within(f.next()).await.unwrap().unwrap();
+    assert!(matches!(
+        Message::decode(&frame),
+        Ok(Message::HelloAck { .. })
+    ));
+    f
+}
+
+fn tx(i: u8) -> Transaction {
+    Transaction::new_signed(&key(100 + i), NET, key(200).address(), 5, 1, 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_handshake_and_stream_block_ranges() {
+    let a = start(1, false).await;
+    let b = start(2, false).await;
+    for _ in 0..20 {
+        a.chain.mine_next(key(9).address(), vec![]);
+    }
+    let info = within(b.dp.connect(a.addr(), Some(a.id()))).await.unwrap();
+    assert_eq!(info.node_id, a.id());
+    eventually("both sides see one peer", || {
+        a.dp.status().connected_peers == 1 && b.dp.status().connected_peers == 1
+    })
+    .await;
+    let st = a.dp.status();
+    assert!(st.enabled && st.listening);
+    assert_eq!(a.dp.peers()[0].node_id, b.id());
+    // The tip is announced after the handshake.
+    let a_tip = a.chain.tip();
+    eventually("tip announced", || b.dp.peers()[0].tip == Some(a_tip)).await;
+
+    let headers = within(b.dp.fetch_headers(a.id(), 0, 1_000)).await.unwrap();
+    let expect: Vec<_> = a.chain.blocks().iter().map(|b| b.header.clone()).collect();
+    assert_eq!(headers, expect);
+    let blocks = within(b.dp.fetch_blocks(a.id(), 5, 10)).await.unwrap();
+    assert_eq!(blocks, a.chain.blocks()[5..15].to_vec());
+    let past = within(b.dp.fetch_blocks(a.id(), 1_000, 10)).await.unwrap();
+    assert!(past.is_empty());
+    // Requests to unknown peers fail at once.
+    let stranger = key(77).address();
+    assert_eq!(
+        b.dp.fetch_headers(stranger, 0, 1).await,
+        Err(P2pError::NotConnected(stranger))
+    );
+
+    // A pinned identity that does not match is refused.
+    let c = start(3, false).await;
+    let r = within(c.dp.connect(a.addr(), Some(stranger))).await;
+    assert!(
+        matches!(r, Err(P2pError::UnexpectedIdentity { .. })),
+        "{r:?}"
+    );
+    // Connecting to ourselves is refused.
+    let r = within(c.dp.connect(c.addr(), None)).await;
+    assert_eq!(r.unwrap_err(), P2pError::SelfConnection);
+    // A second connection to the same peer is a duplicate.
+    let r = within(b.dp.connect(a.addr(), None)).await;
+    assert_eq!(r.unwrap_err(), P2pError::Duplicate(a.id()));
+    assert_eq!(b.dp.status().connected_peers, 1);
+
+    // Pings keep an otherwise idle link alive past the idle timeout.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        assert_eq!(b.dp.status().connected_peers, 1, "link dropped while idle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(b.dp.peers()[0].stats.frames_in > 5, "pings flow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_is_relayed_along_a_line() {
+    // a — b — c: c only hears of a's block and transaction through b.
+    let a = start(1, false).await;
+    let b = start(2, false).await;
+    let c = start(3, false).await;
+    within(b.dp.connect(a.addr(), None)).await.unwrap();
+    within(c.dp.connect(b.addr(), None)).await.unwrap();
+    eventually("line up", || b.dp.status().connected_peers == 2).await;
+
+    let block = a.chain.mine_next(key(9).address(), vec![]);
+    assert_eq!(a.dp.broadcast_block(&block), 1);
+    eventually("block everywhere", || {
+        b.chain.has_block(&block.hash()) && c.chain.has_block(&block.hash())
+    })
+    .await;
+
+    let t = tx(1);
+    a.chain.submit_tx(t.clone()).unwrap();
+    assert_eq!(a.dp.broadcast_tx(&t), 1);
+    eventually("tx everywhere", || {
+        b.chain.has_tx(&t.id()) && c.chain.has_tx(&t.id())
+    })
+    .await;
+    // Nothing came back to a.
+    let a_in: u64 =
+        a.dp.peers()
+            .iter()
+            .map(|p| p.stats.blocks_in + p.stats.txs_in)
+            .sum();
+    assert_eq!(a_in, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_crosses_each_link_at_most_once() {
+    // A triangle: every node is connected to both others.
+    let n = [
+        start(1, false).await,
+        start(2, false).await,
+        start(3, false).await,
+    ];
+    within(n[1].dp.connect(n[0].addr(), None)).await.unwrap();
+    within(n[2].dp.connect(n[0].addr(), None)).await.unwrap();
+    within(n[2].dp.connect(n[1].addr(), None)).await.unwrap();
+    eventually("triangle", || {
+        n.iter().all(|x| x.dp.status().connected_peers == 2)
+    })
+    .await;
+
+    let block = n[0].chain.mine_next(key(9).address(), vec![]);
+    let t = tx(2);
+    n[0].chain.submit_tx(t.clone()).unwrap();
+    assert_eq!(n[0].dp.broadcast_block(&block), 2);
+    assert_eq!(n[0].dp.broadcast_tx(&t), 2);
+    // A second broadcast of the same objects goes nowhere.
+    assert_eq!(n[0].dp.broadcast_block(&block), 0);
+    assert_eq!(n[0].dp.broadcast_tx(&t), 0);
+
+    let totals = |n: &[Node; 3]| {
+        let mut s = (0, 0, 0, 0);
+        for x in n {
+            for p in x.dp.peers() {
+                s.0 += p.stats.blocks_out;
+                s.1 += p.stats.blocks_in;
+                s.2 += p.stats.txs_out;
+                s.3 += p.stats.txs_in;
+            }
+        }
+        s
+    };
+    eventually("delivered and quiescent", || {
+        let (bo, bi, to, ti) = totals(&n);
+        n.iter()
+            .all(|x| x.chain.has_block(&block.hash()) && x.chain.has_tx(&t.id()))
+            && bo == bi
+            && to == ti
+    })
+    .await;
+    for x in &n {
+        for p in x.dp.peers() {
+            assert!(p.stats.blocks_out <= 1 && p.stats.blocks_in <= 1, "{p:?}");
+            assert!(p.stats.txs_out <= 1 && p.stats.txs_in <= 1, "{p:?}");
+        }
+    }
+    // Never back to the origin.
+    for p in n[0].dp.peers() {
+        assert_eq!((p.stats.blocks_in, p.stats.txs_in), (0, 0), "{p:?}");
+    }
+    let (bo, _, to, _) = totals(&n);
+    assert!((2..=4).contains(&bo), "block frames {bo}");
+    assert!((2..=4).contains(&to), "tx frames {to}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialer_reconnects_after_a_peer_restarts() {
+    let b = start(2, false).await;
+    let b_addr = b.addr();
+    let b_id = b.id();
+    let cands = move || {
+        vec![DialCandidate {
+            addr: b_addr,
+            node_id: Some(b_id),
+        }]
+    };
+    let a = start_at(
+        "127.0.0.1:0".parse().unwrap(),
+        1,
+        false,
+        Arc::new(MemoryChain::new(NET)),
+        Arc::new(cands),
+    )
+    .await;
+    eventually("dialer connects", || {
+        a.dp.peers().iter().any(|p| p.node_id == b_id)
+    })
+    .await;
+
+    within(b.dp.shutdown()).await;
+    assert!(!b.dp.status().listening);
+    drop(b);
+    eventually("drop noticed", || a.dp.status().connected_peers == 0).await;
+
+    // Same key, same port: a new process after a restart.
+    let b2 = start_at(
+        b_addr,
+        2,
+        false,
+        Arc::new(MemoryChain::new(NET)),
+        Arc::new(NoCandidates),
+    )
+    .await;
+    eventually("dialer reconnects", || {
+        a.dp.status().connected_peers == 1 && b2.dp.status().connected_peers == 1
+    })
+    .await;
+    // And the link works.
+    let h = within(a.dp.fetch_headers(b_id, 0, 10)).await.unwrap();
+    assert_eq!(h.len(), 1);
+}
+
+/// Every kind of garbage, against a node that keeps a good peer connected.
+async fn garbage_round(strict: bool) {
+    let server = start(1, strict).await;
+    let good = start(2, false).await;
+    within(good.dp.connect(server.addr(), None)).await.unwrap();
+    let to = server.addr();
+    let attackers: Vec<Ipv4Addr> = (2..7).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect();
+
+    // 1. random bytes
+    let mut s = dial_from(attackers[0], to).await;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let junk: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let _ = s.write_all(&junk).await;
+    assert!(closed_by_server(s).await, "random bytes");
+
+    // 2. an oversized length prefix
+    let mut s = dial_from(attackers[1], to).await;
+    let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    assert!(closed_by_server(s).await, "oversized prefix");
+
+    // 3. a handshake for another network
+    let mut f = Framed::new(dial_from(attackers[2], to).await, codec());
+    let k = key(50);
+    let hello = Message::Hello {
+        network: Network::Mainnet.magic(),
+        node_id: k.address(),
+        challenge: [1; 32],
+    };
+    f.send(hello.to_frame().unwrap()).await.unwrap();
+    assert!(closed_by_server(f.into_inner()).await, "wrong network");
+
+    // 4. a valid frame with an invalid block, after a valid handshake
+    let mut f = handshaken(attackers[3], to, &key(51), NET.magic()).await;
+    let other = MemoryChain::new(NET);
+    let mut bad = other.mine_next(key(9).address(), vec![]);
+    bad.header.tx_root = vision_chain::Hash32([7; 32]);
+    f.send(Message::NewBlock(bad.clone()).to_frame().unwrap())
+        .await
+        .unwrap();
+    assert!(closed_by_server(f.into_inner()).await, "invalid block");
+    assert!(!server.chain.has_block(&bad.hash()));
+
+    // 5. a slowloris: one byte a second of a hello
+    let s = dial_from(attackers[4], to).await;
+    let (mut rd, mut wr) = s.into_split();
+    let slow = tokio::spawn(async move {
+        let mut frame = vec![0, 0, 0, 70];
+        frame.extend(
+            Message::Hello {
+                network: NET.magic(),
+                node_id: key(52).address(),
+                challenge: [2; 32],
+            }
+            .encode(),
+        );
+        for b in frame {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let t = Instant::now();
+    let mut buf = [0u8; 1024];
+    within(async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(5), "slowloris held on");
+    slow.abort();
+
+    // The good peer was never disturbed, and new good peers still get in.
+    assert_eq!(server.dp.status().connected_peers, 1);
+    assert!(server.dp.status().listening);
+    let h = within(good.dp.fetch_headers(server.id(), 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(h.len(), 1);
+    let late = start(3, false).await;
+    within(late.dp.connect(server.addr(), None)).await.unwrap();
+    assert_eq!(server.dp.status().connected_peers, 2);
+
+    for ip in &attackers {
+        let banned = server.dp.is_banned(IpAddr::V4(*ip));
+        assert_eq!(banned, strict, "{ip} banned in strict mode only");
+        assert_eq!(
+            refused(*ip, to).await,
+            strict,
+            "{ip} refused in strict mode only"
+        );
+    }
+    assert!(!server.dp.is_banned(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dropped_in_relaxed_mode() {
+    garbage_round(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_banned_in_strict_mode() {
+    garbage_round(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_are_bounded() {
+    let mut cfg = config("127.0.0.1:0".parse().unwrap(), false);
+    cfg.inbound_max = 2;
+    let server = TcpDataPlane::start(
+        cfg,
+        key(1),
+        Arc::new(MemoryChain::new(NET)),
+        Arc::new(NoCandidates),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let to = server.local_addr().unwrap();
+    // Two idle sockets hold both slots until the handshake deadline...
+    let _s1 = dial_from(Ipv4Addr::LOCALHOST, to).await;
+    let _s2 = dial_from(Ipv4Addr::LOCALHOST, to).await;
+    let mut refused_once = false;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) && !refused_once {
+        refused_once = refused(Ipv4Addr::LOCALHOST, to).await;
+    }
+    assert!(refused_once, "a third inbound connection is refused");
+    // ...and once the deadline frees them, a real peer gets in.
+    let good = start(2, false).await;
+    let t = Instant::now();
+    loop {
+        match within(good.dp.connect(to, None)).await {
+            Ok(_) => break,
+            Err(e) => assert!(t.elapsed() < DEADLINE, "never got in: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn disabled_data_plane_reports_off() {
+    let d = DisabledDataPlane;
+    let st = d.status();
+    assert!(!st.enabled && !st.listening);
+    assert_eq!(st.connected_peers, 0);
+    assert!(d.peers().is_empty());
+    assert_eq!(d.broadcast_tx(&tx(1)), 0);
+    let any: &dyn DataPlane = &d;
+    assert_eq!(
+        any.fetch_blocks(key(1).address(), 0, 1).await,
+        Err(P2pError::Disabled)
+    );
+    assert_eq!(
+        any.connect("127.0.0.1:1".parse().unwrap(), None)
+            .await
+            .unwrap_err(),
+        P2pError::Disabled
+    );
+}
