@@ -386,7 +386,16 @@ impl Api {
         };
         let hash = block.hash();
         let shared = self.0.clone();
-        let result = blocking(move || shared.core.import_block(&block, Origin::Http)).await?;
+        let result = blocking(move || {
+            let r = shared.core.import_block(&block, Origin::Http);
+            if r.as_ref().is_ok_and(AcceptOutcome::tip_changed) {
+                // A block published over HTTP (a miner whose 7072 is dead) goes on to
+                // the P2P peers of this node, if it has any.
+                shared.net.data_plane().broadcast_block(&block);
+            }
+            r
+        })
+        .await?;
         let height = self.0.core.chain().height;
         let status = match result {
             Ok(AcceptOutcome::Extended { .. }) => "extended",

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod mining;
 pub mod network;
 pub mod node;
+pub mod p2p;
 pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};

@@ -7,7 +7,7 @@
 //! blackholed anchor costs at most one timeout and never blocks a caller.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use backbone_state::{
@@ -24,7 +24,9 @@ use vision_wire::{
 
 use crate::core::{Core, now_ms, now_unix, short};
 use crate::mining::Publisher;
-use crate::sync::{HttpSource, SourceScores, sync_round};
+use crate::p2p::P2pSource;
+use crate::sync::{HttpSource, Source, SourceScores, sync_round};
+use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
 /// Ancestors re-sent when an anchor answers `orphan_block` to a published block.
 pub const PUBLISH_BACKFILL_MAX: usize = 16;
@@ -52,9 +54,6 @@ pub const HELLO_REVERIFY_S: u64 = 60;
 fn backbone_err(e: ClientError) -> BackboneError {
     match e {
         ClientError::Timeout { timeout_ms, .. } => BackboneError::Timeout(timeout_ms),
-        ClientError::Status { ref code, .. } if code == "wrong_network" => {
-            BackboneError::Transport(e.to_string())
-        }
         other => BackboneError::Transport(other.to_string()),
     }
 }
@@ -71,27 +70,42 @@ impl ControlPlane for HttpControlPlane {
             .get(anchor_url)
             .filter(|(_, at)| now.saturating_sub(*at) < HELLO_REVERIFY_S)
             .map(|(id, _)| id.clone());
-        let id = match cached {
-            Some(id) => id,
-            None => {
-                let hello = (self.hello)().sign(&self.key);
-                let theirs = self
-                    .client
-                    .hello_signed(anchor_url, &hello)
-                    .await
-                    .map_err(backbone_err)?;
-                let id = theirs
-                    .verify(&self.network, now)
-                    .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
-                    .to_hex();
-                let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-                if v.len() >= backbone_state::MAX_ANCHORS * 4 {
-                    v.clear();
+        let id =
+            match cached {
+                Some(id) => id,
+                None => {
+                    let hello = (self.hello)().sign(&self.key);
+                    let theirs = self.client.hello_signed(anchor_url, &hello).await.map_err(
+                        |e| match e {
+                            // The anchor refused our signed hello because it is on
+                            // another network: a rejection, not a passing failure.
+                            ClientError::Status {
+                                ref code,
+                                ref message,
+                                ..
+                            } if code == "wrong_network" => BackboneError::WrongNetwork {
+                                ours: self.network.clone(),
+                                theirs: message
+                                    .rsplit("this node is on ")
+                                    .next()
+                                    .unwrap_or(message)
+                                    .to_string(),
+                            },
+                            other => backbone_err(other),
+                        },
+                    )?;
+                    let id = theirs
+                        .verify(&self.network, now)
+                        .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
+                        .to_hex();
+                    let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                    if v.len() >= backbone_state::MAX_ANCHORS * 4 {
+                        v.clear();
+                    }
+                    v.insert(anchor_url.to_string(), (id.clone(), now));
+                    id
                 }
-                v.insert(anchor_url.to_string(), (id.clone(), now));
-                id
-            }
-        };
+            };
         let s = self
             .client
             .probe_with_retry(anchor_url, 0)
@@ -145,6 +159,8 @@ pub struct Net {
     pub membership: Option<Mutex<Membership>>,
     /// Sync source demotions.
     pub scores: SourceScores,
+    /// The data plane, once started ([`Net::set_data_plane`]).
+    data_plane: OnceLock<Arc<dyn DataPlane>>,
 }
 
 impl Net {
@@ -166,7 +182,21 @@ impl Net {
             peerbook: Arc::new(peerbook),
             membership,
             scores: SourceScores::default(),
+            data_plane: OnceLock::new(),
         })
+    }
+
+    /// The data plane (disabled until started).
+    pub fn data_plane(&self) -> Arc<dyn DataPlane> {
+        match self.data_plane.get() {
+            Some(p) => p.clone(),
+            None => Arc::new(DisabledDataPlane),
+        }
+    }
+
+    /// Install the started data plane (once).
+    pub fn set_data_plane(&self, plane: Arc<dyn DataPlane>) {
+        let _ = self.data_plane.set(plane);
     }
 
     /// An anchor's live cluster size (itself included).
@@ -304,7 +334,26 @@ async fn run_membership_expiry(net: Arc<Net>, shutdown: CancellationToken, perio
 }
 
 /// Anchors (best first) and a few HTTP peers as sync sources.
-fn sync_candidates(net: &Net, bb: &BackboneState) -> Vec<HttpSource> {
+/// Sync sources: connected P2P peers first (the fast path when 7072 is up), then
+/// the anchors (best first) and a few HTTP peers.
+fn sync_candidates(net: &Net, bb: &BackboneState) -> Vec<Source> {
+    let plane = net.data_plane();
+    let mut out: Vec<Source> = plane
+        .peers()
+        .into_iter()
+        .map(|p| {
+            Source::P2p(P2pSource {
+                plane: plane.clone(),
+                peer: p.node_id,
+                name: format!("p2p:{}", p.node_id),
+            })
+        })
+        .collect();
+    out.extend(http_candidates(net, bb).into_iter().map(Source::Http));
+    out
+}
+
+fn http_candidates(net: &Net, bb: &BackboneState) -> Vec<HttpSource> {
     let mut urls: Vec<String> = bb.best_anchor.iter().cloned().collect();
     let mut others: Vec<_> = bb
         .anchors
@@ -409,6 +458,7 @@ impl HttpPublisher {
 
     /// Relay a transaction to the anchors (fire and forget).
     pub fn relay_tx(&self, tx: Transaction) {
+        self.net.data_plane().broadcast_tx(&tx);
         for url in self.anchors() {
             let (client, tx) = (self.net.client.clone(), tx.clone());
             self.rt.spawn(async move {
@@ -422,6 +472,9 @@ impl HttpPublisher {
 
 impl Publisher for HttpPublisher {
     fn publish(&self, block: Block) {
+        // P2P first when it is up (it only queues frames), then HTTP to every anchor,
+        // which is what reaches the network when 7072 is dead.
+        self.net.data_plane().broadcast_block(&block);
         for url in self.anchors() {
             let (client, core, block) = (self.net.client.clone(), self.core.clone(), block.clone());
             self.rt.spawn(async move {

@@ -162,6 +162,7 @@ impl NodeShared {
             log.observe(&health);
         }
         let counts = self.net.peerbook.counts();
+        let p2p = self.net.data_plane().status();
         let cluster = self
             .net
             .cluster_size()
@@ -181,13 +182,13 @@ impl NodeShared {
             peers: PeersStatus {
                 peerbook_count: counts.peerbook_count,
                 http_discovered: counts.http_discovered,
-                p2p_connected: 0,
+                p2p_connected: p2p.connected_peers,
                 cluster_size_estimate: cluster,
             },
             p2p: P2pStatus {
-                enabled: self.core.cfg.p2p_addr.is_some(),
-                listening: false,
-                connected_peers: 0,
+                enabled: p2p.enabled,
+                listening: p2p.listening,
+                connected_peers: p2p.connected_peers,
             },
         }
     }
@@ -663,6 +664,28 @@ impl Node {
             status_cache: ArcSwapOption::empty(),
         });
         let _ = cell.set(Arc::downgrade(&shared));
+        net.set_data_plane(crate::p2p::start(&core, net.peerbook.clone(), &shutdown).await);
+        // A new tip (from any origin) reaches the miner at once, not at its next tick:
+        // stale work is abandoned promptly.
+        {
+            let (mut tips, weak, stop) = (
+                core.subscribe_tip(),
+                Arc::downgrade(&shared),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = tips.changed() => if r.is_err() { return },
+                    }
+                    match weak.upgrade() {
+                        Some(s) => s.miner.notify(),
+                        None => return,
+                    }
+                }
+            });
+        }
         spawn_loops(&core, &net, &shutdown);
         tracing::info!(
             "[NODE] 🚀 Vision Node {VERSION} on {} · node {} · height {} · control plane http://{}",

@@ -120,6 +120,36 @@ impl BlockSource for HttpSource {
     }
 }
 
+/// Any source the node syncs from.
+#[derive(Clone)]
+pub enum Source {
+    /// A control plane.
+    Http(HttpSource),
+    /// A connected data-plane peer.
+    P2p(crate::p2p::P2pSource),
+}
+
+impl BlockSource for Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::Http(s) => s.name(),
+            Source::P2p(s) => s.name(),
+        }
+    }
+    async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+        match self {
+            Source::Http(s) => s.headers(from, limit).await,
+            Source::P2p(s) => s.headers(from, limit).await,
+        }
+    }
+    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
+        match self {
+            Source::Http(s) => s.blocks(from, limit).await,
+            Source::P2p(s) => s.blocks(from, limit).await,
+        }
+    }
+}
+
 /// What one round did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncReport {
@@ -439,21 +469,21 @@ impl SourceScores {
 pub async fn sync_round(
     core: &Arc<Core>,
     scores: &SourceScores,
-    candidates: &[HttpSource],
+    candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
     for src in candidates {
-        if !scores.usable(&src.url, now_ms()) {
+        if !scores.usable(src.name(), now_ms()) {
             continue;
         }
         match sync_from(core, src, target_height).await {
             Ok(r) => {
-                scores.reward(&src.url);
+                scores.reward(src.name());
                 if r.imported > 0 {
                     tracing::info!(
                         "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}",
                         r.imported,
-                        src.url,
+                        src.name(),
                         r.fork_height,
                         r.height
                     );
@@ -461,9 +491,9 @@ pub async fn sync_round(
                 return Some(r);
             }
             Err(e) if e.demotes() => {
-                let d = scores.demote(&src.url, now_ms());
+                let d = scores.demote(src.name(), now_ms());
                 tracing::warn!("[SYNC] ⛔ {e}; demoting it for {} s", d.as_secs());
-                core.note_source_failure(&src.url, &e.to_string());
+                core.note_source_failure(src.name(), &e.to_string());
             }
             Err(e) => {
                 tracing::debug!("[SYNC] {e}");

@@ -197,6 +197,17 @@ fn run_cell(c: &mut Cluster, opts: CellOpts) -> Result<CellReport, String> {
     })?;
     report.cluster_s = t0.elapsed().as_secs_f64();
 
+    // With the data plane on, the muscle is there too: everyone listens and has a
+    // P2P peer (members find anchors' P2P addresses through HTTP healing).
+    if opts.p2p == P2pMode::On {
+        wait_until("P2P connections everywhere", MINUTE, || {
+            let st = c.statuses()?;
+            Ok(st
+                .iter()
+                .all(|s| s.p2p.enabled && s.p2p.listening && s.p2p.connected_peers >= 1))
+        })?;
+    }
+
     // 2. Every member learns the tip from the backbone.
     wait_until("members use the backbone tip", MINUTE, || {
         let st = c.statuses()?;

@@ -1,0 +1,167 @@
+//! Sync throughput: 10,000 regtest blocks of 100 transactions from a local anchor,
+//! over HTTP (`/api/headers`, `/api/blocks`, binary) and over P2P (the data plane's
+//! block streaming), in the same run, into fresh stores. Goal: HTTP takes at most
+//! 1.25 × the P2P time, so that P2P really is optional.
+//!
+//! `cargo bench -p node-service --bench sync_http_vs_p2p [-- BLOCKS]`. The source
+//! chain is built once and cached under the target directory.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use node_service::core::Core;
+use node_service::p2p::{NodeChain, P2pSource};
+use node_service::sync::{HttpSource, sync_from};
+use node_service::{Node, NodeConfig};
+use p2p_dataplane::{DataPlane, NoCandidates, P2pConfig, TcpDataPlane};
+use tokio_util::sync::CancellationToken;
+use vision_chain::{Network, SecretKey, Transaction, build_block, solve};
+use vision_store::ChainStore;
+
+const NET: Network = Network::Regtest;
+const TXS_PER_BLOCK: usize = 100;
+const FUNDING_BLOCKS: usize = TXS_PER_BLOCK;
+
+fn key(i: usize) -> SecretKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    SecretKey::from_seed(&seed)
+}
+
+/// Build (or reuse) a store with `blocks` blocks: first one block paying each of 100
+/// senders, then blocks of 100 transfers, timestamps one block time apart.
+fn source_store(dir: &std::path::Path, blocks: usize) -> ChainStore {
+    let path = dir.join("chain.redb");
+    let store = ChainStore::open(&path, NET).expect("open source store");
+    let p = NET.params();
+    let have = store.tip().expect("tip").height as usize;
+    if have >= blocks {
+        return store;
+    }
+    println!(
+        "building the source chain: {have} → {blocks} blocks of {TXS_PER_BLOCK} transactions (cached for later runs)"
+    );
+    let senders: Vec<SecretKey> = (0..TXS_PER_BLOCK).map(key).collect();
+    let sink = key(10_000).address();
+    let t = Instant::now();
+    for h in have + 1..=blocks {
+        let ctx = store.tip_context().expect("ctx");
+        let txs: Vec<Transaction> = if h <= FUNDING_BLOCKS {
+            Vec::new()
+        } else {
+            let nonce = (h - FUNDING_BLOCKS - 1) as u64;
+            senders
+                .iter()
+                .map(|k| Transaction::new_signed(k, NET, sink, 1, 1, nonce))
+                .collect()
+        };
+        let miner = if h <= FUNDING_BLOCKS {
+            senders[h - 1].address()
+        } else {
+            sink
+        };
+        let ts = p.genesis_timestamp_ms + h as u64 * p.target_block_time_ms;
+        let mut b = build_block(p, &ctx.parent_context(), miner, txs, ts);
+        let mut start = 0;
+        while solve(&mut b.header, start, 1 << 16).is_none() {
+            start += 1 << 16;
+        }
+        store.accept_block(&b, ts).expect("source block accepted");
+        if h % 1000 == 0 {
+            println!("  {h} blocks ({:.0} s)", t.elapsed().as_secs_f64());
+        }
+    }
+    store
+}
+
+fn fresh_core(dir: &std::path::Path) -> Arc<Core> {
+    let cfg = NodeConfig::new(NET, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+    let store = ChainStore::open(&dir.join("chain.redb"), NET).expect("sink store");
+    Arc::new(Core::new(cfg, SecretKey::from_seed(&[9; 32]), Arc::new(store), vec![]).expect("core"))
+}
+
+async fn sync_all<S: node_service::sync::BlockSource>(
+    core: &Arc<Core>,
+    src: &S,
+    target: u64,
+) -> f64 {
+    let t = Instant::now();
+    while core.chain().height < target {
+        sync_from(core, src, target).await.expect("sync round");
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let blocks: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let src_dir = target_dir.join(format!("bench-sync-source-{blocks}"));
+    std::fs::create_dir_all(&src_dir).expect("source dir");
+    drop(source_store(&src_dir, blocks));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        // The source: a real node (anchor, not mining) over the cached chain, with
+        // its control plane and its data plane on loopback.
+        let token = CancellationToken::new();
+        let mut cfg = NodeConfig::new(NET, "127.0.0.1:0".parse().unwrap(), src_dir.clone());
+        cfg.is_anchor = true;
+        cfg.p2p_addr = Some("127.0.0.1:0".parse().unwrap());
+        let node = Node::start(cfg, token.clone()).await.expect("source node");
+        let http = format!("http://{}", node.http_addr());
+        let shared = node.shared();
+        let p2p_addr = shared.net.data_plane().local_addr().expect("source P2P listening");
+        tokio::spawn(node.run());
+        let target = blocks as u64;
+        println!("sync of {blocks} blocks × {TXS_PER_BLOCK} transactions from a local anchor (2 cores, shared by both ends)");
+
+        let mut results = Vec::new();
+        for round in 1..=2 {
+            // HTTP
+            let d = tempfile::tempdir().expect("tmp");
+            let core = fresh_core(d.path());
+            let src = HttpSource { client: Arc::new(control_plane_client::ControlPlaneClient::default()), url: http.clone() };
+            let http_s = sync_all(&core, &src, target).await;
+            drop(core);
+            // P2P
+            let d2 = tempfile::tempdir().expect("tmp");
+            let core = fresh_core(d2.path());
+            let t2 = CancellationToken::new();
+            let plane = TcpDataPlane::start(
+                P2pConfig::new("127.0.0.1:0".parse().unwrap(), NET),
+                SecretKey::from_seed(&[round as u8 + 20; 32]),
+                Arc::new(NodeChain(core.clone())),
+                Arc::new(NoCandidates),
+                t2.clone(),
+            )
+            .await
+            .expect("sink data plane");
+            let peer = plane.connect(p2p_addr, None).await.expect("connect to the source");
+            let plane: Arc<dyn DataPlane> = Arc::new(plane);
+            let src = P2pSource { plane, peer: peer.node_id, name: "p2p".into() };
+            let p2p_s = sync_all(&core, &src, target).await;
+            t2.cancel();
+            println!(
+                "round {round}: HTTP {http_s:.1} s ({:.0} blocks/s) · P2P {p2p_s:.1} s ({:.0} blocks/s) · HTTP/P2P time {:.2}",
+                target as f64 / http_s,
+                target as f64 / p2p_s,
+                http_s / p2p_s
+            );
+            results.push((http_s, p2p_s));
+        }
+        let (h, p): (f64, f64) = results.iter().fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1));
+        println!("mean HTTP/P2P time ratio: {:.2} (goal ≤ 1.25)", h / p);
+        token.cancel();
+    });
+}
