@@ -151,7 +151,15 @@ impl NodeShared {
             backbone_connected: backbone.connected,
             backbone_tip,
             anchor_http_tip: 0,
-            p2p_tip: 0,
+            // Last resort after the backbone: the best tip P2P peers announced.
+            p2p_tip: self
+                .net
+                .data_plane()
+                .peers()
+                .iter()
+                .filter_map(|p| p.tip.map(|(h, _)| h))
+                .max()
+                .unwrap_or(0),
             fetching: self
                 .core
                 .fetching
