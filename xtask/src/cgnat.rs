@@ -151,7 +151,7 @@ pub(crate) fn run(node_bin: &Path) -> Result<String, String> {
 pub(crate) fn driver(node_bin: &str) -> anyhow::Result<()> {
     testkit::use_node_binary(node_bin.into());
     let opts = CellOpts {
-        p2p: P2pMode::On,
+        p2p: P2pMode::Firewalled,
         anchors: 1,
         nodes: MEMBERS,
         placement: Placement::Namespaces {

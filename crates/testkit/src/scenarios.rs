@@ -24,6 +24,10 @@ pub enum P2pMode {
     /// P2P on, but every non-anchor's advertised P2P port is a blackhole that
     /// accepts and never answers: 7072 is dead from the outside.
     Dead,
+    /// P2P on, but the network drops all traffic to and from 7072 on every
+    /// non-anchor host (the CGNAT cell's nftables rule): members must end with no
+    /// P2P peer at all, everything having gone over HTTP.
+    Firewalled,
 }
 
 impl P2pMode {
@@ -33,6 +37,7 @@ impl P2pMode {
             P2pMode::Off => "off",
             P2pMode::On => "on",
             P2pMode::Dead => "dead",
+            P2pMode::Firewalled => "firewalled",
         }
     }
 }
@@ -251,7 +256,21 @@ fn run_cell(c: &mut Cluster, opts: CellOpts) -> Result<CellReport, String> {
         })?;
     }
 
-    // 5. All converge on one tip, and exchange readiness holds once caught up.
+    // 5. Behind the firewall the members never had the muscle: P2P switched on and
+    //    listening, yet no P2P peer — the cluster above formed, synced and mined over
+    //    HTTP alone.
+    if opts.p2p == P2pMode::Firewalled {
+        for s in c.statuses()?.iter().filter(|s| !s.is_anchor) {
+            if !(s.p2p.enabled && s.p2p.listening && s.p2p.connected_peers == 0) {
+                return Err(format!(
+                    "member {} has P2P {:?} behind the 7072 firewall",
+                    s.node_id, s.p2p
+                ));
+            }
+        }
+    }
+
+    // 6. All converge on one tip, and exchange readiness holds once caught up.
     let t_conv = Instant::now();
     wait_until("one tip everywhere", MINUTE, || {
         let st = c.statuses()?;
