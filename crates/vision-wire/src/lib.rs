@@ -19,8 +19,8 @@ mod signed;
 mod status;
 
 pub use signed::{
-    HeartbeatPayload, HeartbeatResponse, HelloPayload, MAX_CLOCK_SKEW_S, SignedError,
-    SignedHeartbeat, SignedHello, fresh_nonce,
+    Claims, HeartbeatPayload, HeartbeatResponse, HelloPayload, MAX_CLOCK_SKEW_S, Signed,
+    SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
 };
 pub use status::*;
 

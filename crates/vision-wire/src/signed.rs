@@ -87,11 +87,16 @@ impl Canon {
 }
 
 /// The fields every signed message shares, borrowed for checking.
-struct Claims<'a> {
-    node_id: &'a str,
-    network: &'a str,
-    timestamp_unix: u64,
-    nonce: &'a str,
+#[derive(Debug, Clone, Copy)]
+pub struct Claims<'a> {
+    /// The signer's node id (hex public key).
+    pub node_id: &'a str,
+    /// Network name.
+    pub network: &'a str,
+    /// Unix seconds when signed.
+    pub timestamp_unix: u64,
+    /// The message's nonce.
+    pub nonce: &'a str,
 }
 
 fn check_common(
@@ -131,6 +136,44 @@ fn check_common(
         });
     }
     Ok(addr)
+}
+
+/// A payload that can be signed: it names its claims (who, which network, when,
+/// which nonce) and its canonical signing bytes.
+pub trait SignedPayload {
+    /// The claims every signed message carries.
+    fn claims(&self) -> Claims<'_>;
+    /// The exact bytes the signature covers.
+    fn signing_bytes(&self) -> Vec<u8>;
+}
+
+/// A signed message on the wire: `{"payload": {...}, "signature": "<hex>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed<P> {
+    /// The claims.
+    pub payload: P,
+    /// ed25519 by the payload's `node_id` over its signing bytes.
+    pub signature: Signature,
+}
+
+impl<P: SignedPayload> Signed<P> {
+    /// Sign `payload` with `key` (whose address must be the payload's `node_id`).
+    pub fn new(payload: P, key: &SecretKey) -> Signed<P> {
+        let signature = key.sign(&payload.signing_bytes());
+        Signed { payload, signature }
+    }
+
+    /// Verify identity, network and freshness. Returns the signer's key as an address.
+    pub fn verify(&self, expected_network: &str, now_unix: u64) -> Result<Address, SignedError> {
+        check_common(
+            self.payload.claims(),
+            &self.payload.signing_bytes(),
+            &self.signature,
+            expected_network,
+            now_unix,
+        )
+    }
 }
 
 /// What a node says about itself in a hello.
@@ -175,42 +218,26 @@ impl HelloPayload {
 
     /// Sign with the node key (whose address must be `node_id`).
     pub fn sign(self, key: &SecretKey) -> SignedHello {
-        let signature = key.sign(&self.signing_bytes());
-        SignedHello {
-            payload: self,
-            signature,
+        Signed::new(self, key)
+    }
+}
+
+impl SignedPayload for HelloPayload {
+    fn claims(&self) -> Claims<'_> {
+        Claims {
+            node_id: &self.node_id,
+            network: &self.network,
+            timestamp_unix: self.timestamp_unix,
+            nonce: &self.nonce,
         }
+    }
+    fn signing_bytes(&self) -> Vec<u8> {
+        HelloPayload::signing_bytes(self)
     }
 }
 
 /// `POST /api/hello` body and answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHello {
-    /// The claims.
-    pub payload: HelloPayload,
-    /// ed25519 over [`HelloPayload::signing_bytes`].
-    pub signature: Signature,
-}
-
-impl SignedHello {
-    /// Verify identity, network and freshness. Returns the signer's key as an address.
-    pub fn verify(&self, expected_network: &str, now_unix: u64) -> Result<Address, SignedError> {
-        let p = &self.payload;
-        check_common(
-            Claims {
-                node_id: &p.node_id,
-                network: &p.network,
-                timestamp_unix: p.timestamp_unix,
-                nonce: &p.nonce,
-            },
-            &p.signing_bytes(),
-            &self.signature,
-            expected_network,
-            now_unix,
-        )
-    }
-}
+pub type SignedHello = Signed<HelloPayload>;
 
 /// A member's periodic heartbeat to an anchor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,42 +281,26 @@ impl HeartbeatPayload {
 
     /// Sign with the node key.
     pub fn sign(self, key: &SecretKey) -> SignedHeartbeat {
-        let signature = key.sign(&self.signing_bytes());
-        SignedHeartbeat {
-            payload: self,
-            signature,
+        Signed::new(self, key)
+    }
+}
+
+impl SignedPayload for HeartbeatPayload {
+    fn claims(&self) -> Claims<'_> {
+        Claims {
+            node_id: &self.node_id,
+            network: &self.network,
+            timestamp_unix: self.timestamp_unix,
+            nonce: &self.nonce,
         }
+    }
+    fn signing_bytes(&self) -> Vec<u8> {
+        HeartbeatPayload::signing_bytes(self)
     }
 }
 
 /// `POST /api/heartbeat` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedHeartbeat {
-    /// The claims.
-    pub payload: HeartbeatPayload,
-    /// ed25519 over [`HeartbeatPayload::signing_bytes`].
-    pub signature: Signature,
-}
-
-impl SignedHeartbeat {
-    /// Verify identity, network and freshness.
-    pub fn verify(&self, expected_network: &str, now_unix: u64) -> Result<Address, SignedError> {
-        let p = &self.payload;
-        check_common(
-            Claims {
-                node_id: &p.node_id,
-                network: &p.network,
-                timestamp_unix: p.timestamp_unix,
-                nonce: &p.nonce,
-            },
-            &p.signing_bytes(),
-            &self.signature,
-            expected_network,
-            now_unix,
-        )
-    }
-}
+pub type SignedHeartbeat = Signed<HeartbeatPayload>;
 
 /// An anchor's answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
