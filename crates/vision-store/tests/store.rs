@@ -757,7 +757,7 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
         valid: true,
         state: HashMap::new(),
     }];
-    for o in ops {
+    for (i, o) in ops.iter().enumerate() {
         // Mostly build on recent blocks so that branches grow long enough to win.
         let p = nodes.len() - 1 - o.parent_back.min(nodes.len() - 1);
         let parent = &nodes[p];
@@ -783,7 +783,15 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
             header: &parent.block.header,
             recent_timestamps_ms: &parent.timestamps,
         };
-        let block = mine(&ctx, key(o.miner).address(), txs, 800 + o.jitter_ms);
+        // The op's index in the timestamp keeps two identical ops on one parent from
+        // producing the very same block (which the store rightly calls already known):
+        // `jitter * 32 + i` is one-to-one for the at most 28 ops of a case.
+        let block = mine(
+            &ctx,
+            key(o.miner).address(),
+            txs,
+            800 + o.jitter_ms * 32 + i as u64,
+        );
         let (valid, state) = match apply_block(params, &parent.state, &block) {
             Ok(d) if parent.valid => {
                 let mut s = parent.state.clone();
