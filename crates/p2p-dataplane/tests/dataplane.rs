@@ -316,9 +316,11 @@ async fn gossip_crosses_each_link_at_most_once() {
             assert!(p.stats.txs_out <= 1 && p.stats.txs_in <= 1, "{p:?}");
         }
     }
-    // Never back to the origin.
+    // Back to the origin at most once per link, and only through the race where a
+    // neighbour hears the relayed copy before the origin's own frame (it then cannot
+    // know the origin has it): de-duplication is per direction of a link, not global.
     for p in n[0].dp.peers() {
-        assert_eq!((p.stats.blocks_in, p.stats.txs_in), (0, 0), "{p:?}");
+        assert!(p.stats.blocks_in <= 1 && p.stats.txs_in <= 1, "{p:?}");
     }
     let (bo, _, to, _) = totals(&n);
     assert!((2..=4).contains(&bo), "block frames {bo}");
