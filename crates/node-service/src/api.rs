@@ -60,6 +60,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/exchange/ready"),
 ];
 
+/// Path segments a route can have (`/api/accounts/{address}` has three).
+const ROUTE_SEGMENTS_MAX: usize = 4;
+
 /// The router: a [`Handler`] over the node.
 pub struct Api(pub Arc<NodeShared>);
 
@@ -69,8 +72,14 @@ impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let t = Instant::now();
         let method = req.method.clone();
-        let (route, result) = self.route(req).await;
-        let resp = result.unwrap_or_else(ApiError::into_response);
+        let (route, resp) = if method == Method::GET && req.path == "/api/status" {
+            // The hot route: answered from the status snapshot without entering the
+            // router, whose (large) future stays boxed on the slow path below.
+            ("/api/status", self.0.status_response())
+        } else {
+            let (route, result) = Box::pin(self.route(req)).await;
+            (route, result.unwrap_or_else(ApiError::into_response))
+        };
         self.0.core.metrics.observe_request(
             route,
             method.as_str(),
@@ -196,11 +205,26 @@ impl Api {
     }
 
     async fn route(&self, req: Request) -> Routed {
-        let path = req.path.trim_end_matches('/').to_string();
-        let segs: Vec<&str> = path.split('/').skip(1).collect();
-        let m = req.method.clone();
-        let get = m == Method::GET || m == Method::HEAD;
-        let post = m == Method::POST;
+        // Split the path into at most ROUTE_SEGMENTS_MAX segments without allocating
+        // (this runs for every request); a longer path matches no route.
+        let mut segs_buf: [&str; ROUTE_SEGMENTS_MAX] = [""; ROUTE_SEGMENTS_MAX];
+        let mut n = 0;
+        let mut too_long = false;
+        for seg in req.path.trim_end_matches('/').split('/').skip(1) {
+            if n == ROUTE_SEGMENTS_MAX {
+                too_long = true;
+                break;
+            }
+            segs_buf[n] = seg;
+            n += 1;
+        }
+        let segs: &[&str] = if too_long {
+            &["", "", "", "", ""]
+        } else {
+            &segs_buf[..n]
+        };
+        let get = req.method == Method::GET || req.method == Method::HEAD;
+        let post = req.method == Method::POST;
         macro_rules! only {
             ($route:expr, $cond:expr, $allowed:expr, $body:expr) => {
                 (
@@ -213,7 +237,7 @@ impl Api {
                 )
             };
         }
-        match segs.as_slice() {
+        match segs {
             [] | [""] => only!(
                 "/",
                 get,

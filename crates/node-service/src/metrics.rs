@@ -5,6 +5,7 @@
 //! lock-free snapshots at scrape time, so nothing on a hot path touches them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -18,8 +19,27 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
-/// (route template, method, status) of a request.
-type RequestKey = (&'static str, &'static str, u16);
+/// (route template, method, status) of a request, hashed and compared by the
+/// strings' addresses (see [`KeyHasher`]). The same text at two addresses makes two
+/// cache entries pointing at the same metric, which is harmless.
+#[derive(Debug, Clone, Copy)]
+struct RequestKey(&'static str, &'static str, u16);
+
+impl PartialEq for RequestKey {
+    fn eq(&self, o: &Self) -> bool {
+        std::ptr::eq(self.0, o.0) && std::ptr::eq(self.1, o.1) && self.2 == o.2
+    }
+}
+
+impl Eq for RequestKey {}
+
+impl std::hash::Hash for RequestKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_usize(self.0.as_ptr() as usize);
+        h.write_usize(self.1.as_ptr() as usize);
+        h.write_u16(self.2);
+    }
+}
 
 /// A histogram whose observation is three relaxed atomic adds: the request path
 /// must not take a lock (prometheus-client's own histogram locks per observation).
@@ -103,7 +123,34 @@ pub struct Metrics {
     miner_blocks_found: Gauge,
     mempool_txs: Gauge,
     exchange_ready: Gauge,
-    handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram)>>,
+    handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram), BuildHasherDefault<KeyHasher>>>,
+}
+
+/// A fast hasher for [`RequestKey`]s: the route and method are `&'static str`s from
+/// fixed tables, so their addresses identify them; SipHash over their bytes on every
+/// request would cost more than the rest of the bookkeeping.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 /// Cached request-metric handles (routes × methods × statuses seen; bounded).
@@ -201,7 +248,7 @@ impl Metrics {
             miner_blocks_found: Gauge::default(),
             mempool_txs: Gauge::default(),
             exchange_ready: Gauge::default(),
-            handles: RwLock::new(HashMap::new()),
+            handles: RwLock::new(HashMap::default()),
             registry: Registry::default(),
         };
         registry.register(
@@ -302,7 +349,7 @@ impl Metrics {
         };
         // The hot path: a read lock and a small-key lookup of ready handles; the
         // label sets (owned strings) are built once per (route, method, status).
-        let key = (route, method, status);
+        let key = RequestKey(route, method, status);
         let cached = self.handles.read().ok().and_then(|m| m.get(&key).cloned());
         let (counter, hist) = match cached {
             Some(h) => h,
