@@ -5,10 +5,13 @@
 //! **Architecture Invariant:** nothing here knows about routes: a [`Handler`] gets
 //! a fully read, size-checked [`Request`] and returns a [`Response`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +21,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -220,6 +223,141 @@ fn too_large(max: usize) -> ApiError {
     )
 }
 
+/// Coarse clock and connection sweeper period.
+const SWEEP_TICK_MS: u64 = 100;
+/// A connection that has read nothing for this long between requests is closed
+/// (keep-alive idle timeout), freeing its slot.
+pub const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
+
+/// [`ConnWatch::head_since_ms`] while a request is being handled.
+const IN_REQUEST: u64 = u64::MAX;
+
+/// Per-connection watch state, read by the sweeper. Everything is a relaxed atomic:
+/// the request path touches no timer and no lock.
+struct ConnWatch {
+    /// Coarse time (ms since the server started) a request head began arriving; 0
+    /// while the connection waits between requests; [`IN_REQUEST`] while a request is
+    /// being handled (its body is read under the request timeout instead).
+    head_since_ms: AtomicU64,
+    /// Coarse time of the last read.
+    last_read_ms: AtomicU64,
+    /// Closes the connection.
+    close: CancellationToken,
+}
+
+/// The server's coarse clock: milliseconds since start, advanced by the sweeper.
+/// Starts at 1 so that 0 can mean "no head in progress".
+struct Clock(AtomicU64);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The connection's socket, noting when a request head starts arriving. Replaces
+/// hyper's per-request header-read timer (a timer-wheel entry per request, about 7 %
+/// of the throughput of `/api/status`) with one sweeper task for all connections.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    watch: Arc<ConnWatch>,
+    clock: Arc<Clock>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.clock.now();
+            self.watch.last_read_ms.store(now, Ordering::Relaxed);
+            // First bytes after the last request was dispatched: a head has begun.
+            let _ = self.watch.head_since_ms.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Advance the coarse clock and close connections whose request head has taken
+/// longer than the header-read timeout (slowloris), or that sat idle between
+/// requests longer than [`KEEP_ALIVE_IDLE_MS`].
+async fn sweep(
+    clock: Arc<Clock>,
+    conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>>,
+    limits: HttpLimits,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = tokio::time::Instant::now();
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = 1 + started.elapsed().as_millis() as u64;
+        clock.0.store(now, Ordering::Relaxed);
+        n += 1;
+        if n % 5 != 0 {
+            continue;
+        }
+        let m = conns.lock().unwrap_or_else(|e| e.into_inner());
+        for w in m.values() {
+            let head = w.head_since_ms.load(Ordering::Relaxed);
+            let stalled = head != 0
+                && head != IN_REQUEST
+                && now.saturating_sub(head) > limits.header_read_timeout_ms;
+            let idle = head == 0
+                && now.saturating_sub(w.last_read_ms.load(Ordering::Relaxed)) > KEEP_ALIVE_IDLE_MS;
+            if stalled || idle {
+                w.close.cancel();
+            }
+        }
+    }
+}
+
 /// Serve `handler` on `listener` until `shutdown` is cancelled, then stop accepting
 /// and give open connections up to `grace` to finish.
 pub async fn serve<H: Handler>(
@@ -231,6 +369,16 @@ pub async fn serve<H: Handler>(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let clock = Arc::new(Clock(AtomicU64::new(1)));
+    let conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>> = Arc::new(Mutex::new(HashMap::new()));
+    let sweeper_stop = shutdown.child_token();
+    tokio::spawn(sweep(
+        clock.clone(),
+        conns.clone(),
+        limits,
+        sweeper_stop.clone(),
+    ));
+    let mut next_id: u64 = 0;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -250,8 +398,24 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
+        let watch = Arc::new(ConnWatch {
+            head_since_ms: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(clock.now()),
+            close: CancellationToken::new(),
+        });
+        next_id += 1;
+        let id = next_id;
+        conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, watch.clone());
+        let w = watch.clone();
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             let h = h.clone();
+            // The head is complete: the header-read deadline no longer applies; the
+            // body (if any) is read under the request timeout.
+            w.head_since_ms.store(IN_REQUEST, Ordering::Relaxed);
+            let w = w.clone();
             async move {
                 // A request without a body (most GETs) needs no timer: reading it is
                 // already done and handlers are bounded. A body is read under the
@@ -277,21 +441,34 @@ pub async fn serve<H: Handler>(
                         .into_response()
                     })
                 };
+                // Answered: the next bytes on this connection start a new head.
+                w.head_since_ms.store(0, Ordering::Relaxed);
                 Ok::<_, Infallible>(resp)
             }
         });
+        let io = Watched {
+            inner: stream,
+            watch: watch.clone(),
+            clock: clock.clone(),
+        };
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc);
+            .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
+        let conns = conns.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = watch.close.cancelled() => {
+                    tracing::debug!("[HTTP] closed a connection from {peer}: request head too slow or idle");
+                }
+            }
+            conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             drop(permit);
         });
     }
     drop(listener);
+    sweeper_stop.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
