@@ -1,6 +1,7 @@
 //! Address checks and anchor seed parsing. Pure string work: nothing here resolves
 //! names or opens sockets.
 
+use vision_wire::addr::split_host_port;
 use vision_wire::{DEFAULT_HTTP_PORT, DEFAULT_P2P_PORT};
 
 use crate::BackboneError;
@@ -18,45 +19,6 @@ fn bad(address: &str, reason: &'static str) -> BackboneError {
         address: cut(address),
         reason,
     }
-}
-
-/// Split `host[:port]` (IPv6 in brackets) and check the host's characters.
-fn split_host_port(s: &str) -> Result<(&str, Option<&str>), &'static str> {
-    if let Some(inner) = s.strip_prefix('[') {
-        let end = inner.find(']').ok_or("unclosed '[' in IPv6 address")?;
-        let ip = &inner[..end];
-        if ip.is_empty()
-            || !ip
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err("invalid IPv6 address");
-        }
-        let host = &s[..end + 2];
-        let after = &inner[end + 1..];
-        return match after {
-            "" => Ok((host, None)),
-            _ => after
-                .strip_prefix(':')
-                .map(|p| (host, Some(p)))
-                .ok_or("unexpected text after IPv6 address"),
-        };
-    }
-    let (host, port) = match s.split_once(':') {
-        Some((_, p)) if p.contains(':') => return Err("IPv6 addresses must be in brackets"),
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    if host.is_empty() || host.len() > 253 {
-        return Err("empty or over-long host");
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-    {
-        return Err("host has characters a host name cannot have");
-    }
-    Ok((host, port))
 }
 
 fn parse_port(p: &str) -> Result<u16, &'static str> {

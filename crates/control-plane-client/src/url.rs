@@ -2,13 +2,12 @@
 //! `http://host:port`.
 
 use vision_wire::DEFAULT_HTTP_PORT;
+use vision_wire::addr::split_host_port;
 
 use crate::ClientError;
 
 /// Longest base URL accepted, in bytes.
 pub const MAX_BASE_URL_LEN: usize = 512;
-/// Longest host name accepted (DNS limit).
-const MAX_HOST_LEN: usize = 253;
 
 fn invalid(url: &str, reason: &str) -> ClientError {
     let shown: String = url.chars().take(80).collect();
@@ -72,51 +71,6 @@ pub fn normalize_base_url(input: &str) -> Result<String, ClientError> {
         },
     };
     Ok(format!("http://{host}:{port}"))
-}
-
-/// Split `host[:port]`; the host keeps IPv6 brackets.
-fn split_host_port(s: &str) -> Result<(&str, Option<&str>), &'static str> {
-    if let Some(inner) = s.strip_prefix('[') {
-        let Some(end) = inner.find(']') else {
-            return Err("unclosed '[' in IPv6 address");
-        };
-        let addr = &inner[..end];
-        if addr.is_empty()
-            || !addr
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err("invalid IPv6 address");
-        }
-        let host = &s[..end + 2];
-        let after = &inner[end + 1..];
-        return match after {
-            "" => Ok((host, None)),
-            _ => match after.strip_prefix(':') {
-                Some(p) => Ok((host, Some(p))),
-                None => Err("unexpected text after IPv6 address"),
-            },
-        };
-    }
-    let (host, port) = match s.split_once(':') {
-        Some((h, p)) => {
-            if p.contains(':') {
-                return Err("IPv6 addresses must be in brackets: [::1]:7070");
-            }
-            (h, Some(p))
-        }
-        None => (s, None),
-    };
-    if host.is_empty() || host.len() > MAX_HOST_LEN {
-        return Err("host is empty or too long");
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-    {
-        return Err("host has characters a host name cannot have");
-    }
-    Ok((host, port))
 }
 
 #[cfg(test)]

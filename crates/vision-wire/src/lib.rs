@@ -14,6 +14,7 @@
 //!
 //! No feature flags.
 
+pub mod addr;
 pub mod binary;
 mod signed;
 mod status;
