@@ -238,6 +238,24 @@ fn anchors_fail_over_while_a_blackhole_and_a_wrong_network_anchor_are_ignored() 
         )
     })
     .unwrap();
+    // /api/health names every anchor with its own last error.
+    wait_until("per-anchor health", MINUTE, || {
+        let h = get_json(c.nodes[mi].addr(), "/api/health")?;
+        let sub = &h["subsystems"];
+        let hole_err = sub[format!("anchor {hole}")]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let foreign_err = sub[format!("anchor {}", urls[2])]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        Ok(sub[format!("anchor {}", urls[0])]["status"] == "ok"
+            && sub[format!("anchor {hole}")]["status"] == "degraded"
+            && hole_err.contains("no answer")
+            && foreign_err.contains("network"))
+    })
+    .unwrap();
     let log = std::fs::read_to_string(&c.nodes[mi].log).unwrap();
     assert!(
         log.contains("devnet") || log.contains("network"),

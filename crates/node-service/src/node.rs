@@ -356,6 +356,40 @@ impl NodeShared {
                 v.peers.peerbook_count, v.peers.cluster_size_estimate
             ),
         );
+        // Every configured anchor, with its own last error: one dead anchor while
+        // another serves is "degraded", never "down".
+        for a in &self.net.backbone.load().anchors {
+            let (level, detail) =
+                if a.consecutive_failures == 0 && a.last_ok.is_some() && !a.rejected {
+                    let stalled = if a.stalled { ", tip stalled" } else { "" };
+                    (
+                        if a.stalled {
+                            HealthLevel::Degraded
+                        } else {
+                            HealthLevel::Ok
+                        },
+                        format!(
+                            "tip {} in {} ms{stalled}",
+                            a.tip_height.unwrap_or(0),
+                            a.latency_ms.unwrap_or(0)
+                        ),
+                    )
+                } else {
+                    (
+                        HealthLevel::Degraded,
+                        a.last_error
+                            .clone()
+                            .unwrap_or_else(|| "not answered yet".into()),
+                    )
+                };
+            subsystems.insert(
+                format!("anchor {}", a.url),
+                SubsystemHealth {
+                    status: level,
+                    detail,
+                },
+            );
+        }
         let status = if subsystems.values().any(|s| s.status == HealthLevel::Down) {
             HealthLevel::Down
         } else if subsystems
