@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vision_chain::{Network, SecretKey, Transaction};
-use vision_wire::{HelloPayload, SignedHello, fresh_nonce};
+use vision_wire::SignedHello;
 
 mod common;
 use common::{TestNode, wait_for};
@@ -311,18 +311,7 @@ async fn admin_routes_need_loopback_or_the_cookie() {
 }
 
 fn hello(key: &SecretKey, network: &str, ts: u64) -> SignedHello {
-    HelloPayload {
-        network: network.into(),
-        node_id: key.address().to_hex(),
-        timestamp_unix: ts,
-        nonce: fresh_nonce(),
-        http_address: "127.0.0.1:1".into(),
-        p2p_address: None,
-        is_anchor: false,
-        version: "test".into(),
-        height: 0,
-    }
-    .sign(key)
+    common::signed_hello(key, network, ts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,7 @@ use node_service::AnchorSeed;
 use node_service::http::{Handler, Request};
 use serde_json::{Value, json};
 use vision_chain::{Block, Network, SecretKey, Transaction};
-use vision_wire::{HeartbeatPayload, HelloPayload, fresh_nonce};
+use vision_wire::{HeartbeatPayload, fresh_nonce};
 
 // ---------------------------------------------------------------- the spec
 
@@ -331,19 +331,7 @@ fn now_unix() -> u64 {
 }
 
 fn hello(key: &SecretKey, network: &str, ts: u64) -> Vec<u8> {
-    let h = HelloPayload {
-        network: network.into(),
-        node_id: key.address().to_hex(),
-        timestamp_unix: ts,
-        nonce: fresh_nonce(),
-        http_address: "127.0.0.1:1".into(),
-        p2p_address: None,
-        is_anchor: false,
-        version: "test".into(),
-        height: 0,
-    }
-    .sign(key);
-    serde_json::to_vec(&h).unwrap()
+    serde_json::to_vec(&common::signed_hello(key, network, ts)).unwrap()
 }
 
 fn heartbeat(key: &SecretKey, network: &str) -> Vec<u8> {

@@ -129,3 +129,23 @@ pub(crate) async fn wait_for(what: &str, deadline: Duration, mut f: impl AsyncFn
     }
     panic!("timed out waiting for {what}");
 }
+
+/// A hello signed by `key` for `network` at `ts`, with fixed test addresses.
+pub(crate) fn signed_hello(
+    key: &vision_chain::SecretKey,
+    network: &str,
+    ts: u64,
+) -> vision_wire::SignedHello {
+    vision_wire::HelloPayload {
+        network: network.into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: ts,
+        nonce: vision_wire::fresh_nonce(),
+        http_address: "127.0.0.1:1".into(),
+        p2p_address: None,
+        is_anchor: false,
+        version: "test".into(),
+        height: 0,
+    }
+    .sign(key)
+}
