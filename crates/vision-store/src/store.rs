@@ -289,6 +289,30 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Apply a new block on top of the current tip, store it as valid and make it
+    /// the tip; the state error, if its transition fails (nothing written then).
+    fn connect_new_tip(
+        &mut self,
+        params: &ChainParams,
+        hash: &Hash32,
+        block: &Block,
+        info: BlockInfo,
+    ) -> Result<Result<(), StateError>, StoreError> {
+        if let Err(e) = self.connect(params, hash, block)? {
+            return Ok(Err(e));
+        }
+        self.put_new_block(
+            hash,
+            block,
+            &BlockInfo {
+                status: BlockStatus::Valid,
+                ..info
+            },
+        )?;
+        self.set_tip(hash)?;
+        Ok(Ok(()))
+    }
+
     /// Mark `from` and every stored descendant invalid.
     fn mark_invalid(&mut self, from: Hash32) -> Result<(), StoreError> {
         let mut stack = vec![from];
@@ -615,21 +639,12 @@ impl ChainStore {
         let tip_hash = meta_hash(&t.meta, META_TIP)?;
 
         if parent_hash == tip_hash {
-            if let Err(e) = t.connect(self.params, hash, block)? {
+            if let Err(e) = t.connect_new_tip(self.params, hash, block, info)? {
                 return fail(StoreError::Invalid {
                     hash: *hash,
                     source: e.into(),
                 });
             }
-            t.put_new_block(
-                hash,
-                block,
-                &BlockInfo {
-                    status: BlockStatus::Valid,
-                    ..info
-                },
-            )?;
-            t.set_tip(hash)?;
             return Ok(Ok(AcceptOutcome::Extended {
                 height,
                 hash: *hash,
@@ -691,22 +706,13 @@ impl ChainStore {
             }
             connected.push(*bh);
         }
-        if let Err(e) = t.connect(self.params, hash, block)? {
+        if let Err(e) = t.connect_new_tip(self.params, hash, block, info)? {
             return Ok(Err(Ok(BranchFailure {
                 invalid: *hash,
                 source: e.into(),
             })));
         }
-        t.put_new_block(
-            hash,
-            block,
-            &BlockInfo {
-                status: BlockStatus::Valid,
-                ..info
-            },
-        )?;
         connected.push(*hash);
-        t.set_tip(hash)?;
         Ok(Ok(AcceptOutcome::Reorganized(Reorg {
             fork_height,
             fork_hash,
