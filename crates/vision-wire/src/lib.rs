@@ -16,6 +16,7 @@
 
 pub mod addr;
 pub mod binary;
+pub mod events;
 mod signed;
 mod status;
 
