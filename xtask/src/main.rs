@@ -25,6 +25,7 @@ mod cells;
 mod cgnat;
 mod cluster;
 mod faults;
+mod guard;
 mod matrix;
 mod simulate;
 mod tidy;
