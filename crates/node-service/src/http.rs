@@ -440,10 +440,13 @@ async fn sweep<H: Handler>(
     }
 }
 
+/// Open connections per untrusted client address.
+type PerIpCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
 /// A connection's place under the caps, given back when it closes.
 struct ConnSlot {
     open: Arc<std::sync::atomic::AtomicUsize>,
-    per_ip: Option<(Arc<Mutex<HashMap<IpAddr, usize>>>, IpAddr)>,
+    per_ip: Option<(PerIpCounts, IpAddr)>,
 }
 
 impl Drop for ConnSlot {
@@ -494,7 +497,7 @@ pub async fn serve<H: Handler>(
     grace: Duration,
 ) {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let per_ip: PerIpCounts = Arc::new(Mutex::new(HashMap::new()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let clock = Arc::new(Clock(AtomicU64::new(1)));
     let conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>> = Arc::new(Mutex::new(HashMap::new()));
