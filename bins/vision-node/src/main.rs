@@ -533,6 +533,13 @@ fn main() -> ExitCode {
                 eprintln!("error: {what} {addr}: the port is in use by another program");
                 return ExitCode::from(2);
             }
+            // A store layout this release cannot read: the operator has to act
+            // (the message says how), like any other configuration problem.
+            Err(NodeError::Store(e @ vision_store::StoreError::Schema { .. })) => {
+                tracing::error!("[NODE] cannot start: {e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 tracing::error!("[NODE] cannot start: {e}");
                 eprintln!("error: {e}");

@@ -701,3 +701,44 @@ fn log_file_gets_plain_lines_without_emoji_or_colours() {
     assert_eq!(emoji, None, "plain text without emoji:\n{text}");
     assert!(!text.contains('\u{1b}'), "no ANSI colours in a file");
 }
+
+/// The store fixture written by release 2.7.0 (crates/vision-store/tests/schema.rs).
+fn store_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/vision-store/tests/fixtures/store-v1-regtest.redb")
+}
+
+#[test]
+fn a_store_from_release_2_7_0_is_served_and_one_from_a_newer_release_exits_2() {
+    let summary = std::fs::read_to_string(store_fixture().with_extension("txt")).expect("summary");
+    let tip = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("tip "))
+        .expect("tip line");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(store_fixture(), dir.path().join("chain.redb")).expect("copy");
+    let mut n = NodeProc::regtest(dir.path(), &[]);
+    let addr = n.http_addr();
+    let s = poll("status", START, || status(addr));
+    assert_eq!(s["height"], 24, "{s}");
+    assert_eq!(s["tip_hash"], tip, "{s}");
+    assert_eq!(n.stop(), Some(0));
+    // a newer release's layout: exit 2, saying what to do, file untouched in meaning
+    {
+        let db = redb::Database::open(dir.path().join("chain.redb")).expect("redb");
+        let wtx = db.begin_write().expect("write");
+        {
+            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut t = wtx.open_table(def).expect("meta");
+            t.insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .expect("insert");
+        }
+        wtx.commit().expect("commit");
+    }
+    let mut n = NodeProc::regtest(dir.path(), &[]);
+    let st = n.wait_exit(START);
+    assert_eq!(st.code(), Some(2), "{}", n.log());
+    let log = n.log();
+    assert!(log.contains("schema version 99"), "{log}");
+    assert!(log.contains("written by a newer release"), "{log}");
+}

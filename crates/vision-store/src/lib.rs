@@ -62,7 +62,7 @@ mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use schema::BlockStatus;
+pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
     AcceptOutcome, ChainStore, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
     MAX_REVERTED_TXS, Reorg, TipContext, TipInfo,
