@@ -67,7 +67,11 @@ pub enum Guard {
 
 impl Guard {
     /// Every guard cell, in the order the matrix runs them.
-    pub const ALL: [Guard; 3] = [Guard::P2pIdleFlood, Guard::P2pGetBlocksFlood, Guard::FeeBump];
+    pub const ALL: [Guard; 3] = [
+        Guard::P2pIdleFlood,
+        Guard::P2pGetBlocksFlood,
+        Guard::FeeBump,
+    ];
 
     /// The name in the matrix (`guard:<name>`).
     pub fn name(self) -> &'static str {
@@ -232,7 +236,11 @@ pub fn idle_flood(c: &mut Cluster, strict: bool) -> Result<String, String> {
                 let (f, d) = rt
                     .block_on(real_handshake(Ipv4Addr::LOCALHOST, to, 100 + t as u8))
                     .map_err(|e| {
-                        format!("{} mode, flood from {what}, try {}: {e}", mode(strict), t + 1)
+                        format!(
+                            "{} mode, flood from {what}, try {}: {e}",
+                            mode(strict),
+                            t + 1
+                        )
                     })?;
                 drop(f);
                 took.push(d);
@@ -406,9 +414,11 @@ pub fn fee_bump(c: &mut Cluster) -> Result<String, String> {
     let first_fee = 5_000;
     // Mine until the node key can spend (whatever the maturity rule), then stop
     // mining so that the pooled transfer stays pooled while we bump it.
-    wait_until("a spendable balance (a first transfer accepted)", MINUTE, || {
-        Ok(submit(1, first_fee, nonce_now()?)?.status == 202)
-    })?;
+    wait_until(
+        "a spendable balance (a first transfer accepted)",
+        MINUTE,
+        || Ok(submit(1, first_fee, nonce_now()?)?.status == 202),
+    )?;
     let stop = post_json(a, "/api/miner/stop", &serde_json::json!({}))?;
     if stop.status != 202 {
         return Err(format!("miner stop: {}", stop.status));
@@ -443,7 +453,8 @@ pub fn fee_bump(c: &mut Cluster) -> Result<String, String> {
         let code = error_code(&ans.body);
         let min = min_replacement_fee(fee);
         let text = String::from_utf8_lossy(&ans.body);
-        if ans.status == 409 && code == "replacement_fee_too_low" && text.contains(&min.to_string()) {
+        if ans.status == 409 && code == "replacement_fee_too_low" && text.contains(&min.to_string())
+        {
             refused += 1;
         } else {
             return Err(format!(
@@ -471,7 +482,10 @@ pub fn fee_bump(c: &mut Cluster) -> Result<String, String> {
             }
             429 if error_code(&ans.body) == "sender_rate_limited" => {
                 let retry = ans.header("retry-after");
-                if !retry.as_deref().is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)) {
+                if !retry
+                    .as_deref()
+                    .is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1))
+                {
                     return Err(format!("429 without a usable Retry-After: {retry:?}"));
                 }
                 limited = Some(t0.elapsed());
@@ -492,13 +506,17 @@ pub fn fee_bump(c: &mut Cluster) -> Result<String, String> {
     };
     // The pool holds the last replacement only.
     if pooled(nonce)? != Some(fee) {
-        return Err(format!("the pool does not hold the last replacement (fee {fee})"));
+        return Err(format!(
+            "the pool does not hold the last replacement (fee {fee})"
+        ));
     }
     // The first transfer and the replacements came out of the sender's one bucket.
     let cap = DEFAULT_SENDER_ADMISSIONS_BURST as f64
         + DEFAULT_SENDER_ADMISSIONS_PER_S as f64 * (after.as_secs_f64() + 1.0);
     if replaced as f64 > cap {
-        return Err(format!("{replaced} admissions before the 429, over {cap:.0}"));
+        return Err(format!(
+            "{replaced} admissions before the 429, over {cap:.0}"
+        ));
     }
     Ok(format!(
         "+1 replacements refused {refused}/{PLUS_ONE_TRIES} (409 replacement_fee_too_low), \
