@@ -38,6 +38,19 @@ use crate::state::{EligibilityInputs, MinerState, decide};
 pub const HASH_CHECK_INTERVAL: u64 = 4096;
 /// Most hashing threads a miner runs; larger requests are clamped.
 pub const THREADS_MAX: usize = 256;
+/// How many hashing threads per core a node accepts at most: proof of work is
+/// CPU-bound, so more threads than cores only add switching; twice the cores leaves
+/// room for cores that `available_parallelism` under-reports.
+pub const THREADS_PER_CORE_MAX: usize = 2;
+
+/// The most threads this machine accepts: [`THREADS_PER_CORE_MAX`] × its cores,
+/// and never more than [`THREADS_MAX`]. Requests above it are refused (exit 2 at
+/// start, 400 from `POST /api/miner/start`), not clamped.
+pub fn threads_cap() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * THREADS_PER_CORE_MAX).clamp(1, THREADS_MAX)
+}
+
 /// Templates whose [`TemplateStats`] are kept.
 pub const TEMPLATE_STATS_KEPT: usize = 16;
 /// Found blocks waiting for the control loop (at most one per template, so this

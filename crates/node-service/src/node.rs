@@ -1,7 +1,7 @@
 //! The node: opens the data directory and store, assembles core, miner and
 //! server, supervises the loops, and shuts everything down in order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -35,8 +35,6 @@ use crate::network::{HttpPublisher, Net, spawn_loops};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Most seed peers one request returns.
 pub const SEED_PEERS_LIMIT_MAX: usize = 256;
-/// Hello nonces remembered for replay detection (window ±120 s).
-pub const HELLO_REPLAY_MAX: usize = 65_536;
 /// Most miner threads a node accepts.
 pub const MINER_THREADS_MAX: usize = miner_core::THREADS_MAX;
 
@@ -94,7 +92,7 @@ pub struct NodeShared {
     pub net: Arc<Net>,
     /// Publishes blocks and transactions to the anchors.
     pub publisher: Arc<HttpPublisher>,
-    hello_seen: Mutex<HashMap<String, u64>>,
+    replay: Mutex<vision_wire::ReplayGuard>,
     source_log: Mutex<SourceLog>,
     status_cache: ArcSwapOption<StatusCache>,
 }
@@ -525,18 +523,18 @@ impl NodeShared {
         crate::network::hello_payload(&self.core).sign(&self.core.key)
     }
 
-    /// Remember a nonce; false if it was seen within the replay window.
-    fn fresh(&self, node_id: &str, nonce: &str, now: u64) -> bool {
-        let mut seen = self.hello_seen.lock().unwrap_or_else(|e| e.into_inner());
-        let window = vision_wire::MAX_CLOCK_SKEW_S * 2;
-        if seen.len() >= HELLO_REPLAY_MAX {
-            seen.retain(|_, t| now.saturating_sub(*t) <= window);
-        }
-        if seen.len() >= HELLO_REPLAY_MAX {
-            // Still full within the window: refuse rather than forget (bounded memory).
-            return false;
-        }
-        seen.insert(format!("{node_id}/{nonce}"), now).is_none()
+    /// Accept a signed message's `(sender, nonce)` once. Replay state is per sender
+    /// (`vision_wire::ReplayGuard`): another sender's traffic never refuses it.
+    fn fresh(
+        &self,
+        sender: &vision_chain::Address,
+        ts: u64,
+        nonce: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let mut g = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        g.check_and_record(sender, ts, nonce, now)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string()))
     }
 
     /// `POST /api/hello`.
@@ -544,16 +542,15 @@ impl NodeShared {
         let hello: SignedHello = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid hello: {e}")))?;
         let now = now_unix();
-        hello
+        let sender = hello
             .verify(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
-        if !self.fresh(&hello.payload.node_id, &hello.payload.nonce, now) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replayed",
-                "this hello was already received",
-            ));
-        }
+        self.fresh(
+            &sender,
+            hello.payload.timestamp_unix,
+            &hello.payload.nonce,
+            now,
+        )?;
         Ok(json_response(StatusCode::OK, &self.own_hello()))
     }
 
@@ -570,15 +567,10 @@ impl NodeShared {
             ));
         };
         let now = now_unix();
-        hb.verify(self.core.cfg.network.as_str(), now)
+        let sender = hb
+            .verify(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
-        if !self.fresh(&hb.payload.node_id, &hb.payload.nonce, now) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "replayed",
-                "this heartbeat was already received",
-            ));
-        }
+        self.fresh(&sender, hb.payload.timestamp_unix, &hb.payload.nonce, now)?;
         let now_ms = crate::core::now_ms();
         let (cluster_size, ttl_ms) = {
             let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
@@ -701,7 +693,7 @@ impl Node {
             miner,
             net: net.clone(),
             publisher,
-            hello_seen: Mutex::new(HashMap::new()),
+            replay: Mutex::new(vision_wire::ReplayGuard::new()),
             source_log: Mutex::new(SourceLog::default()),
             status_cache: ArcSwapOption::empty(),
         });

@@ -34,6 +34,25 @@ pub enum StoreError {
         /// The network asked for.
         requested: Network,
     },
+    /// The store's layout is one this release cannot read: written by a newer
+    /// release, or by one too old to migrate. The file is left as it is.
+    #[error(
+        "chain store {} has schema version {found}, but this vision-node {version} reads versions {oldest} to {newest}: {advice}",
+        path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+    )]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The version recorded in it.
+        found: u32,
+        /// The oldest version this release migrates.
+        oldest: u32,
+        /// This release's version.
+        newest: u32,
+        /// What the operator can do.
+        advice: &'static str,
+    },
     /// The block is already stored (on any branch).
     #[error("block {0} is already known")]
     AlreadyKnown(Hash32),
@@ -151,6 +170,7 @@ impl StoreError {
             }),
             StoreError::Open { .. } => Some(FaultKind::Corrupt),
             StoreError::NetworkMismatch { .. }
+            | StoreError::Schema { .. }
             | StoreError::AlreadyKnown(_)
             | StoreError::Orphan { .. }
             | StoreError::Invalid { .. }

@@ -21,8 +21,9 @@ use crate::StoreError;
 use crate::error::FaultKind;
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
-    META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, SCHEMA_VERSION, UNDO, child_key,
-    decode_account, get_account, get_info, get_meta, meta_hash, meta_u64, require_info,
+    META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
+    SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key, decode_account, get_account, get_info,
+    get_meta, meta_hash, meta_u64, require_info,
 };
 use crate::verify;
 
@@ -493,7 +494,11 @@ impl ChainStore {
         }));
         let db = match result {
             Ok(Ok(db)) => db,
-            Ok(Err(e @ (StoreError::Open { .. } | StoreError::NetworkMismatch { .. }))) => {
+            Ok(Err(
+                e @ (StoreError::Open { .. }
+                | StoreError::NetworkMismatch { .. }
+                | StoreError::Schema { .. }),
+            )) => {
                 return Err(e);
             }
             Ok(Err(e)) => return Err(open_err(e.to_string())),
@@ -747,7 +752,81 @@ fn init_db(db: &Database, network: Network, path: &Path) -> Result<(), StoreErro
         }
         write_genesis(db, network)?;
     }
+    migrate(db, path)?;
     check_meta(db, network, path)
+}
+
+/// The schema version and writer recorded in `meta`.
+fn read_schema(db: &Database) -> Result<(u32, String), StoreError> {
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let v = get_meta(&meta, META_SCHEMA)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| StoreError::Corrupt("meta schema_version".into()))?;
+    let w = get_meta(&meta, META_WRITER)?
+        .map(|w| String::from_utf8_lossy(&w).into_owned())
+        .unwrap_or_default();
+    Ok((v, w))
+}
+
+/// Bring an older layout to [`SCHEMA_VERSION`] in one write transaction, or
+/// refuse a layout this release cannot read. Returns the version found.
+fn migrate(db: &Database, path: &Path) -> Result<u32, StoreError> {
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let raw = get_meta(&meta, META_SCHEMA)?.ok_or_else(|| StoreError::Open {
+        path: path.to_path_buf(),
+        message: "no schema version recorded".to_string(),
+    })?;
+    drop(meta);
+    drop(rtx);
+    let found = <[u8; 4]>::try_from(raw.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("schema version record is {} bytes", raw.len()),
+        })?;
+    let refuse = |advice| StoreError::Schema {
+        path: path.to_path_buf(),
+        found,
+        oldest: SCHEMA_VERSION_OLDEST,
+        newest: SCHEMA_VERSION,
+        advice,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(refuse(
+            "it was written by a newer release; run that release (or a newer one), or move the file away to sync anew",
+        ));
+    }
+    if found < SCHEMA_VERSION_OLDEST {
+        return Err(refuse(
+            "it is too old to migrate; move the file away and let the node sync anew",
+        ));
+    }
+    if found == SCHEMA_VERSION && read_schema(db)?.1 == WRITER_VERSION {
+        return Ok(found);
+    }
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(Durability::Immediate)?;
+    for m in MIGRATIONS.iter().filter(|m| m.from >= found) {
+        (m.apply)(&wtx).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!(
+                "migrating schema {} to {} ({}): {e}",
+                m.from,
+                m.from + 1,
+                m.what
+            ),
+        })?;
+    }
+    {
+        let mut meta = wtx.open_table(META)?;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
+    }
+    wtx.commit()?;
+    Ok(found)
 }
 
 fn write_genesis(db: &Database, network: Network) -> Result<(), StoreError> {
@@ -766,6 +845,7 @@ fn write_genesis(db: &Database, network: Network) -> Result<(), StoreError> {
         let mut t = Tables::open(&wtx)?;
         t.meta
             .insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        t.meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
         t.meta
             .insert(META_NETWORK, network.magic().to_le_bytes().as_slice())?;
         t.put_new_block(&hash, &genesis, &info)?;
@@ -830,6 +910,12 @@ fn check_meta(db: &Database, network: Network, path: &Path) -> Result<(), StoreE
 }
 
 impl ChainStore {
+    /// The store's schema version and the release that last wrote it
+    /// (`meta.writer_version`).
+    pub fn schema(&self) -> Result<(u32, String), StoreError> {
+        self.with_db(read_schema)
+    }
+
     /// The network this store belongs to.
     pub fn network(&self) -> Network {
         self.network
