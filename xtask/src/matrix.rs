@@ -329,6 +329,30 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         Ok(())
     });
 
+    // What an operator installs (xtask/src/ops.rs): the systemd unit, the container
+    // files, man pages.
+    step("ops:systemd", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        let detail = crate::ops::systemd(&root(), &bin)?;
+        println!("ops:systemd: {detail}");
+        Ok(())
+    });
+    step("ops:container", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        let detail = crate::ops::container(&root(), &bin)?;
+        println!("ops:container: {detail}");
+        Ok(())
+    });
+    step("ops:man", &mut || {
+        let detail = crate::ops::man_step()?;
+        println!("ops:man: {detail}");
+        Ok(())
+    });
+
     match crate::cgnat::unavailable() {
         Some(why) if opts.left_out("cell:cgnat").is_none() => {
             outcomes.push(Outcome {

@@ -479,7 +479,8 @@ impl Controller {
             inner.blocks_found.fetch_add(1, Ordering::SeqCst);
             match self.ports.sink.submit(f.block) {
                 Ok(()) => {
-                    info!(height, %hash, "[MINER] 💎 Found block #{height} {hash}");
+                    // The chain logs the block once ("[CHAIN] New tip ... from miner").
+                    debug!(height, %hash, "[MINER] Found block #{height} {hash}");
                     self.after_found = Some((f.tip, Instant::now()));
                 }
                 Err(e) => {
