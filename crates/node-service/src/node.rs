@@ -108,6 +108,7 @@ impl Node {
                     network_tip: 0,
                     peers: 0,
                     min_peers: u64::MAX,
+                    store_error: false,
                 },
             }
         };

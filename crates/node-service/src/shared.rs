@@ -151,6 +151,7 @@ impl NodeShared {
                 v.own_backbone,
                 v.backbone.connected,
             ),
+            store_error: self.core.store.fault().is_some(),
         }
     }
 }
