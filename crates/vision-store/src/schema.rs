@@ -61,6 +61,8 @@ pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NETWORK: &str = "network_magic";
 pub(crate) const META_TIP: &str = "tip";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+/// Successful reopens after a storage fault (the probe write of a recovery).
+pub(crate) const META_REOPENS: &str = "reopens";
 pub(crate) const META_WRITER: &str = "writer_version";
 
 /// What the store knows about a block's validity.
