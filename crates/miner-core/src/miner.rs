@@ -479,7 +479,8 @@ impl Controller {
             inner.blocks_found.fetch_add(1, Ordering::SeqCst);
             match self.ports.sink.submit(f.block) {
                 Ok(()) => {
-                    info!(height, %hash, "[MINER] 💎 Found block #{height} {hash}");
+                    // The chain logs the block once ("[CHAIN] New tip ... from miner").
+                    debug!(height, %hash, "[MINER] Found block #{height} {hash}");
                     self.after_found = Some((f.tip, Instant::now()));
                 }
                 Err(e) => {
@@ -528,6 +529,9 @@ impl Controller {
                 "[MINER] ⏸️ Mining paused: {} peers, need {} (will resume when enough peers are known)",
                 inputs.peers,
                 inputs.min_peers
+            ),
+            MinerState::PausedStoreError => warn!(
+                "[MINER] ⏸️ Mining paused: the chain store is down (will resume when it is back)"
             ),
             // `stop()` already said so at info.
             MinerState::StoppedByUser => debug!("[MINER] ⏹️ Mining stopped (user switch off)"),
