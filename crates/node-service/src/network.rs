@@ -69,7 +69,7 @@ impl ControlPlane for HttpControlPlane {
             match cached {
                 Some(id) => id,
                 None => {
-                    let hello = (self.hello)().sign(&self.key);
+                    let (hello, exchange) = (self.hello)().sign_call(&self.key);
                     let theirs = self.client.hello_signed(anchor_url, &hello).await.map_err(
                         |e| match e {
                             // The anchor refused our signed hello because it is on
@@ -90,7 +90,7 @@ impl ControlPlane for HttpControlPlane {
                         },
                     )?;
                     let id = theirs
-                        .verify(&self.network, now)
+                        .verify_answer(&self.network, now, &exchange)
                         .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
                         .to_hex();
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,6 +256,8 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
         is_anchor: core.cfg.is_anchor,
         version: crate::VERSION.to_string(),
         height: core.chain().height,
+        challenge: None,
+        answers: None,
     }
 }
 

@@ -53,11 +53,6 @@ impl NodeShared {
         out
     }
 
-    /// This node's signed hello.
-    pub fn own_hello(&self) -> SignedHello {
-        crate::network::hello_payload(&self.core).sign(&self.core.key)
-    }
-
     /// Accept a signed message's `(sender, nonce)` once. Replay state is per sender
     /// (`vision_wire::ReplayGuard`): another sender's traffic never refuses it.
     fn fresh(
@@ -77,8 +72,8 @@ impl NodeShared {
         let hello: SignedHello = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid hello: {e}")))?;
         let now = now_unix();
-        let sender = hello
-            .verify(self.core.cfg.network.as_str(), now)
+        let (sender, exchange) = hello
+            .verify_call(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
         self.fresh(
             &sender,
@@ -86,7 +81,12 @@ impl NodeShared {
             &hello.payload.nonce,
             now,
         )?;
-        Ok(json_response(StatusCode::OK, &self.own_hello()))
+        // The answer names the caller's challenge and id: it proves our key to this
+        // exchange only and cannot be relayed to anyone else.
+        Ok(json_response(
+            StatusCode::OK,
+            &crate::network::hello_payload(&self.core).sign_answer(&self.core.key, exchange),
+        ))
     }
 
     /// `POST /api/heartbeat`: an anchor records the member and answers with the
@@ -151,5 +151,9 @@ pub fn signed_error(e: vision_wire::SignedError) -> ApiError {
             ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
         }
         S::BadNodeId | S::BadNonce => ApiError::bad_request(e.to_string()),
+        S::MissingChallenge => {
+            ApiError::new(StatusCode::BAD_REQUEST, "missing_challenge", e.to_string())
+        }
+        S::Unbound => ApiError::new(StatusCode::UNAUTHORIZED, "unbound_hello", e.to_string()),
     }
 }
