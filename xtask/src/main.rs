@@ -12,6 +12,8 @@
 //!   `cargo metadata`.
 //! - `cargo xtask bench-startup [--runs N]`: start-up to serving `/api/status` with
 //!   every anchor blackholed, against a bare baseline, and a node's idle memory.
+//! - `cargo xtask man [--out DIR]`: man pages for `vision-ctl` and its subcommands
+//!   (default `target/man`).
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
 //! - `cargo xtask simulate [--nodes 1000] [--anchors 3] [--seed N] [--scenario
 //!   all|baseline|anchor-loss|partition|lying-anchor] [--timing contract|fast|both]
@@ -25,7 +27,9 @@ mod cells;
 mod cgnat;
 mod cluster;
 mod faults;
+mod guard;
 mod matrix;
+mod ops;
 mod simulate;
 mod tidy;
 
@@ -47,6 +51,17 @@ fn main() -> Result<()> {
             None => bail!("cgnat-driver needs the vision-node binary path"),
         },
         "bench-startup" => bench::run(rest),
+        "man" => {
+            let out = match rest {
+                [flag, dir] if flag == "--out" => std::path::PathBuf::from(dir),
+                [] => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/man"),
+                _ => bail!("usage: cargo xtask man [--out DIR]"),
+            };
+            for p in ops::man(&out).map_err(anyhow::Error::msg)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
         "simulate" => simulate::run(&simulate::Options::parse(rest)?),
         "fuzz" => {
             let mut opts = matrix::Options::parse(rest)?;
@@ -74,6 +89,7 @@ fn usage() {
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
+         man [--out DIR]  man pages for vision-ctl and its subcommands (default target/man)\n  \
          simulate [--nodes N] [--anchors N] [--seed N] [--scenario all|baseline|anchor-loss|partition|lying-anchor]\n           \
          [--timing contract|fast|both] [--signatures]  the thousand-node simulation"
     );

@@ -319,6 +319,19 @@ pub(crate) fn run(opts: Options) -> Result<()> {
             Ok(())
         });
     }
+    // Admission-control cells: floods on 7072 and fee bumps, as an outsider would.
+    for g in testkit::scenarios::Guard::ALL {
+        let name = format!("guard:{}", g.name());
+        step(&name, &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            testkit::use_node_binary(bin);
+            let detail = crate::guard::run_guard(g)?;
+            println!("{name}: {detail}");
+            Ok(())
+        });
+    }
     step("fault:schemathesis", &mut || {
         let bin = node_bin
             .get_or_insert_with(|| crate::cells::build_node(&root()))
@@ -326,6 +339,30 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         testkit::use_node_binary(bin);
         let detail = crate::faults::schemathesis(&root(), quick)?;
         println!("fault:schemathesis: {detail}");
+        Ok(())
+    });
+
+    // What an operator installs (xtask/src/ops.rs): the systemd unit, the container
+    // files, man pages.
+    step("ops:systemd", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        let detail = crate::ops::systemd(&root(), &bin)?;
+        println!("ops:systemd: {detail}");
+        Ok(())
+    });
+    step("ops:container", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        let detail = crate::ops::container(&root(), &bin)?;
+        println!("ops:container: {detail}");
+        Ok(())
+    });
+    step("ops:man", &mut || {
+        let detail = crate::ops::man_step()?;
+        println!("ops:man: {detail}");
         Ok(())
     });
 

@@ -12,7 +12,11 @@
 //!   keygen [--out FILE]             a new secret key and its address (file mode 0600)
 //!   balance <address>               balance and next nonce
 //!   send --key FILE|--key-hex HEX --to ADDR --amount N [--fee N] [--nonce N]
+//!   completions <bash|zsh|fish|elvish|powershell>   a shell completion script
 //! ```
+//!
+//! Man pages: `cargo xtask man` writes `vision-ctl.1` (and one per subcommand) from
+//! [`Cli`]'s own definition.
 //!
 //! The whole program is [`run`]: it parses the arguments, talks to the node and writes
 //! what a person reads to the given writer, so tests drive it in-process exactly as
@@ -122,6 +126,26 @@ pub enum Command {
         #[arg(long)]
         nonce: Option<u64>,
     },
+    /// Print a shell completion script for vision-ctl.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+/// Write the completion script for `shell` to `out`.
+pub fn completions(shell: Shell, out: &mut dyn Write) {
+    use clap::CommandFactory;
+    use clap_complete::Shell as S;
+    let s = match shell {
+        Shell::Bash => S::Bash,
+        Shell::Zsh => S::Zsh,
+        Shell::Fish => S::Fish,
+        Shell::Elvish => S::Elvish,
+        Shell::Powershell => S::PowerShell,
+    };
+    clap_complete::generate(s, &mut Cli::command(), "vision-ctl", out);
 }
 
 /// `mine` actions.
@@ -135,6 +159,21 @@ pub enum MineAction {
     },
     /// Disable mining.
     Stop,
+}
+
+/// Shells `completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// Bash: `vision-ctl completions bash > /etc/bash_completion.d/vision-ctl`.
+    Bash,
+    /// Zsh: into a directory of `$fpath` as `_vision-ctl`.
+    Zsh,
+    /// Fish: `~/.config/fish/completions/vision-ctl.fish`.
+    Fish,
+    /// Elvish.
+    Elvish,
+    /// PowerShell.
+    Powershell,
 }
 
 /// Why a command failed.
@@ -207,6 +246,10 @@ where
 
 /// Run an already-parsed command line.
 pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
+    if let Command::Completions { shell } = cli.command {
+        completions(shell, out);
+        return Ok(());
+    }
     let node = control_plane_client::normalize_base_url(&cli.node)
         .map_err(|e| CtlError::Usage(format!("--node: {e}")))?;
     if cli.timeout_ms == 0 {
@@ -229,6 +272,10 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         }
         Command::Keygen { out: file } => keygen(file.as_deref(), out),
         Command::Balance { address } => ctx.balance(&address, out).await,
+        Command::Completions { shell } => {
+            completions(shell, out);
+            Ok(())
+        }
         Command::Send {
             key,
             key_hex,

@@ -168,3 +168,36 @@ fn send_with_an_unreadable_key_file_says_which() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("bad.key"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn completions_are_scripts_the_shells_accept() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = ctl(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", text(&o.stderr));
+        let script = text(&o.stdout);
+        for word in [
+            "vision-ctl",
+            "status",
+            "mine",
+            "node",
+            "timeout-ms",
+            "completions",
+        ] {
+            assert!(script.contains(word), "{shell} script names {word}");
+        }
+    }
+    // bash parses the bash script (syntax only)
+    let o = ctl(&["completions", "bash"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vision-ctl.bash");
+    std::fs::write(&path, &o.stdout).expect("write");
+    if let Ok(b) = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+    {
+        assert!(b.status.success(), "bash -n: {}", text(&b.stderr));
+    }
+    let o = ctl(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+}

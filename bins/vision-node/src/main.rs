@@ -5,27 +5,45 @@
 //! Exit codes: 0 clean shutdown, 2 bad configuration (the message names the flag),
 //! 1 anything else.
 
+mod lock;
+mod logs;
+mod settings;
+
+use std::ffi::OsString;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::builder::BoolishValueParser;
+use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, Subcommand};
 use node_service::AnchorSeed;
-use node_service::{Node, NodeConfig};
+use node_service::{Node, NodeConfig, NodeError};
+use settings::{ConfigError, ConfigFile, Origins};
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Address, Network};
 
 /// A Vision Node: proof-of-work chain, HTTP control plane on 7070 (the nervous
 /// system), optional P2P data plane on 7072.
+///
+/// Every setting is read, in this order of precedence, from its flag, its
+/// environment variable, the configuration file (`--config`, else
+/// `<data-dir>/vision.toml` if it exists; `vision-node init` writes one) and its
+/// default. `--print-config` shows the result.
 #[derive(Debug, Parser)]
 #[command(name = "vision-node", version, about, long_about = None)]
 struct Cli {
-    /// Control plane listen address.
-    #[arg(long, env = "VISION_HTTP_ADDR", default_value = "0.0.0.0:7070")]
+    /// Configuration file (TOML) to read [default: <data-dir>/vision.toml if present].
+    #[arg(long, env = "VISION_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML, each value with its source, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Control plane listen address (host:port; `localhost:7070` is accepted).
+    #[arg(long, env = "VISION_HTTP_ADDR", default_value = "0.0.0.0:7070", value_parser = parse_listen_addr)]
     http_addr: SocketAddr,
-    /// Data plane listen address.
-    #[arg(long, env = "VISION_P2P_ADDR", default_value = "0.0.0.0:7072")]
+    /// Data plane listen address (host:port).
+    #[arg(long, env = "VISION_P2P_ADDR", default_value = "0.0.0.0:7072", value_parser = parse_listen_addr)]
     p2p_addr: SocketAddr,
     /// Run with the data plane switched off.
     #[arg(long, env = "VISION_P2P_DISABLED", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
@@ -42,8 +60,13 @@ struct Cli {
     /// This node is an anchor (membership registry, canonical tip).
     #[arg(long, env = "VISION_ANCHOR", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     anchor: bool,
-    /// Chain store, node key, admin cookie.
-    #[arg(long, env = "VISION_DATA_DIR", default_value = "./vision-data")]
+    /// Chain store, node key, admin cookie, lock file.
+    #[arg(
+        long,
+        env = "VISION_DATA_DIR",
+        default_value = "./vision-data",
+        global = true
+    )]
     data_dir: PathBuf,
     /// mainnet, testnet, devnet or regtest.
     #[arg(long, env = "VISION_NETWORK", default_value = "devnet")]
@@ -51,7 +74,7 @@ struct Cli {
     /// Enable mining at start (the user's switch).
     #[arg(long, env = "VISION_MINE", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     mine: bool,
-    /// Miner threads (default: number of cores).
+    /// Miner threads (default: number of cores; at most twice the cores, and 256).
     #[arg(long, env = "VISION_MINER_THREADS")]
     threads: Option<usize>,
     /// Where rewards go (default: the node key's address).
@@ -66,6 +89,12 @@ struct Cli {
     /// Control plane client timeout.
     #[arg(long, env = "VISION_HTTP_TIMEOUT_MS", default_value_t = 3_000)]
     http_timeout_ms: u64,
+    /// Strict validation of P2P peers (handshake, network id, misbehaviour bans).
+    #[arg(long, env = "VISION_P2P_STRICT", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    p2p_strict: bool,
+    /// Peers needed before mining (default: 1 with a backbone, 2 without; 0 for its own backbone).
+    #[arg(long, env = "VISION_MIN_PEERS_FOR_MINING")]
+    min_peers_for_mining: Option<u64>,
     /// Admin bearer token accepted besides <data-dir>/.cookie.
     #[arg(long, env = "VISION_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -75,30 +104,64 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long, env = "VISION_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Write the log to this file instead of standard output, rotated by size.
+    #[arg(long, env = "VISION_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// Size at which --log-file rotates (PATH.1 … PATH.5 are kept), in MiB.
+    #[arg(long, env = "VISION_LOG_FILE_MAX_MB", default_value_t = logs::LOG_FILE_MAX_MB_DEFAULT)]
+    log_file_max_mb: u64,
+    /// Keep pictographs (emoji) in log lines; plain text without them by default.
+    #[arg(long, env = "VISION_LOG_EMOJI", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    log_emoji: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
 }
 
-/// A configuration error: exit code 2, message names the flag.
-struct ConfigError(String);
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Write a commented configuration file with every setting at its default
+    /// (to --config PATH, default <data-dir>/vision.toml), then exit.
+    Init,
+}
 
-fn env_flag(name: &str) -> Result<bool, ConfigError> {
-    match std::env::var(name) {
-        Err(_) => Ok(false),
-        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "" | "0" | "false" | "no" | "off" => Ok(false),
-            other => Err(ConfigError(format!("{name}={other:?}: expected 1 or 0"))),
-        },
+/// A listen address: `ip:port`, or `host:port` resolved once at start
+/// (`localhost:7070` binds loopback, IPv4 first).
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
     }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("expected host:port, e.g. 0.0.0.0:7070 or localhost:7070".into());
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    if host.is_empty() || host.len() > LISTEN_HOST_MAX_BYTES {
+        return Err("expected host:port, e.g. 0.0.0.0:7070 or localhost:7070".into());
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
-fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
+/// Longest host name accepted in a listen address, in bytes (DNS's limit).
+const LISTEN_HOST_MAX_BYTES: usize = 253;
+
+fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>), ConfigError> {
     let network: Network = cli
         .network
         .parse()
-        .map_err(|e| ConfigError(format!("--network: {e}")))?;
+        .map_err(|e| ConfigError(format!("{}: {e}", at.name("network"))))?;
     let mut warnings = Vec::new();
     let anchor_seeds = backbone_state::parse_anchor_seeds(&cli.anchor_seeds)
-        .map_err(|e| ConfigError(format!("--anchor-seeds: {e}")))?;
+        .map_err(|e| ConfigError(format!("{}: {e}", at.name("anchor_seeds"))))?;
     for s in anchor_seeds
         .iter()
         .filter(|s: &&AnchorSeed| s.p2p_port_rewritten)
@@ -108,12 +171,20 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
             s.url
         ));
     }
+    let cap = miner_core::threads_cap();
     let threads = match cli.threads {
-        Some(0) => return Err(ConfigError("--threads: must be at least 1".into())),
-        Some(n) if n > miner_threads_max() => {
+        Some(0) => {
             return Err(ConfigError(format!(
-                "--threads: {n} is more than the maximum {}",
-                miner_threads_max()
+                "{}: must be at least 1",
+                at.name("threads")
+            )));
+        }
+        Some(n) if n > cap => {
+            return Err(ConfigError(format!(
+                "{}: {n} is more than the maximum {cap} on this machine ({} × {} cores)",
+                at.name("threads"),
+                miner_core::THREADS_PER_CORE_MAX,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
             )));
         }
         Some(n) => n,
@@ -125,30 +196,34 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
         None => None,
         Some(s) => {
             let a: Address = s.parse().map_err(|e| {
-                ConfigError(format!("--miner-address: {s:?} is not an address ({e})"))
+                ConfigError(format!(
+                    "{}: {s:?} is not an address ({e})",
+                    at.name("miner_address")
+                ))
             })?;
             Some(a)
         }
     };
-    for (flag, v) in [
-        ("--probe-interval-ms", cli.probe_interval_ms),
-        ("--healing-interval-ms", cli.healing_interval_ms),
-        ("--http-timeout-ms", cli.http_timeout_ms),
+    for (id, v) in [
+        ("probe_interval_ms", cli.probe_interval_ms),
+        ("healing_interval_ms", cli.healing_interval_ms),
+        ("http_timeout_ms", cli.http_timeout_ms),
+        ("log_file_max_mb", cli.log_file_max_mb),
     ] {
         if v == 0 {
-            return Err(ConfigError(format!("{flag}: must be greater than 0")));
+            return Err(ConfigError(format!(
+                "{}: must be greater than 0",
+                at.name(id)
+            )));
         }
     }
-    let min_peers_for_mining = match std::env::var("VISION_MIN_PEERS_FOR_MINING") {
-        Err(_) => None,
-        Ok(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            ConfigError(format!(
-                "VISION_MIN_PEERS_FOR_MINING={v:?}: expected a non-negative integer"
-            ))
-        })?),
-    };
-    let p2p_strict = env_flag("VISION_P2P_STRICT")?;
-    let (log_source, log_filter) = log_filter(cli);
+    if cli.log_file_max_mb > LOG_FILE_MAX_MB_MAX {
+        return Err(ConfigError(format!(
+            "{}: at most {LOG_FILE_MAX_MB_MAX}",
+            at.name("log_file_max_mb")
+        )));
+    }
+    let (log_source, log_filter) = log_filter(cli, at);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
         return Err(ConfigError(format!(
             "{log_source}: {log_filter:?} is not a valid tracing filter ({e})"
@@ -156,7 +231,8 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
     }
     if !matches!(cli.log_format.as_str(), "text" | "json") {
         return Err(ConfigError(format!(
-            "--log-format: {:?} is not text or json",
+            "{}: {:?} is not text or json",
+            at.name("log_format"),
             cli.log_format
         )));
     }
@@ -190,17 +266,16 @@ fn build_config(cli: &Cli) -> Result<(NodeConfig, Vec<String>), ConfigError> {
             probe_interval_ms: cli.probe_interval_ms,
             healing_interval_ms: cli.healing_interval_ms,
             http_timeout_ms: cli.http_timeout_ms,
-            p2p_strict,
-            min_peers_for_mining,
+            p2p_strict: cli.p2p_strict,
+            min_peers_for_mining: cli.min_peers_for_mining,
             admin_token: cli.admin_token.clone(),
         },
         warnings,
     ))
 }
 
-fn miner_threads_max() -> usize {
-    node_service::node::MINER_THREADS_MAX
-}
+/// Largest `--log-file-max-mb` accepted (1 TiB in MiB).
+const LOG_FILE_MAX_MB_MAX: u64 = 1024 * 1024;
 
 /// The address others should use: an unspecified bind address is advertised as
 /// loopback (the operator sets --public-http for a public node).
@@ -212,32 +287,48 @@ fn advertised(addr: SocketAddr) -> String {
     }
 }
 
-/// The tracing filter and where it came from: `--log`/`VISION_LOG`, else `RUST_LOG`,
+/// The tracing filter and where it came from: `--log`/`VISION_LOG`, else
+/// `RUST_LOG` (an environment variable beats the file), else the file's `log`,
 /// else `info`.
-fn log_filter(cli: &Cli) -> (&'static str, String) {
-    if let Some(f) = &cli.log {
-        return ("--log", f.clone());
-    }
-    match std::env::var("RUST_LOG") {
-        Ok(f) if !f.trim().is_empty() => ("RUST_LOG", f),
-        _ => ("--log", "info".into()),
+fn log_filter(cli: &Cli, at: &Origins<'_>) -> (String, String) {
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty());
+    match (&cli.log, rust_log) {
+        (Some(f), _) if at.given("log") && !at.name("log").contains(".toml") => {
+            (at.name("log"), f.clone())
+        }
+        (_, Some(f)) => ("RUST_LOG".into(), f),
+        (Some(f), None) => (at.name("log"), f.clone()),
+        (None, None) => ("--log".into(), "info".into()),
     }
 }
 
-fn init_logging(cli: &Cli) {
+/// Set up logging; a `--log-file` that cannot be opened is a configuration error.
+fn init_logging(cli: &Cli, at: &Origins<'_>) -> Result<(), ConfigError> {
     // Validated in `build_config`: a bad filter is a configuration error (exit 2).
-    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(cli).1)
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(cli, at).1)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let file = match &cli.log_file {
+        None => None,
+        Some(p) => Some(
+            logs::RotatingFile::open(p, cli.log_file_max_mb.saturating_mul(1024 * 1024)).map_err(
+                |e| ConfigError(format!("{}: {}: {e}", at.name("log_file"), p.display())),
+            )?,
+        ),
+    };
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_writer(logs::LogSink::new(file, cli.log_emoji));
     if cli.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 async fn shutdown_signal(token: CancellationToken) {
@@ -264,16 +355,160 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Write to standard output (the `print_stdout` lint is for stray debugging prints).
+fn emit(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Parse flags, environment and file into the CLI, or exit: `Err(code)` after
+/// printing why (2 for bad configuration, 0 for `--help`/`--version`).
+fn parse_cli() -> Result<(Cli, Command, ArgMatches, ConfigFile), ExitCode> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let base = Cli::command();
+    let fail = |e: ConfigError| {
+        eprintln!("error: {}", e.0);
+        ExitCode::from(2)
+    };
+    // A lenient first pass finds the file to read and the subcommand.
+    let first = base
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&argv)
+        .ok();
+    let config = first
+        .as_ref()
+        .and_then(|m| m.get_one::<PathBuf>("config").cloned());
+    let data_dir = first
+        .as_ref()
+        .and_then(|m| m.get_one::<PathBuf>("data_dir").cloned())
+        .unwrap_or_else(|| PathBuf::from("./vision-data"));
+    if first
+        .as_ref()
+        .is_some_and(|m| m.subcommand_name() == Some("init"))
+    {
+        let path = config.unwrap_or_else(|| data_dir.join(settings::DEFAULT_CONFIG_FILE));
+        return Err(match init(&path, &base) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        });
+    }
+    settings::check_environment(&base, &argv).map_err(fail)?;
+    let file = match config {
+        Some(path) => ConfigFile::load(&path, &base).map_err(fail)?,
+        None => {
+            let implicit = data_dir.join(settings::DEFAULT_CONFIG_FILE);
+            if implicit.is_file() {
+                ConfigFile::load(&implicit, &base).map_err(fail)?
+            } else {
+                ConfigFile::default()
+            }
+        }
+    };
+    let cmd = file.apply(base);
+    let matches = match cmd.clone().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return Err(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
+        }
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return Err(ExitCode::from(2));
+        }
+    };
+    Ok((cli, cmd, matches, file))
+}
+
+/// `vision-node init`: write the commented default file, never over an existing one.
+fn init(path: &Path, cmd: &Command) -> Result<(), ConfigError> {
+    if path.exists() {
+        return Err(ConfigError(format!(
+            "{} already exists; not overwritten (remove it, or pass --config another path)",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ConfigError(format!("--config {}: {e}", dir.display())))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    f.write_all(settings::init_file(cmd).as_bytes())
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    emit(&format!("wrote {}\n", path.display()));
+    Ok(())
+}
+
+/// A listener address already taken is a configuration error naming the flag
+/// (checked by binding and releasing it before anything is opened).
+fn check_port_free(flag: &str, addr: SocketAddr) -> Result<(), ConfigError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ConfigError(format!(
+            "{flag} {addr}: the port is in use by another program; choose another with {flag}"
+        ))),
+        Err(e) => Err(ConfigError(format!("{flag} {addr}: cannot listen: {e}"))),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (cfg, warnings) = match build_config(&cli) {
+    let (cli, cmd, matches, file) = match parse_cli() {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let at = Origins::new(&cmd, &matches, &file);
+    let (cfg, warnings) = match build_config(&cli, &at) {
         Ok(x) => x,
         Err(ConfigError(msg)) => {
             eprintln!("error: {msg}");
             return ExitCode::from(2);
         }
     };
-    init_logging(&cli);
+    if cli.print_config {
+        emit(&at.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    // One node per data directory, and listeners that are free: both are
+    // configuration errors (exit 2) reported before anything is opened.
+    let lock = match lock::DataDirLock::acquire(&cfg.data_dir) {
+        Ok(l) => l,
+        Err(e @ lock::LockError::InUse { .. }) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let ports = [
+        ("--http-addr", Some(cfg.http_addr)),
+        ("--p2p-addr", cfg.p2p_addr),
+    ];
+    for (flag, addr) in ports {
+        if let Some(addr) = addr
+            && let Err(ConfigError(msg)) = check_port_free(flag, addr)
+        {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(ConfigError(msg)) = init_logging(&cli, &at) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
+    if let Some(p) = &file.path {
+        tracing::info!("[CONFIG] read {}", p.display());
+    }
     for w in warnings {
         tracing::warn!("[CONFIG] {w}");
     }
@@ -287,10 +522,24 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let token = CancellationToken::new();
         let node = match Node::start(cfg, token.clone()).await {
             Ok(n) => n,
+            Err(NodeError::Bind { what, addr, source })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                tracing::error!("[NODE] cannot listen on {addr} ({what}): in use");
+                eprintln!("error: {what} {addr}: the port is in use by another program");
+                return ExitCode::from(2);
+            }
+            // A store layout this release cannot read: the operator has to act
+            // (the message says how), like any other configuration problem.
+            Err(NodeError::Store(e @ vision_store::StoreError::Schema { .. })) => {
+                tracing::error!("[NODE] cannot start: {e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 tracing::error!("[NODE] cannot start: {e}");
                 eprintln!("error: {e}");
@@ -300,5 +549,7 @@ fn main() -> ExitCode {
         tokio::spawn(shutdown_signal(token));
         node.run().await;
         ExitCode::SUCCESS
-    })
+    });
+    drop(lock);
+    code
 }

@@ -31,6 +31,12 @@ const FLAGS: &[(&str, &str)] = &[
     ("--log", "VISION_LOG"),
     ("--log-format", "VISION_LOG_FORMAT"),
     ("--admin-token", "VISION_ADMIN_TOKEN"),
+    ("--p2p-strict", "VISION_P2P_STRICT"),
+    ("--min-peers-for-mining", "VISION_MIN_PEERS_FOR_MINING"),
+    ("--config", "VISION_CONFIG"),
+    ("--log-file", "VISION_LOG_FILE"),
+    ("--log-file-max-mb", "VISION_LOG_FILE_MAX_MB"),
+    ("--log-emoji", "VISION_LOG_EMOJI"),
 ];
 
 const MINER_ADDR: &str = "429b3041392977a433bc23d4e3e1a79a7813090794205d5d4c146774d2899eff";
@@ -235,10 +241,19 @@ type BadCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 fn every_bad_value_exits_2_naming_the_flag() {
     let cases: &[BadCase] = &[
         (&["--http-addr", "nope"], &[], "--http-addr"),
-        (&[], &[("VISION_HTTP_ADDR", "nope")], "--http-addr"),
+        (
+            &[],
+            &[("VISION_HTTP_ADDR", "nope")],
+            "VISION_HTTP_ADDR=\"nope\" (--http-addr)",
+        ),
+        (&["--http-addr", "nope.invalid.:70"], &[], "--http-addr"),
         (&["--p2p-addr", "127.0.0.1:x"], &[], "--p2p-addr"),
         (&["--network", "moon"], &[], "--network"),
-        (&[], &[("VISION_NETWORK", "moon")], "--network"),
+        (
+            &[],
+            &[("VISION_NETWORK", "moon")],
+            "VISION_NETWORK (--network)",
+        ),
         (&["--anchor-seeds", "zz@host"], &[], "zz@host"),
         (&["--anchor-seeds", "host:0"], &[], "host:0"),
         (
@@ -248,7 +263,16 @@ fn every_bad_value_exits_2_naming_the_flag() {
         ),
         (&[], &[("VISION_ANCHOR_SEEDS", "a,zz@b")], "zz@b"),
         (&["--threads", "0"], &[], "--threads"),
-        (&[], &[("VISION_MINER_THREADS", "0")], "--threads"),
+        (
+            &[],
+            &[("VISION_MINER_THREADS", "0")],
+            "VISION_MINER_THREADS (--threads)",
+        ),
+        (
+            &[],
+            &[("VISION_MINER_THREADS", "x")],
+            "VISION_MINER_THREADS",
+        ),
         (&["--threads", "many"], &[], "--threads"),
         (&["--threads", "100000"], &[], "--threads"),
         (&["--miner-address", "xyz"], &[], "--miner-address"),
@@ -260,7 +284,11 @@ fn every_bad_value_exits_2_naming_the_flag() {
         ),
         (&["--http-timeout-ms", "0"], &[], "--http-timeout-ms"),
         (&["--http-timeout-ms=-5"], &[], "--http-timeout-ms"),
-        (&[], &[("VISION_MINE", "maybe")], "--mine"),
+        (
+            &[],
+            &[("VISION_MINE", "maybe")],
+            "VISION_MINE=\"maybe\" (--mine)",
+        ),
         (&[], &[("VISION_ANCHOR", "2")], "--anchor"),
         (&[], &[("VISION_P2P_DISABLED", "yes please")], "--no-p2p"),
         (
@@ -360,4 +388,357 @@ fn the_node_key_is_kept_and_the_cookie_rewritten_at_each_start() {
     assert_eq!(ids[0], ids[1], "same node key, same node id");
     assert_ne!(cookies[0], cookies[1], "a fresh cookie at each start");
     assert!(cookies.iter().all(|c| c.trim().len() >= 32), "{cookies:?}");
+}
+
+/// Run the binary to exit with `args` and `envs` (nothing inherited), return (code,
+/// stdout, stderr).
+fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut c = node_command();
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The line of `--print-config` output that sets `key`.
+fn setting<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}
+
+#[test]
+fn precedence_is_flag_then_environment_then_file_then_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("node.toml");
+    std::fs::write(
+        &file,
+        "# three settings, each also given elsewhere\n\
+         threads = 3\n\
+         probe_interval_ms = 700\n\
+         healing_interval_ms = 900\n\
+         network = \"regtest\"\n\
+         anchor_seeds = [\"127.0.0.1:17070\", \"127.0.0.1:17080\"]\n",
+    )
+    .expect("write");
+    let f = file.to_str().expect("utf-8");
+    let d = dir.path().to_str().expect("utf-8");
+    // threads: flag 2 > env 4 > file 3; probe: env 800 > file 700; healing: file 900.
+    let (code, out, err) = run_to_exit(
+        &[
+            "--config",
+            f,
+            "--data-dir",
+            d,
+            "--threads",
+            "2",
+            "--print-config",
+        ],
+        &[
+            ("VISION_MINER_THREADS", "1"),
+            ("VISION_PROBE_INTERVAL_MS", "800"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(setting(&out, "threads"), "threads = 2    # flag --threads");
+    assert_eq!(
+        setting(&out, "probe_interval_ms"),
+        "probe_interval_ms = 800    # environment VISION_PROBE_INTERVAL_MS"
+    );
+    assert_eq!(
+        setting(&out, "healing_interval_ms"),
+        format!("healing_interval_ms = 900    # file {f}:4")
+    );
+    assert_eq!(
+        setting(&out, "network"),
+        format!("network = \"regtest\"    # file {f}:5")
+    );
+    assert_eq!(
+        setting(&out, "anchor_seeds"),
+        format!("anchor_seeds = \"127.0.0.1:17070,127.0.0.1:17080\"    # file {f}:6")
+    );
+    assert_eq!(
+        setting(&out, "http_timeout_ms"),
+        "http_timeout_ms = 3000    # default"
+    );
+    // without the flag, the environment wins over the file; without both, the file
+    let (_, out, _) = run_to_exit(
+        &["--config", f, "--data-dir", d, "--print-config"],
+        &[("VISION_MINER_THREADS", "1")],
+    );
+    assert_eq!(
+        setting(&out, "threads"),
+        "threads = 1    # environment VISION_MINER_THREADS"
+    );
+    let (_, out, _) = run_to_exit(
+        &["--data-dir", d, "--print-config"],
+        &[("VISION_CONFIG", f)],
+    );
+    assert_eq!(
+        setting(&out, "threads"),
+        format!("threads = 3    # file {f}:2")
+    );
+    // the printed configuration is itself a valid file giving the same values
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).expect("write");
+    let (code, out2, err) = run_to_exit(
+        &["--config", again.to_str().expect("utf-8"), "--print-config"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        setting(&out2, "threads").split('#').next(),
+        setting(&out, "threads").split('#').next()
+    );
+}
+
+#[test]
+fn init_writes_every_setting_and_the_node_reads_its_data_dir_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    let (code, out, err) = run_to_exit(&["init", "--data-dir", d], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let path = dir.path().join("vision.toml");
+    assert!(out.contains(path.to_str().expect("utf-8")), "{out}");
+    let text = std::fs::read_to_string(&path).expect("written");
+    for (flag, env) in FLAGS {
+        if *flag == "--config" {
+            continue;
+        }
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        assert!(text.contains(&format!("\n#{key} = ")), "{key} in:\n{text}");
+        assert!(text.contains(env), "{env} in:\n{text}");
+    }
+    // a second init does not overwrite
+    let (code, _, err) = run_to_exit(&["init", "--data-dir", d], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    // uncomment one line: the node reads <data-dir>/vision.toml without --config
+    let edited = text.replace("#network = \"devnet\"", "network = \"regtest\"");
+    std::fs::write(&path, edited).expect("write");
+    let (code, out, err) = run_to_exit(&["--data-dir", d, "--print-config"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        setting(&out, "network").starts_with("network = \"regtest\"    # file "),
+        "{out}"
+    );
+    // init --config PATH writes there
+    let other = dir.path().join("sub/other.toml");
+    let (code, _, err) = run_to_exit(&["init", "--config", other.to_str().expect("utf-8")], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(other.is_file());
+}
+
+#[test]
+fn a_broken_file_or_an_unknown_key_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&str, &[&str])] = &[
+        ("threads = 2\nmine = tru\n", &[":2:", "not valid TOML"]),
+        ("[miner\nthreads = 2\n", &[":1:", "not valid TOML"]),
+        (
+            "network = \"regtest\"\n\nthread = 2\n",
+            &[":3:", "unknown key `thread`", "did you mean `threads`"],
+        ),
+        (
+            "http-addr = \"127.0.0.1:1\"\n",
+            &[":1:", "unknown key `http-addr`", "did you mean `http_addr`"],
+        ),
+        (
+            "mine = \"yes\"\n",
+            &[":1:", "`mine`", "expected true or false"],
+        ),
+        ("threads = \"many\"\n", &[":1:", "`threads`"]),
+        ("\nhttp_addr = \"nowhere\"\n", &[":2:", "`http_addr`"]),
+        ("threads = 0\n", &[":1:", "`threads`", "at least 1"]),
+        ("network = \"moon\"\n", &[":1:", "`network`"]),
+    ];
+    for (i, (text, needles)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).expect("write");
+        let f = file.to_str().expect("utf-8");
+        let (code, _, err) = run_to_exit(
+            &[
+                "--config",
+                f,
+                "--data-dir",
+                dir.path().to_str().expect("utf-8"),
+            ],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{text:?}:\n{err}");
+        assert!(err.contains(f), "{text:?}: names the file:\n{err}");
+        for n in *needles {
+            assert!(err.contains(n), "{text:?}: names {n:?}:\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // a --config that does not exist
+    let (code, _, err) = run_to_exit(&["--config", "/nonexistent/vision.toml"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/vision.toml"), "{err}");
+}
+
+#[test]
+fn a_second_node_on_the_same_data_dir_exits_2_naming_the_first_ones_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = NodeProc::regtest(dir.path(), &[]);
+    let addr = first.http_addr();
+    poll("first node serving", START, || status(addr));
+    let mut second = NodeProc::regtest(dir.path(), &[]);
+    let st = second.wait_exit(START);
+    assert_eq!(st.code(), Some(2), "{}", second.log());
+    let want = format!(
+        "data dir {} in use by another vision-node (pid {})",
+        dir.path().display(),
+        first.pid()
+    );
+    assert!(
+        second.log().contains(&want),
+        "{want:?} in:\n{}",
+        second.log()
+    );
+    assert!(status(addr).is_some(), "the first node still serves");
+    assert_eq!(first.stop(), Some(0));
+    // released at exit: the directory can be used again
+    let mut again = NodeProc::regtest(dir.path(), &[]);
+    let addr = again.http_addr();
+    poll("restarted node serving", START, || status(addr));
+    assert_eq!(again.stop(), Some(0));
+}
+
+#[test]
+fn a_port_in_use_exits_2_naming_the_flag_and_localhost_is_an_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = format!("127.0.0.1:{port}");
+    let (code, _, err) = run_to_exit(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+            "--network",
+            "regtest",
+            "--no-p2p",
+            "--http-addr",
+            &addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--http-addr") && err.contains("in use"),
+        "{err}"
+    );
+    let (code, _, err) = run_to_exit(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8"),
+            "--network",
+            "regtest",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--p2p-addr",
+            &addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--p2p-addr") && err.contains("in use"),
+        "{err}"
+    );
+    drop(taken);
+    // localhost:PORT is accepted and binds loopback
+    let mut c = node_command();
+    c.arg("--data-dir").arg(dir.path()).args([
+        "--network",
+        "regtest",
+        "--no-p2p",
+        "--http-addr",
+        "localhost:0",
+    ]);
+    let mut n = NodeProc::spawn(c);
+    let addr = n.http_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    poll("status over localhost", START, || status(addr));
+    assert_eq!(n.stop(), Some(0));
+}
+
+#[test]
+fn log_file_gets_plain_lines_without_emoji_or_colours() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("logs/node.log");
+    let mut n = NodeProc::regtest(
+        dir.path(),
+        &[
+            "--log-file",
+            log.to_str().expect("utf-8"),
+            "--log-file-max-mb",
+            "1",
+            "--log",
+            "debug",
+            "--mine",
+            "--threads",
+            "1",
+        ],
+    );
+    poll("the log file has the start-up lines", START, || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        t.contains("[BACKBONE]").then_some(())
+    });
+    assert_eq!(n.stop(), Some(0));
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(text.contains("stopped cleanly"), "{text}");
+    let emoji = text
+        .chars()
+        .find(|c| matches!(*c as u32, 0x1F000..=0x1FAFF | 0x2600..=0x27BF | 0xFE0F));
+    assert_eq!(emoji, None, "plain text without emoji:\n{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI colours in a file");
+}
+
+/// The store fixture written by release 2.7.0 (crates/vision-store/tests/schema.rs).
+fn store_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/vision-store/tests/fixtures/store-v1-regtest.redb")
+}
+
+#[test]
+fn a_store_from_release_2_7_0_is_served_and_one_from_a_newer_release_exits_2() {
+    let summary = std::fs::read_to_string(store_fixture().with_extension("txt")).expect("summary");
+    let tip = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("tip "))
+        .expect("tip line");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(store_fixture(), dir.path().join("chain.redb")).expect("copy");
+    let mut n = NodeProc::regtest(dir.path(), &[]);
+    let addr = n.http_addr();
+    let s = poll("status", START, || status(addr));
+    assert_eq!(s["height"], 24, "{s}");
+    assert_eq!(s["tip_hash"], tip, "{s}");
+    assert_eq!(n.stop(), Some(0));
+    // a newer release's layout: exit 2, saying what to do, file untouched in meaning
+    {
+        let db = redb::Database::open(dir.path().join("chain.redb")).expect("redb");
+        let wtx = db.begin_write().expect("write");
+        {
+            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut t = wtx.open_table(def).expect("meta");
+            t.insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .expect("insert");
+        }
+        wtx.commit().expect("commit");
+    }
+    let mut n = NodeProc::regtest(dir.path(), &[]);
+    let st = n.wait_exit(START);
+    assert_eq!(st.code(), Some(2), "{}", n.log());
+    let log = n.log();
+    assert!(log.contains("schema version 99"), "{log}");
+    assert!(log.contains("written by a newer release"), "{log}");
 }

@@ -77,7 +77,8 @@ pub use lanes::{Kernel, LANES_MAX};
 pub use meter::RateMeter;
 pub use miner::{
     DROP_JOIN_TIMEOUT_MS, FOUND_QUEUE_MAX, HASH_CHECK_INTERVAL, Miner, MinerConfig, MinerPorts,
-    MinerStatus, TEMPLATE_STATS_KEPT, THREADS_MAX, TemplateStats,
+    MinerStatus, TEMPLATE_STATS_KEPT, THREADS_MAX, THREADS_PER_CORE_MAX, TemplateStats,
+    threads_cap,
 };
 pub use ports::{BlockSink, MinerInputs, TemplateSource};
 pub use search::PrefixSearch;

@@ -38,6 +38,19 @@ use crate::state::{EligibilityInputs, MinerState, decide};
 pub const HASH_CHECK_INTERVAL: u64 = 4096;
 /// Most hashing threads a miner runs; larger requests are clamped.
 pub const THREADS_MAX: usize = 256;
+/// How many hashing threads per core a node accepts at most: proof of work is
+/// CPU-bound, so more threads than cores only add switching; twice the cores leaves
+/// room for cores that `available_parallelism` under-reports.
+pub const THREADS_PER_CORE_MAX: usize = 2;
+
+/// The most threads this machine accepts: [`THREADS_PER_CORE_MAX`] × its cores,
+/// and never more than [`THREADS_MAX`]. Requests above it are refused (exit 2 at
+/// start, 400 from `POST /api/miner/start`), not clamped.
+pub fn threads_cap() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * THREADS_PER_CORE_MAX).clamp(1, THREADS_MAX)
+}
+
 /// Templates whose [`TemplateStats`] are kept.
 pub const TEMPLATE_STATS_KEPT: usize = 16;
 /// Found blocks waiting for the control loop (at most one per template, so this
@@ -466,7 +479,8 @@ impl Controller {
             inner.blocks_found.fetch_add(1, Ordering::SeqCst);
             match self.ports.sink.submit(f.block) {
                 Ok(()) => {
-                    info!(height, %hash, "[MINER] 💎 Found block #{height} {hash}");
+                    // The chain logs the block once ("[CHAIN] New tip ... from miner").
+                    debug!(height, %hash, "[MINER] Found block #{height} {hash}");
                     self.after_found = Some((f.tip, Instant::now()));
                 }
                 Err(e) => {
@@ -515,6 +529,9 @@ impl Controller {
                 "[MINER] ⏸️ Mining paused: {} peers, need {} (will resume when enough peers are known)",
                 inputs.peers,
                 inputs.min_peers
+            ),
+            MinerState::PausedStoreError => warn!(
+                "[MINER] ⏸️ Mining paused: the chain store is down (will resume when it is back)"
             ),
             // `stop()` already said so at info.
             MinerState::StoppedByUser => debug!("[MINER] ⏹️ Mining stopped (user switch off)"),

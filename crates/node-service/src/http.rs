@@ -1,6 +1,14 @@
 //! The HTTP/1.1 server under the control plane: hyper 1.x with hyper-util, a cap on
-//! concurrent connections, a header read timeout, a request body limit, graceful
-//! shutdown, and the contract's error shape.
+//! concurrent connections (global and per client address, refused at once rather
+//! than queued), a first-byte deadline and a header read timeout, a request body
+//! limit, graceful shutdown, and the contract's error shape.
+//!
+//! **Trusted clients.** The host's own loopback addresses, exactly `127.0.0.1` and
+//! `::1` ([`is_trusted_client`]), are exempt from the per-address cap (and, in the
+//! routes, from rate limits): that is the operator on the node's own host. Every
+//! other address, other 127.0.0.0/8 addresses included, is treated as a stranger, so
+//! a flood bound to e.g. 127.9.9.9 gets no exemption. A node behind a reverse proxy
+//! on the same host sees every client as 127.0.0.1: put the limits in the proxy.
 //!
 //! **Architecture Invariant:** nothing here knows about routes: a [`Handler`] gets
 //! a fully read, size-checked [`Request`] and returns a [`Response`].
@@ -8,7 +16,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +31,6 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vision_wire::ErrorBody;
 
@@ -35,9 +42,15 @@ pub type Response = hyper::Response<Full<Bytes>>;
 pub struct HttpLimits {
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
-    /// Concurrent connections; further ones wait in the accept backlog.
+    /// Concurrent connections; a connection over the cap gets a 503 and is closed
+    /// at once (never left to wait in the accept backlog).
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Concurrent connections one client address may hold; a connection over it gets
+    /// a 429 and is closed at once. Trusted clients ([`is_trusted_client`]) are exempt.
+    pub per_ip_connections_max: usize,
+    /// Time a new connection has to send the first byte of its first request.
+    pub first_byte_timeout_ms: u64,
+    /// Time a client has to send its request headers, from their first byte.
     pub header_read_timeout_ms: u64,
     /// Time a handler plus body read may take before the request is answered 503.
     pub request_timeout_ms: u64,
@@ -47,13 +60,63 @@ pub struct HttpLimits {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Default connection cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default cap on one client address's concurrent connections.
+pub const DEFAULT_PER_IP_CONNECTIONS_MAX: usize = 32;
+/// Default time from accept to the first byte of a request.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 3_000;
+/// Default time from a request head's first byte to its end.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 5_000;
+/// `Retry-After` (seconds) on a connection refused at a cap.
+pub const CONNECTION_REFUSED_RETRY_AFTER_S: u64 = 1;
+
+/// Is `ip` the host's own loopback (`127.0.0.1`, `::1`, or `::ffff:127.0.0.1`)?
+/// Those clients are exempt from per-address caps and rate limits; see the module
+/// docs for why other loopback addresses are not.
+pub fn is_trusted_client(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == Ipv6Addr::LOCALHOST || v6.to_ipv4_mapped() == Some(Ipv4Addr::LOCALHOST)
+        }
+    }
+}
+
+/// Why the server closed a connection without serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// The client address already held its cap of connections (answered 429).
+    PerIpCap,
+    /// The server held its global cap of connections (answered 503).
+    GlobalCap,
+    /// No first byte within the first-byte deadline.
+    Silent,
+    /// The request head took longer than the header-read timeout (slowloris).
+    SlowHead,
+    /// Idle between requests longer than the keep-alive allowance.
+    Idle,
+}
+
+impl ConnRefusal {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnRefusal::PerIpCap => "per_ip_cap",
+            ConnRefusal::GlobalCap => "global_cap",
+            ConnRefusal::Silent => "silent",
+            ConnRefusal::SlowHead => "slow_head",
+            ConnRefusal::Idle => "idle",
+        }
+    }
+}
 
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_read_timeout_ms: 5_000,
+            per_ip_connections_max: DEFAULT_PER_IP_CONNECTIONS_MAX,
+            first_byte_timeout_ms: DEFAULT_FIRST_BYTE_TIMEOUT_MS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             request_timeout_ms: 10_000,
         }
     }
@@ -167,6 +230,10 @@ pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Byte
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request.
     fn handle(&self, req: Request) -> impl Future<Output = Response> + Send;
+
+    /// The server closed a connection without serving it (for metrics). Called on
+    /// the accept path or the sweeper: must not block.
+    fn on_refused(&self, _why: ConnRefusal) {}
 }
 
 async fn read_request(
@@ -239,8 +306,11 @@ struct ConnWatch {
     /// while the connection waits between requests; [`IN_REQUEST`] while a request is
     /// being handled (its body is read under the request timeout instead).
     head_since_ms: AtomicU64,
-    /// Coarse time of the last read.
+    /// Coarse time of the last read (of the accept, before any).
     last_read_ms: AtomicU64,
+    /// How long the connection may sit with no head in progress: the first-byte
+    /// deadline until its first request, then [`KEEP_ALIVE_IDLE_MS`].
+    idle_limit_ms: AtomicU64,
     /// Closes the connection.
     close: CancellationToken,
 }
@@ -322,10 +392,11 @@ impl tokio::io::AsyncWrite for Watched {
 /// Advance the coarse clock and close connections whose request head has taken
 /// longer than the header-read timeout (slowloris), or that sat idle between
 /// requests longer than [`KEEP_ALIVE_IDLE_MS`].
-async fn sweep(
+async fn sweep<H: Handler>(
     clock: Arc<Clock>,
     conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>>,
     limits: HttpLimits,
+    handler: Arc<H>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_TICK_MS));
@@ -345,17 +416,75 @@ async fn sweep(
         }
         let m = conns.lock().unwrap_or_else(|e| e.into_inner());
         for w in m.values() {
+            if w.close.is_cancelled() {
+                continue;
+            }
             let head = w.head_since_ms.load(Ordering::Relaxed);
             let stalled = head != 0
                 && head != IN_REQUEST
                 && now.saturating_sub(head) > limits.header_read_timeout_ms;
+            let idle_limit = w.idle_limit_ms.load(Ordering::Relaxed);
             let idle = head == 0
-                && now.saturating_sub(w.last_read_ms.load(Ordering::Relaxed)) > KEEP_ALIVE_IDLE_MS;
+                && now.saturating_sub(w.last_read_ms.load(Ordering::Relaxed)) > idle_limit;
             if stalled || idle {
+                handler.on_refused(if stalled {
+                    ConnRefusal::SlowHead
+                } else if idle_limit == KEEP_ALIVE_IDLE_MS {
+                    ConnRefusal::Idle
+                } else {
+                    ConnRefusal::Silent
+                });
                 w.close.cancel();
             }
         }
     }
+}
+
+/// Open connections per untrusted client address.
+type PerIpCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// A connection's place under the caps, given back when it closes.
+struct ConnSlot {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    per_ip: Option<(PerIpCounts, IpAddr)>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some((m, ip)) = &self.per_ip {
+            let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = m.get_mut(ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(ip);
+                }
+            }
+        }
+    }
+}
+
+/// Answer a connection refused at a cap with one non-blocking write, then let the
+/// caller drop (close) it.
+fn refuse_now(stream: &tokio::net::TcpStream, why: ConnRefusal) {
+    let (status, code, text) = match why {
+        ConnRefusal::PerIpCap => (
+            "429 Too Many Requests",
+            "too_many_connections",
+            "this address holds its cap of connections",
+        ),
+        _ => (
+            "503 Service Unavailable",
+            "server_busy",
+            "the server holds its cap of connections",
+        ),
+    };
+    let body = format!(r#"{{"error":"{code}","message":"{text}"}}"#);
+    let msg = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: {CONNECTION_REFUSED_RETRY_AFTER_S}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(msg.as_bytes());
 }
 
 /// Serve `handler` on `listener` until `shutdown` is cancelled, then stop accepting
@@ -367,7 +496,8 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let per_ip: PerIpCounts = Arc::new(Mutex::new(HashMap::new()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let clock = Arc::new(Clock(AtomicU64::new(1)));
     let conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>> = Arc::new(Mutex::new(HashMap::new()));
@@ -376,14 +506,11 @@ pub async fn serve<H: Handler>(
         clock.clone(),
         conns.clone(),
         limits,
+        handler.clone(),
         sweeper_stop.clone(),
     ));
     let mut next_id: u64 = 0;
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.cancelled() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -396,11 +523,38 @@ pub async fn serve<H: Handler>(
             },
             _ = shutdown.cancelled() => break,
         };
+        // Admission, at once: over a cap the client gets a one-line answer written
+        // without waiting (the fresh socket's send buffer is empty) and the socket is
+        // closed; nothing waits in the backlog behind a flood.
+        let ip = peer.ip();
+        let trusted = is_trusted_client(ip);
+        if open.load(Ordering::Relaxed) >= limits.max_connections {
+            refuse_now(&stream, ConnRefusal::GlobalCap);
+            handler.on_refused(ConnRefusal::GlobalCap);
+            continue;
+        }
+        if !trusted {
+            let mut m = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = m.entry(ip).or_insert(0);
+            if *n >= limits.per_ip_connections_max {
+                drop(m);
+                refuse_now(&stream, ConnRefusal::PerIpCap);
+                handler.on_refused(ConnRefusal::PerIpCap);
+                continue;
+            }
+            *n += 1;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnSlot {
+            open: open.clone(),
+            per_ip: (!trusted).then(|| (per_ip.clone(), ip)),
+        };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
         let watch = Arc::new(ConnWatch {
             head_since_ms: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(clock.now()),
+            idle_limit_ms: AtomicU64::new(limits.first_byte_timeout_ms),
             close: CancellationToken::new(),
         });
         next_id += 1;
@@ -415,6 +569,7 @@ pub async fn serve<H: Handler>(
             // The head is complete: the header-read deadline no longer applies; the
             // body (if any) is read under the request timeout.
             w.head_since_ms.store(IN_REQUEST, Ordering::Relaxed);
+            w.idle_limit_ms.store(KEEP_ALIVE_IDLE_MS, Ordering::Relaxed);
             let w = w.clone();
             async move {
                 // A request without a body (most GETs) needs no timer: reading it is
@@ -464,7 +619,7 @@ pub async fn serve<H: Handler>(
                 }
             }
             conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

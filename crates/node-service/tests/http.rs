@@ -83,3 +83,140 @@ async fn slow_request_heads_are_cut_off_and_others_are_served() {
     );
     stop.cancel();
 }
+
+/// A client socket bound to another loopback address than 127.0.0.1: a stranger
+/// (the host's own 127.0.0.1 is the only trusted IPv4 client).
+async fn connect_from(src: &str, to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(format!("{src}:0").parse().unwrap())?;
+    s.connect(to).await
+}
+
+/// Reads until EOF or `wait`; `Some(text)` when the server closed the socket.
+async fn read_to_close(s: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = HttpLimits {
+        per_ip_connections_max: 8,
+        first_byte_timeout_ms: 6_000,
+        ..HttpLimits::default()
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(Ok200),
+        limits,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    // 40 silent sockets from one stranger address: 8 are held, 32 are answered 429
+    // with Retry-After and closed at once.
+    let started = Instant::now();
+    let mut socks = Vec::new();
+    for _ in 0..40 {
+        socks.push(connect_from("127.9.9.9", addr).await.unwrap());
+    }
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for mut s in socks {
+        match read_to_close(&mut s, Duration::from_millis(100)).await {
+            Some(text) => {
+                assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+                assert!(
+                    text.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{text}"
+                );
+                refused += 1;
+            }
+            None => held.push(s),
+        }
+    }
+    assert_eq!(held.len(), 8, "the per-address cap");
+    assert_eq!(refused, 32);
+    // Another address is served at once meanwhile (the trusted host and a stranger).
+    for src in ["127.0.0.1", "127.10.0.1"] {
+        let mut ok = connect_from(src, addr).await.unwrap();
+        ok.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let n = tokio::time::timeout(Duration::from_secs(2), ok.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    // The silent ones are closed at the first-byte deadline (6 s + a sweep).
+    for s in &mut held {
+        assert!(read_to_close(s, Duration::from_secs(10)).await.is_some());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    // Their slots are free again: the stranger gets new connections served.
+    let mut again = connect_from("127.9.9.9", addr).await.unwrap();
+    again
+        .write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 128];
+    let n = tokio::time::timeout(Duration::from_secs(2), again.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_global_cap_new_connections_get_503_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = HttpLimits {
+        max_connections: 4,
+        ..HttpLimits::default()
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(Ok200),
+        limits,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(
+            connect_from(&format!("127.20.0.{}", i + 1), addr)
+                .await
+                .unwrap(),
+        );
+    }
+    // Let the server accept them.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let mut extra = connect_from("127.21.0.1", addr).await.unwrap();
+    let text = read_to_close(&mut extra, Duration::from_secs(2))
+        .await
+        .expect("refused at once, not queued");
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    stop.cancel();
+}

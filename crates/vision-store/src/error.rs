@@ -34,6 +34,25 @@ pub enum StoreError {
         /// The network asked for.
         requested: Network,
     },
+    /// The store's layout is one this release cannot read: written by a newer
+    /// release, or by one too old to migrate. The file is left as it is.
+    #[error(
+        "chain store {} has schema version {found}, but this vision-node {version} reads versions {oldest} to {newest}: {advice}",
+        path.display(),
+        version = env!("CARGO_PKG_VERSION"),
+    )]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The version recorded in it.
+        found: u32,
+        /// The oldest version this release migrates.
+        oldest: u32,
+        /// This release's version.
+        newest: u32,
+        /// What the operator can do.
+        advice: &'static str,
+    },
     /// The block is already stored (on any branch).
     #[error("block {0} is already known")]
     AlreadyKnown(Hash32),
@@ -95,6 +114,80 @@ pub enum StoreError {
     /// The storage engine failed (I/O, disk full, ...).
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),
+    /// The store is down after an earlier storage fault (see
+    /// [`crate::ChainStore::fault`]) and refuses writes, or is closed for a reopen,
+    /// until [`crate::ChainStore::recover`] succeeds.
+    #[error("chain store unavailable: {0}")]
+    Unavailable(String),
+    /// The saved mempool file cannot be read or written.
+    #[error("mempool file {}: {message}", path.display())]
+    MempoolFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// What kind of storage fault an error is: it decides whether reopening the store
+/// can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The file system or the device failed (disk full, I/O error, a database
+    /// poisoned by an earlier I/O error): close and reopen the store once the cause
+    /// is gone.
+    Io,
+    /// Stored data does not read back as it was written: reopening cannot help; the
+    /// store stays down until the node is restarted (and the check at open, or
+    /// `--reindex`, deals with the file).
+    Corrupt,
+}
+
+impl FaultKind {
+    /// `io` or `corrupt`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Io => "io",
+            FaultKind::Corrupt => "corrupt",
+        }
+    }
+}
+
+impl StoreError {
+    /// Is this a fault of the store itself (as opposed to an answer about a block, a
+    /// bound, or the fault already being known), and of which kind?
+    pub fn fault_kind(&self) -> Option<FaultKind> {
+        match self {
+            StoreError::Corrupt(_) => Some(FaultKind::Corrupt),
+            StoreError::Storage(e) => Some(match e {
+                redb::Error::Corrupted(_)
+                | redb::Error::TableTypeMismatch { .. }
+                | redb::Error::TableIsMultimap(_)
+                | redb::Error::TableIsNotMultimap(_)
+                | redb::Error::TypeDefinitionChanged { .. }
+                | redb::Error::UpgradeRequired(_) => FaultKind::Corrupt,
+                _ => FaultKind::Io,
+            }),
+            StoreError::Open { .. } => Some(FaultKind::Corrupt),
+            StoreError::NetworkMismatch { .. }
+            | StoreError::Schema { .. }
+            | StoreError::AlreadyKnown(_)
+            | StoreError::Orphan { .. }
+            | StoreError::Invalid { .. }
+            | StoreError::KnownInvalid(_)
+            | StoreError::InvalidParent { .. }
+            | StoreError::InvalidBranch { .. }
+            | StoreError::TooMany { .. }
+            | StoreError::Unavailable(_)
+            | StoreError::MempoolFile { .. } => None,
+        }
+    }
+
+    /// Is the store unable to serve (a fault, or down after one)? Callers answer
+    /// 503 `store_unavailable` rather than blaming the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_)) || self.fault_kind().is_some()
+    }
 }
 
 macro_rules! storage_from {

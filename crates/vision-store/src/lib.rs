@@ -58,14 +58,19 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod mempool_file;
+mod reindex;
 mod schema;
 mod store;
+mod verify;
 
-pub use error::StoreError;
-pub use schema::BlockStatus;
+pub use error::{FaultKind, StoreError};
+pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
+pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
-    AcceptOutcome, ChainStore, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
-    MAX_REVERTED_TXS, Reorg, TipContext, TipInfo,
+    AcceptOutcome, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
+    MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
+    VERIFY_TAIL_BLOCKS,
 };
 
 #[cfg(test)]

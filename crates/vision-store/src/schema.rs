@@ -2,7 +2,7 @@
 //!
 //! | table        | key                    | value                                   |
 //! |--------------|------------------------|-----------------------------------------|
-//! | `meta`       | name                   | schema version, network magic, tip, seq |
+//! | `meta`       | name                   | schema version, network magic, tip, seq, writer version |
 //! | `blocks`     | block hash             | the block's canonical encoding          |
 //! | `block_info` | block hash             | [`BlockInfo`]: header, work, seq, status|
 //! | `main_chain` | height                 | hash of the main-chain block            |
@@ -10,13 +10,44 @@
 //! | `accounts`   | address                | [`Account`] encoding (absent = default) |
 //! | `children`   | parent hash ‖ child    | `()`                                    |
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use vision_chain::{Account, BlockHeader, HEADER_SIZE, Hash32, U256};
 
 use crate::StoreError;
 
-/// Version of this layout, stored in `meta`; a different one refuses to open.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+/// Version of this layout, stored in `meta`. An older store is migrated in place at
+/// open by [`MIGRATIONS`]; a newer one is refused ([`StoreError::Schema`]).
+///
+/// History: 1 — release 2.7.0's layout; 2 — `meta.writer_version` records the
+/// release that last opened the store.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The oldest layout this release migrates.
+pub const SCHEMA_VERSION_OLDEST: u32 = 1;
+
+/// One step of the layout's history: from `from` to `from + 1`, inside the open's
+/// single write transaction (a crash mid-migration leaves the old version intact).
+pub(crate) struct Migration {
+    /// The version it upgrades.
+    pub(crate) from: u32,
+    /// What it changes, for the log.
+    pub(crate) what: &'static str,
+    /// The change.
+    pub(crate) apply: fn(&WriteTransaction) -> Result<(), StoreError>,
+}
+
+/// Every migration, in order; `SCHEMA_VERSION_OLDEST..SCHEMA_VERSION` are covered.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    what: "record the writer version in meta",
+    apply: |wtx| {
+        let mut meta = wtx.open_table(META)?;
+        meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
+        Ok(())
+    },
+}];
+
+/// The release that writes the store (this crate's version: the workspace's).
+pub(crate) const WRITER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const BLOCKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blocks");
@@ -30,6 +61,9 @@ pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NETWORK: &str = "network_magic";
 pub(crate) const META_TIP: &str = "tip";
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+/// Successful reopens after a storage fault (the probe write of a recovery).
+pub(crate) const META_REOPENS: &str = "reopens";
+pub(crate) const META_WRITER: &str = "writer_version";
 
 /// What the store knows about a block's validity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

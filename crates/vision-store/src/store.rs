@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::backends::InMemoryBackend;
 use redb::{
@@ -17,11 +18,14 @@ use vision_chain::{
 };
 
 use crate::StoreError;
+use crate::error::FaultKind;
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
-    META_NEXT_SEQ, META_SCHEMA, META_TIP, SCHEMA_VERSION, UNDO, child_key, decode_account,
-    get_account, get_info, get_meta, meta_hash, meta_u64, require_info,
+    META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
+    SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key, decode_account, get_account, get_info,
+    get_meta, meta_hash, meta_u64, require_info,
 };
+use crate::verify;
 
 /// Most headers one [`ChainStore::headers_range`] call returns.
 pub const MAX_HEADERS_RANGE: usize = 1000;
@@ -129,10 +133,83 @@ pub struct Reorg {
 /// `Send + Sync`: share it in an `Arc`. Reads run in MVCC snapshots alongside a
 /// writer; writers serialise on redb's write lock.
 pub struct ChainStore {
-    db: Database,
+    /// `None` while closed for a reopen that has not succeeded yet.
+    db: RwLock<Option<Database>>,
     network: Network,
     params: &'static ChainParams,
     path: PathBuf,
+    fault: Mutex<Option<StoreFault>>,
+    fault_hook: RwLock<Option<FaultHook>>,
+}
+
+/// Called with the store's fault every time an operation fails with one.
+pub type FaultHook = Arc<dyn Fn(&StoreFault) + Send + Sync>;
+
+/// Main-chain blocks [`ChainStore::open`] checks against the tip by default (see
+/// [`ChainStore::verify_tail`]).
+pub const VERIFY_TAIL_BLOCKS: usize = 64;
+
+/// Free space the file system must have before a store that failed is reopened:
+/// below it the next block write would fail again (bitcoind refuses to write
+/// below a margin for the same reason).
+pub const RECOVERY_FREE_BYTES_MIN: u64 = 1024 * 1024;
+
+/// How to open a store file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Start a new chain (genesis) in an existing but empty file. Off by default: an
+    /// empty `chain.redb` means the chain it held is gone, which must not pass for a
+    /// fresh start. A missing file is always a new store.
+    pub allow_new_chain: bool,
+    /// Run redb's integrity check (every page's checksum) before anything is read.
+    pub check_integrity: bool,
+    /// Main-chain blocks checked against the tip ([`ChainStore::verify_tail`]).
+    pub verify_tail_blocks: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            allow_new_chain: false,
+            check_integrity: true,
+            verify_tail_blocks: VERIFY_TAIL_BLOCKS,
+        }
+    }
+}
+
+/// Why the store is down: the first error of the fault and what has happened since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    /// Io (reopening may help) or Corrupt (it cannot).
+    pub kind: FaultKind,
+    /// The error that started the fault (for a full disk, the OS's "No space left on
+    /// device"; later writes only say "Previous I/O error").
+    pub error: String,
+    /// The latest error.
+    pub last_error: String,
+    /// Errors since the fault began.
+    pub errors: u64,
+    /// Why the last [`ChainStore::recover`] failed, if one ran.
+    pub recovery_error: Option<String>,
+    /// The database is closed (a reopen failed): reads fail too.
+    pub closed: bool,
+}
+
+impl StoreFault {
+    /// One line for health and logs: the first error, the latest if it differs, and
+    /// the last recovery attempt's failure.
+    pub fn detail(&self) -> String {
+        let mut out = self.error.clone();
+        if self.last_error != self.error {
+            out.push_str("; latest: ");
+            out.push_str(&self.last_error);
+        }
+        if let Some(r) = &self.recovery_error {
+            out.push_str("; reopen: ");
+            out.push_str(r);
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for ChainStore {
@@ -368,151 +445,475 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl ChainStore {
-    /// Open the store at `path` for `network`, creating the file and writing genesis
-    /// on first use.
-    ///
-    /// A missing or empty file becomes a new store.
+    /// Open the store at `path` for `network` with the default [`OpenOptions`]: the
+    /// file is created with genesis when missing, redb's integrity check runs, and the
+    /// last [`VERIFY_TAIL_BLOCKS`] main-chain blocks are checked against the tip.
     ///
     /// Errors: [`StoreError::NetworkMismatch`] if the file belongs to another network;
     /// [`StoreError::Open`] naming the file if it is not a readable chain store
-    /// (garbage, truncated, another format, held by another process). The file is
-    /// never reset or overwritten in either case.
+    /// (garbage, truncated, empty, another format, held by another process, damaged
+    /// pages, records that do not agree with the tip). The file is never reset or
+    /// overwritten in either case.
     pub fn open(path: &Path, network: Network) -> Result<ChainStore, StoreError> {
+        ChainStore::open_with(path, network, &OpenOptions::default())
+    }
+
+    /// [`ChainStore::open`] with explicit options.
+    pub fn open_with(
+        path: &Path,
+        network: Network,
+        opts: &OpenOptions,
+    ) -> Result<ChainStore, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: path.to_path_buf(),
             message,
         };
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+            && meta.len() == 0
+            && !opts.allow_new_chain
+        {
+            return Err(open_err(
+                "the file exists but is empty (0 bytes), so the chain it held is gone; \
+                 refusing to start a new chain over it: restore it, delete it, or pass \
+                 --allow-new-chain to start a new chain from genesis"
+                    .to_string(),
+            ));
+        }
+        let params = network.params();
         // redb reports most damage as errors but may panic on some malformed pages;
         // a damaged file must be an error naming it, never a crashed node.
         let result = catch_unwind(AssertUnwindSafe(|| {
             let db = Database::builder()
+                .set_check_integrity_on_open(opts.check_integrity)
                 .create(path)
                 .map_err(|e| open_err(e.to_string()))?;
-            ChainStore::init(db, network, path.to_path_buf())
+            init_db(&db, network, path)?;
+            verify::verify_tail(&db, params, opts.verify_tail_blocks)?;
+            Ok(db)
         }));
-        match result {
-            Ok(Ok(store)) => Ok(store),
-            Ok(Err(e @ (StoreError::Open { .. } | StoreError::NetworkMismatch { .. }))) => Err(e),
-            Ok(Err(e)) => Err(open_err(e.to_string())),
-            Err(panic) => Err(open_err(format!(
-                "the storage engine failed reading it: {}",
-                panic_message(&*panic)
-            ))),
-        }
+        let db = match result {
+            Ok(Ok(db)) => db,
+            Ok(Err(
+                e @ (StoreError::Open { .. }
+                | StoreError::NetworkMismatch { .. }
+                | StoreError::Schema { .. }),
+            )) => {
+                return Err(e);
+            }
+            Ok(Err(e)) => return Err(open_err(e.to_string())),
+            Err(panic) => {
+                return Err(open_err(format!(
+                    "the storage engine failed reading it: {}",
+                    panic_message(&*panic)
+                )));
+            }
+        };
+        Ok(ChainStore::assemble(db, network, path.to_path_buf()))
     }
 
     /// A store in memory (redb's in-memory backend), with genesis: tests and tools.
     pub fn open_in_memory(network: Network) -> Result<ChainStore, StoreError> {
         let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
-        ChainStore::init(db, network, PathBuf::from(IN_MEMORY_PATH))
+        let path = PathBuf::from(IN_MEMORY_PATH);
+        init_db(&db, network, &path)?;
+        Ok(ChainStore::assemble(db, network, path))
     }
 
-    fn init(db: Database, network: Network, path: PathBuf) -> Result<ChainStore, StoreError> {
-        let params = network.params();
-        let store = ChainStore {
-            db,
+    fn assemble(db: Database, network: Network, path: PathBuf) -> ChainStore {
+        ChainStore {
+            db: RwLock::new(Some(db)),
             network,
-            params,
+            params: network.params(),
             path,
+            fault: Mutex::new(None),
+            fault_hook: RwLock::new(None),
+        }
+    }
+
+    /// The current storage fault, if the store is down.
+    pub fn fault(&self) -> Option<StoreFault> {
+        lock(&self.fault).clone()
+    }
+
+    /// Call `hook` with the fault every time an operation fails with a storage
+    /// fault (the caller rate-limits its logging). Replaces an earlier hook.
+    pub fn set_fault_hook(&self, hook: FaultHook) {
+        *self.fault_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Bring a store that failed back: for an I/O fault, once the file system has
+    /// [`RECOVERY_FREE_BYTES_MIN`] free, close the database, reopen it (redb repairs
+    /// what the failed write left), check its records and commit a probe write; on
+    /// success the fault is cleared. A corrupt store is not reopened: the damage
+    /// stays until a restart (whose check at open reports it) or `--reindex`.
+    ///
+    /// `Ok(())` when the store is healthy; the error says why not (also kept in
+    /// [`StoreFault::recovery_error`]).
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let Some(fault) = self.fault() else {
+            return Ok(());
         };
-        let rtx = store.db.begin_read()?;
-        let any_table = rtx.list_tables()?.next().is_some();
-        let has_meta = match rtx.open_table(META) {
-            Ok(_) => true,
-            Err(TableError::TableDoesNotExist(_)) => false,
-            Err(e) => return Err(e.into()),
+        let result = if fault.kind == FaultKind::Corrupt {
+            Err(StoreError::Unavailable(
+                "stored data is damaged; reopening cannot repair it: restart the node \
+                 (the check at open reports the damage) and rebuild with --reindex"
+                    .to_string(),
+            ))
+        } else if self.path == Path::new(IN_MEMORY_PATH) {
+            Err(StoreError::Unavailable(
+                "an in-memory store cannot be reopened".to_string(),
+            ))
+        } else {
+            self.reopen()
         };
-        drop(rtx);
-        if !has_meta {
-            if any_table {
-                return Err(StoreError::Open {
-                    path: store.path.clone(),
-                    message: "a redb database, but not a Vision chain store (no meta table)"
-                        .to_string(),
-                });
+        let mut slot = lock(&self.fault);
+        match &result {
+            Ok(()) => *slot = None,
+            Err(e) => {
+                if let Some(f) = slot.as_mut() {
+                    f.recovery_error = Some(e.to_string());
+                    f.closed = self.db.read().map(|g| g.is_none()).unwrap_or(true);
+                }
             }
-            store.write_genesis()?;
         }
-        store.check_meta()?;
-        Ok(store)
+        result
     }
 
-    fn write_genesis(&self) -> Result<(), StoreError> {
-        let genesis = self.params.genesis();
-        let hash = genesis.hash();
-        let info = BlockInfo {
-            header: genesis.header.clone(),
-            work: work_for_target(&genesis.header.target),
-            seq: 0,
-            status: BlockStatus::Valid,
-        };
-        let mut wtx = self.db.begin_write()?;
-        wtx.set_durability(Durability::Immediate)?;
-        {
-            let mut t = Tables::open(&wtx)?;
-            t.meta
-                .insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
-            t.meta
-                .insert(META_NETWORK, self.network.magic().to_le_bytes().as_slice())?;
-            t.put_new_block(&hash, &genesis, &info)?;
-            t.main.insert(0, &hash.0)?;
-            t.set_tip(&hash)?;
-        }
-        wtx.commit()?;
-        Ok(())
-    }
-
-    fn check_meta(&self) -> Result<(), StoreError> {
-        let open_err = |message: String| StoreError::Open {
-            path: self.path.clone(),
-            message,
-        };
-        let rtx = self.db.begin_read()?;
-        let meta = rtx.open_table(META)?;
-        let schema = get_meta(&meta, META_SCHEMA)?
-            .ok_or_else(|| open_err("no schema version recorded".to_string()))?;
-        if schema != SCHEMA_VERSION.to_le_bytes() {
-            return Err(open_err(format!(
-                "schema version {schema:?} is not this software's {SCHEMA_VERSION}"
+    fn reopen(&self) -> Result<(), StoreError> {
+        let free = free_bytes(&self.path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot read the file system's free space: {e}"))
+        })?;
+        if free < RECOVERY_FREE_BYTES_MIN {
+            return Err(StoreError::Unavailable(format!(
+                "No space left: {free} bytes free on the file system of {}, at least {} needed",
+                self.path.display(),
+                RECOVERY_FREE_BYTES_MIN
             )));
         }
-        let magic = get_meta(&meta, META_NETWORK)?
-            .ok_or_else(|| open_err("no network recorded".to_string()))?;
-        let magic: [u8; 4] = magic
-            .as_slice()
-            .try_into()
-            .map_err(|_| open_err("network record is malformed".to_string()))?;
-        let magic = u32::from_le_bytes(magic);
-        if magic != self.network.magic() {
-            return Err(StoreError::NetworkMismatch {
-                path: self.path.clone(),
-                stored: Network::from_magic(magic)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| format!("unknown (magic {magic:#x})")),
-                requested: self.network,
+        let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = guard.take() {
+            // A database poisoned by an I/O error may fail to close cleanly; redb
+            // repairs the file on the next open either way.
+            let _ = db.close();
+        }
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Database, StoreError> {
+            let db = Database::builder().open(&self.path)?;
+            check_meta(&db, self.network, &self.path)?;
+            let mut wtx = db.begin_write()?;
+            wtx.set_durability(Durability::Immediate)?;
+            {
+                let mut meta = wtx.open_table(META)?;
+                let n = meta_u64(&meta, META_REOPENS).unwrap_or(0);
+                meta.insert(META_REOPENS, n.saturating_add(1).to_le_bytes().as_slice())?;
+            }
+            wtx.commit()?;
+            Ok(db)
+        }));
+        match opened {
+            Ok(Ok(db)) => {
+                *guard = Some(db);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(StoreError::Corrupt(format!(
+                "the storage engine failed reopening it: {}",
+                panic_message(&*panic)
+            ))),
+        }
+    }
+
+    /// Check the last `blocks` main-chain blocks against the tip (what
+    /// [`ChainStore::open`] runs): records, links, work, undo data and the account
+    /// changes of each block.
+    pub fn verify_tail(&self, blocks: usize) -> Result<(), StoreError> {
+        self.with_db(|db| verify::verify_tail(db, self.params, blocks))
+    }
+
+    /// Run `f` on the open database; a storage fault it returns (or a panic of the
+    /// storage engine) is recorded and reported to the hook.
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let Some(db) = guard.as_ref() else {
+            drop(guard);
+            return Err(self.unavailable());
+        };
+        let result = match catch_unwind(AssertUnwindSafe(|| f(db))) {
+            Ok(r) => r,
+            Err(panic) => Err(StoreError::Corrupt(format!(
+                "the storage engine failed: {}",
+                panic_message(&*panic)
+            ))),
+        };
+        drop(guard);
+        if let Err(e) = &result {
+            self.note_error(e);
+        }
+        result
+    }
+
+    /// A read in one MVCC snapshot.
+    fn reading<R>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.with_db(|db| {
+            let rtx = db.begin_read()?;
+            f(&rtx)
+        })
+    }
+
+    /// A write: refused while the store is down.
+    fn writing<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if lock(&self.fault).is_some() {
+            return Err(self.unavailable());
+        }
+        self.with_db(f)
+    }
+
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable(match self.fault() {
+            Some(f) => f.detail(),
+            None => "the store is closed".to_string(),
+        })
+    }
+
+    fn note_error(&self, e: &StoreError) {
+        let Some(kind) = e.fault_kind() else {
+            return;
+        };
+        let text = e.to_string();
+        let fault = {
+            let mut slot = lock(&self.fault);
+            let f = slot.get_or_insert_with(|| StoreFault {
+                kind,
+                error: text.clone(),
+                last_error: text.clone(),
+                errors: 0,
+                recovery_error: None,
+                closed: false,
+            });
+            f.errors = f.errors.saturating_add(1);
+            f.last_error = text;
+            if kind == FaultKind::Corrupt {
+                f.kind = FaultKind::Corrupt;
+            }
+            f.clone()
+        };
+        let hook = self
+            .fault_hook
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(&fault);
+        }
+    }
+}
+
+/// Free bytes for unprivileged writers on the file system holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Write genesis into a database without tables, then check its records: the one
+/// start of every open.
+fn init_db(db: &Database, network: Network, path: &Path) -> Result<(), StoreError> {
+    let rtx = db.begin_read()?;
+    let any_table = rtx.list_tables()?.next().is_some();
+    let has_meta = match rtx.open_table(META) {
+        Ok(_) => true,
+        Err(TableError::TableDoesNotExist(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    drop(rtx);
+    if !has_meta {
+        if any_table {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "a redb database, but not a Vision chain store (no meta table)"
+                    .to_string(),
             });
         }
-        // The tip must be a stored main-chain block, and genesis must be ours.
-        let tip = meta_hash(&meta, META_TIP)?;
-        let info_t = rtx.open_table(INFO)?;
-        let main = rtx.open_table(MAIN)?;
-        let tip_info = require_info(&info_t, &tip)?;
-        let at_tip = main
-            .get(tip_info.header.height)?
-            .map(|h| Hash32(*h.value()));
-        if at_tip != Some(tip) {
-            return Err(StoreError::Corrupt(format!(
-                "tip {tip} is not the main chain's block at height {}",
-                tip_info.header.height
-            )));
-        }
-        let genesis = main.get(0)?.map(|h| Hash32(*h.value()));
-        if genesis != Some(self.params.genesis_hash()) {
-            return Err(StoreError::Corrupt(
-                "the stored genesis is not this network's".to_string(),
-            ));
-        }
-        Ok(())
+        write_genesis(db, network)?;
+    }
+    migrate(db, path)?;
+    check_meta(db, network, path)
+}
+
+/// The schema version and writer recorded in `meta`.
+fn read_schema(db: &Database) -> Result<(u32, String), StoreError> {
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let v = get_meta(&meta, META_SCHEMA)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| StoreError::Corrupt("meta schema_version".into()))?;
+    let w = get_meta(&meta, META_WRITER)?
+        .map(|w| String::from_utf8_lossy(&w).into_owned())
+        .unwrap_or_default();
+    Ok((v, w))
+}
+
+/// Bring an older layout to [`SCHEMA_VERSION`] in one write transaction, or
+/// refuse a layout this release cannot read. Returns the version found.
+fn migrate(db: &Database, path: &Path) -> Result<u32, StoreError> {
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let raw = get_meta(&meta, META_SCHEMA)?.ok_or_else(|| StoreError::Open {
+        path: path.to_path_buf(),
+        message: "no schema version recorded".to_string(),
+    })?;
+    drop(meta);
+    drop(rtx);
+    let found = <[u8; 4]>::try_from(raw.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("schema version record is {} bytes", raw.len()),
+        })?;
+    let refuse = |advice| StoreError::Schema {
+        path: path.to_path_buf(),
+        found,
+        oldest: SCHEMA_VERSION_OLDEST,
+        newest: SCHEMA_VERSION,
+        advice,
+    };
+    if found > SCHEMA_VERSION {
+        return Err(refuse(
+            "it was written by a newer release; run that release (or a newer one), or move the file away to sync anew",
+        ));
+    }
+    if found < SCHEMA_VERSION_OLDEST {
+        return Err(refuse(
+            "it is too old to migrate; move the file away and let the node sync anew",
+        ));
+    }
+    if found == SCHEMA_VERSION && read_schema(db)?.1 == WRITER_VERSION {
+        return Ok(found);
+    }
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(Durability::Immediate)?;
+    for m in MIGRATIONS.iter().filter(|m| m.from >= found) {
+        (m.apply)(&wtx).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!(
+                "migrating schema {} to {} ({}): {e}",
+                m.from,
+                m.from + 1,
+                m.what
+            ),
+        })?;
+    }
+    {
+        let mut meta = wtx.open_table(META)?;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
+    }
+    wtx.commit()?;
+    Ok(found)
+}
+
+fn write_genesis(db: &Database, network: Network) -> Result<(), StoreError> {
+    let params = network.params();
+    let genesis = params.genesis();
+    let hash = genesis.hash();
+    let info = BlockInfo {
+        header: genesis.header.clone(),
+        work: work_for_target(&genesis.header.target),
+        seq: 0,
+        status: BlockStatus::Valid,
+    };
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(Durability::Immediate)?;
+    {
+        let mut t = Tables::open(&wtx)?;
+        t.meta
+            .insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        t.meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
+        t.meta
+            .insert(META_NETWORK, network.magic().to_le_bytes().as_slice())?;
+        t.put_new_block(&hash, &genesis, &info)?;
+        t.main.insert(0, &hash.0)?;
+        t.set_tip(&hash)?;
+    }
+    wtx.commit()?;
+    Ok(())
+}
+
+fn check_meta(db: &Database, network: Network, path: &Path) -> Result<(), StoreError> {
+    let open_err = |message: String| StoreError::Open {
+        path: path.to_path_buf(),
+        message,
+    };
+    let rtx = db.begin_read()?;
+    let meta = rtx.open_table(META)?;
+    let schema = get_meta(&meta, META_SCHEMA)?
+        .ok_or_else(|| open_err("no schema version recorded".to_string()))?;
+    if schema != SCHEMA_VERSION.to_le_bytes() {
+        return Err(open_err(format!(
+            "schema version {schema:?} is not this software's {SCHEMA_VERSION}"
+        )));
+    }
+    let magic = get_meta(&meta, META_NETWORK)?
+        .ok_or_else(|| open_err("no network recorded".to_string()))?;
+    let magic: [u8; 4] = magic
+        .as_slice()
+        .try_into()
+        .map_err(|_| open_err("network record is malformed".to_string()))?;
+    let magic = u32::from_le_bytes(magic);
+    if magic != network.magic() {
+        return Err(StoreError::NetworkMismatch {
+            path: path.to_path_buf(),
+            stored: Network::from_magic(magic)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| format!("unknown (magic {magic:#x})")),
+            requested: network,
+        });
+    }
+    // The tip must be a stored main-chain block, and genesis must be ours.
+    let tip = meta_hash(&meta, META_TIP)?;
+    let info_t = rtx.open_table(INFO)?;
+    let main = rtx.open_table(MAIN)?;
+    let tip_info = require_info(&info_t, &tip)?;
+    let at_tip = main
+        .get(tip_info.header.height)?
+        .map(|h| Hash32(*h.value()));
+    if at_tip != Some(tip) {
+        return Err(StoreError::Corrupt(format!(
+            "tip {tip} is not the main chain's block at height {}",
+            tip_info.header.height
+        )));
+    }
+    let genesis = main.get(0)?.map(|h| Hash32(*h.value()));
+    if genesis != Some(network.params().genesis_hash()) {
+        return Err(StoreError::Corrupt(
+            "the stored genesis is not this network's".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+impl ChainStore {
+    /// The store's schema version and the release that last wrote it
+    /// (`meta.writer_version`).
+    pub fn schema(&self) -> Result<(u32, String), StoreError> {
+        self.with_db(read_schema)
     }
 
     /// The network this store belongs to.
@@ -544,13 +945,22 @@ impl ChainStore {
     /// fails the state transition: that block and its descendants are stored marked
     /// invalid and the main chain stays as it was.
     pub fn accept_block(&self, block: &Block, now_ms: u64) -> Result<AcceptOutcome, StoreError> {
+        self.writing(|db| self.accept_in(db, block, now_ms))
+    }
+
+    fn accept_in(
+        &self,
+        db: &Database,
+        block: &Block,
+        now_ms: u64,
+    ) -> Result<AcceptOutcome, StoreError> {
         let hash = block.hash();
         let parent_hash = block.header.prev_hash;
         let invalid = |source: BlockError| StoreError::Invalid { hash, source };
 
         // Stateless checks under a read snapshot: a block's ancestors never change.
         {
-            let rtx = self.db.begin_read()?;
+            let rtx = db.begin_read()?;
             let info_t = rtx.open_table(INFO)?;
             let parent = Self::check_new(&info_t, &hash, &parent_hash)?;
             let ctx = context_for(&info_t, parent_hash, parent)?;
@@ -559,7 +969,7 @@ impl ChainStore {
         }
         check_body(self.params, block).map_err(invalid)?;
 
-        let mut wtx = self.db.begin_write()?;
+        let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
         let result = {
             let mut t = Tables::open(&wtx)?;
@@ -572,7 +982,7 @@ impl ChainStore {
             }
             Err(Ok(failure)) => {
                 wtx.abort()?;
-                self.record_invalid_branch(&hash, block, &failure)?;
+                Self::record_invalid_branch(db, &hash, block, &failure)?;
                 Err(StoreError::InvalidBranch {
                     hash,
                     invalid: failure.invalid,
@@ -729,12 +1139,12 @@ impl ChainStore {
     /// its descendants invalid, in a transaction of its own (the main chain is as
     /// before, since the reorg's transaction was aborted).
     fn record_invalid_branch(
-        &self,
+        db: &Database,
         hash: &Hash32,
         block: &Block,
         failure: &BranchFailure,
     ) -> Result<(), StoreError> {
-        let mut wtx = self.db.begin_write()?;
+        let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
         {
             let mut t = Tables::open(&wtx)?;
@@ -756,49 +1166,47 @@ impl ChainStore {
         Ok(())
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
-    }
-
     /// The main chain's tip.
     pub fn tip(&self) -> Result<TipInfo, StoreError> {
-        let rtx = self.read()?;
-        let meta = rtx.open_table(META)?;
-        let hash = meta_hash(&meta, META_TIP)?;
-        let info = require_info(&rtx.open_table(INFO)?, &hash)?;
-        Ok(TipInfo {
-            height: info.header.height,
-            hash,
-            cumulative_work: info.work,
-            header: info.header,
+        self.reading(|rtx| {
+            let meta = rtx.open_table(META)?;
+            let hash = meta_hash(&meta, META_TIP)?;
+            let info = require_info(&rtx.open_table(INFO)?, &hash)?;
+            Ok(TipInfo {
+                height: info.header.height,
+                hash,
+                cumulative_work: info.work,
+                header: info.header,
+            })
         })
     }
 
     /// The tip's hash, header and recent timestamps: build a block template on it with
     /// `vision_chain::build_block(params, &ctx.parent_context(), ...)`.
     pub fn tip_context(&self) -> Result<TipContext, StoreError> {
-        let rtx = self.read()?;
-        let hash = meta_hash(&rtx.open_table(META)?, META_TIP)?;
-        let info_t = rtx.open_table(INFO)?;
-        let info = require_info(&info_t, &hash)?;
-        context_for(&info_t, hash, info)
+        self.reading(|rtx| {
+            let hash = meta_hash(&rtx.open_table(META)?, META_TIP)?;
+            let info_t = rtx.open_table(INFO)?;
+            let info = require_info(&info_t, &hash)?;
+            context_for(&info_t, hash, info)
+        })
     }
 
     /// The same context for any stored block (to build or check a child of a side
     /// branch block); `None` if unknown.
     pub fn block_context(&self, hash: &Hash32) -> Result<Option<TipContext>, StoreError> {
-        let rtx = self.read()?;
-        let info_t = rtx.open_table(INFO)?;
-        match get_info(&info_t, hash)? {
-            Some(info) => context_for(&info_t, *hash, info).map(Some),
-            None => Ok(None),
-        }
+        self.reading(|rtx| {
+            let info_t = rtx.open_table(INFO)?;
+            match get_info(&info_t, hash)? {
+                Some(info) => context_for(&info_t, *hash, info).map(Some),
+                None => Ok(None),
+            }
+        })
     }
 
     /// A stored block's header (any branch).
     pub fn header(&self, hash: &Hash32) -> Result<Option<BlockHeader>, StoreError> {
-        let rtx = self.read()?;
-        Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.header))
+        self.reading(|rtx| Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.header)))
     }
 
     /// A stored block (any branch).
@@ -811,35 +1219,38 @@ impl ChainStore {
 
     /// A stored block's canonical encoding, without decoding it.
     pub fn block_raw(&self, hash: &Hash32) -> Result<Option<Vec<u8>>, StoreError> {
-        let rtx = self.read()?;
-        let blocks = rtx.open_table(BLOCKS)?;
-        Ok(blocks.get(&hash.0)?.map(|v| v.value().to_vec()))
+        self.reading(|rtx| {
+            let blocks = rtx.open_table(BLOCKS)?;
+            Ok(blocks.get(&hash.0)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// The main chain's block hash at `height`.
     pub fn hash_at(&self, height: u64) -> Result<Option<Hash32>, StoreError> {
-        let rtx = self.read()?;
-        Ok(rtx
-            .open_table(MAIN)?
-            .get(height)?
-            .map(|h| Hash32(*h.value())))
+        self.reading(|rtx| {
+            Ok(rtx
+                .open_table(MAIN)?
+                .get(height)?
+                .map(|h| Hash32(*h.value())))
+        })
     }
 
     /// The main chain's block at `height`.
     pub fn block_at(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        let rtx = self.read()?;
-        let Some(hash) = rtx
-            .open_table(MAIN)?
-            .get(height)?
-            .map(|h| Hash32(*h.value()))
-        else {
-            return Ok(None);
-        };
-        let blocks = rtx.open_table(BLOCKS)?;
-        let v = blocks
-            .get(&hash.0)?
-            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-        decode_block(&hash, v.value()).map(Some)
+        self.reading(|rtx| {
+            let Some(hash) = rtx
+                .open_table(MAIN)?
+                .get(height)?
+                .map(|h| Hash32(*h.value()))
+            else {
+                return Ok(None);
+            };
+            let blocks = rtx.open_table(BLOCKS)?;
+            let v = blocks
+                .get(&hash.0)?
+                .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
+            decode_block(&hash, v.value()).map(Some)
+        })
     }
 
     /// Main-chain headers from `from_height` upward, at most `limit` (clamped to
@@ -850,15 +1261,16 @@ impl ChainStore {
         limit: usize,
     ) -> Result<Vec<BlockHeader>, StoreError> {
         let limit = limit.min(MAX_HEADERS_RANGE);
-        let rtx = self.read()?;
-        let main = rtx.open_table(MAIN)?;
-        let info_t = rtx.open_table(INFO)?;
-        let mut out = Vec::with_capacity(limit);
-        for item in main.range(from_height..)?.take(limit) {
-            let (_, h) = item?;
-            out.push(require_info(&info_t, &Hash32(*h.value()))?.header);
-        }
-        Ok(out)
+        self.reading(|rtx| {
+            let main = rtx.open_table(MAIN)?;
+            let info_t = rtx.open_table(INFO)?;
+            let mut out = Vec::with_capacity(limit);
+            for item in main.range(from_height..)?.take(limit) {
+                let (_, h) = item?;
+                out.push(require_info(&info_t, &Hash32(*h.value()))?.header);
+            }
+            Ok(out)
+        })
     }
 
     /// Main-chain blocks from `from_height` upward, at most `limit` (clamped to
@@ -894,24 +1306,24 @@ impl ChainStore {
         mut f: impl FnMut(&Hash32, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let limit = limit.min(MAX_BLOCKS_RANGE);
-        let rtx = self.read()?;
-        let main = rtx.open_table(MAIN)?;
-        let blocks = rtx.open_table(BLOCKS)?;
-        for item in main.range(from_height..)?.take(limit) {
-            let (_, h) = item?;
-            let hash = Hash32(*h.value());
-            let v = blocks
-                .get(&hash.0)?
-                .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-            f(&hash, v.value())?;
-        }
-        Ok(())
+        self.reading(|rtx| {
+            let main = rtx.open_table(MAIN)?;
+            let blocks = rtx.open_table(BLOCKS)?;
+            for item in main.range(from_height..)?.take(limit) {
+                let (_, h) = item?;
+                let hash = Hash32(*h.value());
+                let v = blocks
+                    .get(&hash.0)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
+                f(&hash, v.value())?;
+            }
+            Ok(())
+        })
     }
 
     /// The account at the tip (default if absent).
     pub fn account(&self, addr: &Address) -> Result<Account, StoreError> {
-        let rtx = self.read()?;
-        get_account(&rtx.open_table(ACCOUNTS)?, &addr.0)
+        self.reading(|rtx| get_account(&rtx.open_table(ACCOUNTS)?, &addr.0))
     }
 
     /// Several accounts at the tip, from one snapshot. At most [`MAX_ACCOUNTS_BATCH`]
@@ -925,47 +1337,45 @@ impl ChainStore {
                 limit: MAX_ACCOUNTS_BATCH,
             });
         }
-        let rtx = self.read()?;
-        let t = rtx.open_table(ACCOUNTS)?;
-        let mut out = HashMap::with_capacity(addrs.len());
-        for a in addrs {
-            out.insert(*a, get_account(&t, &a.0)?);
-        }
-        Ok(out)
+        self.reading(|rtx| {
+            let t = rtx.open_table(ACCOUNTS)?;
+            let mut out = HashMap::with_capacity(addrs.len());
+            for a in addrs {
+                out.insert(*a, get_account(&t, &a.0)?);
+            }
+            Ok(out)
+        })
     }
 
     /// Number of non-default accounts at the tip.
     pub fn account_count(&self) -> Result<u64, StoreError> {
-        let rtx = self.read()?;
-        Ok(rtx.open_table(ACCOUNTS)?.len()?)
+        self.reading(|rtx| Ok(rtx.open_table(ACCOUNTS)?.len()?))
     }
 
     /// Is the block stored (on any branch, including blocks marked invalid)?
     pub fn contains(&self, hash: &Hash32) -> Result<bool, StoreError> {
-        let rtx = self.read()?;
-        Ok(rtx.open_table(INFO)?.get(&hash.0)?.is_some())
+        self.reading(|rtx| Ok(rtx.open_table(INFO)?.get(&hash.0)?.is_some()))
     }
 
     /// Is the block on the main chain?
     pub fn is_main_chain(&self, hash: &Hash32) -> Result<bool, StoreError> {
-        let rtx = self.read()?;
-        let Some(info) = get_info(&rtx.open_table(INFO)?, hash)? else {
-            return Ok(false);
-        };
-        let at = rtx.open_table(MAIN)?.get(info.header.height)?;
-        Ok(at.is_some_and(|h| *h.value() == hash.0))
+        self.reading(|rtx| {
+            let Some(info) = get_info(&rtx.open_table(INFO)?, hash)? else {
+                return Ok(false);
+            };
+            let at = rtx.open_table(MAIN)?.get(info.header.height)?;
+            Ok(at.is_some_and(|h| *h.value() == hash.0))
+        })
     }
 
     /// Total work of the chain ending at a stored block.
     pub fn cumulative_work(&self, hash: &Hash32) -> Result<Option<U256>, StoreError> {
-        let rtx = self.read()?;
-        Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.work))
+        self.reading(|rtx| Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.work)))
     }
 
     /// What the store knows about a block's validity (`None` if not stored).
     pub fn block_status(&self, hash: &Hash32) -> Result<Option<BlockStatus>, StoreError> {
-        let rtx = self.read()?;
-        Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.status))
+        self.reading(|rtx| Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.status)))
     }
 }
 

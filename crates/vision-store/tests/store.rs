@@ -12,7 +12,8 @@ use vision_chain::{
     work_for_target,
 };
 use vision_store::{
-    AcceptOutcome, BlockStatus, ChainStore, MAX_ACCOUNTS_BATCH, MAX_HEADERS_RANGE, StoreError,
+    AcceptOutcome, BlockStatus, ChainStore, MAX_ACCOUNTS_BATCH, MAX_HEADERS_RANGE, OpenOptions,
+    StoreError,
 };
 
 fn genesis_hash() -> Hash32 {
@@ -893,4 +894,369 @@ proptest! {
         let best = nodes.iter().find(|n| n.hash == tip.hash).unwrap();
         prop_assert_eq!(&replayed, &best.state);
     }
+}
+
+/// A store file with `n` blocks on the main chain carrying transfers, a side
+/// branch, and the keys whose accounts it touched.
+fn busy_store(path: &std::path::Path, n: usize) -> Vec<Address> {
+    let store = ChainStore::open(path, NET).unwrap();
+    let rich = key(1);
+    let mut addrs = vec![rich.address()];
+    let mut parent = genesis_hash();
+    for i in 0..n {
+        let txs = if i == 0 {
+            vec![]
+        } else {
+            let to = key(100 + i as u32).address();
+            addrs.push(to);
+            vec![transfer(&rich, to, 10 + i as u64, (i - 1) as u64)]
+        };
+        let b = mine_on(&store, &parent, rich.address(), txs);
+        store.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+    }
+    // A side branch off height 2.
+    let fork = store.hash_at(2).unwrap().unwrap();
+    let side = mine_on(&store, &fork, key(9).address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&side, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    addrs
+}
+
+#[test]
+fn an_existing_empty_file_is_refused_unless_a_new_chain_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    std::fs::write(&path, b"").unwrap();
+    let err = ChainStore::open(&path, NET).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        msg.contains("chain.redb") && msg.contains("empty") && msg.contains("--allow-new-chain"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    let opts = OpenOptions {
+        allow_new_chain: true,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &opts).unwrap();
+    assert_eq!(store.tip().unwrap().hash, genesis_hash());
+    // A missing file (a new data directory) is a new chain without the option.
+    let fresh = dir.path().join("fresh.redb");
+    assert_eq!(
+        ChainStore::open(&fresh, NET).unwrap().tip().unwrap().height,
+        0
+    );
+}
+
+/// A tiny deterministic generator (no extra dependency for seeds).
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn flipped_bytes_are_refused_at_open_or_change_nothing_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.redb");
+    let addrs = busy_store(&good, 40);
+    let reference = {
+        let s = ChainStore::open(&good, NET).unwrap();
+        (
+            s.tip().unwrap(),
+            s.headers_range(0, MAX_HEADERS_RANGE).unwrap(),
+            s.accounts(&addrs).unwrap(),
+        )
+    };
+    let bytes = std::fs::read(&good).unwrap();
+    let mut refused = 0;
+    for seed in 0..10u64 {
+        let mut rng = seed.wrapping_mul(7919).wrapping_add(1);
+        let mut damaged = bytes.clone();
+        // Data pages: the last three quarters of the file, past redb's header.
+        let from = bytes.len() / 4;
+        for _ in 0..8 {
+            let at = from + (splitmix(&mut rng) as usize) % (bytes.len() - from);
+            damaged[at] ^= 1 << (splitmix(&mut rng) % 8);
+        }
+        let path = dir.path().join(format!("flipped-{seed}.redb"));
+        std::fs::write(&path, &damaged).unwrap();
+        match ChainStore::open(&path, NET) {
+            Err(StoreError::Open { path: p, message }) => {
+                assert_eq!(p, path);
+                assert!(!message.is_empty());
+                refused += 1;
+            }
+            Err(other) => panic!("seed {seed}: not an open error: {other:?}"),
+            // Only bytes nothing reads (free pages) were hit: everything reads back
+            // as it was written.
+            Ok(s) => {
+                assert_eq!(s.tip().unwrap(), reference.0, "seed {seed}");
+                assert_eq!(
+                    s.headers_range(0, MAX_HEADERS_RANGE).unwrap(),
+                    reference.1,
+                    "seed {seed}"
+                );
+                assert_eq!(s.accounts(&addrs).unwrap(), reference.2, "seed {seed}");
+                s.verify_tail(usize::MAX).unwrap();
+                assert!(s.fault().is_none());
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "no seed damaged a live page: the test tests nothing"
+    );
+}
+
+/// Edit a store file behind the store's back (as a bug or another tool would),
+/// through redb so that every page checksum stays valid.
+fn tamper(path: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::create(path).unwrap();
+    let w = db.begin_write().unwrap();
+    f(&w);
+    w.commit().unwrap();
+}
+
+const T_ACCOUNTS: redb::TableDefinition<&[u8; 32], &[u8; 16]> =
+    redb::TableDefinition::new("accounts");
+const T_UNDO: redb::TableDefinition<&[u8; 32], &[u8]> = redb::TableDefinition::new("undo");
+const T_MAIN: redb::TableDefinition<u64, &[u8; 32]> = redb::TableDefinition::new("main_chain");
+const T_BLOCKS: redb::TableDefinition<&[u8; 32], &[u8]> = redb::TableDefinition::new("blocks");
+
+#[test]
+fn records_that_disagree_with_the_tip_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.redb");
+    let addrs = busy_store(&base, 12);
+    let tip_hash = ChainStore::open(&base, NET).unwrap().tip().unwrap().hash;
+    let recipient = addrs[addrs.len() - 1];
+    type Edit = Box<dyn Fn(&redb::WriteTransaction)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "account",
+            Box::new(move |w| {
+                let mut t = w.open_table(T_ACCOUNTS).unwrap();
+                let forged = Account {
+                    balance: 1_000_000,
+                    nonce: 0,
+                };
+                t.insert(&recipient.0, &forged.encode()).unwrap();
+            }),
+            "account",
+        ),
+        (
+            "undo",
+            Box::new(move |w| {
+                let mut t = w.open_table(T_UNDO).unwrap();
+                t.remove(&tip_hash.0).unwrap();
+            }),
+            "undo data",
+        ),
+        (
+            "index",
+            Box::new(|w| {
+                let mut t = w.open_table(T_MAIN).unwrap();
+                t.insert(5u64, &[7u8; 32]).unwrap();
+            }),
+            "index at height 5",
+        ),
+        (
+            "block bytes",
+            Box::new(move |w| {
+                let mut t = w.open_table(T_BLOCKS).unwrap();
+                let mut b = redb::ReadableTable::get(&t, &tip_hash.0)
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                t.insert(&tip_hash.0, b.as_slice()).unwrap();
+            }),
+            "transactions",
+        ),
+    ];
+    for (name, edit, expect) in cases {
+        let path = dir.path().join(format!("{}.redb", name.replace(' ', "-")));
+        std::fs::copy(&base, &path).unwrap();
+        tamper(&path, |w| edit(w));
+        let err = ChainStore::open(&path, NET).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Open { .. }), "{name}: {err:?}");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains(expect),
+            "{name}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn reindex_rebuilds_the_indexes_from_the_stored_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let addrs = busy_store(&path, 15);
+    let (tip, headers, accounts) = {
+        let s = ChainStore::open(&path, NET).unwrap();
+        (
+            s.tip().unwrap(),
+            s.headers_range(0, MAX_HEADERS_RANGE).unwrap(),
+            s.accounts(&addrs).unwrap(),
+        )
+    };
+    // Lose the state and an index entry: the store no longer opens.
+    tamper(&path, |w| {
+        w.delete_table(T_ACCOUNTS).unwrap();
+        w.open_table(T_ACCOUNTS).unwrap();
+        w.open_table(T_MAIN).unwrap().remove(7u64).unwrap();
+    });
+    assert!(ChainStore::open(&path, NET).is_err());
+
+    let report = ChainStore::reindex(&path, NET, NOW_MS).unwrap();
+    assert_eq!(report.blocks_found, 17, "genesis, 15 main, 1 side");
+    assert_eq!((report.imported, report.skipped), (16, 0));
+    assert!(!report.truncated_scan);
+    assert_eq!(report.tip_height, 15);
+    assert!(report.backup.exists());
+
+    let s = ChainStore::open(&path, NET).unwrap();
+    assert_eq!(s.tip().unwrap(), tip);
+    assert_eq!(s.headers_range(0, MAX_HEADERS_RANGE).unwrap(), headers);
+    assert_eq!(s.accounts(&addrs).unwrap(), accounts);
+    assert_eq!(replay_main_chain(&s), {
+        let mut m: HashMap<Address, Account> = HashMap::new();
+        for (a, acc) in accounts {
+            if acc != Account::default() {
+                m.insert(a, acc);
+            }
+        }
+        m
+    });
+    // A missing file is a clear error.
+    let err = ChainStore::reindex(&dir.path().join("none.redb"), NET, NOW_MS).unwrap_err();
+    assert!(err.to_string().contains("nothing to reindex"), "{err}");
+}
+
+/// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop.
+/// `None` (the caller skips, saying why) without root or `mount`.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        if std::env::var("USER").as_deref() != Ok("root")
+            && std::fs::read_to_string("/proc/self/status")
+                .map(|s| {
+                    !s.lines()
+                        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+                })
+                .unwrap_or(true)
+        {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(SmallFs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fill the file system holding `dir` with one file; returns its path.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    // The last partial chunk.
+    while f.write(&[0u8; 512]).map(|n| n > 0).unwrap_or(false) {}
+    filler
+}
+
+#[test]
+fn a_full_disk_is_a_fault_that_a_reopen_clears_once_space_returns() {
+    let Some(fs) = SmallFs::mount("4m") else {
+        eprintln!("skipped: needs root and mount for a tmpfs");
+        return;
+    };
+    let path = fs.path().join("chain.redb");
+    let store = ChainStore::open(&path, NET).unwrap();
+    let hook_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let calls = hook_calls.clone();
+        store.set_fault_hook(std::sync::Arc::new(move |_f: &vision_store::StoreFault| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+    }
+    let miner = key(1).address();
+    let mut accepted = extend(&store, genesis_hash(), miner, 3);
+    let filler = fill(fs.path());
+    // Blocks with transactions grow the file until a write fails.
+    let mut failed = None;
+    for _ in 0..2000 {
+        let parent = accepted.last().unwrap().hash();
+        let b = mine_on(&store, &parent, miner, vec![]);
+        match store.accept_block(&b, NOW_MS) {
+            Ok(_) => accepted.push(b),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failed.expect("a full disk fails a write");
+    assert!(err.is_unavailable(), "{err:?}");
+    let fault = store.fault().expect("the store is down");
+    assert_eq!(fault.kind, vision_store::FaultKind::Io);
+    assert!(fault.error.contains("No space left"), "{fault:?}");
+    assert!(hook_calls.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    // While down, writes are refused at once and say why.
+    let parent = accepted.last().unwrap().hash();
+    let next = mine_on(&store, &parent, miner, vec![]);
+    let refused = store.accept_block(&next, NOW_MS).unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(ref m) if m.contains("No space left")));
+    // No space yet: the reopen is refused, the fault stays.
+    let again = store.recover().unwrap_err().to_string();
+    assert!(again.contains("No space left"), "{again}");
+    assert!(store.fault().is_some());
+
+    std::fs::remove_file(&filler).unwrap();
+    store.recover().unwrap();
+    assert!(store.fault().is_none());
+    store.accept_block(&next, NOW_MS).unwrap();
+    accepted.push(next);
+    assert_eq!(store.tip().unwrap().hash, accepted.last().unwrap().hash());
+    drop(store);
+    // Reopened from scratch, with the check at open: every accepted block is there.
+    let store = ChainStore::open(&path, NET).unwrap();
+    assert_eq!(store.tip().unwrap().height, accepted.len() as u64);
+    replay_main_chain(&store);
 }

@@ -17,12 +17,14 @@
 pub mod addr;
 pub mod binary;
 pub mod events;
+pub mod replay;
 mod signed;
 mod status;
 
+pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
-    Claims, HeartbeatPayload, HeartbeatResponse, HelloPayload, MAX_CLOCK_SKEW_S, Signed,
-    SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
+    Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,
+    Signed, SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
 };
 pub use status::*;
 

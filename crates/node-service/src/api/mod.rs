@@ -10,20 +10,22 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
-use vision_chain::{Address, Block, Hash32, Transaction};
-use vision_store::{AcceptOutcome, StoreError};
-use vision_wire::binary::{OCTET_STREAM, encode_headers};
-use vision_wire::{
-    AccountResponse, MempoolResponse, MinerControlResponse, MinerStartRequest, SubmitBlockResponse,
-    SubmitTxResponse,
-};
+use vision_store::StoreError;
+use vision_wire::MempoolResponse;
 
-use crate::core::{Origin, SubmitTxError};
 use crate::http::{ApiError, Handler, Request, Response, bytes_response, json_response};
-use crate::node::NodeShared;
+use crate::shared::NodeShared;
+
+mod chain;
+mod miner;
+mod peers;
+mod status;
+
+pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
+pub use status::STATUS_CACHE_MS;
 
 /// The panel, built into the binary.
-pub const PANEL_HTML: &str = include_str!("../../../public/panel.html");
+pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");
 
 /// Most headers one `/api/headers` call returns.
 pub const HEADERS_LIMIT_MAX: usize = 1_000;
@@ -315,254 +317,5 @@ impl Api {
                 ))),
             ),
         }
-    }
-
-    fn seed_peers(&self, req: &Request) -> Result<Response, ApiError> {
-        let n = limit(req, 64, crate::node::SEED_PEERS_LIMIT_MAX)?;
-        ok_json(&self.0.seed_peers(n))
-    }
-
-    async fn headers(&self, req: &Request) -> Result<Response, ApiError> {
-        let from = param_u64(req, "from", Some(0))?;
-        let n = limit(req, 200, HEADERS_LIMIT_MAX)?;
-        let store = self.0.core.store.clone();
-        let headers = blocking(move || store.headers_range(from, n).map_err(store_err)).await??;
-        if req.wants_binary() {
-            Ok(bytes_response(
-                StatusCode::OK,
-                OCTET_STREAM,
-                encode_headers(&headers).into(),
-            ))
-        } else {
-            ok_json(&headers)
-        }
-    }
-
-    async fn blocks(&self, req: &Request) -> Result<Response, ApiError> {
-        let from = param_u64(req, "from", Some(0))?;
-        let n = limit(req, 50, BLOCKS_LIMIT_MAX)?;
-        let store = self.0.core.store.clone();
-        if req.wants_binary() {
-            let raw =
-                blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
-            let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
-            for b in raw {
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(&b);
-            }
-            Ok(bytes_response(StatusCode::OK, OCTET_STREAM, out.into()))
-        } else {
-            let blocks = blocking(move || store.blocks_range(from, n).map_err(store_err)).await??;
-            ok_json(&blocks)
-        }
-    }
-
-    fn one_block(req: &Request, raw: Option<Vec<u8>>, what: String) -> Result<Response, ApiError> {
-        let raw = raw.ok_or_else(|| ApiError::not_found(format!("no block {what}")))?;
-        if req.wants_binary() {
-            return Ok(bytes_response(StatusCode::OK, OCTET_STREAM, raw.into()));
-        }
-        let block = Block::decode(&raw).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                format!("stored block {what} does not decode: {e}"),
-            )
-        })?;
-        ok_json(&block)
-    }
-
-    async fn block_at(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
-        let height: u64 = h.parse().map_err(|_| {
-            ApiError::bad_request(format!("height {h:?} is not a non-negative integer"))
-        })?;
-        let store = self.0.core.store.clone();
-        let raw = blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
-            match store.hash_at(height).map_err(store_err)? {
-                Some(hash) => store.block_raw(&hash).map_err(store_err),
-                None => Ok(None),
-            }
-        })
-        .await??;
-        Self::one_block(req, raw, format!("at height {height}"))
-    }
-
-    async fn block_by_hash(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
-        let hash: Hash32 = h
-            .parse()
-            .map_err(|e| ApiError::bad_request(format!("block hash {h:?}: {e}")))?;
-        let store = self.0.core.store.clone();
-        let raw = blocking(move || store.block_raw(&hash).map_err(store_err)).await??;
-        Self::one_block(req, raw, hash.to_hex())
-    }
-
-    async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
-        let is_json = req
-            .headers
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        let block = if is_json {
-            parse_json::<Block>(&req.body)?
-        } else {
-            Block::decode(&req.body)
-                .map_err(|e| ApiError::bad_request(format!("block does not decode: {e}")))?
-        };
-        let hash = block.hash();
-        let shared = self.0.clone();
-        let result = blocking(move || {
-            let r = shared.core.import_block(&block, Origin::Http);
-            if r.as_ref().is_ok_and(AcceptOutcome::tip_changed) {
-                // A block published over HTTP (a miner whose 7072 is dead) goes on to
-                // the P2P peers of this node, if it has any.
-                shared.net.data_plane().broadcast_block(&block);
-            }
-            r
-        })
-        .await?;
-        let height = self.0.core.chain().height;
-        let status = match result {
-            Ok(AcceptOutcome::Extended { .. }) => "extended",
-            Ok(AcceptOutcome::SideChain { .. }) => "side_chain",
-            Ok(AcceptOutcome::Reorganized(_)) => "reorg",
-            Err(StoreError::AlreadyKnown(_)) => "already_known",
-            Err(StoreError::Orphan { parent, .. }) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "orphan_block",
-                    format!("parent {parent} is unknown here; submit it first"),
-                ));
-            }
-            Err(
-                e @ (StoreError::Invalid { .. }
-                | StoreError::KnownInvalid(_)
-                | StoreError::InvalidParent { .. }
-                | StoreError::InvalidBranch { .. }),
-            ) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_block",
-                    e.to_string(),
-                ));
-            }
-            Err(e) => return Err(store_err(e)),
-        };
-        ok_json(&SubmitBlockResponse {
-            hash,
-            status: status.to_string(),
-            height,
-        })
-    }
-
-    async fn submit_tx(&self, req: &Request) -> Result<Response, ApiError> {
-        let tx: Transaction = parse_json(&req.body)?;
-        let shared = self.0.clone();
-        let id = tx.id();
-        match blocking(move || shared.core.submit_tx(tx)).await? {
-            Ok(txid) => {
-                if let Some(tx) = self.0.core.mempool_get(&txid) {
-                    self.0.on_tx_accepted(tx);
-                }
-                Ok(json_response(
-                    StatusCode::ACCEPTED,
-                    &SubmitTxResponse {
-                        txid,
-                        status: "accepted".into(),
-                    },
-                ))
-            }
-            Err(SubmitTxError::Mempool(vision_chain::MempoolError::AlreadyKnown(_))) => {
-                ok_json(&SubmitTxResponse {
-                    txid: id,
-                    status: "already_known".into(),
-                })
-            }
-            Err(SubmitTxError::Mempool(e)) => {
-                use vision_chain::MempoolError as E;
-                let code = match e {
-                    E::InvalidSignature => "invalid_signature",
-                    E::FeeTooLow { .. } => "fee_too_low",
-                    E::NonceTooLow { .. } => "nonce_too_low",
-                    E::NonceGap { .. } => "nonce_gap",
-                    E::ReplacementUnderpriced { .. } => "replacement_underpriced",
-                    E::InsufficientFunds { .. } => "insufficient_funds",
-                    E::Overflow => "overflow",
-                    E::Full { .. } => "mempool_full",
-                    E::AlreadyKnown(_) => "already_known",
-                };
-                let status = if matches!(e, E::Full { .. }) {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                Err(ApiError::new(status, code, e.to_string()))
-            }
-            Err(SubmitTxError::Store(e)) => Err(store_err(e)),
-        }
-    }
-
-    async fn account(&self, a: &str) -> Result<Response, ApiError> {
-        let addr: Address = a
-            .parse()
-            .map_err(|e| ApiError::bad_request(format!("address {a:?}: {e}")))?;
-        let store = self.0.core.store.clone();
-        let height = self.0.core.chain().height;
-        let acct = blocking(move || store.account(&addr).map_err(store_err)).await??;
-        ok_json(&AccountResponse {
-            address: addr,
-            balance: acct.balance,
-            nonce: acct.nonce,
-            height,
-        })
-    }
-
-    fn miner_start(&self, req: &Request) -> Result<Response, ApiError> {
-        self.authorize_admin(req)?;
-        let body: MinerStartRequest = if req.body.iter().all(u8::is_ascii_whitespace) {
-            MinerStartRequest::default()
-        } else {
-            parse_json(&req.body)?
-        };
-        if body.threads == Some(0) {
-            return Err(ApiError::bad_request("threads must be at least 1"));
-        }
-        if let Some(t) = body.threads
-            && t > miner_core::THREADS_MAX
-        {
-            return Err(ApiError::bad_request(format!(
-                "threads must be at most {}",
-                miner_core::THREADS_MAX
-            )));
-        }
-        let miner = &self.0.miner;
-        let threads = body.threads.unwrap_or_else(|| miner.status().threads);
-        miner.start(threads);
-        self.0.invalidate_status();
-        let st = miner.status();
-        Ok(json_response(
-            StatusCode::ACCEPTED,
-            &MinerControlResponse {
-                accepted: true,
-                enabled_by_user: true,
-                threads: st.threads,
-                message: "Mining enabled - will start when conditions allow".into(),
-            },
-        ))
-    }
-
-    fn miner_stop(&self, req: &Request) -> Result<Response, ApiError> {
-        self.authorize_admin(req)?;
-        self.0.miner.stop();
-        self.0.invalidate_status();
-        let st = self.0.miner.status();
-        Ok(json_response(
-            StatusCode::ACCEPTED,
-            &MinerControlResponse {
-                accepted: true,
-                enabled_by_user: false,
-                threads: st.threads,
-                message: "Mining stopped".into(),
-            },
-        ))
     }
 }

@@ -1,0 +1,168 @@
+//! Upgrades: a store written by an earlier release opens in this one (migrated in
+//! place), and a store from a newer release is refused with a message saying what to
+//! do, never read wrongly or reset.
+//!
+//! `tests/fixtures/store-v1-regtest.redb` was written by release 2.7.0 (schema
+//! version 1) with [`write_fixture`]: a regtest chain of [`FIXTURE_BLOCKS`] blocks with
+//! transfers; `store-v1-regtest.txt` holds its tip and balances. To write a new
+//! fixture with the current release: `VISION_WRITE_STORE_FIXTURE=<path> cargo test
+//! -p vision-store --test schema`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::{NET, NOW_MS, key, mine_on, replay_main_chain, transfer};
+use redb::ReadableDatabase as _;
+use vision_chain::{Account, Address};
+use vision_store::ChainStore;
+
+/// Blocks on top of genesis in the fixture.
+const FIXTURE_BLOCKS: u64 = 24;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Build the fixture chain into a new store at `path`; its summary as text.
+fn write_fixture(path: &Path) -> String {
+    let store = ChainStore::open(path, NET).expect("new store");
+    let miner = key(1);
+    let other = key(2).address();
+    let mut nonce = 0;
+    for h in 1..=FIXTURE_BLOCKS {
+        let tip = store.tip().expect("tip").hash;
+        // from height 3 on the miner's early rewards are spendable on regtest
+        let txs = if h >= 3 && h % 2 == 1 {
+            nonce += 1;
+            vec![transfer(&miner, other, 1_000 + h, nonce - 1)]
+        } else {
+            Vec::new()
+        };
+        let b = mine_on(&store, &tip, miner.address(), txs);
+        store.accept_block(&b, NOW_MS).expect("accepted");
+    }
+    summary(&store, &[miner.address(), other])
+}
+
+fn summary(store: &ChainStore, addrs: &[Address]) -> String {
+    let tip = store.tip().expect("tip");
+    let state: HashMap<Address, Account> = replay_main_chain(store);
+    let mut out = format!("height {}\ntip {}\n", tip.height, tip.hash);
+    for a in addrs {
+        let acc = state.get(a).copied().unwrap_or_default();
+        out.push_str(&format!("account {a} {} {}\n", acc.balance, acc.nonce));
+    }
+    out
+}
+
+#[test]
+fn write_fixture_when_asked() {
+    // Writes only when asked (see the module docs); otherwise checks that the
+    // generator still builds a chain that opens, so it keeps working.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = match std::env::var_os("VISION_WRITE_STORE_FIXTURE") {
+        Some(p) => PathBuf::from(p),
+        None => dir.path().join("chain.redb"),
+    };
+    let text = write_fixture(&path);
+    std::fs::write(path.with_extension("txt"), &text).expect("summary");
+    let store = ChainStore::open(&path, NET).expect("reopens");
+    assert_eq!(store.tip().expect("tip").height, FIXTURE_BLOCKS);
+}
+
+/// A copy of the committed fixture in a temporary directory (tests never write to
+/// the committed file).
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let to = dir.join("chain.redb");
+    std::fs::copy(fixtures().join("store-v1-regtest.redb"), &to).expect("copy fixture");
+    to
+}
+
+#[test]
+fn a_store_written_by_release_2_7_0_opens_migrated_with_its_chain_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = fixture_copy(dir.path());
+    let expected =
+        std::fs::read_to_string(fixtures().join("store-v1-regtest.txt")).expect("summary");
+    let miner = key(1).address();
+    let other = key(2).address();
+    let store = ChainStore::open(&path, NET).expect("the old store opens");
+    assert_eq!(
+        store.schema().expect("schema"),
+        (
+            vision_store::SCHEMA_VERSION,
+            env!("CARGO_PKG_VERSION").to_string()
+        ),
+        "migrated in place to this release's layout"
+    );
+    assert_eq!(
+        summary(&store, &[miner, other]),
+        expected,
+        "same chain, same state"
+    );
+    // and it keeps working: a new block on the old tip
+    let tip = store.tip().expect("tip");
+    let b = mine_on(&store, &tip.hash, miner, Vec::new());
+    store.accept_block(&b, NOW_MS).expect("accepted");
+    drop(store);
+    // reopening the migrated store is a plain open
+    let store = ChainStore::open(&path, NET).expect("reopens");
+    assert_eq!(store.tip().expect("tip").height, FIXTURE_BLOCKS + 1);
+    assert_eq!(
+        store.schema().expect("schema").0,
+        vision_store::SCHEMA_VERSION
+    );
+}
+
+/// Rewrite the schema version of the store at `path` (raw redb, as a different
+/// release would have written it).
+fn set_schema(path: &Path, version: u32) {
+    let db = redb::Database::open(path).expect("redb");
+    let wtx = db.begin_write().expect("write");
+    {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        let mut t = wtx.open_table(def).expect("meta");
+        t.insert("schema_version", version.to_le_bytes().as_slice())
+            .expect("insert");
+    }
+    wtx.commit().expect("commit");
+}
+
+fn get_schema(path: &Path) -> u32 {
+    let db = redb::Database::open(path).expect("redb");
+    let rtx = db.begin_read().expect("read");
+    let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let t = rtx.open_table(def).expect("meta");
+    let v = t.get("schema_version").expect("get").expect("present");
+    u32::from_le_bytes(v.value().try_into().expect("4 bytes"))
+}
+
+#[test]
+fn a_store_from_a_newer_release_is_refused_with_what_to_do_and_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = fixture_copy(dir.path());
+    set_schema(&path, vision_store::SCHEMA_VERSION + 1);
+    let err = ChainStore::open(&path, NET).expect_err("refused");
+    assert!(
+        matches!(err, vision_store::StoreError::Schema { found, .. } if found == vision_store::SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("written by a newer release"), "{text}");
+    assert!(text.contains("move the file away"), "{text}");
+    // left as it was: still the newer version, and with it set back the chain is there
+    assert_eq!(get_schema(&path), vision_store::SCHEMA_VERSION + 1);
+    set_schema(&path, 1);
+    let store = ChainStore::open(&path, NET).expect("opens again");
+    assert_eq!(store.tip().expect("tip").height, FIXTURE_BLOCKS);
+    drop(store);
+    // too old to migrate: refused too
+    set_schema(&path, 0);
+    let err = ChainStore::open(&path, NET)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("too old to migrate"), "{err}");
+}
