@@ -227,7 +227,7 @@ impl TokenBucket {
         } else if self.rate_per_s <= 0.0 {
             Duration::MAX
         } else {
-            Duration::from_secs_f64(missing / self.rate_per_s)
+            Duration::try_from_secs_f64(missing / self.rate_per_s).unwrap_or(Duration::MAX)
         }
     }
 
