@@ -88,7 +88,6 @@ fn measure(c: &mut Cluster) -> Result<String, String> {
         "{} blocks from the anchor to all {MEMBERS} members (probe {PROBE_INTERVAL_MS} ms, P2P off): p50 {p50} ms, mean {mean} ms, max {max} ms (bounds: p50 <= {P50_MAX_MS}, max <= {MAX_MS})",
         all.len()
     );
-    println!("propagation: {detail}");
     if p50 > P50_MAX_MS || max > MAX_MS {
         return Err(format!("too slow: {detail}"));
     }
