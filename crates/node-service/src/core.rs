@@ -16,7 +16,10 @@ use vision_chain::{
 };
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::NodeConfig;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 
 /// Milliseconds since the Unix epoch.
@@ -97,6 +100,8 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The one source of events (`GET /api/events`).
+    pub events: Arc<EventHub>,
 }
 
 /// Sources whose last sync error is remembered for status.
@@ -127,7 +132,9 @@ impl Core {
             cumulative_work: tip.cumulative_work,
         };
         let (tip_tx, _) = watch::channel(view.height);
+        let events = Arc::new(EventHub::new(store.clone(), CancellationToken::new())?);
         Ok(Core {
+            events,
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -209,7 +216,13 @@ impl Core {
             }
         }
         if outcome.tip_changed() {
-            self.after_tip_change(&outcome)?;
+            let r = self.after_tip_change(&outcome);
+            // The commit wrote this block's chain events: publish them (and any a
+            // concurrent import wrote), in order, from the one place that does.
+            if let Err(e) = self.events.chain_committed() {
+                tracing::warn!("[EVENTS] cannot read the chain events just written: {e}");
+            }
+            r?;
         }
         Ok(outcome)
     }
@@ -274,7 +287,10 @@ impl Core {
     /// sender's admission rate (`Mempool::admit`).
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
         let view = self.store.accounts(&[tx.from])?;
-        Ok(self.pool().admit(tx, &view, now_ms())?)
+        let event = tx.clone();
+        let id = self.pool().admit(tx, &view, now_ms())?;
+        self.events.tx_accepted(&event);
+        Ok(id)
     }
 
     /// A block template on the tip paying `miner`, with the best transactions the
