@@ -643,9 +643,14 @@ impl Node {
         tokens.extend(cfg.admin_token.clone());
         let path = cfg.data_dir.join(datadir::CHAIN_FILE);
         let network = cfg.network;
-        let store = tokio::task::spawn_blocking(move || ChainStore::open(&path, network))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
+        let opts = vision_store::OpenOptions {
+            allow_new_chain: cfg.allow_new_chain,
+            ..vision_store::OpenOptions::default()
+        };
+        let store =
+            tokio::task::spawn_blocking(move || ChainStore::open_with(&path, network, &opts))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
         let listener =
             TcpListener::bind(cfg.http_addr)
                 .await
