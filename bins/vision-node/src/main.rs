@@ -569,11 +569,22 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!("[NODE] cannot start: {e}");
                 eprintln!("error: {e}");
+                if let NodeError::Store(vision_store::StoreError::Open { message, .. }) = &e
+                    && !message.contains("--allow-new-chain")
+                {
+                    eprintln!(
+                        "hint: run once with --reindex to rebuild the store from the blocks it holds, \
+                         or move the data directory's chain.redb away to sync anew"
+                    );
+                }
                 return ExitCode::from(1);
             }
         };
         // A signal during start-up cancelled the token: `run` closes at once.
-        node.run().await;
+        if let Err(e) = node.run().await {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
         ExitCode::SUCCESS
     });
     drop(lock);
