@@ -22,8 +22,10 @@ use vision_store::mempool_file::{MEMPOOL_JOURNAL_TXS_MAX, MempoolFile};
 
 use crate::core::Core;
 
-/// How often the supervisor looks at the store when nothing woke it: free space
-/// is checked, and a down store is reopened no sooner than its backoff allows.
+/// Longest time the supervisor leaves the store unlooked-at when nothing woke it
+/// (it looks every probe interval when that is shorter): free space is checked, so
+/// a full disk shows within a probe round even when no block arrives; a down store
+/// is reopened no sooner than its backoff allows.
 pub const STORE_CHECK_INTERVAL_MS: u64 = 1_000;
 /// First wait between reopen attempts of a down store.
 pub const STORE_REOPEN_BACKOFF_MIN_MS: u64 = 250;
@@ -100,7 +102,9 @@ async fn run(core: Arc<Core>, stop: CancellationToken, wake: Arc<Notify>) {
     loop {
         let wait = match down_since {
             Some(_) => next_try.saturating_duration_since(Instant::now()),
-            None => Duration::from_millis(STORE_CHECK_INTERVAL_MS),
+            None => Duration::from_millis(
+                STORE_CHECK_INTERVAL_MS.min(core.cfg.probe_interval_ms.max(1)),
+            ),
         };
         tokio::select! {
             _ = stop.cancelled() => return,
