@@ -331,7 +331,7 @@ async fn the_log_survives_a_restart() {
         first.push(b);
     }
     token.cancel();
-    run.await.unwrap();
+    run.await.unwrap().unwrap();
     drop(shared);
 
     let (addr, shared, token, run) = start(dir.path().to_path_buf()).await;
@@ -345,7 +345,7 @@ async fn the_log_survives_a_restart() {
     assert_eq!(connected_hash(&got[1]), b3.hash().to_hex());
     drop(c);
     token.cancel();
-    run.await.unwrap();
+    run.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
