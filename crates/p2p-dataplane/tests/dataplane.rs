@@ -722,10 +722,19 @@ async fn get_blocks_flood_round(strict: bool) {
     let t0 = Instant::now();
     let flood = tokio::spawn(async move {
         for i in 0..100_000u64 {
-            let m = Message::GetBlocks {
-                request_id: i,
-                from: 0,
-                limit: 500,
+            // Both kinds of request draw on the one budget.
+            let m = if i % 2 == 0 {
+                Message::GetBlocks {
+                    request_id: i,
+                    from: 0,
+                    limit: 500,
+                }
+            } else {
+                Message::GetHeaders {
+                    request_id: i,
+                    from: 0,
+                    limit: 2_000,
+                }
             };
             if sink.send(m.to_frame().unwrap()).await.is_err() {
                 return i;
@@ -737,7 +746,10 @@ async fn get_blocks_flood_round(strict: bool) {
     within(async {
         while let Some(Ok(frame)) = stream.next().await {
             bytes += frame.len() as u64;
-            if matches!(Message::decode(&frame), Ok(Message::Blocks { .. })) {
+            if matches!(
+                Message::decode(&frame),
+                Ok(Message::Blocks { .. } | Message::Headers { .. })
+            ) {
                 answers += 1;
             }
         }
