@@ -28,6 +28,9 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 pub(crate) fn run_fault(fault: Fault) -> Result<String, String> {
     let (result, mut cluster) = fault_cell(fault);
     result.map_err(|e| {
+        if e.starts_with(crate::browser::SKIP) {
+            return e;
+        }
         cluster.keep();
         format!("{e} (logs kept in {})", cluster.dir.display())
     })
@@ -122,6 +125,10 @@ fn run_schemathesis(
         // CPython 3.11's parser fails ("AST constructor recursion depth mismatch").
         .args(["--workers", "1"])
         .args(["--request-timeout", "10"])
+        // `GET /api/events` is an unending stream: every 200 would end in the request
+        // timeout. Its bad input (400s) and its stream are covered by
+        // crates/node-service/tests/openapi.rs and tests/events.rs.
+        .args(["--exclude-path", "/api/events"])
         .arg("--no-color")
         // Its `.schemathesis/` cache goes into the cell's directory.
         .current_dir(&c.dir)

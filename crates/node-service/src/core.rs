@@ -4,19 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
     SecretKey, Transaction, TxId, U256, build_block,
 };
+use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 
 /// Milliseconds since the Unix epoch.
@@ -97,6 +100,13 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The one source of events (`GET /api/events`).
+    pub events: Arc<EventHub>,
+    /// The mempool's files (`storage::restore_mempool` sets it at start).
+    pub mempool_file: OnceLock<MempoolFile>,
+    /// Why the node must stop with exit code 1 (the chain store stayed down past
+    /// `--store-down-exit-ms`), once that happened.
+    pub fatal: Mutex<Option<String>>,
 }
 
 /// Sources whose last sync error is remembered for status.
@@ -127,7 +137,9 @@ impl Core {
             cumulative_work: tip.cumulative_work,
         };
         let (tip_tx, _) = watch::channel(view.height);
+        let events = Arc::new(EventHub::new(store.clone(), CancellationToken::new())?);
         Ok(Core {
+            events,
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -140,6 +152,8 @@ impl Core {
             claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
+            mempool_file: OnceLock::new(),
+            fatal: Mutex::new(None),
             key,
             store,
             cfg,
@@ -209,7 +223,13 @@ impl Core {
             }
         }
         if outcome.tip_changed() {
-            self.after_tip_change(&outcome)?;
+            let r = self.after_tip_change(&outcome);
+            // The commit wrote this block's chain events: publish them (and any a
+            // concurrent import wrote), in order, from the one place that does.
+            if let Err(e) = self.events.chain_committed() {
+                tracing::warn!("[EVENTS] cannot read the chain events just written: {e}");
+            }
+            r?;
         }
         Ok(outcome)
     }
@@ -273,8 +293,74 @@ impl Core {
     /// Admit a transaction to the mempool, checked against the tip and within its
     /// sender's admission rate (`Mempool::admit`).
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
+        // A node whose store is down takes nothing it could not keep.
+        if let Some(f) = self.store.fault() {
+            return Err(SubmitTxError::Store(StoreError::Unavailable(f.detail())));
+        }
         let view = self.store.accounts(&[tx.from])?;
-        Ok(self.pool().admit(tx, &view, now_ms())?)
+        let journaled = tx.clone();
+        let id = self.pool().admit(tx, &view, now_ms())?;
+        self.journal_tx(&journaled);
+        self.events.tx_accepted(&journaled);
+        Ok(id)
+    }
+
+    /// Journal an accepted transaction (blocking: one `write`). A journal at its
+    /// bound is folded into a snapshot. (Here rather than in `storage`, which uses
+    /// the core: no import circle.)
+    fn journal_tx(&self, tx: &Transaction) {
+        let Some(file) = self.mempool_file.get() else {
+            return;
+        };
+        match file.append(tx) {
+            Ok(n) if n >= vision_store::mempool_file::MEMPOOL_JOURNAL_TXS_MAX => {
+                if let Err(e) = file.save(|| self.mempool_all()) {
+                    tracing::warn!("[MEMPOOL] cannot save the mempool: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("[MEMPOOL] cannot journal transaction {}: {e}", tx.id()),
+        }
+    }
+
+    /// Every pooled transaction, highest fee first (for the mempool file).
+    pub fn mempool_all(&self) -> Vec<Transaction> {
+        self.pool().list(usize::MAX)
+    }
+
+    /// Offer saved transactions to the pool, checked against the tip like any
+    /// other (without the per-sender admission rate: they were admitted before).
+    /// Returns how many were taken.
+    pub fn restore_txs(&self, mut txs: Vec<Transaction>) -> Result<usize, StoreError> {
+        // Per sender in nonce order, whatever order the file kept them in.
+        txs.sort_by_key(|t| (t.from, t.nonce));
+        let mut senders: Vec<Address> = txs.iter().map(|t| t.from).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut taken = 0;
+        for chunk in senders.chunks(vision_store::MAX_ACCOUNTS_BATCH) {
+            let view = self.store.accounts(chunk)?;
+            let mut pool = self.pool();
+            for tx in txs.iter().filter(|t| chunk.binary_search(&t.from).is_ok()) {
+                if pool.insert(tx.clone(), &view).is_ok() {
+                    taken += 1;
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Publish the store's tip again (after the store was reopened).
+    pub fn refresh_tip(&self) -> Result<(), StoreError> {
+        let tip = self.store.tip()?;
+        self.chain.store(Arc::new(ChainView {
+            height: tip.height,
+            hash: tip.hash,
+            header: tip.header,
+            cumulative_work: tip.cumulative_work,
+        }));
+        self.tip_tx.send_replace(tip.height);
+        Ok(())
     }
 
     /// A block template on the tip paying `miner`, with the best transactions the

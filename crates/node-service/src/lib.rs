@@ -15,9 +15,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod core;
 pub mod datadir;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mining;
@@ -26,6 +28,7 @@ pub mod node;
 pub mod p2p;
 pub mod relay;
 pub mod shared;
+pub mod storage;
 pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};

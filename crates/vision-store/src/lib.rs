@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod events;
 pub mod mempool_file;
 mod reindex;
 mod schema;
@@ -65,12 +66,13 @@ mod store;
 mod verify;
 
 pub use error::{FaultKind, StoreError};
+pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
     AcceptOutcome, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
     MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
-    VERIFY_TAIL_BLOCKS,
+    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]

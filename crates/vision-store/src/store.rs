@@ -19,6 +19,7 @@ use vision_chain::{
 
 use crate::StoreError;
 use crate::error::FaultKind;
+use crate::events::{ChainEvent, EventsPage};
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
     META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
@@ -154,6 +155,12 @@ pub const VERIFY_TAIL_BLOCKS: usize = 64;
 /// below a margin for the same reason).
 pub const RECOVERY_FREE_BYTES_MIN: u64 = 1024 * 1024;
 
+/// Free space below which the store refuses a block write and reports the disk as
+/// full (before redb finds out half-way through a commit). Below
+/// [`RECOVERY_FREE_BYTES_MIN`], so that a store just reopened is not at once down
+/// again.
+pub const WRITE_FREE_BYTES_MIN: u64 = 256 * 1024;
+
 /// How to open a store file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenOptions {
@@ -239,6 +246,7 @@ struct Tables<'t> {
     undo: Table<'t, &'static [u8; 32], &'static [u8]>,
     accounts: Table<'t, &'static [u8; 32], &'static [u8; 16]>,
     children: Table<'t, &'static [u8; 64], ()>,
+    events: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -251,6 +259,7 @@ impl<'t> Tables<'t> {
             undo: wtx.open_table(UNDO)?,
             accounts: wtx.open_table(ACCOUNTS)?,
             children: wtx.open_table(CHILDREN)?,
+            events: wtx.open_table(crate::events::EVENTS)?,
         })
     }
 
@@ -666,7 +675,7 @@ impl ChainStore {
         })
     }
 
-    /// A write: refused while the store is down.
+    /// A write: refused while the store is down, or when the disk is (nearly) full.
     fn writing<R>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StoreError>,
@@ -674,7 +683,34 @@ impl ChainStore {
         if lock(&self.fault).is_some() {
             return Err(self.unavailable());
         }
+        self.check_free_space()?;
         self.with_db(f)
+    }
+
+    /// Is there room for a block write ([`WRITE_FREE_BYTES_MIN`])? When not, the
+    /// store goes down with an I/O fault saying "No space left on device" (the node
+    /// calls this every probe round too, so a full disk shows even when no block
+    /// arrives). In-memory stores, and file systems that cannot say, always have
+    /// room. Returns the free bytes (`u64::MAX` when unknown).
+    pub fn check_free_space(&self) -> Result<u64, StoreError> {
+        if self.path == Path::new(IN_MEMORY_PATH) {
+            return Ok(u64::MAX);
+        }
+        let Ok(free) = free_bytes(&self.path) else {
+            return Ok(u64::MAX);
+        };
+        if free >= WRITE_FREE_BYTES_MIN {
+            return Ok(free);
+        }
+        let e = StoreError::Storage(redb::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "No space left on device: {free} bytes free on the file system of {}, at least {WRITE_FREE_BYTES_MIN} needed for a block write",
+                self.path.display()
+            ),
+        )));
+        self.note_error(&e);
+        Err(self.unavailable())
     }
 
     fn unavailable(&self) -> StoreError {
@@ -1055,6 +1091,11 @@ impl ChainStore {
                     source: e.into(),
                 });
             }
+            crate::events::append(
+                &mut t.meta,
+                &mut t.events,
+                &[ChainEvent::connected(*hash, block)],
+            )?;
             return Ok(Ok(AcceptOutcome::Extended {
                 height,
                 hash: *hash,
@@ -1085,8 +1126,14 @@ impl ChainStore {
 
         let mut disconnected = Vec::new();
         let mut reverted: Vec<Vec<Transaction>> = Vec::new();
+        // The log of this reorg: every removed block (tip first), then the branch.
+        let mut log = Vec::with_capacity(2 * branch.len() + 2);
         for h in (fork_height + 1..=tip.header.height).rev() {
             let (dh, dblock) = t.disconnect(h)?;
+            log.push(ChainEvent::Disconnected {
+                height: h,
+                hash: dh,
+            });
             disconnected.push(dh);
             reverted.push(dblock.txs);
         }
@@ -1114,6 +1161,7 @@ impl ChainStore {
                 bi.status = BlockStatus::Valid;
                 t.put_info(bh, &bi)?;
             }
+            log.push(ChainEvent::connected(*bh, &b));
             connected.push(*bh);
         }
         if let Err(e) = t.connect_new_tip(self.params, hash, block, info)? {
@@ -1122,6 +1170,8 @@ impl ChainStore {
                 source: e.into(),
             })));
         }
+        log.push(ChainEvent::connected(*hash, block));
+        crate::events::append(&mut t.meta, &mut t.events, &log)?;
         connected.push(*hash);
         Ok(Ok(AcceptOutcome::Reorganized(Reorg {
             fork_height,
@@ -1164,6 +1214,13 @@ impl ChainStore {
         }
         wtx.commit()?;
         Ok(())
+    }
+
+    /// Up to `limit` (at most [`crate::EVENTS_PAGE_MAX`]) chain events after sequence
+    /// number `after`, in order, with the log's bounds (see [`crate::events`]). One
+    /// read snapshot: never blocks a writer.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<EventsPage, StoreError> {
+        self.reading(|rtx| crate::events::read_after(rtx, after, limit))
     }
 
     /// The main chain's tip.

@@ -17,10 +17,12 @@ use crate::http::{ApiError, Handler, Request, Response, bytes_response, json_res
 use crate::shared::NodeShared;
 
 mod chain;
+mod events;
 mod miner;
 mod peers;
 mod status;
 
+pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
 pub use status::STATUS_CACHE_MS;
 
@@ -60,6 +62,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/miner/start"),
     ("POST", "/api/miner/stop"),
     ("GET", "/api/exchange/ready"),
+    ("GET", "/api/events"),
+    ("GET", "/api/tip"),
 ];
 
 /// Path segments a route can have (`/api/accounts/{address}` has three).
@@ -136,7 +140,16 @@ fn limit(req: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
     Ok((param_u64(req, "limit", Some(default as u64))? as usize).clamp(0, max))
 }
 
+/// A store error at HTTP: 503 `store_unavailable` while the store is down (the
+/// client may retry later), else 500 `store_error`.
 fn store_err(e: StoreError) -> ApiError {
+    if e.is_unavailable() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        );
+    }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "store_error",
@@ -290,6 +303,8 @@ impl Api {
                 "GET",
                 self.block_by_hash(&req, h).await
             ),
+            ["api", "events"] => only!("/api/events", get, "GET", self.events(&req)),
+            ["api", "tip"] => only!("/api/tip", get, "GET", self.tip(&req).await),
             ["api", "tx"] => only!("/api/tx", post, "POST", self.submit_tx(&req).await),
             ["api", "mempool"] => only!(
                 "/api/mempool",
