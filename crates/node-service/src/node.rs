@@ -502,6 +502,7 @@ impl NodeShared {
             http_address: self.core.cfg.public_http.clone(),
             is_anchor: self.core.cfg.is_anchor,
             last_seen_unix: now_unix(),
+            verified_unix: None,
         }];
         if let Some(m) = &self.net.membership {
             let m = m.lock().unwrap_or_else(|e| e.into_inner());
