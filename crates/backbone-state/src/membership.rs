@@ -42,9 +42,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 /// A target address is dialled back at most once per this interval.
 pub const DIALBACK_TARGET_INTERVAL_MS: u64 = 10 * 60 * 1000;
 /// Dial-backs an anchor starts per minute, in total.
-pub const DIALBACKS_PER_MINUTE_MAX: u64 = 60;
+pub const DIALBACKS_PER_MINUTE_MAX: u64 = 600;
 /// Dial-backs an anchor may start at once (the budget's burst).
-pub const DIALBACK_BURST: u64 = 10;
+pub const DIALBACK_BURST: u64 = 50;
 /// Target addresses whose last dial-back time is remembered.
 pub const DIALBACK_TARGETS_TRACKED_MAX: usize = 16_384;
 /// How often expired members are swept out on the record path.
@@ -346,9 +346,9 @@ impl Membership {
             .values()
             .filter(|m| m.verified_unix.is_none() && self.live(m, now_ms))
             .filter(|m| {
-                self.dialled.get(&m.http_address).is_none_or(|&at| {
-                    now_ms.saturating_sub(at) >= DIALBACK_TARGET_INTERVAL_MS
-                })
+                self.dialled
+                    .get(&m.http_address)
+                    .is_none_or(|&at| now_ms.saturating_sub(at) >= DIALBACK_TARGET_INTERVAL_MS)
             })
             .collect();
         v.sort_by_key(|m| (m.first_seen_ms, m.node_id.clone()));
@@ -577,8 +577,11 @@ mod tests {
         // A varied sample: different seeds give different picks of 2 out of 3.
         let picks: std::collections::HashSet<Vec<String>> = (0..20)
             .map(|seed| {
-                let mut v: Vec<String> =
-                    m.seed_peers(3, 2, seed).into_iter().map(|p| p.node_id).collect();
+                let mut v: Vec<String> = m
+                    .seed_peers(3, 2, seed)
+                    .into_iter()
+                    .map(|p| p.node_id)
+                    .collect();
                 v.sort();
                 v
             })
@@ -603,6 +606,9 @@ mod tests {
         assert_eq!(first, DIALBACK_BURST);
         // One minute later: at most the per-minute budget more.
         let later = m.dialback_due(60_000, 10_000).len() as u64;
-        assert!(later <= DIALBACKS_PER_MINUTE_MAX.max(DIALBACK_BURST), "{later}");
+        assert!(
+            later <= DIALBACKS_PER_MINUTE_MAX.max(DIALBACK_BURST),
+            "{later}"
+        );
     }
 }

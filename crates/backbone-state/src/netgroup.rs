@@ -41,7 +41,12 @@ impl fmt::Display for Netgroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Netgroup::V4([a, b]) => write!(f, "{a}.{b}.0.0/16"),
-            Netgroup::V6([a, b, c, d]) => write!(f, "{:x}:{:x}::/32", u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+            Netgroup::V6([a, b, c, d]) => write!(
+                f,
+                "{:x}:{:x}::/32",
+                u16::from_be_bytes([*a, *b]),
+                u16::from_be_bytes([*c, *d])
+            ),
         }
     }
 }

@@ -184,7 +184,11 @@ impl ApiError {
         }
     }
     /// 429 with `Retry-After: retry_after_s` (at least 1).
-    pub fn too_many(code: &'static str, message: impl Into<String>, retry_after_s: u64) -> ApiError {
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_s: u64,
+    ) -> ApiError {
         ApiError {
             retry_after_s: Some(retry_after_s.max(1)),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)

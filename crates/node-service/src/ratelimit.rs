@@ -34,7 +34,11 @@ pub enum RouteClass {
 
 impl RouteClass {
     /// Every class.
-    pub const ALL: [RouteClass; 3] = [RouteClass::PublicRead, RouteClass::Write, RouteClass::Signed];
+    pub const ALL: [RouteClass; 3] = [
+        RouteClass::PublicRead,
+        RouteClass::Write,
+        RouteClass::Signed,
+    ];
 
     /// The metric label.
     pub fn as_str(self) -> &'static str {
@@ -191,7 +195,10 @@ mod tests {
     #[test]
     fn burst_then_rate_then_retry_after() {
         let b: Buckets<u8> = Buckets::default();
-        let r = Rate { per_s: 10, burst: 5 };
+        let r = Rate {
+            per_s: 10,
+            burst: 5,
+        };
         for _ in 0..5 {
             assert_eq!(b.take(1, r, 0), Ok(()));
         }

@@ -205,7 +205,12 @@ fn roundtrip(s: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::i
                     .find_map(|l| l.strip_prefix(name))
                     .and_then(|v| v.trim().parse::<u64>().ok())
             };
-            break (i + 4, header("content-length:").unwrap_or(0), status, header("retry-after:"));
+            break (
+                i + 4,
+                header("content-length:").unwrap_or(0),
+                status,
+                header("retry-after:"),
+            );
         }
     };
     while buf.len() < split + len as usize {
@@ -321,7 +326,8 @@ fn flood(
     let next = Arc::new(AtomicU64::new(0));
     (0..workers)
         .map(|_| {
-            let (next, stop, tally, body) = (next.clone(), stop.clone(), tally.clone(), body.clone());
+            let (next, stop, tally, body) =
+                (next.clone(), stop.clone(), tally.clone(), body.clone());
             std::thread::spawn(move || {
                 let mut conn: Option<TcpStream> = None;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -535,7 +541,10 @@ fn counting_listener() -> Result<(SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>), 
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let (count, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let (count, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let (c, s) = (count.clone(), stop.clone());
     std::thread::spawn(move || {
         while !s.load(Ordering::Relaxed) {
@@ -620,7 +629,9 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         let flood: HashSet<String> = flood_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let sp = seed_peer_ids(anchor)?;
         if let Some(h) = honest.iter().find(|h| !sp.contains(*h)) {
-            return Err(format!("honest member {h} missing from a seed_peers answer"));
+            return Err(format!(
+                "honest member {h} missing from a seed_peers answer"
+            ));
         }
         if let Some(f) = sp.iter().find(|i| flood.contains(*i)) {
             return Err(format!("flood identity {f} in a seed_peers answer"));
@@ -658,10 +669,14 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     // Back to the honest count within three member TTLs (TTL = 3 heartbeats of
     // 2 × probe = 1.8 s at probe 300 ms, at least 3 s; three TTLs ≤ 9 s, plus slack).
     let back = Instant::now();
-    wait_until("cluster_size_estimate back to 4", Duration::from_secs(12), || {
-        let s = crate::http::status(anchor)?.peers.cluster_size_estimate;
-        Ok(s == 4)
-    })?;
+    wait_until(
+        "cluster_size_estimate back to 4",
+        Duration::from_secs(12),
+        || {
+            let s = crate::http::status(anchor)?.peers.cluster_size_estimate;
+            Ok(s == 4)
+        },
+    )?;
     let back_s = back.elapsed().as_secs_f64();
     check(&mut samples, &mut max_cluster)?;
     let conns = seen.load(Ordering::Relaxed);
@@ -679,7 +694,10 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
 
 /// The fake at the pinned address: relays hellos it fetches from the real anchor
 /// (with its own key and challenge) and the real status with a far-ahead tip.
-fn relaying_fake(real: SocketAddr, stop: Arc<AtomicBool>) -> Result<(SocketAddr, Arc<AtomicU64>), String> {
+fn relaying_fake(
+    real: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> Result<(SocketAddr, Arc<AtomicU64>), String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -772,10 +790,7 @@ fn relayed_hello(c: &mut Cluster) -> Result<String, String> {
     let ci = c.start(ok)?;
     let control = c.nodes[ci].addr();
     wait_until("the control member connects", MINUTE, || {
-        Ok(crate::http::status(control)?
-            .http_backbone
-            .connected
-            )
+        Ok(crate::http::status(control)?.http_backbone.connected)
     })?;
     Ok(format!(
         "{} relayed hellos refused (\"{}\"), victim's network tip {}; pinned at the real address it connects",
@@ -798,7 +813,8 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     let per_thread = 100;
     let nthreads = o.silent_sockets.div_ceil(per_thread);
     // Sockets each flood thread holds open (accepted, not refused) right now.
-    let held: Arc<Vec<AtomicUsize>> = Arc::new((0..nthreads).map(|_| AtomicUsize::new(0)).collect());
+    let held: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..nthreads).map(|_| AtomicUsize::new(0)).collect());
     let longest_ms = Arc::new(AtomicU64::new(0));
     let closed = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -841,8 +857,10 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
                                     refused.fetch_add(1, Ordering::Relaxed);
                                 } else {
                                     closed.fetch_add(1, Ordering::Relaxed);
-                                    longest_ms
-                                        .fetch_max(at.elapsed().as_millis() as u64, Ordering::Relaxed);
+                                    longest_ms.fetch_max(
+                                        at.elapsed().as_millis() as u64,
+                                        Ordering::Relaxed,
+                                    );
                                 }
                                 return false;
                             }
@@ -874,9 +892,10 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             let at = Instant::now();
             let mut buf = [0u8; 256];
-            for b in b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                .iter()
-                .cycle()
+            for b in
+                b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                    .iter()
+                    .cycle()
             {
                 if slow_stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
                     break;
@@ -914,7 +933,11 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         } else {
             failures += 1;
         }
-        max_held = max_held.max(held.iter().map(|h| h.load(Ordering::Relaxed)).sum::<usize>());
+        max_held = max_held.max(
+            held.iter()
+                .map(|h| h.load(Ordering::Relaxed))
+                .sum::<usize>(),
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
@@ -923,7 +946,11 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     }
     let _ = slow.join();
     lat.sort();
-    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let (p50, p99) = (p(0.5), p(0.99));
     let longest = Duration::from_millis(longest_ms.load(Ordering::Relaxed));
     let slow_life = Duration::from_millis(slow_longest.load(Ordering::Relaxed));

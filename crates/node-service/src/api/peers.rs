@@ -1,0 +1,192 @@
+//! Peers and identity: `/api/peers`, `/api/p2p/seed_peers`, `POST /api/hello`,
+//! `POST /api/heartbeat`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use backbone_state::{BackboneError, Netgroup};
+use bytes::Bytes;
+use hyper::StatusCode;
+use vision_wire::{HeartbeatResponse, PeerEntry, PublicPeerInfo, SignedHeartbeat, SignedHello};
+
+use super::{Api, limit, ok_json};
+use crate::core::now_unix;
+use crate::http::{ApiError, Request, Response, json_response};
+use crate::shared::NodeShared;
+
+/// Most seed peers one request returns.
+pub const SEED_PEERS_LIMIT_MAX: usize = 256;
+
+impl Api {
+    pub(super) fn seed_peers(&self, req: &Request) -> Result<Response, ApiError> {
+        let n = limit(req, 64, SEED_PEERS_LIMIT_MAX)?;
+        ok_json(&self.0.seed_peers(n))
+    }
+}
+
+impl NodeShared {
+    /// `GET /api/peers`.
+    pub fn peer_entries(&self) -> Vec<PeerEntry> {
+        self.net.peerbook.entries()
+    }
+
+    /// `GET /api/p2p/seed_peers`: an anchor lists its live *verified* members
+    /// (itself first; a varied sample when there are more than `limit`), any node
+    /// then adds its peer book; never more than `limit`.
+    pub fn seed_peers(&self, limit: usize) -> Vec<PublicPeerInfo> {
+        let now = now_unix();
+        let mut out = vec![PublicPeerInfo {
+            node_id: self.core.node_id.clone(),
+            address: self.core.cfg.public_p2p.clone(),
+            http_address: self.core.cfg.public_http.clone(),
+            is_anchor: self.core.cfg.is_anchor,
+            last_seen_unix: now,
+            verified_unix: Some(now),
+        }];
+        if let Some(m) = &self.net.membership {
+            // A fresh sample per answer: the clock and a counter seed the draw.
+            static DRAWS: AtomicU64 = AtomicU64::new(0);
+            let now_ms = crate::core::now_ms();
+            let seed = now_ms ^ DRAWS.fetch_add(1, Ordering::Relaxed).rotate_left(32);
+            let m = m.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(m.seed_peers(now_ms, limit, seed));
+        }
+        for p in self.net.peerbook.seed_peers(limit) {
+            if !out
+                .iter()
+                .any(|o| o.node_id == p.node_id || o.http_address == p.http_address)
+            {
+                out.push(p);
+            }
+        }
+        out.truncate(limit);
+        out
+    }
+
+    /// Accept a signed message's `(sender, nonce)` once. Replay state is per sender
+    /// (`vision_wire::ReplayGuard`): another sender's traffic never refuses it.
+    fn fresh(
+        &self,
+        sender: &vision_chain::Address,
+        ts: u64,
+        nonce: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        let mut g = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        g.check_and_record(sender, ts, nonce, now)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string()))
+    }
+
+    /// Charge a verified signed message to its key's rate limit.
+    fn charge_key(&self, peer: IpAddr, sender: &vision_chain::Address) -> Result<(), ApiError> {
+        self.limiter
+            .check_key(peer, sender.as_bytes(), crate::core::now_ms())
+            .map_err(|retry_after_s| {
+                self.core.metrics.rate_limited("signed_key");
+                ApiError::too_many(
+                    "rate_limited",
+                    format!(
+                        "too many signed messages from this key; retry after {retry_after_s} s"
+                    ),
+                    retry_after_s,
+                )
+            })
+    }
+
+    /// `POST /api/hello` from the socket peer `peer`.
+    pub fn hello(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
+        let hello: SignedHello = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid hello: {e}")))?;
+        let now = now_unix();
+        let (sender, exchange) = hello
+            .verify_call(self.core.cfg.network.as_str(), now)
+            .map_err(signed_error)?;
+        self.charge_key(peer, &sender)?;
+        self.fresh(
+            &sender,
+            hello.payload.timestamp_unix,
+            &hello.payload.nonce,
+            now,
+        )?;
+        // The answer names the caller's challenge and id: it proves our key to this
+        // exchange only and cannot be relayed to anyone else.
+        Ok(json_response(
+            StatusCode::OK,
+            &crate::network::hello_payload(&self.core).sign_answer(&self.core.key, exchange),
+        ))
+    }
+
+    /// `POST /api/heartbeat` from the socket peer `peer`: an anchor admits and
+    /// records the member (charged to `peer`'s netgroup) and answers with the
+    /// cluster size and its tip. Members enter the peer book only once a dial-back
+    /// verified them (`network::run_membership_upkeep`).
+    pub fn heartbeat(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
+        let hb: SignedHeartbeat = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid heartbeat: {e}")))?;
+        let Some(membership) = &self.net.membership else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_an_anchor",
+                "this node is not an anchor; send heartbeats to an anchor",
+            ));
+        };
+        let now = now_unix();
+        let sender = hb
+            .verify(self.core.cfg.network.as_str(), now)
+            .map_err(signed_error)?;
+        self.charge_key(peer, &sender)?;
+        self.fresh(&sender, hb.payload.timestamp_unix, &hb.payload.nonce, now)?;
+        let now_ms = crate::core::now_ms();
+        let (cluster_size, ttl_ms) = {
+            let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
+            m.record(&hb.payload, now_ms, Netgroup::of(peer))
+                .map_err(|e| match e {
+                    BackboneError::TooMany {
+                        what,
+                        retry_after_s,
+                    } => {
+                        self.core.metrics.membership_refused("too_many");
+                        ApiError::too_many(
+                            "membership_refused",
+                            format!("heartbeat refused: too many {what}"),
+                            retry_after_s,
+                        )
+                    }
+                    other => ApiError::bad_request(format!("heartbeat refused: {other}")),
+                })?;
+            (m.cluster_size(now_ms), m.ttl_ms())
+        };
+        let chain = self.core.chain();
+        Ok(json_response(
+            StatusCode::OK,
+            &HeartbeatResponse {
+                cluster_size,
+                tip_height: chain.height,
+                tip_hash: chain.hash.to_hex(),
+                anchor_node_id: self.core.node_id.clone(),
+                member_ttl_s: ttl_ms / 1000,
+            },
+        ))
+    }
+}
+
+/// The contract's error for a refused signed message.
+pub fn signed_error(e: vision_wire::SignedError) -> ApiError {
+    use vision_wire::SignedError as S;
+    match e {
+        S::WrongNetwork { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "wrong_network", e.to_string())
+        }
+        S::Stale { .. } => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "stale_timestamp", e.to_string())
+        }
+        S::BadSignature(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
+        }
+        S::BadNodeId | S::BadNonce => ApiError::bad_request(e.to_string()),
+        S::MissingChallenge => {
+            ApiError::new(StatusCode::BAD_REQUEST, "missing_challenge", e.to_string())
+        }
+        S::Unbound => ApiError::new(StatusCode::UNAUTHORIZED, "unbound_hello", e.to_string()),
+    }
+}
