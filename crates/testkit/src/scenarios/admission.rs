@@ -864,7 +864,9 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
                                 }
                                 return false;
                             }
-                            if !*answered {
+                            // Held by the server: unanswered a second after
+                            // connecting (a refused one is answered at once).
+                            if !*answered && at.elapsed() > Duration::from_secs(1) {
                                 open += 1;
                             }
                             true
