@@ -11,6 +11,7 @@ use crate::proc::{Cluster, NodeSpec, wait_until};
 mod admission;
 mod faults;
 mod guard;
+mod storage;
 pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
 pub use faults::{
     ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
@@ -19,6 +20,11 @@ pub use faults::{
 pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
     guard_cell, idle_flood, min_replacement_fee,
+};
+pub use storage::{
+    CORRUPTION_FLIPS, CORRUPTION_SEEDS, DISK_FULL_FS_SIZE, DISK_FULL_RECOVERY_BOUND,
+    EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, disk_full, early_sigterm,
+    mempool_kill9, store_corruption,
 };
 
 /// How the data plane is set up in a cell.
