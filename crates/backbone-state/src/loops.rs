@@ -298,7 +298,6 @@ pub async fn heal_once<T: ControlPlane>(
         .unwrap_or(Err(BackboneError::Timeout(ms(config.request_timeout))));
         match answer {
             Ok(list) => {
-                peers.expire(unix_now());
                 let report = peers.upsert_seeds(&list, unix_now());
                 let c = peers.counts();
                 handle.update(|s| {

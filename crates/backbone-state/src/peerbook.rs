@@ -400,6 +400,28 @@ mod tests {
     }
 
     #[test]
+    fn entries_age_out() {
+        let b = PeerBook::new(None, None);
+        b.upsert_seeds(&[seed(1), seed(2)], 1_000);
+        let mut fresh = seed(3);
+        fresh.last_seen_unix = 1_000 + PEER_ENTRY_TTL_S;
+        b.upsert_seeds(&[fresh], 1_000 + PEER_ENTRY_TTL_S);
+        assert_eq!(
+            b.expire(1_000 + PEER_ENTRY_TTL_S),
+            0,
+            "exactly at the TTL: kept"
+        );
+        assert_eq!(b.expire(1_001 + PEER_ENTRY_TTL_S), 2);
+        let left: Vec<_> = b.entries().into_iter().filter_map(|e| e.node_id).collect();
+        assert_eq!(left, vec![id(3)]);
+        // The address of a forgotten entry can be learned again.
+        assert_eq!(
+            b.upsert(&PeerUpdate::from_seed(&seed(1), 2_000 + PEER_ENTRY_TTL_S)),
+            Ok(Upserted::Inserted)
+        );
+    }
+
+    #[test]
     fn upsert_refresh_and_self() {
         let me = id(999_999);
         let book = PeerBook::new(Some(&me), Some("http://1.1.1.1:7070"));

@@ -303,6 +303,7 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
         shutdown.clone(),
     ));
     tokio::spawn(run_sync_loop(core.clone(), net.clone(), shutdown.clone()));
+    tokio::spawn(run_peerbook_aging(net.clone(), shutdown.clone()));
     if net.membership.is_some() {
         tokio::spawn(run_membership_upkeep(
             core.clone(),
@@ -310,6 +311,25 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
             shutdown.clone(),
             cfg.probe_interval_ms,
         ));
+    }
+}
+
+/// How often the peer book forgets entries unheard of for
+/// `backbone_state::PEER_ENTRY_TTL_S`.
+pub const PEERBOOK_AGING_PERIOD_MS: u64 = 60_000;
+
+/// Peer books forget: entries not heard of for `PEER_ENTRY_TTL_S` are dropped.
+async fn run_peerbook_aging(net: Arc<Net>, shutdown: CancellationToken) {
+    let mut t = tokio::time::interval(Duration::from_millis(PEERBOOK_AGING_PERIOD_MS));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        let n = net.peerbook.expire(now_unix());
+        if n > 0 {
+            tracing::info!("[HEALING] {n} peer-book entries aged out");
+        }
     }
 }
 

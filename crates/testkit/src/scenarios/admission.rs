@@ -310,21 +310,23 @@ impl Tally {
     }
 }
 
-/// Flood `path` from [`FLOOD_SRC`] on `workers` keep-alive connections until
+/// Keep-alive connections (threads) each flood uses.
+const FLOOD_WORKERS: usize = 4;
+
+/// Flood `path` from [`FLOOD_SRC`] on [`FLOOD_WORKERS`] keep-alive connections until
 /// `count` requests went out, `deadline` passed or `stop` is set; `body(i)` makes
 /// the i-th request.
 fn flood(
     to: SocketAddr,
     path: &'static str,
     count: u64,
-    workers: usize,
     deadline: Instant,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
     body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let next = Arc::new(AtomicU64::new(0));
-    (0..workers)
+    (0..FLOOD_WORKERS)
         .map(|_| {
             let (next, stop, tally, body) =
                 (next.clone(), stop.clone(), tally.clone(), body.clone());
@@ -471,7 +473,6 @@ fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         anchor,
         "/api/hello",
         o.replay_hellos,
-        4,
         deadline,
         stop.clone(),
         t_one.clone(),
@@ -481,7 +482,6 @@ fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         anchor,
         "/api/hello",
         o.replay_hellos,
-        4,
         deadline,
         stop.clone(),
         t_fresh.clone(),
@@ -600,7 +600,6 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         anchor,
         "/api/heartbeat",
         o.sybil_heartbeats,
-        4,
         started + o.flood,
         stop.clone(),
         tally.clone(),
