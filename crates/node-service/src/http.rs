@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use vision_wire::ErrorBody;
 
 /// The response type every handler returns.
-pub type Response = hyper::Response<Full<Bytes>>;
+pub type Response = hyper::Response<crate::body::Body>;
 
 /// Server limits. Every one is a bound on what a client can make us hold.
 #[derive(Debug, Clone, Copy)]
@@ -237,7 +237,7 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
 
 /// A response with the given content type.
 pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
-    let mut r = hyper::Response::new(Full::new(body));
+    let mut r = hyper::Response::new(crate::body::Body::full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -614,8 +614,19 @@ pub async fn serve<H: Handler>(
                         .into_response()
                     })
                 };
-                // Answered: the next bytes on this connection start a new head.
-                w.head_since_ms.store(0, Ordering::Relaxed);
+                if let Some(close) = resp.body().close_token() {
+                    // A stream: the connection stays busy (never idle, never a slow
+                    // head) while it runs, and closes when the stream ends or its
+                    // producer drops a client that does not read.
+                    let conn_close = w.close.clone();
+                    tokio::spawn(async move {
+                        close.cancelled().await;
+                        conn_close.cancel();
+                    });
+                } else {
+                    // Answered: the next bytes on this connection start a new head.
+                    w.head_since_ms.store(0, Ordering::Relaxed);
+                }
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -15,9 +15,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod core;
 pub mod datadir;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mining;

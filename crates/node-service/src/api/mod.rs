@@ -20,10 +20,12 @@ use crate::ratelimit::RouteClass;
 use crate::shared::NodeShared;
 
 mod chain;
+mod events;
 mod miner;
 mod peers;
 mod status;
 
+pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
 pub use status::STATUS_CACHE_MS;
 
@@ -63,6 +65,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/miner/start"),
     ("POST", "/api/miner/stop"),
     ("GET", "/api/exchange/ready"),
+    ("GET", "/api/events"),
+    ("GET", "/api/tip"),
 ];
 
 /// Path segments a route can have (`/api/accounts/{address}` has three).
@@ -365,6 +369,8 @@ impl Api {
                 "GET",
                 self.block_by_hash(&req, h).await
             ),
+            ["api", "events"] => only!("/api/events", get, "GET", self.events(&req)),
+            ["api", "tip"] => only!("/api/tip", get, "GET", self.tip(&req).await),
             ["api", "tx"] => only!("/api/tx", post, "POST", self.submit_tx(&req).await),
             ["api", "mempool"] => only!(
                 "/api/mempool",
