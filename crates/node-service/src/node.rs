@@ -138,6 +138,7 @@ impl Node {
             net: net.clone(),
             relay,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
+            limiter: crate::ratelimit::RateLimiter::new(),
             source_log: Mutex::new(SourceLog::default()),
             status_cache: ArcSwapOption::empty(),
         });
