@@ -169,6 +169,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human text.
     pub message: String,
+    /// `Retry-After` seconds (with 429 and 503).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -178,6 +180,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+    /// 429 with `Retry-After: retry_after_s` (at least 1).
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_s: u64,
+    ) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
         }
     }
     /// 400 `bad_request`.
@@ -195,6 +209,10 @@ impl ApiError {
             message: self.message,
         };
         let mut r = json_response(self.status, &body);
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(s));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,

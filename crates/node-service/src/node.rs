@@ -139,6 +139,7 @@ impl Node {
             relay,
             view,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
+            limiter: crate::ratelimit::RateLimiter::new(),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         // The view: refreshed by the importing thread right after a commit that

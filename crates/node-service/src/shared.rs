@@ -26,6 +26,8 @@ pub struct NodeShared {
     /// The published view (`view.rs`).
     pub view: View,
     pub(crate) replay: Mutex<vision_wire::ReplayGuard>,
+    /// Rate limits per client address, route class and signing key.
+    pub(crate) limiter: crate::ratelimit::RateLimiter,
 }
 
 impl NodeShared {
