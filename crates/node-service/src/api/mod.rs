@@ -27,7 +27,6 @@ mod status;
 
 pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
-pub use status::STATUS_CACHE_MS;
 
 /// The panel, built into the binary.
 pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");
