@@ -409,6 +409,9 @@ impl Ctx {
             ClientError::Decode { reason, .. } => {
                 format!("{node} answered something that is not a Vision node's answer: {reason}")
             }
+            ClientError::NotHttp { .. } => format!(
+                "{node} does not speak HTTP — is it a P2P port? give the node's control-plane port (7070 by default)"
+            ),
             ClientError::InvalidUrl { .. } | ClientError::InvalidRequest { .. } => e.to_string(),
         })
     }
