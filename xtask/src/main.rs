@@ -27,6 +27,7 @@ mod cells;
 mod cgnat;
 mod cluster;
 mod faults;
+mod guard;
 mod matrix;
 mod ops;
 mod simulate;

@@ -319,6 +319,19 @@ pub(crate) fn run(opts: Options) -> Result<()> {
             Ok(())
         });
     }
+    // Admission-control cells: floods on 7072 and fee bumps, as an outsider would.
+    for g in testkit::scenarios::Guard::ALL {
+        let name = format!("guard:{}", g.name());
+        step(&name, &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            testkit::use_node_binary(bin);
+            let detail = crate::guard::run_guard(g)?;
+            println!("{name}: {detail}");
+            Ok(())
+        });
+    }
     step("fault:schemathesis", &mut || {
         let bin = node_bin
             .get_or_insert_with(|| crate::cells::build_node(&root()))

@@ -27,8 +27,10 @@ pub(crate) const ALLOWED: &[(&str, &[&str])] = &[
         "vision-ctl",
         &["control-plane-client", "vision-wire", "vision-chain"],
     ),
-    // test harness: talks to nodes only through the contract
-    ("testkit", &["vision-chain", "vision-wire"]),
+    // test harness: talks to nodes only through the contract — HTTP with its own tiny
+    // client, and 7072 (CONTRACT §5) with the crate that owns that wire format, as a
+    // peer would (the guard cells' floods and real handshakes)
+    ("testkit", &["vision-chain", "vision-wire", "p2p-dataplane"]),
     // the thousand-node simulation: the backbone loops over in-memory transports
     (
         "simulation",

@@ -132,6 +132,7 @@ impl MemInputs {
             network_tip: 0,
             peers: 0,
             min_peers: 0,
+            store_error: false,
         }
     }
 
@@ -144,6 +145,7 @@ impl MemInputs {
             network_tip: 1_000,
             peers: 0,
             min_peers: 2,
+            store_error: false,
         }
     }
 }

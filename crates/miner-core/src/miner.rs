@@ -530,6 +530,9 @@ impl Controller {
                 inputs.peers,
                 inputs.min_peers
             ),
+            MinerState::PausedStoreError => warn!(
+                "[MINER] ⏸️ Mining paused: the chain store is down (will resume when it is back)"
+            ),
             // `stop()` already said so at info.
             MinerState::StoppedByUser => debug!("[MINER] ⏹️ Mining stopped (user switch off)"),
         }

@@ -26,17 +26,21 @@ pub enum MinerState {
     },
     /// Fewer peers than the effective minimum.
     PausedMinPeers,
+    /// The node's chain store is down (a disk full, an I/O error, damaged data): a
+    /// found block could not be stored, so no work is spent finding one.
+    PausedStoreError,
     /// Hashing.
     Running,
 }
 
 impl MinerState {
     /// Every state name, in the contract's spelling.
-    pub const NAMES: [&'static str; 5] = [
+    pub const NAMES: [&'static str; 6] = [
         "stopped_by_user",
         "paused_unsynced",
         "paused_no_backbone",
         "paused_min_peers",
+        "paused_store_error",
         "running",
     ];
 
@@ -47,6 +51,7 @@ impl MinerState {
             MinerState::PausedNoBackbone => "paused_no_backbone",
             MinerState::PausedUnsynced { .. } => "paused_unsynced",
             MinerState::PausedMinPeers => "paused_min_peers",
+            MinerState::PausedStoreError => "paused_store_error",
             MinerState::Running => "running",
         }
     }
@@ -59,6 +64,7 @@ impl MinerState {
             "paused_no_backbone" => MinerState::PausedNoBackbone,
             "paused_unsynced" => MinerState::PausedUnsynced { lag },
             "paused_min_peers" => MinerState::PausedMinPeers,
+            "paused_store_error" => MinerState::PausedStoreError,
             "running" => MinerState::Running,
             _ => return None,
         })
@@ -106,6 +112,9 @@ pub struct EligibilityInputs {
     /// The effective minimum number of peers, already resolved by the caller (see
     /// [`effective_min_peers`]).
     pub min_peers: u64,
+    /// The node's chain store is down (see [`MinerState::PausedStoreError`]).
+    #[serde(default)]
+    pub store_error: bool,
 }
 
 impl EligibilityInputs {
@@ -117,6 +126,7 @@ impl EligibilityInputs {
 
 /// The eligibility rules, in order:
 /// not `enabled` → [`MinerState::StoppedByUser`];
+/// the store is down → [`MinerState::PausedStoreError`];
 /// backbone not connected and not its own backbone → [`MinerState::PausedNoBackbone`];
 /// `local_height + 2 < network_tip` → [`MinerState::PausedUnsynced`];
 /// `peers < min_peers` → [`MinerState::PausedMinPeers`];
@@ -124,6 +134,9 @@ impl EligibilityInputs {
 pub fn decide(enabled: bool, inputs: &EligibilityInputs) -> MinerState {
     if !enabled {
         return MinerState::StoppedByUser;
+    }
+    if inputs.store_error {
+        return MinerState::PausedStoreError;
     }
     if !inputs.backbone_connected && !inputs.own_backbone {
         return MinerState::PausedNoBackbone;
@@ -165,6 +178,7 @@ mod tests {
             network_tip: 100,
             peers: 3,
             min_peers: 1,
+            store_error: false,
         }
     }
 
@@ -173,6 +187,17 @@ mod tests {
         let ok = eligible();
         assert_eq!(decide(true, &ok), MinerState::Running);
         assert_eq!(decide(false, &ok), MinerState::StoppedByUser);
+
+        // a store error wins over everything but the user's switch
+        let broken = EligibilityInputs {
+            store_error: true,
+            backbone_connected: false,
+            local_height: 0,
+            peers: 0,
+            ..ok
+        };
+        assert_eq!(decide(true, &broken), MinerState::PausedStoreError);
+        assert_eq!(decide(false, &broken), MinerState::StoppedByUser);
 
         let no_bb = EligibilityInputs {
             backbone_connected: false,
@@ -239,6 +264,7 @@ mod tests {
             MinerState::PausedUnsynced { lag: 7 },
             MinerState::PausedNoBackbone,
             MinerState::PausedMinPeers,
+            MinerState::PausedStoreError,
             MinerState::Running,
         ];
         for (s, name) in all.iter().zip(MinerState::NAMES) {

@@ -168,9 +168,18 @@ fn arb_inputs() -> impl Strategy<Value = EligibilityInputs> {
         0u64..8,
         0u64..4,
         0u64..4,
+        any::<bool>(),
     )
         .prop_map(
-            |(backbone_connected, own_backbone, local_height, network_tip, peers, min_peers)| {
+            |(
+                backbone_connected,
+                own_backbone,
+                local_height,
+                network_tip,
+                peers,
+                min_peers,
+                store_error,
+            )| {
                 EligibilityInputs {
                     backbone_connected,
                     own_backbone,
@@ -178,6 +187,7 @@ fn arb_inputs() -> impl Strategy<Value = EligibilityInputs> {
                     network_tip,
                     peers,
                     min_peers,
+                    store_error,
                 }
             },
         )
@@ -195,6 +205,7 @@ fn arb_cmd() -> impl Strategy<Value = Cmd> {
 /// The rules, restated as independent predicates: Running only when all hold.
 fn eligible(enabled: bool, i: &EligibilityInputs) -> bool {
     enabled
+        && !i.store_error
         && (i.backbone_connected || i.own_backbone)
         && i.network_tip <= i.local_height + 2
         && i.peers >= i.min_peers
@@ -691,6 +702,19 @@ fn background_loop_pauses_resumes_and_reports() {
         ..MemInputs::eligible()
     });
     assert!(poll_until(SETTLE, || r.miner.state() == MinerState::PausedMinPeers));
+
+    // the store is down: paused with that reason, no hashing
+    r.inputs.set(EligibilityInputs {
+        store_error: true,
+        ..MemInputs::eligible()
+    });
+    assert!(poll_until(SETTLE, || r.miner.state() == MinerState::PausedStoreError));
+    assert!(poll_until(SETTLE, || r.miner.workers_busy() == 0));
+    assert!(!hashes_move_within(&r.miner, Duration::from_millis(50)));
+    assert_eq!(
+        serde_json::to_value(r.miner.status()).unwrap()["state"],
+        "paused_store_error"
+    );
 
     // synced again: resumes by itself
     r.inputs.set(MemInputs::eligible());

@@ -477,6 +477,21 @@ impl Api {
                     status: "already_known".into(),
                 })
             }
+            Err(SubmitTxError::Mempool(
+                e @ vision_chain::MempoolError::SenderRateLimited { retry_after_ms, .. },
+            )) => {
+                let mut resp = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sender_rate_limited",
+                    e.to_string(),
+                )
+                .into_response();
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from(retry_after_ms.div_ceil(1_000).max(1)),
+                );
+                Ok(resp)
+            }
             Err(SubmitTxError::Mempool(e)) => {
                 use vision_chain::MempoolError as E;
                 let code = match e {
@@ -484,16 +499,19 @@ impl Api {
                     E::FeeTooLow { .. } => "fee_too_low",
                     E::NonceTooLow { .. } => "nonce_too_low",
                     E::NonceGap { .. } => "nonce_gap",
-                    E::ReplacementUnderpriced { .. } => "replacement_underpriced",
+                    E::ReplacementFeeTooLow { .. } => "replacement_fee_too_low",
+                    E::SenderRateLimited { .. } => "sender_rate_limited",
                     E::InsufficientFunds { .. } => "insufficient_funds",
                     E::Overflow => "overflow",
                     E::Full { .. } => "mempool_full",
                     E::AlreadyKnown(_) => "already_known",
                 };
-                let status = if matches!(e, E::Full { .. }) {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
+                let status = match e {
+                    E::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    // A pooled transaction holds this nonce and the offer does not
+                    // outbid it by the replacement step (the message names the least).
+                    E::ReplacementFeeTooLow { .. } => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 Err(ApiError::new(status, code, e.to_string()))
             }

@@ -270,10 +270,11 @@ impl Core {
         lock(&self.source_errors).get(source).cloned()
     }
 
-    /// Admit a transaction to the mempool, checked against the tip.
+    /// Admit a transaction to the mempool, checked against the tip and within its
+    /// sender's admission rate (`Mempool::admit`).
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
         let view = self.store.accounts(&[tx.from])?;
-        Ok(self.pool().insert(tx, &view)?)
+        Ok(self.pool().admit(tx, &view, now_ms())?)
     }
 
     /// A block template on the tip paying `miner`, with the best transactions the

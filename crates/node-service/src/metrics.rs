@@ -202,11 +202,12 @@ pub struct Scrape {
     pub exchange_ready: bool,
 }
 
-const MINER_STATES: [&str; 5] = [
+const MINER_STATES: [&str; 6] = [
     "stopped_by_user",
     "paused_unsynced",
     "paused_no_backbone",
     "paused_min_peers",
+    "paused_store_error",
     "running",
 ];
 

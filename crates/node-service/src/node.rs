@@ -213,6 +213,7 @@ impl NodeShared {
                 v.own_backbone,
                 v.backbone.connected,
             ),
+            store_error: self.core.store.fault().is_some(),
         }
     }
 
@@ -676,6 +677,7 @@ impl Node {
                     network_tip: 0,
                     peers: 0,
                     min_peers: u64::MAX,
+                    store_error: false,
                 },
             }
         };

@@ -747,6 +747,10 @@ async fn live_answers_conform_to_the_spec() {
     s.get("/api/mempool", "/api/mempool", 200).await;
     let mut forged = tx.clone();
     forged.amount += 1;
+    // At a pooled nonce without the replacement step: 409 (before the signature).
+    s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(409))
+        .await;
+    forged.nonce += 1;
     s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(422))
         .await;
     s.post("/api/tx", b"{\"from\": \"ab", Some(400)).await;

@@ -75,7 +75,11 @@ pub enum P2pError {
     /// transaction the chain rejected as invalid.
     #[error("peer misbehaved: {0}")]
     Misbehaved(String),
-    /// A deadline passed (handshake, request, idle).
+    /// The peer asked for more than its serving budget allows, with
+    /// [`crate::P2pConfig::serve_deferred_max`] requests already waiting.
+    #[error("over its serving budget: {0}")]
+    OverBudget(String),
+    /// A deadline passed (hello, handshake, request, idle).
     #[error("timed out: {0}")]
     Timeout(&'static str),
     /// The socket failed.
@@ -106,8 +110,10 @@ pub enum P2pError {
 
 impl P2pError {
     /// Is this error the peer's fault, so that strict mode bans its IP? Timeouts in the
-    /// handshake count (a slowloris), ordinary I/O errors, self-connections and identity
-    /// mismatches against our own (possibly stale) peer book do not.
+    /// handshake (a slowloris, or a socket that never says hello) and a request flood
+    /// past the serving budget count; ordinary I/O errors, evictions from a full pool
+    /// or slot table, self-connections and identity mismatches against our own
+    /// (possibly stale) peer book do not.
     pub fn is_misbehaviour(&self) -> bool {
         matches!(
             self,
@@ -121,7 +127,8 @@ impl P2pError {
                 | P2pError::WrongNetwork { .. }
                 | P2pError::Handshake(_)
                 | P2pError::Misbehaved(_)
-                | P2pError::Timeout("handshake")
+                | P2pError::OverBudget(_)
+                | P2pError::Timeout("handshake" | "hello")
         )
     }
 }

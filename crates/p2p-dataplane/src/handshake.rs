@@ -71,12 +71,16 @@ where
 }
 
 /// Run the handshake on a fresh connection; returns the peer's proven node id.
-/// No deadline here: the caller wraps it in one.
-pub(crate) async fn handshake<S>(
+/// The peer's `Hello` must arrive within `silence` (else [`P2pError::Timeout`]
+/// `("hello")`); the caller bounds the whole exchange with its own deadline.
+///
+/// Public so that tools and test harnesses speak 7072 exactly as nodes do.
+pub async fn handshake<S>(
     framed: &mut Framed<S, LengthDelimitedCodec>,
     key: &SecretKey,
     network: u32,
     expected: Option<Address>,
+    silence: std::time::Duration,
 ) -> Result<Address, P2pError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -92,7 +96,10 @@ where
         },
     )
     .await?;
-    let (peer, their_challenge) = match recv(framed).await? {
+    let first = tokio::time::timeout(silence, recv(framed))
+        .await
+        .map_err(|_| P2pError::Timeout("hello"))??;
+    let (peer, their_challenge) = match first {
         Message::Hello {
             network: got,
             node_id,
@@ -165,7 +172,7 @@ mod tests {
         net: u32,
         expected: Option<Address>,
     ) -> Result<Address, P2pError> {
-        let r = handshake(&mut f, k, net, expected).await;
+        let r = handshake(&mut f, k, net, expected, std::time::Duration::from_secs(5)).await;
         drop(f);
         r
     }
@@ -211,6 +218,15 @@ mod tests {
         let (ra, rb) = tokio::join!(side(a, &ka, 7, None), side(b, &ka, 7, None));
         assert_eq!(ra, Err(P2pError::SelfConnection));
         assert_eq!(rb, Err(P2pError::SelfConnection));
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out_on_its_hello() {
+        let ka = SecretKey::from_seed(&[1; 32]);
+        let (mut a, _b) = pair();
+        let r = handshake(&mut a, &ka, 7, None, std::time::Duration::from_millis(50)).await;
+        assert_eq!(r, Err(P2pError::Timeout("hello")));
+        assert!(r.unwrap_err().is_misbehaviour());
     }
 
     #[tokio::test]

@@ -22,9 +22,22 @@
 //! - **Nothing waits on it.** Every [`DataPlane`] method reads in-memory state or
 //!   queues frames, except the fetches, which are bounded by
 //!   [`P2pConfig::request_timeout`]. A dead or blackholed 7072 costs the node nothing.
+//! - **Admission before trust:** inbound connections that have not finished the
+//!   handshake live in their own small pool ([`P2pConfig::handshaking_max`]), capped
+//!   per IP and per netgroup (IPv4 /16, IPv6 /32); at the cap the oldest one of the
+//!   most-represented netgroup makes room, so no address or subnet can lock real
+//!   peers out. A peer's `Hello` must arrive within
+//!   [`P2pConfig::hello_silence_timeout`]. A full inbound table makes room the same
+//!   way (the youngest peer of the most-represented netgroup).
+//! - **Budgets per peer:** `GetHeaders`/`GetBlocks` answers come out of a request
+//!   and byte token bucket ([`P2pConfig::serve_requests_per_s`],
+//!   [`P2pConfig::serve_bytes_per_s`]); over budget they wait, and a peer with
+//!   [`P2pConfig::serve_deferred_max`] requests waiting that asks again is dropped
+//!   (banned in strict mode). `NewTx` beyond [`P2pConfig::txs_per_s`] is ignored.
 //! - **Bounded everything:** frame size ([`MAX_FRAME_BYTES`]), counts per message
 //!   ([`MAX_HEADERS_PER_MESSAGE`], [`MAX_BLOCKS_PER_MESSAGE`]), connections
-//!   ([`P2pConfig::inbound_max`], [`P2pConfig::outbound_max`]), per-peer send queues
+//!   ([`P2pConfig::inbound_max`], [`P2pConfig::outbound_max`],
+//!   [`P2pConfig::handshaking_max`]), per-peer send queues
 //!   ([`PEER_SEND_QUEUE`]), the seen-set ([`SEEN_CAPACITY`]), bans ([`MAX_BANNED`]),
 //!   pending requests ([`MAX_PENDING_REQUESTS`]), dials in flight.
 //! - **Decoding is total:** [`Message::decode`] never panics, never allocates beyond
@@ -55,6 +68,7 @@ pub mod plane;
 pub mod tcp;
 
 mod bounded;
+mod guard;
 
 pub use chain::{Accepted, ChainAccess, MemoryChain, Rejected};
 pub use error::P2pError;

@@ -13,8 +13,38 @@ use crate::error::P2pError;
 /// A boxed, sendable future (keeps [`DataPlane`] object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Default most inbound connections (handshaking ones included).
+/// Default most established inbound peers (past the handshake; connections still in
+/// their handshake live in the handshaking pool, [`DEFAULT_HANDSHAKING_MAX`]).
 pub const DEFAULT_INBOUND_MAX: usize = 32;
+/// Default most inbound connections in their handshake at once. At the cap the
+/// oldest one of the most-represented netgroup makes room for a newcomer.
+pub const DEFAULT_HANDSHAKING_MAX: usize = 64;
+/// Default most handshaking connections from one IP address.
+pub const DEFAULT_HANDSHAKING_PER_IP_MAX: usize = 4;
+/// Default most handshaking connections from one netgroup (IPv4 /16, IPv6 /32): a
+/// /24 flood stays in one group, so it holds at most this many of the
+/// [`DEFAULT_HANDSHAKING_MAX`] slots.
+pub const DEFAULT_HANDSHAKING_PER_NETGROUP_MAX: usize = 16;
+/// Default silence timeout: an inbound peer's `Hello` must arrive within this of
+/// accept (the whole handshake within [`DEFAULT_HANDSHAKE_TIMEOUT`]).
+pub const DEFAULT_HELLO_SILENCE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default bytes of `Headers`/`Blocks` answers one peer is served per second, in
+/// bytes: above an honest sync's import rate (about 6 MB/s here, full blocks).
+pub const DEFAULT_SERVE_BYTES_PER_S: u64 = 8 * 1024 * 1024;
+/// Default burst of the byte budget, in bytes.
+pub const DEFAULT_SERVE_BURST_BYTES: u64 = 32 * 1024 * 1024;
+/// Default `GetHeaders`/`GetBlocks` requests one peer is served per second.
+pub const DEFAULT_SERVE_REQUESTS_PER_S: u64 = 50;
+/// Default burst of the request budget, in requests.
+pub const DEFAULT_SERVE_BURST_REQUESTS: u64 = 100;
+/// Default most over-budget requests one peer may have waiting; one more and it is
+/// dropped (banned in strict mode). An honest syncer has one or two in flight.
+pub const DEFAULT_SERVE_DEFERRED_MAX: usize = 8;
+/// Default `NewTx` messages taken from one peer per second; more are ignored (not
+/// validated, not relayed).
+pub const DEFAULT_TXS_PER_S: u64 = 50;
+/// Default burst of the per-peer transaction rate, in transactions.
+pub const DEFAULT_TXS_BURST: u64 = 200;
 /// Default most outbound connections the dialer keeps.
 pub const DEFAULT_OUTBOUND_MAX: usize = 8;
 /// Default handshake deadline: a peer that has not completed the handshake by then is
@@ -59,8 +89,32 @@ pub struct P2pConfig {
     /// `VISION_P2P_STRICT=1`: ban misbehaving peers' IPs for `ban_duration`, rather than
     /// only dropping the connection.
     pub strict: bool,
-    /// Most inbound connections, handshaking ones included.
+    /// Most established inbound peers. When a newcomer finishes its handshake with
+    /// every slot taken, the youngest peer of the most-represented netgroup makes
+    /// room, or the newcomer is refused if its own netgroup is the most represented.
     pub inbound_max: usize,
+    /// Most inbound connections in their handshake.
+    pub handshaking_max: usize,
+    /// Most handshaking connections per IP.
+    pub handshaking_per_ip_max: usize,
+    /// Most handshaking connections per netgroup (IPv4 /16, IPv6 /32).
+    pub handshaking_per_netgroup_max: usize,
+    /// The peer's `Hello` must arrive within this of the connection's start.
+    pub hello_silence_timeout: Duration,
+    /// Per-peer byte budget of `Headers`/`Blocks` answers, bytes per second.
+    pub serve_bytes_per_s: u64,
+    /// Burst of the byte budget, bytes.
+    pub serve_burst_bytes: u64,
+    /// Per-peer request budget, `GetHeaders`/`GetBlocks` per second.
+    pub serve_requests_per_s: u64,
+    /// Burst of the request budget, requests.
+    pub serve_burst_requests: u64,
+    /// Most over-budget requests waiting per peer before it is dropped.
+    pub serve_deferred_max: usize,
+    /// Per-peer `NewTx` rate, transactions per second (more are ignored).
+    pub txs_per_s: u64,
+    /// Burst of the transaction rate.
+    pub txs_burst: u64,
     /// Most outbound connections.
     pub outbound_max: usize,
     /// Handshake deadline.
@@ -89,6 +143,17 @@ impl P2pConfig {
             network,
             strict: false,
             inbound_max: DEFAULT_INBOUND_MAX,
+            handshaking_max: DEFAULT_HANDSHAKING_MAX,
+            handshaking_per_ip_max: DEFAULT_HANDSHAKING_PER_IP_MAX,
+            handshaking_per_netgroup_max: DEFAULT_HANDSHAKING_PER_NETGROUP_MAX,
+            hello_silence_timeout: DEFAULT_HELLO_SILENCE_TIMEOUT,
+            serve_bytes_per_s: DEFAULT_SERVE_BYTES_PER_S,
+            serve_burst_bytes: DEFAULT_SERVE_BURST_BYTES,
+            serve_requests_per_s: DEFAULT_SERVE_REQUESTS_PER_S,
+            serve_burst_requests: DEFAULT_SERVE_BURST_REQUESTS,
+            serve_deferred_max: DEFAULT_SERVE_DEFERRED_MAX,
+            txs_per_s: DEFAULT_TXS_PER_S,
+            txs_burst: DEFAULT_TXS_BURST,
             outbound_max: DEFAULT_OUTBOUND_MAX,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -137,6 +202,14 @@ pub struct PeerStats {
     pub txs_in: u64,
     /// `NewTx` frames sent.
     pub txs_out: u64,
+    /// `NewTx` frames ignored: over the per-peer transaction rate.
+    pub txs_ignored: u64,
+    /// `GetHeaders`/`GetBlocks` requests served.
+    pub requests_served: u64,
+    /// Requests whose answer waited for the peer's budget to refill.
+    pub requests_deferred: u64,
+    /// Bytes of `Headers`/`Blocks` answers queued for the peer.
+    pub bytes_served: u64,
 }
 
 /// A connected peer.

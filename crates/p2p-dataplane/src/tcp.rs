@@ -5,7 +5,7 @@
 //! bans) sits behind one `std::sync::Mutex`, never held across an `.await`. Chain
 //! calls run on blocking threads.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +25,9 @@ use vision_chain::{Address, Block, BlockHeader, Hash32, SecretKey, Transaction};
 use crate::bounded::{BanList, SeenSet};
 use crate::chain::{Accepted, ChainAccess};
 use crate::error::P2pError;
+use crate::guard::{
+    BudgetCaps, HandshakePool, Netgroup, PoolCaps, ServeBudget, TokenBucket, inbound_victim,
+};
 use crate::handshake::handshake;
 use crate::message::{
     MAX_BLOCKS_PER_MESSAGE, MAX_HEADERS_PER_MESSAGE, Message, blocks_that_fit, codec,
@@ -72,7 +75,6 @@ struct Inner {
     tracker: TaskTracker,
     state: Mutex<State>,
     next_id: AtomicU64,
-    inbound: AtomicUsize,
     outbound: AtomicUsize,
     dial_wake: Notify,
 }
@@ -82,6 +84,8 @@ struct State {
     pending: HashMap<u64, Pending>,
     seen: SeenSet,
     bans: BanList,
+    /// Inbound connections in their handshake, with the token that closes each.
+    handshaking: HandshakePool<CancellationToken>,
 }
 
 struct Peer {
@@ -112,35 +116,52 @@ struct Pending {
     reply: oneshot::Sender<Message>,
 }
 
-/// A connection slot, counted against `inbound_max`/`outbound_max` from accept or
-/// dial until the connection ends.
-struct Slot {
+/// An outbound connection slot, counted against `outbound_max` from dial until the
+/// connection ends.
+struct OutboundSlot {
     inner: Arc<Inner>,
-    direction: Direction,
 }
 
-impl Slot {
-    fn try_take(inner: &Arc<Inner>, direction: Direction) -> Option<Slot> {
-        let (counter, max) = inner.counter(direction);
-        counter
+impl OutboundSlot {
+    fn try_take(inner: &Arc<Inner>) -> Option<OutboundSlot> {
+        let max = inner.config.outbound_max;
+        inner
+            .outbound
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()?;
-        Some(Slot {
+        Some(OutboundSlot {
             inner: inner.clone(),
-            direction,
         })
     }
 }
 
-impl Drop for Slot {
+impl Drop for OutboundSlot {
     fn drop(&mut self) {
-        self.inner
-            .counter(self.direction)
-            .0
-            .fetch_sub(1, Ordering::AcqRel);
+        self.inner.outbound.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// An inbound connection's place in the handshaking pool, from accept until its
+/// handshake ends (either way); `token` is cancelled if a newcomer evicts it.
+struct PoolTicket {
+    inner: Arc<Inner>,
+    id: u64,
+    token: CancellationToken,
+}
+
+impl Drop for PoolTicket {
+    fn drop(&mut self) {
+        self.inner.lock().handshaking.remove(self.id);
+    }
+}
+
+/// What a connection holds while it runs: its place in the handshaking pool
+/// (inbound), or its outbound slot.
+enum Admission {
+    Inbound(PoolTicket),
+    Outbound(OutboundSlot),
 }
 
 /// What kind of gossip, for the counters.
@@ -178,6 +199,11 @@ impl TcpDataPlane {
             .map_err(|e| P2pError::Io(format!("listen {}: {e}", config.listen_addr)))?;
         let local_addr = listener.local_addr().map_err(P2pError::from)?;
         let me = key.address();
+        let pool_caps = PoolCaps {
+            total: config.handshaking_max,
+            per_ip: config.handshaking_per_ip_max,
+            per_netgroup: config.handshaking_per_netgroup_max,
+        };
         let inner = Arc::new(Inner {
             magic: config.network.magic(),
             config,
@@ -193,9 +219,9 @@ impl TcpDataPlane {
                 pending: HashMap::new(),
                 seen: SeenSet::new(SEEN_CAPACITY),
                 bans: BanList::new(MAX_BANNED),
+                handshaking: HandshakePool::new(pool_caps),
             }),
             next_id: AtomicU64::new(1),
-            inbound: AtomicUsize::new(0),
             outbound: AtomicUsize::new(0),
             dial_wake: Notify::new(),
         });
@@ -223,6 +249,11 @@ impl TcpDataPlane {
         self.inner.is_banned(ip)
     }
 
+    /// Inbound connections in their handshake right now (the handshaking pool).
+    pub fn handshaking(&self) -> usize {
+        self.inner.lock().handshaking.len()
+    }
+
     /// Stop listening, close every connection, and wait for every task to end.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
@@ -240,13 +271,6 @@ impl Drop for TcpDataPlane {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn counter(&self, d: Direction) -> (&AtomicUsize, usize) {
-        match d {
-            Direction::Inbound => (&self.inbound, self.config.inbound_max),
-            Direction::Outbound => (&self.outbound, self.config.outbound_max),
-        }
     }
 
     fn next_id(&self) -> u64 {
@@ -308,6 +332,26 @@ impl Inner {
                 old.cancel.cancel();
             }
             st.pending.retain(|_, p| p.conn != old_id);
+        }
+        if direction == Direction::Inbound {
+            let inbound: Vec<(u64, Netgroup)> = st
+                .peers
+                .iter()
+                .filter(|(_, p)| p.direction == Direction::Inbound)
+                .map(|(id, p)| (*id, Netgroup::of(p.addr.ip())))
+                .collect();
+            if inbound.len() >= self.config.inbound_max {
+                let victim = inbound_victim(&inbound, Netgroup::of(addr.ip()))
+                    .ok_or(P2pError::LimitReached("inbound"))?;
+                if let Some(old) = st.peers.remove(&victim) {
+                    info!(
+                        "[P2P] evicted inbound peer {} at {} to make room for {addr} (most-represented netgroup)",
+                        old.node_id, old.addr
+                    );
+                    old.cancel.cancel();
+                }
+                st.pending.retain(|_, p| p.conn != victim);
+            }
         }
         let id = self.next_id();
         let peer = Peer {
@@ -426,8 +470,7 @@ impl Inner {
         if self.is_banned(addr.ip()) {
             return Err(P2pError::Banned(addr));
         }
-        let slot =
-            Slot::try_take(self, Direction::Outbound).ok_or(P2pError::LimitReached("outbound"))?;
+        let slot = OutboundSlot::try_take(self).ok_or(P2pError::LimitReached("outbound"))?;
         let stream = tokio::select! {
             _ = self.cancel.cancelled() => return Err(P2pError::Disabled),
             r = tokio::time::timeout(self.config.handshake_timeout, TcpStream::connect(addr)) => {
@@ -441,7 +484,7 @@ impl Inner {
             addr,
             Direction::Outbound,
             expected,
-            slot,
+            Admission::Outbound(slot),
             Some(tx),
         ));
         rx.await.unwrap_or(Err(P2pError::Closed))
@@ -469,9 +512,30 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             debug!("[P2P] refused banned {remote}");
             continue;
         }
-        let Some(slot) = Slot::try_take(&inner, Direction::Inbound) else {
-            debug!("[P2P] refused {remote}: inbound limit reached");
-            continue;
+        let id = inner.next_id();
+        let token = inner.cancel.child_token();
+        let admitted = inner
+            .lock()
+            .handshaking
+            .admit(id, remote.ip(), token.clone());
+        match admitted {
+            Err(why) => {
+                // Closed at once, without a byte: the backlog never fills behind it.
+                debug!("[P2P] refused {remote}: {}", why.as_str());
+                continue;
+            }
+            Ok(Some((_, evicted))) => {
+                debug!(
+                    "[P2P] handshaking pool full: evicted the oldest of the most-represented netgroup for {remote}"
+                );
+                evicted.cancel();
+            }
+            Ok(None) => {}
+        }
+        let ticket = PoolTicket {
+            inner: inner.clone(),
+            id,
+            token,
         };
         inner.tracker.spawn(run_connection(
             inner.clone(),
@@ -479,7 +543,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             remote,
             Direction::Inbound,
             None,
-            slot,
+            Admission::Inbound(ticket),
             None,
         ));
     }
@@ -493,17 +557,40 @@ async fn run_connection(
     remote: SocketAddr,
     direction: Direction,
     expected: Option<Address>,
-    _slot: Slot,
+    admission: Admission,
     ready: Option<oneshot::Sender<Result<PeerInfo, P2pError>>>,
 ) {
     let _ = stream.set_nodelay(true);
     let mut framed = Framed::new(stream, codec());
+    let closed = match &admission {
+        Admission::Inbound(t) => t.token.clone(),
+        Admission::Outbound(_) => inner.cancel.clone(),
+    };
     let hs = tokio::select! {
-        _ = inner.cancel.cancelled() => Err(P2pError::Disabled),
+        _ = closed.cancelled() => Err(if inner.cancel.is_cancelled() {
+            P2pError::Disabled
+        } else {
+            P2pError::LimitReached("handshaking pool (evicted)")
+        }),
         r = tokio::time::timeout(
             inner.config.handshake_timeout,
-            handshake(&mut framed, &inner.key, inner.magic, expected),
+            handshake(
+                &mut framed,
+                &inner.key,
+                inner.magic,
+                expected,
+                inner.config.hello_silence_timeout,
+            ),
         ) => r.unwrap_or(Err(P2pError::Timeout("handshake"))),
+    };
+    // The handshake is over: the inbound connection leaves the handshaking pool (an
+    // outbound one keeps its slot until it ends).
+    let _slot = match admission {
+        Admission::Inbound(ticket) => {
+            drop(ticket);
+            None
+        }
+        Admission::Outbound(slot) => Some(slot),
     };
     let node_id = match hs {
         Ok(id) => id,
@@ -521,7 +608,7 @@ async fn run_connection(
     {
         Ok(x) => x,
         Err(e) => {
-            debug!("[P2P] closing duplicate connection with {node_id} at {remote}");
+            debug!("[P2P] closing connection with {node_id} at {remote}: {e}");
             if let Some(r) = ready {
                 let _ = r.send(Err(e));
             }
@@ -578,7 +665,10 @@ async fn writer(
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
-/// The reader loop: frames in, pings out, idle timeout. `Ok` on a clean close or
+/// The reader loop: frames in, pings out, idle timeout, and the peer's budgets:
+/// `GetHeaders`/`GetBlocks` answers within its [`ServeBudget`] (over budget they wait,
+/// at most [`P2pConfig::serve_deferred_max`] of them; one more drops the peer), and
+/// `NewTx` within its transaction rate (more are ignored). `Ok` on a clean close or
 /// cancellation, `Err` with the reason otherwise.
 async fn reader(
     inner: &Arc<Inner>,
@@ -595,7 +685,20 @@ async fn reader(
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
     let mut ping_nonce = 0u64;
+    let started = Instant::now();
+    let mut budget = ServeBudget::new(
+        BudgetCaps {
+            bytes_per_s: cfg.serve_bytes_per_s,
+            burst_bytes: cfg.serve_burst_bytes,
+            requests_per_s: cfg.serve_requests_per_s,
+            burst_requests: cfg.serve_burst_requests,
+        },
+        started,
+    );
+    let mut tx_rate = TokenBucket::new(cfg.txs_per_s, cfg.txs_burst, started);
+    let mut deferred: VecDeque<Message> = VecDeque::new();
     loop {
+        let due = (!deferred.is_empty()).then(|| budget.wait(Instant::now()));
         let frame = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = &mut idle => return Err(P2pError::Timeout("idle")),
@@ -603,6 +706,14 @@ async fn reader(
                 ping_nonce += 1;
                 if let Ok(f) = (Message::Ping { nonce: ping_nonce }).to_frame() {
                     inner.send_to(conn, f);
+                }
+                continue;
+            }
+            _ = tokio::time::sleep(due.unwrap_or(Duration::ZERO)), if due.is_some() => {
+                if budget.try_take(Instant::now())
+                    && let Some(req) = deferred.pop_front()
+                {
+                    serve(inner, conn, req, &mut budget).await?;
                 }
                 continue;
             }
@@ -618,8 +729,92 @@ async fn reader(
             p.stats.frames_in += 1;
         }
         let msg = Message::decode(&frame)?;
-        handle(inner, conn, msg).await?;
+        match msg {
+            Message::GetHeaders { .. } | Message::GetBlocks { .. } => {
+                if deferred.is_empty() && budget.try_take(Instant::now()) {
+                    serve(inner, conn, msg, &mut budget).await?;
+                } else if deferred.len() < cfg.serve_deferred_max {
+                    deferred.push_back(msg);
+                    if let Some(p) = inner.lock().peers.get_mut(&conn) {
+                        p.stats.requests_deferred += 1;
+                    }
+                } else {
+                    return Err(P2pError::OverBudget(format!(
+                        "{} requests already waiting",
+                        deferred.len()
+                    )));
+                }
+            }
+            Message::NewTx(_) if !tx_rate.try_take(1, Instant::now()) => {
+                if let Some(p) = inner.lock().peers.get_mut(&conn) {
+                    p.stats.txs_ignored += 1;
+                }
+            }
+            msg => handle(inner, conn, msg).await?,
+        }
     }
+}
+
+/// Answer one `GetHeaders`/`GetBlocks` whose budget was taken, and charge the
+/// answer's size to it.
+async fn serve(
+    inner: &Arc<Inner>,
+    conn: u64,
+    req: Message,
+    budget: &mut ServeBudget,
+) -> Result<(), P2pError> {
+    let frame = match req {
+        Message::GetHeaders {
+            request_id,
+            from,
+            limit,
+        } => {
+            let chain = inner.chain.clone();
+            let limit = limit.min(MAX_HEADERS_PER_MESSAGE);
+            let mut headers = blocking(move || chain.headers(from, limit))
+                .await?
+                .unwrap_or_else(|e| {
+                    warn!("[P2P] serving headers from {from}: {e}");
+                    Vec::new()
+                });
+            headers.truncate(limit as usize);
+            Message::Headers {
+                request_id,
+                headers,
+            }
+            .to_frame()?
+        }
+        Message::GetBlocks {
+            request_id,
+            from,
+            limit,
+        } => {
+            let chain = inner.chain.clone();
+            let limit = limit.min(MAX_BLOCKS_PER_MESSAGE);
+            let mut raw = blocking(move || chain.blocks_raw(from, limit))
+                .await?
+                .unwrap_or_else(|e| {
+                    warn!("[P2P] serving blocks from {from}: {e}");
+                    Vec::new()
+                });
+            raw.truncate(blocks_that_fit(&raw).min(limit as usize));
+            Bytes::from(encode_blocks_raw(request_id, &raw))
+        }
+        other => {
+            return Err(P2pError::Misbehaved(format!(
+                "{} is not a request",
+                other.kind()
+            )));
+        }
+    };
+    let len = frame.len() as u64;
+    budget.charge(len, Instant::now());
+    inner.send_to(conn, frame);
+    if let Some(p) = inner.lock().peers.get_mut(&conn) {
+        p.stats.requests_served += 1;
+        p.stats.bytes_served += len;
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -641,44 +836,8 @@ async fn handle(inner: &Arc<Inner>, conn: u64, msg: Message) -> Result<(), P2pEr
             Ok(())
         }
         Message::Pong { .. } => Ok(()),
-        Message::GetHeaders {
-            request_id,
-            from,
-            limit,
-        } => {
-            let chain = inner.chain.clone();
-            let limit = limit.min(MAX_HEADERS_PER_MESSAGE);
-            let mut headers = blocking(move || chain.headers(from, limit))
-                .await?
-                .unwrap_or_else(|e| {
-                    warn!("[P2P] serving headers from {from}: {e}");
-                    Vec::new()
-                });
-            headers.truncate(limit as usize);
-            let answer = Message::Headers {
-                request_id,
-                headers,
-            };
-            inner.send_to(conn, answer.to_frame()?);
-            Ok(())
-        }
-        Message::GetBlocks {
-            request_id,
-            from,
-            limit,
-        } => {
-            let chain = inner.chain.clone();
-            let limit = limit.min(MAX_BLOCKS_PER_MESSAGE);
-            let mut raw = blocking(move || chain.blocks_raw(from, limit))
-                .await?
-                .unwrap_or_else(|e| {
-                    warn!("[P2P] serving blocks from {from}: {e}");
-                    Vec::new()
-                });
-            raw.truncate(blocks_that_fit(&raw).min(limit as usize));
-            inner.send_to(conn, Bytes::from(encode_blocks_raw(request_id, &raw)));
-            Ok(())
-        }
+        // Answered by the reader, within the peer's budget (`serve`).
+        Message::GetHeaders { .. } | Message::GetBlocks { .. } => Ok(()),
         Message::Headers { request_id, .. } | Message::Blocks { request_id, .. } => {
             inner.complete(conn, request_id, msg);
             Ok(())

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -495,39 +496,337 @@ async fn garbage_is_banned_in_strict_mode() {
     garbage_round(true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_connections_are_bounded() {
-    let mut cfg = config("127.0.0.1:0".parse().unwrap(), false);
-    cfg.inbound_max = 2;
-    let server = TcpDataPlane::start(
+async fn start_with(k: u8, cfg: P2pConfig) -> Node {
+    let chain = Arc::new(MemoryChain::new(NET));
+    let dp = TcpDataPlane::start(
         cfg,
-        key(1),
-        Arc::new(MemoryChain::new(NET)),
+        key(k),
+        chain.clone() as Arc<dyn ChainAccess>,
         Arc::new(NoCandidates),
         CancellationToken::new(),
     )
     .await
     .unwrap();
-    let to = server.local_addr().unwrap();
-    // Two idle sockets hold both slots until the handshake deadline...
-    let _s1 = dial_from(Ipv4Addr::LOCALHOST, to).await;
-    let _s2 = dial_from(Ipv4Addr::LOCALHOST, to).await;
-    let mut refused_once = false;
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(1) && !refused_once {
-        refused_once = refused(Ipv4Addr::LOCALHOST, to).await;
-    }
-    assert!(refused_once, "a third inbound connection is refused");
-    // ...and once the deadline frees them, a real peer gets in.
-    let good = start(2, false).await;
-    let t = Instant::now();
-    loop {
-        match within(good.dp.connect(to, None)).await {
-            Ok(_) => break,
-            Err(e) => assert!(t.elapsed() < DEADLINE, "never got in: {e}"),
+    Node { dp, chain }
+}
+
+/// Idle sockets that never say hello, from `sources`, `per_source` each; the ones the
+/// server closes are reopened, so the flood keeps knocking for as long as it runs.
+fn idle_flood(
+    sources: Vec<Ipv4Addr>,
+    per_source: usize,
+    to: SocketAddr,
+    stop: CancellationToken,
+    opened: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for src in sources {
+            for _ in 0..per_source {
+                let (stop, opened) = (stop.clone(), opened.clone());
+                tasks.spawn(async move {
+                    while !stop.is_cancelled() {
+                        let s = TcpSocket::new_v4().unwrap();
+                        s.bind(SocketAddr::new(IpAddr::V4(src), 0)).unwrap();
+                        let Ok(mut c) = s.connect(to).await else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        opened.fetch_add(1, Ordering::Relaxed);
+                        let mut buf = [0u8; 256];
+                        // Hold it, silent, until the server closes it (or the end).
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                r = c.read(&mut buf) => match r {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(_) => {}
+                                },
+                            }
+                        }
+                        // Reconnect, but not in a hot loop.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                });
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
+/// 1,000 idle half-open connections from one address, then from a /24: real peers
+/// from another netgroup still complete their handshake at once, every time, and the
+/// handshaking pool never holds more than its caps.
+async fn idle_flood_round(strict: bool) {
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), strict);
+    cfg.handshake_timeout = Duration::from_secs(5);
+    cfg.hello_silence_timeout = Duration::from_secs(3);
+    let server = start_with(1, cfg.clone()).await;
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr().port());
+    let floods: [Vec<Ipv4Addr>; 2] = [
+        vec![Ipv4Addr::new(127, 7, 7, 1)],
+        (1..=254).map(|d| Ipv4Addr::new(127, 7, 8, d)).collect(),
+    ];
+    for (round, sources) in floods.into_iter().enumerate() {
+        let per_source = 1_000 / sources.len() + 1;
+        let stop = CancellationToken::new();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let srcs = sources.clone();
+        let flood = idle_flood(sources, per_source, to, stop.clone(), opened.clone());
+        eventually("the flood opened 1,000 connections", || {
+            opened.load(Ordering::Relaxed) >= 1_000
+        })
+        .await;
+        for i in 0..20u8 {
+            // The flood's one netgroup, plus our own peers still finishing.
+            let pooled = server.dp.handshaking();
+            assert!(
+                pooled <= cfg.handshaking_per_netgroup_max + 2,
+                "one netgroup holds at most its cap: {pooled} in the pool"
+            );
+            let k = key(30 + i);
+            let t = Instant::now();
+            let mut f = Framed::new(dial_from(Ipv4Addr::LOCALHOST, to).await, codec());
+            let r = tokio::time::timeout(
+                Duration::from_secs(1),
+                p2p_dataplane::handshake::handshake(
+                    &mut f,
+                    &k,
+                    NET.magic(),
+                    Some(server.id()),
+                    Duration::from_secs(1),
+                ),
+            )
+            .await;
+            assert!(
+                matches!(r, Ok(Ok(id)) if id == server.id()),
+                "round {round} try {i}: handshake {r:?} after {:?}",
+                t.elapsed()
+            );
+        }
+        if strict {
+            // The silent sockets time out on their hello: their IPs get banned.
+            eventually("a silent address is banned", || {
+                server.dp.is_banned(IpAddr::V4(srcs[0]))
+            })
+            .await;
+        }
+        stop.cancel();
+        within(flood).await.unwrap();
     }
+    assert!(!server.dp.is_banned(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flood_leaves_room_for_real_peers_relaxed() {
+    idle_flood_round(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_flood_leaves_room_for_real_peers_strict() {
+    idle_flood_round(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshaking_pool_caps_per_ip_and_times_out_silence() {
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
+    cfg.handshaking_per_ip_max = 2;
+    cfg.hello_silence_timeout = Duration::from_millis(500);
+    let server = start_with(1, cfg).await;
+    let to = server.addr();
+    let src = Ipv4Addr::new(127, 0, 0, 9);
+    let s1 = dial_from(src, to).await;
+    let s2 = dial_from(src, to).await;
+    eventually("two in the pool", || server.dp.handshaking() == 2).await;
+    assert!(refused(src, to).await, "a third from one IP is refused");
+    // Silence is cut short.
+    let t = Instant::now();
+    assert!(closed_by_server(s1).await && closed_by_server(s2).await);
+    assert!(t.elapsed() < Duration::from_secs(3), "silence held on");
+    eventually("the pool empties", || server.dp.handshaking() == 0).await;
+    // ...and a real peer gets in.
+    let good = start(2, false).await;
+    within(good.dp.connect(to, None)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_inbound_table_evicts_from_the_crowded_netgroup() {
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
+    cfg.inbound_max = 2;
+    let server = start_with(1, cfg).await;
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr().port());
+    let magic = NET.magic();
+    let a1 = handshaken(Ipv4Addr::new(127, 0, 0, 2), to, &key(60), magic).await;
+    let _a2 = handshaken(Ipv4Addr::new(127, 0, 0, 3), to, &key(61), magic).await;
+    eventually("two inbound peers", || {
+        server.dp.status().connected_peers == 2
+    })
+    .await;
+    // A newcomer from another netgroup evicts the youngest of the crowded one.
+    let _b = handshaken(Ipv4Addr::new(127, 5, 0, 1), to, &key(62), magic).await;
+    eventually("the newcomer registered", || {
+        server
+            .dp
+            .peers()
+            .iter()
+            .any(|p| p.node_id == key(62).address())
+    })
+    .await;
+    let ids: Vec<Address> = server.dp.peers().iter().map(|p| p.node_id).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&key(60).address()), "the oldest is protected");
+    assert!(
+        !ids.contains(&key(61).address()),
+        "the youngest of 127.0/16 went"
+    );
+    // A newcomer whose own netgroup is (tied) most represented is refused.
+    let c = handshaken(Ipv4Addr::new(127, 0, 0, 4), to, &key(63), magic).await;
+    assert!(closed_by_server(c.into_inner()).await);
+    assert!(
+        !server
+            .dp
+            .peers()
+            .iter()
+            .any(|p| p.node_id == key(63).address())
+    );
+    drop(a1);
+}
+
+/// A peer that floods `GetBlocks` gets at most its budget, then is dropped (and
+/// banned in strict mode).
+async fn get_blocks_flood_round(strict: bool) {
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), strict);
+    cfg.serve_bytes_per_s = 50_000;
+    cfg.serve_burst_bytes = 100_000;
+    cfg.serve_requests_per_s = 20;
+    cfg.serve_burst_requests = 40;
+    cfg.serve_deferred_max = 4;
+    let server = start_with(1, cfg.clone()).await;
+    for _ in 0..40 {
+        server.chain.mine_next(key(9).address(), vec![]);
+    }
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr().port());
+    let src = Ipv4Addr::new(127, 0, 0, 20);
+    let f = handshaken(src, to, &key(70), NET.magic()).await;
+    let (mut sink, mut stream) = f.split();
+    let t0 = Instant::now();
+    let flood = tokio::spawn(async move {
+        for i in 0..100_000u64 {
+            let m = Message::GetBlocks {
+                request_id: i,
+                from: 0,
+                limit: 500,
+            };
+            if sink.send(m.to_frame().unwrap()).await.is_err() {
+                return i;
+            }
+        }
+        100_000
+    });
+    let (mut bytes, mut answers) = (0u64, 0u64);
+    within(async {
+        while let Some(Ok(frame)) = stream.next().await {
+            bytes += frame.len() as u64;
+            if matches!(Message::decode(&frame), Ok(Message::Blocks { .. })) {
+                answers += 1;
+            }
+        }
+    })
+    .await;
+    let took = t0.elapsed().as_secs_f64();
+    flood.abort();
+    let request_cap = cfg.serve_burst_requests as f64 + cfg.serve_requests_per_s as f64 * took;
+    let byte_cap = cfg.serve_burst_bytes as f64
+        + cfg.serve_bytes_per_s as f64 * took
+        + p2p_dataplane::MAX_FRAME_BYTES as f64;
+    assert!(answers >= 1, "served at first");
+    assert!(
+        answers as f64 <= request_cap,
+        "{answers} answers in {took:.2}s > {request_cap}"
+    );
+    assert!(
+        bytes as f64 <= byte_cap,
+        "{bytes} bytes in {took:.2}s > {byte_cap}"
+    );
+    assert_eq!(
+        server.dp.is_banned(IpAddr::V4(src)),
+        strict,
+        "banned in strict mode only"
+    );
+    assert_eq!(refused(src, to).await, strict);
+    assert!(!server.dp.is_banned(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_blocks_flood_is_budgeted_then_dropped_relaxed() {
+    get_blocks_flood_round(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_blocks_flood_is_budgeted_then_banned_strict() {
+    get_blocks_flood_round(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_syncer_over_budget_is_slowed_not_dropped() {
+    let mut cfg = config("127.0.0.1:0".parse().unwrap(), true);
+    cfg.serve_requests_per_s = 10;
+    cfg.serve_burst_requests = 2;
+    let server = start_with(1, cfg).await;
+    for _ in 0..20 {
+        server.chain.mine_next(key(9).address(), vec![]);
+    }
+    let client = start(2, false).await;
+    within(client.dp.connect(server.addr(), None))
+        .await
+        .unwrap();
+    // One request at a time, as sync does: 20 of them, 2 in the burst, then 10/s.
+    let t = Instant::now();
+    for h in 0..20 {
+        let b = within(client.dp.fetch_blocks(server.id(), h, 1))
+            .await
+            .unwrap();
+        assert_eq!(b.len(), 1);
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(1_500),
+        "slowed to the budget"
+    );
+    assert_eq!(server.dp.status().connected_peers, 1, "never dropped");
+    let st = server.dp.peers()[0].stats;
+    assert_eq!(st.requests_served, 20);
+    assert!(st.requests_deferred >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_over_the_per_peer_rate_are_ignored() {
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
+    cfg.txs_per_s = 1;
+    cfg.txs_burst = 10;
+    let server = start_with(1, cfg).await;
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr().port());
+    let mut f = handshaken(Ipv4Addr::new(127, 0, 0, 21), to, &key(71), NET.magic()).await;
+    let txs: Vec<Transaction> = (0..50u8).map(tx).collect();
+    for t in &txs {
+        f.send(Message::NewTx(t.clone()).to_frame().unwrap())
+            .await
+            .unwrap();
+    }
+    eventually("every tx read", || {
+        server
+            .dp
+            .peers()
+            .first()
+            .is_some_and(|p| p.stats.txs_in + p.stats.txs_ignored == 50)
+    })
+    .await;
+    let admitted = txs.iter().filter(|t| server.chain.has_tx(&t.id())).count();
+    assert!((10..=12).contains(&admitted), "admitted {admitted}");
+    assert_eq!(
+        server.dp.status().connected_peers,
+        1,
+        "ignored, not dropped"
+    );
 }
 
 #[tokio::test]

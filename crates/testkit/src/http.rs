@@ -13,6 +13,20 @@ pub struct HttpAnswer {
     pub status: u16,
     /// Body bytes (de-chunked).
     pub body: Vec<u8>,
+    /// The response head (status line and headers), as text.
+    pub head: String,
+}
+
+impl HttpAnswer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
 }
 
 fn request(
@@ -51,7 +65,7 @@ fn request(
     {
         body = dechunk(&body);
     }
-    Ok(HttpAnswer { status, body })
+    Ok(HttpAnswer { status, body, head })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {

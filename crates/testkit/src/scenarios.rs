@@ -9,9 +9,14 @@ use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
 mod faults;
+mod guard;
 pub use faults::{
     ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
     lying_anchor, partition_heal,
+};
+pub use guard::{
+    FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
+    guard_cell, idle_flood, min_replacement_fee,
 };
 
 /// How the data plane is set up in a cell.

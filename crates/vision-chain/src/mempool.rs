@@ -1,9 +1,23 @@
-//! The transaction pool: bounded, fee-ordered, nonce-aware.
+//! The transaction pool: bounded, fee-ordered, nonce-aware, with manners.
 //!
 //! Invariants: every pooled transaction has a valid signature for this network and a
 //! nonce at or above its sender's account nonce when it was admitted; the pool never
 //! holds more than `max_txs`; [`Mempool::select`] returns only sequences that apply
 //! cleanly to the state it is given.
+//!
+//! **Replacement step.** A transaction with the same sender and nonce as a pooled one
+//! replaces it only if its fee is at least [`Mempool::min_replacement_fee`]: the old
+//! fee plus the larger of a fixed increment ([`DEFAULT_REPLACEMENT_FEE_INCREMENT`],
+//! like Bitcoin Core's incremental relay fee for our fixed-size transactions) and a
+//! percentage of the old fee ([`DEFAULT_REPLACEMENT_FEE_BUMP_PERCENT`], like geth's
+//! price bump). So each replacement costs real fee, and a chain of them grows
+//! geometrically until the sender's balance stops it.
+//!
+//! **Per-sender admission rate.** [`Mempool::admit`] (the path for transactions from
+//! clients and peers) takes each admission, replacements included, from a token
+//! bucket per sender ([`DEFAULT_SENDER_ADMISSIONS_BURST`],
+//! [`DEFAULT_SENDER_ADMISSIONS_PER_S`]). The crate has no clock: the caller passes
+//! `now_ms`. [`Mempool::insert`] (re-admitting a reorg's transactions) is not rated.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -19,6 +33,20 @@ pub const DEFAULT_MAX_TXS: usize = 50_000;
 pub const DEFAULT_MIN_FEE: u64 = 1;
 /// Default: how far ahead of the account nonce a transaction may be.
 pub const DEFAULT_MAX_NONCE_GAP: u64 = 64;
+/// Default fixed part of the replacement step, in base units (10⁻⁸ coin): a
+/// replacement pays at least this much more than the transaction it replaces.
+pub const DEFAULT_REPLACEMENT_FEE_INCREMENT: u64 = 1_000;
+/// Default proportional part of the replacement step, in percent of the replaced
+/// fee (rounded up); the larger of the two parts applies.
+pub const DEFAULT_REPLACEMENT_FEE_BUMP_PERCENT: u64 = 10;
+/// Default burst of one sender's admissions, in transactions: a whole nonce window
+/// at once.
+pub const DEFAULT_SENDER_ADMISSIONS_BURST: u64 = DEFAULT_MAX_NONCE_GAP;
+/// Default sustained admissions per sender, in transactions per second.
+pub const DEFAULT_SENDER_ADMISSIONS_PER_S: u64 = 4;
+/// Most senders whose admission rate is remembered; senders whose bucket has
+/// refilled are forgotten first (forgetting them changes nothing).
+pub const SENDER_RATES_MAX: usize = 65_536;
 
 /// Pool limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +57,14 @@ pub struct MempoolConfig {
     pub min_fee: u64,
     /// Most a nonce may run ahead of the account's.
     pub max_nonce_gap: u64,
+    /// Fixed part of the replacement step, base units.
+    pub replacement_fee_increment: u64,
+    /// Proportional part of the replacement step, percent of the replaced fee.
+    pub replacement_fee_bump_percent: u64,
+    /// Burst of one sender's admissions through [`Mempool::admit`].
+    pub sender_admissions_burst: u64,
+    /// Sustained admissions per sender per second through [`Mempool::admit`].
+    pub sender_admissions_per_s: u64,
 }
 
 impl Default for MempoolConfig {
@@ -37,6 +73,10 @@ impl Default for MempoolConfig {
             max_txs: DEFAULT_MAX_TXS,
             min_fee: DEFAULT_MIN_FEE,
             max_nonce_gap: DEFAULT_MAX_NONCE_GAP,
+            replacement_fee_increment: DEFAULT_REPLACEMENT_FEE_INCREMENT,
+            replacement_fee_bump_percent: DEFAULT_REPLACEMENT_FEE_BUMP_PERCENT,
+            sender_admissions_burst: DEFAULT_SENDER_ADMISSIONS_BURST,
+            sender_admissions_per_s: DEFAULT_SENDER_ADMISSIONS_PER_S,
         }
     }
 }
@@ -76,15 +116,26 @@ pub enum MempoolError {
         /// Allowed gap.
         max_gap: u64,
     },
-    /// A pooled transaction with the same sender and nonce pays at least as much.
+    /// A pooled transaction with the same sender and nonce is not outbid by the
+    /// replacement step.
     #[error(
-        "a transaction with this nonce is pooled with fee {existing_fee}; a replacement must pay more than that, got {got}"
+        "a transaction with this nonce is pooled with fee {existing_fee}; a replacement must pay at least {min_fee}, got {got}"
     )]
-    ReplacementUnderpriced {
+    ReplacementFeeTooLow {
         /// Fee of the pooled one.
         existing_fee: u64,
+        /// Least fee a replacement must pay ([`Mempool::min_replacement_fee`]).
+        min_fee: u64,
         /// Offered.
         got: u64,
+    },
+    /// The sender used up its admission rate; try again after `retry_after_ms`.
+    #[error("sender {sender} is over its admission rate: retry in {retry_after_ms} ms")]
+    SenderRateLimited {
+        /// The sender.
+        sender: Address,
+        /// When a token is there again.
+        retry_after_ms: u64,
     },
     /// The sender cannot pay for it on top of its earlier pooled transactions.
     #[error(
@@ -124,6 +175,8 @@ pub struct Mempool {
     /// (fee, newest first, id): the first element is the eviction victim.
     by_fee: BTreeSet<(u64, Reverse<u64>, TxId)>,
     next_seq: u64,
+    /// Per-sender admission buckets: (milli-tokens, time of the last update in ms).
+    rates: HashMap<Address, (u64, u64)>,
 }
 
 impl Mempool {
@@ -136,7 +189,80 @@ impl Mempool {
             by_sender: HashMap::new(),
             by_fee: BTreeSet::new(),
             next_seq: 0,
+            rates: HashMap::new(),
         }
+    }
+
+    /// The least fee a transaction replacing one with fee `existing` must pay: the
+    /// old fee plus the larger of the fixed increment and the percentage (rounded up).
+    pub fn min_replacement_fee(&self, existing: u64) -> u64 {
+        let pct = existing
+            .saturating_mul(self.cfg.replacement_fee_bump_percent)
+            .div_ceil(100);
+        existing.saturating_add(pct.max(self.cfg.replacement_fee_increment))
+    }
+
+    /// A sender's admission tokens at `now_ms`, in milli-tokens.
+    fn sender_tokens(&self, from: &Address, now_ms: u64) -> u64 {
+        let full = self.cfg.sender_admissions_burst.saturating_mul(1_000);
+        match self.rates.get(from) {
+            None => full,
+            Some(&(milli, last)) => milli
+                .saturating_add(
+                    now_ms
+                        .saturating_sub(last)
+                        .saturating_mul(self.cfg.sender_admissions_per_s),
+                )
+                .min(full),
+        }
+    }
+
+    /// Admit a transaction from a client or a peer: like [`Mempool::insert`], and
+    /// within its sender's admission rate (every admission, replacements included,
+    /// takes a token; refusals take none). The same transaction again is
+    /// [`MempoolError::AlreadyKnown`], never rate limited.
+    pub fn admit(
+        &mut self,
+        tx: Transaction,
+        view: &impl AccountView,
+        now_ms: u64,
+    ) -> Result<TxId, MempoolError> {
+        let id = tx.id();
+        if self.by_id.contains_key(&id) {
+            return Err(MempoolError::AlreadyKnown(id));
+        }
+        let from = tx.from;
+        let tokens = self.sender_tokens(&from, now_ms);
+        if tokens < 1_000 {
+            let rate = self.cfg.sender_admissions_per_s.max(1);
+            return Err(MempoolError::SenderRateLimited {
+                sender: from,
+                retry_after_ms: (1_000 - tokens).div_ceil(rate),
+            });
+        }
+        let id = self.insert(tx, view)?;
+        if self.rates.len() >= SENDER_RATES_MAX && !self.rates.contains_key(&from) {
+            let full = self.cfg.sender_admissions_burst.saturating_mul(1_000);
+            let cfg = self.cfg;
+            self.rates.retain(|_, (milli, last)| {
+                milli.saturating_add(
+                    now_ms
+                        .saturating_sub(*last)
+                        .saturating_mul(cfg.sender_admissions_per_s),
+                ) < full
+            });
+            if self.rates.len() >= SENDER_RATES_MAX
+                && let Some(stalest) = self
+                    .rates
+                    .iter()
+                    .min_by_key(|(_, (_, last))| *last)
+                    .map(|(a, _)| *a)
+            {
+                self.rates.remove(&stalest);
+            }
+        }
+        self.rates.insert(from, (tokens - 1_000, now_ms));
+        Ok(id)
     }
 
     /// Number of pooled transactions.
@@ -210,13 +336,15 @@ impl Mempool {
         let replaced = queue
             .and_then(|q| q.get(&tx.nonce))
             .map(|e| (e.id, e.tx.fee));
-        if let Some((_, existing_fee)) = replaced
-            && tx.fee <= existing_fee
-        {
-            return Err(MempoolError::ReplacementUnderpriced {
-                existing_fee,
-                got: tx.fee,
-            });
+        if let Some((_, existing_fee)) = replaced {
+            let min_fee = self.min_replacement_fee(existing_fee);
+            if tx.fee < min_fee {
+                return Err(MempoolError::ReplacementFeeTooLow {
+                    existing_fee,
+                    min_fee,
+                    got: tx.fee,
+                });
+            }
         }
         let earlier: u64 = queue
             .map(|q| {
@@ -389,7 +517,7 @@ mod tests {
         let net = Network::Regtest;
         let a = key(1);
         let to = key(9).address();
-        let view = funded(&[&a], 100);
+        let view = funded(&[&a], 10_000);
         let mut mp = Mempool::new(net, MempoolConfig::default());
         let t0 = Transaction::new_signed(&a, net, to, 10, 5, 0);
         mp.insert(t0.clone(), &view).unwrap();
@@ -400,7 +528,7 @@ mod tests {
         let low = Transaction::new_signed(&a, net, to, 10, 5, 0);
         assert!(matches!(
             mp.insert(Transaction { amount: 11, ..low }, &view),
-            Err(MempoolError::ReplacementUnderpriced { .. })
+            Err(MempoolError::ReplacementFeeTooLow { .. })
         ));
         let zero = Transaction::new_signed(&a, net, to, 10, 0, 1);
         assert!(matches!(
@@ -412,21 +540,103 @@ mod tests {
             mp.insert(far, &view),
             Err(MempoolError::NonceGap { .. })
         ));
-        let too_much = Transaction::new_signed(&a, net, to, 90, 1, 1);
+        let too_much = Transaction::new_signed(&a, net, to, 9_990, 1, 1);
         assert!(matches!(
             mp.insert(too_much, &view),
-            Err(MempoolError::InsufficientFunds { needed: 106, .. })
+            Err(MempoolError::InsufficientFunds { needed: 10_006, .. })
         ));
         let other_net = Transaction::new_signed(&a, Network::Mainnet, to, 1, 1, 1);
         assert_eq!(
             mp.insert(other_net, &view),
             Err(MempoolError::InvalidSignature)
         );
-        // replacement with a higher fee wins
-        let better = Transaction::new_signed(&a, net, to, 10, 6, 0);
+        // replacement with a fee at the step wins
+        let better =
+            Transaction::new_signed(&a, net, to, 10, 5 + DEFAULT_REPLACEMENT_FEE_INCREMENT, 0);
         mp.insert(better.clone(), &view).unwrap();
         assert_eq!(mp.len(), 1);
         assert_eq!(mp.select(&view, 10), vec![better]);
+    }
+
+    #[test]
+    fn replacement_needs_the_fee_step() {
+        let net = Network::Regtest;
+        let a = key(1);
+        let to = key(9).address();
+        let view = funded(&[&a], 1_000_000_000);
+        let mut mp = Mempool::new(net, MempoolConfig::default());
+        // The fixed increment binds for small fees, the percentage for large ones.
+        assert_eq!(
+            mp.min_replacement_fee(5),
+            5 + DEFAULT_REPLACEMENT_FEE_INCREMENT
+        );
+        assert_eq!(mp.min_replacement_fee(100_000), 110_000);
+        assert_eq!(mp.min_replacement_fee(100_001), 110_002);
+        assert_eq!(mp.min_replacement_fee(u64::MAX), u64::MAX);
+        mp.insert(Transaction::new_signed(&a, net, to, 10, 100_000, 0), &view)
+            .unwrap();
+        // +1 is refused, naming the minimum; so is anything below the step.
+        for fee in [100_001, 109_999] {
+            assert_eq!(
+                mp.insert(Transaction::new_signed(&a, net, to, 10, fee, 0), &view),
+                Err(MempoolError::ReplacementFeeTooLow {
+                    existing_fee: 100_000,
+                    min_fee: 110_000,
+                    got: fee
+                })
+            );
+        }
+        let ok = Transaction::new_signed(&a, net, to, 10, 110_000, 0);
+        mp.insert(ok.clone(), &view).unwrap();
+        assert_eq!(mp.list(10), vec![ok]);
+    }
+
+    #[test]
+    fn admissions_are_rated_per_sender() {
+        let net = Network::Regtest;
+        let (a, b) = (key(1), key(2));
+        let to = key(9).address();
+        let view = funded(&[&a, &b], 1_000_000_000);
+        let cfg = MempoolConfig {
+            sender_admissions_burst: 3,
+            sender_admissions_per_s: 2,
+            ..Default::default()
+        };
+        let mut mp = Mempool::new(net, cfg);
+        let t = |k: &SecretKey, nonce| Transaction::new_signed(k, net, to, 1, 10, nonce);
+        for n in 0..3 {
+            mp.admit(t(&a, n), &view, 1_000).unwrap();
+        }
+        assert_eq!(
+            mp.admit(t(&a, 3), &view, 1_000),
+            Err(MempoolError::SenderRateLimited {
+                sender: a.address(),
+                retry_after_ms: 500
+            })
+        );
+        // The same transaction again is known, not limited.
+        assert!(matches!(
+            mp.admit(t(&a, 0), &view, 1_000),
+            Err(MempoolError::AlreadyKnown(_))
+        ));
+        // Another sender is not affected.
+        mp.admit(t(&b, 0), &view, 1_000).unwrap();
+        // Half a second later one more token is there; replacements take one too.
+        mp.admit(t(&a, 3), &view, 1_500).unwrap();
+        let bump =
+            Transaction::new_signed(&a, net, to, 1, 10 + DEFAULT_REPLACEMENT_FEE_INCREMENT, 3);
+        assert!(matches!(
+            mp.admit(bump.clone(), &view, 1_500),
+            Err(MempoolError::SenderRateLimited { .. })
+        ));
+        mp.admit(bump, &view, 2_000).unwrap();
+        // A refusal takes no token.
+        let zero_fee = Transaction::new_signed(&a, net, to, 1, 0, 4);
+        assert!(matches!(
+            mp.admit(zero_fee, &view, 2_500),
+            Err(MempoolError::FeeTooLow { .. })
+        ));
+        mp.admit(t(&a, 4), &view, 2_500).unwrap();
     }
 
     #[test]
@@ -461,5 +671,53 @@ mod tests {
         assert_eq!(mp.len(), 3);
         let fees: Vec<u64> = mp.select(&view, 10).iter().map(|t| t.fee).collect();
         assert_eq!(fees, vec![50, 12, 11]);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::keys::SecretKey;
+    use crate::state::Account;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a sender submits and whenever, its admissions over the run stay
+        /// within burst + rate × time, and every replacement paid at least the step
+        /// over the fee it replaced.
+        #[test]
+        fn admissions_within_rate_and_replacements_pay_the_step(
+            steps in proptest::collection::vec((0u64..400, 0u64..4, 1u64..200_000), 1..200),
+        ) {
+            let net = Network::Regtest;
+            let a = SecretKey::from_seed(&[1; 32]);
+            let to = SecretKey::from_seed(&[9; 32]).address();
+            let view: HashMap<Address, Account> =
+                [(a.address(), Account { balance: u64::MAX / 4, nonce: 0 })].into();
+            let cfg = MempoolConfig {
+                sender_admissions_burst: 5,
+                sender_admissions_per_s: 3,
+                ..Default::default()
+            };
+            let mut mp = Mempool::new(net, cfg);
+            let mut now = 0u64;
+            let mut admitted = 0u64;
+            let mut fees: HashMap<u64, u64> = HashMap::new();
+            for (gap_ms, nonce, fee) in steps {
+                now += gap_ms;
+                let before = fees.get(&nonce).copied();
+                let r = mp.admit(Transaction::new_signed(&a, net, to, 1, fee, nonce), &view, now);
+                if r.is_ok() {
+                    admitted += 1;
+                    if let Some(old) = before {
+                        prop_assert!(fee >= mp.min_replacement_fee(old));
+                        prop_assert!(fee > old);
+                    }
+                    fees.insert(nonce, fee);
+                }
+                prop_assert!(admitted * 1_000 <= 5_000 + 3 * now);
+                prop_assert!(mp.len() <= 4);
+            }
+        }
     }
 }

@@ -83,7 +83,7 @@ pub struct SyncStatus {
 /// `miner` in the status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MinerStatus {
-    /// `stopped_by_user`, `paused_unsynced`, `paused_no_backbone`, `paused_min_peers` or `running`.
+    /// `stopped_by_user`, `paused_unsynced`, `paused_no_backbone`, `paused_min_peers`, `paused_store_error` (the chain store is down) or `running`.
     pub state: String,
     /// Lag the miner last decided on.
     pub lag: u64,
