@@ -480,6 +480,7 @@ impl NodeShared {
             blocks_found: m.blocks_found,
             mempool_txs: self.core.mempool_len(),
             exchange_ready: Self::exchange_ok(&v),
+            ..Default::default()
         });
         bytes_response(
             StatusCode::OK,

@@ -21,9 +21,7 @@ mod claims;
 mod progress;
 
 pub use claims::{ClaimTracker, ClaimVerdict, MAX_TRACKED_CLAIMS};
-pub use progress::{
-    Progress, RATE_SAMPLE_SPACING_MS, RATE_SAMPLES_MAX, RATE_WINDOW_MS, SyncRate,
-};
+pub use progress::{Progress, RATE_SAMPLE_SPACING_MS, RATE_SAMPLES_MAX, RATE_WINDOW_MS, SyncRate};
 pub use vision_wire::TipSource;
 
 /// The largest lag at which a node counts as caught up (exchange ready, `/readyz`).

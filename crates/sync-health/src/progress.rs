@@ -119,7 +119,11 @@ mod tests {
         let p = r.progress(1_999, 2_000);
         assert_eq!(p.progress, 1.0, "lag 1 is caught up");
         assert_eq!(p.eta_s, Some(0));
-        assert_eq!(r.progress(5, 0).progress, 1.0, "no known tip: nothing to do");
+        assert_eq!(
+            r.progress(5, 0).progress,
+            1.0,
+            "no known tip: nothing to do"
+        );
     }
 
     #[test]
