@@ -208,6 +208,11 @@ impl Core {
                 );
             }
         }
+        self.metrics.block_imported(
+            origin.as_str(),
+            matches!(outcome, AcceptOutcome::Reorganized(_)),
+            now_ms() as f64 / 1000.0,
+        );
         if outcome.tip_changed() {
             self.after_tip_change(&outcome)?;
         }

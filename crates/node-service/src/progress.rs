@@ -90,7 +90,9 @@ pub async fn run_progress_loop(
                 tracing::info!("{} (catching up)", progress_line(height, tip, &p));
             }
             (true, Some(_)) => {
-                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_millis(SYNC_LOG_INTERVAL_MS)) {
+                if last_log
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(SYNC_LOG_INTERVAL_MS))
+                {
                     last_log = Some(Instant::now());
                     tracing::info!("{}", progress_line(height, tip, &p));
                 }
