@@ -238,9 +238,14 @@ fn anchors_fail_over_while_a_blackhole_and_a_wrong_network_anchor_are_ignored() 
         )
     })
     .unwrap();
-    // /api/health names every anchor with its own last error.
+    // /api/health names every anchor with its own last error, and one dead anchor
+    // while another serves is "degraded": HTTP 206.
     wait_until("per-anchor health", MINUTE, || {
-        let h = get_json(c.nodes[mi].addr(), "/api/health")?;
+        let a = testkit::get(c.nodes[mi].addr(), "/api/health")?;
+        if a.status != 206 {
+            return Ok(false);
+        }
+        let h: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
         let sub = &h["subsystems"];
         let hole_err = sub[format!("anchor {hole}")]["detail"]
             .as_str()
