@@ -317,6 +317,7 @@ impl NodeShared {
                 sync_eta_s: v.sync.eta_s,
                 best_anchor,
                 backbone_latency_ms,
+                p2p_guard: self.net.data_plane().guard_counters(),
             },
             accept,
         );
