@@ -27,6 +27,7 @@ pub mod p2p;
 pub mod progress;
 pub mod relay;
 pub mod shared;
+pub mod storage;
 pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};
