@@ -15,9 +15,11 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod core;
 pub mod datadir;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mining;
@@ -25,6 +27,7 @@ pub mod network;
 pub mod node;
 pub mod p2p;
 pub mod progress;
+pub mod ratelimit;
 pub mod relay;
 pub mod shared;
 pub mod storage;

@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod events;
 pub mod mempool_file;
 mod reindex;
 mod schema;
@@ -65,6 +66,7 @@ mod store;
 mod verify;
 
 pub use error::{FaultKind, StoreError};
+pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{

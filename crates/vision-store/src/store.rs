@@ -19,6 +19,7 @@ use vision_chain::{
 
 use crate::StoreError;
 use crate::error::FaultKind;
+use crate::events::{ChainEvent, EventsPage};
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
     META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
@@ -245,6 +246,7 @@ struct Tables<'t> {
     undo: Table<'t, &'static [u8; 32], &'static [u8]>,
     accounts: Table<'t, &'static [u8; 32], &'static [u8; 16]>,
     children: Table<'t, &'static [u8; 64], ()>,
+    events: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -257,6 +259,7 @@ impl<'t> Tables<'t> {
             undo: wtx.open_table(UNDO)?,
             accounts: wtx.open_table(ACCOUNTS)?,
             children: wtx.open_table(CHILDREN)?,
+            events: wtx.open_table(crate::events::EVENTS)?,
         })
     }
 
@@ -1088,6 +1091,11 @@ impl ChainStore {
                     source: e.into(),
                 });
             }
+            crate::events::append(
+                &mut t.meta,
+                &mut t.events,
+                &[ChainEvent::connected(*hash, block)],
+            )?;
             return Ok(Ok(AcceptOutcome::Extended {
                 height,
                 hash: *hash,
@@ -1118,8 +1126,14 @@ impl ChainStore {
 
         let mut disconnected = Vec::new();
         let mut reverted: Vec<Vec<Transaction>> = Vec::new();
+        // The log of this reorg: every removed block (tip first), then the branch.
+        let mut log = Vec::with_capacity(2 * branch.len() + 2);
         for h in (fork_height + 1..=tip.header.height).rev() {
             let (dh, dblock) = t.disconnect(h)?;
+            log.push(ChainEvent::Disconnected {
+                height: h,
+                hash: dh,
+            });
             disconnected.push(dh);
             reverted.push(dblock.txs);
         }
@@ -1147,6 +1161,7 @@ impl ChainStore {
                 bi.status = BlockStatus::Valid;
                 t.put_info(bh, &bi)?;
             }
+            log.push(ChainEvent::connected(*bh, &b));
             connected.push(*bh);
         }
         if let Err(e) = t.connect_new_tip(self.params, hash, block, info)? {
@@ -1155,6 +1170,8 @@ impl ChainStore {
                 source: e.into(),
             })));
         }
+        log.push(ChainEvent::connected(*hash, block));
+        crate::events::append(&mut t.meta, &mut t.events, &log)?;
         connected.push(*hash);
         Ok(Ok(AcceptOutcome::Reorganized(Reorg {
             fork_height,
@@ -1197,6 +1214,13 @@ impl ChainStore {
         }
         wtx.commit()?;
         Ok(())
+    }
+
+    /// Up to `limit` (at most [`crate::EVENTS_PAGE_MAX`]) chain events after sequence
+    /// number `after`, in order, with the log's bounds (see [`crate::events`]). One
+    /// read snapshot: never blocks a writer.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<EventsPage, StoreError> {
+        self.reading(|rtx| crate::events::read_after(rtx, after, limit))
     }
 
     /// The main chain's tip.
