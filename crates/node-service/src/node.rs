@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use miner_core::{EligibilityInputs, Miner, MinerConfig, MinerPorts};
-use sync_health::SourceLog;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vision_store::{ChainStore, StoreError};
@@ -23,6 +21,7 @@ use crate::mining::{NodeSink, NodeTemplates};
 use crate::network::{Net, spawn_loops};
 use crate::relay::Relay;
 use crate::shared::NodeShared;
+use crate::view::{View, ViewOwner};
 
 pub use crate::VERSION;
 pub use crate::api::SEED_PEERS_LIMIT_MAX;
@@ -132,18 +131,28 @@ impl Node {
             inputs: Arc::new(inputs),
         };
         let miner = Miner::spawn(MinerConfig::new(core.miner_address), ports)?;
+        let view = View::new(&core, &net, &miner);
         let shared = Arc::new(NodeShared {
             core: core.clone(),
             miner,
             net: net.clone(),
             relay,
+            view,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
             limiter: crate::ratelimit::RateLimiter::new(),
-            source_log: Mutex::new(SourceLog::default()),
-            status_cache: ArcSwapOption::empty(),
-            progress: Arc::new(crate::progress::SyncProgress::new()),
         });
         let _ = cell.set(Arc::downgrade(&shared));
+        // The view: refreshed by the importing thread right after a commit that
+        // moved the tip, and by its task on backbone changes and every tick.
+        {
+            let weak = Arc::downgrade(&shared);
+            let _ = core.tip_hook.set(Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.refresh_view();
+                }
+            }));
+        }
+        tokio::spawn(crate::view::run(Arc::downgrade(&shared), shutdown.clone()));
         // Node shutdown ends every event stream (and wakes every long poll), so the
         // server's graceful shutdown does not wait on them.
         {
@@ -177,13 +186,22 @@ impl Node {
         }
         spawn_loops(&core, &net, &shutdown);
         {
-            // [SYNC_HEALTH] progress while catching up; samples the height for the rate.
+            // [SYNC_HEALTH] progress while catching up, read from the published view.
             let weak = Arc::downgrade(&shared);
             tokio::spawn(crate::progress::run_progress_loop(
-                shared.progress.clone(),
-                move || match weak.upgrade() {
-                    Some(s) => (s.core.chain().height, s.net_view().sync.network_tip),
-                    None => (0, 0),
+                move || {
+                    let s = weak.upgrade()?;
+                    let p = s.view.load();
+                    let sync = &p.net.sync;
+                    Some((
+                        p.height,
+                        sync.network_tip,
+                        sync_health::Progress {
+                            progress: sync.progress,
+                            blocks_per_s: sync.blocks_per_s,
+                            eta_s: sync.eta_s,
+                        },
+                    ))
                 },
                 shutdown.clone(),
             ));

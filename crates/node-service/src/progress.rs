@@ -64,11 +64,11 @@ pub fn progress_line(height: u64, network_tip: u64, p: &Progress) -> String {
     )
 }
 
-/// Sample the height and log catch-ups until `shutdown`. `read` gives the local
-/// height and the network tip from the node's snapshots (cheap, no I/O).
+/// Log catch-ups until `shutdown`. `read` gives the local height, the network tip
+/// and the progress figures from the node's published view (cheap, no I/O), which
+/// samples the height for the rate itself; `None` once the node is gone.
 pub async fn run_progress_loop(
-    progress: std::sync::Arc<SyncProgress>,
-    read: impl Fn() -> (u64, u64) + Send + 'static,
+    read: impl Fn() -> Option<(u64, u64, Progress)> + Send + 'static,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(PROGRESS_SAMPLE_MS));
@@ -80,8 +80,9 @@ pub async fn run_progress_loop(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (height, tip) = read();
-        let p = progress.figures(height, tip);
+        let Some((height, tip, p)) = read() else {
+            return;
+        };
         let behind = tip.saturating_sub(height) > READY_LAG_MAX;
         match (behind, behind_since) {
             (true, None) => {
