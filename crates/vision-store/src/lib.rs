@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+mod index;
 pub mod mempool_file;
 mod reindex;
 mod schema;
@@ -65,6 +66,10 @@ mod store;
 mod verify;
 
 pub use error::{FaultKind, StoreError};
+pub use index::{
+    BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
+    REWARD_POSITION, TxLocation,
+};
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{

@@ -102,6 +102,16 @@ fn a_store_written_by_release_2_7_0_opens_migrated_with_its_chain_intact() {
         expected,
         "same chain, same state"
     );
+    // the migration to 3 built the txid and address indexes from the old chain
+    store.verify_indexes().expect("indexes built by the migration");
+    assert!(
+        !store
+            .address_history(&other, 100, None)
+            .expect("history")
+            .entries
+            .is_empty(),
+        "the transfers of the old chain are in the receiver's history"
+    );
     // and it keeps working: a new block on the old tip
     let tip = store.tip().expect("tip");
     let b = mine_on(&store, &tip.hash, miner, Vec::new());

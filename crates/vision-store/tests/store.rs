@@ -887,6 +887,10 @@ proptest! {
                 prop_assert_eq!(got[a], nodes[best].state.get(a).copied().unwrap_or_default());
             }
             prop_assert_eq!(store.account_count().unwrap(), nodes[best].state.len() as u64);
+            // The txid and address indexes follow every extend and reorg.
+            if let Err(e) = store.verify_indexes() {
+                prop_assert!(false, "indexes disagree with the chain: {e}");
+            }
         }
         // And a from-scratch replay of the stored main chain agrees.
         let replayed = replay_main_chain(&store);
@@ -1259,4 +1263,114 @@ fn a_full_disk_is_a_fault_that_a_reopen_clears_once_space_returns() {
     let store = ChainStore::open(&path, NET).unwrap();
     assert_eq!(store.tip().unwrap().height, accepted.len() as u64);
     replay_main_chain(&store);
+}
+
+// ---------------------------------------------------------------------------
+// the txid and address indexes
+
+fn history(store: &ChainStore, a: &Address) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.address_history(a, 2, after).unwrap();
+        out.extend(page.entries.iter().map(|e| (e.height, e.position)));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn indexes_find_transactions_and_history_and_follow_reorgs() {
+    use vision_store::{HistoryKind, REWARD_POSITION};
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let (ka, kb, kc) = (key(1), key(2), key(3));
+    let g = genesis_hash();
+    let a = extend(&store, g, ka.address(), 3);
+    let pay = transfer(&ka, kc.address(), 7_000, 0);
+    let a4 = mine_on(&store, &a[2].hash(), kb.address(), vec![pay.clone()]);
+    store.accept_block(&a4, NOW_MS).unwrap();
+    store.verify_indexes().unwrap();
+
+    let loc = store.transaction(&pay.id()).unwrap().expect("indexed");
+    assert_eq!(loc.tx, pay);
+    assert_eq!((loc.block_hash, loc.height, loc.position), (a4.hash(), 4, 0));
+    assert_eq!(loc.confirmations(), 1);
+    assert_eq!(loc.time_ms, a4.header.timestamp_ms);
+    let a5 = mine_on(&store, &a4.hash(), kb.address(), vec![]);
+    store.accept_block(&a5, NOW_MS).unwrap();
+    assert_eq!(store.transaction(&pay.id()).unwrap().unwrap().confirmations(), 2);
+    assert_eq!(store.transaction(&Hash32([9; 32])).unwrap(), None);
+
+    // History, newest first, across pages of two: ka's three rewards and its payment.
+    assert_eq!(
+        history(&store, &ka.address()),
+        vec![(4, 0), (3, REWARD_POSITION), (2, REWARD_POSITION), (1, REWARD_POSITION)]
+    );
+    assert_eq!(history(&store, &kc.address()), vec![(4, 0)]);
+    let page = store.address_history(&kb.address(), 10, None).unwrap();
+    assert_eq!(page.tip_height, 5);
+    assert!(page.next.is_none());
+    let fees = pay.fee;
+    match &page.entries[1].kind {
+        HistoryKind::Reward { amount } => {
+            assert_eq!(*amount, NET.params().block_reward + fees, "reward includes the fees")
+        }
+        other => panic!("expected a reward, got {other:?}"),
+    }
+    match &store.address_history(&kc.address(), 10, None).unwrap().entries[0].kind {
+        HistoryKind::Tx { txid, tx } => assert_eq!((txid, tx), (&pay.id(), &pay)),
+        other => panic!("expected the payment, got {other:?}"),
+    }
+    // A cursor is stable: a new block on top does not shift the older pages.
+    let first = store.address_history(&ka.address(), 2, None).unwrap();
+    let a6 = mine_on(&store, &a5.hash(), ka.address(), vec![]);
+    store.accept_block(&a6, NOW_MS).unwrap();
+    let second = store.address_history(&ka.address(), 2, first.next).unwrap();
+    assert_eq!(
+        second.entries.iter().map(|e| e.height).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+
+    // A heavier branch from a[2] without the payment: it leaves both indexes.
+    let b = extend(&store, a[2].hash(), kc.address(), 4);
+    assert_eq!(store.tip().unwrap().hash, b[3].hash());
+    store.verify_indexes().unwrap();
+    assert_eq!(store.transaction(&pay.id()).unwrap(), None);
+    assert_eq!(history(&store, &kc.address()).len(), 4, "kc's four rewards only");
+    assert!(history(&store, &kb.address()).is_empty());
+    // The same payment in a block of the new branch: found there.
+    let b5 = mine_on(&store, &b[3].hash(), kc.address(), vec![pay.clone()]);
+    store.accept_block(&b5, NOW_MS).unwrap();
+    let loc = store.transaction(&pay.id()).unwrap().unwrap();
+    assert_eq!((loc.block_hash, loc.height), (b5.hash(), 8));
+    store.verify_indexes().unwrap();
+}
+
+#[test]
+fn a_store_created_without_indexes_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let opts = OpenOptions {
+        indexes: false,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &opts).unwrap();
+    let ka = key(1);
+    extend(&store, genesis_hash(), ka.address(), 2);
+    assert!(!store.indexes_enabled().unwrap());
+    assert!(matches!(
+        store.transaction(&Hash32([1; 32])),
+        Err(StoreError::NoIndex)
+    ));
+    assert!(matches!(
+        store.address_history(&ka.address(), 10, None),
+        Err(StoreError::NoIndex)
+    ));
+    drop(store);
+    // reopened with the default options it keeps what it was created with
+    let store = ChainStore::open(&path, NET).unwrap();
+    assert!(!store.indexes_enabled().unwrap());
+    assert_eq!(store.tip().unwrap().height, 2);
 }
