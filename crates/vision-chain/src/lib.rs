@@ -50,7 +50,7 @@ pub use hash::{Hash32, HexError};
 pub use keys::{Address, KeyError, SecretKey, Signature};
 pub use mempool::{Mempool, MempoolConfig, MempoolError};
 pub use params::{ChainParams, Network, UnknownNetwork};
-pub use state::{Account, AccountView, BlockUndo, StateDelta, StateError, apply_block};
+pub use state::{Account, AccountView, BlockUndo, Reward, StateDelta, StateError, apply_block};
 pub use template::{build_block, solve};
 pub use tx::{Transaction, TxId, verify_batch};
 pub use u256::U256;

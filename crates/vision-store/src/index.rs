@@ -24,10 +24,8 @@ use vision_chain::{Address, Block, ChainParams, HEADER_SIZE, Hash32, Transaction
 
 use crate::StoreError;
 
-pub(crate) const TX_INDEX: TableDefinition<&[u8; 32], &[u8; 36]> =
-    TableDefinition::new("tx_index");
-pub(crate) const ADDR_INDEX: TableDefinition<&[u8; 44], &[u8]> =
-    TableDefinition::new("addr_index");
+pub(crate) const TX_INDEX: TableDefinition<&[u8; 32], &[u8; 36]> = TableDefinition::new("tx_index");
+pub(crate) const ADDR_INDEX: TableDefinition<&[u8; 44], &[u8]> = TableDefinition::new("addr_index");
 
 /// The position a block reward takes in the address index.
 pub const REWARD_POSITION: u32 = u32::MAX;
@@ -62,7 +60,8 @@ impl FromStr for HistoryCursor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadCursor(s.chars().take(64).collect());
         let (h, p) = s.split_once('.').ok_or_else(bad)?;
-        let digits = |x: &str| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |x: &str| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit());
         if !digits(h) || !digits(p) {
             return Err(bad());
         }
@@ -224,8 +223,10 @@ impl IndexTables<'_> {
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;
             self.tx.insert(&tx.id().0, &tx_value(hash, pos))?;
-            self.addr.insert(&addr_key(&tx.from, height, pos), [].as_slice())?;
-            self.addr.insert(&addr_key(&tx.to, height, pos), [].as_slice())?;
+            self.addr
+                .insert(&addr_key(&tx.from, height, pos), [].as_slice())?;
+            self.addr
+                .insert(&addr_key(&tx.to, height, pos), [].as_slice())?;
         }
         if height > 0 {
             let amount = reward_amount(params, block_fees(block));
@@ -250,38 +251,6 @@ impl IndexTables<'_> {
             .remove(&addr_key(&block.miner, height, REWARD_POSITION))?;
         Ok(())
     }
-}
-
-/// Migration 2 → 3: mark the store indexed and index every main-chain block, in
-/// the open's write transaction.
-pub(crate) fn build_from_main_chain(wtx: &redb::WriteTransaction) -> Result<(), StoreError> {
-    use crate::schema::{BLOCKS, MAIN, META, META_INDEXED, META_NETWORK, get_meta};
-    let magic = get_meta(&wtx.open_table(META)?, META_NETWORK)?
-        .and_then(|m| <[u8; 4]>::try_from(m.as_slice()).ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(|| StoreError::Corrupt("meta network_magic".to_string()))?;
-    let network = vision_chain::Network::from_magic(magic)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown network magic {magic:#x}")))?;
-    let params = network.params();
-    let main = wtx.open_table(MAIN)?;
-    let blocks = wtx.open_table(BLOCKS)?;
-    let mut ix = IndexTables {
-        tx: wtx.open_table(TX_INDEX)?,
-        addr: wtx.open_table(ADDR_INDEX)?,
-    };
-    for item in main.iter()? {
-        let (_, h) = item?;
-        let hash = Hash32(*h.value());
-        let raw = blocks
-            .get(&hash.0)?
-            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-        let block = Block::decode(raw.value())
-            .map_err(|e| StoreError::Corrupt(format!("block {hash}: {e}")))?;
-        ix.add(params, &hash, &block)?;
-    }
-    wtx.open_table(META)?
-        .insert(META_INDEXED, [1u8].as_slice())?;
-    Ok(())
 }
 
 /// Check both indexes against the main chain (`blocks`: the main chain's blocks in

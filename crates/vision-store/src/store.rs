@@ -13,8 +13,8 @@ use redb::{
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
-    Network, ParentContext, StateDelta, StateError, Transaction, TxId, U256, apply_block, check_body,
-    check_header, work_for_target,
+    Network, ParentContext, Reward, StateDelta, StateError, Transaction, TxId, U256, apply_block,
+    check_body, check_header, work_for_target,
 };
 
 use crate::StoreError;
@@ -25,10 +25,10 @@ use crate::index::{
     tx_in_block_bytes,
 };
 use crate::schema::{
-    ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
-    META_INDEXED, META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
-    SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key, decode_account, get_account, get_info,
-    get_meta, meta_hash, meta_u64, require_info,
+    ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_INDEXED,
+    META_NETWORK, META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS,
+    REWARDS, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key,
+    decode_account, get_account, get_info, get_meta, meta_hash, meta_u64, require_info,
 };
 use crate::verify;
 
@@ -54,6 +54,17 @@ pub struct TipInfo {
     pub cumulative_work: U256,
     /// The tip's header.
     pub header: BlockHeader,
+}
+
+/// An account with its immature rewards ([`ChainStore::balance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// The account at the tip: `balance` is what it can spend.
+    pub account: Account,
+    /// Rewards it mined that have not matured yet (not in `account.balance`).
+    pub immature: u64,
+    /// Height of the tip it was read at.
+    pub tip_height: u64,
 }
 
 /// An owned snapshot of what building a child of a block needs: its hash, its header
@@ -249,6 +260,7 @@ struct Tables<'t> {
     undo: Table<'t, &'static [u8; 32], &'static [u8]>,
     accounts: Table<'t, &'static [u8; 32], &'static [u8; 16]>,
     children: Table<'t, &'static [u8; 64], ()>,
+    rewards: Table<'t, u64, &'static [u8; 40]>,
     /// `None` in a store created without indexes.
     index: Option<IndexTables<'t>>,
 }
@@ -272,6 +284,7 @@ impl<'t> Tables<'t> {
             undo: wtx.open_table(UNDO)?,
             accounts: wtx.open_table(ACCOUNTS)?,
             children: wtx.open_table(CHILDREN)?,
+            rewards: wtx.open_table(REWARDS)?,
             index,
         })
     }
@@ -314,10 +327,19 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// The accounts `block` touches, read in one sorted pass; absent ones are left
-    /// out (the view reads them as default).
-    fn prefetch(&self, block: &Block) -> Result<HashMap<Address, Account>, StoreError> {
-        let addrs = block.touched_addresses();
+    /// The accounts `block` touches (and the miner of the reward it matures), read
+    /// in one sorted pass; absent ones are left out (the view reads them as default).
+    fn prefetch(
+        &self,
+        block: &Block,
+        matured: Option<&Reward>,
+    ) -> Result<HashMap<Address, Account>, StoreError> {
+        let mut addrs = block.touched_addresses();
+        if let Some(m) = matured
+            && let Err(at) = addrs.binary_search(&m.miner)
+        {
+            addrs.insert(at, m.miner);
+        }
         let mut view = HashMap::with_capacity(addrs.len());
         for a in addrs {
             if let Some(v) = self.accounts.get(&a.0)? {
@@ -335,8 +357,12 @@ impl<'t> Tables<'t> {
         hash: &Hash32,
         block: &Block,
     ) -> Result<Result<(), StateError>, StoreError> {
-        let view = self.prefetch(block)?;
-        let delta: StateDelta = match apply_block(params, &view, block) {
+        let matured = match params.matured_reward_height(block.header.height) {
+            Some(h) => Some(reward_at(&self.rewards, h)?),
+            None => None,
+        };
+        let view = self.prefetch(block, matured.as_ref())?;
+        let delta: StateDelta = match apply_block(params, &view, block, matured.as_ref()) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
@@ -345,6 +371,8 @@ impl<'t> Tables<'t> {
         }
         self.undo.insert(&hash.0, delta.undo.encode().as_slice())?;
         self.main.insert(block.header.height, &hash.0)?;
+        self.rewards
+            .insert(block.header.height, &delta.reward.encode())?;
         if let Some(ix) = &mut self.index {
             ix.add(params, hash, block)?;
         }
@@ -370,6 +398,7 @@ impl<'t> Tables<'t> {
         for (a, acc) in &undo.prev {
             self.set_account(a, acc)?;
         }
+        self.rewards.remove(height)?;
         let block = self.load_block(&hash)?;
         if let Some(ix) = &mut self.index {
             ix.remove(&block)?;
@@ -755,6 +784,57 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Migration 2 → 3: derive the account state, undo data and rewards again by
+/// replaying the main chain under reward maturity, building the txid and address
+/// indexes on the way, in the open's write transaction. A chain that spends a
+/// reward before it matures cannot be migrated (it is invalid under this release's
+/// rules): the error says so and the file is left as it was.
+pub(crate) fn replay_under_maturity(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    let magic = get_meta(&wtx.open_table(META)?, META_NETWORK)?
+        .and_then(|m| <[u8; 4]>::try_from(m.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| StoreError::Corrupt("meta network_magic".to_string()))?;
+    let params = Network::from_magic(magic)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown network magic {magic:#x}")))?
+        .params();
+    wtx.delete_table(ACCOUNTS)?;
+    wtx.delete_table(UNDO)?;
+    wtx.delete_table(REWARDS)?;
+    wtx.delete_table(TX_INDEX)?;
+    wtx.delete_table(ADDR_INDEX)?;
+    wtx.open_table(META)?
+        .insert(META_INDEXED, [1u8].as_slice())?;
+    let mut t = Tables::open(wtx)?;
+    let hashes: Vec<Hash32> = t
+        .main
+        .range(1..)?
+        .map(|item| item.map(|(_, h)| Hash32(*h.value())))
+        .collect::<Result<_, _>>()?;
+    for hash in hashes {
+        let block = t.load_block(&hash)?;
+        if let Err(e) = t.connect(params, &hash, &block)? {
+            return Err(StoreError::Corrupt(format!(
+                "main-chain block {hash} at height {} is invalid under reward maturity ({e}): \
+                 this chain was built under the old rules; move the file away and sync anew",
+                block.header.height
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The recorded reward of the main-chain block at `height`.
+pub(crate) fn reward_at<T>(t: &T, height: u64) -> Result<Reward, StoreError>
+where
+    T: ReadableTable<u64, &'static [u8; 40]> + ?Sized,
+{
+    let v = t.get(height)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("no reward recorded for main-chain height {height}"))
+    })?;
+    Reward::decode(v.value())
+        .map_err(|e| StoreError::Corrupt(format!("reward at height {height}: {e}")))
+}
+
 /// Does the store keep the txid and address indexes (`meta.indexes`)?
 pub(crate) fn indexes_on<T>(meta: &T) -> Result<bool, StoreError>
 where
@@ -769,12 +849,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Write genesis into a database without tables, then check its records: the one
 /// start of every open.
-fn init_db(
-    db: &Database,
-    network: Network,
-    path: &Path,
-    indexes: bool,
-) -> Result<(), StoreError> {
+fn init_db(db: &Database, network: Network, path: &Path, indexes: bool) -> Result<(), StoreError> {
     let rtx = db.begin_read()?;
     let any_table = rtx.list_tables()?.next().is_some();
     let has_meta = match rtx.open_table(META) {
@@ -1416,6 +1491,33 @@ impl ChainStore {
         self.reading(|rtx| Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.work)))
     }
 
+    /// An account at the tip and its immature rewards (rewards of the last
+    /// [`ChainParams::reward_maturity`] main-chain blocks it mined, not yet in its
+    /// balance), from one snapshot.
+    pub fn balance(&self, addr: &Address) -> Result<Balance, StoreError> {
+        let maturity = self.params.reward_maturity;
+        self.reading(|rtx| {
+            let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
+            let tip_height = require_info(&rtx.open_table(INFO)?, &tip)?.header.height;
+            let account = get_account(&rtx.open_table(ACCOUNTS)?, &addr.0)?;
+            let from = tip_height.saturating_sub(maturity.saturating_sub(1)).max(1);
+            let mut immature = 0u64;
+            for item in rtx.open_table(REWARDS)?.range(from..=tip_height)? {
+                let (_, v) = item?;
+                let r = Reward::decode(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("reward record: {e}")))?;
+                if r.miner == *addr {
+                    immature = immature.saturating_add(r.amount);
+                }
+            }
+            Ok(Balance {
+                account,
+                immature,
+                tip_height,
+            })
+        })
+    }
+
     /// Does this store keep the txid and address indexes?
     pub fn indexes_enabled(&self) -> Result<bool, StoreError> {
         self.reading(|rtx| indexes_on(&rtx.open_table(META)?))
@@ -1498,11 +1600,14 @@ impl ChainStore {
                 let (k, v) = item?;
                 let (height, position) = split_addr_key(k.value());
                 if cached.as_ref().map(|c| c.0) != Some(height) {
-                    let hash = main.get(height)?.map(|h| Hash32(*h.value())).ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "address index names height {height}, beyond the main chain"
-                        ))
-                    })?;
+                    let hash = main
+                        .get(height)?
+                        .map(|h| Hash32(*h.value()))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "address index names height {height}, beyond the main chain"
+                            ))
+                        })?;
                     let time_ms = require_info(&info_t, &hash)?.header.timestamp_ms;
                     let bytes = if position == REWARD_POSITION {
                         Vec::new()

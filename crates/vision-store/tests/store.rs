@@ -58,12 +58,21 @@ fn genesis_then_extend() {
             hash: b1.hash()
         }
     );
-    let b2 = mine_on(
+    // b1's reward is immature at height 2: spending it there is refused.
+    let early = mine_on(
         &store,
         &b1.hash(),
         key(2).address(),
         vec![transfer(&miner, key(3).address(), 1000, 0)],
     );
+    assert!(matches!(
+        store.accept_block(&early, NOW_MS),
+        Err(StoreError::Invalid {
+            source: BlockError::State(StateError::InsufficientFunds { .. }),
+            ..
+        })
+    ));
+    let b2 = mine_on(&store, &b1.hash(), key(2).address(), vec![]);
     assert!(matches!(
         store.accept_block(&b2, NOW_MS).unwrap(),
         AcceptOutcome::Extended { height: 2, .. }
@@ -79,19 +88,11 @@ fn genesis_then_extend() {
             .unwrap()
             .saturating_add(work_for_target(&b2.header.target))
     );
-    let reward = NET.params().block_reward;
     assert_eq!(
-        store.account(&miner.address()).unwrap(),
-        Account {
-            balance: reward - 1001,
-            nonce: 1
-        }
+        store.account_count().unwrap(),
+        0,
+        "both rewards are immature: no account holds anything yet"
     );
-    assert_eq!(
-        store.account(&key(2).address()).unwrap().balance,
-        reward + 1
-    );
-    assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
 
     // reads
     assert_eq!(store.block(&b2.hash()).unwrap().unwrap(), b2);
@@ -124,11 +125,43 @@ fn genesis_then_extend() {
             NET.params().genesis_timestamp_ms
         ]
     );
+
+    // b3 matures b1's reward before its transactions: the transfer spends it.
+    let b3 = mine_on(
+        &store,
+        &b2.hash(),
+        key(4).address(),
+        vec![transfer(&miner, key(3).address(), 1000, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&b3, NOW_MS).unwrap(),
+        AcceptOutcome::Extended { height: 3, .. }
+    ));
+    let reward = NET.params().block_reward;
+    assert_eq!(
+        store.account(&miner.address()).unwrap(),
+        Account {
+            balance: reward - 1001,
+            nonce: 1
+        }
+    );
+    assert_eq!(store.account(&key(2).address()).unwrap().balance, 0);
+    assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
+    // key(2)'s reward of b2 and key(4)'s of b3 are immature; b1's has matured.
+    let bal = store.balance(&key(2).address()).unwrap();
+    assert_eq!((bal.account.balance, bal.immature, bal.tip_height), (0, reward, 3));
+    assert_eq!(store.balance(&key(4).address()).unwrap().immature, reward + 1);
+    assert_eq!(store.balance(&miner.address()).unwrap().immature, 0);
     let state = replay_main_chain(&store);
     assert_state(
         &store,
         &state,
-        &[miner.address(), key(2).address(), key(3).address()],
+        &[
+            miner.address(),
+            key(2).address(),
+            key(3).address(),
+            key(4).address(),
+        ],
     );
 }
 
@@ -193,7 +226,10 @@ fn side_chain_orphan_and_already_known() {
 fn invalid_blocks_change_nothing() {
     let store = ChainStore::open_in_memory(NET).unwrap();
     let alice = key(1);
-    let a1 = mine_on(&store, &genesis_hash(), alice.address(), vec![]);
+    let a0 = mine_on(&store, &genesis_hash(), alice.address(), vec![]);
+    store.accept_block(&a0, NOW_MS).unwrap();
+    // a second block, so that a block on it matures alice's reward (regtest: 2)
+    let a1 = mine_on(&store, &a0.hash(), key(5).address(), vec![]);
     store.accept_block(&a1, NOW_MS).unwrap();
     let addrs = [alice.address(), key(2).address(), key(3).address()];
     let before = snapshot(&store, &addrs);
@@ -287,7 +323,7 @@ fn invalid_blocks_change_nothing() {
     );
     assert!(matches!(
         store.accept_block(&good, NOW_MS).unwrap(),
-        AcceptOutcome::Extended { height: 2, .. }
+        AcceptOutcome::Extended { height: 3, .. }
     ));
 }
 
@@ -370,9 +406,12 @@ fn reorg_to_heavier_branch_and_back() {
     assert_eq!(store.tip().unwrap().hash, a45.hash());
     let state_back = replay_main_chain(&store);
     assert_state(&store, &state_back, &addrs);
-    // The undo data restored A's state exactly: A's state plus two rewards.
+    // The undo data restored A's state exactly: A's state plus the two rewards the
+    // two new blocks mature (those of a[1] and a3, whose fees ka also collects).
     let mut expected = state_a.clone();
-    expected.get_mut(&ka.address()).unwrap().balance += 2 * NET.params().block_reward;
+    let a3_fees: u64 = a3.txs.iter().map(|t| t.fee).sum();
+    expected.get_mut(&ka.address()).unwrap().balance +=
+        2 * NET.params().block_reward + a3_fees;
     assert_eq!(state_back, expected);
     assert_eq!(
         store.block_status(&b[3].hash()).unwrap(),
@@ -742,6 +781,8 @@ struct Node {
     parent: usize,
     valid: bool,
     state: HashMap<Address, Account>,
+    /// The rewards of its chain by height (genesis a placeholder).
+    rewards: Vec<vision_chain::Reward>,
     work: U256,
     timestamps: Vec<u64>,
 }
@@ -757,6 +798,7 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
         parent: usize::MAX,
         valid: true,
         state: HashMap::new(),
+        rewards: vec![no_reward()],
     }];
     for (i, o) in ops.iter().enumerate() {
         // Mostly build on recent blocks so that branches grow long enough to win.
@@ -793,8 +835,16 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
             txs,
             800 + o.jitter_ms * 32 + i as u64,
         );
-        let (valid, state) = match apply_block(params, &parent.state, &block) {
+        // (an invalid parent has no state: its children are invalid whatever they hold)
+        let m = if parent.valid {
+            matured(&parent.rewards, block.header.height)
+        } else {
+            None
+        };
+        let (valid, state, rewards) = match apply_block(params, &parent.state, &block, m.as_ref()) {
             Ok(d) if parent.valid => {
+                let mut rewards = parent.rewards.clone();
+                rewards.push(d.reward);
                 let mut s = parent.state.clone();
                 for (a, acc) in d.updates {
                     if acc == Account::default() {
@@ -803,9 +853,9 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
                         s.insert(a, acc);
                     }
                 }
-                (true, s)
+                (true, s, rewards)
             }
-            _ => (false, HashMap::new()),
+            _ => (false, HashMap::new(), Vec::new()),
         };
         let mut timestamps = vec![block.header.timestamp_ms];
         timestamps.extend(parent.timestamps.iter().take(10));
@@ -818,6 +868,7 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
             parent: p,
             valid,
             state,
+            rewards,
             work,
             timestamps,
         });
@@ -908,12 +959,13 @@ fn busy_store(path: &std::path::Path, n: usize) -> Vec<Address> {
     let mut addrs = vec![rich.address()];
     let mut parent = genesis_hash();
     for i in 0..n {
-        let txs = if i == 0 {
+        // rich's first reward matures in the third block (regtest maturity 2)
+        let txs = if i < 2 {
             vec![]
         } else {
             let to = key(100 + i as u32).address();
             addrs.push(to);
-            vec![transfer(&rich, to, 10 + i as u64, (i - 1) as u64)]
+            vec![transfer(&rich, to, 10 + i as u64, (i - 2) as u64)]
         };
         let b = mine_on(&store, &parent, rich.address(), txs);
         store.accept_block(&b, NOW_MS).unwrap();
@@ -1295,18 +1347,33 @@ fn indexes_find_transactions_and_history_and_follow_reorgs() {
 
     let loc = store.transaction(&pay.id()).unwrap().expect("indexed");
     assert_eq!(loc.tx, pay);
-    assert_eq!((loc.block_hash, loc.height, loc.position), (a4.hash(), 4, 0));
+    assert_eq!(
+        (loc.block_hash, loc.height, loc.position),
+        (a4.hash(), 4, 0)
+    );
     assert_eq!(loc.confirmations(), 1);
     assert_eq!(loc.time_ms, a4.header.timestamp_ms);
     let a5 = mine_on(&store, &a4.hash(), kb.address(), vec![]);
     store.accept_block(&a5, NOW_MS).unwrap();
-    assert_eq!(store.transaction(&pay.id()).unwrap().unwrap().confirmations(), 2);
+    assert_eq!(
+        store
+            .transaction(&pay.id())
+            .unwrap()
+            .unwrap()
+            .confirmations(),
+        2
+    );
     assert_eq!(store.transaction(&Hash32([9; 32])).unwrap(), None);
 
     // History, newest first, across pages of two: ka's three rewards and its payment.
     assert_eq!(
         history(&store, &ka.address()),
-        vec![(4, 0), (3, REWARD_POSITION), (2, REWARD_POSITION), (1, REWARD_POSITION)]
+        vec![
+            (4, 0),
+            (3, REWARD_POSITION),
+            (2, REWARD_POSITION),
+            (1, REWARD_POSITION)
+        ]
     );
     assert_eq!(history(&store, &kc.address()), vec![(4, 0)]);
     let page = store.address_history(&kb.address(), 10, None).unwrap();
@@ -1315,11 +1382,20 @@ fn indexes_find_transactions_and_history_and_follow_reorgs() {
     let fees = pay.fee;
     match &page.entries[1].kind {
         HistoryKind::Reward { amount } => {
-            assert_eq!(*amount, NET.params().block_reward + fees, "reward includes the fees")
+            assert_eq!(
+                *amount,
+                NET.params().block_reward + fees,
+                "reward includes the fees"
+            )
         }
         other => panic!("expected a reward, got {other:?}"),
     }
-    match &store.address_history(&kc.address(), 10, None).unwrap().entries[0].kind {
+    match &store
+        .address_history(&kc.address(), 10, None)
+        .unwrap()
+        .entries[0]
+        .kind
+    {
         HistoryKind::Tx { txid, tx } => assert_eq!((txid, tx), (&pay.id(), &pay)),
         other => panic!("expected the payment, got {other:?}"),
     }
@@ -1338,7 +1414,11 @@ fn indexes_find_transactions_and_history_and_follow_reorgs() {
     assert_eq!(store.tip().unwrap().hash, b[3].hash());
     store.verify_indexes().unwrap();
     assert_eq!(store.transaction(&pay.id()).unwrap(), None);
-    assert_eq!(history(&store, &kc.address()).len(), 4, "kc's four rewards only");
+    assert_eq!(
+        history(&store, &kc.address()).len(),
+        4,
+        "kc's four rewards only"
+    );
     assert!(history(&store, &kb.address()).is_empty());
     // The same payment in a block of the new branch: found there.
     let b5 = mine_on(&store, &b[3].hash(), kc.address(), vec![pay.clone()]);
