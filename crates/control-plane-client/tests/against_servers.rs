@@ -232,8 +232,11 @@ async fn server_error_body_becomes_status_with_code() {
         is_anchor: false,
         version: "2.7.0".into(),
         height: 0,
+        challenge: None,
+        answers: None,
     }
-    .sign(&key);
+    .sign_call(&key)
+    .0;
     let err = client(1_000, 3)
         .hello_signed(&s.url, &hello)
         .await

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use node_service::core::Core;
-use node_service::p2p::{NodeChain, P2pSource};
-use node_service::sync::{HttpSource, sync_from};
+use node_service::p2p::NodeChain;
+use node_service::sync::{HttpSource, P2pSource, sync_from};
 use node_service::{Node, NodeConfig};
 use p2p_dataplane::{DataPlane, NoCandidates, P2pConfig, TcpDataPlane};
 use tokio_util::sync::CancellationToken;

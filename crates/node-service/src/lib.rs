@@ -24,7 +24,13 @@ pub mod mining;
 pub mod network;
 pub mod node;
 pub mod p2p;
+pub mod relay;
+pub mod shared;
 pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};
-pub use node::{Node, NodeError, NodeShared};
+pub use node::{Node, NodeError};
+pub use shared::NodeShared;
+
+/// Software version reported in status and hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

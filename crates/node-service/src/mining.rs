@@ -8,6 +8,7 @@ use miner_core::{BlockSink, MinerError, TemplateSource};
 use vision_chain::{Address, Block, Hash32};
 
 use crate::core::{Core, Origin};
+use crate::relay::Relay;
 
 /// Templates on the node's tip.
 pub struct NodeTemplates(pub Arc<Core>);
@@ -28,28 +29,19 @@ impl TemplateSource for NodeTemplates {
     }
 }
 
-/// A hook called with every block our miner found and the chain accepted, to
-/// publish it (P2P if up, the anchors over HTTP).
-pub trait Publisher: Send + Sync {
-    /// Hand the block to the network; must not block.
-    fn publish(&self, block: Block);
-}
-
-/// Found blocks go into the chain, then to the publisher.
+/// Found blocks go into the chain, then on through the relay.
 pub struct NodeSink {
     /// The node.
     pub core: Arc<Core>,
-    /// Where accepted blocks are announced.
-    pub publisher: Option<Arc<dyn Publisher>>,
+    /// Where accepted blocks go next.
+    pub relay: Arc<Relay>,
 }
 
 impl BlockSink for NodeSink {
     fn submit(&self, block: Block) -> Result<(), MinerError> {
         match self.core.import_block(&block, Origin::Miner) {
-            Ok(_) => {
-                if let Some(p) = &self.publisher {
-                    p.publish(block);
-                }
+            Ok(outcome) => {
+                self.relay.block(&block, Origin::Miner, &outcome);
                 Ok(())
             }
             Err(e) => Err(MinerError::rejected(e.to_string())),

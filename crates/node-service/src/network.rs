@@ -15,21 +15,16 @@ use backbone_state::{
     Membership, PeerBook,
 };
 use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
-use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use vision_chain::{Block, Hash32, SecretKey, Transaction};
+use vision_chain::{Hash32, SecretKey};
 use vision_wire::{
     HeartbeatPayload, HeartbeatResponse, HelloPayload, PublicPeerInfo, SignedHeartbeat, fresh_nonce,
 };
 
-use crate::core::{Core, now_ms, now_unix, short};
-use crate::mining::Publisher;
-use crate::p2p::P2pSource;
-use crate::sync::{HttpSource, Source, SourceScores, sync_round};
+use crate::core::{Core, now_ms, now_unix};
+use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round};
 use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
-/// Ancestors re-sent when an anchor answers `orphan_block` to a published block.
-pub const PUBLISH_BACKFILL_MAX: usize = 16;
 /// HTTP peers (besides anchors) tried as sync sources per round.
 pub const SYNC_PEER_SOURCES_MAX: usize = 4;
 
@@ -74,7 +69,7 @@ impl ControlPlane for HttpControlPlane {
             match cached {
                 Some(id) => id,
                 None => {
-                    let hello = (self.hello)().sign(&self.key);
+                    let (hello, exchange) = (self.hello)().sign_call(&self.key);
                     let theirs = self.client.hello_signed(anchor_url, &hello).await.map_err(
                         |e| match e {
                             // The anchor refused our signed hello because it is on
@@ -95,7 +90,7 @@ impl ControlPlane for HttpControlPlane {
                         },
                     )?;
                     let id = theirs
-                        .verify(&self.network, now)
+                        .verify_answer(&self.network, now, &exchange)
                         .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
                         .to_hex();
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,8 +254,10 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
         http_address: core.cfg.public_http.clone(),
         p2p_address: core.cfg.public_p2p.clone(),
         is_anchor: core.cfg.is_anchor,
-        version: crate::node::VERSION.to_string(),
+        version: crate::VERSION.to_string(),
         height: core.chain().height,
+        challenge: None,
+        answers: None,
     }
 }
 
@@ -433,93 +430,5 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         {
             not_heavier = Some(tip_hash);
         }
-    }
-}
-
-/// Publishes our mined blocks to every anchor over HTTP (and relays transactions).
-pub struct HttpPublisher {
-    /// Runtime to spawn on (the sink is called from a miner thread).
-    pub rt: Handle,
-    /// The core (ancestors for backfill).
-    pub core: Arc<Core>,
-    /// The control plane.
-    pub net: Arc<Net>,
-}
-
-impl HttpPublisher {
-    fn anchors(&self) -> Vec<String> {
-        self.core
-            .cfg
-            .anchor_seeds
-            .iter()
-            .map(|s| s.url.clone())
-            .collect()
-    }
-
-    /// Relay a transaction to the anchors (fire and forget).
-    pub fn relay_tx(&self, tx: Transaction) {
-        self.net.data_plane().broadcast_tx(&tx);
-        for url in self.anchors() {
-            let (client, tx) = (self.net.client.clone(), tx.clone());
-            self.rt.spawn(async move {
-                if let Err(e) = client.submit_tx(&url, &tx).await {
-                    tracing::debug!("[TX] relay of {} to {url} failed: {e}", tx.id());
-                }
-            });
-        }
-    }
-}
-
-impl Publisher for HttpPublisher {
-    fn publish(&self, block: Block) {
-        // P2P first when it is up (it only queues frames), then HTTP to every anchor,
-        // which is what reaches the network when 7072 is dead.
-        self.net.data_plane().broadcast_block(&block);
-        for url in self.anchors() {
-            let (client, core, block) = (self.net.client.clone(), self.core.clone(), block.clone());
-            self.rt.spawn(async move {
-                publish_to(&client, &core, &url, &block).await;
-            });
-        }
-    }
-}
-
-async fn publish_to(client: &ControlPlaneClient, core: &Arc<Core>, url: &str, block: &Block) {
-    match client.submit_block(url, block).await {
-        Ok(r) => tracing::debug!(
-            "[PUBLISH] block {} to {url}: {}",
-            short(&block.hash()),
-            r.status
-        ),
-        Err(ClientError::Status { code, .. }) if code == "orphan_block" => {
-            // The anchor lacks our block's ancestors: send them oldest first.
-            let mut chain = Vec::new();
-            let mut prev = block.header.prev_hash;
-            for _ in 0..PUBLISH_BACKFILL_MAX {
-                let store = core.store.clone();
-                let Ok(Ok(Some(b))) = tokio::task::spawn_blocking(move || store.block(&prev)).await
-                else {
-                    break;
-                };
-                prev = b.header.prev_hash;
-                let at_genesis = b.header.height <= 1;
-                chain.push(b);
-                if at_genesis {
-                    break;
-                }
-            }
-            for b in chain.iter().rev().chain(std::iter::once(block)) {
-                if let Err(e) = client.submit_block(url, b).await
-                    && e.code() != Some("orphan_block")
-                {
-                    tracing::debug!("[PUBLISH] backfill to {url} stopped: {e}");
-                    break;
-                }
-            }
-        }
-        Err(e) => tracing::debug!(
-            "[PUBLISH] block {} to {url} failed: {e}",
-            short(&block.hash())
-        ),
     }
 }

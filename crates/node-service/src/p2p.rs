@@ -1,5 +1,6 @@
 //! The data plane (7072) wired to the node: the chain it serves and imports into,
-//! the peer book it dials from, and a P2P [`BlockSource`] for sync.
+//! and the peer book it dials from (the P2P block source for sync is
+//! `sync::P2pSource`).
 //!
 //! **Architecture Invariant:** the data plane is optional muscle. It starts after the
 //! control plane, a failure to bind 7072 leaves the node running with P2P reported
@@ -19,7 +20,6 @@ use vision_chain::{Address, Block, BlockHeader, Hash32, MempoolError, Transactio
 use vision_store::{AcceptOutcome, StoreError};
 
 use crate::core::{Core, Origin, SubmitTxError};
-use crate::sync::BlockSource;
 
 /// The node's chain as the data plane sees it. Called on blocking threads.
 pub struct NodeChain(pub Arc<Core>);
@@ -180,34 +180,5 @@ impl DataPlane for FailedDataPlane {
         limit: u32,
     ) -> p2p_dataplane::BoxFuture<'_, Result<Vec<Block>, p2p_dataplane::P2pError>> {
         DisabledDataPlane.fetch_blocks(peer, from, limit)
-    }
-}
-
-/// One connected P2P peer as a block source.
-#[derive(Clone)]
-pub struct P2pSource {
-    /// The data plane.
-    pub plane: Arc<dyn DataPlane>,
-    /// The peer.
-    pub peer: Address,
-    /// `p2p:<node id>` for logs and demotion.
-    pub name: String,
-}
-
-impl BlockSource for P2pSource {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
-        self.plane
-            .fetch_headers(self.peer, from, limit)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
-        self.plane
-            .fetch_blocks(self.peer, from, limit)
-            .await
-            .map_err(|e| e.to_string())
     }
 }

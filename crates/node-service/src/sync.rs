@@ -21,9 +21,11 @@ use control_plane_client::{ClientError, ControlPlaneClient};
 use tokio::sync::mpsc;
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
-    Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
+    Address, Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
 };
 use vision_store::StoreError;
+
+use p2p_dataplane::DataPlane;
 
 use crate::core::{Core, Origin, now_ms};
 
@@ -126,7 +128,7 @@ pub enum Source {
     /// A control plane.
     Http(HttpSource),
     /// A connected data-plane peer.
-    P2p(crate::p2p::P2pSource),
+    P2p(P2pSource),
 }
 
 impl BlockSource for Source {
@@ -501,4 +503,33 @@ pub async fn sync_round(
         }
     }
     None
+}
+
+/// One connected P2P peer as a block source.
+#[derive(Clone)]
+pub struct P2pSource {
+    /// The data plane.
+    pub plane: Arc<dyn DataPlane>,
+    /// The peer.
+    pub peer: Address,
+    /// `p2p:<node id>` for logs and demotion.
+    pub name: String,
+}
+
+impl BlockSource for P2pSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+        self.plane
+            .fetch_headers(self.peer, from, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
+        self.plane
+            .fetch_blocks(self.peer, from, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

@@ -327,10 +327,42 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
     let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     let theirs: SignedHello = serde_json::from_slice(&b).unwrap();
+    // The answer is bound to our exchange: our challenge and our id.
+    let ours = vision_wire::HelloAnswers {
+        challenge: h.payload.challenge.clone().unwrap(),
+        node_id: key.address().to_hex(),
+    };
     assert_eq!(
-        theirs.verify("regtest", now).unwrap().to_hex(),
+        theirs
+            .verify_answer("regtest", now, &ours)
+            .unwrap()
+            .to_hex(),
         n.shared.core.node_id
     );
+    // Relayed into another exchange (another caller's challenge) it does not verify.
+    let other = hello(&SecretKey::from_seed(&[43; 32]), "regtest", now);
+    let theirs_ex = vision_wire::HelloAnswers {
+        challenge: other.payload.challenge.clone().unwrap(),
+        node_id: other.payload.node_id.clone(),
+    };
+    assert_eq!(
+        theirs.verify_answer("regtest", now, &theirs_ex),
+        Err(vision_wire::SignedError::Unbound)
+    );
+    // A caller's hello without a challenge is refused.
+    let mut bare = h.payload.clone();
+    bare.nonce = vision_wire::fresh_nonce();
+    bare.challenge = None;
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&bare.sign(&key)).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "missing_challenge");
     let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
     assert_eq!(st, 409);
     assert_error_shape(&serde_json::from_slice(&b).unwrap(), "replayed");

@@ -78,7 +78,8 @@ pub use message::{
     codec,
 };
 pub use plane::{
-    BoxFuture, DataPlane, DialCandidate, Direction, DisabledDataPlane, MAX_BANNED, NoCandidates,
-    P2pConfig, P2pStatus, PEER_SEND_QUEUE, PeerCandidates, PeerInfo, PeerStats, SEEN_CAPACITY,
+    BoxFuture, DataPlane, DialCandidate, Direction, DisabledDataPlane, GuardCounters, MAX_BANNED,
+    NoCandidates, P2pConfig, P2pStatus, PEER_SEND_QUEUE, PeerCandidates, PeerInfo, PeerStats,
+    SEEN_CAPACITY,
 };
 pub use tcp::{MAX_PENDING_REQUESTS, TcpDataPlane};

@@ -178,6 +178,34 @@ pub struct P2pStatus {
     pub connected_peers: usize,
 }
 
+/// Admission-control counters since start, for `/metrics`: what the data plane
+/// refused, evicted, slowed and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GuardCounters {
+    /// Inbound connections closed at accept: the IP is banned (strict mode).
+    pub refused_banned: u64,
+    /// Inbound connections closed at accept: the IP held its handshaking share.
+    pub refused_per_ip: u64,
+    /// Inbound connections closed at accept: the netgroup held its handshaking share.
+    pub refused_per_netgroup: u64,
+    /// Handshaking connections evicted to make room in a full pool.
+    pub evicted_handshaking: u64,
+    /// Connections that did not say hello, or finish the handshake, in time.
+    pub handshake_timeouts: u64,
+    /// Established inbound peers evicted for a newcomer from a less-represented netgroup.
+    pub evicted_inbound: u64,
+    /// Handshaken inbound peers refused: a full table and their netgroup the most represented.
+    pub refused_inbound: u64,
+    /// Requests whose answer waited for the peer's serving budget.
+    pub requests_deferred: u64,
+    /// Peers dropped for asking past their serving budget.
+    pub dropped_over_budget: u64,
+    /// `NewTx` ignored over a peer's transaction rate.
+    pub txs_ignored: u64,
+    /// IPs banned (strict mode).
+    pub bans: u64,
+}
+
 /// Who opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -287,6 +315,10 @@ pub trait DataPlane: Send + Sync {
     fn broadcast_block(&self, block: &Block) -> usize;
     /// Gossip a transaction this node accepted. Returns how many peers it was queued for.
     fn broadcast_tx(&self, tx: &Transaction) -> usize;
+    /// Admission-control counters since start (zero where there is no listener).
+    fn guard_counters(&self) -> GuardCounters {
+        GuardCounters::default()
+    }
     /// Main-chain headers from `from` (at most `limit`) from one connected peer.
     fn fetch_headers(
         &self,

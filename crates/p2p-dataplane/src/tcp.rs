@@ -26,7 +26,8 @@ use crate::bounded::{BanList, SeenSet};
 use crate::chain::{Accepted, ChainAccess};
 use crate::error::P2pError;
 use crate::guard::{
-    BudgetCaps, HandshakePool, Netgroup, PoolCaps, ServeBudget, TokenBucket, inbound_victim,
+    BudgetCaps, HandshakePool, Netgroup, PoolCaps, PoolRefusal, ServeBudget, TokenBucket,
+    inbound_victim,
 };
 use crate::handshake::handshake;
 use crate::message::{
@@ -34,7 +35,7 @@ use crate::message::{
     encode_blocks_raw,
 };
 use crate::plane::{
-    BoxFuture, DataPlane, DialCandidate, Direction, MAX_BANNED, MAX_DIAL_CANDIDATES,
+    BoxFuture, DataPlane, DialCandidate, Direction, GuardCounters, MAX_BANNED, MAX_DIAL_CANDIDATES,
     MAX_DIALS_IN_FLIGHT, P2pConfig, P2pStatus, PEER_KNOWN_CAPACITY, PEER_SEND_QUEUE,
     PeerCandidates, PeerInfo, PeerStats, SEEN_CAPACITY,
 };
@@ -77,6 +78,46 @@ struct Inner {
     next_id: AtomicU64,
     outbound: AtomicUsize,
     dial_wake: Notify,
+    counters: Counters,
+}
+
+/// [`GuardCounters`], as atomics.
+#[derive(Default)]
+struct Counters {
+    refused_banned: AtomicU64,
+    refused_per_ip: AtomicU64,
+    refused_per_netgroup: AtomicU64,
+    evicted_handshaking: AtomicU64,
+    handshake_timeouts: AtomicU64,
+    evicted_inbound: AtomicU64,
+    refused_inbound: AtomicU64,
+    requests_deferred: AtomicU64,
+    dropped_over_budget: AtomicU64,
+    txs_ignored: AtomicU64,
+    bans: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn snapshot(&self) -> GuardCounters {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GuardCounters {
+            refused_banned: g(&self.refused_banned),
+            refused_per_ip: g(&self.refused_per_ip),
+            refused_per_netgroup: g(&self.refused_per_netgroup),
+            evicted_handshaking: g(&self.evicted_handshaking),
+            handshake_timeouts: g(&self.handshake_timeouts),
+            evicted_inbound: g(&self.evicted_inbound),
+            refused_inbound: g(&self.refused_inbound),
+            requests_deferred: g(&self.requests_deferred),
+            dropped_over_budget: g(&self.dropped_over_budget),
+            txs_ignored: g(&self.txs_ignored),
+            bans: g(&self.bans),
+        }
+    }
 }
 
 struct State {
@@ -224,6 +265,7 @@ impl TcpDataPlane {
             next_id: AtomicU64::new(1),
             outbound: AtomicUsize::new(0),
             dial_wake: Notify::new(),
+            counters: Counters::default(),
         });
         info!(
             "[P2P] listening on {local_addr} as {me} (network {}, {} mode)",
@@ -283,16 +325,25 @@ impl Inner {
 
     /// Drop or ban after a connection ended with `err`.
     fn punish(&self, remote: SocketAddr, err: &P2pError) {
+        match err {
+            P2pError::Timeout("hello" | "handshake") => bump(&self.counters.handshake_timeouts),
+            P2pError::OverBudget(_) => bump(&self.counters.dropped_over_budget),
+            _ => {}
+        }
+        // Unauthenticated sockets that never finished a handshake are counted, not
+        // logged one by one: a flood of them must not flood the log.
+        let pre_auth = matches!(err, P2pError::Timeout("hello" | "handshake"));
         if self.config.strict && err.is_misbehaviour() {
             self.lock()
                 .bans
                 .ban(remote.ip(), self.config.ban_duration, Instant::now());
+            bump(&self.counters.bans);
             warn!(
                 "[P2P] banned {} for {} s: {err}",
                 remote.ip(),
                 self.config.ban_duration.as_secs()
             );
-        } else if err.is_misbehaviour() {
+        } else if err.is_misbehaviour() && !pre_auth {
             info!("[P2P] dropped {remote}: {err}");
         } else {
             debug!("[P2P] connection with {remote} ended: {err}");
@@ -341,8 +392,11 @@ impl Inner {
                 .map(|(id, p)| (*id, Netgroup::of(p.addr.ip())))
                 .collect();
             if inbound.len() >= self.config.inbound_max {
-                let victim = inbound_victim(&inbound, Netgroup::of(addr.ip()))
-                    .ok_or(P2pError::LimitReached("inbound"))?;
+                let Some(victim) = inbound_victim(&inbound, Netgroup::of(addr.ip())) else {
+                    bump(&self.counters.refused_inbound);
+                    return Err(P2pError::LimitReached("inbound"));
+                };
+                bump(&self.counters.evicted_inbound);
                 if let Some(old) = st.peers.remove(&victim) {
                     info!(
                         "[P2P] evicted inbound peer {} at {} to make room for {addr} (most-represented netgroup)",
@@ -509,6 +563,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             }
         };
         if inner.is_banned(remote.ip()) {
+            bump(&inner.counters.refused_banned);
             debug!("[P2P] refused banned {remote}");
             continue;
         }
@@ -521,10 +576,17 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
         match admitted {
             Err(why) => {
                 // Closed at once, without a byte: the backlog never fills behind it.
+                bump(match why {
+                    PoolRefusal::PerIp => &inner.counters.refused_per_ip,
+                    PoolRefusal::PerNetgroup | PoolRefusal::Full => {
+                        &inner.counters.refused_per_netgroup
+                    }
+                });
                 debug!("[P2P] refused {remote}: {}", why.as_str());
                 continue;
             }
             Ok(Some((_, evicted))) => {
+                bump(&inner.counters.evicted_handshaking);
                 debug!(
                     "[P2P] handshaking pool full: evicted the oldest of the most-represented netgroup for {remote}"
                 );
@@ -735,6 +797,7 @@ async fn reader(
                     serve(inner, conn, msg, &mut budget).await?;
                 } else if deferred.len() < cfg.serve_deferred_max {
                     deferred.push_back(msg);
+                    bump(&inner.counters.requests_deferred);
                     if let Some(p) = inner.lock().peers.get_mut(&conn) {
                         p.stats.requests_deferred += 1;
                     }
@@ -746,6 +809,7 @@ async fn reader(
                 }
             }
             Message::NewTx(_) if !tx_rate.try_take(1, Instant::now()) => {
+                bump(&inner.counters.txs_ignored);
                 if let Some(p) = inner.lock().peers.get_mut(&conn) {
                     p.stats.txs_ignored += 1;
                 }
@@ -1052,6 +1116,10 @@ impl DataPlane for TcpDataPlane {
 
     fn local_addr(&self) -> Option<SocketAddr> {
         Some(self.inner.local_addr)
+    }
+
+    fn guard_counters(&self) -> GuardCounters {
+        self.inner.counters.snapshot()
     }
 
     fn connect(

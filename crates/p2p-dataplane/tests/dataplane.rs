@@ -615,6 +615,11 @@ async fn idle_flood_round(strict: bool) {
         within(flood).await.unwrap();
     }
     assert!(!server.dp.is_banned(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let g = server.dp.guard_counters();
+    assert!(
+        g.refused_per_ip >= 900 && g.refused_per_netgroup >= 900,
+        "{g:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,6 +649,9 @@ async fn handshaking_pool_caps_per_ip_and_times_out_silence() {
     assert!(closed_by_server(s1).await && closed_by_server(s2).await);
     assert!(t.elapsed() < Duration::from_secs(3), "silence held on");
     eventually("the pool empties", || server.dp.handshaking() == 0).await;
+    let g = server.dp.guard_counters();
+    assert!(g.refused_per_ip >= 1, "{g:?}");
+    assert_eq!(g.handshake_timeouts, 2, "{g:?}");
     // ...and a real peer gets in.
     let good = start(2, false).await;
     within(good.dp.connect(to, None)).await.unwrap();
@@ -689,6 +697,8 @@ async fn full_inbound_table_evicts_from_the_crowded_netgroup() {
             .iter()
             .any(|p| p.node_id == key(63).address())
     );
+    let g = server.dp.guard_counters();
+    assert_eq!((g.evicted_inbound, g.refused_inbound), (1, 1), "{g:?}");
     drop(a1);
 }
 
@@ -755,6 +765,14 @@ async fn get_blocks_flood_round(strict: bool) {
     );
     assert_eq!(refused(src, to).await, strict);
     assert!(!server.dp.is_banned(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let g = server.dp.guard_counters();
+    assert_eq!(g.dropped_over_budget, 1, "{g:?}");
+    assert!(
+        g.requests_deferred >= cfg.serve_deferred_max as u64,
+        "{g:?}"
+    );
+    assert_eq!(g.bans, u64::from(strict), "{g:?}");
+    assert_eq!(g.refused_banned, u64::from(strict), "{g:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -822,6 +840,7 @@ async fn transactions_over_the_per_peer_rate_are_ignored() {
     .await;
     let admitted = txs.iter().filter(|t| server.chain.has_tx(&t.id())).count();
     assert!((10..=12).contains(&admitted), "admitted {admitted}");
+    assert_eq!(server.dp.guard_counters().txs_ignored, 50 - admitted as u64);
     assert_eq!(
         server.dp.status().connected_peers,
         1,

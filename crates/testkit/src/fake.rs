@@ -147,6 +147,20 @@ fn serve(
     let params = network.params();
     match (method.as_str(), path) {
         ("POST", "/api/hello") => {
+            // A lying anchor still answers its caller's exchange properly: it lies
+            // about its chain, not its identity.
+            let Some(exchange) = serde_json::from_slice::<vision_wire::SignedHello>(&body)
+                .ok()
+                .and_then(|h| h.verify_call(&network.to_string(), now_unix()).ok())
+                .map(|(_, ex)| ex)
+            else {
+                return respond(
+                    &mut stream,
+                    400,
+                    "application/json",
+                    br#"{"error":"bad_request","message":"not a hello"}"#,
+                );
+            };
             let hello = HelloPayload {
                 network: network.to_string(),
                 node_id: key.address().to_hex(),
@@ -157,8 +171,10 @@ fn serve(
                 is_anchor: true,
                 version: "fake".into(),
                 height: claimed,
+                challenge: None,
+                answers: None,
             }
-            .sign(key);
+            .sign_answer(key, exchange);
             respond(
                 &mut stream,
                 200,

@@ -23,8 +23,8 @@ mod status;
 
 pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
-    Claims, HeartbeatPayload, HeartbeatResponse, HelloPayload, MAX_CLOCK_SKEW_S, Signed,
-    SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
+    Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,
+    Signed, SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
 };
 pub use status::*;
 

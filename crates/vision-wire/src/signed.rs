@@ -44,6 +44,13 @@ pub enum SignedError {
     /// The nonce is malformed.
     #[error("nonce must be 32 hex characters")]
     BadNonce,
+    /// A hello that must carry a challenge (a caller's) has none or a malformed one.
+    #[error("a hello must carry a fresh challenge of 32 hex characters")]
+    MissingChallenge,
+    /// A hello answer that does not answer our challenge and our id: relayed from
+    /// another exchange, or made for someone else.
+    #[error("the hello does not answer this exchange (challenge or caller id differ)")]
+    Unbound,
 }
 
 /// 16 random bytes as hex, for message nonces.
@@ -198,6 +205,28 @@ pub struct HelloPayload {
     pub version: String,
     /// Its chain height.
     pub height: u64,
+    /// In a caller's hello: a fresh challenge (16 random bytes, hex) the answer must
+    /// sign over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+    /// In an answer: the exchange it answers (the caller's challenge and id), so the
+    /// answer cannot be relayed to anyone else or reused for another exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<HelloAnswers>,
+}
+
+/// The exchange a hello answers: covered by the answer's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelloAnswers {
+    /// The caller's challenge.
+    pub challenge: String,
+    /// The caller's node id.
+    pub node_id: String,
+}
+
+fn is_hex32(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 impl HelloPayload {
@@ -213,12 +242,84 @@ impl HelloPayload {
         c.bool(self.is_anchor);
         c.s(&self.version);
         c.u64(self.height);
+        c.opt(&self.challenge);
+        match &self.answers {
+            None => c.0.push(0),
+            Some(a) => {
+                c.0.push(1);
+                c.s(&a.challenge);
+                c.s(&a.node_id);
+            }
+        }
         c.0
     }
 
     /// Sign with the node key (whose address must be `node_id`).
     pub fn sign(self, key: &SecretKey) -> SignedHello {
         Signed::new(self, key)
+    }
+
+    /// Sign as a caller: stamped with a fresh challenge. Returns the hello to send
+    /// and the exchange the answer must name ([`SignedHello::verify_answer`]).
+    pub fn sign_call(mut self, key: &SecretKey) -> (SignedHello, HelloAnswers) {
+        let challenge = fresh_nonce();
+        self.challenge = Some(challenge.clone());
+        self.answers = None;
+        let exchange = HelloAnswers {
+            challenge,
+            node_id: self.node_id.clone(),
+        };
+        (Signed::new(self, key), exchange)
+    }
+
+    /// Sign as the answer to `exchange` (from [`SignedHello::verify_call`]).
+    pub fn sign_answer(mut self, key: &SecretKey, exchange: HelloAnswers) -> SignedHello {
+        self.challenge = None;
+        self.answers = Some(exchange);
+        Signed::new(self, key)
+    }
+}
+
+impl SignedHello {
+    /// Verify a caller's hello (as [`Signed::verify`]) and that it carries a
+    /// well-formed challenge, which it returns with the caller's id.
+    pub fn verify_call(
+        &self,
+        expected_network: &str,
+        now_unix: u64,
+    ) -> Result<(Address, HelloAnswers), SignedError> {
+        let addr = self.verify(expected_network, now_unix)?;
+        match &self.payload.challenge {
+            Some(c) if is_hex32(c) => Ok((
+                addr,
+                HelloAnswers {
+                    challenge: c.to_ascii_lowercase(),
+                    node_id: addr.to_hex(),
+                },
+            )),
+            _ => Err(SignedError::MissingChallenge),
+        }
+    }
+
+    /// Verify an answer to our hello: signature, network, freshness, and that it
+    /// answers exactly `ours` (our challenge and our id). A hello fetched in another
+    /// exchange and relayed to us fails here with [`SignedError::Unbound`].
+    pub fn verify_answer(
+        &self,
+        expected_network: &str,
+        now_unix: u64,
+        ours: &HelloAnswers,
+    ) -> Result<Address, SignedError> {
+        let addr = self.verify(expected_network, now_unix)?;
+        match &self.payload.answers {
+            Some(a)
+                if a.challenge.eq_ignore_ascii_case(&ours.challenge)
+                    && a.node_id.eq_ignore_ascii_case(&ours.node_id) =>
+            {
+                Ok(addr)
+            }
+            _ => Err(SignedError::Unbound),
+        }
     }
 }
 
@@ -332,8 +433,53 @@ mod tests {
             is_anchor: false,
             version: "2.7.0".into(),
             height: 3,
+            challenge: Some(fresh_nonce()),
+            answers: None,
         }
         .sign(key)
+    }
+
+    #[test]
+    fn an_answer_is_bound_to_its_exchange() {
+        let caller = SecretKey::from_seed(&[1; 32]);
+        let anchor = SecretKey::from_seed(&[2; 32]);
+        let call = hello(&caller, 1_000);
+        let (_, ex) = call.verify_call("regtest", 1_000).unwrap();
+        assert_eq!(ex.node_id, caller.address().to_hex());
+        let mut answer = hello(&anchor, 1_000).payload;
+        answer.challenge = None;
+        answer.answers = Some(ex.clone());
+        let answer = answer.sign(&anchor);
+        assert_eq!(
+            answer.verify_answer("regtest", 1_000, &ex),
+            Ok(anchor.address())
+        );
+        // Another exchange (a fresh challenge) or another caller: refused.
+        let (_, other) = hello(&caller, 1_000).verify_call("regtest", 1_000).unwrap();
+        assert_eq!(
+            answer.verify_answer("regtest", 1_000, &other),
+            Err(SignedError::Unbound)
+        );
+        let mut someone_else = ex.clone();
+        someone_else.node_id = anchor.address().to_hex();
+        assert_eq!(
+            answer.verify_answer("regtest", 1_000, &someone_else),
+            Err(SignedError::Unbound)
+        );
+        // The binding is covered by the signature.
+        let mut forged = answer.clone();
+        forged.payload.answers = Some(other.clone());
+        assert!(matches!(
+            forged.verify_answer("regtest", 1_000, &other),
+            Err(SignedError::BadSignature(_))
+        ));
+        // A caller's hello without a challenge is refused.
+        let mut bare = hello(&caller, 1_000).payload;
+        bare.challenge = None;
+        assert_eq!(
+            bare.sign(&caller).verify_call("regtest", 1_000),
+            Err(SignedError::MissingChallenge)
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub(crate) async fn wait_for(what: &str, deadline: Duration, mut f: impl AsyncFn
     panic!("timed out waiting for {what}");
 }
 
-/// A hello signed by `key` for `network` at `ts`, with fixed test addresses.
+/// A caller's hello (with a fresh challenge) signed by `key` for `network` at
+/// `ts`, with fixed test addresses.
 pub(crate) fn signed_hello(
     key: &vision_chain::SecretKey,
     network: &str,
@@ -146,6 +147,9 @@ pub(crate) fn signed_hello(
         is_anchor: false,
         version: "test".into(),
         height: 0,
+        challenge: None,
+        answers: None,
     }
-    .sign(key)
+    .sign_call(key)
+    .0
 }

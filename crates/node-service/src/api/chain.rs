@@ -1,0 +1,233 @@
+//! The chain and the pool: `/api/headers`, `/api/blocks`, `/api/blocks/{height}`,
+//! `/api/block/{hash}`, `POST /api/blocks`, `POST /api/tx`, `/api/accounts/{address}`.
+
+use hyper::StatusCode;
+use vision_chain::{Address, Block, Hash32, Transaction};
+use vision_store::{AcceptOutcome, StoreError};
+use vision_wire::binary::{OCTET_STREAM, encode_headers};
+use vision_wire::{AccountResponse, SubmitBlockResponse, SubmitTxResponse};
+
+use super::{
+    Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, limit, ok_json, param_u64, parse_json,
+    store_err,
+};
+use crate::core::{Origin, SubmitTxError};
+use crate::http::{ApiError, Request, Response, bytes_response, json_response};
+
+impl Api {
+    pub(super) async fn headers(&self, req: &Request) -> Result<Response, ApiError> {
+        let from = param_u64(req, "from", Some(0))?;
+        let n = limit(req, 200, HEADERS_LIMIT_MAX)?;
+        let store = self.0.core.store.clone();
+        let headers = blocking(move || store.headers_range(from, n).map_err(store_err)).await??;
+        if req.wants_binary() {
+            Ok(bytes_response(
+                StatusCode::OK,
+                OCTET_STREAM,
+                encode_headers(&headers).into(),
+            ))
+        } else {
+            ok_json(&headers)
+        }
+    }
+
+    pub(super) async fn blocks(&self, req: &Request) -> Result<Response, ApiError> {
+        let from = param_u64(req, "from", Some(0))?;
+        let n = limit(req, 50, BLOCKS_LIMIT_MAX)?;
+        let store = self.0.core.store.clone();
+        if req.wants_binary() {
+            let raw =
+                blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
+            let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
+            for b in raw {
+                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                out.extend_from_slice(&b);
+            }
+            Ok(bytes_response(StatusCode::OK, OCTET_STREAM, out.into()))
+        } else {
+            let blocks = blocking(move || store.blocks_range(from, n).map_err(store_err)).await??;
+            ok_json(&blocks)
+        }
+    }
+
+    pub(super) fn one_block(
+        req: &Request,
+        raw: Option<Vec<u8>>,
+        what: String,
+    ) -> Result<Response, ApiError> {
+        let raw = raw.ok_or_else(|| ApiError::not_found(format!("no block {what}")))?;
+        if req.wants_binary() {
+            return Ok(bytes_response(StatusCode::OK, OCTET_STREAM, raw.into()));
+        }
+        let block = Block::decode(&raw).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                format!("stored block {what} does not decode: {e}"),
+            )
+        })?;
+        ok_json(&block)
+    }
+
+    pub(super) async fn block_at(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
+        let height: u64 = h.parse().map_err(|_| {
+            ApiError::bad_request(format!("height {h:?} is not a non-negative integer"))
+        })?;
+        let store = self.0.core.store.clone();
+        let raw = blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
+            match store.hash_at(height).map_err(store_err)? {
+                Some(hash) => store.block_raw(&hash).map_err(store_err),
+                None => Ok(None),
+            }
+        })
+        .await??;
+        Self::one_block(req, raw, format!("at height {height}"))
+    }
+
+    pub(super) async fn block_by_hash(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
+        let hash: Hash32 = h
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("block hash {h:?}: {e}")))?;
+        let store = self.0.core.store.clone();
+        let raw = blocking(move || store.block_raw(&hash).map_err(store_err)).await??;
+        Self::one_block(req, raw, hash.to_hex())
+    }
+
+    pub(super) async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
+        let is_json = req
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let block = if is_json {
+            parse_json::<Block>(&req.body)?
+        } else {
+            Block::decode(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("block does not decode: {e}")))?
+        };
+        let hash = block.hash();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = shared.core.import_block(&block, Origin::Http);
+            if let Ok(outcome) = &r {
+                // A block published over HTTP (a miner whose 7072 is dead) goes on
+                // by the relay's table.
+                shared.relay.block(&block, Origin::Http, outcome);
+            }
+            r
+        })
+        .await?;
+        let height = self.0.core.chain().height;
+        let status = match result {
+            Ok(AcceptOutcome::Extended { .. }) => "extended",
+            Ok(AcceptOutcome::SideChain { .. }) => "side_chain",
+            Ok(AcceptOutcome::Reorganized(_)) => "reorg",
+            Err(StoreError::AlreadyKnown(_)) => "already_known",
+            Err(StoreError::Orphan { parent, .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "orphan_block",
+                    format!("parent {parent} is unknown here; submit it first"),
+                ));
+            }
+            Err(
+                e @ (StoreError::Invalid { .. }
+                | StoreError::KnownInvalid(_)
+                | StoreError::InvalidParent { .. }
+                | StoreError::InvalidBranch { .. }),
+            ) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_block",
+                    e.to_string(),
+                ));
+            }
+            Err(e) => return Err(store_err(e)),
+        };
+        ok_json(&SubmitBlockResponse {
+            hash,
+            status: status.to_string(),
+            height,
+        })
+    }
+
+    pub(super) async fn submit_tx(&self, req: &Request) -> Result<Response, ApiError> {
+        let tx: Transaction = parse_json(&req.body)?;
+        let shared = self.0.clone();
+        let id = tx.id();
+        match blocking(move || shared.core.submit_tx(tx)).await? {
+            Ok(txid) => {
+                if let Some(tx) = self.0.core.mempool_get(&txid) {
+                    self.0.relay.tx(&tx, Origin::Http);
+                }
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &SubmitTxResponse {
+                        txid,
+                        status: "accepted".into(),
+                    },
+                ))
+            }
+            Err(SubmitTxError::Mempool(vision_chain::MempoolError::AlreadyKnown(_))) => {
+                ok_json(&SubmitTxResponse {
+                    txid: id,
+                    status: "already_known".into(),
+                })
+            }
+            Err(SubmitTxError::Mempool(
+                e @ vision_chain::MempoolError::SenderRateLimited { retry_after_ms, .. },
+            )) => {
+                let mut resp = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sender_rate_limited",
+                    e.to_string(),
+                )
+                .into_response();
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from(retry_after_ms.div_ceil(1_000).max(1)),
+                );
+                Ok(resp)
+            }
+            Err(SubmitTxError::Mempool(e)) => {
+                use vision_chain::MempoolError as E;
+                let code = match e {
+                    E::InvalidSignature => "invalid_signature",
+                    E::FeeTooLow { .. } => "fee_too_low",
+                    E::NonceTooLow { .. } => "nonce_too_low",
+                    E::NonceGap { .. } => "nonce_gap",
+                    E::ReplacementFeeTooLow { .. } => "replacement_fee_too_low",
+                    E::SenderRateLimited { .. } => "sender_rate_limited",
+                    E::InsufficientFunds { .. } => "insufficient_funds",
+                    E::Overflow => "overflow",
+                    E::Full { .. } => "mempool_full",
+                    E::AlreadyKnown(_) => "already_known",
+                };
+                let status = match e {
+                    E::Full { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    // A pooled transaction holds this nonce and the offer does not
+                    // outbid it by the replacement step (the message names the least).
+                    E::ReplacementFeeTooLow { .. } => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Err(ApiError::new(status, code, e.to_string()))
+            }
+            Err(SubmitTxError::Store(e)) => Err(store_err(e)),
+        }
+    }
+
+    pub(super) async fn account(&self, a: &str) -> Result<Response, ApiError> {
+        let addr: Address = a
+            .parse()
+            .map_err(|e| ApiError::bad_request(format!("address {a:?}: {e}")))?;
+        let store = self.0.core.store.clone();
+        let height = self.0.core.chain().height;
+        let acct = blocking(move || store.account(&addr).map_err(store_err)).await??;
+        ok_json(&AccountResponse {
+            address: addr,
+            balance: acct.balance,
+            nonce: acct.nonce,
+            height,
+        })
+    }
+}
