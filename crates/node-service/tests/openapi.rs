@@ -745,6 +745,51 @@ async fn live_answers_conform_to_the_spec() {
     s.post("/api/tx", &tx_json, Some(202)).await;
     s.post("/api/tx", &tx_json, Some(200)).await;
     s.get("/api/mempool", "/api/mempool", 200).await;
+    // Exchange routes: the pending transaction, history pages, fees, bad input.
+    let txid = tx.id().to_hex();
+    s.get("/api/tx/{txid}", &format!("/api/tx/{txid}"), 200)
+        .await;
+    s.get(
+        "/api/tx/{txid}",
+        &format!("/api/tx/{}", "cd".repeat(32)),
+        404,
+    )
+    .await;
+    s.get("/api/tx/{txid}", "/api/tx/xyz", 400).await;
+    let page = json_of(
+        &s.get(
+            "/api/accounts/{address}/txs",
+            &format!("/api/accounts/{me}/txs?limit=1"),
+            200,
+        )
+        .await,
+    );
+    let cursor = page["next_cursor"].as_str().expect("more than one entry");
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?limit=2&cursor={cursor}"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?cursor=yesterday"),
+        400,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        "/api/accounts/nobody/txs",
+        400,
+    )
+    .await;
+    s.get("/api/fees", "/api/fees", 200).await;
     let mut forged = tx.clone();
     forged.amount += 1;
     // At a pooled nonce without the replacement step: 409 (before the signature).

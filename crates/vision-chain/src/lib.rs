@@ -48,7 +48,7 @@ pub use block::{
 pub use encode::DecodeError;
 pub use hash::{Hash32, HexError};
 pub use keys::{Address, KeyError, SecretKey, Signature};
-pub use mempool::{Mempool, MempoolConfig, MempoolError};
+pub use mempool::{Mempool, MempoolConfig, MempoolError, PendingAmounts};
 pub use params::{ChainParams, Network, UnknownNetwork};
 pub use state::{Account, AccountView, BlockUndo, Reward, StateDelta, StateError, apply_block};
 pub use template::{build_block, solve};

@@ -149,8 +149,14 @@ fn genesis_then_extend() {
     assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
     // key(2)'s reward of b2 and key(4)'s of b3 are immature; b1's has matured.
     let bal = store.balance(&key(2).address()).unwrap();
-    assert_eq!((bal.account.balance, bal.immature, bal.tip_height), (0, reward, 3));
-    assert_eq!(store.balance(&key(4).address()).unwrap().immature, reward + 1);
+    assert_eq!(
+        (bal.account.balance, bal.immature, bal.tip_height),
+        (0, reward, 3)
+    );
+    assert_eq!(
+        store.balance(&key(4).address()).unwrap().immature,
+        reward + 1
+    );
     assert_eq!(store.balance(&miner.address()).unwrap().immature, 0);
     let state = replay_main_chain(&store);
     assert_state(
@@ -410,8 +416,7 @@ fn reorg_to_heavier_branch_and_back() {
     // two new blocks mature (those of a[1] and a3, whose fees ka also collects).
     let mut expected = state_a.clone();
     let a3_fees: u64 = a3.txs.iter().map(|t| t.fee).sum();
-    expected.get_mut(&ka.address()).unwrap().balance +=
-        2 * NET.params().block_reward + a3_fees;
+    expected.get_mut(&ka.address()).unwrap().balance += 2 * NET.params().block_reward + a3_fees;
     assert_eq!(state_back, expected);
     assert_eq!(
         store.block_status(&b[3].hash()).unwrap(),
