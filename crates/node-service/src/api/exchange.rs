@@ -116,7 +116,7 @@ impl Api {
         let n = limit(req, ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX)?.max(1);
         let after = match req.query_param("cursor") {
             None => None,
-            Some(c) if c.is_empty() => None,
+            Some("") => None,
             Some(c) => Some(c.parse::<HistoryCursor>().map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_cursor", e.to_string())
             })?),
