@@ -4,13 +4,16 @@
 //! machine that pauses and resumes them, and the control loop between the two.
 //!
 //! ## What it owns
-//! - **Hashing** ([`PrefixSearch`]): blake3 over the chain's 128-byte header, the
-//!   120-byte prefix ([`vision_chain::BlockHeader::prefix_bytes`]) absorbed once per
-//!   [`HASH_CHECK_INTERVAL`] hashes (a call-local hasher is faster to clone than a
-//!   stored one, see [`PrefixSearch::search`]); per attempt a clone of that hasher
-//!   absorbs the 8 nonce bytes and
-//!   finalises, and the 32 bytes are compared with the target's big-endian bytes
-//!   (`blake3(header) <= target`, exactly as `vision_chain::hash_meets_target`).
+//! - **Hashing** ([`PrefixSearch`], [`lanes`]): blake3 over the chain's 128-byte
+//!   header with our own compression function. The nonce-independent part (the
+//!   first block's chaining value and seven of the eight steps of the second
+//!   block's first round) is computed once per template; the rest is one
+//!   compression per nonce, run for 16 (AVX-512), 8 (AVX2) or 4 (SSE4.1) nonces at
+//!   once by the [`Kernel`] chosen at run time ([`Kernel::detect`]), or one at a
+//!   time by the portable path. A hash meets the target when its 32 bytes, read
+//!   big-endian, are at most the target's (`blake3(header) <= target`, exactly as
+//!   `vision_chain::hash_meets_target`). [`lanes`] is the workspace's only module
+//!   with `unsafe` code (feature-gated calls, vector loads and stores).
 //! - **Threads**: N OS threads (not async tasks) search disjoint nonce ranges of
 //!   the current template. They look at a shared generation counter every
 //!   [`HASH_CHECK_INTERVAL`] hashes, so a new template, a pause or a found block
@@ -62,6 +65,7 @@
 //!
 //! No feature flags.
 
+pub mod lanes;
 pub mod mem;
 mod meter;
 mod miner;
@@ -69,6 +73,7 @@ mod ports;
 mod search;
 mod state;
 
+pub use lanes::{Kernel, LANES_MAX};
 pub use meter::RateMeter;
 pub use miner::{
     DROP_JOIN_TIMEOUT_MS, FOUND_QUEUE_MAX, HASH_CHECK_INTERVAL, Miner, MinerConfig, MinerPorts,

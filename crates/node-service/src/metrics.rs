@@ -123,6 +123,7 @@ pub struct Metrics {
     miner_blocks_found: Gauge,
     mempool_txs: Gauge,
     exchange_ready: Gauge,
+    p2p_guard: Family<Labels, Counter>,
     handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram), BuildHasherDefault<KeyHasher>>>,
 }
 
@@ -200,6 +201,8 @@ pub struct Scrape {
     pub mempool_txs: usize,
     /// Exchange ready.
     pub exchange_ready: bool,
+    /// The data plane's admission-control counters.
+    pub p2p_guard: p2p_dataplane::GuardCounters,
 }
 
 const MINER_STATES: [&str; 6] = [
@@ -249,6 +252,7 @@ impl Metrics {
             miner_blocks_found: Gauge::default(),
             mempool_txs: Gauge::default(),
             exchange_ready: Gauge::default(),
+            p2p_guard: Family::default(),
             handles: RwLock::new(HashMap::default()),
             registry: Registry::default(),
         };
@@ -331,6 +335,13 @@ impl Metrics {
             "exchange_ready",
             "1 when backbone connected and lag <= 1",
             m.exchange_ready.clone(),
+        );
+        registry.register(
+            "p2p_guard",
+            "P2P admission control since start, by event (refused_per_ip, refused_per_netgroup, \
+             refused_banned, evicted_handshaking, handshake_timeouts, evicted_inbound, \
+             refused_inbound, requests_deferred, dropped_over_budget, txs_ignored, bans)",
+            m.p2p_guard.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -416,6 +427,26 @@ impl Metrics {
         self.miner_blocks_found.set(s.blocks_found as i64);
         self.mempool_txs.set(s.mempool_txs as i64);
         self.exchange_ready.set(s.exchange_ready as i64);
+        let g = &s.p2p_guard;
+        for (event, v) in [
+            ("refused_per_ip", g.refused_per_ip),
+            ("refused_per_netgroup", g.refused_per_netgroup),
+            ("refused_banned", g.refused_banned),
+            ("evicted_handshaking", g.evicted_handshaking),
+            ("handshake_timeouts", g.handshake_timeouts),
+            ("evicted_inbound", g.evicted_inbound),
+            ("refused_inbound", g.refused_inbound),
+            ("requests_deferred", g.requests_deferred),
+            ("dropped_over_budget", g.dropped_over_budget),
+            ("txs_ignored", g.txs_ignored),
+            ("bans", g.bans),
+        ] {
+            // The data plane keeps the running totals; the counter mirrors them.
+            self.p2p_guard
+                .get_or_create(&l(&[("event", event)]))
+                .inner()
+                .store(v, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut out = String::with_capacity(8 * 1024);
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -440,6 +471,10 @@ mod tests {
                 consecutive_failures: 0,
                 up: true,
             }],
+            p2p_guard: p2p_dataplane::GuardCounters {
+                dropped_over_budget: 3,
+                ..Default::default()
+            },
             ..Default::default()
         });
         assert!(
@@ -452,5 +487,10 @@ mod tests {
         assert!(text.contains("vision_miner_state{state=\"running\"} 1"));
         assert!(text.contains("vision_anchor_latency_seconds{anchor=\"http://a:7070\"} 0.012"));
         assert!(text.contains("vision_http_request_duration_seconds_bucket"));
+        assert!(
+            text.contains("vision_p2p_guard_total{event=\"dropped_over_budget\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("vision_p2p_guard_total{event=\"refused_per_ip\"} 0"));
     }
 }

@@ -227,7 +227,7 @@ impl TokenBucket {
         } else if self.rate_per_s <= 0.0 {
             Duration::MAX
         } else {
-            Duration::from_secs_f64(missing / self.rate_per_s)
+            Duration::try_from_secs_f64(missing / self.rate_per_s).unwrap_or(Duration::MAX)
         }
     }
 
@@ -478,13 +478,23 @@ mod tests {
                         let g_n = p.per_group.get(&Netgroup::of(ip)).copied().unwrap_or(0);
                         let within = ip_n < CAPS.per_ip && g_n < CAPS.per_netgroup;
                         let before = p.len();
+                        // The victim a full pool must pick: the oldest entry of a
+                        // most-represented netgroup.
+                        let most = p.per_group.values().copied().max().unwrap_or(0);
+                        let expected = p
+                            .entries
+                            .iter()
+                            .find(|(_, (ip, _))| p.per_group[&Netgroup::of(*ip)] == most)
+                            .map(|(id, _)| *id);
                         match p.admit(next, ip, next) {
                             Ok(evicted) => {
                                 prop_assert!(within);
                                 live.push(next);
+                                prop_assert_eq!(evicted.is_some(), before == CAPS.total);
                                 if let Some((id, payload)) = evicted {
                                     prop_assert_eq!(id, payload);
                                     prop_assert_eq!(before, CAPS.total);
+                                    prop_assert_eq!(Some(id), expected);
                                     live.retain(|x| *x != id);
                                 }
                             }
@@ -501,6 +511,33 @@ mod tests {
                 }
                 p.check();
                 prop_assert_eq!(p.len(), live.len());
+            }
+        }
+
+        /// The inbound victim is always the youngest of a most-represented netgroup
+        /// other than the newcomer's, and there is none exactly when the newcomer's
+        /// own netgroup is (one of) the most represented.
+        #[test]
+        fn inbound_victim_rules(
+            groups in proptest::collection::vec(0u8..5, 0..40),
+            newcomer in 0u8..5,
+        ) {
+            let g = |i: u8| Netgroup::V4([10, i]);
+            let peers: Vec<(u64, Netgroup)> =
+                groups.iter().enumerate().map(|(i, x)| (i as u64, g(*x))).collect();
+            let count = |n: Netgroup| {
+                peers.iter().filter(|(_, x)| *x == n).count() + usize::from(n == g(newcomer))
+            };
+            let most = (0..5).map(|i| count(g(i))).max().unwrap_or(0);
+            match inbound_victim(&peers, g(newcomer)) {
+                None => prop_assert_eq!(count(g(newcomer)), most),
+                Some(v) => {
+                    let vg = peers.iter().find(|(id, _)| *id == v).map(|(_, x)| *x).unwrap();
+                    prop_assert!(vg != g(newcomer));
+                    prop_assert_eq!(count(vg), most);
+                    prop_assert!(count(g(newcomer)) < most);
+                    prop_assert!(peers.iter().all(|(id, x)| *x != vg || *id <= v));
+                }
             }
         }
 

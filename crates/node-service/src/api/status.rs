@@ -283,6 +283,7 @@ impl NodeShared {
             blocks_found: m.blocks_found,
             mempool_txs: self.core.mempool_len(),
             exchange_ready: Self::exchange_ok(&v),
+            p2p_guard: self.net.data_plane().guard_counters(),
         });
         bytes_response(
             StatusCode::OK,

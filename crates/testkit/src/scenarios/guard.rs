@@ -32,7 +32,7 @@ use vision_chain::mempool::{
 };
 use vision_chain::{Network, SecretKey, Transaction};
 
-use crate::http::{get_json, post_json};
+use crate::http::{get, get_json, post_json};
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -51,6 +51,10 @@ const REOPEN_GAP: Duration = Duration::from_millis(500);
 const GET_BLOCKS_FLOOD: u64 = 200_000;
 /// How long the node may take to drop the flooding peer.
 const DROP_BOUND: Duration = Duration::from_secs(10);
+/// `NewTx` one peer sends at once (the per-peer burst is 200).
+const TX_FLOOD: u64 = 1_000;
+/// How long the node may take to read the transaction flood.
+const TX_READ_BOUND: Duration = Duration::from_secs(10);
 /// Replacements tried one base unit above the pooled fee.
 const PLUS_ONE_TRIES: usize = 200;
 
@@ -204,6 +208,19 @@ fn spawn_flood(
     }
 }
 
+/// `vision_p2p_guard_total{event="<event>"}` from a node's `/metrics`.
+fn guard_metric(addr: SocketAddr, event: &str) -> Result<u64, String> {
+    let text = get(addr, "/metrics")?;
+    let key = format!("vision_p2p_guard_total{{event=\"{event}\"}} ");
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key.as_str())
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .ok_or_else(|| format!("no {key} in /metrics"))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i).copied().unwrap_or_default()
@@ -265,6 +282,19 @@ pub fn idle_flood(c: &mut Cluster, strict: bool) -> Result<String, String> {
         parts.push(r?);
     }
     rt.shutdown_timeout(Duration::from_secs(2));
+    // The node counted what it turned away, on its own /metrics.
+    let a = c.nodes[i].addr();
+    let refused = guard_metric(a, "refused_per_ip")?
+        + guard_metric(a, "refused_per_netgroup")?
+        + guard_metric(a, "refused_banned")?;
+    let bans = guard_metric(a, "bans")?;
+    if refused < FLOOD_CONNECTIONS as u64 || (strict && bans == 0) || (!strict && bans != 0) {
+        return Err(format!(
+            "/metrics: {refused} refused, {bans} bans in {} mode",
+            mode(strict)
+        ));
+    }
+    parts.push(format!("/metrics: {refused} refused, {bans} bans"));
     Ok(parts.join(", "))
 }
 
@@ -360,16 +390,66 @@ pub fn get_blocks_flood(c: &mut Cluster, strict: bool) -> Result<String, String>
         }
         // The harness's own address was never touched.
         real_handshake(Ipv4Addr::LOCALHOST, to, 8).await?;
-        Ok(format!(
-            "{}: {} GetBlocks sent, {answers} answers, {bytes} bytes in {:.0} ms, then dropped{}",
-            mode(strict),
-            sent.load(Ordering::Relaxed),
-            took.as_millis(),
-            if strict { " and banned" } else { "" }
+        // A peer sending transactions past its rate: the excess is ignored, not
+        // relayed, and the peer stays (they are well formed).
+        let (mut f, _) = real_handshake(Ipv4Addr::new(127, 7, 9, 10 + u8::from(strict)), to, 9).await?;
+        let tx_started = Instant::now();
+        let payer = SecretKey::from_seed(&[0x66; 32]);
+        let sink_to = SecretKey::from_seed(&[0x67; 32]).address();
+        for n in 0..TX_FLOOD {
+            let tx = Transaction::new_signed(&payer, Network::Regtest, sink_to, 1, 1, n);
+            let frame = Message::NewTx(tx).to_frame().map_err(|e| e.to_string())?;
+            f.send(frame).await.map_err(|e| format!("tx flood: {e}"))?;
+        }
+        Ok::<_, String>((
+            format!(
+                "{}: {} GetBlocks sent, {answers} answers, {bytes} bytes in {:.0} ms, then dropped{}",
+                mode(strict),
+                sent.load(Ordering::Relaxed),
+                took.as_millis(),
+                if strict { " and banned" } else { "" }
+            ),
+            f,
+            tx_started,
         ))
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-    r
+    let (line, tx_peer, tx_started) = r?;
+    // What the node counted, on its own /metrics.
+    let metric = |event: &str| guard_metric(c.nodes[i].addr(), event);
+    let dropped = metric("dropped_over_budget")?;
+    if dropped != 1 {
+        return Err(format!("/metrics dropped_over_budget {dropped}, want 1"));
+    }
+    let bans = metric("bans")?;
+    if bans != u64::from(strict) {
+        return Err(format!("/metrics bans {bans}, want {}", u64::from(strict)));
+    }
+    // The peer may have had at most burst + rate × t of its transactions taken by
+    // now; the rest must show as ignored, within TX_READ_BOUND (so the bound cannot
+    // go slack: 1,000 − 200 − 50 × 10 = 300 at the least).
+    let mut ignored = 0;
+    wait_until(
+        "the transaction flood counted as ignored",
+        TX_READ_BOUND,
+        || {
+            ignored = metric("txs_ignored")?;
+            let taken_max = p2p_dataplane::plane::DEFAULT_TXS_BURST as f64
+                + p2p_dataplane::plane::DEFAULT_TXS_PER_S as f64
+                    * tx_started.elapsed().as_secs_f64();
+            Ok(ignored as f64 + taken_max >= TX_FLOOD as f64)
+        },
+    )?;
+    drop(tx_peer);
+    let p2p = c.nodes[i].status()?.p2p;
+    Ok(format!(
+        "{line}; {TX_FLOOD} NewTx from one peer: {ignored} ignored over its rate; /metrics counts the drop{}",
+        if strict { " and the ban" } else { "" }
+    ) + if p2p.listening {
+        ""
+    } else {
+        " (NOT LISTENING)"
+    })
 }
 
 fn error_code(body: &[u8]) -> String {
