@@ -745,7 +745,16 @@ async fn live_answers_conform_to_the_spec() {
     s.post("/api/tx", &tx_json, Some(202)).await;
     s.post("/api/tx", &tx_json, Some(200)).await;
     s.get("/api/mempool", "/api/mempool", 200).await;
-    // Exchange routes: the pending transaction, history pages, fees, bad input.
+    let mut forged = tx.clone();
+    forged.amount += 1;
+    // At a pooled nonce without the replacement step: 409 (before the signature).
+    s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(409))
+        .await;
+    forged.nonce += 1;
+    s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(422))
+        .await;
+    // Exchange routes (after the replacement checks, which race the miner): the
+    // transaction (pending or already confirmed), history pages, fees, bad input.
     let txid = tx.id().to_hex();
     s.get("/api/tx/{txid}", &format!("/api/tx/{txid}"), 200)
         .await;
@@ -790,14 +799,6 @@ async fn live_answers_conform_to_the_spec() {
     )
     .await;
     s.get("/api/fees", "/api/fees", 200).await;
-    let mut forged = tx.clone();
-    forged.amount += 1;
-    // At a pooled nonce without the replacement step: 409 (before the signature).
-    s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(409))
-        .await;
-    forged.nonce += 1;
-    s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(422))
-        .await;
     s.post("/api/tx", b"{\"from\": \"ab", Some(400)).await;
     s.post("/api/tx", b"", Some(400)).await;
     s.post("/api/tx", b"\xff\xfe", Some(400)).await;
