@@ -21,6 +21,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod admission;
 mod bench;
 mod browser;
 mod cells;

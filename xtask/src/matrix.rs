@@ -332,6 +332,20 @@ pub(crate) fn run(opts: Options) -> Result<()> {
             Ok(())
         });
     }
+    // Admission control on 7070: floods from another source address, as an
+    // outsider would (xtask/src/admission.rs).
+    for a in testkit::scenarios::Attack::ALL {
+        let name = format!("admission:{}", a.name());
+        step(&name, &mut || {
+            let bin = node_bin
+                .get_or_insert_with(|| crate::cells::build_node(&root()))
+                .clone()?;
+            testkit::use_node_binary(bin);
+            let detail = crate::admission::run_admission(a, quick)?;
+            println!("{name}: {detail}");
+            Ok(())
+        });
+    }
     step("fault:schemathesis", &mut || {
         let bin = node_bin
             .get_or_insert_with(|| crate::cells::build_node(&root()))

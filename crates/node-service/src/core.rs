@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
     PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
@@ -18,6 +19,7 @@ use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 
 /// Milliseconds since the Unix epoch.
@@ -98,6 +100,8 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The one source of events (`GET /api/events`).
+    pub events: Arc<EventHub>,
     /// The mempool's files (`storage::restore_mempool` sets it at start).
     pub mempool_file: OnceLock<MempoolFile>,
     /// Why the node must stop with exit code 1 (the chain store stayed down past
@@ -133,7 +137,9 @@ impl Core {
             cumulative_work: tip.cumulative_work,
         };
         let (tip_tx, _) = watch::channel(view.height);
+        let events = Arc::new(EventHub::new(store.clone(), CancellationToken::new())?);
         Ok(Core {
+            events,
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -236,7 +242,13 @@ impl Core {
             }
         }
         if outcome.tip_changed() {
-            self.after_tip_change(&outcome)?;
+            let r = self.after_tip_change(&outcome);
+            // The commit wrote this block's chain events: publish them (and any a
+            // concurrent import wrote), in order, from the one place that does.
+            if let Err(e) = self.events.chain_committed() {
+                tracing::warn!("[EVENTS] cannot read the chain events just written: {e}");
+            }
+            r?;
         }
         Ok(outcome)
     }
@@ -307,8 +319,27 @@ impl Core {
         let view = self.store.accounts(&[tx.from])?;
         let journaled = tx.clone();
         let id = self.pool().admit(tx, &view, now_ms())?;
-        crate::storage::journal_tx(self, &journaled);
+        self.journal_tx(&journaled);
+        self.events.tx_accepted(&journaled);
         Ok(id)
+    }
+
+    /// Journal an accepted transaction (blocking: one `write`). A journal at its
+    /// bound is folded into a snapshot. (Here rather than in `storage`, which uses
+    /// the core: no import circle.)
+    fn journal_tx(&self, tx: &Transaction) {
+        let Some(file) = self.mempool_file.get() else {
+            return;
+        };
+        match file.append(tx) {
+            Ok(n) if n >= vision_store::mempool_file::MEMPOOL_JOURNAL_TXS_MAX => {
+                if let Err(e) = file.save(|| self.mempool_all()) {
+                    tracing::warn!("[MEMPOOL] cannot save the mempool: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("[MEMPOOL] cannot journal transaction {}: {e}", tx.id()),
+        }
     }
 
     /// Every pooled transaction, highest fee first (for the mempool file).

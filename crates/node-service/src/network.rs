@@ -303,8 +303,10 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
         shutdown.clone(),
     ));
     tokio::spawn(run_sync_loop(core.clone(), net.clone(), shutdown.clone()));
+    tokio::spawn(run_peerbook_aging(net.clone(), shutdown.clone()));
     if net.membership.is_some() {
-        tokio::spawn(run_membership_expiry(
+        tokio::spawn(run_membership_upkeep(
+            core.clone(),
             net.clone(),
             shutdown.clone(),
             cfg.probe_interval_ms,
@@ -312,22 +314,128 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
     }
 }
 
-async fn run_membership_expiry(net: Arc<Net>, shutdown: CancellationToken, period_ms: u64) {
-    let mut t = tokio::time::interval(Duration::from_millis(period_ms.max(100)));
+/// How often the peer book forgets entries unheard of for
+/// `backbone_state::PEER_ENTRY_TTL_S`.
+pub const PEERBOOK_AGING_PERIOD_MS: u64 = 60_000;
+
+/// Peer books forget: entries not heard of for `PEER_ENTRY_TTL_S` are dropped.
+async fn run_peerbook_aging(net: Arc<Net>, shutdown: CancellationToken) {
+    let mut t = tokio::time::interval(Duration::from_millis(PEERBOOK_AGING_PERIOD_MS));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = t.tick() => {}
         }
-        if let Some(m) = &net.membership {
-            let expired = m.lock().unwrap_or_else(|e| e.into_inner()).expire(now_ms());
-            if expired > 0 {
-                tracing::info!(
-                    "[BACKBONE] ⌛ {expired} members expired after three missed heartbeats"
-                );
-            }
+        let n = net.peerbook.expire(now_unix());
+        if n > 0 {
+            tracing::info!("[HEALING] {n} peer-book entries aged out");
         }
     }
+}
+
+/// Dial-backs started per upkeep tick (on top of the membership table's own
+/// per-target and per-minute budgets).
+pub const DIALBACKS_PER_TICK_MAX: usize = 8;
+/// Longest period of the membership upkeep (expiry and dial-backs).
+pub const MEMBERSHIP_UPKEEP_MAX_MS: u64 = 1_000;
+
+/// An anchor's membership upkeep: expire silent members, and dial back unverified
+/// ones (`Membership::dialback_due`: at most once per target address per ten
+/// minutes and within a global budget) to prove their key at their advertised
+/// address before they are handed out.
+async fn run_membership_upkeep(
+    core: Arc<Core>,
+    net: Arc<Net>,
+    shutdown: CancellationToken,
+    period_ms: u64,
+) {
+    let period = period_ms.clamp(100, MEMBERSHIP_UPKEEP_MAX_MS);
+    let mut t = tokio::time::interval(Duration::from_millis(period));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        let Some(m) = &net.membership else { return };
+        let (expired, due) = {
+            let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            (m.expire(now), m.dialback_due(now, DIALBACKS_PER_TICK_MAX))
+        };
+        if expired > 0 {
+            tracing::info!("[BACKBONE] ⌛ {expired} members expired after three missed heartbeats");
+        }
+        for (node_id, http_address) in due {
+            let (core, net) = (core.clone(), net.clone());
+            tokio::spawn(async move {
+                match dial_back(&core, &net, &node_id, &http_address).await {
+                    Ok(()) => tracing::info!(
+                        "[BACKBONE] ✅ member {} verified at {http_address}",
+                        id_short(&node_id)
+                    ),
+                    Err(e) => tracing::info!(
+                        "[BACKBONE] member {} not verified at {http_address} (not handed out; next try in 10 min): {e}",
+                        id_short(&node_id)
+                    ),
+                }
+            });
+        }
+    }
+}
+
+fn id_short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Call a member's advertised control-plane address with a challenge; it is
+/// verified when the answer is signed by its key over our challenge and id.
+async fn dial_back(
+    core: &Core,
+    net: &Net,
+    node_id: &str,
+    http_address: &str,
+) -> Result<(), String> {
+    let (hello, exchange) = hello_payload(core).sign_call(&core.key);
+    let answer = net
+        .client
+        .hello_signed(http_address, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = now_unix();
+    let signer = answer
+        .verify_answer(core.cfg.network.as_str(), now, &exchange)
+        .map_err(|e| e.to_string())?;
+    if !signer.to_hex().eq_ignore_ascii_case(node_id) {
+        return Err(format!(
+            "the node at that address is {}, not the member",
+            id_short(&signer.to_hex())
+        ));
+    }
+    let member = {
+        let Some(m) = &net.membership else {
+            return Err("not an anchor".into());
+        };
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        if !m.mark_verified(node_id, http_address, now) {
+            return Err("the member moved or expired meanwhile".into());
+        }
+        m.get(node_id).cloned()
+    };
+    // Verified members are peers too: the anchor's peer book and /api/peers show
+    // them (unverified ones never enter it).
+    if let Some(mb) = member {
+        let _ = net.peerbook.upsert(&backbone_state::PeerUpdate {
+            node_id: Some(mb.node_id),
+            address: mb.p2p_address,
+            http_address: Some(mb.http_address),
+            source: vision_wire::PeerSource::Http,
+            is_anchor: mb.is_anchor,
+            initial_health: backbone_state::HTTP_DISCOVERED_HEALTH,
+            last_seen_unix: now,
+            verified_unix: Some(now),
+        });
+    }
+    Ok(())
 }
 
 /// Anchors (best first) and a few HTTP peers as sync sources.

@@ -138,10 +138,20 @@ impl Node {
             net: net.clone(),
             relay,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
+            limiter: crate::ratelimit::RateLimiter::new(),
             source_log: Mutex::new(SourceLog::default()),
             status_cache: ArcSwapOption::empty(),
         });
         let _ = cell.set(Arc::downgrade(&shared));
+        // Node shutdown ends every event stream (and wakes every long poll), so the
+        // server's graceful shutdown does not wait on them.
+        {
+            let (stop, events) = (shutdown.clone(), core.events.shutdown.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                events.cancel();
+            });
+        }
         net.set_data_plane(crate::p2p::start(&core, net.peerbook.clone(), &shutdown).await);
         // A new tip (from any origin) reaches the miner at once, not at its next tick:
         // stale work is abandoned promptly.

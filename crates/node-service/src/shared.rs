@@ -40,6 +40,8 @@ pub struct NodeShared {
     /// Where blocks and transactions go next, by origin.
     pub relay: Arc<Relay>,
     pub(crate) replay: Mutex<vision_wire::ReplayGuard>,
+    /// Rate limits per client address, route class and signing key.
+    pub(crate) limiter: crate::ratelimit::RateLimiter,
     pub(crate) source_log: Mutex<SourceLog>,
     pub(crate) status_cache: ArcSwapOption<StatusCache>,
 }

@@ -675,6 +675,40 @@ async fn live_answers_conform_to_the_spec() {
     s.get("/api/accounts/{address}", "/api/accounts/me", 400)
         .await;
 
+    // Push routes: bad input is a 400 with the error shape (the stream itself is
+    // tested in tests/events.rs), the long poll answers at once when `known` is not
+    // the tip.
+    s.get("/api/events", "/api/events?types=block_connected,nope", 400)
+        .await;
+    s.get("/api/events", "/api/events?types=", 400).await;
+    s.get("/api/events", "/api/events?last_event_id=12x", 400)
+        .await;
+    s.call(
+        "GET",
+        "/api/events",
+        "/api/events",
+        &[("Last-Event-ID", "-1")],
+        b"",
+        Some(400),
+    )
+    .await;
+    s.get("/api/events", "/api/events?address=me", 400).await;
+    s.get("/api/tip", "/api/tip", 200).await;
+    s.get(
+        "/api/tip",
+        &format!("/api/tip?known={}&wait_ms=1", "ab".repeat(32)),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/tip",
+        &format!("/api/tip?known={h1}&wait_ms=60001"),
+        400,
+    )
+    .await;
+    s.get("/api/tip", "/api/tip?known=12", 400).await;
+    s.get("/api/tip", "/api/tip?wait_ms=soon", 400).await;
+
     // Submitting blocks: known (binary and JSON), garbage, orphan, invalid.
     let bin_ct = [("Content-Type", "application/octet-stream")];
     s.call(

@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod events;
 mod index;
 pub mod mempool_file;
 mod reindex;
@@ -66,6 +67,7 @@ mod store;
 mod verify;
 
 pub use error::{FaultKind, StoreError};
+pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
 pub use index::{
     BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
     REWARD_POSITION, TxLocation,

@@ -19,6 +19,7 @@ use vision_chain::{
 
 use crate::StoreError;
 use crate::error::FaultKind;
+use crate::events::{ChainEvent, EventsPage};
 use crate::index::{
     ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
     IndexTables, REWARD_POSITION, TX_INDEX, TxLocation, split_addr_key, split_tx_value,
@@ -269,6 +270,7 @@ struct Tables<'t> {
     rewards: Table<'t, u64, &'static [u8; 40]>,
     /// `None` in a store created without indexes.
     index: Option<IndexTables<'t>>,
+    events: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -292,6 +294,7 @@ impl<'t> Tables<'t> {
             children: wtx.open_table(CHILDREN)?,
             rewards: wtx.open_table(REWARDS)?,
             index,
+            events: wtx.open_table(crate::events::EVENTS)?,
         })
     }
 
@@ -1206,6 +1209,11 @@ impl ChainStore {
                     source: e.into(),
                 });
             }
+            crate::events::append(
+                &mut t.meta,
+                &mut t.events,
+                &[ChainEvent::connected(*hash, block)],
+            )?;
             return Ok(Ok(AcceptOutcome::Extended {
                 height,
                 hash: *hash,
@@ -1236,8 +1244,14 @@ impl ChainStore {
 
         let mut disconnected = Vec::new();
         let mut reverted: Vec<Vec<Transaction>> = Vec::new();
+        // The log of this reorg: every removed block (tip first), then the branch.
+        let mut log = Vec::with_capacity(2 * branch.len() + 2);
         for h in (fork_height + 1..=tip.header.height).rev() {
             let (dh, dblock) = t.disconnect(h)?;
+            log.push(ChainEvent::Disconnected {
+                height: h,
+                hash: dh,
+            });
             disconnected.push(dh);
             reverted.push(dblock.txs);
         }
@@ -1265,6 +1279,7 @@ impl ChainStore {
                 bi.status = BlockStatus::Valid;
                 t.put_info(bh, &bi)?;
             }
+            log.push(ChainEvent::connected(*bh, &b));
             connected.push(*bh);
         }
         if let Err(e) = t.connect_new_tip(self.params, hash, block, info)? {
@@ -1273,6 +1288,8 @@ impl ChainStore {
                 source: e.into(),
             })));
         }
+        log.push(ChainEvent::connected(*hash, block));
+        crate::events::append(&mut t.meta, &mut t.events, &log)?;
         connected.push(*hash);
         Ok(Ok(AcceptOutcome::Reorganized(Reorg {
             fork_height,
@@ -1315,6 +1332,13 @@ impl ChainStore {
         }
         wtx.commit()?;
         Ok(())
+    }
+
+    /// Up to `limit` (at most [`crate::EVENTS_PAGE_MAX`]) chain events after sequence
+    /// number `after`, in order, with the log's bounds (see [`crate::events`]). One
+    /// read snapshot: never blocks a writer.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<EventsPage, StoreError> {
+        self.reading(|rtx| crate::events::read_after(rtx, after, limit))
     }
 
     /// The main chain's tip.

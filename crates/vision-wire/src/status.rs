@@ -134,6 +134,10 @@ pub struct PublicPeerInfo {
     pub is_anchor: bool,
     /// Unix seconds it was last heard from.
     pub last_seen_unix: u64,
+    /// Unix seconds a dial-back last proved its key at `http_address`; `null` until
+    /// one succeeded (an anchor hands out only verified members).
+    #[serde(default)]
+    pub verified_unix: Option<u64>,
 }
 
 /// How a peer-book entry was learned.
