@@ -177,27 +177,33 @@ fn disk_full_rounds(
         Ok(s.height >= 5 && s.sync.lag <= 1)
     })?;
     let pid = c.nodes[mi].pid();
+    // A block to submit while the store is down (the anchor's tip, as JSON).
+    let tip = c.nodes[ai].status()?.tip_hash;
+    let block = get_json(c.nodes[ai].addr(), &format!("/api/block/{tip}"))?;
     let filler = fill(&fs.dir)?;
     let filled = Instant::now();
     let bound = probe * 2 + SLACK;
     let node = &c.nodes[mi];
     wait_until(
-        "store down with \"No space left\", readyz 503, miner paused_store_error, tx 503",
+        "store down with \"No space left\", readyz 503, miner paused_store_error, tx and block 503",
         bound,
         || {
             let (st, detail) = store_health(node)?;
             let ready = get(node.addr(), "/readyz")?.status;
             let miner = node.status()?.miner.state;
+            let unavailable = |a: &crate::http::HttpAnswer| {
+                a.status == 503
+                    && serde_json::from_slice::<serde_json::Value>(&a.body)
+                        .is_ok_and(|v| v["error"] == "store_unavailable")
+            };
             let tx = post_json(node.addr(), "/api/tx", &some_tx())?;
-            let code = serde_json::from_slice::<serde_json::Value>(&tx.body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string));
+            let blk = post_json(node.addr(), "/api/blocks", &block)?;
             Ok(st == "down"
                 && detail.contains("No space left")
                 && ready == 503
                 && miner == "paused_store_error"
-                && tx.status == 503
-                && code.as_deref() == Some("store_unavailable"))
+                && unavailable(&tx)
+                && unavailable(&blk))
         },
     )?;
     let down_after = filled.elapsed();
