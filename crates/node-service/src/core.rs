@@ -102,12 +102,18 @@ pub struct Core {
     pub fetching: AtomicBool,
     /// The one source of events (`GET /api/events`).
     pub events: Arc<EventHub>,
+    /// Called after every commit that moved the tip, from the importing thread
+    /// (the node refreshes its published view there).
+    pub tip_hook: OnceLock<TipHook>,
     /// The mempool's files (`storage::restore_mempool` sets it at start).
     pub mempool_file: OnceLock<MempoolFile>,
     /// Why the node must stop with exit code 1 (the chain store stayed down past
     /// `--store-down-exit-ms`), once that happened.
     pub fatal: Mutex<Option<String>>,
 }
+
+/// See [`Core::tip_hook`].
+pub type TipHook = Box<dyn Fn() + Send + Sync>;
 
 /// Sources whose last sync error is remembered for status.
 pub const SOURCE_ERRORS_MAX: usize = 64;
@@ -140,6 +146,7 @@ impl Core {
         let events = Arc::new(EventHub::new(store.clone(), CancellationToken::new())?);
         Ok(Core {
             events,
+            tip_hook: OnceLock::new(),
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -158,6 +165,17 @@ impl Core {
             store,
             cfg,
         })
+    }
+
+    /// Hold every lock of the core (tests: proving a read path takes none).
+    #[cfg(test)]
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        (
+            self.pool(),
+            lock(&self.claims),
+            lock(&self.source_errors),
+            lock(&self.fatal),
+        )
     }
 
     /// The current tip, lock-free.
@@ -243,8 +261,12 @@ impl Core {
         }
         if outcome.tip_changed() {
             let r = self.after_tip_change(&outcome);
-            // The commit wrote this block's chain events: publish them (and any a
-            // concurrent import wrote), in order, from the one place that does.
+            // The published view first (a client told of the block reads it in
+            // status), then the block's chain events (and any a concurrent import
+            // wrote), in order, from the one place that publishes them.
+            if let Some(hook) = self.tip_hook.get() {
+                hook();
+            }
             if let Err(e) = self.events.chain_committed() {
                 tracing::warn!("[EVENTS] cannot read the chain events just written: {e}");
             }

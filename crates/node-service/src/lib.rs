@@ -31,6 +31,7 @@ pub mod relay;
 pub mod shared;
 pub mod storage;
 pub mod sync;
+pub mod view;
 
 pub use config::{AnchorSeed, NodeConfig};
 pub use node::{Node, NodeError};

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Block, Hash32, Network, SecretKey, build_block, solve};
-use vision_wire::events::{Event, MinerEvent};
+use vision_wire::events::Event;
 
 /// One SSE frame as read.
 #[derive(Debug, Clone)]
@@ -375,10 +375,10 @@ async fn a_subscriber_that_never_reads_is_dropped_and_the_others_keep_up() {
     sock.set_recv_buffer_size(4096).unwrap();
     let mut stuck = sock.connect(n.addr).await.unwrap();
     stuck
-        .write_all(b"GET /api/events?types=miner HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /api/events?types=tx_accepted HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut reader = SseClient::connect(n.addr, "/api/events?types=miner", &[]).await;
+    let mut reader = SseClient::connect(n.addr, "/api/events?types=tx_accepted", &[]).await;
     let hub = n.shared.core.events.clone();
     wait_for("both subscribed", Duration::from_secs(10), async || {
         hub.subscriber_count() == 2
@@ -393,7 +393,7 @@ async fn a_subscriber_that_never_reads_is_dropped_and_the_others_keep_up() {
         for i in 0..burst {
             let e = reader.next().await.expect("the reader's stream stays open");
             match &e.event {
-                Event::Miner(m) => assert_eq!(m.lag, i as u64, "in order, none lost"),
+                Event::TxAccepted(t) => assert_eq!(t.amount, i as u64, "in order, none lost"),
                 other => panic!("{other:?}"),
             }
             p.store(i + 1, std::sync::atomic::Ordering::Relaxed);
@@ -401,14 +401,20 @@ async fn a_subscriber_that_never_reads_is_dropped_and_the_others_keep_up() {
         reader
     });
     let batch = node_service::events::EVENTS_SUBSCRIBER_BUFFER / 4;
-    // Frames padded to ~330 bytes: 40 buffers' worth is ~13 MB, far past what the
-    // kernel (4 MB send buffer at most here) and hyper can hold for the stuck one.
-    let state = "x".repeat(256);
+    // tx_accepted frames (~330 bytes; the hub formats, it does not verify): 40
+    // buffers' worth is ~13 MB, far past what the kernel (4 MB send buffer at most
+    // here) and hyper can hold for the stuck one.
+    let mut tx = vision_chain::Transaction::new_signed(
+        &SecretKey::from_seed(&[3; 32]),
+        Network::Regtest,
+        SecretKey::from_seed(&[4; 32]).address(),
+        0,
+        1,
+        0,
+    );
     for i in 0..burst {
-        hub.miner(MinerEvent {
-            state: state.clone(),
-            lag: i as u64,
-        });
+        tx.amount = i as u64;
+        hub.tx_accepted(&tx);
         if (i + 1) % batch == 0 {
             let want = i + 1 - batch;
             wait_for(

@@ -32,7 +32,6 @@ pub use exchange::{
     FEE_SLOW_TARGET_BLOCKS,
 };
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
-pub use status::STATUS_CACHE_MS;
 
 /// The panel, built into the binary.
 pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");
