@@ -757,7 +757,14 @@ async fn live_answers_conform_to_the_spec() {
     )
     .await;
 
-    // Transactions.
+    // Transactions. The chain holds still for them: a block mined between the
+    // submission and the replacement check would consume the nonce and turn that
+    // check's 409 into a 422.
+    miner.shared.miner.stop();
+    wait_for("the miner stopped", Duration::from_secs(30), async || {
+        miner.shared.miner.state() == miner_core::MinerState::StoppedByUser
+    })
+    .await;
     let acct = json_of(
         &s.get(
             "/api/accounts/{address}",
