@@ -1459,3 +1459,54 @@ fn a_store_created_without_indexes_says_so() {
     assert!(!store.indexes_enabled().unwrap());
     assert_eq!(store.tip().unwrap().height, 2);
 }
+
+#[test]
+fn damage_met_at_run_time_is_a_corrupt_fault_that_stays_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    busy_store(&path, 8);
+    let (victim, next) = {
+        let s = ChainStore::open(&path, NET).unwrap();
+        let tip = s.tip().unwrap();
+        (
+            s.hash_at(3).unwrap().unwrap(),
+            mine_on(&s, &tip.hash, key(1).address(), vec![]),
+        )
+    };
+    // A record that no longer decodes (a bug, or another tool), behind valid page
+    // checksums; opened without the checks at open, so the damage is met at run time.
+    const T_INFO: redb::TableDefinition<&[u8; 32], &[u8]> =
+        redb::TableDefinition::new("block_info");
+    tamper(&path, |w| {
+        w.open_table(T_INFO)
+            .unwrap()
+            .insert(&victim.0, [1u8, 2, 3].as_slice())
+            .unwrap();
+    });
+    let unchecked = OpenOptions {
+        check_integrity: false,
+        verify_tail_blocks: 0,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &unchecked).unwrap();
+    assert!(store.fault().is_none(), "nothing read it yet");
+    let err = store.headers_range(0, MAX_HEADERS_RANGE).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let fault = store.fault().expect("a failed read takes the store down");
+    assert_eq!(fault.kind, vision_store::FaultKind::Corrupt);
+    assert!(fault.error.contains("block info record"), "{fault:?}");
+    // Writes are refused, reopening is refused, the fault stays.
+    assert!(matches!(
+        store.accept_block(&next, NOW_MS),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(store.recover().is_err());
+    assert_eq!(
+        store.fault().map(|f| f.kind),
+        Some(vision_store::FaultKind::Corrupt)
+    );
+    drop(store);
+    // The check at open finds it (the tail reaches height 3).
+    let err = ChainStore::open(&path, NET).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+}

@@ -421,3 +421,65 @@ impl Api {
         }
     }
 }
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, auth: Option<&str>) -> Request {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert(
+                hyper::header::AUTHORIZATION,
+                hyper::header::HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        Request {
+            method,
+            path: path.into(),
+            query: None,
+            headers,
+            body: Bytes::new(),
+            peer: "127.9.9.9:1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn bearer_is_matched_case_insensitively() {
+        for a in ["Bearer tok", "bearer tok", "BEARER tok", "  bEaReR   tok "] {
+            assert_eq!(
+                bearer_token(&req(Method::GET, "/", Some(a))),
+                Some("tok"),
+                "{a}"
+            );
+        }
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Basic tok"))),
+            None
+        );
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Bearertok"))),
+            None
+        );
+        assert_eq!(bearer_token(&req(Method::GET, "/", None)), None);
+    }
+
+    #[test]
+    fn route_classes() {
+        assert_eq!(route_class(&Method::POST, "/api/hello"), RouteClass::Signed);
+        assert_eq!(
+            route_class(&Method::POST, "/api/heartbeat/"),
+            RouteClass::Signed
+        );
+        assert_eq!(route_class(&Method::POST, "/api/tx"), RouteClass::Write);
+        assert_eq!(route_class(&Method::POST, "/api/blocks"), RouteClass::Write);
+        assert_eq!(
+            route_class(&Method::GET, "/api/status"),
+            RouteClass::PublicRead
+        );
+        assert_eq!(
+            route_class(&Method::HEAD, "/api/blocks"),
+            RouteClass::PublicRead
+        );
+    }
+}
