@@ -358,6 +358,14 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
             .is_some_and(|t| t.contains("Exchange")),
         "the exchange line is shown"
     );
+    // a lone anchor is in sync: the progress bar is full and says so
+    let progress = session.text("sync-progress-label").unwrap_or_default();
+    assert!(
+        progress.starts_with("100.0%"),
+        "sync progress: {progress:?}"
+    );
+    let eta = session.text("sync-eta").unwrap_or_default();
+    assert_eq!(eta, "in sync");
     let state = session.text("miner-state").unwrap_or_default();
     assert!(state.contains("Stopped"), "not mining at first: {state:?}");
     let h0 = number(&session.text("chain-height").unwrap_or_default()).unwrap_or(0);

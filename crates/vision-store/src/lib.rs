@@ -70,6 +70,7 @@
 
 mod error;
 pub mod events;
+mod index;
 pub mod mempool_file;
 mod reindex;
 mod schema;
@@ -78,12 +79,16 @@ mod verify;
 
 pub use error::{FaultKind, StoreError};
 pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
+pub use index::{
+    BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
+    REWARD_POSITION, TxLocation,
+};
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
-    AcceptOutcome, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
-    MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
-    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
+    AcceptOutcome, Balance, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE,
+    MAX_HEADERS_RANGE, MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault,
+    TipContext, TipInfo, VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]
