@@ -473,7 +473,8 @@ fn the_validator_can_fail() {
         strict: true,
     };
     let status = json!({"$ref": "#/components/schemas/SyncStatus"});
-    let good = json!({"network_tip": 3, "tip_source": "local", "lag": 0, "syncing": false});
+    let good = json!({"network_tip": 3, "tip_source": "local", "lag": 0, "syncing": false,
+        "progress": 1.0, "blocks_per_s": 0.0, "eta_s": 0});
     let check = |body: &Value| {
         let mut errs = Vec::new();
         v.validate(&status, body, "$", &mut errs);
@@ -490,19 +491,19 @@ fn the_validator_can_fail() {
     );
     assert!(errs.iter().any(|e| e.contains("lag_blocks")), "{errs:?}");
     assert!(
-        !check(&json!({"network_tip": -1, "tip_source": "local", "lag": 0, "syncing": false}))
+        !check(&json!({"network_tip": -1, "tip_source": "local", "lag": 0, "syncing": false, "progress": 1.0, "blocks_per_s": 0.0, "eta_s": 0}))
             .is_empty()
     );
     assert!(
-        !check(&json!({"network_tip": 1.5, "tip_source": "local", "lag": 0, "syncing": false}))
+        !check(&json!({"network_tip": 1.5, "tip_source": "local", "lag": 0, "syncing": false, "progress": 1.0, "blocks_per_s": 0.0, "eta_s": 0}))
             .is_empty()
     );
     assert!(
-        !check(&json!({"network_tip": 1, "tip_source": "moon", "lag": 0, "syncing": false}))
+        !check(&json!({"network_tip": 1, "tip_source": "moon", "lag": 0, "syncing": false, "progress": 1.0, "blocks_per_s": 0.0, "eta_s": 0}))
             .is_empty()
     );
     assert!(
-        !check(&json!({"network_tip": 1, "tip_source": null, "lag": 0, "syncing": false}))
+        !check(&json!({"network_tip": 1, "tip_source": null, "lag": 0, "syncing": false, "progress": 1.0, "blocks_per_s": 0.0, "eta_s": 0}))
             .is_empty()
     );
 
@@ -757,7 +758,14 @@ async fn live_answers_conform_to_the_spec() {
     )
     .await;
 
-    // Transactions.
+    // Transactions. The chain holds still for them: a block mined between the
+    // submission and the replacement check would consume the nonce and turn that
+    // check's 409 into a 422.
+    miner.shared.miner.stop();
+    wait_for("the miner stopped", Duration::from_secs(30), async || {
+        miner.shared.miner.state() == miner_core::MinerState::StoppedByUser
+    })
+    .await;
     let acct = json_of(
         &s.get(
             "/api/accounts/{address}",
@@ -787,6 +795,52 @@ async fn live_answers_conform_to_the_spec() {
     forged.nonce += 1;
     s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(422))
         .await;
+    // Exchange routes (after the replacement checks, which race the miner): the
+    // transaction (pending or already confirmed), history pages, fees, bad input.
+    let txid = tx.id().to_hex();
+    s.get("/api/tx/{txid}", &format!("/api/tx/{txid}"), 200)
+        .await;
+    s.get(
+        "/api/tx/{txid}",
+        &format!("/api/tx/{}", "cd".repeat(32)),
+        404,
+    )
+    .await;
+    s.get("/api/tx/{txid}", "/api/tx/xyz", 400).await;
+    let page = json_of(
+        &s.get(
+            "/api/accounts/{address}/txs",
+            &format!("/api/accounts/{me}/txs?limit=1"),
+            200,
+        )
+        .await,
+    );
+    let cursor = page["next_cursor"].as_str().expect("more than one entry");
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?limit=2&cursor={cursor}"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?cursor=yesterday"),
+        400,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        "/api/accounts/nobody/txs",
+        400,
+    )
+    .await;
+    s.get("/api/fees", "/api/fees", 200).await;
     s.post("/api/tx", b"{\"from\": \"ab", Some(400)).await;
     s.post("/api/tx", b"", Some(400)).await;
     s.post("/api/tx", b"\xff\xfe", Some(400)).await;
@@ -899,7 +953,8 @@ async fn live_answers_conform_to_the_spec() {
     s.get("/api/exchange/ready", "/api/exchange/ready", 503)
         .await;
     s.get("/api/status", "/api/status", 200).await;
-    s.get("/api/health", "/api/health", 200).await;
+    // no backbone: down, and the HTTP status says so
+    s.get("/api/health", "/api/health", 503).await;
 
     // Admin from elsewhere without the token: 401 (through the handler, as a
     // non-loopback peer cannot be made on 127.0.0.1).

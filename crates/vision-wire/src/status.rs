@@ -68,7 +68,7 @@ pub enum TipSource {
 }
 
 /// `sync` in the status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
     /// The network tip height used for lag.
     pub network_tip: u64,
@@ -78,6 +78,21 @@ pub struct SyncStatus {
     pub lag: u64,
     /// Fetching blocks right now.
     pub syncing: bool,
+    /// Share of the network's chain this node holds, 0..1; 1 when caught up.
+    #[serde(default = "one")]
+    pub progress: f64,
+    /// Blocks imported per second over the last 10 s.
+    #[serde(default)]
+    pub blocks_per_s: f64,
+    /// Seconds to catch up at that rate: 0 when caught up, `null` while behind with
+    /// no measurable rate.
+    #[serde(default)]
+    pub eta_s: Option<u64>,
+}
+
+/// What a status without `progress` (an older node) means: caught up.
+fn one() -> f64 {
+    1.0
 }
 
 /// `miner` in the status.
@@ -214,12 +229,27 @@ pub struct ExchangeReady {
 pub struct AccountResponse {
     /// The address.
     pub address: Address,
-    /// Balance in base units.
+    /// Spendable balance in base units (the same as `spendable`; kept for older
+    /// clients).
     pub balance: u64,
     /// Next nonce to use.
     pub nonce: u64,
     /// Height the balance is read at.
     pub height: u64,
+    /// What it can spend now: confirmed, matured funds at the tip.
+    #[serde(default)]
+    pub spendable: u64,
+    /// Incoming transfers in the mempool, not in a block yet.
+    #[serde(default)]
+    pub pending: u64,
+    /// Amount plus fee of its own transfers in the mempool (what `spendable` will
+    /// lose when they are mined).
+    #[serde(default)]
+    pub pending_outgoing: u64,
+    /// Block rewards it mined that have not matured yet (a reorganisation can still
+    /// take them away).
+    #[serde(default)]
+    pub immature: u64,
 }
 
 /// `POST /api/miner/start` body.
@@ -269,6 +299,7 @@ pub struct SubmitBlockResponse {
 pub struct MempoolResponse {
     /// Transactions in the pool.
     pub count: usize,
-    /// The transactions, highest fee first; at most the server's listing limit.
-    pub txs: Vec<vision_chain::Transaction>,
+    /// The transactions, highest fee first, each with its `txid`; at most the
+    /// server's listing limit.
+    pub txs: Vec<crate::TxJson>,
 }

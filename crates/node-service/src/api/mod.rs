@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use vision_store::StoreError;
-use vision_wire::MempoolResponse;
+use vision_wire::{MempoolResponse, TxJson};
 
 use crate::http::{
     ApiError, ConnRefusal, Handler, Request, Response, bytes_response, json_response,
@@ -21,11 +21,16 @@ use crate::shared::NodeShared;
 
 mod chain;
 mod events;
+mod exchange;
 mod miner;
 mod peers;
 mod status;
 
 pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
+pub use exchange::{
+    ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX, FEE_FULL_BLOCK_PERCENT, FEE_RECENT_BLOCKS,
+    FEE_SLOW_TARGET_BLOCKS,
+};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
 
 /// The panel, built into the binary.
@@ -60,6 +65,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tx"),
     ("GET", "/api/mempool"),
     ("GET", "/api/accounts/{address}"),
+    ("GET", "/api/accounts/{address}/txs"),
+    ("GET", "/api/tx/{txid}"),
+    ("GET", "/api/fees"),
     ("GET", "/api/peers"),
     ("POST", "/api/miner/start"),
     ("POST", "/api/miner/stop"),
@@ -325,9 +333,18 @@ impl Api {
                 ok_json(&serde_json::json!({"status": "ok"}))
             ),
             ["readyz"] => only!("/readyz", get, "GET", Ok(self.0.readyz())),
-            ["metrics"] => only!("/metrics", get, "GET", Ok(self.0.metrics_response())),
+            ["metrics"] => only!(
+                "/metrics",
+                get,
+                "GET",
+                Ok(self.0.metrics_response(
+                    req.headers
+                        .get(hyper::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                ))
+            ),
             ["api", "status"] => only!("/api/status", get, "GET", Ok(self.0.status_response())),
-            ["api", "health"] => only!("/api/health", get, "GET", ok_json(&self.0.health())),
+            ["api", "health"] => only!("/api/health", get, "GET", Ok(self.0.health_response())),
             ["api", "exchange", "ready"] => only!(
                 "/api/exchange/ready",
                 get,
@@ -377,12 +394,26 @@ impl Api {
                 "GET",
                 ok_json(&MempoolResponse {
                     count: self.0.core.mempool_len(),
-                    txs: self.0.core.mempool_list(MEMPOOL_LIST_MAX),
+                    txs: self
+                        .0
+                        .core
+                        .mempool_list(MEMPOOL_LIST_MAX)
+                        .iter()
+                        .map(TxJson::from)
+                        .collect(),
                 })
             ),
             ["api", "accounts", a] => {
                 only!("/api/accounts/{address}", get, "GET", self.account(a).await)
             }
+            ["api", "accounts", a, "txs"] => only!(
+                "/api/accounts/{address}/txs",
+                get,
+                "GET",
+                self.account_txs(&req, a).await
+            ),
+            ["api", "tx", t] => only!("/api/tx/{txid}", get, "GET", self.tx(t).await),
+            ["api", "fees"] => only!("/api/fees", get, "GET", self.fees().await),
             ["api", "miner", "start"] => {
                 only!("/api/miner/start", post, "POST", self.miner_start(&req))
             }
