@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod parallel;
 pub mod mempool_file;
 mod reindex;
 mod schema;
