@@ -28,6 +28,9 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 pub(crate) fn run_fault(fault: Fault) -> Result<String, String> {
     let (result, mut cluster) = fault_cell(fault);
     result.map_err(|e| {
+        if e.starts_with(crate::browser::SKIP) {
+            return e;
+        }
         cluster.keep();
         format!("{e} (logs kept in {})", cluster.dir.display())
     })

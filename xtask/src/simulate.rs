@@ -15,7 +15,14 @@ pub(crate) struct Options {
     pub(crate) scenarios: Vec<Scenario>,
     pub(crate) timings: Vec<Timing>,
     pub(crate) verify_signatures: bool,
+    pub(crate) subscribe_tips: bool,
 }
+
+/// Issue #14's acceptance at the contract's timing, with tip subscriptions on: a new
+/// tip reaches every node within this many virtual ms…
+pub(crate) const PROPAGATION_MAX_MS: u64 = 1_000;
+/// …at no more than this many control-plane messages per node per minute.
+pub(crate) const MESSAGES_PER_NODE_MIN_MAX: f64 = 60.0;
 
 impl Options {
     pub(crate) fn parse(args: &[String]) -> Result<Options> {
@@ -26,6 +33,7 @@ impl Options {
             scenarios: Scenario::ALL.to_vec(),
             timings: vec![Timing::contract(), Timing::fast()],
             verify_signatures: false,
+            subscribe_tips: true,
         };
         let mut it = args.iter();
         let next = |name: &str, it: &mut std::slice::Iter<'_, String>| {
@@ -64,6 +72,7 @@ impl Options {
                     };
                 }
                 "--signatures" => o.verify_signatures = true,
+                "--no-subscribe" => o.subscribe_tips = false,
                 other => bail!("unknown option {other:?}"),
             }
         }
@@ -87,6 +96,7 @@ pub(crate) fn run(o: &Options) -> Result<()> {
         for &scenario in &o.scenarios {
             let mut cfg = SimConfig::new(o.nodes, o.anchors, o.seed, timing.clone());
             cfg.verify_signatures = o.verify_signatures;
+            cfg.subscribe_tips = o.subscribe_tips;
             let started = Instant::now();
             let report = simulation::run(&cfg, scenario);
             let wall = started.elapsed();
@@ -101,6 +111,26 @@ pub(crate) fn run(o: &Options) -> Result<()> {
             ));
             if !report.ok() {
                 failed.push(format!("{}/{}", timing.name, scenario.name()));
+            }
+            if scenario == Scenario::Baseline && timing.name == "contract" && o.subscribe_tips {
+                let prop = report.propagation_max_ms;
+                let msgs = report.messages_per_node_min;
+                let ok = prop.is_some_and(|p| p <= PROPAGATION_MAX_MS)
+                    && msgs.is_some_and(|m| m <= MESSAGES_PER_NODE_MIN_MAX);
+                println!(
+                    "  {:<44} {} (tip to 100 % in {} ms <= {PROPAGATION_MAX_MS}, {:.1} msgs/node/min <= {MESSAGES_PER_NODE_MIN_MAX})",
+                    "acceptance (issue #14)",
+                    if ok { "ok" } else { "FAILED" },
+                    prop.map_or_else(|| "never".to_string(), |p| p.to_string()),
+                    msgs.unwrap_or(f64::NAN),
+                );
+                if !ok {
+                    failed.push(format!(
+                        "{}/{}: propagation or message budget",
+                        timing.name,
+                        scenario.name()
+                    ));
+                }
             }
         }
     }

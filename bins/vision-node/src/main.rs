@@ -8,6 +8,7 @@
 mod lock;
 mod logs;
 mod settings;
+mod signals;
 
 use std::ffi::OsString;
 use std::io::Write as _;
@@ -113,6 +114,18 @@ struct Cli {
     /// Keep pictographs (emoji) in log lines; plain text without them by default.
     #[arg(long, env = "VISION_LOG_EMOJI", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     log_emoji: bool,
+    /// Rebuild the chain store's indexes, state and undo data from the blocks it
+    /// holds, then start (the old file is kept as chain.redb.pre-reindex).
+    #[arg(long, env = "VISION_REINDEX", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    reindex: bool,
+    /// Start a new chain from genesis in an existing but empty chain.redb (refused
+    /// otherwise: an empty file means the chain it held is gone).
+    #[arg(long, env = "VISION_ALLOW_NEW_CHAIN", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    allow_new_chain: bool,
+    /// How long the chain store may stay down (a full disk, an I/O error), reopened
+    /// with backoff, before the node exits 1 for its supervisor to restart it.
+    #[arg(long, env = "VISION_STORE_DOWN_EXIT_MS", default_value_t = node_service::config::STORE_DOWN_EXIT_MS_DEFAULT)]
+    store_down_exit_ms: u64,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -209,6 +222,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
         ("healing_interval_ms", cli.healing_interval_ms),
         ("http_timeout_ms", cli.http_timeout_ms),
         ("log_file_max_mb", cli.log_file_max_mb),
+        ("store_down_exit_ms", cli.store_down_exit_ms),
     ] {
         if v == 0 {
             return Err(ConfigError(format!(
@@ -269,6 +283,8 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             p2p_strict: cli.p2p_strict,
             min_peers_for_mining: cli.min_peers_for_mining,
             admin_token: cli.admin_token.clone(),
+            allow_new_chain: cli.allow_new_chain,
+            store_down_exit_ms: cli.store_down_exit_ms,
         },
         warnings,
     ))
@@ -329,30 +345,6 @@ fn init_logging(cli: &Cli, at: &Origins<'_>) -> Result<(), ConfigError> {
         builder.init();
     }
     Ok(())
-}
-
-async fn shutdown_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => tracing::info!("[NODE] SIGINT received"),
-                    _ = term.recv() => tracing::info!("[NODE] SIGTERM received"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("[NODE] Ctrl-C received");
-    }
-    token.cancel();
 }
 
 /// Write to standard output (the `print_stdout` lint is for stray debugging prints).
@@ -460,11 +452,23 @@ fn check_port_free(flag: &str, addr: SocketAddr) -> Result<(), ConfigError> {
     }
 }
 
+/// Exit for a stop signal that arrived during start-up: whatever was open has been
+/// closed by the time this returns (the callers drop it first).
+fn stopped_during_start_up() -> ExitCode {
+    eprintln!("vision-node: stop signal received during start-up; exiting");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    // Before anything else: SIGINT/SIGTERM at any moment is an orderly exit 0.
+    let stop = signals::install();
     let (cli, cmd, matches, file) = match parse_cli() {
         Ok(x) => x,
         Err(code) => return code,
     };
+    if stop.requested() {
+        return stopped_during_start_up();
+    }
     let at = Origins::new(&cmd, &matches, &file);
     let (cfg, warnings) = match build_config(&cli, &at) {
         Ok(x) => x,
@@ -476,6 +480,9 @@ fn main() -> ExitCode {
     if cli.print_config {
         emit(&at.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if stop.requested() {
+        return stopped_during_start_up();
     }
     // One node per data directory, and listeners that are free: both are
     // configuration errors (exit 2) reported before anything is opened.
@@ -506,6 +513,10 @@ fn main() -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
+    if stop.requested() {
+        drop(lock);
+        return stopped_during_start_up();
+    }
     if let Some(p) = &file.path {
         tracing::info!("[CONFIG] read {}", p.display());
     }
@@ -522,8 +533,23 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let reindex = cli.reindex;
     let code = rt.block_on(async move {
         let token = CancellationToken::new();
+        tokio::spawn(signals::shutdown_signal(token.clone(), stop));
+        if reindex {
+            match run_reindex(&cfg).await {
+                Ok(()) => {}
+                Err(msg) => {
+                    tracing::error!("[STORE] reindex failed: {msg}");
+                    eprintln!("error: {msg}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        if token.is_cancelled() {
+            return stopped_during_start_up();
+        }
         let node = match Node::start(cfg, token.clone()).await {
             Ok(n) => n,
             Err(NodeError::Bind { what, addr, source })
@@ -543,13 +569,52 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!("[NODE] cannot start: {e}");
                 eprintln!("error: {e}");
+                if let NodeError::Store(vision_store::StoreError::Open { message, .. }) = &e
+                    && !message.contains("--allow-new-chain")
+                {
+                    eprintln!(
+                        "hint: run once with --reindex to rebuild the store from the blocks it holds, \
+                         or move the data directory's chain.redb away to sync anew"
+                    );
+                }
                 return ExitCode::from(1);
             }
         };
-        tokio::spawn(shutdown_signal(token));
-        node.run().await;
+        // A signal during start-up cancelled the token: `run` closes at once.
+        if let Err(e) = node.run().await {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
         ExitCode::SUCCESS
     });
     drop(lock);
     code
+}
+
+/// `--reindex`: rebuild `<data-dir>/chain.redb` from its blocks before the node
+/// starts on it.
+async fn run_reindex(cfg: &NodeConfig) -> Result<(), String> {
+    let path = cfg.data_dir.join(node_service::datadir::CHAIN_FILE);
+    let network = cfg.network;
+    tracing::info!("[STORE] reindexing {} from its blocks", path.display());
+    let report = tokio::task::spawn_blocking(move || {
+        vision_store::ChainStore::reindex(&path, network, node_service::core::now_ms())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("reindex task failed: {e}"))??;
+    tracing::info!(
+        "[STORE] reindexed: {} blocks found, {} stored again, {} left out{}; tip height {}; old file kept as {}",
+        report.blocks_found,
+        report.imported,
+        report.skipped,
+        if report.truncated_scan {
+            " (the old file could not be read to its end)"
+        } else {
+            ""
+        },
+        report.tip_height,
+        report.backup.display()
+    );
+    Ok(())
 }

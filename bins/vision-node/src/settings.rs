@@ -29,7 +29,17 @@ pub(crate) const DEFAULT_CONFIG_FILE: &str = "vision.toml";
 pub(crate) const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Arguments that are not settings: they steer this very parse.
-const NOT_SETTINGS: &[&str] = &["config", "print_config", "help", "version"];
+/// `reindex` and `allow_new_chain` are one-time actions an operator takes on the
+/// command line (or environment) for one start: kept in a file they would rebuild
+/// the store, or accept an emptied one, at every start.
+const NOT_SETTINGS: &[&str] = &[
+    "config",
+    "print_config",
+    "help",
+    "version",
+    "reindex",
+    "allow_new_chain",
+];
 
 /// A configuration error: exit code 2; the message names the flag, variable or
 /// file line at fault.

@@ -37,6 +37,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("--log-file", "VISION_LOG_FILE"),
     ("--log-file-max-mb", "VISION_LOG_FILE_MAX_MB"),
     ("--log-emoji", "VISION_LOG_EMOJI"),
+    ("--reindex", "VISION_REINDEX"),
+    ("--allow-new-chain", "VISION_ALLOW_NEW_CHAIN"),
+    ("--store-down-exit-ms", "VISION_STORE_DOWN_EXIT_MS"),
 ];
 
 const MINER_ADDR: &str = "429b3041392977a433bc23d4e3e1a79a7813090794205d5d4c146774d2899eff";
@@ -508,7 +511,13 @@ fn init_writes_every_setting_and_the_node_reads_its_data_dir_file() {
     assert!(out.contains(path.to_str().expect("utf-8")), "{out}");
     let text = std::fs::read_to_string(&path).expect("written");
     for (flag, env) in FLAGS {
-        if *flag == "--config" {
+        // Not settings: `--config` steers the parse; `--reindex` and
+        // `--allow-new-chain` are one-time actions, never kept in a file.
+        if matches!(*flag, "--config" | "--reindex" | "--allow-new-chain") {
+            assert!(
+                !text.contains(&format!("#{} = ", &flag[2..].replace('-', "_"))),
+                "{flag} is not a file setting:\n{text}"
+            );
             continue;
         }
         let key = flag.trim_start_matches("--").replace('-', "_");

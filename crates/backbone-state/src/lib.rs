@@ -25,6 +25,11 @@
 //!   view: [`run_probe_loop`], [`run_healing_loop`], [`run_heartbeat_loop`], each
 //!   ending when its `CancellationToken` is cancelled. [`memory`] is an in-memory
 //!   transport for tests and simulations.
+//! - The tip subscription, over the [`TipSubscriber`] transport:
+//!   [`run_tip_subscription_loop`] listens to the best anchor's event stream and folds
+//!   each pushed tip in with [`apply_tip_push`], so a new block reaches the node as
+//!   soon as the anchor has it; it follows the probe loop's choice of best anchor.
+//!   The probe loop stays the authority on liveness, latency and failover.
 //! - [`AnchorSeed`] / [`parse_anchor_seeds`]: `--anchor-seeds` entries.
 //!
 //! ## Wiring (what the node provides)
@@ -35,7 +40,8 @@
 //! config  = LoopConfig { probe_interval, request_timeout, healing_interval, .. LoopConfig::new(net, Some(&node_id)) }
 //! spawn run_probe_loop(transport.clone(), local.clone(), handle.clone(), config.clone(), token.clone())
 //! spawn run_healing_loop(transport.clone(), handle.clone(), peers.clone(), config.clone(), token.clone())
-//! spawn run_heartbeat_loop(transport, local, handle.clone(), config, token)
+//! spawn run_heartbeat_loop(transport.clone(), local.clone(), handle.clone(), config, token.clone())
+//! spawn run_tip_subscription_loop(transport, local, handle.clone(), token)   // TipSubscriber
 //! ```
 //! `transport` implements [`ControlPlane`] over `control-plane-client` (probe =
 //! `/api/status` mapped with [`AnchorProbe::from_status`]); `local` implements
@@ -62,6 +68,7 @@ pub mod memory;
 mod peerbook;
 mod rules;
 mod state;
+mod subscribe;
 
 pub use addr::{
     AnchorSeed, MAX_ADDRESS_LEN, MAX_ANCHORS, NODE_ID_HEX_LEN, normalize_node_id,
@@ -83,7 +90,12 @@ pub use peerbook::{
 };
 pub use rules::{
     AnchorProbe, FAILS_TO_DOWN, LATENCY_SWITCH_MARGIN_MS, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,
-    MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, Transition,
-    backoff_rounds, check_probe, choose_best, classify, exchange_ready, next_snapshot, transitions,
+    MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS,
+    TIP_PUSH_HASH_MAX_LEN, Transition, apply_tip_push, backoff_rounds, check_probe, choose_best,
+    classify, exchange_ready, next_snapshot, transitions,
 };
 pub use state::{AnchorObservation, BackboneHandle, BackboneState};
+pub use subscribe::{
+    SUBSCRIBE_RETRY_BASE, SUBSCRIBE_RETRY_MAX, TIP_PUSH_QUEUE_MAX, TipPush, TipSubscriber,
+    run_tip_subscription_loop,
+};

@@ -205,6 +205,49 @@ fn select_best(s: &BackboneState, prev_best: Option<&str>) -> Option<String> {
     choose_best(&usable, prev_best).map(|b| b.url.clone())
 }
 
+/// Longest tip hash a push may carry (a hex block hash is 64).
+pub const TIP_PUSH_HASH_MAX_LEN: usize = 128;
+
+/// Fold a tip pushed by the anchor at `url` (its event stream's `block_connected`)
+/// into `s`, between probe rounds. Taken only from an anchor that is usable and has
+/// answered a probe with a tip, and only when it moves that anchor's tip forward: a
+/// greater height, or the same height with another hash (a reorganisation). The
+/// anchor's observation changes as the next probe would have changed it (so the
+/// stall rule sees the same rounds), and when `url` is the best anchor the network
+/// tip (`observed_tip_*`) follows at once. Liveness, latency, the choice of best and
+/// everything else stay the probe's. Returns whether `s` changed.
+pub fn apply_tip_push(s: &mut BackboneState, url: &str, height: u64, hash: &str) -> bool {
+    if hash.is_empty() || hash.len() > TIP_PUSH_HASH_MAX_LEN {
+        return false;
+    }
+    let next_round = s.round + 1;
+    let Some(a) = s.anchors.iter_mut().find(|a| a.url == url) else {
+        return false;
+    };
+    let Some(old) = a.tip_height else {
+        return false;
+    };
+    if !a.is_usable() {
+        return false;
+    }
+    let newer = height > old || (height == old && a.tip_hash.as_deref() != Some(hash));
+    if !newer {
+        return false;
+    }
+    if height > old {
+        a.tip_advanced_round = Some(next_round);
+    }
+    a.tip_changed_round = next_round;
+    a.tip_height = Some(height);
+    a.tip_hash = Some(hash.to_string());
+    a.tip_pushed = true;
+    if s.best_anchor.as_deref() == Some(url) {
+        s.observed_tip_height = height;
+        s.observed_tip_hash = Some(hash.to_string());
+    }
+    true
+}
+
 /// Fold one probe round into the next snapshot. Pure: `now` is the wall time of the
 /// round. Fields owned by other loops (peer counts) are carried over.
 pub fn next_snapshot(
@@ -231,14 +274,21 @@ pub fn next_snapshot(
                     a.recovering = false;
                 }
                 a.rejected = false;
-                if a.tip_height != Some(p.tip_height) || a.tip_hash != p.tip_hash {
-                    if a.tip_height.is_some_and(|old| p.tip_height > old) {
-                        a.tip_advanced_round = Some(r);
+                // An answer below a tip the anchor pushed since the last round was
+                // computed before the push: keep the pushed tip (the next round
+                // takes the anchor's word again, a real step back included).
+                let predates_push = a.tip_pushed && a.tip_height.is_some_and(|h| p.tip_height < h);
+                a.tip_pushed = false;
+                if !predates_push {
+                    if a.tip_height != Some(p.tip_height) || a.tip_hash != p.tip_hash {
+                        if a.tip_height.is_some_and(|old| p.tip_height > old) {
+                            a.tip_advanced_round = Some(r);
+                        }
+                        a.tip_changed_round = r;
                     }
-                    a.tip_changed_round = r;
+                    a.tip_height = Some(p.tip_height);
+                    a.tip_hash = p.tip_hash.clone();
                 }
-                a.tip_height = Some(p.tip_height);
-                a.tip_hash = p.tip_hash.clone();
                 a.node_id = Some(p.node_id.clone());
                 a.cluster_size = p.cluster_size.map(|c| c.min(MAX_CLUSTER_SIZE));
                 a.peer_count = p.peer_count;
@@ -609,6 +659,77 @@ mod tests {
         assert!(!s.connected);
         s = next_snapshot(&s, &[ok(0, 3, 5)], T0);
         assert!(s.connected && s.best_anchor == Some(url(0)));
+    }
+
+    #[test]
+    fn a_pushed_tip_moves_the_network_tip_between_rounds() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        // Not probed yet: a push is not taken.
+        let mut early = s0.clone();
+        assert!(!apply_tip_push(
+            &mut early,
+            &url(0),
+            11,
+            &format!("{:064x}", 11)
+        ));
+        let s1 = next_snapshot(&s0, &[ok(0, 10, 50), ok(1, 10, 90)], T0);
+        assert_eq!(s1.best_anchor.as_deref(), Some(url(0).as_str()));
+        let h11 = format!("{:064x}", 11);
+        let mut s = s1.clone();
+        assert!(apply_tip_push(&mut s, &url(0), 11, &h11));
+        assert_eq!(s.observed_tip_height, 11);
+        assert_eq!(s.observed_tip_hash.as_deref(), Some(h11.as_str()));
+        let a0 = s.anchor(&url(0)).unwrap();
+        assert!(a0.tip_pushed && a0.tip_advanced_round == Some(s1.round + 1));
+        // Old news, the same tip, garbage and unknown anchors change nothing.
+        for (u, h, hash) in [
+            (url(0), 10, format!("{:064x}", 10)),
+            (url(0), 11, h11.clone()),
+            (url(0), 12, String::new()),
+            (url(0), 12, "f".repeat(TIP_PUSH_HASH_MAX_LEN + 1)),
+            ("http://nobody:7070".to_string(), 99, h11.clone()),
+        ] {
+            let before = s.clone();
+            assert!(!apply_tip_push(&mut s, &u, h, &hash), "{u} {h}");
+            assert_eq!(s, before);
+        }
+        // The same height with another hash is a reorganisation: taken.
+        assert!(apply_tip_push(&mut s, &url(0), 11, &"ee".repeat(32)));
+        assert_eq!(
+            s.observed_tip_hash.as_deref(),
+            Some("ee".repeat(32).as_str())
+        );
+        // A push from an anchor that is not best moves its observation only.
+        assert!(apply_tip_push(&mut s, &url(1), 12, &format!("{:064x}", 12)));
+        assert_eq!(s.observed_tip_height, 11);
+        assert_eq!(s.anchor(&url(1)).unwrap().tip_height, Some(12));
+    }
+
+    #[test]
+    fn a_probe_answer_older_than_a_push_is_not_a_step_back() {
+        let s1 = next_snapshot(&BackboneState::new(&seeds(1), false), &[ok(0, 10, 50)], T0);
+        let mut s = s1.clone();
+        assert!(apply_tip_push(&mut s, &url(0), 12, &format!("{:064x}", 12)));
+        // The round's answer was computed before the push: 11.
+        let s2 = next_snapshot(&s, &[ok(0, 11, 50)], T0);
+        assert_eq!(s2.observed_tip_height, 12);
+        let a = s2.anchor(&url(0)).unwrap();
+        assert!(!a.tip_pushed);
+        assert_eq!(
+            a.tip_changed_round, s2.round,
+            "the push counts for this round"
+        );
+        // Without a push since, the anchor's word is taken again, a step back too.
+        let s3 = next_snapshot(&s2, &[ok(0, 9, 50)], T0);
+        assert_eq!(s3.observed_tip_height, 9);
+        // A failed anchor is not listened to.
+        let mut down = next_snapshot(&next_snapshot(&s3, &[fail(0)], T0), &[fail(0)], T0);
+        assert!(!apply_tip_push(
+            &mut down,
+            &url(0),
+            50,
+            &format!("{:064x}", 50)
+        ));
     }
 
     #[test]

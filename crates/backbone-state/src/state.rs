@@ -50,6 +50,10 @@ pub struct AnchorObservation {
     pub tip_changed_round: u64,
     /// The round its tip last grew, if it ever did while watched.
     pub tip_advanced_round: Option<u64>,
+    /// Its tip was last set by its event stream ([`crate::apply_tip_push`]), not
+    /// by a probe: a probe answer with a lower tip predates the push and is not
+    /// taken for a step back. Cleared by every probe answer.
+    pub tip_pushed: bool,
 }
 
 impl AnchorObservation {
@@ -74,6 +78,7 @@ impl AnchorObservation {
             next_probe_round: 1,
             tip_changed_round: 0,
             tip_advanced_round: None,
+            tip_pushed: false,
         }
     }
 

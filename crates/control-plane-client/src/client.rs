@@ -94,7 +94,7 @@ pub fn backoff_delay(base_ms: u64, max_ms: u64, attempt: u32, random: u64) -> Du
     Duration::from_millis(half + random % (exp - half + 1))
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     // RandomState is seeded from the OS once per thread and stepped per instance:
     // enough randomness for jitter without another dependency.
     std::collections::hash_map::RandomState::new()
@@ -117,6 +117,9 @@ enum Accepting {
 #[derive(Debug, Clone)]
 pub struct ControlPlaneClient {
     http: reqwest::Client,
+    /// For long-lived streams (`/api/events`): the same connect timeout, no
+    /// whole-request timeout (the stream has its own idle timeout).
+    pub(crate) stream_http: reqwest::Client,
     config: ClientConfig,
 }
 
@@ -157,7 +160,19 @@ impl ControlPlaneClient {
             .map_err(|e| ClientError::InvalidRequest {
                 reason: e.to_string(),
             })?;
-        Ok(ControlPlaneClient { http, config })
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .user_agent(config.user_agent.clone())
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| ClientError::InvalidRequest {
+                reason: e.to_string(),
+            })?;
+        Ok(ControlPlaneClient {
+            http,
+            stream_http,
+            config,
+        })
     }
 
     /// A process-wide client with the default configuration, created on first use.

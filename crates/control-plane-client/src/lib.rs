@@ -42,6 +42,14 @@
 //!   [`fetch_metrics`](ControlPlaneClient::fetch_metrics)) and the admin calls
 //!   ([`miner_start`](ControlPlaneClient::miner_start),
 //!   [`miner_stop`](ControlPlaneClient::miner_stop)) with an optional bearer token.
+//! - [`ControlPlaneClient::events`] / [`events_with`](ControlPlaneClient::events_with):
+//!   `GET /api/events` as an [`EventStream`] (a `Stream` of typed
+//!   [`vision_wire::events::EventFrame`]s) that reconnects with backoff and resumes
+//!   with `Last-Event-ID` after the last frame it delivered, so chain events are
+//!   neither lost nor repeated across a dropped connection or a node restart.
+//!   [`sse`] is its bounded parser (line, field and event caps; comments ignored;
+//!   multi-line data; `retry:` honoured as the first reconnection delay, clamped).
+//!   `examples/watch_blocks.rs` prints blocks as they arrive.
 //! - [`ClientConfig`]: timeouts (3 s by default: fail fast), retries and backoff.
 //! - [`ClientError`]: timeout, connection refused, other connect failures, the
 //!   server's `{"error","message"}` with its status, an undecodable answer, a bad URL.
@@ -84,6 +92,8 @@
 
 mod client;
 mod error;
+mod events;
+pub mod sse;
 mod url;
 
 pub use client::{
@@ -92,5 +102,9 @@ pub use client::{
     MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS, backoff_delay,
 };
 pub use error::ClientError;
+pub use events::{
+    DEFAULT_EVENTS_IDLE_TIMEOUT_MS, DEFAULT_EVENTS_RECONNECT_BASE_MS,
+    DEFAULT_EVENTS_RECONNECT_MAX_MS, EVENT_STREAM, EVENTS_RETRY_MIN_MS, EventStream, EventsOptions,
+};
 pub use url::{MAX_BASE_URL_LEN, normalize_base_url};
 pub use vision_wire;

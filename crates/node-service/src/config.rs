@@ -44,7 +44,16 @@ pub struct NodeConfig {
     pub min_peers_for_mining: Option<u64>,
     /// An admin token besides the cookie.
     pub admin_token: Option<String>,
+    /// Start a new chain in an existing but empty `chain.redb` (`--allow-new-chain`);
+    /// refused otherwise.
+    pub allow_new_chain: bool,
+    /// How long the chain store may stay down, reopening with backoff, before the
+    /// node exits 1 for its supervisor to restart it.
+    pub store_down_exit_ms: u64,
 }
+
+/// Default of [`NodeConfig::store_down_exit_ms`]: five minutes.
+pub const STORE_DOWN_EXIT_MS_DEFAULT: u64 = 300_000;
 
 impl NodeConfig {
     /// A node on `network` with every default of the contract, listening on the
@@ -68,6 +77,8 @@ impl NodeConfig {
             p2p_strict: false,
             min_peers_for_mining: None,
             admin_token: None,
+            allow_new_chain: false,
+            store_down_exit_ms: STORE_DOWN_EXIT_MS_DEFAULT,
         }
     }
 

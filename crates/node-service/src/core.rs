@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -14,6 +14,7 @@ use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
     SecretKey, Transaction, TxId, U256, build_block,
 };
+use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
@@ -97,6 +98,11 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The mempool's files (`storage::restore_mempool` sets it at start).
+    pub mempool_file: OnceLock<MempoolFile>,
+    /// Why the node must stop with exit code 1 (the chain store stayed down past
+    /// `--store-down-exit-ms`), once that happened.
+    pub fatal: Mutex<Option<String>>,
 }
 
 /// Sources whose last sync error is remembered for status.
@@ -140,6 +146,8 @@ impl Core {
             claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
+            mempool_file: OnceLock::new(),
+            fatal: Mutex::new(None),
             key,
             store,
             cfg,
@@ -273,8 +281,55 @@ impl Core {
     /// Admit a transaction to the mempool, checked against the tip and within its
     /// sender's admission rate (`Mempool::admit`).
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitTxError> {
+        // A node whose store is down takes nothing it could not keep.
+        if let Some(f) = self.store.fault() {
+            return Err(SubmitTxError::Store(StoreError::Unavailable(f.detail())));
+        }
         let view = self.store.accounts(&[tx.from])?;
-        Ok(self.pool().admit(tx, &view, now_ms())?)
+        let journaled = tx.clone();
+        let id = self.pool().admit(tx, &view, now_ms())?;
+        crate::storage::journal_tx(self, &journaled);
+        Ok(id)
+    }
+
+    /// Every pooled transaction, highest fee first (for the mempool file).
+    pub fn mempool_all(&self) -> Vec<Transaction> {
+        self.pool().list(usize::MAX)
+    }
+
+    /// Offer saved transactions to the pool, checked against the tip like any
+    /// other (without the per-sender admission rate: they were admitted before).
+    /// Returns how many were taken.
+    pub fn restore_txs(&self, mut txs: Vec<Transaction>) -> Result<usize, StoreError> {
+        // Per sender in nonce order, whatever order the file kept them in.
+        txs.sort_by_key(|t| (t.from, t.nonce));
+        let mut senders: Vec<Address> = txs.iter().map(|t| t.from).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        let mut taken = 0;
+        for chunk in senders.chunks(vision_store::MAX_ACCOUNTS_BATCH) {
+            let view = self.store.accounts(chunk)?;
+            let mut pool = self.pool();
+            for tx in txs.iter().filter(|t| chunk.binary_search(&t.from).is_ok()) {
+                if pool.insert(tx.clone(), &view).is_ok() {
+                    taken += 1;
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Publish the store's tip again (after the store was reopened).
+    pub fn refresh_tip(&self) -> Result<(), StoreError> {
+        let tip = self.store.tip()?;
+        self.chain.store(Arc::new(ChainView {
+            height: tip.height,
+            hash: tip.hash,
+            header: tip.header,
+            cumulative_work: tip.cumulative_work,
+        }));
+        self.tip_tx.send_replace(tip.height);
+        Ok(())
     }
 
     /// A block template on the tip paying `miner`, with the best transactions the

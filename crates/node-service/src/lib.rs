@@ -26,6 +26,7 @@ pub mod node;
 pub mod p2p;
 pub mod relay;
 pub mod shared;
+pub mod storage;
 pub mod sync;
 
 pub use config::{AnchorSeed, NodeConfig};

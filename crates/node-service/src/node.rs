@@ -54,6 +54,10 @@ pub enum NodeError {
     /// Building the control-plane client.
     #[error("cannot build the control-plane client: {0}")]
     Client(String),
+    /// The chain store stayed down past `--store-down-exit-ms` (exit code 1, for a
+    /// supervisor to restart the node).
+    #[error("{0}")]
+    StoreDown(String),
 }
 
 /// A running node.
@@ -74,9 +78,14 @@ impl Node {
         tokens.extend(cfg.admin_token.clone());
         let path = cfg.data_dir.join(datadir::CHAIN_FILE);
         let network = cfg.network;
-        let store = tokio::task::spawn_blocking(move || ChainStore::open(&path, network))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
+        let opts = vision_store::OpenOptions {
+            allow_new_chain: cfg.allow_new_chain,
+            ..vision_store::OpenOptions::default()
+        };
+        let store =
+            tokio::task::spawn_blocking(move || ChainStore::open_with(&path, network, &opts))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("store open task failed: {e}")))??;
         let listener =
             TcpListener::bind(cfg.http_addr)
                 .await
@@ -88,6 +97,8 @@ impl Node {
         let mine = cfg.mine;
         let threads = cfg.threads;
         let core = Arc::new(Core::new(cfg, key, Arc::new(store), tokens)?);
+        crate::storage::supervise(&core, &shutdown);
+        crate::storage::restore_mempool(&core, &shutdown).await;
         let net = Arc::new(Net::new(&core).map_err(|e| NodeError::Client(e.to_string()))?);
         let relay = Arc::new(Relay {
             rt: tokio::runtime::Handle::current(),
@@ -187,8 +198,11 @@ impl Node {
     }
 
     /// Serve until the shutdown token is cancelled, then stop the miner (finishing
-    /// any block write in flight) and close the store.
-    pub async fn run(self) {
+    /// any block write in flight), save the mempool and close the store.
+    ///
+    /// Errors: [`NodeError::StoreDown`] when the shutdown came from the chain
+    /// store staying down (the binary exits 1).
+    pub async fn run(self) -> Result<(), NodeError> {
         let api = Arc::new(Api(self.shared.clone()));
         http::serve(
             self.listener,
@@ -201,6 +215,19 @@ impl Node {
         tracing::info!("[NODE] shutting down: stopping the miner");
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || shared.miner.shutdown()).await;
+        let fatal = self
+            .shared
+            .core
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(why) = fatal {
+            tracing::error!("[NODE] stopped: {why}");
+            return Err(NodeError::StoreDown(why));
+        }
+        crate::storage::save_mempool(&self.shared.core).await;
         tracing::info!("[NODE] stopped cleanly");
+        Ok(())
     }
 }

@@ -16,6 +16,10 @@
 //!   per-request jitter hashed from the seed and the request's sequence number, cut
 //!   links that blackhole, dead anchors that refuse) and the per-node
 //!   `ControlPlane` / `LocalNode`.
+//! - Tip subscriptions: each node also runs `run_tip_subscription_loop` over the
+//!   in-memory network ([`SimConfig::subscribe_tips`]): an anchor's stream pushes
+//!   every new tip it shows half a round trip later; propagation is measured exactly
+//!   (an observer per node records when its network tip grew), not sampled.
 //! - `sim.rs`: building the world, the chain (a block every
 //!   [`Timing::block_interval`], adopted by each live anchor after a short delay:
 //!   anchors share one chain) and the scenarios, observed by sampling every node's
@@ -129,6 +133,10 @@ pub struct SimConfig {
     pub verify_signatures: bool,
     /// Give up waiting for convergence after this long (virtual).
     pub converge_bound: Duration,
+    /// Nodes subscribe to their best anchor's tip events
+    /// (`backbone_state::run_tip_subscription_loop`); off, a new tip is learned
+    /// at the next probe round only.
+    pub subscribe_tips: bool,
 }
 
 impl SimConfig {
@@ -148,6 +156,7 @@ impl SimConfig {
             start_spread: Duration::from_secs(1),
             verify_signatures: true,
             converge_bound,
+            subscribe_tips: true,
         }
     }
 }
@@ -208,6 +217,12 @@ pub struct Report {
     pub scenario_ok: bool,
     /// Named figures, in print order.
     pub figures: Vec<(String, String)>,
+    /// Baseline only: virtual ms until the slowest block of the window reached
+    /// every node (`None`: not measured, or some block never did).
+    pub propagation_max_ms: Option<u64>,
+    /// Baseline only: control-plane messages (requests sent and tip events
+    /// received) per node per minute.
+    pub messages_per_node_min: Option<f64>,
 }
 
 impl Report {
@@ -222,7 +237,7 @@ impl fmt::Display for Report {
         let t = &self.config.timing;
         writeln!(
             f,
-            "== {} [{} timing: probe {} ms, healing {} ms, heartbeat {} ms, block {} s] nodes={} anchors={} seed={} signatures={}",
+            "== {} [{} timing: probe {} ms, healing {} ms, heartbeat {} ms, block {} s] nodes={} anchors={} seed={} signatures={} tip subscription={}",
             self.scenario.name(),
             t.name,
             t.probe_interval.as_millis(),
@@ -236,6 +251,11 @@ impl fmt::Display for Report {
                 "signed+verified"
             } else {
                 "modelled"
+            },
+            if self.config.subscribe_tips {
+                "on"
+            } else {
+                "off"
             },
         )?;
         for (k, v) in &self.figures {

@@ -10,7 +10,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use backbone_state::{AnchorProbe, BackboneError, ControlPlane, LocalNode, Membership};
+use backbone_state::{
+    AnchorProbe, BackboneError, ControlPlane, LocalNode, Membership, TipPush, TipSubscriber,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vision_chain::{SecretKey, Signature};
 use vision_wire::{HeartbeatPayload, HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
@@ -40,11 +43,14 @@ pub(crate) struct Calls {
     pub(crate) probes: u64,
     pub(crate) seed_peers: u64,
     pub(crate) heartbeats: u64,
+    /// Event-stream subscriptions opened (each then held open).
+    pub(crate) subscribes: u64,
 }
 
 impl Calls {
+    /// Requests answered (a subscription counts once, when it is opened).
     pub(crate) fn total(&self) -> u64 {
-        self.probes + self.seed_peers + self.heartbeats
+        self.probes + self.seed_peers + self.heartbeats + self.subscribes
     }
 }
 
@@ -104,12 +110,24 @@ fn lie_hash(h: u64) -> String {
     format!("ff{h:062x}")
 }
 
-/// Transport calls made by nodes, by kind (sent, whether delivered or not).
+/// Transport calls made by nodes, by kind (sent, whether delivered or not), and
+/// the tip events anchors pushed to them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
     pub(crate) probes: u64,
     pub(crate) seed_peers: u64,
     pub(crate) heartbeats: u64,
+    /// Event-stream subscriptions opened (one request each).
+    pub(crate) subscribes: u64,
+    /// Tip events delivered on those streams (one message each).
+    pub(crate) events: u64,
+}
+
+impl Sent {
+    /// Every message a node sent or received on the control plane.
+    pub(crate) fn total(&self) -> u64 {
+        self.probes + self.seed_peers + self.heartbeats + self.subscribes + self.events
+    }
 }
 
 struct State {
@@ -141,6 +159,9 @@ pub(crate) struct Net {
     /// Height of the latest block mined (the honest network tip).
     chain_height: AtomicU64,
     state: Mutex<State>,
+    /// Per anchor, bumped whenever what its event stream would say changes (tip,
+    /// lie, death): its subscribers wake on it.
+    tip_news: Vec<watch::Sender<u64>>,
 }
 
 /// How request kinds are counted.
@@ -149,6 +170,7 @@ enum Kind {
     Probe,
     SeedPeers,
     Heartbeat,
+    Subscribe,
 }
 
 impl Net {
@@ -185,6 +207,7 @@ impl Net {
             rtt_ms,
             jitter_ms,
             chain_height: AtomicU64::new(start_tip),
+            tip_news: anchors.iter().map(|_| watch::channel(0).0).collect(),
             state: Mutex::new(State {
                 anchors: states,
                 cut: vec![0; nodes],
@@ -222,17 +245,21 @@ impl Net {
     pub(crate) fn adopt(&self, a: usize, h: u64) {
         let mut s = self.lock();
         let st = &mut s.anchors[a];
-        if st.alive {
-            st.tip = st.tip.max(h);
+        if st.alive && h > st.tip {
+            st.tip = h;
+            drop(s);
+            self.tip_news[a].send_modify(|v| *v += 1);
         }
     }
 
     pub(crate) fn kill(&self, a: usize) {
         self.lock().anchors[a].alive = false;
+        self.tip_news[a].send_modify(|v| *v += 1);
     }
 
     pub(crate) fn set_lie(&self, a: usize, lie: Lie) {
         self.lock().anchors[a].lie = lie;
+        self.tip_news[a].send_modify(|v| *v += 1);
     }
 
     pub(crate) fn anchor_tip(&self, a: usize) -> u64 {
@@ -279,6 +306,7 @@ impl Net {
                 Kind::Probe => s.sent.probes += 1,
                 Kind::SeedPeers => s.sent.seed_peers += 1,
                 Kind::Heartbeat => s.sent.heartbeats += 1,
+                Kind::Subscribe => s.sent.subscribes += 1,
             }
             let Some(a) = self.anchor_index(url) else {
                 return Err(refused());
@@ -309,6 +337,7 @@ impl Net {
                     Kind::Probe => st.received.probes += 1,
                     Kind::SeedPeers => st.received.seed_peers += 1,
                     Kind::Heartbeat => st.received.heartbeats += 1,
+                    Kind::Subscribe => st.received.subscribes += 1,
                 }
                 answer(st, now)
             } else {
@@ -384,6 +413,62 @@ impl ControlPlane for NodeLink {
                 })
             })
             .await
+    }
+}
+
+impl TipSubscriber for NodeLink {
+    /// The anchor's event stream: opening it costs one round trip (like any request:
+    /// refused by a dead anchor, blackholed by a cut link); then every change of the
+    /// tip the anchor shows (its lie included) reaches the node half a round trip
+    /// later. A cut link delivers nothing more; a dead anchor ends the stream.
+    async fn subscribe_tips(
+        &self,
+        anchor_url: &str,
+        tips: mpsc::Sender<TipPush>,
+    ) -> Result<(), BackboneError> {
+        let net = &self.net;
+        let a = net
+            .anchor_index(anchor_url)
+            .ok_or_else(|| BackboneError::Transport(format!("{anchor_url}: connection refused")))?;
+        let mut news = net.tip_news[a].subscribe();
+        news.borrow_and_update();
+        net.call(self.node, anchor_url, Kind::Subscribe, |_, _| Ok(()))
+            .await?;
+        let link = self.node * net.anchors.len() + a;
+        let one_way = Duration::from_millis(u64::from(net.rtt_ms[link]) / 2);
+        let mut last_sent: Option<(u64, String)> = None;
+        loop {
+            if news.changed().await.is_err() {
+                return Ok(());
+            }
+            let (alive, cut, shown) = {
+                let s = net.lock();
+                let st = &s.anchors[a];
+                (st.alive, s.cut[self.node] & (1 << a) != 0, st.shown_tip())
+            };
+            if !alive {
+                return Err(BackboneError::Transport(format!(
+                    "{anchor_url}: connection reset"
+                )));
+            }
+            if cut {
+                // The stream's packets are blackholed from now on.
+                std::future::pending::<()>().await;
+            }
+            if last_sent.as_ref() == Some(&shown) {
+                continue;
+            }
+            last_sent = Some(shown.clone());
+            tokio::time::sleep(one_way).await;
+            net.lock().sent.events += 1;
+            let push = TipPush {
+                height: shown.0,
+                hash: shown.1,
+            };
+            if tips.send(push).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -47,3 +47,24 @@ fn signatures_checked_or_modelled_give_the_same_figures() {
     assert!(a.ok(), "{a}");
     assert_eq!(a.figures, b.figures);
 }
+
+#[test]
+fn tip_subscription_brings_a_new_tip_everywhere_well_within_a_probe_interval() {
+    let on = small(5, Timing::contract());
+    let mut off = on.clone();
+    off.subscribe_tips = false;
+    let a = run(&on, Scenario::Baseline);
+    let b = run(&off, Scenario::Baseline);
+    assert!(a.ok() && b.ok(), "{a}\n{b}");
+    let (with, without) = (
+        a.propagation_max_ms.expect("measured"),
+        b.propagation_max_ms.expect("measured"),
+    );
+    // Anchors receive a block 50–500 ms after it is mined, and links are at most
+    // 170 ms round trip: pushed, it is everywhere within a second; probed, it waits
+    // for the next round (the probe interval is 5 s).
+    assert!(with <= 1_000, "{a}");
+    assert!(without > 1_000, "{b}");
+    let msgs = a.messages_per_node_min.expect("measured");
+    assert!(msgs <= 60.0, "{a}");
+}

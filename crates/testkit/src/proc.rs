@@ -277,6 +277,30 @@ impl NodeProc {
         self.wait(Duration::from_secs(10))
     }
 
+    /// Has the process ended on its own? `Some(code)` once it has (`Some(None)`:
+    /// killed by a signal), `None` while it runs.
+    pub fn try_exit(&mut self) -> Option<Option<i32>> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(s)) => {
+                self.child = None;
+                Some(s.code())
+            }
+            _ => None,
+        }
+    }
+
+    /// SIGTERM now, without waiting (see [`NodeProc::stop`]).
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Wait up to `deadline` for the process to end; its exit code (`None` when
+    /// killed by a signal, or still running at the deadline, then killed).
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        self.wait(deadline)
+    }
+
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -10,6 +10,7 @@ use crate::proc::{Cluster, NodeSpec, wait_until};
 
 mod faults;
 mod guard;
+mod storage;
 pub use faults::{
     ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
     lying_anchor, partition_heal,
@@ -17,6 +18,11 @@ pub use faults::{
 pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
     guard_cell, idle_flood, min_replacement_fee,
+};
+pub use storage::{
+    CORRUPTION_FLIPS, CORRUPTION_SEEDS, DISK_FULL_FS_SIZE, DISK_FULL_RECOVERY_BOUND,
+    EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, disk_full, early_sigterm,
+    mempool_kill9, store_corruption,
 };
 
 /// How the data plane is set up in a cell.

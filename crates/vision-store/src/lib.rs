@@ -71,7 +71,7 @@ pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
     AcceptOutcome, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
     MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
-    VERIFY_TAIL_BLOCKS,
+    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]

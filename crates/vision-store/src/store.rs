@@ -157,6 +157,12 @@ pub const VERIFY_TAIL_BLOCKS: usize = 64;
 /// below a margin for the same reason).
 pub const RECOVERY_FREE_BYTES_MIN: u64 = 1024 * 1024;
 
+/// Free space below which the store refuses a block write and reports the disk as
+/// full (before redb finds out half-way through a commit). Below
+/// [`RECOVERY_FREE_BYTES_MIN`], so that a store just reopened is not at once down
+/// again.
+pub const WRITE_FREE_BYTES_MIN: u64 = 256 * 1024;
+
 /// How to open a store file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenOptions {
@@ -670,7 +676,7 @@ impl ChainStore {
         })
     }
 
-    /// A write: refused while the store is down.
+    /// A write: refused while the store is down, or when the disk is (nearly) full.
     fn writing<R>(
         &self,
         f: impl FnOnce(&Database) -> Result<R, StoreError>,
@@ -678,7 +684,34 @@ impl ChainStore {
         if lock(&self.fault).is_some() {
             return Err(self.unavailable());
         }
+        self.check_free_space()?;
         self.with_db(f)
+    }
+
+    /// Is there room for a block write ([`WRITE_FREE_BYTES_MIN`])? When not, the
+    /// store goes down with an I/O fault saying "No space left on device" (the node
+    /// calls this every probe round too, so a full disk shows even when no block
+    /// arrives). In-memory stores, and file systems that cannot say, always have
+    /// room. Returns the free bytes (`u64::MAX` when unknown).
+    pub fn check_free_space(&self) -> Result<u64, StoreError> {
+        if self.path == Path::new(IN_MEMORY_PATH) {
+            return Ok(u64::MAX);
+        }
+        let Ok(free) = free_bytes(&self.path) else {
+            return Ok(u64::MAX);
+        };
+        if free >= WRITE_FREE_BYTES_MIN {
+            return Ok(free);
+        }
+        let e = StoreError::Storage(redb::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "No space left on device: {free} bytes free on the file system of {}, at least {WRITE_FREE_BYTES_MIN} needed for a block write",
+                self.path.display()
+            ),
+        )));
+        self.note_error(&e);
+        Err(self.unavailable())
     }
 
     fn unavailable(&self) -> StoreError {

@@ -136,7 +136,16 @@ fn limit(req: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
     Ok((param_u64(req, "limit", Some(default as u64))? as usize).clamp(0, max))
 }
 
+/// A store error at HTTP: 503 `store_unavailable` while the store is down (the
+/// client may retry later), else 500 `store_error`.
 fn store_err(e: StoreError) -> ApiError {
+    if e.is_unavailable() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        );
+    }
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "store_error",

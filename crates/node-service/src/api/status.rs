@@ -20,8 +20,8 @@ use crate::shared::{NetView, NodeShared, StatusCache};
 pub const STATUS_CACHE_MS: u64 = 100;
 
 impl NodeShared {
-    fn exchange_ok(v: &NetView) -> bool {
-        v.not_ready.is_none()
+    fn exchange_ok(&self, v: &NetView) -> bool {
+        v.not_ready.is_none() && self.core.store.fault().is_none()
     }
 
     /// `GET /api/status` as a response: the serialised snapshot, rebuilt when it is
@@ -66,7 +66,7 @@ impl NodeShared {
             uptime_s: self.core.started.elapsed().as_secs(),
             height: chain.height,
             tip_hash: chain.hash,
-            exchange_ok: Self::exchange_ok(&v),
+            exchange_ok: self.exchange_ok(&v),
             http_backbone: v.backbone,
             sync: v.sync,
             miner: MinerStatus {
@@ -131,9 +131,14 @@ impl NodeShared {
             HealthLevel::Ok
         };
         put("miner", miner_level, m.state.as_str().to_string());
-        let store_level = match self.core.store.tip() {
-            Ok(_) => (HealthLevel::Ok, "readable".to_string()),
-            Err(e) => (HealthLevel::Down, e.to_string()),
+        // Down while a storage fault stands (with the error that started it); a
+        // read that fails now records one, so health is never ok while reads fail.
+        let store_level = match self.core.store.fault() {
+            Some(f) => (HealthLevel::Down, f.detail()),
+            None => match self.core.store.tip() {
+                Ok(_) => (HealthLevel::Ok, "readable".to_string()),
+                Err(e) => (HealthLevel::Down, e.to_string()),
+            },
         };
         put("store", store_level.0, store_level.1);
         let p2p_level = if !v.p2p.enabled || v.p2p.listening {
@@ -206,7 +211,9 @@ impl NodeShared {
     }
 
     fn not_ready_reason(&self, v: &NetView) -> Option<String> {
-        if !v.backbone.connected {
+        if let Some(f) = self.core.store.fault() {
+            Some(format!("chain store down: {}", f.detail()))
+        } else if !v.backbone.connected {
             Some(format!(
                 "backbone not connected: {}",
                 v.backbone
@@ -282,7 +289,7 @@ impl NodeShared {
             hashrate: m.hashrate,
             blocks_found: m.blocks_found,
             mempool_txs: self.core.mempool_len(),
-            exchange_ready: Self::exchange_ok(&v),
+            exchange_ready: self.exchange_ok(&v),
             p2p_guard: self.net.data_plane().guard_counters(),
         });
         bytes_response(

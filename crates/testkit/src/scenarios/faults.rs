@@ -40,15 +40,27 @@ pub enum Fault {
     Kill9Mining,
     /// Two groups mine apart, then heal: the lighter side reorganises.
     PartitionHeal,
+    /// A syncing member's disk fills up, then space returns.
+    DiskFull,
+    /// Damaged and empty store files; `--reindex`.
+    StoreCorruption,
+    /// Accepted transactions survive a SIGKILL.
+    MempoolKill9,
+    /// SIGTERM in the first milliseconds of start-up.
+    EarlySigterm,
 }
 
 impl Fault {
     /// Every fault cell, in the order the matrix runs them.
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 8] = [
         Fault::AnchorRestart,
         Fault::LyingAnchor,
         Fault::Kill9Mining,
         Fault::PartitionHeal,
+        Fault::DiskFull,
+        Fault::StoreCorruption,
+        Fault::MempoolKill9,
+        Fault::EarlySigterm,
     ];
 
     /// The name in the matrix (`fault:<name>`).
@@ -58,6 +70,10 @@ impl Fault {
             Fault::LyingAnchor => "lying-anchor",
             Fault::Kill9Mining => "kill9-mining",
             Fault::PartitionHeal => "partition-heal",
+            Fault::DiskFull => "disk-full",
+            Fault::StoreCorruption => "store-corruption",
+            Fault::MempoolKill9 => "mempool-kill9",
+            Fault::EarlySigterm => "early-sigterm",
         }
     }
 }
@@ -78,6 +94,10 @@ pub fn fault_cell(fault: Fault) -> (Result<String, String>, Cluster) {
         .map(|v| v.join("; ")),
         Fault::Kill9Mining => kill9_mining(&mut c),
         Fault::PartitionHeal => partition_heal(&mut c),
+        Fault::DiskFull => super::storage::disk_full(&mut c),
+        Fault::StoreCorruption => super::storage::store_corruption(&mut c),
+        Fault::MempoolKill9 => super::storage::mempool_kill9(&mut c),
+        Fault::EarlySigterm => super::storage::early_sigterm(&mut c),
     };
     (r, c)
 }

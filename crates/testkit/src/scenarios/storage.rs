@@ -1,0 +1,531 @@
+//! The storage fault cells: a disk that fills up under a syncing node, damaged and
+//! empty store files, the mempool across a `kill -9`, and stop signals in the first
+//! milliseconds of start-up. Real node processes, as everywhere in this crate.
+//!
+//! `disk-full` needs root (it mounts a 4 MiB tmpfs under the cell's own directory
+//! and unmounts it at the end); without root it reports itself skipped with the
+//! reason, as the CGNAT cell does.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use vision_chain::{Network, SecretKey, Transaction};
+
+use crate::http::{get, get_json, post_json};
+use crate::proc::{Cluster, NodeProc, NodeSpec, wait_until};
+use crate::scenarios::faults::check_chain;
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// Slack on top of a bound, for the status snapshot and our poll.
+const SLACK: Duration = Duration::from_millis(1_000);
+/// The prefix a cell's error carries when it could not run here.
+pub const SKIP: &str = "skip: ";
+/// Size of the disk-full cell's file system.
+pub const DISK_FULL_FS_SIZE: &str = "4m";
+/// After the filler is deleted, the node must be within one block of the anchor
+/// within this, without a restart.
+pub const DISK_FULL_RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// Seeds of the corruption cell.
+pub const CORRUPTION_SEEDS: u64 = 10;
+/// Bytes flipped per seed, in the file's last three quarters (data pages).
+pub const CORRUPTION_FLIPS: usize = 8;
+/// Transactions of the mempool cell.
+pub const MEMPOOL_TXS: u64 = 5;
+/// Delays after exec at which SIGTERM is sent and exit 0 is required, in
+/// milliseconds. A signal sent at once (0 ms) is only measured: it lands while
+/// the kernel and the dynamic loader are still setting up the process (about
+/// 1–3 ms for the debug binary on the test machine), before any code of the
+/// binary can hold a handler, and the default action ends the process there.
+pub const EARLY_SIGNAL_DELAYS_MS: [u64; 3] = [5, 10, 20];
+/// Rounds per delay.
+pub const EARLY_SIGNAL_ROUNDS: usize = 3;
+
+/// A tmpfs mounted on `dir` until dropped (then unmounted, lazily if a process
+/// still holds it).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("{SKIP}cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{SKIP}mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// Fill the file system holding `dir` with one file, to 0 bytes free.
+fn fill(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let chunk = vec![0u8; 64 * 1024];
+    for size in [chunk.len(), 4096, 512, 1] {
+        while f.write(&chunk[..size]).is_ok_and(|n| n > 0) {}
+    }
+    Ok(path)
+}
+
+fn health(node: &NodeProc) -> Result<serde_json::Value, String> {
+    get_json(node.addr(), "/api/health")
+}
+
+fn store_health(node: &NodeProc) -> Result<(String, String), String> {
+    let h = health(node)?;
+    let s = &h["subsystems"]["store"];
+    Ok((
+        s["status"].as_str().unwrap_or_default().to_string(),
+        s["detail"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// A signed transfer from a throwaway key: what a client would POST.
+fn some_tx() -> serde_json::Value {
+    let key = SecretKey::from_seed(&[0x5d; 32]);
+    let tx = Transaction::new_signed(
+        &key,
+        Network::Regtest,
+        SecretKey::from_seed(&[0x5e; 32]).address(),
+        1,
+        1_000,
+        0,
+    );
+    serde_json::to_value(&tx).unwrap_or_default()
+}
+
+/// `disk-full`: a mining anchor, and a member syncing from it whose data
+/// directory is a 4 MiB tmpfs. The tmpfs is filled to 0 bytes free: within two
+/// probe rounds the member's health shows the store `down` with "No space left",
+/// `/readyz` answers 503, its miner is `paused_store_error` and `POST /api/tx`
+/// answers 503 `store_unavailable`. The filler is deleted: the member (the same
+/// process) is within one block of the anchor within 30 s. Then the disk is
+/// filled again, the member killed with SIGKILL while its store is down, the
+/// filler deleted, and the member restarted alone: it reopens a valid chain
+/// holding at least what it reported.
+pub fn disk_full(c: &mut Cluster) -> Result<String, String> {
+    if !is_root() {
+        return Err(format!(
+            "{SKIP}needs root to mount a {DISK_FULL_FS_SIZE} tmpfs (CI runs as root)"
+        ));
+    }
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    a.mine = true;
+    let ai = c.start(a)?;
+    c.nodes[ai].wait_serving(MINUTE)?;
+    let mut m = NodeSpec::regtest("member");
+    m.seeds = vec![c.nodes[ai].url()];
+    m.mine = true;
+    let probe = Duration::from_millis(m.probe_ms);
+    let fs = Tmpfs::mount(&c.dir.join("member"), DISK_FULL_FS_SIZE)?;
+    let r = disk_full_rounds(c, ai, m, probe, &fs);
+    // Stop the member before the file system goes away under it.
+    if let Some(n) = c.nodes.iter_mut().find(|n| n.spec.name == "member") {
+        n.stop();
+    }
+    drop(fs);
+    r
+}
+
+fn disk_full_rounds(
+    c: &mut Cluster,
+    ai: usize,
+    m: NodeSpec,
+    probe: Duration,
+    fs: &Tmpfs,
+) -> Result<String, String> {
+    let mi = c.start(m)?;
+    c.nodes[mi].wait_serving(MINUTE)?;
+    wait_until("the member synced (height >= 5, lag <= 1)", MINUTE, || {
+        let s = c.nodes[mi].status()?;
+        Ok(s.height >= 5 && s.sync.lag <= 1)
+    })?;
+    let pid = c.nodes[mi].pid();
+    let filler = fill(&fs.dir)?;
+    let filled = Instant::now();
+    let bound = probe * 2 + SLACK;
+    let node = &c.nodes[mi];
+    wait_until(
+        "store down with \"No space left\", readyz 503, miner paused_store_error, tx 503",
+        bound,
+        || {
+            let (st, detail) = store_health(node)?;
+            let ready = get(node.addr(), "/readyz")?.status;
+            let miner = node.status()?.miner.state;
+            let tx = post_json(node.addr(), "/api/tx", &some_tx())?;
+            let code = serde_json::from_slice::<serde_json::Value>(&tx.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string));
+            Ok(st == "down"
+                && detail.contains("No space left")
+                && ready == 503
+                && miner == "paused_store_error"
+                && tx.status == 503
+                && code.as_deref() == Some("store_unavailable"))
+        },
+    )?;
+    let down_after = filled.elapsed();
+
+    std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    let freed = Instant::now();
+    wait_until(
+        "the member within 1 block of the anchor, store ok, same process",
+        DISK_FULL_RECOVERY_BOUND,
+        || {
+            let anchor = c.nodes[ai].status()?.height;
+            let member = c.nodes[mi].status()?.height;
+            let (st, _) = store_health(&c.nodes[mi])?;
+            Ok(member + 1 >= anchor && st == "ok")
+        },
+    )?;
+    let caught_up = freed.elapsed();
+    if c.nodes[mi].pid() != pid {
+        return Err("the member was restarted".into());
+    }
+
+    // kill -9 while the disk is full, then reopen.
+    let filler = fill(&fs.dir)?;
+    wait_until("store down again", bound, || {
+        Ok(store_health(&c.nodes[mi])?.0 == "down")
+    })?;
+    let reported = c.nodes[mi].status()?.height;
+    c.nodes[mi].kill9();
+    std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    let mut alone = c.nodes[mi].spec.clone();
+    alone.seeds.clear();
+    alone.mine = false;
+    c.nodes[mi] = NodeProc::start(alone, &c.dir)?;
+    c.nodes[mi].wait_serving(MINUTE)?;
+    let chain = check_chain(&c.nodes[mi])?;
+    if chain.height < reported {
+        return Err(format!(
+            "after kill -9 the member reopened at {} but had reported {reported}",
+            chain.height
+        ));
+    }
+    Ok(format!(
+        "store down {:.1}s after the disk filled (bound {:.1}s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported})",
+        down_after.as_secs_f64(),
+        bound.as_secs_f64(),
+        caught_up.as_secs_f64(),
+        DISK_FULL_RECOVERY_BOUND.as_secs(),
+        chain.height
+    ))
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Copy a stopped node's key and chain store into a new data directory.
+fn copy_data(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for f in ["node.key", "chain.redb"] {
+        std::fs::copy(from.join(f), to.join(f)).map_err(|e| format!("copy {f}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Wait until the node exits on its own or serves. `Ok(Some(code))` if it exited.
+fn exited_or_serving(n: &mut NodeProc) -> Result<Option<Option<i32>>, String> {
+    let end = Instant::now() + MINUTE;
+    loop {
+        if let Some(code) = n.try_exit() {
+            return Ok(Some(code));
+        }
+        if n.status().is_ok() {
+            return Ok(None);
+        }
+        if Instant::now() > end {
+            return Err(format!("{} neither exited nor served", n.spec.name));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_text(n: &NodeProc) -> String {
+    std::fs::read_to_string(&n.log).unwrap_or_default()
+}
+
+/// The refusal of a bad store: exit 1, the store's file named, no panic.
+fn check_refusal(n: &NodeProc, code: Option<i32>, must: &[&str]) -> Result<(), String> {
+    let log = log_text(n);
+    if code != Some(1) {
+        return Err(format!("{}: exit {code:?}, want 1:\n{log}", n.spec.name));
+    }
+    for word in must {
+        if !log.contains(word) {
+            return Err(format!(
+                "{}: the message lacks {word:?}:\n{log}",
+                n.spec.name
+            ));
+        }
+    }
+    for bad in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+        if log.contains(bad) {
+            return Err(format!("{}: {bad:?} in the output:\n{log}", n.spec.name));
+        }
+    }
+    Ok(())
+}
+
+/// `store-corruption`: a mining node's store, copied ten times with bytes flipped
+/// in its data pages (seeds 0–9). Each copy either exits 1 with a message naming
+/// `chain.redb` and no panic, or runs, and then never shows health `ok` while a
+/// read fails: a failing `/api/headers` or `/api/blocks` read means the store is
+/// `down` and the miner not `running`. An empty `chain.redb` is refused naming
+/// `--allow-new-chain`, which then starts a new chain; `--reindex` on the intact
+/// store keeps its tip.
+pub fn store_corruption(c: &mut Cluster) -> Result<String, String> {
+    let mut s = NodeSpec::regtest("source");
+    s.mine = true;
+    let si = c.start(s)?;
+    c.nodes[si].wait_serving(MINUTE)?;
+    wait_until("the source has 20 blocks", MINUTE, || {
+        Ok(c.nodes[si].status()?.height >= 20)
+    })?;
+    if c.nodes[si].stop() != Some(0) {
+        return Err("the source did not stop cleanly".into());
+    }
+    let source = c.nodes[si].data_dir.clone();
+    let tip = {
+        // Its tip, as the reindexed copy must show it.
+        let mut quiet = c.nodes[si].spec.clone();
+        quiet.mine = false;
+        let mut n = NodeProc::start(quiet, &c.dir)?;
+        n.wait_serving(MINUTE)?;
+        let t = n.status()?;
+        n.stop();
+        (t.height, t.tip_hash)
+    };
+    let bytes = std::fs::read(source.join("chain.redb")).map_err(|e| e.to_string())?;
+    let (mut refused, mut intact, mut down) = (0, 0, 0);
+    for seed in 0..CORRUPTION_SEEDS {
+        let name = format!("flip-{seed}");
+        let dir = c.dir.join(&name);
+        copy_data(&source, &dir)?;
+        let mut rng = seed.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(7);
+        let mut damaged = bytes.clone();
+        let from = damaged.len() / 4;
+        for _ in 0..CORRUPTION_FLIPS {
+            let at = from + (splitmix(&mut rng) as usize) % (damaged.len() - from);
+            damaged[at] ^= 1 << (splitmix(&mut rng) % 8);
+        }
+        std::fs::write(dir.join("chain.redb"), &damaged).map_err(|e| e.to_string())?;
+        let mut spec = NodeSpec::regtest(&name);
+        spec.mine = true;
+        let mut n = NodeProc::start(spec, &c.dir)?;
+        match exited_or_serving(&mut n)? {
+            Some(code) => {
+                check_refusal(&n, code, &["chain.redb"])?;
+                refused += 1;
+            }
+            None => {
+                let reads_ok = check_chain(&n).is_ok()
+                    && get(n.addr(), "/api/blocks?from=0&limit=500")?.status == 200;
+                let (st, detail) = store_health(&n)?;
+                let miner = n.status()?.miner.state;
+                if reads_ok {
+                    intact += 1;
+                } else if st == "down" && miner != "running" {
+                    down += 1;
+                } else {
+                    return Err(format!(
+                        "seed {seed}: a read fails but health store is {st} ({detail}) and the miner {miner}"
+                    ));
+                }
+                n.stop();
+            }
+        }
+    }
+
+    // An empty store file.
+    let dir = c.dir.join("empty");
+    copy_data(&source, &dir)?;
+    std::fs::write(dir.join("chain.redb"), b"").map_err(|e| e.to_string())?;
+    let mut n = NodeProc::start(NodeSpec::regtest("empty"), &c.dir)?;
+    match exited_or_serving(&mut n)? {
+        Some(code) => check_refusal(&n, code, &["chain.redb", "empty", "--allow-new-chain"])?,
+        None => return Err("an empty chain.redb started a node".into()),
+    }
+    let mut spec = NodeSpec::regtest("empty");
+    spec.extra_args = vec!["--allow-new-chain".into()];
+    let mut n = NodeProc::start(spec, &c.dir)?;
+    n.wait_serving(MINUTE)?;
+    if n.status()?.height != 0 {
+        return Err("--allow-new-chain did not start from genesis".into());
+    }
+    n.stop();
+
+    // --reindex on the intact store.
+    let dir = c.dir.join("reindex");
+    copy_data(&source, &dir)?;
+    let mut spec = NodeSpec::regtest("reindex");
+    spec.extra_args = vec!["--reindex".into()];
+    let mut n = NodeProc::start(spec, &c.dir)?;
+    n.wait_serving(MINUTE)?;
+    let st = n.status()?;
+    if (st.height, st.tip_hash) != tip {
+        return Err(format!(
+            "--reindex changed the tip: {} {} (was {} {})",
+            st.height, st.tip_hash, tip.0, tip.1
+        ));
+    }
+    check_chain(&n)?;
+    n.stop();
+    Ok(format!(
+        "{CORRUPTION_SEEDS} seeds: {refused} refused at start (exit 1 naming chain.redb, no panic), {intact} intact, {down} down with the miner paused; empty store refused, --allow-new-chain starts at 0; --reindex kept tip {}",
+        tip.0
+    ))
+}
+
+/// `mempool-kill9`: a lone mining node earns a balance, stops mining, accepts
+/// five transfers over HTTP and is killed with SIGKILL at once (it has no anchor
+/// to relay them to). Restarted, it has all five in its mempool again.
+pub fn mempool_kill9(c: &mut Cluster) -> Result<String, String> {
+    let mut s = NodeSpec::regtest("pool");
+    s.mine = true;
+    let i = c.start(s)?;
+    c.nodes[i].wait_serving(MINUTE)?;
+    let key = c.nodes[i].key()?;
+    let a = c.nodes[i].addr();
+    let to = SecretKey::from_seed(&[0x66; 32]).address();
+    let nonce_now = || -> Result<u64, String> {
+        let acct = get_json(a, &format!("/api/accounts/{}", key.address()))?;
+        acct["nonce"]
+            .as_u64()
+            .ok_or_else(|| format!("account without a nonce: {acct}"))
+    };
+    // Mine until the key can spend (a transfer is taken), then stop mining.
+    wait_until("a spendable balance", MINUTE, || {
+        let tx = Transaction::new_signed(&key, Network::Regtest, to, 1, 1_000, nonce_now()?);
+        let ans = post_json(
+            a,
+            "/api/tx",
+            &serde_json::to_value(&tx).map_err(|e| e.to_string())?,
+        )?;
+        Ok(ans.status == 202)
+    })?;
+    if post_json(a, "/api/miner/stop", &serde_json::json!({}))?.status != 202 {
+        return Err("miner stop refused".into());
+    }
+    wait_until("the miner stopped", MINUTE, || {
+        Ok(c.nodes[i].status()?.miner.state == "stopped_by_user")
+    })?;
+    let pooled_from_key = || -> Result<u64, String> {
+        let m = get_json(a, "/api/mempool")?;
+        Ok(m["txs"].as_array().map_or(0, |l| {
+            l.iter()
+                .filter(|t| t["from"].as_str() == Some(&key.address().to_hex()))
+                .count() as u64
+        }))
+    };
+    let first = nonce_now()? + pooled_from_key()?;
+    let mut sent = Vec::new();
+    for k in 0..MEMPOOL_TXS {
+        let tx = Transaction::new_signed(&key, Network::Regtest, to, 10 + k, 1_000, first + k);
+        let ans = post_json(
+            a,
+            "/api/tx",
+            &serde_json::to_value(&tx).map_err(|e| e.to_string())?,
+        )?;
+        if ans.status != 202 {
+            return Err(format!(
+                "transfer {k}: {} {}",
+                ans.status,
+                String::from_utf8_lossy(&ans.body)
+            ));
+        }
+        sent.push(tx.id());
+    }
+    c.nodes[i].kill9();
+    let mut again = c.nodes[i].spec.clone();
+    again.mine = false;
+    c.nodes[i] = NodeProc::start(again, &c.dir)?;
+    c.nodes[i].wait_serving(MINUTE)?;
+    let a = c.nodes[i].addr();
+    wait_until("the five transfers in the mempool again", MINUTE, || {
+        let m = get_json(a, "/api/mempool")?;
+        let pooled: Vec<Transaction> =
+            serde_json::from_value(m["txs"].clone()).map_err(|e| e.to_string())?;
+        Ok(sent.iter().all(|id| pooled.iter().any(|t| t.id() == *id)))
+    })?;
+    Ok(format!(
+        "{MEMPOOL_TXS} transfers accepted, kill -9, all {MEMPOOL_TXS} in the mempool after restart"
+    ))
+}
+
+/// `early-sigterm`: SIGTERM 5, 10 and 20 ms after the node process was spawned,
+/// three times each: every time the process exits 0 (never killed by the
+/// signal). Then SIGTERM at once after the spawn, measured only (see
+/// [`EARLY_SIGNAL_DELAYS_MS`]).
+pub fn early_sigterm(c: &mut Cluster) -> Result<String, String> {
+    let mut worst = Duration::ZERO;
+    let mut at_once_ok = 0;
+    for round in 0..EARLY_SIGNAL_ROUNDS {
+        let mut n = NodeProc::start(NodeSpec::regtest(&format!("early-0-{round}")), &c.dir)?;
+        n.sigterm();
+        if n.wait_exit(MINUTE) == Some(0) {
+            at_once_ok += 1;
+        }
+    }
+    for delay_ms in EARLY_SIGNAL_DELAYS_MS {
+        for round in 0..EARLY_SIGNAL_ROUNDS {
+            let spec = NodeSpec::regtest(&format!("early-{delay_ms}-{round}"));
+            let mut n = NodeProc::start(spec, &c.dir)?;
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(delay_ms) {
+                std::hint::spin_loop();
+            }
+            n.sigterm();
+            let code = n.wait_exit(MINUTE);
+            worst = worst.max(t.elapsed());
+            if code != Some(0) {
+                return Err(format!(
+                    "SIGTERM {delay_ms} ms after exec (round {round}): exit {code:?}, want 0:\n{}",
+                    log_text(&n)
+                ));
+            }
+        }
+    }
+    Ok(format!(
+        "SIGTERM at {EARLY_SIGNAL_DELAYS_MS:?} ms after exec, {EARLY_SIGNAL_ROUNDS} rounds each: exit 0 every time (slowest exit {:.0} ms); at once after spawn (before the binary runs): {at_once_ok}/{EARLY_SIGNAL_ROUNDS} exit 0",
+        worst.as_secs_f64() * 1000.0
+    ))
+}
