@@ -58,8 +58,8 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
-pub mod parallel;
 pub mod mempool_file;
+pub mod parallel;
 mod reindex;
 mod schema;
 mod store;

@@ -156,10 +156,7 @@ impl<'a> BodyPipeline<'a> {
                 drop(results);
                 return r.unwrap_or_else(|p| std::panic::resume_unwind(p));
             }
-            results = self
-                .ready
-                .wait(results)
-                .unwrap_or_else(|e| e.into_inner());
+            results = self.ready.wait(results).unwrap_or_else(|e| e.into_inner());
         }
     }
 

@@ -13,19 +13,19 @@ use redb::{
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
-    Network, ParentContext, StateDelta, StateError, Transaction, U256, apply_block,
-    check_header, work_for_target,
+    Network, ParentContext, StateDelta, StateError, Transaction, U256, apply_block, check_header,
+    work_for_target,
 };
 
 use crate::StoreError;
 use crate::error::FaultKind;
+use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
     META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
     SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key, decode_account, get_account, get_info,
     get_meta, meta_hash, meta_u64, require_info,
 };
-use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::verify;
 
 /// Most headers one [`ChainStore::headers_range`] call returns.
@@ -1022,7 +1022,8 @@ impl ChainStore {
             }
             let mut done = 0;
             for (i, block) in blocks.iter().enumerate() {
-                let outcome = self.writing(|db| self.accept_in(db, block, now_ms, || pipeline.take(i)));
+                let outcome =
+                    self.writing(|db| self.accept_in(db, block, now_ms, || pipeline.take(i)));
                 done += 1;
                 if !each(block, outcome) {
                     break;

@@ -1328,11 +1328,17 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     assert!(matches!(
         &results[4],
         Err(StoreError::Invalid {
-            source: BlockError::Signature(vision_chain::tx::SignatureError::BadSignature { index: 1 }),
+            source: BlockError::Signature(vision_chain::tx::SignatureError::BadSignature {
+                index: 1
+            }),
             ..
         })
     ));
-    assert!(results[5..].iter().all(|r| matches!(r, Err(StoreError::Orphan { .. }))));
+    assert!(
+        results[5..]
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::Orphan { .. })))
+    );
     assert_eq!(c.tip().unwrap().hash, run[3].hash());
     let one_by_one = ChainStore::open_in_memory(NET).unwrap();
     for blk in &bad_run {
