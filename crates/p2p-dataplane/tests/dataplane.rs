@@ -633,6 +633,44 @@ async fn idle_flood_leaves_room_for_real_peers_strict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_handshaking_pool_makes_room_for_a_newcomer() {
+    // Floods from five netgroups fill the whole (small) pool; a real peer from a sixth
+    // still gets in, by evicting the oldest of the most-represented netgroup.
+    let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
+    cfg.handshaking_max = 8;
+    cfg.handshaking_per_ip_max = 2;
+    cfg.handshaking_per_netgroup_max = 4;
+    let server = start_with(1, cfg).await;
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr().port());
+    let sources: Vec<Ipv4Addr> = (10..15u8)
+        .flat_map(|g| [Ipv4Addr::new(127, g, 0, 1), Ipv4Addr::new(127, g, 0, 2)])
+        .collect();
+    let stop = CancellationToken::new();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let flood = idle_flood(sources, 10, to, stop.clone(), opened.clone());
+    eventually("the flood filled the pool", || server.dp.handshaking() == 8).await;
+    for i in 0..5u8 {
+        let mut f = Framed::new(dial_from(Ipv4Addr::LOCALHOST, to).await, codec());
+        let r = tokio::time::timeout(
+            Duration::from_secs(1),
+            p2p_dataplane::handshake::handshake(
+                &mut f,
+                &key(80 + i),
+                NET.magic(),
+                Some(server.id()),
+                Duration::from_secs(1),
+            ),
+        )
+        .await;
+        assert!(matches!(r, Ok(Ok(_))), "try {i}: {r:?}");
+    }
+    assert!(server.dp.guard_counters().evicted_handshaking >= 5);
+    assert!(server.dp.handshaking() <= 8);
+    stop.cancel();
+    within(flood).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshaking_pool_caps_per_ip_and_times_out_silence() {
     let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
     cfg.handshaking_per_ip_max = 2;
@@ -722,10 +760,19 @@ async fn get_blocks_flood_round(strict: bool) {
     let t0 = Instant::now();
     let flood = tokio::spawn(async move {
         for i in 0..100_000u64 {
-            let m = Message::GetBlocks {
-                request_id: i,
-                from: 0,
-                limit: 500,
+            // Both kinds of request draw on the one budget.
+            let m = if i % 2 == 0 {
+                Message::GetBlocks {
+                    request_id: i,
+                    from: 0,
+                    limit: 500,
+                }
+            } else {
+                Message::GetHeaders {
+                    request_id: i,
+                    from: 0,
+                    limit: 2_000,
+                }
             };
             if sink.send(m.to_frame().unwrap()).await.is_err() {
                 return i;
@@ -737,7 +784,10 @@ async fn get_blocks_flood_round(strict: bool) {
     within(async {
         while let Some(Ok(frame)) = stream.next().await {
             bytes += frame.len() as u64;
-            if matches!(Message::decode(&frame), Ok(Message::Blocks { .. })) {
+            if matches!(
+                Message::decode(&frame),
+                Ok(Message::Blocks { .. } | Message::Headers { .. })
+            ) {
                 answers += 1;
             }
         }

@@ -21,8 +21,8 @@ pub use guard::{
 };
 pub use storage::{
     CORRUPTION_FLIPS, CORRUPTION_SEEDS, DISK_FULL_FS_SIZE, DISK_FULL_RECOVERY_BOUND,
-    EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, disk_full, early_sigterm,
-    mempool_kill9, store_corruption,
+    EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, STORE_DOWN_EXIT_MS, disk_full,
+    early_sigterm, mempool_kill9, store_corruption,
 };
 
 /// How the data plane is set up in a cell.

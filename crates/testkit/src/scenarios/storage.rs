@@ -27,6 +27,8 @@ pub const DISK_FULL_FS_SIZE: &str = "4m";
 /// After the filler is deleted, the node must be within one block of the anchor
 /// within this, without a restart.
 pub const DISK_FULL_RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// `--store-down-exit-ms` of the disk-full cell's last round.
+pub const STORE_DOWN_EXIT_MS: u64 = 1_500;
 /// Seeds of the corruption cell.
 pub const CORRUPTION_SEEDS: u64 = 10;
 /// Bytes flipped per seed, in the file's last three quarters (data pages).
@@ -133,7 +135,9 @@ fn some_tx() -> serde_json::Value {
 /// process) is within one block of the anchor within 30 s. Then the disk is
 /// filled again, the member killed with SIGKILL while its store is down, the
 /// filler deleted, and the member restarted alone: it reopens a valid chain
-/// holding at least what it reported.
+/// holding at least what it reported. Last, restarted with
+/// `--store-down-exit-ms` [`STORE_DOWN_EXIT_MS`], a disk kept full ends it with
+/// exit code 1.
 pub fn disk_full(c: &mut Cluster) -> Result<String, String> {
     if !is_root() {
         return Err(format!(
@@ -235,13 +239,35 @@ fn disk_full_rounds(
             chain.height
         ));
     }
+
+    // A store that stays down past --store-down-exit-ms ends the node with exit 1.
+    c.nodes[mi].stop();
+    let mut limited = c.nodes[mi].spec.clone();
+    limited.extra_args = vec![
+        "--store-down-exit-ms".into(),
+        STORE_DOWN_EXIT_MS.to_string(),
+    ];
+    c.nodes[mi] = NodeProc::start(limited, &c.dir)?;
+    c.nodes[mi].wait_serving(MINUTE)?;
+    let filler = fill(&fs.dir)?;
+    let t = Instant::now();
+    let code = c.nodes[mi].wait_exit(MINUTE);
+    let exited_after = t.elapsed();
+    std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+    let log = log_text(&c.nodes[mi]);
+    if code != Some(1) || !log.contains("exiting 1") {
+        return Err(format!(
+            "a store down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit {code:?}, want 1 with the reason logged"
+        ));
+    }
     Ok(format!(
-        "store down {:.1}s after the disk filled (bound {:.1}s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported})",
+        "store down {:.1}s after the disk filled (bound {:.1}s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported}); down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit 1 after {:.1}s",
         down_after.as_secs_f64(),
         bound.as_secs_f64(),
         caught_up.as_secs_f64(),
         DISK_FULL_RECOVERY_BOUND.as_secs(),
-        chain.height
+        chain.height,
+        exited_after.as_secs_f64()
     ))
 }
 
