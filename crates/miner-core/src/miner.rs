@@ -39,7 +39,7 @@ use crate::state::{EligibilityInputs, MinerState, decide};
 /// every kernel's lane count ([`crate::LANES_MAX`]), so a check interval is whole
 /// kernel calls.
 pub const HASH_CHECK_INTERVAL: u64 = 4096;
-const _: () = assert!(HASH_CHECK_INTERVAL % crate::LANES_MAX as u64 == 0);
+const _: () = assert!(HASH_CHECK_INTERVAL.is_multiple_of(crate::LANES_MAX as u64));
 /// Most hashing threads a miner runs; larger requests are clamped.
 pub const THREADS_MAX: usize = 256;
 /// How many hashing threads per core a node accepts at most: proof of work is
