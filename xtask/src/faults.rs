@@ -125,6 +125,10 @@ fn run_schemathesis(
         // CPython 3.11's parser fails ("AST constructor recursion depth mismatch").
         .args(["--workers", "1"])
         .args(["--request-timeout", "10"])
+        // `GET /api/events` is an unending stream: every 200 would end in the request
+        // timeout. Its bad input (400s) and its stream are covered by
+        // crates/node-service/tests/openapi.rs and tests/events.rs.
+        .args(["--exclude-path", "/api/events"])
         .arg("--no-color")
         // Its `.schemathesis/` cache goes into the cell's directory.
         .current_dir(&c.dir)

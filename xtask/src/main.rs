@@ -24,6 +24,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod admission;
 mod bench;
 mod browser;
 mod cells;
@@ -34,6 +35,7 @@ mod figures;
 mod guard;
 mod matrix;
 mod ops;
+mod propagation;
 mod simulate;
 mod tidy;
 

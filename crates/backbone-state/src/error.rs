@@ -72,6 +72,14 @@ pub enum BackboneError {
     /// The anchor is this node (an anchor listing itself among the seeds).
     #[error("anchor is this node itself")]
     SelfAnchor,
+    /// Admission refused: a source over its cap or rate, or a full table (HTTP 429).
+    #[error("too many: {what}; retry after {retry_after_s} s")]
+    TooMany {
+        /// What is over its bound.
+        what: String,
+        /// When to retry.
+        retry_after_s: u64,
+    },
 }
 
 impl BackboneError {

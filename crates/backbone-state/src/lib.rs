@@ -20,7 +20,10 @@
 //!   ourselves ([`check_probe`]); [`transitions`] to log each change once.
 //! - [`PeerBook`]: bounded ([`PEERBOOK_MAX`]), thread-safe, garbage-refusing.
 //! - [`Membership`]: an anchor's table of members, expiring after three missed
-//!   heartbeats; feeds `seed_peers` and the cluster size.
+//!   heartbeats, with admission control per source [`Netgroup`] (caps on ids and
+//!   heartbeat rate; newcomers refused when full, established members kept) and
+//!   dial-back scheduling (only verified members are handed out in `seed_peers`,
+//!   as a varied sample); feeds `seed_peers` and the cluster size.
 //! - The loops, over the [`ControlPlane`] transport trait and the [`LocalNode`]
 //!   view: [`run_probe_loop`], [`run_healing_loop`], [`run_heartbeat_loop`], each
 //!   ending when its `CancellationToken` is cancelled. [`memory`] is an in-memory
@@ -65,6 +68,7 @@ mod error;
 mod loops;
 mod membership;
 pub mod memory;
+mod netgroup;
 mod peerbook;
 mod rules;
 mod state;
@@ -82,11 +86,15 @@ pub use loops::{
     run_probe_loop,
 };
 pub use membership::{
-    DEFAULT_HEARTBEAT_INTERVAL_MS, MEMBERS_MAX, MISSED_HEARTBEATS_TO_EXPIRE, Member, Membership,
+    DEFAULT_HEARTBEAT_INTERVAL_MS, DIALBACK_BURST, DIALBACK_TARGET_INTERVAL_MS,
+    DIALBACK_TARGETS_TRACKED_MAX, DIALBACKS_PER_MINUTE_MAX, MEMBERS_MAX, MEMBERS_PER_NETGROUP_MAX,
+    MISSED_HEARTBEATS_TO_EXPIRE, Member, Membership, NETGROUP_HEARTBEAT_BURST,
+    NETGROUP_HEARTBEATS_PER_S, NETGROUPS_TRACKED_MAX,
 };
+pub use netgroup::Netgroup;
 pub use peerbook::{
-    HEALTH_MAX, HTTP_DISCOVERED_HEALTH, PEERBOOK_MAX, PeerBook, PeerCounts, PeerUpdate,
-    SEED_BATCH_MAX, SEED_PEERS_MAX, UpsertReport, Upserted,
+    HEALTH_MAX, HTTP_DISCOVERED_HEALTH, PEER_ENTRY_TTL_S, PEERBOOK_MAX, PeerBook, PeerCounts,
+    PeerUpdate, SEED_BATCH_MAX, SEED_PEERS_MAX, UpsertReport, Upserted,
 };
 pub use rules::{
     AnchorProbe, FAILS_TO_DOWN, LATENCY_SWITCH_MARGIN_MS, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,

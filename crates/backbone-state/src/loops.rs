@@ -246,7 +246,16 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
             };
             n.exchange_ready = exchange_ready(n.connected, local_height, tip);
             if let Some(c) = local_cluster {
-                n.cluster_size_estimate = n.cluster_size_estimate.max(c);
+                // An anchor counts its own live members and what the anchors it
+                // probes report this round — never the previous estimate, so the
+                // count falls when members expire.
+                let reported = n
+                    .anchors
+                    .iter()
+                    .filter(|a| a.is_usable())
+                    .filter_map(|a| a.cluster_size)
+                    .max();
+                n.cluster_size_estimate = reported.unwrap_or(1).max(c);
             }
             *s = n;
         });

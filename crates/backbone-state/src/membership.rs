@@ -1,4 +1,21 @@
-//! [`Membership`]: an anchor's table of live members, fed by heartbeats.
+//! [`Membership`]: an anchor's table of live members, fed by heartbeats, with
+//! admission control.
+//!
+//! Keys are free, so membership is not: every heartbeat comes from a socket peer
+//! whose [`Netgroup`] (IPv4 /16, IPv6 /32) is charged for it. A netgroup holds at
+//! most [`MEMBERS_PER_NETGROUP_MAX`] member ids and sends at most
+//! [`NETGROUP_HEARTBEATS_PER_S`] heartbeats a second; over either, or when the table
+//! holds [`MEMBERS_MAX`], a newcomer is refused ([`BackboneError::TooMany`], 429 with
+//! `Retry-After` at HTTP) and established members are never evicted for it.
+//!
+//! A member is handed out in `seed_peers` only once *verified*: the anchor called
+//! its advertised control-plane address with a challenge and got back a hello signed
+//! by the member's key over that challenge (the node does the call; this table only
+//! schedules it and records the result). Dial-backs are rate-limited per target
+//! address ([`DIALBACK_TARGET_INTERVAL_MS`]) and in total
+//! ([`DIALBACKS_PER_MINUTE_MAX`]), so no flood of heartbeats can turn an anchor into
+//! an amplifier against a third party. Unreachable members (CGNAT) stay members —
+//! counted, syncing — but are not handed out.
 
 use std::collections::HashMap;
 
@@ -6,13 +23,32 @@ use vision_wire::{HeartbeatPayload, PublicPeerInfo};
 
 use crate::BackboneError;
 use crate::addr::{normalize_node_id, normalize_peer_address};
+use crate::netgroup::Netgroup;
 
-/// Most members an anchor tracks; the longest silent one makes room for a newcomer.
+/// Most members an anchor tracks; when full, newcomers are refused.
 pub const MEMBERS_MAX: usize = 4096;
+/// Most member ids one source netgroup may hold.
+pub const MEMBERS_PER_NETGROUP_MAX: usize = 32;
+/// Heartbeats per second one source netgroup may send (sustained).
+pub const NETGROUP_HEARTBEATS_PER_S: u64 = 20;
+/// Heartbeats one source netgroup may send in a burst.
+pub const NETGROUP_HEARTBEAT_BURST: u64 = 60;
+/// Netgroups whose heartbeat rate is tracked; idle ones are forgotten first.
+pub const NETGROUPS_TRACKED_MAX: usize = 16_384;
 /// Heartbeats a member may miss before it expires.
 pub const MISSED_HEARTBEATS_TO_EXPIRE: u64 = 3;
 /// Default interval between a member's heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
+/// A target address is dialled back at most once per this interval.
+pub const DIALBACK_TARGET_INTERVAL_MS: u64 = 10 * 60 * 1000;
+/// Dial-backs an anchor starts per minute, in total.
+pub const DIALBACKS_PER_MINUTE_MAX: u64 = 600;
+/// Dial-backs an anchor may start at once (the budget's burst).
+pub const DIALBACK_BURST: u64 = 50;
+/// Target addresses whose last dial-back time is remembered.
+pub const DIALBACK_TARGETS_TRACKED_MAX: usize = 16_384;
+/// How often expired members are swept out on the record path.
+const EXPIRE_SWEEP_MS: u64 = 1_000;
 
 /// One live member as its latest heartbeat describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,20 +67,61 @@ pub struct Member {
     pub tip_hash: String,
     /// When its latest heartbeat arrived (caller's clock, ms).
     pub last_heartbeat_ms: u64,
+    /// When it first became a member (caller's clock, ms).
+    pub first_seen_ms: u64,
+    /// The netgroup its heartbeats come from.
+    pub netgroup: Netgroup,
+    /// When a dial-back proved its key at its `http_address` (Unix s).
+    pub verified_unix: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens_milli: u64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    fn full(burst: u64, now_ms: u64) -> Bucket {
+        Bucket {
+            tokens_milli: burst * 1000,
+            at_ms: now_ms,
+        }
+    }
+    /// Refill at `per_s` up to `burst`, then take one token; `Err(ms until one)`.
+    fn take(&mut self, per_s: u64, burst: u64, now_ms: u64) -> Result<(), u64> {
+        let dt = now_ms.saturating_sub(self.at_ms);
+        self.at_ms = self.at_ms.max(now_ms);
+        self.tokens_milli = (self.tokens_milli + dt * per_s).min(burst * 1000);
+        if self.tokens_milli >= 1000 {
+            self.tokens_milli -= 1000;
+            Ok(())
+        } else {
+            Err((1000 - self.tokens_milli).div_ceil(per_s.max(1)))
+        }
+    }
 }
 
 /// An anchor's membership table. Pure and synchronous: time comes in as `now_ms`
 /// (any monotonic millisecond clock; Unix ms also gives `last_seen_unix`). The
-/// caller verifies signatures before [`Membership::record`].
+/// caller verifies signatures before [`Membership::record`] and passes the socket
+/// peer's netgroup.
 ///
-/// **Invariants:** at most [`MEMBERS_MAX`] members; a member whose latest heartbeat
-/// is older than [`MISSED_HEARTBEATS_TO_EXPIRE`] intervals is not live; the anchor
-/// itself is never a member but is counted in [`Membership::cluster_size`].
+/// **Invariants:** at most [`MEMBERS_MAX`] members, at most
+/// [`MEMBERS_PER_NETGROUP_MAX`] per netgroup; a member whose latest heartbeat is
+/// older than [`MISSED_HEARTBEATS_TO_EXPIRE`] intervals is not live and not counted;
+/// only verified members are handed out; the anchor itself is never a member but is
+/// counted in [`Membership::cluster_size`].
 #[derive(Debug, Clone)]
 pub struct Membership {
     own_node_id: String,
     interval_ms: u64,
     members: HashMap<String, Member>,
+    per_netgroup: HashMap<Netgroup, usize>,
+    heartbeat_buckets: HashMap<Netgroup, Bucket>,
+    dialled: HashMap<String, u64>,
+    dialback_budget: Bucket,
+    last_sweep_ms: u64,
 }
 
 impl Membership {
@@ -55,6 +132,11 @@ impl Membership {
             own_node_id: own_node_id.to_ascii_lowercase(),
             interval_ms: heartbeat_interval_ms.max(1),
             members: HashMap::new(),
+            per_netgroup: HashMap::new(),
+            heartbeat_buckets: HashMap::new(),
+            dialled: HashMap::new(),
+            dialback_budget: Bucket::full(DIALBACK_BURST, 0),
+            last_sweep_ms: 0,
         }
     }
 
@@ -67,9 +149,57 @@ impl Membership {
         now_ms.saturating_sub(m.last_heartbeat_ms) <= self.ttl_ms()
     }
 
-    /// Record a (verified) heartbeat received at `now_ms`. Refuses garbage
-    /// addresses and the anchor's own id.
-    pub fn record(&mut self, hb: &HeartbeatPayload, now_ms: u64) -> Result<(), BackboneError> {
+    fn too_many(what: String, retry_after_ms: u64) -> BackboneError {
+        BackboneError::TooMany {
+            what,
+            retry_after_s: retry_after_ms.div_ceil(1000).max(1),
+        }
+    }
+
+    fn charge_netgroup(&mut self, g: Netgroup, now_ms: u64) -> Result<(), BackboneError> {
+        if !self.heartbeat_buckets.contains_key(&g)
+            && self.heartbeat_buckets.len() >= NETGROUPS_TRACKED_MAX
+        {
+            // Forget netgroups whose bucket has refilled: a full bucket is the same
+            // as a fresh one, so nothing is lost.
+            let refill_ms = NETGROUP_HEARTBEAT_BURST * 1000 / NETGROUP_HEARTBEATS_PER_S;
+            self.heartbeat_buckets
+                .retain(|_, b| now_ms.saturating_sub(b.at_ms) < refill_ms);
+            if self.heartbeat_buckets.len() >= NETGROUPS_TRACKED_MAX {
+                return Err(Self::too_many(
+                    "heartbeats from too many netgroups at once".into(),
+                    1_000,
+                ));
+            }
+        }
+        self.heartbeat_buckets
+            .entry(g)
+            .or_insert_with(|| Bucket::full(NETGROUP_HEARTBEAT_BURST, now_ms))
+            .take(NETGROUP_HEARTBEATS_PER_S, NETGROUP_HEARTBEAT_BURST, now_ms)
+            .map_err(|ms| Self::too_many(format!("heartbeats from netgroup {g}"), ms))
+    }
+
+    fn remove_member(&mut self, node_id: &str) -> Option<Member> {
+        let m = self.members.remove(node_id)?;
+        if let Some(n) = self.per_netgroup.get_mut(&m.netgroup) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_netgroup.remove(&m.netgroup);
+            }
+        }
+        Some(m)
+    }
+
+    /// Record a (verified) heartbeat received at `now_ms` from a socket peer in
+    /// netgroup `from`. Refuses garbage addresses, the anchor's own id, and — with
+    /// [`BackboneError::TooMany`] — a netgroup over its heartbeat rate, a newcomer
+    /// whose netgroup holds its cap of ids, or any newcomer while the table is full.
+    pub fn record(
+        &mut self,
+        hb: &HeartbeatPayload,
+        now_ms: u64,
+        from: Netgroup,
+    ) -> Result<(), BackboneError> {
         let node_id = normalize_node_id(&hb.node_id)?;
         if node_id == self.own_node_id {
             return Err(BackboneError::IsSelf);
@@ -80,20 +210,40 @@ impl Membership {
             .as_deref()
             .map(normalize_peer_address)
             .transpose()?;
-        if !self.members.contains_key(&node_id) && self.members.len() >= MEMBERS_MAX {
+        self.charge_netgroup(from, now_ms)?;
+        if now_ms.saturating_sub(self.last_sweep_ms) >= EXPIRE_SWEEP_MS {
+            self.last_sweep_ms = now_ms;
             self.expire(now_ms);
-            if self.members.len() >= MEMBERS_MAX {
-                let oldest = self
-                    .members
-                    .values()
-                    .min_by_key(|m| m.last_heartbeat_ms)
-                    .map(|m| m.node_id.clone());
-                if let Some(k) = oldest {
-                    self.members.remove(&k);
-                }
+        }
+        let existing = self.members.get(&node_id).cloned();
+        let moves_group = existing.as_ref().is_none_or(|m| m.netgroup != from);
+        if moves_group {
+            if self.per_netgroup.get(&from).copied().unwrap_or(0) >= MEMBERS_PER_NETGROUP_MAX {
+                return Err(Self::too_many(
+                    format!("netgroup {from} holds {MEMBERS_PER_NETGROUP_MAX} member ids"),
+                    self.ttl_ms(),
+                ));
+            }
+            if existing.is_none() && self.members.len() >= MEMBERS_MAX {
+                return Err(Self::too_many(
+                    format!("membership table full ({MEMBERS_MAX})"),
+                    self.ttl_ms(),
+                ));
             }
         }
         let tip_hash: String = hb.tip_hash.chars().take(64).collect();
+        let (first_seen_ms, verified_unix) = match &existing {
+            // A proof holds for the address it was made at.
+            Some(m) => (
+                m.first_seen_ms,
+                m.verified_unix.filter(|_| m.http_address == http_address),
+            ),
+            None => (now_ms, None),
+        };
+        if moves_group {
+            self.remove_member(&node_id);
+            *self.per_netgroup.entry(from).or_insert(0) += 1;
+        }
         self.members.insert(
             node_id.clone(),
             Member {
@@ -104,6 +254,9 @@ impl Membership {
                 height: hb.height,
                 tip_hash,
                 last_heartbeat_ms: now_ms,
+                first_seen_ms,
+                netgroup: from,
+                verified_unix,
             },
         );
         Ok(())
@@ -112,13 +265,19 @@ impl Membership {
     /// Drop members silent for longer than [`Membership::ttl_ms`]; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let ttl = self.ttl_ms();
-        let before = self.members.len();
-        self.members
-            .retain(|_, m| now_ms.saturating_sub(m.last_heartbeat_ms) <= ttl);
-        before - self.members.len()
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| now_ms.saturating_sub(m.last_heartbeat_ms) > ttl)
+            .map(|m| m.node_id.clone())
+            .collect();
+        for id in &gone {
+            self.remove_member(id);
+        }
+        gone.len()
     }
 
-    /// Live members plus the anchor itself.
+    /// Live members plus the anchor itself: falls as members expire.
     pub fn cluster_size(&self, now_ms: u64) -> usize {
         1 + self
             .members
@@ -142,19 +301,105 @@ impl Membership {
         v.into_iter().take(limit).cloned().collect()
     }
 
-    /// Live members as `seed_peers` entries (`now_ms` read as Unix ms for
-    /// `last_seen_unix`).
-    pub fn seed_peers(&self, now_ms: u64, limit: usize) -> Vec<PublicPeerInfo> {
-        self.live_members(now_ms, limit)
-            .into_iter()
+    /// Live *verified* members as `seed_peers` entries (`now_ms` read as Unix ms for
+    /// `last_seen_unix`): all of them when they fit in `limit`, else a sample drawn
+    /// with `seed` (a varied sample, never simply the newest).
+    pub fn seed_peers(&self, now_ms: u64, limit: usize, seed: u64) -> Vec<PublicPeerInfo> {
+        let mut v: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.verified_unix.is_some() && self.live(m, now_ms))
+            .collect();
+        v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        let mut x = seed;
+        let n = v.len();
+        for i in 0..n.min(limit) {
+            // SplitMix64: a partial Fisher-Yates shuffle of the first `limit` places.
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let j = i + (z % (n - i) as u64) as usize;
+            v.swap(i, j);
+        }
+        v.into_iter()
+            .take(limit)
             .map(|m| PublicPeerInfo {
-                node_id: m.node_id,
-                address: m.p2p_address,
-                http_address: m.http_address,
+                node_id: m.node_id.clone(),
+                address: m.p2p_address.clone(),
+                http_address: m.http_address.clone(),
                 is_anchor: m.is_anchor,
                 last_seen_unix: m.last_heartbeat_ms / 1000,
+                verified_unix: m.verified_unix,
             })
             .collect()
+    }
+
+    /// Members to dial back now: live, unverified, whose address was not dialled
+    /// within [`DIALBACK_TARGET_INTERVAL_MS`], within the global budget of
+    /// [`DIALBACKS_PER_MINUTE_MAX`]; longest-established first; at most `max`.
+    /// Each returned `(node_id, http_address)` is charged as dialled now.
+    pub fn dialback_due(&mut self, now_ms: u64, max: usize) -> Vec<(String, String)> {
+        let mut v: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.verified_unix.is_none() && self.live(m, now_ms))
+            .filter(|m| {
+                self.dialled
+                    .get(&m.http_address)
+                    .is_none_or(|&at| now_ms.saturating_sub(at) >= DIALBACK_TARGET_INTERVAL_MS)
+            })
+            .collect();
+        v.sort_by_key(|m| (m.first_seen_ms, m.node_id.clone()));
+        let picks: Vec<(String, String)> = v
+            .into_iter()
+            .map(|m| (m.node_id.clone(), m.http_address.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (id, addr) in picks {
+            if out.len() >= max || out.iter().any(|(_, a)| *a == addr) {
+                continue;
+            }
+            if self
+                .dialback_budget
+                .take(
+                    (DIALBACKS_PER_MINUTE_MAX / 60).max(1),
+                    DIALBACK_BURST,
+                    now_ms,
+                )
+                .is_err()
+            {
+                break;
+            }
+            if self.dialled.len() >= DIALBACK_TARGETS_TRACKED_MAX {
+                self.dialled
+                    .retain(|_, at| now_ms.saturating_sub(*at) < DIALBACK_TARGET_INTERVAL_MS);
+                if self.dialled.len() >= DIALBACK_TARGETS_TRACKED_MAX {
+                    break;
+                }
+            }
+            self.dialled.insert(addr.clone(), now_ms);
+            out.push((id, addr));
+        }
+        out
+    }
+
+    /// A dial-back of `node_id` at `http_address` succeeded at `now_unix`: the
+    /// member is verified (if it still advertises that address).
+    pub fn mark_verified(&mut self, node_id: &str, http_address: &str, now_unix: u64) -> bool {
+        match self.members.get_mut(node_id) {
+            Some(m) if m.http_address == http_address => {
+                m.verified_unix = Some(now_unix);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The member `node_id`, if held.
+    pub fn get(&self, node_id: &str) -> Option<&Member> {
+        self.members.get(node_id)
     }
 
     /// Members held (live or not yet expired by [`Membership::expire`]).
@@ -186,12 +431,22 @@ mod tests {
         }
     }
 
+    fn g(ip: &str) -> Netgroup {
+        Netgroup::of(ip.parse().unwrap())
+    }
+
+    /// Netgroup number `i` (each its own /16).
+    fn gi(i: u64) -> Netgroup {
+        Netgroup::V4([(i >> 8) as u8 | 1, i as u8])
+    }
+
     #[test]
     fn members_expire_after_three_missed_heartbeats() {
         let mut m = Membership::new(&format!("{:064x}", 0), 10_000);
+        let from = g("10.0.0.1");
         assert_eq!(m.cluster_size(0), 1);
-        m.record(&hb(1), 0).unwrap();
-        m.record(&hb(2), 5_000).unwrap();
+        m.record(&hb(1), 0, from).unwrap();
+        m.record(&hb(2), 5_000, from).unwrap();
         assert_eq!(m.cluster_size(5_000), 3);
         assert_eq!(
             m.cluster_size(30_000),
@@ -200,25 +455,160 @@ mod tests {
         );
         assert_eq!(m.cluster_size(30_001), 2);
         assert_eq!(m.live_members(30_001, 10)[0].node_id, format!("{:064x}", 2));
-        m.record(&hb(1), 31_000).unwrap(); // it came back
+        m.record(&hb(1), 31_000, from).unwrap(); // it came back
         assert_eq!(m.cluster_size(31_000), 3);
         assert_eq!(m.expire(70_000), 2);
         assert!(m.is_empty());
-        assert!(matches!(m.record(&hb(0), 1), Err(BackboneError::IsSelf)));
+        assert!(matches!(
+            m.record(&hb(0), 1, from),
+            Err(BackboneError::IsSelf)
+        ));
         let mut bad = hb(3);
         bad.http_address = "nope".into();
-        assert!(m.record(&bad, 1).is_err());
-        let sp = m.seed_peers(1, 10);
+        assert!(m.record(&bad, 1, from).is_err());
+        let sp = m.seed_peers(1, 10, 0);
         assert!(sp.is_empty());
     }
 
     #[test]
-    fn bounded() {
+    fn bounded_and_established_members_are_kept_when_full() {
         let mut m = Membership::new(&format!("{:064x}", 0), 1_000_000);
-        for i in 1..=(MEMBERS_MAX as u64 + 100) {
-            m.record(&hb(i), i).unwrap();
+        let mut t = 0;
+        for i in 1..=MEMBERS_MAX as u64 {
+            t += 1;
+            m.record(&hb(i), t, gi(i)).unwrap();
         }
         assert_eq!(m.len(), MEMBERS_MAX);
-        assert_eq!(m.seed_peers(MEMBERS_MAX as u64 + 100, 5).len(), 5);
+        // A newcomer is refused (429); nobody established is evicted.
+        let r = m.record(&hb(MEMBERS_MAX as u64 + 1), t + 1, gi(60_000));
+        assert!(matches!(r, Err(BackboneError::TooMany { .. })), "{r:?}");
+        assert!(m.get(&format!("{:064x}", 1)).is_some());
+        // Established members keep heartbeating.
+        m.record(&hb(1), t + 2, gi(1)).unwrap();
+        assert_eq!(m.len(), MEMBERS_MAX);
+    }
+
+    #[test]
+    fn one_netgroup_holds_at_most_its_cap_of_ids_and_its_rate() {
+        let mut m = Membership::new(&format!("{:064x}", 0), 10_000);
+        let flood = g("127.9.9.9");
+        let honest = g("127.0.0.1");
+        for i in 1..=3 {
+            m.record(&hb(i), 0, honest).unwrap();
+        }
+        // 60,000 fresh ids from one netgroup, 1,000 a second.
+        let mut admitted = 0;
+        let mut refused = 0;
+        for k in 0..60_000u64 {
+            let now = k;
+            match m.record(&hb(1_000 + k), now, flood) {
+                Ok(()) => admitted += 1,
+                Err(BackboneError::TooMany { retry_after_s, .. }) => {
+                    assert!(retry_after_s >= 1);
+                    refused += 1
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if k % 5_000 == 0 {
+                for i in 1..=3 {
+                    m.record(&hb(i), now, honest).unwrap();
+                }
+                assert!(m.cluster_size(now) <= 1 + 3 + MEMBERS_PER_NETGROUP_MAX);
+            }
+        }
+        // The cap holds at every moment (checked above); ids expire after a TTL of
+        // silence (30 s), freeing places: 60 s of flood admit two batches at most.
+        assert!(admitted <= 2 * MEMBERS_PER_NETGROUP_MAX, "{admitted}");
+        assert_eq!(admitted + refused, 60_000);
+        // After the flood the junk expires; the honest stay.
+        for i in 1..=3 {
+            m.record(&hb(i), 100_000, honest).unwrap();
+        }
+        assert_eq!(m.cluster_size(100_000), 4);
+        // The heartbeat rate of one netgroup is bounded too (burst, then refill).
+        let mut m = Membership::new(&format!("{:064x}", 0), 10_000);
+        let mut ok = 0;
+        for _ in 0..1_000 {
+            if m.record(&hb(1), 0, flood).is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, NETGROUP_HEARTBEAT_BURST);
+        assert!(m.record(&hb(1), 1_000, flood).is_ok());
+        // Another netgroup is not charged for it.
+        assert!(m.record(&hb(2), 0, honest).is_ok());
+    }
+
+    #[test]
+    fn only_verified_members_are_handed_out_and_dial_backs_are_bounded() {
+        let mut m = Membership::new(&format!("{:064x}", 0), 10_000);
+        let honest = g("127.0.0.1");
+        for i in 1..=3 {
+            m.record(&hb(i), 0, honest).unwrap();
+        }
+        // 32 flood ids all advertising one victim address.
+        let flood = g("127.9.9.9");
+        for k in 0..32 {
+            let mut h = hb(100 + k);
+            h.http_address = "127.8.8.8:9999".into();
+            m.record(&h, 1, flood).unwrap();
+        }
+        assert!(m.seed_peers(2, 256, 7).is_empty(), "nobody verified yet");
+        let due = m.dialback_due(2, 100);
+        // Each honest address once, the victim's address once.
+        let victim: Vec<_> = due.iter().filter(|(_, a)| a == "127.8.8.8:9999").collect();
+        assert_eq!(victim.len(), 1);
+        assert_eq!(due.len(), 4);
+        // Within ten minutes the victim is not dialled again, however many ids
+        // advertise it.
+        assert!(
+            m.dialback_due(60_000, 100)
+                .iter()
+                .all(|(_, a)| a != "127.8.8.8:9999")
+        );
+        for (id, addr) in &due {
+            if addr != "127.8.8.8:9999" {
+                assert!(m.mark_verified(id, addr, 5));
+            }
+        }
+        let sp = m.seed_peers(3, 256, 9);
+        assert_eq!(sp.len(), 3);
+        assert!(sp.iter().all(|p| p.verified_unix == Some(5)));
+        // A varied sample: different seeds give different picks of 2 out of 3.
+        let picks: std::collections::HashSet<Vec<String>> = (0..20)
+            .map(|seed| {
+                let mut v: Vec<String> = m
+                    .seed_peers(3, 2, seed)
+                    .into_iter()
+                    .map(|p| p.node_id)
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect();
+        assert!(picks.len() > 1);
+        // A member that moves its address must be verified again.
+        let mut moved = hb(1);
+        moved.http_address = "10.9.9.9:1".into();
+        m.record(&moved, 4, honest).unwrap();
+        assert_eq!(m.seed_peers(4, 256, 1).len(), 2);
+    }
+
+    #[test]
+    fn the_global_dial_back_budget_holds() {
+        let mut m = Membership::new(&format!("{:064x}", 0), 1_000_000);
+        for i in 1..=1_000u64 {
+            let mut h = hb(i);
+            h.http_address = format!("10.{}.{}.1:7070", i / 250, i % 250);
+            m.record(&h, 0, gi(i)).unwrap();
+        }
+        let first = m.dialback_due(0, 10_000).len() as u64;
+        assert_eq!(first, DIALBACK_BURST);
+        // One minute later: at most the per-minute budget more.
+        let later = m.dialback_due(60_000, 10_000).len() as u64;
+        assert!(
+            later <= DIALBACKS_PER_MINUTE_MAX.max(DIALBACK_BURST),
+            "{later}"
+        );
     }
 }

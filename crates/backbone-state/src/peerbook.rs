@@ -18,6 +18,8 @@ pub const SEED_PEERS_MAX: usize = 1024;
 pub const HTTP_DISCOVERED_HEALTH: u8 = 50;
 /// Highest health.
 pub const HEALTH_MAX: u8 = 100;
+/// An entry not heard of for this long is forgotten: peer books age out.
+pub const PEER_ENTRY_TTL_S: u64 = 3 * 60 * 60;
 
 /// A peer as learned from somewhere, before the book checks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub struct PeerUpdate {
     pub initial_health: u8,
     /// When it was last heard of, Unix seconds.
     pub last_seen_unix: u64,
+    /// When a dial-back last proved its key at its control-plane address.
+    pub verified_unix: Option<u64>,
 }
 
 impl PeerUpdate {
@@ -50,6 +54,7 @@ impl PeerUpdate {
             initial_health: HTTP_DISCOVERED_HEALTH,
             // The anchor's word, but never in our future.
             last_seen_unix: p.last_seen_unix.min(now_unix),
+            verified_unix: p.verified_unix.map(|v| v.min(now_unix)),
         }
     }
 }
@@ -95,6 +100,7 @@ struct Entry {
     last_seen_unix: u64,
     is_anchor: bool,
     http_discovered: bool,
+    verified_unix: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +207,7 @@ impl PeerBook {
                 e.http_address = http_address.clone();
             }
             e.last_seen_unix = e.last_seen_unix.max(u.last_seen_unix);
+            e.verified_unix = e.verified_unix.max(u.verified_unix);
             e.is_anchor |= u.is_anchor;
             e.http_discovered |= http_src;
             if u.source == PeerSource::P2p {
@@ -248,6 +255,7 @@ impl PeerBook {
                 last_seen_unix: u.last_seen_unix,
                 is_anchor: u.is_anchor,
                 http_discovered: http_src,
+                verified_unix: u.verified_unix,
             },
         );
         Ok(Upserted::Inserted)
@@ -306,8 +314,30 @@ impl PeerBook {
                 http_address: e.http_address.clone().unwrap_or_default(),
                 is_anchor: e.is_anchor,
                 last_seen_unix: e.last_seen_unix,
+                verified_unix: e.verified_unix,
             })
             .collect()
+    }
+
+    /// Forget entries not heard of for [`PEER_ENTRY_TTL_S`]; returns how many.
+    pub fn expire(&self, now_unix: u64) -> usize {
+        let mut inner = self.lock();
+        let before = inner.entries.len();
+        let old: Vec<String> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| now_unix.saturating_sub(e.last_seen_unix) > PEER_ENTRY_TTL_S)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old {
+            if let Some(e) = inner.entries.remove(&k)
+                && let Some(a) = e.http_address
+                && inner.by_http.get(&a) == Some(&k)
+            {
+                inner.by_http.remove(&a);
+            }
+        }
+        before - inner.entries.len()
     }
 
     /// Every entry, healthiest first: the answer to `GET /api/peers`.
@@ -365,7 +395,30 @@ mod tests {
             http_address: format!("10.0.{}.{}:7070", i / 250 % 250, i % 250),
             is_anchor: false,
             last_seen_unix: 1_000,
+            verified_unix: None,
         }
+    }
+
+    #[test]
+    fn entries_age_out() {
+        let b = PeerBook::new(None, None);
+        b.upsert_seeds(&[seed(1), seed(2)], 1_000);
+        let mut fresh = seed(3);
+        fresh.last_seen_unix = 1_000 + PEER_ENTRY_TTL_S;
+        b.upsert_seeds(&[fresh], 1_000 + PEER_ENTRY_TTL_S);
+        assert_eq!(
+            b.expire(1_000 + PEER_ENTRY_TTL_S),
+            0,
+            "exactly at the TTL: kept"
+        );
+        assert_eq!(b.expire(1_001 + PEER_ENTRY_TTL_S), 2);
+        let left: Vec<_> = b.entries().into_iter().filter_map(|e| e.node_id).collect();
+        assert_eq!(left, vec![id(3)]);
+        // The address of a forgotten entry can be learned again.
+        assert_eq!(
+            b.upsert(&PeerUpdate::from_seed(&seed(1), 2_000 + PEER_ENTRY_TTL_S)),
+            Ok(Upserted::Inserted)
+        );
     }
 
     #[test]
@@ -433,6 +486,7 @@ mod tests {
                 http_address: ["", ":::", "a b:1", &"a".repeat(400), "h:1/x"][i % 5].to_string(),
                 is_anchor: true,
                 last_seen_unix: u64::MAX,
+                verified_unix: None,
             })
             .collect();
         let before = book.len();

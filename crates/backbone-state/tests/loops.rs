@@ -305,6 +305,7 @@ fn peer(i: u32) -> PublicPeerInfo {
         http_address: format!("10.{}.{}.{}:7070", i >> 16 & 255, i >> 8 & 255, i & 255),
         is_anchor: false,
         last_seen_unix: 1,
+        verified_unix: None,
     }
 }
 
@@ -331,6 +332,7 @@ async fn healing_fills_a_bounded_book_from_the_best_anchor() {
             http_address: "http://x:99999".into(),
             is_anchor: true,
             last_seen_unix: u64::MAX,
+            verified_unix: None,
         },
     );
     net.set(a, anchor);

@@ -420,6 +420,7 @@ async fn readiness_503_is_an_answer_and_admin_sends_token() {
                         http_address: format!("10.0.0.{i}:7070"),
                         is_anchor: false,
                         last_seen_unix: 1,
+                        verified_unix: None,
                     })
                     .collect::<Vec<_>>(),
             )

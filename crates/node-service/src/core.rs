@@ -10,14 +10,16 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
-    SecretKey, Transaction, TxId, U256, build_block,
+    PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 
 /// Milliseconds since the Unix epoch.
@@ -98,12 +100,20 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The one source of events (`GET /api/events`).
+    pub events: Arc<EventHub>,
+    /// Called after every commit that moved the tip, from the importing thread
+    /// (the node refreshes its published view there).
+    pub tip_hook: OnceLock<TipHook>,
     /// The mempool's files (`storage::restore_mempool` sets it at start).
     pub mempool_file: OnceLock<MempoolFile>,
     /// Why the node must stop with exit code 1 (the chain store stayed down past
     /// `--store-down-exit-ms`), once that happened.
     pub fatal: Mutex<Option<String>>,
 }
+
+/// See [`Core::tip_hook`].
+pub type TipHook = Box<dyn Fn() + Send + Sync>;
 
 /// Sources whose last sync error is remembered for status.
 pub const SOURCE_ERRORS_MAX: usize = 64;
@@ -133,7 +143,10 @@ impl Core {
             cumulative_work: tip.cumulative_work,
         };
         let (tip_tx, _) = watch::channel(view.height);
+        let events = Arc::new(EventHub::new(store.clone(), CancellationToken::new())?);
         Ok(Core {
+            events,
+            tip_hook: OnceLock::new(),
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -152,6 +165,17 @@ impl Core {
             store,
             cfg,
         })
+    }
+
+    /// Hold every lock of the core (tests: proving a read path takes none).
+    #[cfg(test)]
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        (
+            self.pool(),
+            lock(&self.claims),
+            lock(&self.source_errors),
+            lock(&self.fatal),
+        )
     }
 
     /// The current tip, lock-free.
@@ -183,6 +207,25 @@ impl Core {
     /// Pool size.
     pub fn mempool_len(&self) -> usize {
         self.pool().len()
+    }
+
+    /// What the pool holds for `addr` (incoming and outgoing amounts).
+    pub fn mempool_pending_for(&self, addr: &Address) -> PendingAmounts {
+        self.pool().pending_for(addr)
+    }
+
+    /// The mempool's part of a fee estimate: the fee that would get a transaction
+    /// into the first `blocks` blocks if they took the pool in fee order (one more
+    /// than the fee at the last place they hold), or the pool's minimum when the
+    /// pool fits in them; with the pool's size and minimum.
+    pub fn mempool_fee_for(&self, blocks: u64) -> (u64, usize, u64) {
+        let pool = self.pool();
+        let room = (self.params.max_block_txs as u64).saturating_mul(blocks) as usize;
+        let fee = match room.checked_sub(1).and_then(|r| pool.fee_at_rank(r)) {
+            Some(f) => f.saturating_add(1).max(pool.min_fee()),
+            None => pool.min_fee(),
+        };
+        (fee, pool.len(), pool.min_fee())
     }
 
     /// Import a block from anywhere. Blocking (one durable commit): call it from
@@ -250,7 +293,17 @@ impl Core {
             }
         }
         if outcome.tip_changed() {
-            self.after_tip_change(outcome)?;
+            let r = self.after_tip_change(outcome);
+            // The published view first (a client told of the block reads it in
+            // status), then the block's chain events (and any a concurrent import
+            // wrote), in order, from the one place that publishes them.
+            if let Some(hook) = self.tip_hook.get() {
+                hook();
+            }
+            if let Err(e) = self.events.chain_committed() {
+                tracing::warn!("[EVENTS] cannot read the chain events just written: {e}");
+            }
+            r?;
         }
         Ok(())
     }
@@ -321,8 +374,27 @@ impl Core {
         let view = self.store.accounts(&[tx.from])?;
         let journaled = tx.clone();
         let id = self.pool().admit(tx, &view, now_ms())?;
-        crate::storage::journal_tx(self, &journaled);
+        self.journal_tx(&journaled);
+        self.events.tx_accepted(&journaled);
         Ok(id)
+    }
+
+    /// Journal an accepted transaction (blocking: one `write`). A journal at its
+    /// bound is folded into a snapshot. (Here rather than in `storage`, which uses
+    /// the core: no import circle.)
+    fn journal_tx(&self, tx: &Transaction) {
+        let Some(file) = self.mempool_file.get() else {
+            return;
+        };
+        match file.append(tx) {
+            Ok(n) if n >= vision_store::mempool_file::MEMPOOL_JOURNAL_TXS_MAX => {
+                if let Err(e) = file.save(|| self.mempool_all()) {
+                    tracing::warn!("[MEMPOOL] cannot save the mempool: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("[MEMPOOL] cannot journal transaction {}: {e}", tx.id()),
+        }
     }
 
     /// Every pooled transaction, highest fee first (for the mempool file).

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use vision_wire::ErrorBody;
 
 /// The response type every handler returns.
-pub type Response = hyper::Response<Full<Bytes>>;
+pub type Response = hyper::Response<crate::body::Body>;
 
 /// Server limits. Every one is a bound on what a client can make us hold.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +169,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human text.
     pub message: String,
+    /// `Retry-After` seconds (with 429 and 503).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -178,6 +180,18 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+    /// 429 with `Retry-After: retry_after_s` (at least 1).
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_s: u64,
+    ) -> ApiError {
+        ApiError {
+            retry_after_s: Some(retry_after_s.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
         }
     }
     /// 400 `bad_request`.
@@ -195,6 +209,10 @@ impl ApiError {
             message: self.message,
         };
         let mut r = json_response(self.status, &body);
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(s));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
@@ -219,7 +237,7 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Resp
 
 /// A response with the given content type.
 pub fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
-    let mut r = hyper::Response::new(Full::new(body));
+    let mut r = hyper::Response::new(crate::body::Body::full(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -596,8 +614,19 @@ pub async fn serve<H: Handler>(
                         .into_response()
                     })
                 };
-                // Answered: the next bytes on this connection start a new head.
-                w.head_since_ms.store(0, Ordering::Relaxed);
+                if let Some(close) = resp.body().close_token() {
+                    // A stream: the connection stays busy (never idle, never a slow
+                    // head) while it runs, and closes when the stream ends or its
+                    // producer drops a client that does not read.
+                    let conn_close = w.close.clone();
+                    tokio::spawn(async move {
+                        close.cancelled().await;
+                        conn_close.cancel();
+                    });
+                } else {
+                    // Answered: the next bytes on this connection start a new head.
+                    w.head_since_ms.store(0, Ordering::Relaxed);
+                }
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -15,19 +15,23 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod core;
 pub mod datadir;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mining;
 pub mod network;
 pub mod node;
 pub mod p2p;
+pub mod ratelimit;
 pub mod relay;
 pub mod shared;
 pub mod storage;
 pub mod sync;
+pub mod view;
 
 pub use config::{AnchorSeed, NodeConfig};
 pub use node::{Node, NodeError};

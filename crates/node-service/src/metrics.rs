@@ -108,6 +108,9 @@ type FGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<Labels, Counter>,
+    rate_limited: Family<Labels, Counter>,
+    conn_refused: Family<Labels, Counter>,
+    admission_refused: Family<Labels, Counter>,
     http_duration: Family<Labels, AtomicHistogram>,
     backbone_connected: Gauge,
     anchor_latency: Family<Labels, FGauge>,
@@ -237,6 +240,9 @@ impl Metrics {
         });
         let m = Metrics {
             http_requests,
+            rate_limited: Family::default(),
+            conn_refused: Family::default(),
+            admission_refused: Family::default(),
             http_duration,
             backbone_connected: Gauge::default(),
             anchor_latency: Family::default(),
@@ -260,6 +266,21 @@ impl Metrics {
             "http_requests",
             "HTTP requests by route, method and status",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "http_rate_limited",
+            "HTTP requests answered 429 by a rate limit, by route class (public_read, write, signed, signed_key)",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed unserved, by reason (per_ip_cap and global_cap answered 429/503 at once; silent, slow_head, idle)",
+            m.conn_refused.clone(),
+        );
+        registry.register(
+            "membership_refused",
+            "heartbeats refused by membership admission (429), by reason",
+            m.admission_refused.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -344,6 +365,27 @@ impl Metrics {
             m.p2p_guard.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Count a request answered 429 by a rate limit of route class `class`.
+    pub fn rate_limited(&self, class: &'static str) {
+        self.rate_limited
+            .get_or_create(&vec![("class".to_string(), class.to_string())])
+            .inc();
+    }
+
+    /// Count an HTTP connection closed unserved.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.conn_refused
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Count a heartbeat refused by membership admission.
+    pub fn membership_refused(&self, reason: &'static str) {
+        self.admission_refused
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
     }
 
     /// Count one request. `route` is the route template, never the raw path, so the

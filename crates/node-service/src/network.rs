@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
-    Membership, PeerBook,
+    Membership, PeerBook, TipPush, TipSubscriber,
 };
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient, EventsOptions};
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Hash32, SecretKey};
+use vision_wire::events::{Event, EventType};
 use vision_wire::{
     HeartbeatPayload, HeartbeatResponse, HelloPayload, PublicPeerInfo, SignedHeartbeat, fresh_nonce,
 };
@@ -204,6 +205,49 @@ impl Net {
     }
 }
 
+/// Failed reconnections in a row before a tip subscription gives up on an anchor
+/// (the subscription loop then waits and subscribes to whichever anchor is best).
+pub const TIP_STREAM_FAILURES_MAX: u32 = 3;
+
+impl TipSubscriber for HttpControlPlane {
+    /// The anchor's `/api/events?types=block_connected,reset`: each block connected
+    /// to its main chain (and the tip of a `reset`) is pushed as its new tip. The
+    /// client's stream reconnects and resumes by id on its own; a refusal (an
+    /// anchor without `/api/events`, say) or [`TIP_STREAM_FAILURES_MAX`] failures
+    /// in a row end the subscription.
+    async fn subscribe_tips(
+        &self,
+        anchor_url: &str,
+        tips: tokio::sync::mpsc::Sender<TipPush>,
+    ) -> Result<(), BackboneError> {
+        let mut stream = self.client.events_with(
+            anchor_url,
+            EventsOptions {
+                types: vec![EventType::BlockConnected, EventType::Reset],
+                max_failures: Some(TIP_STREAM_FAILURES_MAX),
+                ..EventsOptions::default()
+            },
+        );
+        while let Some(frame) = stream.next_event().await {
+            let push = match frame.map_err(backbone_err)?.event {
+                Event::BlockConnected(b) => TipPush {
+                    height: b.height,
+                    hash: b.hash,
+                },
+                Event::Reset(r) => TipPush {
+                    height: r.height,
+                    hash: r.hash,
+                },
+                _ => continue,
+            };
+            if tips.send(push).await.is_err() {
+                return Ok(()); // the loop moved on
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Heartbeats go out twice per probe interval's worth of the default ratio
 /// (probe 5 s → heartbeat 10 s), never faster than a second.
 pub fn heartbeat_interval_ms(probe_interval_ms: u64) -> u64 {
@@ -261,7 +305,7 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
     }
 }
 
-/// Start the probe, healing, heartbeat and sync loops.
+/// Start the probe, healing, heartbeat, tip subscription and sync loops.
 pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToken) {
     let cfg = &core.cfg;
     let mut lc = LoopConfig::new(cfg.network.as_str(), Some(&core.node_id));
@@ -296,15 +340,25 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
         shutdown.clone(),
     ));
     tokio::spawn(backbone_state::run_heartbeat_loop(
-        transport,
-        local,
+        transport.clone(),
+        local.clone(),
         net.backbone.clone(),
         lc,
         shutdown.clone(),
     ));
+    // The best anchor's events: a new block is known (and synced, below) as soon
+    // as the anchor has it; the probe loop stays for liveness and failover.
+    tokio::spawn(backbone_state::run_tip_subscription_loop(
+        transport,
+        local,
+        net.backbone.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(run_sync_loop(core.clone(), net.clone(), shutdown.clone()));
+    tokio::spawn(run_peerbook_aging(net.clone(), shutdown.clone()));
     if net.membership.is_some() {
-        tokio::spawn(run_membership_expiry(
+        tokio::spawn(run_membership_upkeep(
+            core.clone(),
             net.clone(),
             shutdown.clone(),
             cfg.probe_interval_ms,
@@ -312,22 +366,128 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
     }
 }
 
-async fn run_membership_expiry(net: Arc<Net>, shutdown: CancellationToken, period_ms: u64) {
-    let mut t = tokio::time::interval(Duration::from_millis(period_ms.max(100)));
+/// How often the peer book forgets entries unheard of for
+/// `backbone_state::PEER_ENTRY_TTL_S`.
+pub const PEERBOOK_AGING_PERIOD_MS: u64 = 60_000;
+
+/// Peer books forget: entries not heard of for `PEER_ENTRY_TTL_S` are dropped.
+async fn run_peerbook_aging(net: Arc<Net>, shutdown: CancellationToken) {
+    let mut t = tokio::time::interval(Duration::from_millis(PEERBOOK_AGING_PERIOD_MS));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = t.tick() => {}
         }
-        if let Some(m) = &net.membership {
-            let expired = m.lock().unwrap_or_else(|e| e.into_inner()).expire(now_ms());
-            if expired > 0 {
-                tracing::info!(
-                    "[BACKBONE] ⌛ {expired} members expired after three missed heartbeats"
-                );
-            }
+        let n = net.peerbook.expire(now_unix());
+        if n > 0 {
+            tracing::info!("[HEALING] {n} peer-book entries aged out");
         }
     }
+}
+
+/// Dial-backs started per upkeep tick (on top of the membership table's own
+/// per-target and per-minute budgets).
+pub const DIALBACKS_PER_TICK_MAX: usize = 8;
+/// Longest period of the membership upkeep (expiry and dial-backs).
+pub const MEMBERSHIP_UPKEEP_MAX_MS: u64 = 1_000;
+
+/// An anchor's membership upkeep: expire silent members, and dial back unverified
+/// ones (`Membership::dialback_due`: at most once per target address per ten
+/// minutes and within a global budget) to prove their key at their advertised
+/// address before they are handed out.
+async fn run_membership_upkeep(
+    core: Arc<Core>,
+    net: Arc<Net>,
+    shutdown: CancellationToken,
+    period_ms: u64,
+) {
+    let period = period_ms.clamp(100, MEMBERSHIP_UPKEEP_MAX_MS);
+    let mut t = tokio::time::interval(Duration::from_millis(period));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        let Some(m) = &net.membership else { return };
+        let (expired, due) = {
+            let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            (m.expire(now), m.dialback_due(now, DIALBACKS_PER_TICK_MAX))
+        };
+        if expired > 0 {
+            tracing::info!("[BACKBONE] ⌛ {expired} members expired after three missed heartbeats");
+        }
+        for (node_id, http_address) in due {
+            let (core, net) = (core.clone(), net.clone());
+            tokio::spawn(async move {
+                match dial_back(&core, &net, &node_id, &http_address).await {
+                    Ok(()) => tracing::info!(
+                        "[BACKBONE] ✅ member {} verified at {http_address}",
+                        id_short(&node_id)
+                    ),
+                    Err(e) => tracing::info!(
+                        "[BACKBONE] member {} not verified at {http_address} (not handed out; next try in 10 min): {e}",
+                        id_short(&node_id)
+                    ),
+                }
+            });
+        }
+    }
+}
+
+fn id_short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Call a member's advertised control-plane address with a challenge; it is
+/// verified when the answer is signed by its key over our challenge and id.
+async fn dial_back(
+    core: &Core,
+    net: &Net,
+    node_id: &str,
+    http_address: &str,
+) -> Result<(), String> {
+    let (hello, exchange) = hello_payload(core).sign_call(&core.key);
+    let answer = net
+        .client
+        .hello_signed(http_address, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = now_unix();
+    let signer = answer
+        .verify_answer(core.cfg.network.as_str(), now, &exchange)
+        .map_err(|e| e.to_string())?;
+    if !signer.to_hex().eq_ignore_ascii_case(node_id) {
+        return Err(format!(
+            "the node at that address is {}, not the member",
+            id_short(&signer.to_hex())
+        ));
+    }
+    let member = {
+        let Some(m) = &net.membership else {
+            return Err("not an anchor".into());
+        };
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        if !m.mark_verified(node_id, http_address, now) {
+            return Err("the member moved or expired meanwhile".into());
+        }
+        m.get(node_id).cloned()
+    };
+    // Verified members are peers too: the anchor's peer book and /api/peers show
+    // them (unverified ones never enter it).
+    if let Some(mb) = member {
+        let _ = net.peerbook.upsert(&backbone_state::PeerUpdate {
+            node_id: Some(mb.node_id),
+            address: mb.p2p_address,
+            http_address: Some(mb.http_address),
+            source: vision_wire::PeerSource::Http,
+            is_anchor: mb.is_anchor,
+            initial_health: backbone_state::HTTP_DISCOVERED_HEALTH,
+            last_seen_unix: now,
+            verified_unix: Some(now),
+        });
+    }
+    Ok(())
 }
 
 /// Anchors (best first) and a few HTTP peers as sync sources.

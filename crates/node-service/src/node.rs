@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use miner_core::{EligibilityInputs, Miner, MinerConfig, MinerPorts};
-use sync_health::SourceLog;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vision_store::{ChainStore, StoreError};
@@ -23,6 +21,7 @@ use crate::mining::{NodeSink, NodeTemplates};
 use crate::network::{Net, spawn_loops};
 use crate::relay::Relay;
 use crate::shared::NodeShared;
+use crate::view::{View, ViewOwner};
 
 pub use crate::VERSION;
 pub use crate::api::SEED_PEERS_LIMIT_MAX;
@@ -132,16 +131,37 @@ impl Node {
             inputs: Arc::new(inputs),
         };
         let miner = Miner::spawn(MinerConfig::new(core.miner_address), ports)?;
+        let view = View::new(&core, &net, &miner);
         let shared = Arc::new(NodeShared {
             core: core.clone(),
             miner,
             net: net.clone(),
             relay,
+            view,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
-            source_log: Mutex::new(SourceLog::default()),
-            status_cache: ArcSwapOption::empty(),
+            limiter: crate::ratelimit::RateLimiter::new(),
         });
         let _ = cell.set(Arc::downgrade(&shared));
+        // The view: refreshed by the importing thread right after a commit that
+        // moved the tip, and by its task on backbone changes and every tick.
+        {
+            let weak = Arc::downgrade(&shared);
+            let _ = core.tip_hook.set(Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.refresh_view();
+                }
+            }));
+        }
+        tokio::spawn(crate::view::run(Arc::downgrade(&shared), shutdown.clone()));
+        // Node shutdown ends every event stream (and wakes every long poll), so the
+        // server's graceful shutdown does not wait on them.
+        {
+            let (stop, events) = (shutdown.clone(), core.events.shutdown.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                events.cancel();
+            });
+        }
         net.set_data_plane(crate::p2p::start(&core, net.peerbook.clone(), &shutdown).await);
         // A new tip (from any origin) reaches the miner at once, not at its next tick:
         // stale work is abandoned promptly.

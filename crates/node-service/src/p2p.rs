@@ -61,7 +61,12 @@ impl ChainAccess for NodeChain {
             ) => Err(Rejected {
                 reason: e.to_string(),
             }),
-            // Our own store's trouble is not the peer's fault.
+            // Our own store's trouble is not the peer's fault; a store that is down
+            // has said so once already (`storage.rs`).
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::debug!("[P2P] gossiped block not imported: {e}");
+                Ok(Accepted::Known)
+            }
             Err(e) => {
                 tracing::error!("[P2P] cannot import a gossiped block: {e}");
                 Ok(Accepted::Known)

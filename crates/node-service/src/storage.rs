@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use vision_chain::Transaction;
 use vision_store::StoreFault;
-use vision_store::mempool_file::{MEMPOOL_JOURNAL_TXS_MAX, MempoolFile};
+use vision_store::mempool_file::MempoolFile;
 
 use crate::core::Core;
 
@@ -227,23 +226,6 @@ pub(crate) async fn save_mempool(core: &Arc<Core>) {
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::warn!("[MEMPOOL] cannot save the mempool: {e}"),
         Err(e) => tracing::warn!("[MEMPOOL] save task failed: {e}"),
-    }
-}
-
-/// Journal an accepted transaction (blocking: one `write`). A journal at its
-/// bound is folded into a snapshot.
-pub(crate) fn journal_tx(core: &Core, tx: &Transaction) {
-    let Some(file) = core.mempool_file.get() else {
-        return;
-    };
-    match file.append(tx) {
-        Ok(n) if n >= MEMPOOL_JOURNAL_TXS_MAX => {
-            if let Err(e) = file.save(|| core.mempool_all()) {
-                tracing::warn!("[MEMPOOL] cannot save the mempool: {e}");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("[MEMPOOL] cannot journal transaction {}: {e}", tx.id()),
     }
 }
 

@@ -95,7 +95,7 @@ impl AnchorState {
                 return v.clone();
             }
         }
-        let v = self.membership.seed_peers(now_ms, limit);
+        let v = self.membership.seed_peers(now_ms, limit, now_ms);
         self.seed_cache = Some((sec, limit, v.clone()));
         v
     }
@@ -402,7 +402,16 @@ impl ControlPlane for NodeLink {
                         .verify(NETWORK, now / 1000)
                         .map_err(|e| BackboneError::BadSignature(e.to_string()))?;
                 }
-                st.membership.record(&heartbeat.payload, now)?;
+                // Each simulated node heartbeats from its own /16; the anchor's
+                // dial-back is modelled as immediate and successful (every
+                // simulated member is reachable at its address).
+                let n = self.node as u64;
+                let from = backbone_state::Netgroup::V4([10 + (n >> 8) as u8, n as u8]);
+                st.membership.record(&heartbeat.payload, now, from)?;
+                let id = heartbeat.payload.node_id.to_ascii_lowercase();
+                if let Some(addr) = st.membership.get(&id).map(|m| m.http_address.clone()) {
+                    st.membership.mark_verified(&id, &addr, now / 1000);
+                }
                 let (tip_height, tip_hash) = st.shown_tip();
                 Ok(HeartbeatResponse {
                     cluster_size: st.cluster_size(now),

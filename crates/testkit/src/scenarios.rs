@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
+mod admission;
 mod faults;
 mod guard;
 mod storage;
+pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
 pub use faults::{
     ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
     lying_anchor, partition_heal,

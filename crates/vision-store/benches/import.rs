@@ -26,7 +26,7 @@ use vision_chain::{
     Account, AccountView, Address, Block, Mempool, MempoolConfig, Network, SecretKey, Transaction,
     build_block, solve, verify_batch,
 };
-use vision_store::ChainStore;
+use vision_store::{ChainStore, OpenOptions};
 
 const NET: Network = Network::Regtest;
 const NOW_MS: u64 = u64::MAX / 4;
@@ -86,10 +86,26 @@ fn prepare() -> Prepared {
     Prepared { setup, timed }
 }
 
-/// A fresh file-backed store holding the setup chain.
+/// A fresh file-backed store holding the setup chain (with the txid and address
+/// indexes, as the node runs).
 fn fresh_store(dir: &tempfile::TempDir, n: &mut u32, p: &Prepared) -> ChainStore {
+    fresh_store_with(dir, n, p, true)
+}
+
+/// [`fresh_store`], with or without the indexes.
+fn fresh_store_with(
+    dir: &tempfile::TempDir,
+    n: &mut u32,
+    p: &Prepared,
+    indexes: bool,
+) -> ChainStore {
     *n += 1;
-    let store = ChainStore::open(&dir.path().join(format!("bench-{n}.redb")), NET).unwrap();
+    let opts = OpenOptions {
+        indexes,
+        ..OpenOptions::default()
+    };
+    let store =
+        ChainStore::open_with(&dir.path().join(format!("bench-{n}.redb")), NET, &opts).unwrap();
     for b in &p.setup {
         store.accept_block(b, NOW_MS).unwrap();
     }
@@ -207,9 +223,15 @@ fn mean(n: u32, mut f: impl FnMut()) -> Duration {
     start.elapsed() / n
 }
 
-/// Import time per block of the whole run, one block at a time (`accept_block`).
-fn import_one_by_one(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) -> Duration {
-    let store = fresh_store(dir, n, p);
+/// Import time per block of the whole run, one block at a time (`accept_block`),
+/// into a store with or without the txid/address indexes.
+fn import_one_by_one(
+    p: &Prepared,
+    dir: &tempfile::TempDir,
+    n: &mut u32,
+    indexes: bool,
+) -> Duration {
+    let store = fresh_store_with(dir, n, p, indexes);
     let start = Instant::now();
     for b in &p.timed {
         store.accept_block(b, NOW_MS).unwrap();
@@ -239,6 +261,7 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
     );
     let (mut singles, mut runs) = (Vec::new(), Vec::new());
     let (mut verifies, mut imports) = (Vec::new(), Vec::new());
+    let mut index_costs = Vec::new();
     for round in 1..=3 {
         // the same signatures the imports verify, one batch per block, one thread
         let verify = mean(1, || {
@@ -246,8 +269,10 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
                 verify_batch(&b.txs, NET).unwrap()
             }
         }) / p.timed.len() as u32;
-        let single = import_one_by_one(p, dir, n);
+        let single = import_one_by_one(p, dir, n, true);
         let run = import_run(p, dir, n);
+        let unindexed = import_one_by_one(p, dir, n, false);
+        index_costs.push(single.as_secs_f64() / unindexed.as_secs_f64());
         eprintln!(
             "round {round}: bare verify_batch {:.2} ms/batch ({:.1}/s); accept_block {:.2} ms/block ({:.1}/s, ratio {:.2}); \
              accept_blocks run {:.2} ms/block ({:.1}/s, {:.0} tx/s, ratio {:.2})",
@@ -278,6 +303,10 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
         "xtask-bench import blocks_per_s={:.1} bare_batches_per_s={:.1} ratio={run:.3} goal=1.7",
         median(&mut imports),
         median(&mut verifies)
+    );
+    eprintln!(
+        "median import time one by one, with indexes / without: {:.3}",
+        median(&mut index_costs)
     );
 }
 

@@ -151,6 +151,18 @@ pub struct ResetEvent {
     pub hash: String,
 }
 
+/// `GET /api/tip?known=<hash>&wait_ms=N`: the tip, and whether it differs from
+/// `known`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TipResponse {
+    /// Tip height.
+    pub height: u64,
+    /// Tip hash (hex).
+    pub hash: String,
+    /// The tip differs from `known` (true when `known` was not given).
+    pub changed: bool,
+}
+
 /// One event with its typed data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -11,18 +11,27 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use vision_store::StoreError;
-use vision_wire::MempoolResponse;
+use vision_wire::{MempoolResponse, TxJson};
 
-use crate::http::{ApiError, Handler, Request, Response, bytes_response, json_response};
+use crate::http::{
+    ApiError, ConnRefusal, Handler, Request, Response, bytes_response, json_response,
+};
+use crate::ratelimit::RouteClass;
 use crate::shared::NodeShared;
 
 mod chain;
+mod events;
+mod exchange;
 mod miner;
 mod peers;
 mod status;
 
+pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
+pub use exchange::{
+    ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX, FEE_FULL_BLOCK_PERCENT, FEE_RECENT_BLOCKS,
+    FEE_SLOW_TARGET_BLOCKS,
+};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
-pub use status::STATUS_CACHE_MS;
 
 /// The panel, built into the binary.
 pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");
@@ -56,10 +65,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tx"),
     ("GET", "/api/mempool"),
     ("GET", "/api/accounts/{address}"),
+    ("GET", "/api/accounts/{address}/txs"),
+    ("GET", "/api/tx/{txid}"),
+    ("GET", "/api/fees"),
     ("GET", "/api/peers"),
     ("POST", "/api/miner/start"),
     ("POST", "/api/miner/stop"),
     ("GET", "/api/exchange/ready"),
+    ("GET", "/api/events"),
+    ("GET", "/api/tip"),
 ];
 
 /// Path segments a route can have (`/api/accounts/{address}` has three).
@@ -70,10 +84,48 @@ pub struct Api(pub Arc<NodeShared>);
 
 type Routed = (&'static str, Result<Response, ApiError>);
 
+/// The rate-limit class of a request (by method and path, before routing).
+fn route_class(method: &Method, path: &str) -> RouteClass {
+    if *method != Method::POST {
+        RouteClass::PublicRead
+    } else if matches!(path.trim_end_matches('/'), "/api/hello" | "/api/heartbeat") {
+        RouteClass::Signed
+    } else {
+        RouteClass::Write
+    }
+}
+
 impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let t = Instant::now();
         let method = req.method.clone();
+        // Rate limits per client address and route class, before any work; the
+        // host's own 127.0.0.1/::1 and admin-token holders pass.
+        let class = route_class(&method, &req.path);
+        if let Err(retry_after_s) =
+            self.0
+                .limiter
+                .check_ip(req.peer.ip(), class, crate::core::now_ms())
+            && self.admin_token(&req) != Some(true)
+        {
+            self.0.core.metrics.rate_limited(class.as_str());
+            let resp = ApiError::too_many(
+                "rate_limited",
+                format!(
+                    "too many {} requests from this address; retry after {retry_after_s} s",
+                    class.as_str()
+                ),
+                retry_after_s,
+            )
+            .into_response();
+            self.0.core.metrics.observe_request(
+                "rate_limited",
+                method.as_str(),
+                429,
+                t.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
         let (route, resp) = if method == Method::GET && req.path == "/api/status" {
             // The hot route: answered from the status snapshot without entering the
             // router, whose (large) future stays boxed on the slow path below.
@@ -89,6 +141,10 @@ impl Handler for Api {
             t.elapsed().as_secs_f64(),
         );
         resp
+    }
+
+    fn on_refused(&self, why: ConnRefusal) {
+        self.0.core.metrics.connection_refused(why.as_str());
     }
 }
 
@@ -179,30 +235,41 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme is matched
+/// case-insensitively (RFC 9110 §11.1).
+fn bearer_token(req: &Request) -> Option<&str> {
+    let v = req
+        .headers
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 impl Api {
+    /// `Some(valid)` when the request presents a bearer token, `None` without one.
+    fn admin_token(&self, req: &Request) -> Option<bool> {
+        let t = bearer_token(req)?;
+        Some(
+            self.0
+                .core
+                .admin_tokens
+                .iter()
+                .any(|ok| ct_eq(ok.as_bytes(), t.as_bytes())),
+        )
+    }
+
     /// Admin routes: loopback clients, or anyone with `Authorization: Bearer <token>`.
     fn authorize_admin(&self, req: &Request) -> Result<(), ApiError> {
         if is_loopback(req.peer.ip()) {
             return Ok(());
         }
-        let presented = req
-            .headers
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            Some(t)
-                if self
-                    .0
-                    .core
-                    .admin_tokens
-                    .iter()
-                    .any(|ok| ct_eq(ok.as_bytes(), t.as_bytes())) =>
-            {
-                Ok(())
-            }
-            Some(_) => Err(ApiError::new(
+        match self.admin_token(req) {
+            Some(true) => Ok(()),
+            Some(false) => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "admin token is not valid",
@@ -279,9 +346,19 @@ impl Api {
             ["api", "p2p", "seed_peers"] => {
                 only!("/api/p2p/seed_peers", get, "GET", self.seed_peers(&req))
             }
-            ["api", "hello"] => only!("/api/hello", post, "POST", self.0.hello(&req.body)),
+            ["api", "hello"] => only!(
+                "/api/hello",
+                post,
+                "POST",
+                self.0.hello(&req.body, req.peer.ip())
+            ),
             ["api", "heartbeat"] => {
-                only!("/api/heartbeat", post, "POST", self.0.heartbeat(&req.body))
+                only!(
+                    "/api/heartbeat",
+                    post,
+                    "POST",
+                    self.0.heartbeat(&req.body, req.peer.ip())
+                )
             }
             ["api", "headers"] => only!("/api/headers", get, "GET", self.headers(&req).await),
             ["api", "blocks"] if get => ("/api/blocks", self.blocks(&req).await),
@@ -299,6 +376,8 @@ impl Api {
                 "GET",
                 self.block_by_hash(&req, h).await
             ),
+            ["api", "events"] => only!("/api/events", get, "GET", self.events(&req)),
+            ["api", "tip"] => only!("/api/tip", get, "GET", self.tip(&req).await),
             ["api", "tx"] => only!("/api/tx", post, "POST", self.submit_tx(&req).await),
             ["api", "mempool"] => only!(
                 "/api/mempool",
@@ -306,12 +385,26 @@ impl Api {
                 "GET",
                 ok_json(&MempoolResponse {
                     count: self.0.core.mempool_len(),
-                    txs: self.0.core.mempool_list(MEMPOOL_LIST_MAX),
+                    txs: self
+                        .0
+                        .core
+                        .mempool_list(MEMPOOL_LIST_MAX)
+                        .iter()
+                        .map(TxJson::from)
+                        .collect(),
                 })
             ),
             ["api", "accounts", a] => {
                 only!("/api/accounts/{address}", get, "GET", self.account(a).await)
             }
+            ["api", "accounts", a, "txs"] => only!(
+                "/api/accounts/{address}/txs",
+                get,
+                "GET",
+                self.account_txs(&req, a).await
+            ),
+            ["api", "tx", t] => only!("/api/tx/{txid}", get, "GET", self.tx(t).await),
+            ["api", "fees"] => only!("/api/fees", get, "GET", self.fees().await),
             ["api", "miner", "start"] => {
                 only!("/api/miner/start", post, "POST", self.miner_start(&req))
             }
@@ -326,5 +419,67 @@ impl Api {
                 ))),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, auth: Option<&str>) -> Request {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert(
+                hyper::header::AUTHORIZATION,
+                hyper::header::HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        Request {
+            method,
+            path: path.into(),
+            query: None,
+            headers,
+            body: Bytes::new(),
+            peer: "127.9.9.9:1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn bearer_is_matched_case_insensitively() {
+        for a in ["Bearer tok", "bearer tok", "BEARER tok", "  bEaReR   tok "] {
+            assert_eq!(
+                bearer_token(&req(Method::GET, "/", Some(a))),
+                Some("tok"),
+                "{a}"
+            );
+        }
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Basic tok"))),
+            None
+        );
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Bearertok"))),
+            None
+        );
+        assert_eq!(bearer_token(&req(Method::GET, "/", None)), None);
+    }
+
+    #[test]
+    fn route_classes() {
+        assert_eq!(route_class(&Method::POST, "/api/hello"), RouteClass::Signed);
+        assert_eq!(
+            route_class(&Method::POST, "/api/heartbeat/"),
+            RouteClass::Signed
+        );
+        assert_eq!(route_class(&Method::POST, "/api/tx"), RouteClass::Write);
+        assert_eq!(route_class(&Method::POST, "/api/blocks"), RouteClass::Write);
+        assert_eq!(
+            route_class(&Method::GET, "/api/status"),
+            RouteClass::PublicRead
+        );
+        assert_eq!(
+            route_class(&Method::HEAD, "/api/blocks"),
+            RouteClass::PublicRead
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! Peers and identity: `/api/peers`, `/api/p2p/seed_peers`, `POST /api/hello`,
 //! `POST /api/heartbeat`.
 
-use backbone_state::PeerUpdate;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use backbone_state::{BackboneError, Netgroup};
 use bytes::Bytes;
 use hyper::StatusCode;
 use vision_wire::{HeartbeatResponse, PeerEntry, PublicPeerInfo, SignedHeartbeat, SignedHello};
@@ -27,19 +30,26 @@ impl NodeShared {
         self.net.peerbook.entries()
     }
 
-    /// `GET /api/p2p/seed_peers`: an anchor lists its live members (itself first),
-    /// any node then adds its peer book; never more than `limit`.
+    /// `GET /api/p2p/seed_peers`: an anchor lists its live *verified* members
+    /// (itself first; a varied sample when there are more than `limit`), any node
+    /// then adds its peer book; never more than `limit`.
     pub fn seed_peers(&self, limit: usize) -> Vec<PublicPeerInfo> {
+        let now = now_unix();
         let mut out = vec![PublicPeerInfo {
             node_id: self.core.node_id.clone(),
             address: self.core.cfg.public_p2p.clone(),
             http_address: self.core.cfg.public_http.clone(),
             is_anchor: self.core.cfg.is_anchor,
-            last_seen_unix: now_unix(),
+            last_seen_unix: now,
+            verified_unix: Some(now),
         }];
         if let Some(m) = &self.net.membership {
+            // A fresh sample per answer: the clock and a counter seed the draw.
+            static DRAWS: AtomicU64 = AtomicU64::new(0);
+            let now_ms = crate::core::now_ms();
+            let seed = now_ms ^ DRAWS.fetch_add(1, Ordering::Relaxed).rotate_left(32);
             let m = m.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(m.seed_peers(crate::core::now_ms(), limit));
+            out.extend(m.seed_peers(now_ms, limit, seed));
         }
         for p in self.net.peerbook.seed_peers(limit) {
             if !out
@@ -67,14 +77,31 @@ impl NodeShared {
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string()))
     }
 
-    /// `POST /api/hello`.
-    pub fn hello(&self, body: &Bytes) -> Result<Response, ApiError> {
+    /// Charge a verified signed message to its key's rate limit.
+    fn charge_key(&self, peer: IpAddr, sender: &vision_chain::Address) -> Result<(), ApiError> {
+        self.limiter
+            .check_key(peer, sender.as_bytes(), crate::core::now_ms())
+            .map_err(|retry_after_s| {
+                self.core.metrics.rate_limited("signed_key");
+                ApiError::too_many(
+                    "rate_limited",
+                    format!(
+                        "too many signed messages from this key; retry after {retry_after_s} s"
+                    ),
+                    retry_after_s,
+                )
+            })
+    }
+
+    /// `POST /api/hello` from the socket peer `peer`.
+    pub fn hello(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
         let hello: SignedHello = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid hello: {e}")))?;
         let now = now_unix();
         let (sender, exchange) = hello
             .verify_call(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
+        self.charge_key(peer, &sender)?;
         self.fresh(
             &sender,
             hello.payload.timestamp_unix,
@@ -89,9 +116,11 @@ impl NodeShared {
         ))
     }
 
-    /// `POST /api/heartbeat`: an anchor records the member and answers with the
-    /// cluster size and its tip.
-    pub fn heartbeat(&self, body: &Bytes) -> Result<Response, ApiError> {
+    /// `POST /api/heartbeat` from the socket peer `peer`: an anchor admits and
+    /// records the member (charged to `peer`'s netgroup) and answers with the
+    /// cluster size and its tip. Members enter the peer book only once a dial-back
+    /// verified them (`network::run_membership_upkeep`).
+    pub fn heartbeat(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
         let hb: SignedHeartbeat = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid heartbeat: {e}")))?;
         let Some(membership) = &self.net.membership else {
@@ -105,24 +134,28 @@ impl NodeShared {
         let sender = hb
             .verify(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
+        self.charge_key(peer, &sender)?;
         self.fresh(&sender, hb.payload.timestamp_unix, &hb.payload.nonce, now)?;
         let now_ms = crate::core::now_ms();
         let (cluster_size, ttl_ms) = {
             let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
-            m.record(&hb.payload, now_ms)
-                .map_err(|e| ApiError::bad_request(format!("heartbeat refused: {e}")))?;
+            m.record(&hb.payload, now_ms, Netgroup::of(peer))
+                .map_err(|e| match e {
+                    BackboneError::TooMany {
+                        what,
+                        retry_after_s,
+                    } => {
+                        self.core.metrics.membership_refused("too_many");
+                        ApiError::too_many(
+                            "membership_refused",
+                            format!("heartbeat refused: too many {what}"),
+                            retry_after_s,
+                        )
+                    }
+                    other => ApiError::bad_request(format!("heartbeat refused: {other}")),
+                })?;
             (m.cluster_size(now_ms), m.ttl_ms())
         };
-        // Members are peers too: the anchor's peer book and /api/peers show them.
-        let _ = self.net.peerbook.upsert(&PeerUpdate {
-            node_id: Some(hb.payload.node_id.clone()),
-            address: hb.payload.p2p_address.clone(),
-            http_address: Some(hb.payload.http_address.clone()),
-            source: vision_wire::PeerSource::Http,
-            is_anchor: hb.payload.is_anchor,
-            initial_health: backbone_state::HTTP_DISCOVERED_HEALTH,
-            last_seen_unix: now,
-        });
         let chain = self.core.chain();
         Ok(json_response(
             StatusCode::OK,

@@ -29,6 +29,9 @@ pub const DISK_FULL_FS_SIZE: &str = "4m";
 pub const DISK_FULL_RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// `--store-down-exit-ms` of the disk-full cell's last round.
 pub const STORE_DOWN_EXIT_MS: u64 = 1_500;
+/// Most `[STORE]` ERROR lines the disk-full cell accepts for one full disk (one per
+/// distinct error: the OS's, the free-space check's).
+const STORE_ERROR_LINES_MAX: usize = 6;
 /// Seeds of the corruption cell.
 pub const CORRUPTION_SEEDS: u64 = 10;
 /// Bytes flipped per seed, in the file's last three quarters (data pages).
@@ -177,30 +180,46 @@ fn disk_full_rounds(
         Ok(s.height >= 5 && s.sync.lag <= 1)
     })?;
     let pid = c.nodes[mi].pid();
+    // A block to submit while the store is down (the anchor's tip, as JSON).
+    let tip = c.nodes[ai].status()?.tip_hash;
+    let block = get_json(c.nodes[ai].addr(), &format!("/api/block/{tip}"))?;
     let filler = fill(&fs.dir)?;
     let filled = Instant::now();
     let bound = probe * 2 + SLACK;
     let node = &c.nodes[mi];
     wait_until(
-        "store down with \"No space left\", readyz 503, miner paused_store_error, tx 503",
+        "store down with \"No space left\", readyz 503, miner paused_store_error, tx and block 503",
         bound,
         || {
             let (st, detail) = store_health(node)?;
             let ready = get(node.addr(), "/readyz")?.status;
             let miner = node.status()?.miner.state;
+            let unavailable = |a: &crate::http::HttpAnswer| {
+                a.status == 503
+                    && serde_json::from_slice::<serde_json::Value>(&a.body)
+                        .is_ok_and(|v| v["error"] == "store_unavailable")
+            };
             let tx = post_json(node.addr(), "/api/tx", &some_tx())?;
-            let code = serde_json::from_slice::<serde_json::Value>(&tx.body)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string));
+            let blk = post_json(node.addr(), "/api/blocks", &block)?;
             Ok(st == "down"
                 && detail.contains("No space left")
                 && ready == 503
                 && miner == "paused_store_error"
-                && tx.status == 503
-                && code.as_deref() == Some("store_unavailable"))
+                && unavailable(&tx)
+                && unavailable(&blk))
         },
     )?;
     let down_after = filled.elapsed();
+    // Loud, not a flood: ERROR lines for the store, one per distinct error.
+    let errors = log_text(&c.nodes[mi])
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("[STORE]"))
+        .count();
+    if !(1..=STORE_ERROR_LINES_MAX).contains(&errors) {
+        return Err(format!(
+            "{errors} [STORE] ERROR lines while the disk was full (want 1 to {STORE_ERROR_LINES_MAX})"
+        ));
+    }
 
     std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
     let freed = Instant::now();
@@ -261,7 +280,7 @@ fn disk_full_rounds(
         ));
     }
     Ok(format!(
-        "store down {:.1}s after the disk filled (bound {:.1}s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported}); down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit 1 after {:.1}s",
+        "store down {:.1}s after the disk filled (bound {:.1}s), {errors} ERROR line(s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported}); down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit 1 after {:.1}s",
         down_after.as_secs_f64(),
         bound.as_secs_f64(),
         caught_up.as_secs_f64(),

@@ -1,0 +1,48 @@
+//! Admission control on the control plane (7070) against real `vision-node`
+//! processes, as an outsider attacks from its own loopback address (127.9.9.9): the
+//! same scenarios as the matrix's `admission:<name>` steps
+//! (`testkit::scenarios::Attack`), at `AdmissionOpts::quick` sizes (a few seconds
+//! of flood each; the matrix runs the counts). Each keeps its cluster's
+//! logs when it fails.
+
+#![allow(clippy::print_stdout)]
+use testkit::scenarios::{AdmissionOpts, Attack, admission_cell};
+
+fn run(a: Attack) {
+    let (r, mut c) = admission_cell(a, AdmissionOpts::quick());
+    match r {
+        Ok(line) => println!("{}: {line}", a.name()),
+        Err(e) => {
+            c.keep();
+            panic!("{}: {e} (logs kept in {})", a.name(), c.dir.display());
+        }
+    }
+}
+
+/// Hellos from one key and from fresh keys: honest signers get 200 on every hello
+/// and heartbeat, members stay connected, a repeated nonce still gets 409, the
+/// flood gets 429 with Retry-After, counted in /metrics.
+#[test]
+fn replay_flood_locks_nobody_out() {
+    run(Attack::ReplayFlood);
+}
+
+/// Heartbeats from fresh keys: honest members in every seed_peers answer, no flood
+/// identity handed out or in a peer book, the cluster size bounded and back after.
+#[test]
+fn sybil_flood_buys_no_membership() {
+    run(Attack::SybilFlood);
+}
+
+/// A fake relaying the real anchor's hellos at a pinned address is refused.
+#[test]
+fn relayed_hello_of_a_pinned_anchor_is_refused() {
+    run(Attack::RelayedHello);
+}
+
+/// Silent sockets and a slowloris from one address leave /api/status fast for
+/// others, are closed within about 6 s, and never exceed the address's cap.
+#[test]
+fn silent_sockets_do_not_starve_the_control_plane() {
+    run(Attack::SilentSockets);
+}

@@ -1,0 +1,391 @@
+//! The published view: one task owns the derived network view (backbone, sync health
+//! and claims, peers, data plane, miner, store health), recomputes it when an input
+//! changes, and publishes it with arc-swap. `/api/status`, `/api/health`, `/metrics`,
+//! `/readyz`, `/api/exchange/ready` and the miner's eligibility only load it: no
+//! mutex on any of those read paths.
+//!
+//! **Inputs and triggers.** A new tip (the core calls [`View::refresh`] right after
+//! the commit, from the importing thread, so a client that submitted a block reads it
+//! in status at once), a new backbone snapshot (the task watches it), an admin call
+//! (the route refreshes), and a [`VIEW_TICK_MS`] tick for inputs that have no
+//! notification (data-plane peers, the miner's hash rate, uptime, the mempool size).
+//! Refreshes are serialised by the view's own lock (the claim tracker and the
+//! source log are mutated there only); readers never take it.
+//!
+//! The task also turns changes of the view into `backbone` and `miner` events.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use miner_core::{EligibilityInputs, Miner, effective_min_peers};
+use sync_health::{ClaimVerdict, SourceLog, TipInputs};
+use tokio_util::sync::CancellationToken;
+use vision_chain::Hash32;
+use vision_wire::events::{BackboneEvent, MinerEvent};
+use vision_wire::{
+    HealthLevel, HttpBackboneStatus, MinerStatus, P2pStatus, PeersStatus, StatusResponse,
+    SyncStatus,
+};
+
+use crate::VERSION;
+use crate::core::{Core, now_unix};
+use crate::network::Net;
+
+/// The view is recomputed at least this often (inputs without notifications).
+pub const VIEW_TICK_MS: u64 = 100;
+
+/// The network as the node sees it, computed from snapshots.
+#[derive(Debug, Clone)]
+pub struct NetView {
+    /// Backbone as reported in status.
+    pub backbone: HttpBackboneStatus,
+    /// Own backbone (no anchor seeds, or an anchor).
+    pub own_backbone: bool,
+    /// Sync view.
+    pub sync: SyncStatus,
+    /// Peer counts.
+    pub peers: PeersStatus,
+    /// Data plane.
+    pub p2p: P2pStatus,
+    /// Why the node is not ready (backbone or lag), if it is not.
+    pub not_ready: Option<String>,
+}
+
+/// One published view: everything the read routes answer from.
+#[derive(Debug)]
+pub struct Published {
+    /// The network view.
+    pub net: NetView,
+    /// The miner, as it was.
+    pub miner: miner_core::MinerStatus,
+    /// Tip height and hash the view was computed at.
+    pub height: u64,
+    /// See `height`.
+    pub tip_hash: Hash32,
+    /// A standing storage fault, with its detail.
+    pub store_fault: Option<String>,
+    /// The store's health line.
+    pub store_health: (HealthLevel, String),
+    /// Transactions in the pool.
+    pub mempool_txs: usize,
+    /// The data plane's admission counters.
+    pub p2p_guard: p2p_dataplane::GuardCounters,
+    /// Why `/readyz` says not ready (store, backbone, lag), if it does.
+    pub not_ready: Option<String>,
+    /// `/api/status` as served: serialised once per view.
+    pub status_body: Bytes,
+    /// The miner's eligibility inputs from this view.
+    pub eligibility: EligibilityInputs,
+}
+
+impl Published {
+    /// `exchange_ok`: the sync view is ready and the store is up.
+    pub fn exchange_ok(&self) -> bool {
+        self.net.not_ready.is_none() && self.store_fault.is_none()
+    }
+}
+
+/// The published view and the lock that serialises its writers.
+pub struct View {
+    current: ArcSwap<Published>,
+    writer: Mutex<SourceLog>,
+}
+
+impl View {
+    /// A view computed now.
+    pub fn new(core: &Core, net: &Net, miner: &Miner) -> View {
+        let mut log = SourceLog::default();
+        let first = compute(core, net, miner, &mut log);
+        View {
+            current: ArcSwap::from_pointee(first),
+            writer: Mutex::new(log),
+        }
+    }
+
+    /// The current view: one atomic load, no lock.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Published>> {
+        self.current.load()
+    }
+
+    /// Recompute and publish (writers only: the task, the core after a commit, an
+    /// admin route). Blocking but short: snapshot reads and one serialisation.
+    pub fn refresh(&self, core: &Core, net: &Net, miner: &Miner) -> Arc<Published> {
+        let mut log = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let p = Arc::new(compute(core, net, miner, &mut log));
+        self.current.store(p.clone());
+        p
+    }
+}
+
+/// The network view from the snapshots: backbone, sync health (with anchors'
+/// unbacked tip claims discounted), peers, data plane.
+fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
+    let chain = core.chain();
+    let bb = net.backbone.load();
+    let own = core.cfg.is_own_backbone();
+    let mut backbone = bb.http_backbone_status();
+    let mut backbone_tip = bb.observed_tip_height;
+    if let Some(best) = &bb.best_anchor
+        && backbone_tip > chain.height
+        && let ClaimVerdict::Discounted {
+            claimed,
+            unbacked_ms,
+        } = core.judge_claim(best, backbone_tip)
+    {
+        backbone_tip = 0;
+        backbone.last_error = Some(format!(
+            "anchor {best} claims tip {claimed} but no source backed it with valid headers for {} s; discounted",
+            unbacked_ms / 1000
+        ));
+    }
+    if let Some(best) = &bb.best_anchor
+        && backbone.last_error.is_none()
+        && let Some(e) = core.source_failure(best)
+    {
+        backbone.last_error = Some(e);
+    }
+    if own {
+        backbone.connected = true;
+        if bb.best_anchor.is_none() {
+            backbone.tip_height = Some(chain.height);
+            backbone.tip_hash = Some(chain.hash.to_hex());
+            backbone.last_ok_unix = Some(now_unix());
+        }
+    }
+    let plane = net.data_plane();
+    let health = sync_health::evaluate(&TipInputs {
+        local_height: chain.height,
+        own_backbone: own,
+        backbone_connected: backbone.connected,
+        backbone_tip,
+        anchor_http_tip: 0,
+        // Last resort after the backbone: the best tip P2P peers announced.
+        p2p_tip: plane
+            .peers()
+            .iter()
+            .filter_map(|p| p.tip.map(|(h, _)| h))
+            .max()
+            .unwrap_or(0),
+        fetching: core.fetching.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    log.observe(&health);
+    let counts = net.peerbook.counts();
+    let p2p = plane.status();
+    let cluster = net
+        .cluster_size()
+        .unwrap_or(0)
+        .max(bb.cluster_size_estimate)
+        .max(1);
+    NetView {
+        backbone,
+        own_backbone: own,
+        sync: SyncStatus {
+            network_tip: health.network_tip,
+            tip_source: health.tip_source,
+            lag: health.lag,
+            syncing: health.syncing,
+        },
+        not_ready: health.not_ready.map(|r| r.to_string()),
+        peers: PeersStatus {
+            peerbook_count: counts.peerbook_count,
+            http_discovered: counts.http_discovered,
+            p2p_connected: p2p.connected_peers,
+            cluster_size_estimate: cluster,
+        },
+        p2p: P2pStatus {
+            enabled: p2p.enabled,
+            listening: p2p.listening,
+            connected_peers: p2p.connected_peers,
+        },
+    }
+}
+
+fn not_ready_reason(store_fault: Option<&str>, v: &NetView) -> Option<String> {
+    if let Some(f) = store_fault {
+        Some(format!("chain store down: {f}"))
+    } else if !v.backbone.connected {
+        Some(format!(
+            "backbone not connected: {}",
+            v.backbone
+                .last_error
+                .as_deref()
+                .unwrap_or("no anchor answers")
+        ))
+    } else if v.sync.lag > 1 {
+        Some(format!("behind the network tip by {} blocks", v.sync.lag))
+    } else {
+        None
+    }
+}
+
+fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Published {
+    let chain = core.chain();
+    let v = net_view(core, net, log);
+    let m = miner.status();
+    let store_fault = core.store.fault().map(|f| f.detail());
+    // Down while a storage fault stands (with the error that started it); a read
+    // that fails now records one, so health is never ok while reads fail.
+    let store_health = match &store_fault {
+        Some(f) => (HealthLevel::Down, f.clone()),
+        None => match core.store.tip() {
+            Ok(_) => (HealthLevel::Ok, "readable".to_string()),
+            Err(e) => (HealthLevel::Down, e.to_string()),
+        },
+    };
+    let not_ready = not_ready_reason(store_fault.as_deref(), &v);
+    let status = StatusResponse {
+        node_id: core.node_id.clone(),
+        version: VERSION.to_string(),
+        network: core.cfg.network.to_string(),
+        is_anchor: core.cfg.is_anchor,
+        uptime_s: core.started.elapsed().as_secs(),
+        height: chain.height,
+        tip_hash: chain.hash,
+        exchange_ok: v.not_ready.is_none() && store_fault.is_none(),
+        http_backbone: v.backbone.clone(),
+        sync: v.sync.clone(),
+        miner: MinerStatus {
+            state: m.state.as_str().to_string(),
+            lag: m.lag,
+            enabled_by_user: m.enabled_by_user,
+            threads: m.threads,
+            hashrate: m.hashrate,
+            blocks_found: m.blocks_found,
+        },
+        peers: v.peers,
+        p2p: v.p2p,
+    };
+    let eligibility = EligibilityInputs {
+        backbone_connected: v.backbone.connected,
+        own_backbone: v.own_backbone,
+        local_height: chain.height,
+        network_tip: v.sync.network_tip,
+        peers: (v.peers.http_discovered + v.peers.p2p_connected) as u64,
+        min_peers: effective_min_peers(
+            core.cfg.min_peers_for_mining,
+            v.own_backbone,
+            v.backbone.connected,
+        ),
+        store_error: store_fault.is_some(),
+    };
+    Published {
+        status_body: Bytes::from(serde_json::to_vec(&status).unwrap_or_default()),
+        not_ready,
+        net: v,
+        miner: m,
+        height: chain.height,
+        tip_hash: chain.hash,
+        store_fault,
+        store_health,
+        mempool_txs: core.mempool_len(),
+        p2p_guard: net.data_plane().guard_counters(),
+        eligibility,
+    }
+}
+
+/// What the view task needs, held weakly so it never keeps the node alive.
+pub trait ViewOwner: Send + Sync + 'static {
+    /// Recompute and publish.
+    fn refresh_view(&self) -> Arc<Published>;
+    /// The backbone handle to watch.
+    fn net(&self) -> &Net;
+    /// The core (events).
+    fn core(&self) -> &Core;
+}
+
+/// The task: refresh on every backbone change and every [`VIEW_TICK_MS`], and emit
+/// `backbone` and `miner` events when they changed.
+pub async fn run<O: ViewOwner>(owner: Weak<O>, stop: CancellationToken) {
+    let Some(o) = owner.upgrade() else { return };
+    let mut changes = o.net().backbone.subscribe();
+    drop(o);
+    let mut tick = tokio::time::interval(Duration::from_millis(VIEW_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let Some(o) = owner.upgrade() else { return };
+        // Snapshot reads and a claim judgement: short, but keep them off the
+        // reactor's hot path.
+        let o2 = o.clone();
+        let Ok(p) = tokio::task::spawn_blocking(move || o2.refresh_view()).await else {
+            return;
+        };
+        let hub = &o.core().events;
+        hub.backbone(BackboneEvent {
+            connected: p.net.backbone.connected,
+            anchor: p.net.backbone.anchor.clone(),
+            tip_height: p.net.backbone.tip_height,
+        });
+        hub.miner(MinerEvent {
+            state: p.miner.state.as_str().to_string(),
+            lag: p.miner.lag,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use vision_chain::Network;
+
+    use crate::{Node, NodeConfig};
+
+    /// The read routes answer while every lock a view computation takes is held
+    /// by someone else: none of them takes one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_paths_take_no_lock_the_view_writer_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::new(
+            Network::Regtest,
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().to_path_buf(),
+        );
+        cfg.p2p_addr = None;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let node = Node::start(cfg, stop.clone()).await.unwrap();
+        let shared = node.shared();
+        let (done_tx, done_rx) = mpsc::channel();
+        let held = shared.clone();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _view = held.view.writer.lock().unwrap();
+            let _core = held.core.hold_locks();
+            let _replay = held.replay.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            // Until the reads are done (or the test gave up on them).
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+        });
+        locked_rx.recv().unwrap();
+        let reader = shared.clone();
+        let (out_tx, out_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let status = reader.status_response().status();
+            let health = reader.health();
+            let ready = reader.readyz().status();
+            let exchange = reader.exchange_ready().status();
+            let metrics = reader.metrics_response().status();
+            let elig = reader.eligibility();
+            let _ = out_tx.send((status, health, ready, exchange, metrics, elig));
+        });
+        let got = out_rx.recv_timeout(std::time::Duration::from_secs(20));
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let (status, health, _ready, _exchange, metrics, elig) =
+            got.expect("the read paths answered while the locks were held");
+        assert_eq!(status, hyper::StatusCode::OK);
+        assert_eq!(metrics, hyper::StatusCode::OK);
+        assert!(health.subsystems.contains_key("store"));
+        assert!(
+            elig.own_backbone,
+            "a node without seeds is its own backbone"
+        );
+        stop.cancel();
+    }
+}

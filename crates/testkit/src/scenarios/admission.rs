@@ -1,0 +1,995 @@
+//! The matrix's admission-control cells on the control plane, 7070
+//! (`admission:<name>`), over real node processes on loopback, attacking as an
+//! outsider would. Attack traffic comes from its own loopback source address
+//! (127.9.9.9, another /16 than the cluster's 127.0.0.1): only the host's own
+//! 127.0.0.1 is exempt from the node's per-address limits, so the flood is not.
+//!
+//! - `replay-flood`: one address sends signed hellos from one key and from fresh
+//!   keys as fast as it can; throughout, honest signers (from 127.0.0.1 and from
+//!   another stranger address) get 200 on every hello and heartbeat, the members stay
+//!   `connected` and `exchange_ok`, a repeated nonce still gets 409, and the flood's
+//!   429s carry `Retry-After` and are counted in `/metrics`.
+//! - `sybil-flood`: with three established members, one address sends heartbeats
+//!   from fresh keys advertising junk addresses and a counting listener (as HTTP and
+//!   P2P address): every member in every `seed_peers` answer, no flood identity in any
+//!   answer or honest peer book, `cluster_size_estimate` ≤ honest + the per-netgroup
+//!   cap during the flood and back to the honest count within three member TTLs, the
+//!   listener sees at most 10 connections.
+//! - `relayed-hello`: a fake at the address of an anchor pinned as `<id>@url` relays
+//!   fresh hellos it fetched from the real anchor and claims a tip far ahead: the
+//!   member refuses it (the hello does not answer its exchange) and its miner is not
+//!   paused by the fake's tip; pinned at the real anchor's address it connects.
+//! - `silent-sockets`: silent sockets and a slowloris from one address: `/api/status`
+//!   on new connections from another address stays fast (p99 bound), silent sockets
+//!   are closed within about 6 s, and the address never holds more than its cap.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vision_chain::SecretKey;
+use vision_wire::{HeartbeatPayload, HelloPayload, fresh_nonce};
+
+use crate::http::{get, get_json};
+use crate::proc::{Cluster, NodeSpec, wait_until};
+
+const MINUTE: Duration = Duration::from_secs(60);
+/// The flooder's source address (its own /16).
+pub const FLOOD_SRC: Ipv4Addr = Ipv4Addr::new(127, 9, 9, 9);
+/// An honest client that is a stranger too (not the host's 127.0.0.1).
+pub const STRANGER_SRC: Ipv4Addr = Ipv4Addr::new(127, 10, 0, 1);
+/// The node's per-netgroup cap on member ids (backbone-state's
+/// `MEMBERS_PER_NETGROUP_MAX`, read here through the contract's behaviour).
+const MEMBERS_PER_NETGROUP_MAX: usize = 32;
+/// The node's per-address connection cap (node-service's
+/// `DEFAULT_PER_IP_CONNECTIONS_MAX`).
+const PER_IP_CONNECTIONS_MAX: usize = 32;
+/// Connections the counting listener may see in the Sybil flood.
+const LISTENER_CONNECTIONS_MAX: u64 = 10;
+/// Bound on a silent socket's life (first-byte deadline 3 s, header timeout 5 s,
+/// plus the sweep and slack).
+const SILENT_CLOSE_BOUND: Duration = Duration::from_millis(6_500);
+/// Bound on the longest silent socket's life: its life as the client sees it includes
+/// the time it waited in the listen backlog before the node accepted it, which a
+/// connect storm on a loaded 2-core machine stretches.
+const SILENT_CLOSE_MAX: Duration = Duration::from_secs(10);
+/// `/api/status` p99 bound on new connections during the socket flood.
+const STATUS_P99_BOUND: Duration = Duration::from_millis(100);
+
+/// Sizes of the cells (the matrix scales the issue's figures down in time; the
+/// counts are what the issue names).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionOpts {
+    /// Hellos from one key and from fresh keys (each) in the replay flood.
+    pub replay_hellos: u64,
+    /// Heartbeats from fresh keys in the Sybil flood.
+    pub sybil_heartbeats: u64,
+    /// Silent sockets held in the socket flood.
+    pub silent_sockets: usize,
+    /// How long each flood lasts at most.
+    pub flood: Duration,
+    /// How long the honest checks go on after a flood.
+    pub after: Duration,
+}
+
+impl AdmissionOpts {
+    /// The issue's counts, with 60 s floods (the issue's socket flood lasts 90 s).
+    pub fn full() -> AdmissionOpts {
+        AdmissionOpts {
+            replay_hellos: 200_000,
+            sybil_heartbeats: 60_000,
+            silent_sockets: 2_000,
+            flood: Duration::from_secs(60),
+            after: Duration::from_secs(10),
+        }
+    }
+
+    /// A few seconds each, for `cargo test`.
+    pub fn quick() -> AdmissionOpts {
+        AdmissionOpts {
+            replay_hellos: 3_000,
+            sybil_heartbeats: 3_000,
+            silent_sockets: 300,
+            flood: Duration::from_secs(8),
+            after: Duration::from_secs(3),
+        }
+    }
+}
+
+/// An admission-control cell of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    /// Hellos from one key and from fresh keys, from one address.
+    ReplayFlood,
+    /// Heartbeats from fresh keys advertising junk and a counting listener.
+    SybilFlood,
+    /// A fake relaying the real anchor's hellos at a pinned anchor's address.
+    RelayedHello,
+    /// Silent sockets and a slowloris from one address.
+    SilentSockets,
+}
+
+impl Attack {
+    /// Every cell, in the order the matrix runs them.
+    pub const ALL: [Attack; 4] = [
+        Attack::ReplayFlood,
+        Attack::SybilFlood,
+        Attack::RelayedHello,
+        Attack::SilentSockets,
+    ];
+
+    /// The name in the matrix (`admission:<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::ReplayFlood => "replay-flood",
+            Attack::SybilFlood => "sybil-flood",
+            Attack::RelayedHello => "relayed-hello",
+            Attack::SilentSockets => "silent-sockets",
+        }
+    }
+}
+
+/// Run one cell in a fresh cluster; the cluster (with every log) is returned for
+/// the caller to keep on failure.
+pub fn admission_cell(attack: Attack, opts: AdmissionOpts) -> (Result<String, String>, Cluster) {
+    let mut c = Cluster::new(&format!("admission-{}", attack.name()));
+    let r = match attack {
+        Attack::ReplayFlood => replay_flood(&mut c, opts),
+        Attack::SybilFlood => sybil_flood(&mut c, opts),
+        Attack::RelayedHello => relayed_hello(&mut c),
+        Attack::SilentSockets => silent_sockets(&mut c, opts),
+    };
+    (r, c)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A blocking socket to `to` from the loopback source address `src`.
+fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let s = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4()?;
+        s.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
+        s.connect(to).await
+    })?;
+    let s = s.into_std()?;
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// One answer on a keep-alive connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Vec<u8>,
+}
+
+/// Send one request on `s` and read its answer (Content-Length bodies only: the
+/// node's JSON answers).
+fn roundtrip(s: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::io::Result<Answer> {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let (split, len, status, retry_after) = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before an answer",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let h = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let status = h
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let header = |name: &str| {
+                h.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            break (
+                i + 4,
+                header("content-length:").unwrap_or(0),
+                status,
+                header("retry-after:"),
+            );
+        }
+    };
+    while buf.len() < split + len as usize {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body: buf[split..].to_vec(),
+    })
+}
+
+fn hello_body(key: &SecretKey, http_address: &str) -> Vec<u8> {
+    let (h, _) = HelloPayload {
+        network: "regtest".into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: now_unix(),
+        nonce: fresh_nonce(),
+        http_address: http_address.into(),
+        p2p_address: None,
+        is_anchor: false,
+        version: "attack".into(),
+        height: 0,
+        challenge: None,
+        answers: None,
+    }
+    .sign_call(key);
+    serde_json::to_vec(&h).unwrap_or_default()
+}
+
+fn heartbeat_body(key: &SecretKey, http_address: &str, p2p_address: Option<&str>) -> Vec<u8> {
+    let h = HeartbeatPayload {
+        network: "regtest".into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: now_unix(),
+        nonce: fresh_nonce(),
+        http_address: http_address.into(),
+        p2p_address: p2p_address.map(str::to_string),
+        is_anchor: false,
+        height: 0,
+        tip_hash: "00".repeat(32),
+    }
+    .sign(key);
+    serde_json::to_vec(&h).unwrap_or_default()
+}
+
+/// A fresh key, unique per (tag, i).
+fn key(tag: u8, i: u64) -> SecretKey {
+    let mut seed = [tag; 32];
+    seed[..8].copy_from_slice(&i.to_le_bytes());
+    SecretKey::from_seed(&seed)
+}
+
+/// Counts of the flood's answers by status.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    replayed: AtomicU64,
+    limited: AtomicU64,
+    limited_without_retry_after: AtomicU64,
+    other: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Tally {
+    fn note(&self, a: &Answer) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        match a.status {
+            200 => &self.ok,
+            409 => &self.replayed,
+            429 => {
+                if a.retry_after.is_none() {
+                    self.limited_without_retry_after
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                &self.limited
+            }
+            _ => &self.other,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+    fn line(&self) -> String {
+        format!(
+            "{} sent: {} ok, {} replayed, {} limited (429), {} other, {} reconnects",
+            self.sent.load(Ordering::Relaxed),
+            self.ok.load(Ordering::Relaxed),
+            self.replayed.load(Ordering::Relaxed),
+            self.limited.load(Ordering::Relaxed),
+            self.other.load(Ordering::Relaxed),
+            self.reconnects.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Keep-alive connections (threads) each flood uses.
+const FLOOD_WORKERS: usize = 4;
+
+/// Flood `path` from [`FLOOD_SRC`] on [`FLOOD_WORKERS`] keep-alive connections until
+/// `count` requests went out, `deadline` passed or `stop` is set; `body(i)` makes
+/// the i-th request.
+fn flood(
+    to: SocketAddr,
+    path: &'static str,
+    count: u64,
+    deadline: Instant,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let next = Arc::new(AtomicU64::new(0));
+    (0..FLOOD_WORKERS)
+        .map(|_| {
+            let (next, stop, tally, body) =
+                (next.clone(), stop.clone(), tally.clone(), body.clone());
+            std::thread::spawn(move || {
+                let mut conn: Option<TcpStream> = None;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    let b = body(i);
+                    if conn.is_none() {
+                        conn = connect_from(FLOOD_SRC, to).ok();
+                        tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = &conn {
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    match roundtrip(c, "POST", path, &b) {
+                        Ok(a) => tally.note(&a),
+                        Err(_) => conn = None,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// An anchor (mining) and three members, formed: every member connected and
+/// `exchange_ok`, the anchor counting four.
+fn formed_cluster(c: &mut Cluster) -> Result<(), String> {
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    a.mine = true;
+    let url = a.http_addr().to_string();
+    c.start(a)?;
+    for i in 0..3 {
+        let mut m = NodeSpec::regtest(&format!("member{i}"));
+        m.seeds = vec![url.clone()];
+        c.start(m)?;
+    }
+    wait_until("the cluster forms", MINUTE, || {
+        let st = c.statuses()?;
+        let ok = st[0].peers.cluster_size_estimate >= 4
+            && st[1..]
+                .iter()
+                .all(|s| s.http_backbone.connected && s.exchange_ok);
+        Ok(ok)
+    })
+}
+
+/// Members' `connected` and `exchange_ok`, checked every 500 ms while `stop` is not
+/// set; returns the first failure.
+fn watch_members(
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    std::thread::spawn(move || {
+        let mut checks = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for a in &addrs {
+                let s = crate::http::status(*a)?;
+                if !s.http_backbone.connected || !s.exchange_ok {
+                    return Err(format!(
+                        "member {a} lost its backbone during the flood: connected={} exchange_ok={} last_error={:?}",
+                        s.http_backbone.connected, s.exchange_ok, s.http_backbone.last_error
+                    ));
+                }
+                checks += 1;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(checks)
+    })
+}
+
+/// Honest signers sending a hello and a heartbeat every 250 ms from `src`; every
+/// answer must be 200.
+fn honest_signers(
+    to: SocketAddr,
+    src: Ipv4Addr,
+    tag: u8,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    std::thread::spawn(move || {
+        let keys: Vec<SecretKey> = (0..3).map(|i| key(tag, i)).collect();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for (i, k) in keys.iter().enumerate() {
+                for (path, body) in [
+                    ("/api/hello", hello_body(k, &format!("127.0.0.1:{}", 1 + i))),
+                    (
+                        "/api/heartbeat",
+                        heartbeat_body(k, &format!("127.0.0.1:{}", 1 + i), None),
+                    ),
+                ] {
+                    let mut s = connect_from(src, to).map_err(|e| format!("{src}: {e}"))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                    let a = roundtrip(&mut s, "POST", path, &body)
+                        .map_err(|e| format!("honest {path} from {src}: {e}"))?;
+                    if a.status != 200 {
+                        return Err(format!(
+                            "honest {path} from {src} got {}: {}",
+                            a.status,
+                            String::from_utf8_lossy(&a.body)
+                        ));
+                    }
+                    n += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(n)
+    })
+}
+
+fn metric_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
+    let m = get(addr, "/metrics")?;
+    Ok(String::from_utf8_lossy(&m.body)
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
+    formed_cluster(c)?;
+    let anchor = c.nodes[0].addr();
+    let members: Vec<SocketAddr> = c.nodes[1..].iter().map(|n| n.addr()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watch = watch_members(members, stop.clone());
+    let honest_local = honest_signers(anchor, Ipv4Addr::LOCALHOST, 201, stop.clone());
+    let honest_stranger = honest_signers(anchor, STRANGER_SRC, 202, stop.clone());
+    let started = Instant::now();
+    let deadline = started + o.flood;
+    let one_key = Arc::new(key(203, 0));
+    let (t_one, t_fresh) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    let k = one_key.clone();
+    let mut threads = flood(
+        anchor,
+        "/api/hello",
+        o.replay_hellos,
+        deadline,
+        stop.clone(),
+        t_one.clone(),
+        Arc::new(move |_| hello_body(&k, "127.66.0.1:1")),
+    );
+    threads.extend(flood(
+        anchor,
+        "/api/hello",
+        o.replay_hellos,
+        deadline,
+        stop.clone(),
+        t_fresh.clone(),
+        Arc::new(|i| hello_body(&key(204, i), "127.66.0.2:1")),
+    ));
+    for t in threads {
+        let _ = t.join();
+    }
+    let flood_s = started.elapsed().as_secs_f64();
+    // The honest checks go on a while after the flood.
+    std::thread::sleep(o.after);
+    stop.store(true, Ordering::Relaxed);
+    let checks = watch.join().map_err(|_| "watcher panicked")??;
+    let ok_local = honest_local.join().map_err(|_| "signer panicked")??;
+    let ok_stranger = honest_stranger.join().map_err(|_| "signer panicked")??;
+    // A repeated nonce still gets 409.
+    let body = hello_body(&key(205, 0), "127.0.0.1:9");
+    let mut s = connect_from(STRANGER_SRC, anchor).map_err(|e| e.to_string())?;
+    let first = roundtrip(&mut s, "POST", "/api/hello", &body).map_err(|e| e.to_string())?;
+    let again = roundtrip(&mut s, "POST", "/api/hello", &body).map_err(|e| e.to_string())?;
+    if first.status != 200 || again.status != 409 {
+        return Err(format!(
+            "a repeated nonce: first {} then {} (want 200 then 409)",
+            first.status, again.status
+        ));
+    }
+    let sent = t_one.sent.load(Ordering::Relaxed) + t_fresh.sent.load(Ordering::Relaxed);
+    let limited = t_one.limited.load(Ordering::Relaxed) + t_fresh.limited.load(Ordering::Relaxed);
+    if limited == 0 {
+        return Err(format!(
+            "the flood was never rate-limited: one key {}; fresh keys {}",
+            t_one.line(),
+            t_fresh.line()
+        ));
+    }
+    let no_retry = t_one.limited_without_retry_after.load(Ordering::Relaxed)
+        + t_fresh.limited_without_retry_after.load(Ordering::Relaxed);
+    if no_retry > 0 {
+        return Err(format!("{no_retry} answers 429 without Retry-After"));
+    }
+    let counted = metric_sum(anchor, "vision_http_rate_limited_total")?;
+    if counted < limited as f64 {
+        return Err(format!(
+            "/metrics counts {counted} rate-limited requests, the flood saw {limited}"
+        ));
+    }
+    Ok(format!(
+        "{sent} flood hellos in {flood_s:.0}s ({:.0}/s); one key: {}; fresh keys: {}; honest 200s: {ok_local} from 127.0.0.1, {ok_stranger} from {STRANGER_SRC}; members connected and exchange_ok in {checks} checks; repeated nonce 409; /metrics counts {counted} rate-limited",
+        sent as f64 / flood_s,
+        t_one.line(),
+        t_fresh.line()
+    ))
+}
+
+/// A listener that accepts and counts connections (and closes them).
+fn counting_listener() -> Result<(SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>), String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let (count, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (c, s) = (count.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            match l.accept() {
+                Ok(_) => {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Ok((addr, count, stop))
+}
+
+fn seed_peer_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
+    let v = get_json(addr, "/api/p2p/seed_peers?limit=256")?;
+    Ok(v.as_array()
+        .ok_or("seed_peers is not an array")?
+        .iter()
+        .filter_map(|p| p["node_id"].as_str().map(str::to_ascii_lowercase))
+        .collect())
+}
+
+fn peer_book_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
+    let v = get_json(addr, "/api/peers")?;
+    Ok(v.as_array()
+        .ok_or("peers is not an array")?
+        .iter()
+        .filter_map(|p| p["node_id"].as_str().map(str::to_ascii_lowercase))
+        .collect())
+}
+
+fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
+    formed_cluster(c)?;
+    let anchor = c.nodes[0].addr();
+    let honest: Vec<String> = c.nodes[1..]
+        .iter()
+        .map(|n| n.key().map(|k| k.address().to_hex()))
+        .collect::<Result<_, _>>()?;
+    // Established: every member verified and handed out.
+    wait_until("every member in seed_peers (verified)", MINUTE, || {
+        let ids = seed_peer_ids(anchor)?;
+        Ok(honest.iter().all(|h| ids.contains(h)))
+    })?;
+    let (listener, seen, listener_stop) = counting_listener()?;
+    let flood_ids: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    let ids = flood_ids.clone();
+    let target = listener.to_string();
+    let threads = flood(
+        anchor,
+        "/api/heartbeat",
+        o.sybil_heartbeats,
+        started + o.flood,
+        stop.clone(),
+        tally.clone(),
+        Arc::new(move |i| {
+            let k = key(206, i);
+            ids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(k.address().to_hex());
+            // Half advertise the counting listener (HTTP and P2P), half junk.
+            if i % 2 == 0 {
+                heartbeat_body(&k, &target, Some(&target))
+            } else {
+                heartbeat_body(
+                    &k,
+                    &format!("127.66.{}.{}:{}", (i >> 8) % 250, i % 250, 1 + i % 60_000),
+                    Some("127.66.0.1:1"),
+                )
+            }
+        }),
+    );
+    let members: Vec<SocketAddr> = c.nodes.iter().map(|n| n.addr()).collect();
+    let bound = 4 + MEMBERS_PER_NETGROUP_MAX;
+    let mut samples = 0;
+    let mut max_cluster = 0;
+    let check = |samples: &mut u64, max_cluster: &mut usize| -> Result<(), String> {
+        let flood: HashSet<String> = flood_ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sp = seed_peer_ids(anchor)?;
+        if let Some(h) = honest.iter().find(|h| !sp.contains(*h)) {
+            return Err(format!(
+                "honest member {h} missing from a seed_peers answer"
+            ));
+        }
+        if let Some(f) = sp.iter().find(|i| flood.contains(*i)) {
+            return Err(format!("flood identity {f} in a seed_peers answer"));
+        }
+        for m in &members {
+            if let Some(f) = peer_book_ids(*m)?.iter().find(|i| flood.contains(*i)) {
+                return Err(format!("flood identity {f} in the peer book of {m}"));
+            }
+        }
+        let size = crate::http::status(anchor)?.peers.cluster_size_estimate;
+        *max_cluster = (*max_cluster).max(size);
+        if size > bound {
+            return Err(format!(
+                "cluster_size_estimate {size} during the flood, bound {bound}"
+            ));
+        }
+        *samples += 1;
+        Ok(())
+    };
+    let mut result = Ok(());
+    while threads.iter().any(|t| !t.is_finished()) {
+        if let Err(e) = check(&mut samples, &mut max_cluster) {
+            result = Err(e);
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    result?;
+    let flood_s = started.elapsed().as_secs_f64();
+    check(&mut samples, &mut max_cluster)?;
+    // Back to the honest count within three member TTLs (TTL = 3 heartbeats of
+    // 2 × probe = 1.8 s at probe 300 ms, at least 3 s; three TTLs ≤ 9 s, plus slack).
+    let back = Instant::now();
+    wait_until(
+        "cluster_size_estimate back to 4",
+        Duration::from_secs(12),
+        || {
+            let s = crate::http::status(anchor)?.peers.cluster_size_estimate;
+            Ok(s == 4)
+        },
+    )?;
+    let back_s = back.elapsed().as_secs_f64();
+    check(&mut samples, &mut max_cluster)?;
+    let conns = seen.load(Ordering::Relaxed);
+    listener_stop.store(true, Ordering::Relaxed);
+    if conns > LISTENER_CONNECTIONS_MAX {
+        return Err(format!(
+            "the counting listener saw {conns} connections (bound {LISTENER_CONNECTIONS_MAX})"
+        ));
+    }
+    Ok(format!(
+        "{} heartbeats in {flood_s:.0}s; {samples} samples: honest in every seed_peers answer, no flood id in any answer or peer book, cluster_size_estimate ≤ {max_cluster} (bound {bound}), back to 4 {back_s:.1}s after; listener saw {conns} connections",
+        tally.line()
+    ))
+}
+
+/// The fake at the pinned address: relays hellos it fetches from the real anchor
+/// (with its own key and challenge) and the real status with a far-ahead tip.
+fn relaying_fake(
+    real: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> Result<(SocketAddr, Arc<AtomicU64>), String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let relayed = Arc::new(AtomicU64::new(0));
+    let r = relayed.clone();
+    std::thread::spawn(move || {
+        let fake_key = key(207, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let answer: Vec<u8> = if req.starts_with("POST /api/hello") {
+                // A fresh hello from the real anchor, fetched in the fake's own exchange.
+                let body = hello_body(&fake_key, &addr.to_string());
+                match TcpStream::connect(real)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| {
+                        roundtrip(&mut c, "POST", "/api/hello", &body).map_err(|e| e.to_string())
+                    }) {
+                    Ok(a) => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        a.body
+                    }
+                    Err(_) => Vec::new(),
+                }
+            } else if req.starts_with("GET /api/status") {
+                match get_json(real, "/api/status") {
+                    Ok(mut v) => {
+                        v["height"] = 5_000.into();
+                        v["http_backbone"]["tip_height"] = 5_000.into();
+                        serde_json::to_vec(&v).unwrap_or_default()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                br#"{"error":"not_found","message":"fake"}"#.to_vec()
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                answer.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&answer);
+        }
+    });
+    Ok((addr, relayed))
+}
+
+fn relayed_hello(c: &mut Cluster) -> Result<String, String> {
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    a.mine = true;
+    c.start(a)?;
+    c.nodes[0].wait_serving(MINUTE)?;
+    let real = c.nodes[0].addr();
+    let anchor_id = c.nodes[0].key()?.address().to_hex();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (fake, relayed) = relaying_fake(real, stop.clone())?;
+    // The victim pins the real anchor's key at the fake's address, and mines.
+    let mut m = NodeSpec::regtest("victim");
+    m.seeds = vec![format!("{anchor_id}@{fake}")];
+    m.mine = true;
+    let vi = c.start(m)?;
+    let victim = c.nodes[vi].addr();
+    // The attack is tried (the fake relays fresh hellos) and refused every time.
+    wait_until("the fake relays hellos", MINUTE, || {
+        Ok(relayed.load(Ordering::Relaxed) >= 3)
+    })?;
+    let s = crate::http::status(victim)?;
+    let err = s.http_backbone.last_error.clone().unwrap_or_default();
+    let refused = !s.http_backbone.connected
+        && s.sync.network_tip < 5_000
+        && err.contains("does not answer this exchange");
+    stop.store(true, Ordering::Relaxed);
+    if !refused {
+        return Err(format!(
+            "the relayed hello was accepted: connected={} network_tip={} miner={:?} last_error={err:?}",
+            s.http_backbone.connected, s.sync.network_tip, s.miner.state
+        ));
+    }
+    // Control: pinned at the real anchor's address, the same key connects.
+    let mut ok = NodeSpec::regtest("control");
+    ok.seeds = vec![format!("{anchor_id}@{real}")];
+    let ci = c.start(ok)?;
+    let control = c.nodes[ci].addr();
+    wait_until("the control member connects", MINUTE, || {
+        Ok(crate::http::status(control)?.http_backbone.connected)
+    })?;
+    Ok(format!(
+        "{} relayed hellos refused (\"{}\"), victim's network tip {}; pinned at the real address it connects",
+        relayed.load(Ordering::Relaxed),
+        err.chars().take(80).collect::<String>(),
+        s.sync.network_tip
+    ))
+}
+
+fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    c.start(a)?;
+    c.nodes[0].wait_serving(MINUTE)?;
+    let node = c.nodes[0].addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + o.flood;
+    // Silent sockets: opened from FLOOD_SRC, never written to; each one's life is
+    // measured, and a closed one is reopened after a second.
+    let per_thread = 100;
+    let nthreads = o.silent_sockets.div_ceil(per_thread);
+    // Sockets each flood thread holds open (accepted, not refused) right now.
+    let held: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..nthreads).map(|_| AtomicUsize::new(0)).collect());
+    let lives_ms: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let closed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..nthreads)
+        .map(|ti| {
+            let (stop, held, lives_ms, closed, refused) = (
+                stop.clone(),
+                held.clone(),
+                lives_ms.clone(),
+                closed.clone(),
+                refused.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    // Open a batch, then watch each until the server closes it.
+                    let mut socks: Vec<(TcpStream, Instant, bool)> = (0..per_thread)
+                        .filter_map(|_| connect_from(FLOOD_SRC, node).ok())
+                        .map(|s| (s, Instant::now(), false))
+                        .collect();
+                    for (s, _, _) in &socks {
+                        let _ = s.set_nonblocking(true);
+                    }
+                    let mut buf = [0u8; 512];
+                    while !socks.is_empty() && !stop.load(Ordering::Relaxed) {
+                        let mut open = 0;
+                        socks.retain_mut(|(s, at, answered)| {
+                            let gone = loop {
+                                match s.read(&mut buf) {
+                                    Ok(0) => break true,
+                                    // The refusal's 429 line; its close follows.
+                                    Ok(_) => *answered = true,
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                        break false;
+                                    }
+                                    Err(_) => break true,
+                                }
+                            };
+                            if gone {
+                                if *answered {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    closed.fetch_add(1, Ordering::Relaxed);
+                                    lives_ms
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push(at.elapsed().as_millis() as u64);
+                                }
+                                return false;
+                            }
+                            // Held by the server: unanswered a second after
+                            // connecting (a refused one is answered at once).
+                            if !*answered && at.elapsed() > Duration::from_secs(1) {
+                                open += 1;
+                            }
+                            true
+                        });
+                        held[ti].store(open, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    held[ti].store(0, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    // A slowloris from the same address: a byte of a request head every second,
+    // watching for the close in between.
+    let slow_stop = stop.clone();
+    let slow_longest = Arc::new(AtomicU64::new(0));
+    let sl = slow_longest.clone();
+    let slow = std::thread::spawn(move || {
+        while !slow_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let Ok(mut s) = connect_from(FLOOD_SRC, node) else {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let at = Instant::now();
+            let mut buf = [0u8; 256];
+            for b in
+                b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                    .iter()
+                    .cycle()
+            {
+                if slow_stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                    break;
+                }
+                match s.read(&mut buf) {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    _ => break,
+                }
+                if at.elapsed() > Duration::from_secs(30) {
+                    break;
+                }
+            }
+            sl.fetch_max(at.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    });
+    let mut max_held = 0;
+    // Meanwhile: /api/status on a new connection from another address, every 50 ms.
+    let mut lat: Vec<Duration> = Vec::new();
+    let mut failures = 0;
+    std::thread::sleep(Duration::from_secs(2));
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let ok = connect_from(STRANGER_SRC, node)
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                roundtrip(&mut s, "GET", "/api/status", b"")
+            })
+            .is_ok_and(|a| a.status == 200);
+        if ok {
+            lat.push(t.elapsed());
+        } else {
+            failures += 1;
+        }
+        max_held = max_held.max(
+            held.iter()
+                .map(|h| h.load(Ordering::Relaxed))
+                .sum::<usize>(),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = slow.join();
+    lat.sort();
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let (p50, p99) = (p(0.5), p(0.99));
+    let mut lives = lives_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    lives.sort_unstable();
+    let life_p99 = Duration::from_millis(
+        lives
+            .get(((lives.len() as f64 * 0.99) as usize).min(lives.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0),
+    );
+    let longest = Duration::from_millis(lives.last().copied().unwrap_or(0));
+    let slow_life = Duration::from_millis(slow_longest.load(Ordering::Relaxed));
+    let summary = format!(
+        "{} status probes from {STRANGER_SRC}: p50 {:.1} ms, p99 {:.1} ms, {failures} failed; silent sockets: {} refused at once, {} closed later (life p99 {:.1}s, longest {:.1}s); slowloris cut after {:.1}s; most held by {FLOOD_SRC} at once {max_held}",
+        lat.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        refused.load(Ordering::Relaxed),
+        closed.load(Ordering::Relaxed),
+        life_p99.as_secs_f64(),
+        longest.as_secs_f64(),
+        slow_life.as_secs_f64(),
+    );
+    if failures > 0 || lat.is_empty() || p99 > STATUS_P99_BOUND {
+        return Err(format!("status starved: {summary}"));
+    }
+    if life_p99 > SILENT_CLOSE_BOUND || longest > SILENT_CLOSE_MAX || slow_life > SILENT_CLOSE_BOUND
+    {
+        return Err(format!("idle sockets lived too long: {summary}"));
+    }
+    if max_held > PER_IP_CONNECTIONS_MAX {
+        return Err(format!("one address held more than its cap: {summary}"));
+    }
+    if refused.load(Ordering::Relaxed) == 0 {
+        return Err(format!("the cap never refused anything: {summary}"));
+    }
+    Ok(summary)
+}
