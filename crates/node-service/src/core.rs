@@ -92,6 +92,8 @@ pub struct Core {
     tip_tx: watch::Sender<u64>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Sync progress: the import rate and ETA behind `sync.progress`.
+    pub progress: crate::progress::SyncProgress,
     /// Process start.
     pub started: Instant,
     /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
@@ -154,6 +156,7 @@ impl Core {
             chain: ArcSwap::from_pointee(view),
             tip_tx,
             metrics: Metrics::new(),
+            progress: crate::progress::SyncProgress::new(),
             started: Instant::now(),
             admin_tokens,
             claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
@@ -292,6 +295,11 @@ impl Core {
                 );
             }
         }
+        self.metrics.block_imported(
+            origin.as_str(),
+            matches!(outcome, AcceptOutcome::Reorganized(_)),
+            now_ms() as f64 / 1000.0,
+        );
         if outcome.tip_changed() {
             let r = self.after_tip_change(outcome);
             // The published view first (a client told of the block reads it in
