@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
         let p = Network::Regtest.params();
         let _ = check_header_standalone(p, &block.header);
         let _ = check_body(p, &block);
-        let _ = vision_chain::apply_block(p, &std::collections::HashMap::new(), &block);
+        let _ = vision_chain::apply_block(p, &std::collections::HashMap::new(), &block, None);
     }
 });

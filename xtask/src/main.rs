@@ -31,6 +31,7 @@ mod faults;
 mod guard;
 mod matrix;
 mod ops;
+mod propagation;
 mod simulate;
 mod tidy;
 

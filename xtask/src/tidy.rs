@@ -45,6 +45,8 @@ pub(crate) const ALLOWED: &[(&str, &[&str])] = &[
             "vision-wire",
             // man pages are generated from vision-ctl's own command definition
             "vision-ctl",
+            // the propagation cell follows every node's /api/events with the client
+            "control-plane-client",
         ],
     ),
 ];

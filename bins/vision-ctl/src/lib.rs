@@ -12,6 +12,8 @@
 //!   keygen [--out FILE]             a new secret key and its address (file mode 0600)
 //!   balance <address>               balance and next nonce
 //!   send --key FILE|--key-hex HEX --to ADDR --amount N [--fee N] [--nonce N]
+//!   watch [--types a,b] [--json] [--from ID] [--count N]
+//!                                   follow /api/events live (resumes across drops)
 //!   completions <bash|zsh|fish|elvish|powershell>   a shell completion script
 //! ```
 //!
@@ -34,8 +36,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient, EventsOptions};
 use vision_chain::{Address, Network, SecretKey, Transaction};
+use vision_wire::events::{EVENT_TYPES, Event, EventFrame, EventType};
 use vision_wire::{PeerEntry, StatusResponse};
 
 /// The node asked when neither `--node` nor `VISION_NODE` is given.
@@ -44,6 +47,9 @@ pub const DEFAULT_NODE: &str = "http://127.0.0.1:7070";
 pub const DEFAULT_COOKIE: &str = "./vision-data/.cookie";
 /// Default whole-request timeout, in milliseconds.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// Failed connection attempts in a row before `watch` gives up (with the default
+/// backoff, 250 ms doubling to 10 s: about a minute).
+pub const WATCH_FAILURES_MAX: u32 = 8;
 /// Largest key or cookie file read, in bytes (a key is 64 hex digits).
 const SECRET_FILE_MAX_BYTES: u64 = 4_096;
 
@@ -125,6 +131,24 @@ pub enum Command {
         /// Nonce [default: the account's next nonce, after any of its pooled transactions].
         #[arg(long)]
         nonce: Option<u64>,
+    },
+    /// Follow the node's events as they happen (`/api/events`): new blocks, removed
+    /// blocks, transactions, backbone and miner changes. Reconnects on its own and
+    /// resumes after the last event printed, so a node restart loses nothing.
+    Watch {
+        /// Only these event types, comma separated: block_connected,
+        /// block_disconnected, tx_accepted, backbone, miner, reset [default: all].
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+        /// One JSON object per line (`{"id","event","data"}`) instead of text, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Resume after this event id (printed by an earlier run) instead of starting live.
+        #[arg(long)]
+        from: Option<String>,
+        /// Stop after this many events [default: run until interrupted].
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Print a shell completion script for vision-ctl.
     Completions {
@@ -272,6 +296,15 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         }
         Command::Keygen { out: file } => keygen(file.as_deref(), out),
         Command::Balance { address } => ctx.balance(&address, out).await,
+        Command::Watch {
+            types,
+            json,
+            from,
+            count,
+        } => {
+            let types = parse_types(&types)?;
+            ctx.watch(types, json, from, count, out).await
+        }
         Command::Completions { shell } => {
             completions(shell, out);
             Ok(())
@@ -301,6 +334,72 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             ctx.send(&key, to, amount, fee, nonce, out).await
         }
     }
+}
+
+/// `--types a,b`: every name must be an event type.
+fn parse_types(names: &[String]) -> Result<Vec<EventType>, CtlError> {
+    let mut v = Vec::new();
+    for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let t = EventType::parse(n).ok_or_else(|| {
+            let known: Vec<&str> = EVENT_TYPES.iter().map(|t| t.as_str()).collect();
+            CtlError::Usage(format!(
+                "--types: {n:?} is not an event type (one of {})",
+                known.join(", ")
+            ))
+        })?;
+        if !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    Ok(v)
+}
+
+/// One event as a line for people.
+fn event_line(f: &EventFrame) -> String {
+    let short = |h: &str| h.chars().take(16).collect::<String>();
+    let what = match &f.event {
+        Event::BlockConnected(b) => format!(
+            "block_connected    height {} hash {} txs {} miner {}",
+            b.height,
+            short(&b.hash),
+            b.tx_count,
+            short(&b.miner)
+        ),
+        Event::BlockDisconnected(b) => format!(
+            "block_disconnected height {} hash {}",
+            b.height,
+            short(&b.hash)
+        ),
+        Event::TxAccepted(t) => format!(
+            "tx_accepted        {} {} -> {} amount {} fee {}",
+            short(&t.txid),
+            short(&t.from),
+            short(&t.to),
+            t.amount,
+            t.fee
+        ),
+        Event::Backbone(b) => format!(
+            "backbone           connected {} anchor {} tip {}",
+            b.connected,
+            b.anchor.as_deref().unwrap_or("-"),
+            b.tip_height
+                .map_or_else(|| "-".to_string(), |h| h.to_string())
+        ),
+        Event::Miner(m) => format!("miner              {} lag {}", m.state, m.lag),
+        Event::Reset(r) => format!(
+            "reset              resume point too old; tip is height {} hash {}",
+            r.height,
+            short(&r.hash)
+        ),
+    };
+    format!("[{}] {what}", f.id)
+}
+
+/// One event as a JSON line: `{"id","event","data"}`.
+fn event_json(f: &EventFrame) -> String {
+    let data: serde_json::Value =
+        serde_json::from_str(&f.event.data_json()).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({"id": f.id, "event": f.event.kind().as_str(), "data": data}).to_string()
 }
 
 /// The token for admin calls: `--token`, else `--cookie`'s content, else the default
@@ -411,6 +510,49 @@ impl Ctx {
             }
             ClientError::InvalidUrl { .. } | ClientError::InvalidRequest { .. } => e.to_string(),
         })
+    }
+
+    async fn watch(
+        &self,
+        types: Vec<EventType>,
+        json: bool,
+        from: Option<String>,
+        count: Option<u64>,
+        out: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        // A node that is not there at all is said at once, not after a minute of
+        // reconnection attempts (those are for a node that goes away while watched).
+        self.client
+            .healthz(&self.node)
+            .await
+            .map_err(|e| self.explain(e))?;
+        let mut stream = self.client.events_with(
+            &self.node,
+            EventsOptions {
+                types,
+                resume_from: from,
+                // A person watching wants to hear that the node is gone, not a
+                // silent retry for ever: give up after a minute of failures.
+                max_failures: Some(WATCH_FAILURES_MAX),
+                ..EventsOptions::default()
+            },
+        );
+        let mut seen = 0u64;
+        while count.is_none_or(|c| seen < c) {
+            let Some(frame) = stream.next_event().await else {
+                return Ok(()); // the node said stop (204)
+            };
+            let frame = frame.map_err(|e| self.explain(e))?;
+            let line = if json {
+                event_json(&frame)
+            } else {
+                event_line(&frame)
+            };
+            writeln!(out, "{line}").map_err(write_err)?;
+            out.flush().map_err(write_err)?;
+            seen += 1;
+        }
+        Ok(())
     }
 
     async fn fetch_status(&self) -> Result<StatusResponse, CtlError> {
@@ -745,6 +887,39 @@ mod tests {
         assert_eq!(format_hashrate(1.5), "1.50 H/s");
         assert_eq!(format_hashrate(12_345.0), "12.3 kH/s");
         assert_eq!(format_hashrate(2.5e6), "2.50 MH/s");
+    }
+
+    #[test]
+    fn watch_types_are_checked_and_events_print_for_people_and_scripts() {
+        let t = parse_types(&["miner".into(), " block_connected".into(), "miner".into()]);
+        assert_eq!(t, Ok(vec![EventType::Miner, EventType::BlockConnected]));
+        assert_eq!(parse_types(&[]), Ok(vec![]));
+        let e = parse_types(&["blocks".into()]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("block_connected"), "{e}");
+
+        let f = EventFrame {
+            id: "42".into(),
+            event: Event::BlockConnected(vision_wire::events::BlockConnected {
+                height: 7,
+                hash: "ab".repeat(32),
+                prev_hash: "cd".repeat(32),
+                time_ms: 1,
+                tx_count: 2,
+                miner: "ef".repeat(32),
+            }),
+        };
+        let line = event_line(&f);
+        assert!(line.starts_with("[42] block_connected"), "{line}");
+        assert!(
+            line.contains("height 7") && line.contains("txs 2"),
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&event_json(&f)).unwrap();
+        assert_eq!(v["id"], "42");
+        assert_eq!(v["event"], "block_connected");
+        assert_eq!(v["data"]["height"], 7);
+        assert_eq!(v["data"]["hash"], "ab".repeat(32));
     }
 
     #[test]

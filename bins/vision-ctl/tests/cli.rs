@@ -43,6 +43,7 @@ fn usage_errors_exit_2_and_name_the_problem() {
         (&["mine", "start", "--threads", "0"], "--threads"),
         (&["frobnicate"], "frobnicate"),
         (&["status", "--token", "a", "--cookie", "b"], "--cookie"),
+        (&["watch", "--types", "block_connected,blocks"], "--types"),
     ];
     for (args, needle) in cases {
         let o = ctl(args);
@@ -60,6 +61,7 @@ fn an_unreachable_node_is_explained_and_exits_1() {
         vec!["--node", node.as_str(), "status"],
         vec!["--node", node.as_str(), "peers", "--json"],
         vec!["--node", node.as_str(), "mine", "stop"],
+        vec!["--node", node.as_str(), "watch", "--json"],
         vec![
             "--node",
             node.as_str(),
@@ -85,7 +87,9 @@ fn help_and_version_succeed() {
     let o = ctl(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
     let help = text(&o.stdout);
-    for cmd in ["status", "peers", "mine", "keygen", "balance", "send"] {
+    for cmd in [
+        "status", "peers", "mine", "keygen", "balance", "send", "watch",
+    ] {
         assert!(help.contains(cmd), "help lists {cmd}: {help}");
     }
     assert!(help.contains("VISION_NODE"));

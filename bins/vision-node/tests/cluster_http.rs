@@ -75,16 +75,16 @@ fn http_only_cluster_converges_mines_and_relays_transactions() {
         assert_eq!(s.sync.tip_source, vision_wire::TipSource::Backbone);
     }
     // A transfer submitted to node1 is mined and seen from node3.
+    // (node1's rewards become spendable once they mature: regtest's
+    // reward_maturity blocks after it mined them)
     let key = c.nodes[1].key().unwrap();
-    let acct = get_json(
-        c.nodes[1].addr(),
-        &format!("/api/accounts/{}", key.address()),
-    )
+    let account_path = format!("/api/accounts/{}", key.address());
+    wait_until("node1's rewards spendable", MINUTE, || {
+        let acct = get_json(c.nodes[1].addr(), &account_path)?;
+        Ok(acct["balance"].as_u64().unwrap_or(0) > 1_000_000)
+    })
     .unwrap();
-    assert!(
-        acct["balance"].as_u64().unwrap() > 1_000_000,
-        "node1 earned rewards: {acct}"
-    );
+    let acct = get_json(c.nodes[1].addr(), &account_path).unwrap();
     let to = SecretKey::from_seed(&[0x77; 32]).address();
     let tx = Transaction::new_signed(
         &key,

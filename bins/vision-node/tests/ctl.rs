@@ -177,3 +177,97 @@ fn vision_ctl_drives_a_real_node() {
 
     assert_eq!(n.stop(), Some(0));
 }
+
+/// `(id, height, hash)` of each `watch --json` line.
+fn watched(out: &str) -> Vec<(String, u64, String)> {
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object a line");
+            assert_eq!(v["event"], "block_connected", "{l}");
+            (
+                v["id"].as_str().expect("id").to_string(),
+                v["data"]["height"].as_u64().expect("height"),
+                v["data"]["hash"].as_str().expect("hash").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The hash of the main chain's block at `height`, computed from the block the
+/// node serves.
+fn chain_hash(addr: std::net::SocketAddr, height: u64) -> String {
+    let (code, body) =
+        support::http_get(addr, &format!("/api/blocks/{height}")).expect("GET /api/blocks/{h}");
+    assert_eq!(code, 200, "{body}");
+    let block: vision_chain::Block = serde_json::from_str(&body).expect("block JSON");
+    block.hash().to_hex()
+}
+
+#[test]
+fn vision_ctl_watch_follows_new_blocks_and_resumes_after_an_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut n = NodeProc::regtest(dir.path(), &[]);
+    let addr = n.http_addr();
+    poll("serving", DEADLINE, || status(addr));
+    let node = format!("http://{addr}");
+    ok(&node, &["mine", "start"]);
+
+    // Live: three blocks as they are connected, in order, the chain's own.
+    let first = watched(&ok(
+        &node,
+        &[
+            "watch",
+            "--types",
+            "block_connected",
+            "--json",
+            "--count",
+            "3",
+        ],
+    ));
+    assert_eq!(first.len(), 3);
+    for w in first.windows(2) {
+        assert_eq!(w[1].1, w[0].1 + 1, "consecutive heights: {first:?}");
+    }
+    for (_, h, hash) in &first {
+        assert_eq!(&chain_hash(addr, *h), hash);
+    }
+
+    // Away while three more are mined, then resume after the last id seen: exactly
+    // those blocks, in order.
+    let (last_id, last_h, _) = first.last().cloned().expect("three");
+    poll("three more blocks", DEADLINE, || {
+        let h = status(addr)?["height"].as_u64()?;
+        (h >= last_h + 3).then_some(())
+    });
+    let resumed = watched(&ok(
+        &node,
+        &[
+            "watch",
+            "--types",
+            "block_connected",
+            "--json",
+            "--from",
+            &last_id,
+            "--count",
+            "3",
+        ],
+    ));
+    let heights: Vec<u64> = resumed.iter().map(|r| r.1).collect();
+    assert_eq!(heights, vec![last_h + 1, last_h + 2, last_h + 3]);
+    for (_, h, hash) in &resumed {
+        assert_eq!(&chain_hash(addr, *h), hash);
+    }
+
+    // For people: one line per event.
+    let text = ok(
+        &node,
+        &["watch", "--types", "block_connected", "--count", "1"],
+    );
+    assert!(text.contains("] block_connected    height "), "{text}");
+    // A bad type is a usage error before anything is sent.
+    let e = ctl(&node, &["watch", "--types", "blocks"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+
+    ok(&node, &["mine", "stop"]);
+    assert_eq!(n.stop(), Some(0));
+}

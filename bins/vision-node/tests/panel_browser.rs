@@ -3,6 +3,9 @@
 //! node, sees the backbone card turn to connected with the tip height, clicks Start
 //! Mining, sees the miner running and the height grow, clicks Stop, sees it stopped,
 //! and saves screenshots to `test-artifacts/panel.png` (and `panel-running.png`).
+//! Then it blocks every `/api/status` fetch in the page and checks that a newly
+//! mined block shows within 2 s and the miner state follows start/stop: both come
+//! from `/api/events` (issue #14).
 //!
 //! Without Chromium or chromedriver the test prints `SKIPPED: <reason>` and passes,
 //! so a plain `cargo test --workspace` works anywhere; with `VISION_REQUIRE_BROWSER=1`
@@ -26,7 +29,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{NodeProc, poll, status};
@@ -203,6 +206,16 @@ impl Session<'_> {
             .expect("click");
     }
 
+    /// Run `script` in the page (WebDriver "execute sync"); its return value.
+    fn execute(&self, script: &str) -> Result<Value, String> {
+        let v = self.call(
+            "POST",
+            "/execute/sync",
+            Some(&json!({"script": script, "args": []})),
+        )?;
+        Ok(v["value"].clone())
+    }
+
     fn screenshot(&self, file: &Path) {
         let v = self.call("GET", "/screenshot", None).expect("screenshot");
         let png = base64_decode(v["value"].as_str().expect("base64 text"));
@@ -242,6 +255,46 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The acceptance bound (issue #14): a new block is in the panel this soon after
+/// the node has it, with /api/status blocked.
+const NEW_BLOCK_SHOWN_WITHIN: Duration = Duration::from_secs(2);
+
+/// Installed in the page: every fetch of /api/status fails at once (and is
+/// counted); anything that is not /api/status goes through. EventSource does not
+/// use fetch, so the event stream is untouched.
+const STATUS_BLOCKER_JS: &str = r#"
+window.__statusFetches = 0;
+const realFetch = window.fetch.bind(window);
+window.fetch = function (input, init) {
+  const url = typeof input === "string" ? input : (input && input.url) || "";
+  if (url.includes("/api/status")) {
+    window.__statusFetches += 1;
+    return Promise.reject(new Error("blocked by the test"));
+  }
+  return realFetch(input, init);
+};
+return true;
+"#;
+
+/// An admin POST from loopback (no token needed), answered 202.
+fn admin_post(addr: SocketAddr, path: &str) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 2"),
+        "{path}: {}",
+        answer.lines().next().unwrap_or("")
+    );
 }
 
 /// "1,234" → 1234 (the panel formats with the locale's grouping).
@@ -330,6 +383,46 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
     let s = status(addr).expect("status");
     assert_eq!(s["miner"]["enabled_by_user"], false, "the node agrees");
     session.screenshot(&artifacts.join("panel.png"));
+
+    // Blocks and miner state come from /api/events: from here on the page cannot
+    // poll /api/status at all (every such fetch fails, and is counted), and a new
+    // block must still show within 2 s of being mined.
+    session
+        .execute(STATUS_BLOCKER_JS)
+        .expect("the status blocker installs");
+    let tip0 = status(addr)
+        .and_then(|s| s["height"].as_u64())
+        .expect("height");
+    poll(
+        "the panel up to date before the next block",
+        DEADLINE,
+        || {
+            let shown = number(&session.text("chain-height")?)?;
+            (shown >= tip0).then_some(())
+        },
+    );
+    admin_post(addr, "/api/miner/start");
+    let (mined, height) = poll("the node mines a block", DEADLINE, || {
+        let h = status(addr)?["height"].as_u64()?;
+        (h > tip0).then(|| (Instant::now(), h))
+    });
+    poll("the new block in the panel", DEADLINE, || {
+        let h = number(&session.text("chain-height")?)?;
+        (h >= height).then_some(())
+    });
+    let took = mined.elapsed();
+    assert!(
+        took <= NEW_BLOCK_SHOWN_WITHIN,
+        "a new block showed {took:?} after it was mined (bound {NEW_BLOCK_SHOWN_WITHIN:?})"
+    );
+    println!("panel_browser: a new block showed {took:?} after the node had it");
+    admin_post(addr, "/api/miner/stop");
+    let blocked = session
+        .execute("return window.__statusFetches;")
+        .expect("the counter")
+        .as_u64()
+        .unwrap_or(0);
+    println!("panel_browser: {blocked} status polls blocked while blocks arrived as events");
 
     drop(session);
     drop(driver);

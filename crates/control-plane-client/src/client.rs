@@ -337,8 +337,9 @@ impl ControlPlaneClient {
         let path = format!("/api/blocks?from={from}&limit={limit}");
         let (full, ctype, body) = self.get_binary(url, &path).await?;
         if is_json(&ctype) {
-            let v: Vec<Block> = decode_json(&full, &body)?;
-            return check_count(&full, v, limit);
+            let v: Vec<serde_json::Value> = decode_json(&full, &body)?;
+            let v = check_count(&full, v, limit)?;
+            return v.into_iter().map(|b| block_from_json(&full, b)).collect();
         }
         binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
     }
@@ -448,7 +449,7 @@ impl ControlPlaneClient {
     async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
         let (full, ctype, body) = self.get_binary(url, path).await?;
         if is_json(&ctype) {
-            return decode_json(&full, &body);
+            return block_from_json(&full, decode_json(&full, &body)?);
         }
         if body.len() > binary::MAX_BLOCK_BYTES {
             return Err(ClientError::decode(
@@ -605,6 +606,22 @@ impl ControlPlaneClient {
 
 fn is_json(content_type: &str) -> bool {
     content_type.starts_with("application/json")
+}
+
+/// A block from its JSON: the node's form ([`vision_wire::BlockJson`]: hash and
+/// txids, checked against the contents) or the bare [`Block`] of older nodes.
+fn block_from_json(url: &str, v: serde_json::Value) -> Result<Block, ClientError> {
+    if v.get("hash").is_some() {
+        let j: vision_wire::BlockJson =
+            serde_json::from_value(v).map_err(|e| ClientError::decode(url, e))?;
+        return j.to_block().ok_or_else(|| {
+            ClientError::decode(
+                url,
+                "block JSON whose hash or txids do not match its contents",
+            )
+        });
+    }
+    serde_json::from_value(v).map_err(|e| ClientError::decode(url, e))
 }
 
 fn decode_json<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, ClientError> {

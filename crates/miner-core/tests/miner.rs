@@ -515,6 +515,8 @@ struct ChainInner {
     blocks: Vec<Block>,
     hashes: Vec<Hash32>,
     state: HashMap<Address, Account>,
+    /// Rewards by height (genesis a placeholder), for maturity.
+    rewards: Vec<vision_chain::Reward>,
     rejected: Vec<String>,
 }
 
@@ -542,6 +544,10 @@ impl TestChain {
                 hashes: vec![g.hash()],
                 blocks: vec![g],
                 state: HashMap::new(),
+                rewards: vec![vision_chain::Reward {
+                    miner: Address([0; 32]),
+                    amount: 0,
+                }],
                 rejected: Vec::new(),
             }),
         }
@@ -583,14 +589,26 @@ impl TemplateSource for TestChain {
 impl BlockSink for TestChain {
     fn submit(&self, block: Block) -> Result<(), MinerError> {
         let mut inner = self.inner.lock().unwrap();
+        let matured = self
+            .params
+            .matured_reward_height(block.header.height)
+            .and_then(|h| inner.rewards.get(h as usize).copied());
         let checked = TestChain::with_parent(&inner, |ctx| {
-            validate_block(self.params, &block, ctx, now_ms(), &inner.state)
+            validate_block(
+                self.params,
+                &block,
+                ctx,
+                now_ms(),
+                &inner.state,
+                matured.as_ref(),
+            )
         });
         match checked {
             Ok(delta) => {
                 for (a, acc) in delta.updates {
                     inner.state.insert(a, acc);
                 }
+                inner.rewards.push(delta.reward);
                 inner.hashes.push(block.hash());
                 inner.blocks.push(block);
                 Ok(())
@@ -641,8 +659,12 @@ fn regtest_blocks_are_valid_and_accepted() {
     }
     // difficulty retargeted upward as blocks came faster than one a second
     assert!(inner.blocks.last().unwrap().header.target < inner.blocks[1].header.target);
-    let reward = Network::Regtest.params().block_reward;
-    assert_eq!(inner.state[&miner_addr].balance, height * reward);
+    let p = Network::Regtest.params();
+    // every reward but the last `reward_maturity` ones has matured
+    assert_eq!(
+        inner.state[&miner_addr].balance,
+        (height - p.reward_maturity) * p.block_reward
+    );
     let st = miner.status();
     assert_eq!(
         st.blocks_found, height,

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{
     Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
-    SecretKey, Transaction, TxId, U256, build_block,
+    PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, ChainStore, StoreError};
@@ -207,6 +207,25 @@ impl Core {
     /// Pool size.
     pub fn mempool_len(&self) -> usize {
         self.pool().len()
+    }
+
+    /// What the pool holds for `addr` (incoming and outgoing amounts).
+    pub fn mempool_pending_for(&self, addr: &Address) -> PendingAmounts {
+        self.pool().pending_for(addr)
+    }
+
+    /// The mempool's part of a fee estimate: the fee that would get a transaction
+    /// into the first `blocks` blocks if they took the pool in fee order (one more
+    /// than the fee at the last place they hold), or the pool's minimum when the
+    /// pool fits in them; with the pool's size and minimum.
+    pub fn mempool_fee_for(&self, blocks: u64) -> (u64, usize, u64) {
+        let pool = self.pool();
+        let room = (self.params.max_block_txs as u64).saturating_mul(blocks) as usize;
+        let fee = match room.checked_sub(1).and_then(|r| pool.fee_at_rank(r)) {
+            Some(f) => f.saturating_add(1).max(pool.min_fee()),
+            None => pool.min_fee(),
+        };
+        (fee, pool.len(), pool.min_fee())
     }
 
     /// Import a block from anywhere. Blocking (one durable commit): call it from

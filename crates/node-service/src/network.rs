@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
-    Membership, PeerBook,
+    Membership, PeerBook, TipPush, TipSubscriber,
 };
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient, EventsOptions};
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Hash32, SecretKey};
+use vision_wire::events::{Event, EventType};
 use vision_wire::{
     HeartbeatPayload, HeartbeatResponse, HelloPayload, PublicPeerInfo, SignedHeartbeat, fresh_nonce,
 };
@@ -204,6 +205,49 @@ impl Net {
     }
 }
 
+/// Failed reconnections in a row before a tip subscription gives up on an anchor
+/// (the subscription loop then waits and subscribes to whichever anchor is best).
+pub const TIP_STREAM_FAILURES_MAX: u32 = 3;
+
+impl TipSubscriber for HttpControlPlane {
+    /// The anchor's `/api/events?types=block_connected,reset`: each block connected
+    /// to its main chain (and the tip of a `reset`) is pushed as its new tip. The
+    /// client's stream reconnects and resumes by id on its own; a refusal (an
+    /// anchor without `/api/events`, say) or [`TIP_STREAM_FAILURES_MAX`] failures
+    /// in a row end the subscription.
+    async fn subscribe_tips(
+        &self,
+        anchor_url: &str,
+        tips: tokio::sync::mpsc::Sender<TipPush>,
+    ) -> Result<(), BackboneError> {
+        let mut stream = self.client.events_with(
+            anchor_url,
+            EventsOptions {
+                types: vec![EventType::BlockConnected, EventType::Reset],
+                max_failures: Some(TIP_STREAM_FAILURES_MAX),
+                ..EventsOptions::default()
+            },
+        );
+        while let Some(frame) = stream.next_event().await {
+            let push = match frame.map_err(backbone_err)?.event {
+                Event::BlockConnected(b) => TipPush {
+                    height: b.height,
+                    hash: b.hash,
+                },
+                Event::Reset(r) => TipPush {
+                    height: r.height,
+                    hash: r.hash,
+                },
+                _ => continue,
+            };
+            if tips.send(push).await.is_err() {
+                return Ok(()); // the loop moved on
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Heartbeats go out twice per probe interval's worth of the default ratio
 /// (probe 5 s → heartbeat 10 s), never faster than a second.
 pub fn heartbeat_interval_ms(probe_interval_ms: u64) -> u64 {
@@ -261,7 +305,7 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
     }
 }
 
-/// Start the probe, healing, heartbeat and sync loops.
+/// Start the probe, healing, heartbeat, tip subscription and sync loops.
 pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToken) {
     let cfg = &core.cfg;
     let mut lc = LoopConfig::new(cfg.network.as_str(), Some(&core.node_id));
@@ -296,10 +340,18 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
         shutdown.clone(),
     ));
     tokio::spawn(backbone_state::run_heartbeat_loop(
+        transport.clone(),
+        local.clone(),
+        net.backbone.clone(),
+        lc,
+        shutdown.clone(),
+    ));
+    // The best anchor's events: a new block is known (and synced, below) as soon
+    // as the anchor has it; the probe loop stays for liveness and failover.
+    tokio::spawn(backbone_state::run_tip_subscription_loop(
         transport,
         local,
         net.backbone.clone(),
-        lc,
         shutdown.clone(),
     ));
     tokio::spawn(run_sync_loop(core.clone(), net.clone(), shutdown.clone()));

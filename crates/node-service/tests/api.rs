@@ -469,3 +469,50 @@ async fn mined_blocks_and_a_transfer_over_http() {
     let (st, _) = get_json(n.addr, &format!("/api/block/{}", blocks[1].hash())).await;
     assert_eq!(st, 200);
 }
+
+/// Writes from a stranger (127.9.9.9, not the host's 127.0.0.1) are rate-limited per
+/// address: after the burst, 429 `rate_limited` with `Retry-After`, counted in
+/// `/metrics`; the host's own 127.0.0.1 is not limited meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_stranger_are_rate_limited_with_retry_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = start_node(false).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.9.9.9:0".parse().unwrap()).unwrap();
+    let mut s = sock.connect(n.addr).await.unwrap();
+    let burst = node_service::ratelimit::WRITE_RATE.burst;
+    let (mut bad, mut limited, mut retry_after) = (0, 0, None);
+    for _ in 0..burst + 20 {
+        let req = "POST /api/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let k = s.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..k]).to_ascii_lowercase();
+        if text.starts_with("http/1.1 429") {
+            limited += 1;
+            assert!(text.contains("rate_limited"), "{text}");
+            retry_after = text
+                .lines()
+                .find_map(|l| l.strip_prefix("retry-after:"))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        } else {
+            assert!(text.starts_with("http/1.1 400"), "{text}");
+            bad += 1;
+        }
+    }
+    // The bucket refills while we send: at least the burst passes, the rest is refused.
+    assert!(bad >= burst as usize, "{bad}");
+    assert!(limited > 0, "never limited");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    // The host's own 127.0.0.1 is exempt.
+    for _ in 0..5 {
+        assert_eq!(raw(n.addr, "POST", "/api/tx", &[], b"{}").await.0, 400);
+    }
+    let (_, _, m) = raw(n.addr, "GET", "/metrics", &[], b"").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("vision_http_rate_limited_total{class=\"write\"}")),
+        "{m}"
+    );
+}

@@ -757,7 +757,14 @@ async fn live_answers_conform_to_the_spec() {
     )
     .await;
 
-    // Transactions.
+    // Transactions. The chain holds still for them: a block mined between the
+    // submission and the replacement check would consume the nonce and turn that
+    // check's 409 into a 422.
+    miner.shared.miner.stop();
+    wait_for("the miner stopped", Duration::from_secs(30), async || {
+        miner.shared.miner.state() == miner_core::MinerState::StoppedByUser
+    })
+    .await;
     let acct = json_of(
         &s.get(
             "/api/accounts/{address}",
@@ -787,6 +794,52 @@ async fn live_answers_conform_to_the_spec() {
     forged.nonce += 1;
     s.post("/api/tx", &serde_json::to_vec(&forged).unwrap(), Some(422))
         .await;
+    // Exchange routes (after the replacement checks, which race the miner): the
+    // transaction (pending or already confirmed), history pages, fees, bad input.
+    let txid = tx.id().to_hex();
+    s.get("/api/tx/{txid}", &format!("/api/tx/{txid}"), 200)
+        .await;
+    s.get(
+        "/api/tx/{txid}",
+        &format!("/api/tx/{}", "cd".repeat(32)),
+        404,
+    )
+    .await;
+    s.get("/api/tx/{txid}", "/api/tx/xyz", 400).await;
+    let page = json_of(
+        &s.get(
+            "/api/accounts/{address}/txs",
+            &format!("/api/accounts/{me}/txs?limit=1"),
+            200,
+        )
+        .await,
+    );
+    let cursor = page["next_cursor"].as_str().expect("more than one entry");
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?limit=2&cursor={cursor}"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs"),
+        200,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        &format!("/api/accounts/{me}/txs?cursor=yesterday"),
+        400,
+    )
+    .await;
+    s.get(
+        "/api/accounts/{address}/txs",
+        "/api/accounts/nobody/txs",
+        400,
+    )
+    .await;
+    s.get("/api/fees", "/api/fees", 200).await;
     s.post("/api/tx", b"{\"from\": \"ab", Some(400)).await;
     s.post("/api/tx", b"", Some(400)).await;
     s.post("/api/tx", b"\xff\xfe", Some(400)).await;

@@ -48,9 +48,9 @@ pub use block::{
 pub use encode::DecodeError;
 pub use hash::{Hash32, HexError};
 pub use keys::{Address, KeyError, SecretKey, Signature};
-pub use mempool::{Mempool, MempoolConfig, MempoolError};
+pub use mempool::{Mempool, MempoolConfig, MempoolError, PendingAmounts};
 pub use params::{ChainParams, Network, UnknownNetwork};
-pub use state::{Account, AccountView, BlockUndo, StateDelta, StateError, apply_block};
+pub use state::{Account, AccountView, BlockUndo, Reward, StateDelta, StateError, apply_block};
 pub use template::{build_block, solve};
 pub use tx::{Transaction, TxId, verify_batch};
 pub use u256::U256;

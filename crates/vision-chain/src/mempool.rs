@@ -158,6 +158,17 @@ pub enum MempoolError {
     },
 }
 
+/// What the pool holds for one address ([`Mempool::pending_for`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingAmounts {
+    /// Sum of the amounts pooled transactions pay to it.
+    pub incoming: u64,
+    /// Sum of amount plus fee of the pooled transactions it sends.
+    pub outgoing: u64,
+    /// Pooled transactions that touch it.
+    pub txs: usize,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     tx: Transaction,
@@ -294,6 +305,39 @@ impl Mempool {
             .take(limit)
             .filter_map(|(_, _, id)| self.get(id).cloned())
             .collect()
+    }
+
+    /// What the pool holds for `addr`: the amounts it would receive and the amount
+    /// plus fee it would pay, were every pooled transaction mined. One pass over
+    /// the pool (at most `max_txs` entries).
+    pub fn pending_for(&self, addr: &Address) -> PendingAmounts {
+        let mut p = PendingAmounts::default();
+        for (from, q) in &self.by_sender {
+            for e in q.values() {
+                if e.tx.to == *addr {
+                    p.incoming = p.incoming.saturating_add(e.tx.amount);
+                    p.txs += 1;
+                }
+                if from == addr {
+                    p.outgoing = p.outgoing.saturating_add(e.tx.cost().unwrap_or(u64::MAX));
+                    if e.tx.to != *addr {
+                        p.txs += 1;
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// The fee of the pooled transaction at `rank` in fee order (0 = the highest),
+    /// if the pool holds more than `rank` transactions.
+    pub fn fee_at_rank(&self, rank: usize) -> Option<u64> {
+        self.by_fee.iter().rev().nth(rank).map(|(fee, _, _)| *fee)
+    }
+
+    /// The least fee the pool admits.
+    pub fn min_fee(&self) -> u64 {
+        self.cfg.min_fee
     }
 
     /// Senders with pooled transactions (to prefetch their accounts for [`Mempool::prune`]).
@@ -510,6 +554,60 @@ mod tests {
         keys.iter()
             .map(|k| (k.address(), Account { balance, nonce: 0 }))
             .collect()
+    }
+
+    #[test]
+    fn pending_amounts_and_fee_ranks() {
+        let mut pool = Mempool::new(Network::Regtest, MempoolConfig::default());
+        let a = SecretKey::from_seed(&[1; 32]);
+        let b = SecretKey::from_seed(&[2; 32]);
+        let c = SecretKey::from_seed(&[3; 32]).address();
+        let mut view = HashMap::new();
+        for k in [&a, &b] {
+            view.insert(
+                k.address(),
+                Account {
+                    balance: 1_000_000,
+                    nonce: 0,
+                },
+            );
+        }
+        pool.insert(
+            Transaction::new_signed(&a, Network::Regtest, c, 100, 5, 0),
+            &view,
+        )
+        .unwrap();
+        pool.insert(
+            Transaction::new_signed(&b, Network::Regtest, a.address(), 40, 9, 0),
+            &view,
+        )
+        .unwrap();
+        pool.insert(
+            Transaction::new_signed(&a, Network::Regtest, a.address(), 7, 2, 1),
+            &view,
+        )
+        .unwrap();
+        let pa = pool.pending_for(&a.address());
+        assert_eq!(
+            pa,
+            PendingAmounts {
+                incoming: 47,
+                outgoing: 114,
+                txs: 3
+            }
+        );
+        assert_eq!(
+            pool.pending_for(&c),
+            PendingAmounts {
+                incoming: 100,
+                outgoing: 0,
+                txs: 1
+            }
+        );
+        assert_eq!(pool.fee_at_rank(0), Some(9));
+        assert_eq!(pool.fee_at_rank(2), Some(2));
+        assert_eq!(pool.fee_at_rank(3), None);
+        assert_eq!(pool.min_fee(), DEFAULT_MIN_FEE);
     }
 
     #[test]

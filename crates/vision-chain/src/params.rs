@@ -111,6 +111,12 @@ pub struct ChainParams {
     pub retarget_damping: u64,
     /// The fixed reward per block, in base units.
     pub block_reward: u64,
+    /// Reward maturity, in blocks: the reward (fixed reward plus fees) of the block
+    /// at height `h` is credited to its miner by the state transition of the block
+    /// at `h + reward_maturity`, before that block's transactions, so it is
+    /// spendable from that block on (bitcoind's coinbase maturity; at least 1).
+    /// Until then it is *immature*: a reorganisation can still take it away.
+    pub reward_maturity: u64,
     /// The maximum number of transactions in one block.
     pub max_block_txs: u32,
     /// How far ahead of the local clock a header's timestamp may be.
@@ -134,6 +140,7 @@ pub static MAINNET: ChainParams = ChainParams {
     genesis_target: U256([u64::MAX, u64::MAX, u64::MAX, 0x0000_0000_ffff_ffff]),
     retarget_damping: 16,
     block_reward: 50 * COIN,
+    reward_maturity: 100,
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
@@ -147,6 +154,7 @@ pub static TESTNET: ChainParams = ChainParams {
     genesis_target: U256([u64::MAX, u64::MAX, u64::MAX, 0x0000_000f_ffff_ffff]),
     retarget_damping: 16,
     block_reward: 50 * COIN,
+    reward_maturity: 100,
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000,
@@ -160,6 +168,7 @@ pub static DEVNET: ChainParams = ChainParams {
     genesis_target: U256([u64::MAX, u64::MAX, u64::MAX, 0x0000_0fff_ffff_ffff]),
     retarget_damping: 8,
     block_reward: 50 * COIN,
+    reward_maturity: 10,
     max_block_txs: 5_000,
     max_future_drift_ms: 60_000,
     genesis_timestamp_ms: 1_767_225_600_000,
@@ -173,12 +182,21 @@ pub static REGTEST: ChainParams = ChainParams {
     genesis_target: U256([u64::MAX, u64::MAX, u64::MAX, 0x7fff_ffff_ffff_ffff]),
     retarget_damping: 4,
     block_reward: 50 * COIN,
+    reward_maturity: 2,
     max_block_txs: 5_000,
     max_future_drift_ms: 30_000,
     genesis_timestamp_ms: 1_767_225_600_000,
 };
 
 impl ChainParams {
+    /// The height whose reward the block at `height` credits, if any: rewards mature
+    /// [`ChainParams::reward_maturity`] blocks later, and genesis pays none.
+    pub fn matured_reward_height(&self, height: u64) -> Option<u64> {
+        height
+            .checked_sub(self.reward_maturity)
+            .filter(|h| *h >= 1 && self.reward_maturity >= 1)
+    }
+
     /// The genesis block: no transactions, reward to the zero address, nonce 0.
     /// Genesis is fixed by these parameters and is not checked for proof of work.
     pub fn genesis(&self) -> Block {
@@ -219,6 +237,16 @@ mod tests {
             let p = n.params();
             assert_eq!(p.network, n);
             assert!(p.genesis_target <= p.pow_limit);
+            assert!(
+                p.reward_maturity >= 1,
+                "a reward never matures in its own block"
+            );
+            assert_eq!(
+                p.matured_reward_height(p.reward_maturity),
+                None,
+                "genesis pays none"
+            );
+            assert_eq!(p.matured_reward_height(p.reward_maturity + 1), Some(1));
             assert_eq!(p.genesis().header.height, 0);
         }
         let hashes: std::collections::HashSet<_> = Network::ALL

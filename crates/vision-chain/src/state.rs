@@ -159,6 +159,41 @@ impl BlockUndo {
     }
 }
 
+/// A block's reward as the chain records it: the miner and the amount (the fixed
+/// reward plus the block's fees). It is credited when it matures
+/// ([`ChainParams::reward_maturity`] blocks later), not by its own block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reward {
+    /// Who is paid.
+    pub miner: Address,
+    /// Base units.
+    pub amount: u64,
+}
+
+impl Reward {
+    /// Encoded size.
+    pub const SIZE: usize = 40;
+
+    /// Canonical encoding: miner, amount (u64 LE).
+    pub fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..32].copy_from_slice(&self.miner.0);
+        out[32..].copy_from_slice(&self.amount.to_le_bytes());
+        out
+    }
+
+    /// Decode exactly one reward record.
+    pub fn decode(bytes: &[u8]) -> Result<Reward, DecodeError> {
+        let mut r = Reader::new(bytes, "reward");
+        let out = Reward {
+            miner: Address(r.array()?),
+            amount: r.u64()?,
+        };
+        r.finish()?;
+        Ok(out)
+    }
+}
+
 /// What applying a block does to the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDelta {
@@ -168,20 +203,39 @@ pub struct StateDelta {
     pub undo: BlockUndo,
     /// Sum of the fees paid to the miner.
     pub fees: u64,
+    /// This block's own reward, to be credited when it matures.
+    pub reward: Reward,
 }
 
-/// Apply a block's transactions and reward to `view`, checking nonces, balances and
-/// overflow. Signatures, the header and the transactions root are checked elsewhere
-/// ([`crate::validate`]); this is the stateful part only. Pure: `view` is unchanged.
+/// Apply a block to `view`: first credit `matured`, the reward of the block
+/// [`ChainParams::reward_maturity`] below it on the same chain (`None` when
+/// [`ChainParams::matured_reward_height`] is `None`; the caller looks it up), then
+/// the transactions, checking nonces, balances and overflow. The block's own reward
+/// is not credited: it is returned in [`StateDelta::reward`] for the block that
+/// matures it. Signatures, the header and the transactions root are checked
+/// elsewhere ([`crate::validate`]); this is the stateful part only. Pure: `view` is
+/// unchanged.
+///
+/// A view must hold every address the block touches ([`Block::touched_addresses`])
+/// and `matured.miner`.
 pub fn apply_block(
     params: &ChainParams,
     view: &impl AccountView,
     block: &Block,
+    matured: Option<&Reward>,
 ) -> Result<StateDelta, StateError> {
-    let mut cur: HashMap<Address, Account> = HashMap::with_capacity(block.txs.len() * 2 + 1);
+    let mut cur: HashMap<Address, Account> = HashMap::with_capacity(block.txs.len() * 2 + 2);
     let get = |cur: &mut HashMap<Address, Account>, a: &Address| -> Account {
         *cur.entry(*a).or_insert_with(|| view.account(a))
     };
+    if let Some(m) = matured {
+        let mut acc = get(&mut cur, &m.miner);
+        acc.balance = acc
+            .balance
+            .checked_add(m.amount)
+            .ok_or(StateError::Overflow { index: usize::MAX })?;
+        cur.insert(m.miner, acc);
+    }
     let mut fees: u64 = 0;
     for (index, tx) in block.txs.iter().enumerate() {
         let mut from = get(&mut cur, &tx.from);
@@ -216,16 +270,10 @@ pub fn apply_block(
             .checked_add(tx.fee)
             .ok_or(StateError::Overflow { index })?;
     }
-    let reward = params
+    let amount = params
         .block_reward
         .checked_add(fees)
         .ok_or(StateError::Overflow { index: usize::MAX })?;
-    let mut miner = get(&mut cur, &block.miner);
-    miner.balance = miner
-        .balance
-        .checked_add(reward)
-        .ok_or(StateError::Overflow { index: usize::MAX })?;
-    cur.insert(block.miner, miner);
 
     let mut updates: Vec<(Address, Account)> = cur.into_iter().collect();
     updates.sort_unstable_by_key(|(a, _)| *a);
@@ -234,6 +282,10 @@ pub fn apply_block(
         updates,
         undo: BlockUndo { prev },
         fees,
+        reward: Reward {
+            miner: block.miner,
+            amount,
+        },
     })
 }
 
@@ -278,7 +330,7 @@ mod tests {
             Transaction::new_signed(&alice, Network::Regtest, bob, 10, 2, 0),
             Transaction::new_signed(&alice, Network::Regtest, bob, 20, 3, 1),
         ];
-        let d = apply_block(p, &state, &block).unwrap();
+        let d = apply_block(p, &state, &block, None).unwrap();
         let after: HashMap<_, _> = d.updates.iter().copied().collect();
         assert_eq!(
             after[&alice.address()],
@@ -294,12 +346,56 @@ mod tests {
                 nonce: 0
             }
         );
-        assert_eq!(after[&miner].balance, p.block_reward + 5);
+        assert!(
+            !after.contains_key(&miner),
+            "the block's own reward is immature"
+        );
+        assert_eq!(
+            d.reward,
+            Reward {
+                miner,
+                amount: p.block_reward + 5
+            }
+        );
         assert_eq!(d.fees, 5);
+        // A matured reward is credited before the transactions: it can be spent in
+        // the block that matures it.
+        let poor = SecretKey::from_seed(&[4; 32]);
+        let mut spend = p.genesis();
+        spend.miner = miner;
+        spend.txs = vec![Transaction::new_signed(
+            &poor,
+            Network::Regtest,
+            bob,
+            40,
+            1,
+            0,
+        )];
+        let matured = Reward {
+            miner: poor.address(),
+            amount: 50,
+        };
+        assert!(matches!(
+            apply_block(p, &state, &spend, None),
+            Err(StateError::InsufficientFunds { .. })
+        ));
+        let d = apply_block(p, &state, &spend, Some(&matured)).unwrap();
+        let after: HashMap<_, _> = d.updates.iter().copied().collect();
+        assert_eq!(after[&poor.address()].balance, 9);
+        assert_eq!(
+            d.undo
+                .prev
+                .iter()
+                .find(|(a, _)| *a == poor.address())
+                .unwrap()
+                .1,
+            Account::default()
+        );
+        assert_eq!(Reward::decode(&matured.encode()).unwrap(), matured);
         // replaying the same nonce fails; overspending fails
         block.txs.swap(0, 1);
         assert!(matches!(
-            apply_block(p, &state, &block),
+            apply_block(p, &state, &block, None),
             Err(StateError::BadNonce { index: 0, .. })
         ));
         block.txs = vec![Transaction::new_signed(
@@ -311,7 +407,7 @@ mod tests {
             0,
         )];
         assert!(matches!(
-            apply_block(p, &state, &block),
+            apply_block(p, &state, &block, None),
             Err(StateError::InsufficientFunds { .. })
         ));
     }

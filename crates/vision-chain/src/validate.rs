@@ -4,7 +4,7 @@ use crate::block::{Block, BlockHeader, HEADER_VERSION, hash_meets_target};
 use crate::difficulty::{median_time_past, next_target};
 use crate::hash::Hash32;
 use crate::params::{ChainParams, MTP_WINDOW};
-use crate::state::{AccountView, StateDelta, StateError, apply_block};
+use crate::state::{AccountView, Reward, StateDelta, StateError, apply_block};
 use crate::tx::{SignatureError, verify_batch};
 use crate::u256::U256;
 
@@ -214,15 +214,18 @@ pub fn check_body(params: &ChainParams, block: &Block) -> Result<(), BlockError>
 }
 
 /// Everything: header against parent and clock, body, and the state transition
-/// against the parent's state. Returns the state delta to commit.
+/// against the parent's state, crediting `matured` (the reward of the block
+/// [`ChainParams::reward_maturity`] below, see [`apply_block`]). Returns the state
+/// delta to commit.
 pub fn validate_block(
     params: &ChainParams,
     block: &Block,
     parent: &ParentContext<'_>,
     now_ms: u64,
     parent_state: &impl AccountView,
+    matured: Option<&Reward>,
 ) -> Result<StateDelta, BlockError> {
     check_header(params, &block.header, parent, now_ms)?;
     check_body(params, block)?;
-    Ok(apply_block(params, parent_state, block)?)
+    Ok(apply_block(params, parent_state, block, matured)?)
 }

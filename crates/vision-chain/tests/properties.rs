@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use vision_chain::{
     Account, AccountView, Address, Block, BlockHeader, DecodeError, Hash32, Mempool, MempoolConfig,
-    Network, ParentContext, SecretKey, Signature, Transaction, U256, apply_block, build_block,
-    params::MTP_WINDOW, solve, validate_block,
+    Network, ParentContext, Reward, SecretKey, Signature, Transaction, U256, apply_block,
+    build_block, params::MTP_WINDOW, solve, validate_block,
 };
 
 const NET: Network = Network::Regtest;
@@ -120,13 +120,24 @@ struct Fixture {
     parent_hash: Hash32,
     recent: Vec<u64>,
     state: HashMap<Address, Account>,
+    /// The reward the fixture block matures.
+    matured: Option<Reward>,
     block: Block,
     now_ms: u64,
+}
+
+/// The reward the block at `height` matures, from the rewards of the blocks below
+/// (index = height).
+fn matured_for(rewards: &[Reward], height: u64) -> Option<Reward> {
+    NET.params()
+        .matured_reward_height(height)
+        .map(|h| rewards[h as usize])
 }
 
 fn mine_on(
     chain: &mut Vec<BlockHeader>,
     state: &mut HashMap<Address, Account>,
+    rewards: &mut Vec<Reward>,
     miner: Address,
     txs: Vec<Transaction>,
     ts: u64,
@@ -149,10 +160,13 @@ fn mine_on(
     while solve(&mut b.header, start, 1 << 20).is_none() {
         start += 1 << 20;
     }
-    let delta = validate_block(p, &b, &ctx, ts, state).expect("fixture block valid");
+    let matured = matured_for(rewards, b.header.height);
+    let delta =
+        validate_block(p, &b, &ctx, ts, state, matured.as_ref()).expect("fixture block valid");
     for (a, acc) in delta.updates {
         state.insert(a, acc);
     }
+    rewards.push(delta.reward);
     chain.push(b.header.clone());
     b
 }
@@ -163,12 +177,24 @@ fn fixture() -> &'static Fixture {
         let p = NET.params();
         let mut chain = vec![p.genesis().header];
         let mut state = HashMap::new();
+        // genesis pays no reward: a placeholder keeps the index equal to the height
+        let mut rewards = vec![Reward {
+            miner: Address([0; 32]),
+            amount: 0,
+        }];
         let alice = key(1);
         let mut ts = p.genesis_timestamp_ms;
         // Blocks one millisecond apart: each step makes the target 3/4 as large.
         while chain.last().unwrap().target > p.pow_limit.shr(17) {
             ts += 1;
-            mine_on(&mut chain, &mut state, alice.address(), vec![], ts);
+            mine_on(
+                &mut chain,
+                &mut state,
+                &mut rewards,
+                alice.address(),
+                vec![],
+                ts,
+            );
         }
         let parent_header = chain.last().unwrap().clone();
         let recent: Vec<u64> = chain
@@ -183,8 +209,17 @@ fn fixture() -> &'static Fixture {
             Transaction::new_signed(&alice, NET, key(3).address(), 2_000, 20, 1),
         ];
         ts += 1;
-        let block = mine_on(&mut chain, &mut state, key(4).address(), txs, ts);
+        let matured = matured_for(&rewards, chain.len() as u64);
+        let block = mine_on(
+            &mut chain,
+            &mut state,
+            &mut rewards,
+            key(4).address(),
+            txs,
+            ts,
+        );
         Fixture {
+            matured,
             parent_hash: parent_header.hash(),
             parent_header,
             recent,
@@ -206,14 +241,15 @@ fn mined_block_validates_and_every_bit_flip_fails() {
         header: &f.parent_header,
         recent_timestamps_ms: &f.recent,
     };
-    validate_block(p, &f.block, &ctx, f.now_ms, &f.state).expect("the mined block is valid");
+    validate_block(p, &f.block, &ctx, f.now_ms, &f.state, f.matured.as_ref())
+        .expect("the mined block is valid");
     let bytes = f.block.encode();
     for bit in 0..bytes.len() * 8 {
         let mut b = bytes.clone();
         b[bit / 8] ^= 1 << (bit % 8);
         if let Ok(altered) = Block::decode(&b) {
             assert!(
-                validate_block(p, &altered, &ctx, f.now_ms, &f.state).is_err(),
+                validate_block(p, &altered, &ctx, f.now_ms, &f.state, f.matured.as_ref()).is_err(),
                 "bit {bit} flipped and the block still validates"
             );
         }
@@ -271,7 +307,7 @@ proptest! {
                     let mut block = p.genesis();
                     block.miner = miner;
                     block.txs = txs;
-                    let delta = apply_block(p, &state, &block);
+                    let delta = apply_block(p, &state, &block, None);
                     prop_assert!(delta.is_ok(), "selected an invalid sequence: {:?}", delta);
                     for (a, acc) in delta.unwrap().updates {
                         state.insert(a, acc);
@@ -283,6 +319,6 @@ proptest! {
         }
         let mut block = p.genesis();
         block.txs = pool.select(&state, usize::MAX);
-        prop_assert!(apply_block(p, &state, &block).is_ok());
+        prop_assert!(apply_block(p, &state, &block, None).is_ok());
     }
 }

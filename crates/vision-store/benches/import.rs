@@ -20,7 +20,7 @@ use vision_chain::{
     Account, AccountView, Address, Block, Mempool, MempoolConfig, Network, SecretKey, Transaction,
     build_block, solve, verify_batch,
 };
-use vision_store::ChainStore;
+use vision_store::{ChainStore, OpenOptions};
 
 const NET: Network = Network::Regtest;
 const NOW_MS: u64 = u64::MAX / 4;
@@ -80,10 +80,26 @@ fn prepare() -> Prepared {
     Prepared { setup, timed }
 }
 
-/// A fresh file-backed store holding the setup chain.
+/// A fresh file-backed store holding the setup chain (with the txid and address
+/// indexes, as the node runs).
 fn fresh_store(dir: &tempfile::TempDir, n: &mut u32, p: &Prepared) -> ChainStore {
+    fresh_store_with(dir, n, p, true)
+}
+
+/// [`fresh_store`], with or without the indexes.
+fn fresh_store_with(
+    dir: &tempfile::TempDir,
+    n: &mut u32,
+    p: &Prepared,
+    indexes: bool,
+) -> ChainStore {
     *n += 1;
-    let store = ChainStore::open(&dir.path().join(format!("bench-{n}.redb")), NET).unwrap();
+    let opts = OpenOptions {
+        indexes,
+        ..OpenOptions::default()
+    };
+    let store =
+        ChainStore::open_with(&dir.path().join(format!("bench-{n}.redb")), NET, &opts).unwrap();
     for b in &p.setup {
         store.accept_block(b, NOW_MS).unwrap();
     }
@@ -186,18 +202,22 @@ fn mean(n: u32, mut f: impl FnMut()) -> Duration {
 /// The figure the goal is stated in: import rate / bare batch-verification rate.
 fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
     let verify = mean(40, || verify_batch(&p.timed[0].txs, NET).unwrap());
-    let mut import_total = Duration::ZERO;
-    let mut blocks = 0u32;
+    // Indexed and unindexed stores alternate, so machine noise hits both alike.
+    let mut totals = [Duration::ZERO; 2];
+    let mut blocks = [0u32; 2];
     for _ in 0..3 {
-        let store = fresh_store(dir, n, p);
-        for b in &p.timed {
-            let start = Instant::now();
-            store.accept_block(b, NOW_MS).unwrap();
-            import_total += start.elapsed();
-            blocks += 1;
+        for (slot, indexes) in [(0, true), (1, false)] {
+            let store = fresh_store_with(dir, n, p, indexes);
+            for b in &p.timed {
+                let start = Instant::now();
+                store.accept_block(b, NOW_MS).unwrap();
+                totals[slot] += start.elapsed();
+                blocks[slot] += 1;
+            }
         }
     }
-    let import = import_total / blocks;
+    let import = totals[0] / blocks[0];
+    let import_no_index = totals[1] / blocks[1];
     eprintln!(
         "\n== vision-store import summary ({} txs/block) ==",
         p.timed[0].txs.len()
@@ -214,8 +234,16 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
         p.timed[0].txs.len() as f64 / import.as_secs_f64()
     );
     eprintln!(
+        "import, no indexes: {:>8.2} ms/block",
+        import_no_index.as_secs_f64() * 1e3
+    );
+    eprintln!(
         "import rate / bare verification rate: {:.3} (goal >= 0.7)",
         verify.as_secs_f64() / import.as_secs_f64()
+    );
+    eprintln!(
+        "import time with indexes / without: {:.3}",
+        import.as_secs_f64() / import_no_index.as_secs_f64()
     );
 }
 

@@ -119,6 +119,11 @@ pub enum StoreError {
     /// until [`crate::ChainStore::recover`] succeeds.
     #[error("chain store unavailable: {0}")]
     Unavailable(String),
+    /// The store was created without the txid and address indexes
+    /// ([`crate::OpenOptions::indexes`]), so lookups by transaction id and address
+    /// history are not available.
+    #[error("this chain store keeps no txid or address index")]
+    NoIndex,
     /// The saved mempool file cannot be read or written.
     #[error("mempool file {}: {message}", path.display())]
     MempoolFile {
@@ -179,6 +184,7 @@ impl StoreError {
             | StoreError::InvalidBranch { .. }
             | StoreError::TooMany { .. }
             | StoreError::Unavailable(_)
+            | StoreError::NoIndex
             | StoreError::MempoolFile { .. } => None,
         }
     }

@@ -36,15 +36,26 @@
 //!   invalid block are refused;
 //! - an account equal to `Account::default()` is absent from the state;
 //! - a file that is not a readable chain store is an error naming it, never a panic
-//!   and never a silent reset.
+//!   and never a silent reset; an existing but empty file is refused too unless
+//!   [`OpenOptions::allow_new_chain`];
+//! - a storage fault (I/O error, full disk, damaged data) is recorded as the store's
+//!   [`StoreFault`] and reported to its [`FaultHook`]; while it stands no write is
+//!   attempted ([`StoreError::Unavailable`]), and only [`ChainStore::recover`] (a
+//!   close and reopen, for I/O faults) clears it.
 //!
 //! **API Boundary:** batch reads are bounded ([`MAX_HEADERS_RANGE`],
 //! [`MAX_BLOCKS_RANGE`], [`MAX_ACCOUNTS_BATCH`]); [`ChainStore::blocks_range_raw`]
 //! serves stored encodings without decoding them, for block streaming.
 //!
 //! ## A tour
-//! - [`ChainStore::open`] / [`ChainStore::open_in_memory`]: genesis on first open, the
-//!   network checked on reopen.
+//! - [`ChainStore::open`] / [`ChainStore::open_with`] / [`ChainStore::open_in_memory`]:
+//!   genesis on first open, the network checked on reopen, redb's integrity check and
+//!   [`ChainStore::verify_tail`] (the last [`VERIFY_TAIL_BLOCKS`] blocks against the
+//!   tip) before anything is served.
+//! - Faults: [`ChainStore::fault`], [`ChainStore::set_fault_hook`],
+//!   [`ChainStore::check_free_space`], [`ChainStore::recover`]; and
+//!   [`ChainStore::reindex`], which rebuilds a store from the blocks it holds.
+//! - [`mempool_file`]: the node's mempool on disk (snapshot and journal).
 //! - [`ChainStore::accept_block`] → [`AcceptOutcome`] (extended, side chain, or
 //!   [`Reorg`] with the reverted transactions for the mempool), or a [`StoreError`].
 //! - Reads in MVCC snapshots: [`ChainStore::tip`], [`ChainStore::tip_context`] (for
@@ -59,6 +70,7 @@
 
 mod error;
 pub mod events;
+mod index;
 pub mod mempool_file;
 mod reindex;
 mod schema;
@@ -67,12 +79,16 @@ mod verify;
 
 pub use error::{FaultKind, StoreError};
 pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
+pub use index::{
+    BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
+    REWARD_POSITION, TxLocation,
+};
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
-    AcceptOutcome, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE,
-    MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
-    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
+    AcceptOutcome, Balance, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE,
+    MAX_HEADERS_RANGE, MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault,
+    TipContext, TipInfo, VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]

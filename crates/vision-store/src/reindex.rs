@@ -81,6 +81,7 @@ impl ChainStore {
                 allow_new_chain: true,
                 check_integrity: false,
                 verify_tail_blocks: 0,
+                indexes: true,
             },
         )?;
         let mut imported = 0usize;

@@ -9,6 +9,8 @@
 //! | `undo`       | block hash             | [`vision_chain::BlockUndo`] (main chain only)|
 //! | `accounts`   | address                | [`Account`] encoding (absent = default) |
 //! | `children`   | parent hash ‖ child    | `()`                                    |
+//! | `rewards`    | height                 | [`vision_chain::Reward`] of the main-chain block (maturity) |
+//! | `tx_index`, `addr_index` | see `crate::index` | main-chain transactions and address history |
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use vision_chain::{Account, BlockHeader, HEADER_SIZE, Hash32, U256};
@@ -19,8 +21,11 @@ use crate::StoreError;
 /// open by [`MIGRATIONS`]; a newer one is refused ([`StoreError::Schema`]).
 ///
 /// History: 1 — release 2.7.0's layout; 2 — `meta.writer_version` records the
-/// release that last opened the store.
-pub const SCHEMA_VERSION: u32 = 2;
+/// release that last opened the store; 3 — reward maturity (`rewards`; the
+/// account state and undo data follow the maturity rule) and the txid and address
+/// indexes (`tx_index`, `addr_index`, `meta.indexes`): the migration replays the
+/// main chain to rebuild them.
+pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest layout this release migrates.
 pub const SCHEMA_VERSION_OLDEST: u32 = 1;
 
@@ -36,15 +41,22 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order; `SCHEMA_VERSION_OLDEST..SCHEMA_VERSION` are covered.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    from: 1,
-    what: "record the writer version in meta",
-    apply: |wtx| {
-        let mut meta = wtx.open_table(META)?;
-        meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
-        Ok(())
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        from: 1,
+        what: "record the writer version in meta",
+        apply: |wtx| {
+            let mut meta = wtx.open_table(META)?;
+            meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
+            Ok(())
+        },
     },
-}];
+    Migration {
+        from: 2,
+        what: "replay the main chain under reward maturity, build the txid and address indexes",
+        apply: crate::store::replay_under_maturity,
+    },
+];
 
 /// The release that writes the store (this crate's version: the workspace's).
 pub(crate) const WRITER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -56,6 +68,9 @@ pub(crate) const MAIN: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("m
 pub(crate) const UNDO: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("undo");
 pub(crate) const ACCOUNTS: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("accounts");
 pub(crate) const CHILDREN: TableDefinition<&[u8; 64], ()> = TableDefinition::new("children");
+/// Main-chain height → that block's [`vision_chain::Reward`] (miner, amount), read
+/// by the block that matures it.
+pub(crate) const REWARDS: TableDefinition<u64, &[u8; 40]> = TableDefinition::new("rewards");
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NETWORK: &str = "network_magic";
@@ -64,6 +79,8 @@ pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 /// Successful reopens after a storage fault (the probe write of a recovery).
 pub(crate) const META_REOPENS: &str = "reopens";
 pub(crate) const META_WRITER: &str = "writer_version";
+/// `[1]` when the store keeps the txid and address indexes.
+pub(crate) const META_INDEXED: &str = "indexes";
 
 /// What the store knows about a block's validity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,18 +13,23 @@ use redb::{
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
-    Network, ParentContext, StateDelta, StateError, Transaction, U256, apply_block, check_body,
-    check_header, work_for_target,
+    Network, ParentContext, Reward, StateDelta, StateError, Transaction, TxId, U256, apply_block,
+    check_body, check_header, work_for_target,
 };
 
 use crate::StoreError;
 use crate::error::FaultKind;
 use crate::events::{ChainEvent, EventsPage};
+use crate::index::{
+    ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
+    IndexTables, REWARD_POSITION, TX_INDEX, TxLocation, split_addr_key, split_tx_value,
+    tx_in_block_bytes,
+};
 use crate::schema::{
-    ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_NETWORK,
-    META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS, SCHEMA_VERSION,
-    SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key, decode_account, get_account, get_info,
-    get_meta, meta_hash, meta_u64, require_info,
+    ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_INDEXED,
+    META_NETWORK, META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS,
+    REWARDS, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST, UNDO, WRITER_VERSION, child_key,
+    decode_account, get_account, get_info, get_meta, meta_hash, meta_u64, require_info,
 };
 use crate::verify;
 
@@ -50,6 +55,17 @@ pub struct TipInfo {
     pub cumulative_work: U256,
     /// The tip's header.
     pub header: BlockHeader,
+}
+
+/// An account with its immature rewards ([`ChainStore::balance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Balance {
+    /// The account at the tip: `balance` is what it can spend.
+    pub account: Account,
+    /// Rewards it mined that have not matured yet (not in `account.balance`).
+    pub immature: u64,
+    /// Height of the tip it was read at.
+    pub tip_height: u64,
 }
 
 /// An owned snapshot of what building a child of a block needs: its hash, its header
@@ -172,6 +188,10 @@ pub struct OpenOptions {
     pub check_integrity: bool,
     /// Main-chain blocks checked against the tip ([`ChainStore::verify_tail`]).
     pub verify_tail_blocks: usize,
+    /// Keep the txid and address indexes (on by default). Honoured when the store
+    /// is created; an existing store keeps what it was created with. Off only to
+    /// measure what the indexes cost (the import bench).
+    pub indexes: bool,
 }
 
 impl Default for OpenOptions {
@@ -180,6 +200,7 @@ impl Default for OpenOptions {
             allow_new_chain: false,
             check_integrity: true,
             verify_tail_blocks: VERIFY_TAIL_BLOCKS,
+            indexes: true,
         }
     }
 }
@@ -246,19 +267,33 @@ struct Tables<'t> {
     undo: Table<'t, &'static [u8; 32], &'static [u8]>,
     accounts: Table<'t, &'static [u8; 32], &'static [u8; 16]>,
     children: Table<'t, &'static [u8; 64], ()>,
+    rewards: Table<'t, u64, &'static [u8; 40]>,
+    /// `None` in a store created without indexes.
+    index: Option<IndexTables<'t>>,
     events: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
     fn open(wtx: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+        let meta = wtx.open_table(META)?;
+        let index = if indexes_on(&meta)? {
+            Some(IndexTables {
+                tx: wtx.open_table(TX_INDEX)?,
+                addr: wtx.open_table(ADDR_INDEX)?,
+            })
+        } else {
+            None
+        };
         Ok(Tables {
-            meta: wtx.open_table(META)?,
+            meta,
             blocks: wtx.open_table(BLOCKS)?,
             info: wtx.open_table(INFO)?,
             main: wtx.open_table(MAIN)?,
             undo: wtx.open_table(UNDO)?,
             accounts: wtx.open_table(ACCOUNTS)?,
             children: wtx.open_table(CHILDREN)?,
+            rewards: wtx.open_table(REWARDS)?,
+            index,
             events: wtx.open_table(crate::events::EVENTS)?,
         })
     }
@@ -301,10 +336,19 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// The accounts `block` touches, read in one sorted pass; absent ones are left
-    /// out (the view reads them as default).
-    fn prefetch(&self, block: &Block) -> Result<HashMap<Address, Account>, StoreError> {
-        let addrs = block.touched_addresses();
+    /// The accounts `block` touches (and the miner of the reward it matures), read
+    /// in one sorted pass; absent ones are left out (the view reads them as default).
+    fn prefetch(
+        &self,
+        block: &Block,
+        matured: Option<&Reward>,
+    ) -> Result<HashMap<Address, Account>, StoreError> {
+        let mut addrs = block.touched_addresses();
+        if let Some(m) = matured
+            && let Err(at) = addrs.binary_search(&m.miner)
+        {
+            addrs.insert(at, m.miner);
+        }
         let mut view = HashMap::with_capacity(addrs.len());
         for a in addrs {
             if let Some(v) = self.accounts.get(&a.0)? {
@@ -322,8 +366,12 @@ impl<'t> Tables<'t> {
         hash: &Hash32,
         block: &Block,
     ) -> Result<Result<(), StateError>, StoreError> {
-        let view = self.prefetch(block)?;
-        let delta: StateDelta = match apply_block(params, &view, block) {
+        let matured = match params.matured_reward_height(block.header.height) {
+            Some(h) => Some(reward_at(&self.rewards, h)?),
+            None => None,
+        };
+        let view = self.prefetch(block, matured.as_ref())?;
+        let delta: StateDelta = match apply_block(params, &view, block, matured.as_ref()) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
@@ -332,6 +380,11 @@ impl<'t> Tables<'t> {
         }
         self.undo.insert(&hash.0, delta.undo.encode().as_slice())?;
         self.main.insert(block.header.height, &hash.0)?;
+        self.rewards
+            .insert(block.header.height, &delta.reward.encode())?;
+        if let Some(ix) = &mut self.index {
+            ix.add(params, hash, block)?;
+        }
         Ok(Ok(()))
     }
 
@@ -354,7 +407,11 @@ impl<'t> Tables<'t> {
         for (a, acc) in &undo.prev {
             self.set_account(a, acc)?;
         }
+        self.rewards.remove(height)?;
         let block = self.load_block(&hash)?;
+        if let Some(ix) = &mut self.index {
+            ix.remove(&block)?;
+        }
         Ok((hash, block))
     }
 
@@ -497,7 +554,7 @@ impl ChainStore {
                 .set_check_integrity_on_open(opts.check_integrity)
                 .create(path)
                 .map_err(|e| open_err(e.to_string()))?;
-            init_db(&db, network, path)?;
+            init_db(&db, network, path, opts.indexes)?;
             verify::verify_tail(&db, params, opts.verify_tail_blocks)?;
             Ok(db)
         }));
@@ -525,7 +582,7 @@ impl ChainStore {
     pub fn open_in_memory(network: Network) -> Result<ChainStore, StoreError> {
         let db = Database::builder().create_with_backend(InMemoryBackend::new())?;
         let path = PathBuf::from(IN_MEMORY_PATH);
-        init_db(&db, network, &path)?;
+        init_db(&db, network, &path, true)?;
         Ok(ChainStore::assemble(db, network, path))
     }
 
@@ -763,13 +820,72 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Migration 2 → 3: derive the account state, undo data and rewards again by
+/// replaying the main chain under reward maturity, building the txid and address
+/// indexes on the way, in the open's write transaction. A chain that spends a
+/// reward before it matures cannot be migrated (it is invalid under this release's
+/// rules): the error says so and the file is left as it was.
+pub(crate) fn replay_under_maturity(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    let magic = get_meta(&wtx.open_table(META)?, META_NETWORK)?
+        .and_then(|m| <[u8; 4]>::try_from(m.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| StoreError::Corrupt("meta network_magic".to_string()))?;
+    let params = Network::from_magic(magic)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown network magic {magic:#x}")))?
+        .params();
+    wtx.delete_table(ACCOUNTS)?;
+    wtx.delete_table(UNDO)?;
+    wtx.delete_table(REWARDS)?;
+    wtx.delete_table(TX_INDEX)?;
+    wtx.delete_table(ADDR_INDEX)?;
+    wtx.open_table(META)?
+        .insert(META_INDEXED, [1u8].as_slice())?;
+    let mut t = Tables::open(wtx)?;
+    let hashes: Vec<Hash32> = t
+        .main
+        .range(1..)?
+        .map(|item| item.map(|(_, h)| Hash32(*h.value())))
+        .collect::<Result<_, _>>()?;
+    for hash in hashes {
+        let block = t.load_block(&hash)?;
+        if let Err(e) = t.connect(params, &hash, &block)? {
+            return Err(StoreError::Corrupt(format!(
+                "main-chain block {hash} at height {} is invalid under reward maturity ({e}): \
+                 this chain was built under the old rules; move the file away and sync anew",
+                block.header.height
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The recorded reward of the main-chain block at `height`.
+pub(crate) fn reward_at<T>(t: &T, height: u64) -> Result<Reward, StoreError>
+where
+    T: ReadableTable<u64, &'static [u8; 40]> + ?Sized,
+{
+    let v = t.get(height)?.ok_or_else(|| {
+        StoreError::Corrupt(format!("no reward recorded for main-chain height {height}"))
+    })?;
+    Reward::decode(v.value())
+        .map_err(|e| StoreError::Corrupt(format!("reward at height {height}: {e}")))
+}
+
+/// Does the store keep the txid and address indexes (`meta.indexes`)?
+pub(crate) fn indexes_on<T>(meta: &T) -> Result<bool, StoreError>
+where
+    T: ReadableTable<&'static str, &'static [u8]> + ?Sized,
+{
+    Ok(get_meta(meta, META_INDEXED)?.as_deref() == Some([1u8].as_slice()))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Write genesis into a database without tables, then check its records: the one
 /// start of every open.
-fn init_db(db: &Database, network: Network, path: &Path) -> Result<(), StoreError> {
+fn init_db(db: &Database, network: Network, path: &Path, indexes: bool) -> Result<(), StoreError> {
     let rtx = db.begin_read()?;
     let any_table = rtx.list_tables()?.next().is_some();
     let has_meta = match rtx.open_table(META) {
@@ -786,7 +902,7 @@ fn init_db(db: &Database, network: Network, path: &Path) -> Result<(), StoreErro
                     .to_string(),
             });
         }
-        write_genesis(db, network)?;
+        write_genesis(db, network, indexes)?;
     }
     migrate(db, path)?;
     check_meta(db, network, path)
@@ -865,7 +981,7 @@ fn migrate(db: &Database, path: &Path) -> Result<u32, StoreError> {
     Ok(found)
 }
 
-fn write_genesis(db: &Database, network: Network) -> Result<(), StoreError> {
+fn write_genesis(db: &Database, network: Network, indexes: bool) -> Result<(), StoreError> {
     let params = network.params();
     let genesis = params.genesis();
     let hash = genesis.hash();
@@ -877,6 +993,8 @@ fn write_genesis(db: &Database, network: Network) -> Result<(), StoreError> {
     };
     let mut wtx = db.begin_write()?;
     wtx.set_durability(Durability::Immediate)?;
+    wtx.open_table(META)?
+        .insert(META_INDEXED, [u8::from(indexes)].as_slice())?;
     {
         let mut t = Tables::open(&wtx)?;
         t.meta
@@ -1428,6 +1546,207 @@ impl ChainStore {
     /// Total work of the chain ending at a stored block.
     pub fn cumulative_work(&self, hash: &Hash32) -> Result<Option<U256>, StoreError> {
         self.reading(|rtx| Ok(get_info(&rtx.open_table(INFO)?, hash)?.map(|i| i.work)))
+    }
+
+    /// An account at the tip and its immature rewards (rewards of the last
+    /// [`ChainParams::reward_maturity`] main-chain blocks it mined, not yet in its
+    /// balance), from one snapshot.
+    pub fn balance(&self, addr: &Address) -> Result<Balance, StoreError> {
+        let maturity = self.params.reward_maturity;
+        self.reading(|rtx| {
+            let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
+            let tip_height = require_info(&rtx.open_table(INFO)?, &tip)?.header.height;
+            let account = get_account(&rtx.open_table(ACCOUNTS)?, &addr.0)?;
+            let from = tip_height.saturating_sub(maturity.saturating_sub(1)).max(1);
+            let mut immature = 0u64;
+            for item in rtx.open_table(REWARDS)?.range(from..=tip_height)? {
+                let (_, v) = item?;
+                let r = Reward::decode(v.value())
+                    .map_err(|e| StoreError::Corrupt(format!("reward record: {e}")))?;
+                if r.miner == *addr {
+                    immature = immature.saturating_add(r.amount);
+                }
+            }
+            Ok(Balance {
+                account,
+                immature,
+                tip_height,
+            })
+        })
+    }
+
+    /// Does this store keep the txid and address indexes?
+    pub fn indexes_enabled(&self) -> Result<bool, StoreError> {
+        self.reading(|rtx| indexes_on(&rtx.open_table(META)?))
+    }
+
+    /// A main-chain transaction by id, with its block and the tip height it was read
+    /// at (one snapshot); `None` if no main-chain block holds it (it may be in the
+    /// mempool, on a side branch, or unknown). [`StoreError::NoIndex`] in a store
+    /// created without indexes.
+    pub fn transaction(&self, txid: &TxId) -> Result<Option<TxLocation>, StoreError> {
+        self.reading(|rtx| {
+            if !indexes_on(&rtx.open_table(META)?)? {
+                return Err(StoreError::NoIndex);
+            }
+            let Some(v) = rtx.open_table(TX_INDEX)?.get(&txid.0)? else {
+                return Ok(None);
+            };
+            let (block_hash, position) = split_tx_value(v.value());
+            let info_t = rtx.open_table(INFO)?;
+            let info = require_info(&info_t, &block_hash)?;
+            let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
+            let tip_height = require_info(&info_t, &tip)?.header.height;
+            let blocks = rtx.open_table(BLOCKS)?;
+            let raw = blocks
+                .get(&block_hash.0)?
+                .ok_or_else(|| StoreError::Corrupt(format!("block {block_hash} missing")))?;
+            let tx = tx_in_block_bytes(&block_hash, raw.value(), position)?;
+            Ok(Some(TxLocation {
+                tx,
+                block_hash,
+                height: info.header.height,
+                time_ms: info.header.timestamp_ms,
+                position,
+                tip_height,
+            }))
+        })
+    }
+
+    /// A page of `addr`'s main-chain history, newest first: the transactions it sent
+    /// or received and the rewards of the blocks it mined. At most `limit` entries
+    /// (clamped to 1..=[`HISTORY_LIMIT_MAX`]), starting after `after` (the previous
+    /// page's [`HistoryPage::next`]) or at the tip. One snapshot.
+    pub fn address_history(
+        &self,
+        addr: &Address,
+        limit: usize,
+        after: Option<HistoryCursor>,
+    ) -> Result<HistoryPage, StoreError> {
+        let limit = limit.clamp(1, HISTORY_LIMIT_MAX);
+        self.reading(|rtx| {
+            if !indexes_on(&rtx.open_table(META)?)? {
+                return Err(StoreError::NoIndex);
+            }
+            let addr_t = rtx.open_table(ADDR_INDEX)?;
+            let main = rtx.open_table(MAIN)?;
+            let info_t = rtx.open_table(INFO)?;
+            let blocks = rtx.open_table(BLOCKS)?;
+            let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
+            let tip_height = require_info(&info_t, &tip)?.header.height;
+            let lo = crate::index::addr_key(addr, 0, 0);
+            let range = match after {
+                Some(c) => {
+                    let hi = crate::index::addr_key(addr, c.height, c.position);
+                    addr_t.range::<&[u8; 44]>(&lo..&hi)?
+                }
+                None => {
+                    let hi = crate::index::addr_key(addr, u64::MAX, u32::MAX);
+                    addr_t.range::<&[u8; 44]>(&lo..=&hi)?
+                }
+            };
+            let mut entries: Vec<HistoryEntry> = Vec::with_capacity(limit.min(64));
+            let mut more = false;
+            // One block's header and bytes serve all its entries in a row.
+            let mut cached: Option<(u64, Hash32, u64, Vec<u8>)> = None;
+            for item in range.rev() {
+                if entries.len() == limit {
+                    more = true;
+                    break;
+                }
+                let (k, v) = item?;
+                let (height, position) = split_addr_key(k.value());
+                if cached.as_ref().map(|c| c.0) != Some(height) {
+                    let hash = main
+                        .get(height)?
+                        .map(|h| Hash32(*h.value()))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "address index names height {height}, beyond the main chain"
+                            ))
+                        })?;
+                    let time_ms = require_info(&info_t, &hash)?.header.timestamp_ms;
+                    let bytes = if position == REWARD_POSITION {
+                        Vec::new()
+                    } else {
+                        blocks
+                            .get(&hash.0)?
+                            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?
+                            .value()
+                            .to_vec()
+                    };
+                    cached = Some((height, hash, time_ms, bytes));
+                }
+                let Some((_, block_hash, time_ms, bytes)) = cached.as_mut() else {
+                    continue;
+                };
+                let kind = if position == REWARD_POSITION {
+                    let amount = <[u8; 8]>::try_from(v.value())
+                        .map(u64::from_le_bytes)
+                        .map_err(|_| {
+                            StoreError::Corrupt(format!("reward entry at height {height}"))
+                        })?;
+                    HistoryKind::Reward { amount }
+                } else {
+                    if bytes.is_empty() {
+                        *bytes = blocks
+                            .get(&block_hash.0)?
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(format!("block {block_hash} missing"))
+                            })?
+                            .value()
+                            .to_vec();
+                    }
+                    let tx = tx_in_block_bytes(block_hash, bytes, position)?;
+                    HistoryKind::Tx { txid: tx.id(), tx }
+                };
+                entries.push(HistoryEntry {
+                    height,
+                    block_hash: *block_hash,
+                    time_ms: *time_ms,
+                    position,
+                    kind,
+                });
+            }
+            let next = if more {
+                entries.last().map(HistoryEntry::cursor)
+            } else {
+                None
+            };
+            Ok(HistoryPage {
+                tip_height,
+                entries,
+                next,
+            })
+        })
+    }
+
+    /// Check the txid and address indexes against the whole main chain: every
+    /// transaction and reward is indexed where it is, and nothing else is
+    /// ([`StoreError::Corrupt`] naming the first disagreement). Reads every
+    /// main-chain block: for tests and tools, not for the hot path.
+    pub fn verify_indexes(&self) -> Result<(), StoreError> {
+        self.reading(|rtx| {
+            if !indexes_on(&rtx.open_table(META)?)? {
+                return Err(StoreError::NoIndex);
+            }
+            let main = rtx.open_table(MAIN)?;
+            let blocks = rtx.open_table(BLOCKS)?;
+            let iter = main.iter()?.map(|item| {
+                let (_, h) = item?;
+                let hash = Hash32(*h.value());
+                let raw = blocks
+                    .get(&hash.0)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
+                Ok((hash, decode_block(&hash, raw.value())?))
+            });
+            crate::index::verify(
+                self.params,
+                &rtx.open_table(TX_INDEX)?,
+                &rtx.open_table(ADDR_INDEX)?,
+                iter,
+            )
+        })
     }
 
     /// What the store knows about a block's validity (`None` if not stored).

@@ -15,9 +15,10 @@ use vision_chain::{
 
 use crate::StoreError;
 use crate::schema::{
-    ACCOUNTS, BLOCKS, BlockStatus, INFO, MAIN, META, META_TIP, UNDO, get_account, meta_hash,
-    require_info,
+    ACCOUNTS, BLOCKS, BlockStatus, INFO, MAIN, META, META_TIP, REWARDS, UNDO, get_account,
+    meta_hash, require_info,
 };
+use crate::store::reward_at;
 
 /// Walk back from the tip over at most `blocks` main-chain blocks (genesis ends the
 /// walk) and check each one. The first disagreement is [`StoreError::Corrupt`]
@@ -35,6 +36,7 @@ pub(crate) fn verify_tail(
     let blocks_t = rtx.open_table(BLOCKS)?;
     let undo_t = rtx.open_table(UNDO)?;
     let accounts = rtx.open_table(ACCOUNTS)?;
+    let rewards = rtx.open_table(REWARDS)?;
     let mut info = require_info(&info_t, &tip)?;
     if let Some((last, _)) = main.last()?
         && last.value() != info.header.height
@@ -116,18 +118,31 @@ pub(crate) fn verify_tail(
             }
         };
         // The state before the block: the undo data where it speaks, else as after.
+        let matured = match params.matured_reward_height(height) {
+            Some(h) => Some(reward_at(&rewards, h)?),
+            None => None,
+        };
         let mut before: HashMap<Address, Account> = HashMap::new();
-        for a in block.touched_addresses() {
+        for a in block
+            .touched_addresses()
+            .into_iter()
+            .chain(matured.map(|m| m.miner))
+        {
             before.insert(a, state_after(&a)?);
         }
         for (a, acc) in &undo.prev {
             before.insert(*a, *acc);
         }
-        let delta = apply_block(params, &before, &block).map_err(|e| {
+        let delta = apply_block(params, &before, &block, matured.as_ref()).map_err(|e| {
             StoreError::Corrupt(format!(
                 "main-chain block {hash} at height {height} does not apply to the state its undo data restores: {e}"
             ))
         })?;
+        if reward_at(&rewards, height)? != delta.reward {
+            return corrupt(format!(
+                "the reward recorded for block {hash} at height {height} does not match the block"
+            ));
+        }
         if delta.undo != undo {
             return corrupt(format!(
                 "the undo data of block {hash} at height {height} does not match the block"

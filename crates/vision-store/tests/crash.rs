@@ -2,8 +2,8 @@
 //! blocks, extending and reorganising, and acknowledges each `accept_block` that
 //! returned `Ok`; the parent kills it with SIGKILL at random moments, reopens the
 //! store and checks it: it opens, the main chain is contiguous and linked from
-//! genesis, the state equals a replay of the main chain, and no acknowledged block
-//! is lost. The next child continues from the reopened store.
+//! genesis, the state equals a replay of the main chain, the txid and address
+//! indexes agree with the main chain, and no acknowledged block is lost. The next child continues from the reopened store.
 
 mod common;
 
@@ -146,6 +146,9 @@ fn kill_9_at_random_moments_loses_nothing() {
             .unwrap_or_else(|e| panic!("round {round}: store does not reopen: {e}"));
         let state = replay_main_chain(&store);
         assert_state(&store, &state, &addrs);
+        store
+            .verify_indexes()
+            .unwrap_or_else(|e| panic!("round {round}: the indexes disagree with the chain: {e}"));
         for (h, hash) in &acked {
             assert!(
                 store.contains(hash).unwrap(),

@@ -58,12 +58,21 @@ fn genesis_then_extend() {
             hash: b1.hash()
         }
     );
-    let b2 = mine_on(
+    // b1's reward is immature at height 2: spending it there is refused.
+    let early = mine_on(
         &store,
         &b1.hash(),
         key(2).address(),
         vec![transfer(&miner, key(3).address(), 1000, 0)],
     );
+    assert!(matches!(
+        store.accept_block(&early, NOW_MS),
+        Err(StoreError::Invalid {
+            source: BlockError::State(StateError::InsufficientFunds { .. }),
+            ..
+        })
+    ));
+    let b2 = mine_on(&store, &b1.hash(), key(2).address(), vec![]);
     assert!(matches!(
         store.accept_block(&b2, NOW_MS).unwrap(),
         AcceptOutcome::Extended { height: 2, .. }
@@ -79,19 +88,11 @@ fn genesis_then_extend() {
             .unwrap()
             .saturating_add(work_for_target(&b2.header.target))
     );
-    let reward = NET.params().block_reward;
     assert_eq!(
-        store.account(&miner.address()).unwrap(),
-        Account {
-            balance: reward - 1001,
-            nonce: 1
-        }
+        store.account_count().unwrap(),
+        0,
+        "both rewards are immature: no account holds anything yet"
     );
-    assert_eq!(
-        store.account(&key(2).address()).unwrap().balance,
-        reward + 1
-    );
-    assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
 
     // reads
     assert_eq!(store.block(&b2.hash()).unwrap().unwrap(), b2);
@@ -124,11 +125,49 @@ fn genesis_then_extend() {
             NET.params().genesis_timestamp_ms
         ]
     );
+
+    // b3 matures b1's reward before its transactions: the transfer spends it.
+    let b3 = mine_on(
+        &store,
+        &b2.hash(),
+        key(4).address(),
+        vec![transfer(&miner, key(3).address(), 1000, 0)],
+    );
+    assert!(matches!(
+        store.accept_block(&b3, NOW_MS).unwrap(),
+        AcceptOutcome::Extended { height: 3, .. }
+    ));
+    let reward = NET.params().block_reward;
+    assert_eq!(
+        store.account(&miner.address()).unwrap(),
+        Account {
+            balance: reward - 1001,
+            nonce: 1
+        }
+    );
+    assert_eq!(store.account(&key(2).address()).unwrap().balance, 0);
+    assert_eq!(store.account(&key(3).address()).unwrap().balance, 1000);
+    // key(2)'s reward of b2 and key(4)'s of b3 are immature; b1's has matured.
+    let bal = store.balance(&key(2).address()).unwrap();
+    assert_eq!(
+        (bal.account.balance, bal.immature, bal.tip_height),
+        (0, reward, 3)
+    );
+    assert_eq!(
+        store.balance(&key(4).address()).unwrap().immature,
+        reward + 1
+    );
+    assert_eq!(store.balance(&miner.address()).unwrap().immature, 0);
     let state = replay_main_chain(&store);
     assert_state(
         &store,
         &state,
-        &[miner.address(), key(2).address(), key(3).address()],
+        &[
+            miner.address(),
+            key(2).address(),
+            key(3).address(),
+            key(4).address(),
+        ],
     );
 }
 
@@ -193,7 +232,10 @@ fn side_chain_orphan_and_already_known() {
 fn invalid_blocks_change_nothing() {
     let store = ChainStore::open_in_memory(NET).unwrap();
     let alice = key(1);
-    let a1 = mine_on(&store, &genesis_hash(), alice.address(), vec![]);
+    let a0 = mine_on(&store, &genesis_hash(), alice.address(), vec![]);
+    store.accept_block(&a0, NOW_MS).unwrap();
+    // a second block, so that a block on it matures alice's reward (regtest: 2)
+    let a1 = mine_on(&store, &a0.hash(), key(5).address(), vec![]);
     store.accept_block(&a1, NOW_MS).unwrap();
     let addrs = [alice.address(), key(2).address(), key(3).address()];
     let before = snapshot(&store, &addrs);
@@ -287,7 +329,7 @@ fn invalid_blocks_change_nothing() {
     );
     assert!(matches!(
         store.accept_block(&good, NOW_MS).unwrap(),
-        AcceptOutcome::Extended { height: 2, .. }
+        AcceptOutcome::Extended { height: 3, .. }
     ));
 }
 
@@ -370,9 +412,11 @@ fn reorg_to_heavier_branch_and_back() {
     assert_eq!(store.tip().unwrap().hash, a45.hash());
     let state_back = replay_main_chain(&store);
     assert_state(&store, &state_back, &addrs);
-    // The undo data restored A's state exactly: A's state plus two rewards.
+    // The undo data restored A's state exactly: A's state plus the two rewards the
+    // two new blocks mature (those of a[1] and a3, whose fees ka also collects).
     let mut expected = state_a.clone();
-    expected.get_mut(&ka.address()).unwrap().balance += 2 * NET.params().block_reward;
+    let a3_fees: u64 = a3.txs.iter().map(|t| t.fee).sum();
+    expected.get_mut(&ka.address()).unwrap().balance += 2 * NET.params().block_reward + a3_fees;
     assert_eq!(state_back, expected);
     assert_eq!(
         store.block_status(&b[3].hash()).unwrap(),
@@ -742,6 +786,8 @@ struct Node {
     parent: usize,
     valid: bool,
     state: HashMap<Address, Account>,
+    /// The rewards of its chain by height (genesis a placeholder).
+    rewards: Vec<vision_chain::Reward>,
     work: U256,
     timestamps: Vec<u64>,
 }
@@ -757,6 +803,7 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
         parent: usize::MAX,
         valid: true,
         state: HashMap::new(),
+        rewards: vec![no_reward()],
     }];
     for (i, o) in ops.iter().enumerate() {
         // Mostly build on recent blocks so that branches grow long enough to win.
@@ -793,8 +840,16 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
             txs,
             800 + o.jitter_ms * 32 + i as u64,
         );
-        let (valid, state) = match apply_block(params, &parent.state, &block) {
+        // (an invalid parent has no state: its children are invalid whatever they hold)
+        let m = if parent.valid {
+            matured(&parent.rewards, block.header.height)
+        } else {
+            None
+        };
+        let (valid, state, rewards) = match apply_block(params, &parent.state, &block, m.as_ref()) {
             Ok(d) if parent.valid => {
+                let mut rewards = parent.rewards.clone();
+                rewards.push(d.reward);
                 let mut s = parent.state.clone();
                 for (a, acc) in d.updates {
                     if acc == Account::default() {
@@ -803,9 +858,9 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
                         s.insert(a, acc);
                     }
                 }
-                (true, s)
+                (true, s, rewards)
             }
-            _ => (false, HashMap::new()),
+            _ => (false, HashMap::new(), Vec::new()),
         };
         let mut timestamps = vec![block.header.timestamp_ms];
         timestamps.extend(parent.timestamps.iter().take(10));
@@ -818,6 +873,7 @@ fn build_tree(ops: &[Op]) -> Vec<Node> {
             parent: p,
             valid,
             state,
+            rewards,
             work,
             timestamps,
         });
@@ -887,6 +943,10 @@ proptest! {
                 prop_assert_eq!(got[a], nodes[best].state.get(a).copied().unwrap_or_default());
             }
             prop_assert_eq!(store.account_count().unwrap(), nodes[best].state.len() as u64);
+            // The txid and address indexes follow every extend and reorg.
+            if let Err(e) = store.verify_indexes() {
+                prop_assert!(false, "indexes disagree with the chain: {e}");
+            }
         }
         // And a from-scratch replay of the stored main chain agrees.
         let replayed = replay_main_chain(&store);
@@ -904,12 +964,13 @@ fn busy_store(path: &std::path::Path, n: usize) -> Vec<Address> {
     let mut addrs = vec![rich.address()];
     let mut parent = genesis_hash();
     for i in 0..n {
-        let txs = if i == 0 {
+        // rich's first reward matures in the third block (regtest maturity 2)
+        let txs = if i < 2 {
             vec![]
         } else {
             let to = key(100 + i as u32).address();
             addrs.push(to);
-            vec![transfer(&rich, to, 10 + i as u64, (i - 1) as u64)]
+            vec![transfer(&rich, to, 10 + i as u64, (i - 2) as u64)]
         };
         let b = mine_on(&store, &parent, rich.address(), txs);
         store.accept_block(&b, NOW_MS).unwrap();
@@ -1259,4 +1320,193 @@ fn a_full_disk_is_a_fault_that_a_reopen_clears_once_space_returns() {
     let store = ChainStore::open(&path, NET).unwrap();
     assert_eq!(store.tip().unwrap().height, accepted.len() as u64);
     replay_main_chain(&store);
+}
+
+// ---------------------------------------------------------------------------
+// the txid and address indexes
+
+fn history(store: &ChainStore, a: &Address) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.address_history(a, 2, after).unwrap();
+        out.extend(page.entries.iter().map(|e| (e.height, e.position)));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+#[test]
+fn indexes_find_transactions_and_history_and_follow_reorgs() {
+    use vision_store::{HistoryKind, REWARD_POSITION};
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let (ka, kb, kc) = (key(1), key(2), key(3));
+    let g = genesis_hash();
+    let a = extend(&store, g, ka.address(), 3);
+    let pay = transfer(&ka, kc.address(), 7_000, 0);
+    let a4 = mine_on(&store, &a[2].hash(), kb.address(), vec![pay.clone()]);
+    store.accept_block(&a4, NOW_MS).unwrap();
+    store.verify_indexes().unwrap();
+
+    let loc = store.transaction(&pay.id()).unwrap().expect("indexed");
+    assert_eq!(loc.tx, pay);
+    assert_eq!(
+        (loc.block_hash, loc.height, loc.position),
+        (a4.hash(), 4, 0)
+    );
+    assert_eq!(loc.confirmations(), 1);
+    assert_eq!(loc.time_ms, a4.header.timestamp_ms);
+    let a5 = mine_on(&store, &a4.hash(), kb.address(), vec![]);
+    store.accept_block(&a5, NOW_MS).unwrap();
+    assert_eq!(
+        store
+            .transaction(&pay.id())
+            .unwrap()
+            .unwrap()
+            .confirmations(),
+        2
+    );
+    assert_eq!(store.transaction(&Hash32([9; 32])).unwrap(), None);
+
+    // History, newest first, across pages of two: ka's three rewards and its payment.
+    assert_eq!(
+        history(&store, &ka.address()),
+        vec![
+            (4, 0),
+            (3, REWARD_POSITION),
+            (2, REWARD_POSITION),
+            (1, REWARD_POSITION)
+        ]
+    );
+    assert_eq!(history(&store, &kc.address()), vec![(4, 0)]);
+    let page = store.address_history(&kb.address(), 10, None).unwrap();
+    assert_eq!(page.tip_height, 5);
+    assert!(page.next.is_none());
+    let fees = pay.fee;
+    match &page.entries[1].kind {
+        HistoryKind::Reward { amount } => {
+            assert_eq!(
+                *amount,
+                NET.params().block_reward + fees,
+                "reward includes the fees"
+            )
+        }
+        other => panic!("expected a reward, got {other:?}"),
+    }
+    match &store
+        .address_history(&kc.address(), 10, None)
+        .unwrap()
+        .entries[0]
+        .kind
+    {
+        HistoryKind::Tx { txid, tx } => assert_eq!((txid, tx), (&pay.id(), &pay)),
+        other => panic!("expected the payment, got {other:?}"),
+    }
+    // A cursor is stable: a new block on top does not shift the older pages.
+    let first = store.address_history(&ka.address(), 2, None).unwrap();
+    let a6 = mine_on(&store, &a5.hash(), ka.address(), vec![]);
+    store.accept_block(&a6, NOW_MS).unwrap();
+    let second = store.address_history(&ka.address(), 2, first.next).unwrap();
+    assert_eq!(
+        second.entries.iter().map(|e| e.height).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+
+    // A heavier branch from a[2] without the payment: it leaves both indexes.
+    let b = extend(&store, a[2].hash(), kc.address(), 4);
+    assert_eq!(store.tip().unwrap().hash, b[3].hash());
+    store.verify_indexes().unwrap();
+    assert_eq!(store.transaction(&pay.id()).unwrap(), None);
+    assert_eq!(
+        history(&store, &kc.address()).len(),
+        4,
+        "kc's four rewards only"
+    );
+    assert!(history(&store, &kb.address()).is_empty());
+    // The same payment in a block of the new branch: found there.
+    let b5 = mine_on(&store, &b[3].hash(), kc.address(), vec![pay.clone()]);
+    store.accept_block(&b5, NOW_MS).unwrap();
+    let loc = store.transaction(&pay.id()).unwrap().unwrap();
+    assert_eq!((loc.block_hash, loc.height), (b5.hash(), 8));
+    store.verify_indexes().unwrap();
+}
+
+#[test]
+fn a_store_created_without_indexes_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let opts = OpenOptions {
+        indexes: false,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &opts).unwrap();
+    let ka = key(1);
+    extend(&store, genesis_hash(), ka.address(), 2);
+    assert!(!store.indexes_enabled().unwrap());
+    assert!(matches!(
+        store.transaction(&Hash32([1; 32])),
+        Err(StoreError::NoIndex)
+    ));
+    assert!(matches!(
+        store.address_history(&ka.address(), 10, None),
+        Err(StoreError::NoIndex)
+    ));
+    drop(store);
+    // reopened with the default options it keeps what it was created with
+    let store = ChainStore::open(&path, NET).unwrap();
+    assert!(!store.indexes_enabled().unwrap());
+    assert_eq!(store.tip().unwrap().height, 2);
+}
+
+#[test]
+fn damage_met_at_run_time_is_a_corrupt_fault_that_stays_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    busy_store(&path, 8);
+    let (victim, next) = {
+        let s = ChainStore::open(&path, NET).unwrap();
+        let tip = s.tip().unwrap();
+        (
+            s.hash_at(3).unwrap().unwrap(),
+            mine_on(&s, &tip.hash, key(1).address(), vec![]),
+        )
+    };
+    // A record that no longer decodes (a bug, or another tool), behind valid page
+    // checksums; opened without the checks at open, so the damage is met at run time.
+    const T_INFO: redb::TableDefinition<&[u8; 32], &[u8]> =
+        redb::TableDefinition::new("block_info");
+    tamper(&path, |w| {
+        w.open_table(T_INFO)
+            .unwrap()
+            .insert(&victim.0, [1u8, 2, 3].as_slice())
+            .unwrap();
+    });
+    let unchecked = OpenOptions {
+        check_integrity: false,
+        verify_tail_blocks: 0,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &unchecked).unwrap();
+    assert!(store.fault().is_none(), "nothing read it yet");
+    let err = store.headers_range(0, MAX_HEADERS_RANGE).unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let fault = store.fault().expect("a failed read takes the store down");
+    assert_eq!(fault.kind, vision_store::FaultKind::Corrupt);
+    assert!(fault.error.contains("block info record"), "{fault:?}");
+    // Writes are refused, reopening is refused, the fault stays.
+    assert!(matches!(
+        store.accept_block(&next, NOW_MS),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(store.recover().is_err());
+    assert_eq!(
+        store.fault().map(|f| f.kind),
+        Some(vision_store::FaultKind::Corrupt)
+    );
+    drop(store);
+    // The check at open finds it (the tail reaches height 3).
+    let err = ChainStore::open(&path, NET).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
 }

@@ -17,10 +17,15 @@
 pub mod addr;
 pub mod binary;
 pub mod events;
+mod exchange;
 pub mod replay;
 mod signed;
 mod status;
 
+pub use exchange::{
+    AccountTxsResponse, BlockJson, FeesResponse, HistoryItem, HistoryKind, TxJson, TxResponse,
+    TxStatus,
+};
 pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
     Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,

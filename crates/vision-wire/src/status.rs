@@ -214,12 +214,27 @@ pub struct ExchangeReady {
 pub struct AccountResponse {
     /// The address.
     pub address: Address,
-    /// Balance in base units.
+    /// Spendable balance in base units (the same as `spendable`; kept for older
+    /// clients).
     pub balance: u64,
     /// Next nonce to use.
     pub nonce: u64,
     /// Height the balance is read at.
     pub height: u64,
+    /// What it can spend now: confirmed, matured funds at the tip.
+    #[serde(default)]
+    pub spendable: u64,
+    /// Incoming transfers in the mempool, not in a block yet.
+    #[serde(default)]
+    pub pending: u64,
+    /// Amount plus fee of its own transfers in the mempool (what `spendable` will
+    /// lose when they are mined).
+    #[serde(default)]
+    pub pending_outgoing: u64,
+    /// Block rewards it mined that have not matured yet (a reorganisation can still
+    /// take them away).
+    #[serde(default)]
+    pub immature: u64,
 }
 
 /// `POST /api/miner/start` body.
@@ -269,6 +284,7 @@ pub struct SubmitBlockResponse {
 pub struct MempoolResponse {
     /// Transactions in the pool.
     pub count: usize,
-    /// The transactions, highest fee first; at most the server's listing limit.
-    pub txs: Vec<vision_chain::Transaction>,
+    /// The transactions, highest fee first, each with its `txid`; at most the
+    /// server's listing limit.
+    pub txs: Vec<crate::TxJson>,
 }

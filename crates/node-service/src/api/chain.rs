@@ -5,7 +5,7 @@ use hyper::StatusCode;
 use vision_chain::{Address, Block, Hash32, Transaction};
 use vision_store::{AcceptOutcome, StoreError};
 use vision_wire::binary::{OCTET_STREAM, encode_headers};
-use vision_wire::{AccountResponse, SubmitBlockResponse, SubmitTxResponse};
+use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxResponse};
 
 use super::{
     Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, limit, ok_json, param_u64, parse_json,
@@ -13,6 +13,12 @@ use super::{
 };
 use crate::core::{Origin, SubmitTxError};
 use crate::http::{ApiError, Request, Response, bytes_response, json_response};
+
+/// Main-chain blocks from the one at `height` to the tip at `tip` (at least 1: a
+/// block read just after a newer tip was published).
+fn confirmations(tip: u64, height: u64) -> u64 {
+    tip.saturating_sub(height) + 1
+}
 
 impl Api {
     pub(super) async fn headers(&self, req: &Request) -> Result<Response, ApiError> {
@@ -46,13 +52,21 @@ impl Api {
             Ok(bytes_response(StatusCode::OK, OCTET_STREAM, out.into()))
         } else {
             let blocks = blocking(move || store.blocks_range(from, n).map_err(store_err)).await??;
-            ok_json(&blocks)
+            let tip = self.0.core.chain().height;
+            let json: Vec<BlockJson> = blocks
+                .iter()
+                .map(|b| BlockJson::new(b, Some(confirmations(tip, b.header.height))))
+                .collect();
+            ok_json(&json)
         }
     }
 
+    /// One stored block: binary when asked, else JSON with its hash and, on the
+    /// main chain (`main_tip`: the tip height then), its confirmations.
     pub(super) fn one_block(
         req: &Request,
         raw: Option<Vec<u8>>,
+        main_tip: Option<u64>,
         what: String,
     ) -> Result<Response, ApiError> {
         let raw = raw.ok_or_else(|| ApiError::not_found(format!("no block {what}")))?;
@@ -66,7 +80,8 @@ impl Api {
                 format!("stored block {what} does not decode: {e}"),
             )
         })?;
-        ok_json(&block)
+        let conf = main_tip.map(|tip| confirmations(tip, block.header.height));
+        ok_json(&BlockJson::new(&block, conf))
     }
 
     pub(super) async fn block_at(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
@@ -81,7 +96,8 @@ impl Api {
             }
         })
         .await??;
-        Self::one_block(req, raw, format!("at height {height}"))
+        let tip = self.0.core.chain().height;
+        Self::one_block(req, raw, Some(tip), format!("at height {height}"))
     }
 
     pub(super) async fn block_by_hash(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
@@ -89,8 +105,14 @@ impl Api {
             .parse()
             .map_err(|e| ApiError::bad_request(format!("block hash {h:?}: {e}")))?;
         let store = self.0.core.store.clone();
-        let raw = blocking(move || store.block_raw(&hash).map_err(store_err)).await??;
-        Self::one_block(req, raw, hash.to_hex())
+        let (raw, main) = blocking(move || -> Result<_, ApiError> {
+            let raw = store.block_raw(&hash).map_err(store_err)?;
+            let main = raw.is_some() && store.is_main_chain(&hash).map_err(store_err)?;
+            Ok((raw, main))
+        })
+        .await??;
+        let tip = main.then(|| self.0.core.chain().height);
+        Self::one_block(req, raw, tip, hash.to_hex())
     }
 
     pub(super) async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
@@ -189,6 +211,15 @@ impl Api {
                 );
                 Ok(resp)
             }
+            Err(SubmitTxError::Mempool(e)) if self.confirmed(id).await? => {
+                // Already in a main-chain block: the same transaction again is the
+                // same answer, not an error (the mempool refused it for its nonce).
+                tracing::debug!("resubmitted transaction {id} is confirmed ({e})");
+                ok_json(&SubmitTxResponse {
+                    txid: id,
+                    status: "confirmed".into(),
+                })
+            }
             Err(SubmitTxError::Mempool(e)) => {
                 use vision_chain::MempoolError as E;
                 let code = match e {
@@ -216,18 +247,34 @@ impl Api {
         }
     }
 
+    /// Is `id` in a main-chain block?
+    async fn confirmed(&self, id: Hash32) -> Result<bool, ApiError> {
+        let store = self.0.core.store.clone();
+        blocking(move || {
+            store
+                .transaction(&id)
+                .map(|t| t.is_some())
+                .map_err(store_err)
+        })
+        .await?
+    }
+
     pub(super) async fn account(&self, a: &str) -> Result<Response, ApiError> {
         let addr: Address = a
             .parse()
             .map_err(|e| ApiError::bad_request(format!("address {a:?}: {e}")))?;
         let store = self.0.core.store.clone();
-        let height = self.0.core.chain().height;
-        let acct = blocking(move || store.account(&addr).map_err(store_err)).await??;
+        let bal = blocking(move || store.balance(&addr).map_err(store_err)).await??;
+        let pending = self.0.core.mempool_pending_for(&addr);
         ok_json(&AccountResponse {
             address: addr,
-            balance: acct.balance,
-            nonce: acct.nonce,
-            height,
+            balance: bal.account.balance,
+            nonce: bal.account.nonce,
+            height: bal.tip_height,
+            spendable: bal.account.balance,
+            pending: pending.incoming,
+            pending_outgoing: pending.outgoing,
+            immature: bal.immature,
         })
     }
 }

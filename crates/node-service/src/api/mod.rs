@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use vision_store::StoreError;
-use vision_wire::MempoolResponse;
+use vision_wire::{MempoolResponse, TxJson};
 
 use crate::http::{
     ApiError, ConnRefusal, Handler, Request, Response, bytes_response, json_response,
@@ -21,11 +21,16 @@ use crate::shared::NodeShared;
 
 mod chain;
 mod events;
+mod exchange;
 mod miner;
 mod peers;
 mod status;
 
 pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
+pub use exchange::{
+    ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX, FEE_FULL_BLOCK_PERCENT, FEE_RECENT_BLOCKS,
+    FEE_SLOW_TARGET_BLOCKS,
+};
 pub use peers::{SEED_PEERS_LIMIT_MAX, signed_error};
 
 /// The panel, built into the binary.
@@ -60,6 +65,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tx"),
     ("GET", "/api/mempool"),
     ("GET", "/api/accounts/{address}"),
+    ("GET", "/api/accounts/{address}/txs"),
+    ("GET", "/api/tx/{txid}"),
+    ("GET", "/api/fees"),
     ("GET", "/api/peers"),
     ("POST", "/api/miner/start"),
     ("POST", "/api/miner/stop"),
@@ -377,12 +385,26 @@ impl Api {
                 "GET",
                 ok_json(&MempoolResponse {
                     count: self.0.core.mempool_len(),
-                    txs: self.0.core.mempool_list(MEMPOOL_LIST_MAX),
+                    txs: self
+                        .0
+                        .core
+                        .mempool_list(MEMPOOL_LIST_MAX)
+                        .iter()
+                        .map(TxJson::from)
+                        .collect(),
                 })
             ),
             ["api", "accounts", a] => {
                 only!("/api/accounts/{address}", get, "GET", self.account(a).await)
             }
+            ["api", "accounts", a, "txs"] => only!(
+                "/api/accounts/{address}/txs",
+                get,
+                "GET",
+                self.account_txs(&req, a).await
+            ),
+            ["api", "tx", t] => only!("/api/tx/{txid}", get, "GET", self.tx(t).await),
+            ["api", "fees"] => only!("/api/fees", get, "GET", self.fees().await),
             ["api", "miner", "start"] => {
                 only!("/api/miner/start", post, "POST", self.miner_start(&req))
             }
@@ -397,5 +419,67 @@ impl Api {
                 ))),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, auth: Option<&str>) -> Request {
+        let mut headers = hyper::HeaderMap::new();
+        if let Some(a) = auth {
+            headers.insert(
+                hyper::header::AUTHORIZATION,
+                hyper::header::HeaderValue::from_str(a).unwrap(),
+            );
+        }
+        Request {
+            method,
+            path: path.into(),
+            query: None,
+            headers,
+            body: Bytes::new(),
+            peer: "127.9.9.9:1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn bearer_is_matched_case_insensitively() {
+        for a in ["Bearer tok", "bearer tok", "BEARER tok", "  bEaReR   tok "] {
+            assert_eq!(
+                bearer_token(&req(Method::GET, "/", Some(a))),
+                Some("tok"),
+                "{a}"
+            );
+        }
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Basic tok"))),
+            None
+        );
+        assert_eq!(
+            bearer_token(&req(Method::GET, "/", Some("Bearertok"))),
+            None
+        );
+        assert_eq!(bearer_token(&req(Method::GET, "/", None)), None);
+    }
+
+    #[test]
+    fn route_classes() {
+        assert_eq!(route_class(&Method::POST, "/api/hello"), RouteClass::Signed);
+        assert_eq!(
+            route_class(&Method::POST, "/api/heartbeat/"),
+            RouteClass::Signed
+        );
+        assert_eq!(route_class(&Method::POST, "/api/tx"), RouteClass::Write);
+        assert_eq!(route_class(&Method::POST, "/api/blocks"), RouteClass::Write);
+        assert_eq!(
+            route_class(&Method::GET, "/api/status"),
+            RouteClass::PublicRead
+        );
+        assert_eq!(
+            route_class(&Method::HEAD, "/api/blocks"),
+            RouteClass::PublicRead
+        );
     }
 }

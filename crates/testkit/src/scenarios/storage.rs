@@ -29,6 +29,9 @@ pub const DISK_FULL_FS_SIZE: &str = "4m";
 pub const DISK_FULL_RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// `--store-down-exit-ms` of the disk-full cell's last round.
 pub const STORE_DOWN_EXIT_MS: u64 = 1_500;
+/// Most `[STORE]` ERROR lines the disk-full cell accepts for one full disk (one per
+/// distinct error: the OS's, the free-space check's).
+const STORE_ERROR_LINES_MAX: usize = 6;
 /// Seeds of the corruption cell.
 pub const CORRUPTION_SEEDS: u64 = 10;
 /// Bytes flipped per seed, in the file's last three quarters (data pages).
@@ -207,6 +210,16 @@ fn disk_full_rounds(
         },
     )?;
     let down_after = filled.elapsed();
+    // Loud, not a flood: ERROR lines for the store, one per distinct error.
+    let errors = log_text(&c.nodes[mi])
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("[STORE]"))
+        .count();
+    if !(1..=STORE_ERROR_LINES_MAX).contains(&errors) {
+        return Err(format!(
+            "{errors} [STORE] ERROR lines while the disk was full (want 1 to {STORE_ERROR_LINES_MAX})"
+        ));
+    }
 
     std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
     let freed = Instant::now();
@@ -267,7 +280,7 @@ fn disk_full_rounds(
         ));
     }
     Ok(format!(
-        "store down {:.1}s after the disk filled (bound {:.1}s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported}); down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit 1 after {:.1}s",
+        "store down {:.1}s after the disk filled (bound {:.1}s), {errors} ERROR line(s); within 1 block of the anchor {:.1}s after space returned (bound {}s), same process; kill -9 while down reopened a valid chain at {} (reported {reported}); down past --store-down-exit-ms {STORE_DOWN_EXIT_MS}: exit 1 after {:.1}s",
         down_after.as_secs_f64(),
         bound.as_secs_f64(),
         caught_up.as_secs_f64(),

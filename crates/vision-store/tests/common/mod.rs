@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use vision_chain::{
-    Account, Address, Block, Network, ParentContext, SecretKey, Transaction, apply_block,
+    Account, Address, Block, Network, ParentContext, Reward, SecretKey, Transaction, apply_block,
     build_block, solve,
 };
 use vision_store::{ChainStore, TipContext};
@@ -53,9 +53,29 @@ pub fn transfer(from: &SecretKey, to: Address, amount: u64, nonce: u64) -> Trans
     Transaction::new_signed(from, NET, to, amount, 1, nonce)
 }
 
-/// Apply `block` to `state` (a full state map), panicking if it does not apply.
-pub fn apply_to(state: &mut HashMap<Address, Account>, block: &Block) {
-    let d = apply_block(NET.params(), &*state, block).expect("main-chain block applies");
+/// The reward the block at `height` matures, from its chain's rewards by height
+/// (`rewards[0]` stands for genesis, which pays none).
+pub fn matured(rewards: &[Reward], height: u64) -> Option<Reward> {
+    NET.params()
+        .matured_reward_height(height)
+        .map(|h| rewards[h as usize])
+}
+
+/// The placeholder for genesis in a list of rewards by height.
+pub fn no_reward() -> Reward {
+    Reward {
+        miner: Address([0; 32]),
+        amount: 0,
+    }
+}
+
+/// Apply `block` to `state` (a full state map) and record its reward in `rewards`
+/// (its chain's rewards by height), panicking if it does not apply.
+pub fn apply_to(state: &mut HashMap<Address, Account>, rewards: &mut Vec<Reward>, block: &Block) {
+    let m = matured(rewards, block.header.height);
+    let d =
+        apply_block(NET.params(), &*state, block, m.as_ref()).expect("main-chain block applies");
+    rewards.push(d.reward);
     for (a, acc) in d.updates {
         if acc == Account::default() {
             state.remove(&a);
@@ -73,6 +93,7 @@ pub fn replay_main_chain(store: &ChainStore) -> HashMap<Address, Account> {
     assert_eq!(genesis.hash(), NET.params().genesis_hash());
     let mut prev = genesis.hash();
     let mut state = HashMap::new();
+    let mut rewards = vec![no_reward()];
     for h in 1..=tip.height {
         let hash = store.hash_at(h).unwrap().expect("contiguous main chain");
         let block = store.block_at(h).unwrap().expect("main-chain block stored");
@@ -83,7 +104,7 @@ pub fn replay_main_chain(store: &ChainStore) -> HashMap<Address, Account> {
             "block {h} links to its parent"
         );
         assert!(store.is_main_chain(&hash).unwrap());
-        apply_to(&mut state, &block);
+        apply_to(&mut state, &mut rewards, &block);
         prev = hash;
     }
     assert_eq!(prev, tip.hash);

@@ -1,0 +1,367 @@
+//! The transaction and address indexes: where a main-chain transaction is, and what
+//! touched an address, newest first.
+//!
+//! Both are derived from the main chain and written in the same write transaction
+//! as the block that changes them (connect adds, disconnect removes), so after a
+//! crash they agree with the chain exactly as the account state does.
+//!
+//! | table        | key                                   | value                         |
+//! |--------------|---------------------------------------|-------------------------------|
+//! | `tx_index`   | txid                                  | block hash ‖ position (u32 LE)|
+//! | `addr_index` | address ‖ height (BE) ‖ position (BE) | reward: amount (u64 LE); tx: empty |
+//!
+//! A block's reward is an `addr_index` entry of its miner at position
+//! [`REWARD_POSITION`] (so it sorts after the block's transactions, and newest-first
+//! lists it first). Big-endian height and position make the key order the chain
+//! order; a page of history is one reverse range scan.
+
+use std::fmt;
+use std::str::FromStr;
+
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use vision_chain::tx::TX_SIZE;
+use vision_chain::{Address, Block, ChainParams, HEADER_SIZE, Hash32, Transaction, TxId};
+
+use crate::StoreError;
+
+pub(crate) const TX_INDEX: TableDefinition<&[u8; 32], &[u8; 36]> = TableDefinition::new("tx_index");
+pub(crate) const ADDR_INDEX: TableDefinition<&[u8; 44], &[u8]> = TableDefinition::new("addr_index");
+
+/// The position a block reward takes in the address index.
+pub const REWARD_POSITION: u32 = u32::MAX;
+/// Most entries one [`crate::ChainStore::address_history`] page returns.
+pub const HISTORY_LIMIT_MAX: usize = 500;
+
+/// Where a history page starts: the entry just after the last one of the previous
+/// page. Its text form, `<height>.<position>`, is what the HTTP API hands out; it is
+/// stable: the entries older than it are the same on the next call unless a
+/// reorganisation replaces blocks at or below its height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HistoryCursor {
+    /// Height of the last entry returned.
+    pub height: u64,
+    /// Its position in the block ([`REWARD_POSITION`] for the reward).
+    pub position: u32,
+}
+
+/// A cursor that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad cursor {0:?}: expected <height>.<position> as handed out by the last page")]
+pub struct BadCursor(pub String);
+
+impl fmt::Display for HistoryCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.height, self.position)
+    }
+}
+
+impl FromStr for HistoryCursor {
+    type Err = BadCursor;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadCursor(s.chars().take(64).collect());
+        let (h, p) = s.split_once('.').ok_or_else(bad)?;
+        let digits =
+            |x: &str| !x.is_empty() && x.len() <= 20 && x.bytes().all(|b| b.is_ascii_digit());
+        if !digits(h) || !digits(p) {
+            return Err(bad());
+        }
+        Ok(HistoryCursor {
+            height: h.parse().map_err(|_| bad())?,
+            position: p.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// What an address-history entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryKind {
+    /// A block reward (the fixed reward plus the block's fees) paid to the address.
+    Reward {
+        /// Base units paid.
+        amount: u64,
+    },
+    /// A transaction the address sent or received (or both).
+    Tx {
+        /// Its id.
+        txid: TxId,
+        /// The transaction.
+        tx: Transaction,
+    },
+}
+
+/// One entry of an address's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Height of the main-chain block.
+    pub height: u64,
+    /// Its hash.
+    pub block_hash: Hash32,
+    /// Its timestamp.
+    pub time_ms: u64,
+    /// Position in the block ([`REWARD_POSITION`] for the reward).
+    pub position: u32,
+    /// The reward or the transaction.
+    pub kind: HistoryKind,
+}
+
+impl HistoryEntry {
+    /// This entry as a cursor: the next page starts after it.
+    pub fn cursor(&self) -> HistoryCursor {
+        HistoryCursor {
+            height: self.height,
+            position: self.position,
+        }
+    }
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Height of the tip the page was read at (confirmations = tip − height + 1).
+    pub tip_height: u64,
+    /// The entries.
+    pub entries: Vec<HistoryEntry>,
+    /// Where the next page starts; `None` when this one reached the oldest entry.
+    pub next: Option<HistoryCursor>,
+}
+
+/// A main-chain transaction found by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxLocation {
+    /// The transaction.
+    pub tx: Transaction,
+    /// The block holding it.
+    pub block_hash: Hash32,
+    /// Its height.
+    pub height: u64,
+    /// The block's timestamp.
+    pub time_ms: u64,
+    /// Position in the block.
+    pub position: u32,
+    /// Height of the tip the lookup was read at.
+    pub tip_height: u64,
+}
+
+impl TxLocation {
+    /// Blocks on top of (and including) the one holding it.
+    pub fn confirmations(&self) -> u64 {
+        self.tip_height.saturating_sub(self.height) + 1
+    }
+}
+
+pub(crate) fn addr_key(addr: &Address, height: u64, position: u32) -> [u8; 44] {
+    let mut k = [0u8; 44];
+    k[..32].copy_from_slice(&addr.0);
+    k[32..40].copy_from_slice(&height.to_be_bytes());
+    k[40..].copy_from_slice(&position.to_be_bytes());
+    k
+}
+
+pub(crate) fn split_addr_key(k: &[u8; 44]) -> (u64, u32) {
+    let mut h = [0u8; 8];
+    h.copy_from_slice(&k[32..40]);
+    let mut p = [0u8; 4];
+    p.copy_from_slice(&k[40..]);
+    (u64::from_be_bytes(h), u32::from_be_bytes(p))
+}
+
+pub(crate) fn tx_value(block: &Hash32, position: u32) -> [u8; 36] {
+    let mut v = [0u8; 36];
+    v[..32].copy_from_slice(&block.0);
+    v[32..].copy_from_slice(&position.to_le_bytes());
+    v
+}
+
+pub(crate) fn split_tx_value(v: &[u8; 36]) -> (Hash32, u32) {
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&v[..32]);
+    let mut p = [0u8; 4];
+    p.copy_from_slice(&v[32..]);
+    (Hash32(h), u32::from_le_bytes(p))
+}
+
+/// The transaction at `position` of a block's canonical encoding, read in place.
+pub(crate) fn tx_in_block_bytes(
+    hash: &Hash32,
+    bytes: &[u8],
+    position: u32,
+) -> Result<Transaction, StoreError> {
+    let start = HEADER_SIZE + 32 + 4 + position as usize * TX_SIZE;
+    let slice = bytes.get(start..start + TX_SIZE).ok_or_else(|| {
+        StoreError::Corrupt(format!("block {hash} has no transaction at {position}"))
+    })?;
+    Transaction::decode(slice)
+        .map_err(|e| StoreError::Corrupt(format!("transaction {position} of {hash}: {e}")))
+}
+
+/// The miner's reward entry for a block paying `fees`: the block reward plus fees
+/// (saturating: a block whose sum overflows never connects).
+pub(crate) fn reward_amount(params: &ChainParams, fees: u64) -> u64 {
+    params.block_reward.saturating_add(fees)
+}
+
+/// Sum of a block's fees (saturating, see [`reward_amount`]).
+pub(crate) fn block_fees(block: &Block) -> u64 {
+    block.txs.iter().fold(0u64, |s, t| s.saturating_add(t.fee))
+}
+
+/// The index tables of a write transaction.
+pub(crate) struct IndexTables<'t> {
+    pub(crate) tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
+    pub(crate) addr: Table<'t, &'static [u8; 44], &'static [u8]>,
+}
+
+impl IndexTables<'_> {
+    /// Index a block that was just connected at its height.
+    pub(crate) fn add(
+        &mut self,
+        params: &ChainParams,
+        hash: &Hash32,
+        block: &Block,
+    ) -> Result<(), StoreError> {
+        let height = block.header.height;
+        for (i, tx) in block.txs.iter().enumerate() {
+            let pos = i as u32;
+            self.tx.insert(&tx.id().0, &tx_value(hash, pos))?;
+            self.addr
+                .insert(&addr_key(&tx.from, height, pos), [].as_slice())?;
+            self.addr
+                .insert(&addr_key(&tx.to, height, pos), [].as_slice())?;
+        }
+        if height > 0 {
+            let amount = reward_amount(params, block_fees(block));
+            self.addr.insert(
+                &addr_key(&block.miner, height, REWARD_POSITION),
+                amount.to_le_bytes().as_slice(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Remove a block that was just disconnected.
+    pub(crate) fn remove(&mut self, block: &Block) -> Result<(), StoreError> {
+        let height = block.header.height;
+        for (i, tx) in block.txs.iter().enumerate() {
+            let pos = i as u32;
+            self.tx.remove(&tx.id().0)?;
+            self.addr.remove(&addr_key(&tx.from, height, pos))?;
+            self.addr.remove(&addr_key(&tx.to, height, pos))?;
+        }
+        self.addr
+            .remove(&addr_key(&block.miner, height, REWARD_POSITION))?;
+        Ok(())
+    }
+}
+
+/// Check both indexes against the main chain (`blocks`: the main chain's blocks in
+/// height order, with their hashes): every entry a block implies is there and points
+/// back at it, and the tables hold nothing else.
+pub(crate) fn verify<TX, AD>(
+    params: &ChainParams,
+    tx_t: &TX,
+    addr_t: &AD,
+    blocks: impl Iterator<Item = Result<(Hash32, Block), StoreError>>,
+) -> Result<(), StoreError>
+where
+    TX: ReadableTable<&'static [u8; 32], &'static [u8; 36]> + ReadableTableMetadata,
+    AD: ReadableTable<&'static [u8; 44], &'static [u8]> + ReadableTableMetadata,
+{
+    let corrupt = |m: String| Err(StoreError::Corrupt(m));
+    let mut txs = 0u64;
+    let mut addr_entries = 0u64;
+    for item in blocks {
+        let (hash, block) = item?;
+        let height = block.header.height;
+        for (i, tx) in block.txs.iter().enumerate() {
+            let pos = i as u32;
+            txs += 1;
+            let id = tx.id();
+            match tx_t.get(&id.0)? {
+                Some(v) if split_tx_value(v.value()) == (hash, pos) => {}
+                Some(_) => {
+                    return corrupt(format!(
+                        "the txid index points transaction {id} elsewhere than block {hash} at height {height}"
+                    ));
+                }
+                None => {
+                    return corrupt(format!(
+                        "transaction {id} of block {hash} at height {height} is not in the txid index"
+                    ));
+                }
+            }
+            for a in [tx.from, tx.to] {
+                if addr_t.get(&addr_key(&a, height, pos))?.is_none() {
+                    return corrupt(format!(
+                        "the address index lacks {a} for transaction {id} at height {height}"
+                    ));
+                }
+            }
+            addr_entries += if tx.from == tx.to { 1 } else { 2 };
+        }
+        if height > 0 {
+            let want = reward_amount(params, block_fees(&block)).to_le_bytes();
+            match addr_t.get(&addr_key(&block.miner, height, REWARD_POSITION))? {
+                Some(v) if v.value() == want.as_slice() => {}
+                _ => {
+                    return corrupt(format!(
+                        "the address index lacks the reward of block {hash} at height {height}"
+                    ));
+                }
+            }
+            addr_entries += 1;
+        }
+    }
+    if tx_t.len()? != txs {
+        return corrupt(format!(
+            "the txid index holds {} entries, the main chain {txs} transactions",
+            tx_t.len()?
+        ));
+    }
+    if addr_t.len()? != addr_entries {
+        return corrupt(format!(
+            "the address index holds {} entries, the main chain implies {addr_entries}",
+            addr_t.len()?
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_text_round_trips_and_refuses_junk() {
+        let c = HistoryCursor {
+            height: 42,
+            position: REWARD_POSITION,
+        };
+        assert_eq!(c.to_string().parse::<HistoryCursor>().unwrap(), c);
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".1",
+            "x.1",
+            "1.2.3",
+            "-1.2",
+            "1.99999999999",
+            "99999999999999999999999.1",
+            "１.2",
+        ] {
+            assert!(bad.parse::<HistoryCursor>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_sort_in_chain_order() {
+        let a = Address([7; 32]);
+        let k1 = addr_key(&a, 1, REWARD_POSITION);
+        let k2 = addr_key(&a, 2, 0);
+        let k3 = addr_key(&a, 2, 1);
+        assert!(k1 < k2 && k2 < k3);
+        assert_eq!(split_addr_key(&k3), (2, 1));
+        let v = tx_value(&Hash32([3; 32]), 9);
+        assert_eq!(split_tx_value(&v), (Hash32([3; 32]), 9));
+    }
+}
