@@ -199,8 +199,19 @@ fn chain_hash(addr: std::net::SocketAddr, height: u64) -> String {
     let (code, body) =
         support::http_get(addr, &format!("/api/blocks/{height}")).expect("GET /api/blocks/{h}");
     assert_eq!(code, 200, "{body}");
-    let block: vision_chain::Block = serde_json::from_str(&body).expect("block JSON");
-    block.hash().to_hex()
+    let mut v: serde_json::Value = serde_json::from_str(&body).expect("block JSON");
+    // Block JSON carries its `hash` (CONTRACT §6); check it against the block's own
+    // header, hashed here, with the JSON-only fields taken off.
+    let served = v["hash"].as_str().map(str::to_string);
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|k, _| matches!(k.as_str(), "header" | "miner" | "txs"));
+    }
+    let block: vision_chain::Block = serde_json::from_value(v).expect("a block");
+    let hash = block.hash().to_hex();
+    if let Some(served) = served {
+        assert_eq!(served, hash, "the served hash is the block's");
+    }
+    hash
 }
 
 #[test]

@@ -357,6 +357,19 @@ fn main() {
         "ratio node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers/baseline (mean req/s): {:.2}",
         mean(&subs_rps) / mean(&base_rps)
     );
+    // the lines `cargo xtask bench` reads
+    println!(
+        "xtask-bench status node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        mean(&node_rps),
+        mean(&base_rps),
+        mean(&node_rps) / mean(&base_rps)
+    );
+    println!(
+        "xtask-bench status_subscribers node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        mean(&subs_rps),
+        mean(&base_rps),
+        mean(&subs_rps) / mean(&base_rps)
+    );
     token.cancel();
     drop(server_rt);
 }
