@@ -12,7 +12,7 @@
 //!   keygen [--out FILE]             a new secret key and its address (file mode 0600)
 //!   balance <address>               balance and next nonce
 //!   send --key FILE|--key-hex HEX --to ADDR --amount N [--fee N] [--nonce N]
-//!   watch [--types a,b] [--json] [--from ID] [--count N]
+//!   watch [--types a,b] [--json] [--address A] [--from ID] [--count N]
 //!                                   follow /api/events live (resumes across drops)
 //!   completions <bash|zsh|fish|elvish|powershell>   a shell completion script
 //! ```
@@ -143,6 +143,10 @@ pub enum Command {
         /// One JSON object per line (`{"id","event","data"}`) instead of text, for scripts.
         #[arg(long)]
         json: bool,
+        /// Only transactions from or to this address (chain, backbone and miner events
+        /// are not filtered by it).
+        #[arg(long)]
+        address: Option<String>,
         /// Resume after this event id (printed by an earlier run) instead of starting live.
         #[arg(long)]
         from: Option<String>,
@@ -299,11 +303,30 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Watch {
             types,
             json,
+            address,
             from,
             count,
         } => {
             let types = parse_types(&types)?;
-            ctx.watch(types, json, from, count, out).await
+            let address = address
+                .map(|a| {
+                    a.trim().parse::<Address>().map_err(|e| {
+                        CtlError::Usage(format!("--address: {a:?} is not an address ({e})"))
+                    })
+                })
+                .transpose()?;
+            ctx.watch(
+                EventsOptions {
+                    types,
+                    address,
+                    resume_from: from,
+                    ..EventsOptions::default()
+                },
+                json,
+                count,
+                out,
+            )
+            .await
         }
         Command::Completions { shell } => {
             completions(shell, out);
@@ -517,9 +540,8 @@ impl Ctx {
 
     async fn watch(
         &self,
-        types: Vec<EventType>,
+        opts: EventsOptions,
         json: bool,
-        from: Option<String>,
         count: Option<u64>,
         out: &mut dyn Write,
     ) -> Result<(), CtlError> {
@@ -532,12 +554,10 @@ impl Ctx {
         let mut stream = self.client.events_with(
             &self.node,
             EventsOptions {
-                types,
-                resume_from: from,
                 // A person watching wants to hear that the node is gone, not a
                 // silent retry for ever: give up after a minute of failures.
                 max_failures: Some(WATCH_FAILURES_MAX),
-                ..EventsOptions::default()
+                ..opts
             },
         );
         let mut seen = 0u64;
