@@ -12,6 +12,9 @@
 //!   `cargo metadata`.
 //! - `cargo xtask bench-startup [--runs N]`: start-up to serving `/api/status` with
 //!   every anchor blackholed, against a bare baseline, and a node's idle memory.
+//! - `cargo xtask bench [--sync-blocks N] [--skip NAME]...`: the hashing, import,
+//!   status and sync benches, and a real node's reported hashrate, in one run; one
+//!   table of ratios against their bare baselines (`figures.rs`).
 //! - `cargo xtask man [--out DIR]`: man pages for `vision-ctl` and its subcommands
 //!   (default `target/man`).
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
@@ -28,6 +31,7 @@ mod cells;
 mod cgnat;
 mod cluster;
 mod faults;
+mod figures;
 mod guard;
 mod matrix;
 mod ops;
@@ -53,6 +57,7 @@ fn main() -> Result<()> {
             None => bail!("cgnat-driver needs the vision-node binary path"),
         },
         "bench-startup" => bench::run(rest),
+        "bench" => figures::run(rest),
         "man" => {
             let out = match rest {
                 [flag, dir] if flag == "--out" => std::path::PathBuf::from(dir),
@@ -90,6 +95,7 @@ fn usage() {
          [--base-port P] [--dir PATH]  a local cluster to look at, until Ctrl-C\n  \
          tidy         check crate layering against docs/ARCHITECTURE.md's table\n  \
          bench-startup [--runs N] [--anchors N] [--idle-seconds S]  node start-up with blackholed anchors, idle memory\n  \
+         bench [--sync-blocks N] [--status-secs S] [--node-secs S] [--skip NAME]  hashing, import, status, sync: one table of ratios\n  \
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
          man [--out DIR]  man pages for vision-ctl and its subcommands (default target/man)\n  \
          simulate [--nodes N] [--anchors N] [--seed N] [--scenario all|baseline|anchor-loss|partition|lying-anchor]\n           \

@@ -367,7 +367,7 @@ pub(crate) fn run(opts: Options) -> Result<()> {
     });
 
     // What an operator installs (xtask/src/ops.rs): the systemd unit, the container
-    // files, man pages.
+    // files, the dashboard and alerts against a live node, promtool, man pages.
     step("ops:systemd", &mut || {
         let bin = node_bin
             .get_or_insert_with(|| crate::cells::build_node(&root()))
@@ -382,6 +382,24 @@ pub(crate) fn run(opts: Options) -> Result<()> {
             .clone()?;
         let detail = crate::ops::container(&root(), &bin)?;
         println!("ops:container: {detail}");
+        Ok(())
+    });
+    step("ops:metrics", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::ops::metrics(&root())?;
+        println!("ops:metrics: {detail}");
+        Ok(())
+    });
+    step("ops:promtool", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::ops::promtool_checks(&root())?;
+        println!("ops:promtool: {detail}");
         Ok(())
     });
     step("ops:man", &mut || {

@@ -579,6 +579,9 @@ impl Ctx {
             ClientError::Decode { reason, .. } => {
                 format!("{node} answered something that is not a Vision node's answer: {reason}")
             }
+            ClientError::NotHttp { .. } => format!(
+                "{node} does not speak HTTP — is it a P2P port? give the node's control-plane port (7070 by default)"
+            ),
             ClientError::InvalidUrl { .. } | ClientError::InvalidRequest { .. } => e.to_string(),
         })
     }
@@ -952,6 +955,44 @@ pub fn format_hashrate(h: f64) -> String {
     }
 }
 
+/// Width of the sync progress bar, in characters.
+pub const PROGRESS_BAR_WIDTH: usize = 30;
+
+/// The sync progress as a bar, the percentage, the rate and the ETA:
+/// `[##########--------------------]  33.3% · 120.0 blocks/s · eta 11 s`. Plain
+/// ASCII, so it reads the same in any terminal and in logs.
+pub fn progress_line(sync: &vision_wire::SyncStatus) -> String {
+    let p = if sync.progress.is_finite() {
+        sync.progress.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let filled = ((p * PROGRESS_BAR_WIDTH as f64).floor() as usize).min(PROGRESS_BAR_WIDTH);
+    let bar = format!(
+        "[{}{}]",
+        "#".repeat(filled),
+        "-".repeat(PROGRESS_BAR_WIDTH - filled)
+    );
+    let pct = format!("{:5.1}%", p * 100.0);
+    if p >= 1.0 && !sync.syncing {
+        return format!("{bar} {pct} · in sync");
+    }
+    let eta = match sync.eta_s {
+        Some(e) => format!("eta {}", format_duration_s(e)),
+        None => "eta unknown".into(),
+    };
+    format!("{bar} {pct} · {:.1} blocks/s · {eta}", sync.blocks_per_s)
+}
+
+/// `95 s`, `12 min 5 s`, `3 h 2 min`.
+fn format_duration_s(s: u64) -> String {
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// The `status` table.
 pub fn status_table(node: &str, s: &StatusResponse) -> String {
     let b = &s.http_backbone;
@@ -982,7 +1023,7 @@ pub fn status_table(node: &str, s: &StatusResponse) -> String {
     } else {
         "enabled, not listening".to_string()
     };
-    let rows: [(&str, String); 11] = [
+    let rows: [(&str, String); 12] = [
         ("node", node.to_string()),
         (
             "node id",
@@ -1012,6 +1053,7 @@ pub fn status_table(node: &str, s: &StatusResponse) -> String {
                 if s.sync.syncing { " · syncing" } else { "" }
             ),
         ),
+        ("progress", progress_line(&s.sync)),
         (
             "miner",
             format!(
@@ -1112,6 +1154,37 @@ mod tests {
         assert_eq!(format_hashrate(1.5), "1.50 H/s");
         assert_eq!(format_hashrate(12_345.0), "12.3 kH/s");
         assert_eq!(format_hashrate(2.5e6), "2.50 MH/s");
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_progress() {
+        let mut sync = vision_wire::SyncStatus {
+            network_tip: 2_000,
+            tip_source: vision_wire::TipSource::Backbone,
+            lag: 1_340,
+            syncing: true,
+            progress: 0.33,
+            blocks_per_s: 120.0,
+            eta_s: Some(725),
+        };
+        assert_eq!(
+            progress_line(&sync),
+            format!(
+                "[{}{}]  33.0% · 120.0 blocks/s · eta 12 min 5 s",
+                "#".repeat(9),
+                "-".repeat(21)
+            )
+        );
+        sync.eta_s = None;
+        sync.progress = f64::NAN;
+        assert!(progress_line(&sync).starts_with(&format!("[{}]   0.0%", "-".repeat(30))));
+        assert!(progress_line(&sync).ends_with("eta unknown"));
+        sync.progress = 1.0;
+        sync.syncing = false;
+        assert_eq!(
+            progress_line(&sync),
+            format!("[{}] 100.0% · in sync", "#".repeat(30))
+        );
     }
 
     #[test]

@@ -751,3 +751,42 @@ fn a_store_from_release_2_7_0_is_served_and_one_from_a_newer_release_exits_2() {
     assert!(log.contains("schema version 99"), "{log}");
     assert!(log.contains("written by a newer release"), "{log}");
 }
+
+#[test]
+fn an_anchor_seed_on_a_p2p_port_is_named_as_such_at_start_and_in_last_error() {
+    // A real node's P2P port (not 7072, so it is not rewritten to 7070).
+    let a = tempfile::tempdir().expect("tempdir");
+    let p2p = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let p2p_addr = format!("127.0.0.1:{p2p}");
+    let mut c = node_command();
+    c.arg("--data-dir").arg(a.path()).args([
+        "--network",
+        "regtest",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--p2p-addr",
+        &p2p_addr,
+        "--anchor",
+    ]);
+    let mut anchor = NodeProc::spawn(c);
+    let anchor_http = anchor.http_addr();
+    poll("anchor serving", START, || status(anchor_http));
+    let b = tempfile::tempdir().expect("tempdir");
+    let mut member = NodeProc::regtest(
+        b.path(),
+        &["--anchor-seeds", &p2p_addr, "--probe-interval-ms", "200"],
+    );
+    let addr = member.http_addr();
+    let err = poll("last_error naming the P2P port", START, || {
+        let s = status(addr)?;
+        let e = s["http_backbone"]["last_error"].as_str()?.to_string();
+        e.contains("not an HTTP server").then_some(e)
+    });
+    assert!(err.contains("P2P port") && err.contains(&p2p_addr), "{err}");
+    member.wait_log("is this a P2P port?", START);
+    assert_eq!(member.stop(), Some(0));
+    assert_eq!(anchor.stop(), Some(0));
+}

@@ -4,8 +4,8 @@
 //! Mining, sees the miner running and the height grow, clicks Stop, sees it stopped,
 //! and saves screenshots to `test-artifacts/panel.png` (and `panel-running.png`).
 //! Then it blocks every `/api/status` fetch in the page and checks that a newly
-//! mined block shows within 2 s and the miner state follows start/stop: both come
-//! from `/api/events` (issue #14).
+//! mined block shows within 2 s and the miner state follows start/stop (admin calls
+//! from the test, not the page): both come from `/api/events` (issue #14).
 //!
 //! Without Chromium or chromedriver the test prints `SKIPPED: <reason>` and passes,
 //! so a plain `cargo test --workspace` works anywhere; with `VISION_REQUIRE_BROWSER=1`
@@ -358,6 +358,14 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
             .is_some_and(|t| t.contains("Exchange")),
         "the exchange line is shown"
     );
+    // a lone anchor is in sync: the progress bar is full and says so
+    let progress = session.text("sync-progress-label").unwrap_or_default();
+    assert!(
+        progress.starts_with("100.0%"),
+        "sync progress: {progress:?}"
+    );
+    let eta = session.text("sync-eta").unwrap_or_default();
+    assert_eq!(eta, "in sync");
     let state = session.text("miner-state").unwrap_or_default();
     assert!(state.contains("Stopped"), "not mining at first: {state:?}");
     let h0 = number(&session.text("chain-height").unwrap_or_default()).unwrap_or(0);
@@ -416,13 +424,33 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
         "a new block showed {took:?} after it was mined (bound {NEW_BLOCK_SHOWN_WITHIN:?})"
     );
     println!("panel_browser: a new block showed {took:?} after the node had it");
+    poll(
+        "miner state running, from the event stream",
+        DEADLINE,
+        || {
+            session
+                .text("miner-state")
+                .filter(|t| t.contains("Running"))
+        },
+    );
     admin_post(addr, "/api/miner/stop");
+    poll(
+        "miner state stopped, from the event stream",
+        DEADLINE,
+        || {
+            session
+                .text("miner-state")
+                .filter(|t| t.contains("Stopped"))
+        },
+    );
     let blocked = session
         .execute("return window.__statusFetches;")
         .expect("the counter")
         .as_u64()
         .unwrap_or(0);
-    println!("panel_browser: {blocked} status polls blocked while blocks arrived as events");
+    println!(
+        "panel_browser: {blocked} status polls blocked while blocks and miner state arrived as events"
+    );
 
     drop(session);
     drop(driver);

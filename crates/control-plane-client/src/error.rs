@@ -52,6 +52,19 @@ pub enum ClientError {
         /// The underlying error chain.
         reason: String,
     },
+    /// Something answers there, but not in HTTP: it spoke first, or its answer is not
+    /// an HTTP response. A Vision P2P port does exactly that (it sends its hello frame
+    /// on connect), so this is how an anchor seed given with a P2P port other than
+    /// 7072 shows up.
+    #[error(
+        "{url}: not an HTTP server ({reason}); is this a P2P port? anchors are reached on their control-plane port (7070 by default)"
+    )]
+    NotHttp {
+        /// The request URL.
+        url: String,
+        /// What the HTTP client saw.
+        reason: String,
+    },
     /// The node answered with a non-success status. `code` is the `error` field of the
     /// contract's `{"error", "message"}` body, or `http_<status>` if the body is not one.
     #[error("{url}: HTTP {status} {code}: {message}")]
@@ -109,6 +122,7 @@ impl ClientError {
             ClientError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
             ClientError::InvalidUrl { .. }
             | ClientError::InvalidRequest { .. }
+            | ClientError::NotHttp { .. }
             | ClientError::Decode { .. } => false,
         }
     }
@@ -132,10 +146,14 @@ impl ClientError {
                 reason: chain_text(e),
             };
         }
-        ClientError::Transport {
-            url,
-            reason: chain_text(e),
+        let reason = chain_text(e);
+        if NOT_HTTP_SIGNS.iter().any(|s| reason.contains(s)) {
+            return ClientError::NotHttp {
+                url,
+                reason: "it sent bytes that are not an HTTP response".into(),
+            };
         }
+        ClientError::Transport { url, reason }
     }
 
     /// Build the error for a non-success answer from its body.
@@ -179,6 +197,14 @@ fn chain_has_io_kind(e: &reqwest::Error, kind: std::io::ErrorKind) -> bool {
     }
     false
 }
+
+/// What hyper says when the peer is not an HTTP server: bytes before any request
+/// ("unexpected message"), or a response line that is not HTTP.
+const NOT_HTTP_SIGNS: &[&str] = &[
+    "received unexpected message from connection",
+    "invalid HTTP version parsed",
+    "invalid HTTP status-code parsed",
+];
 
 fn chain_text(e: &reqwest::Error) -> String {
     let mut out = e.to_string();

@@ -481,3 +481,35 @@ async fn invalid_urls_never_reach_the_network() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_that_speaks_first_in_another_protocol_is_not_http() {
+    // What a Vision P2P port does: send a length-prefixed frame on connect.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = s
+                    .write_all(&[0, 0, 0, 6, 1, 1, b'V', b'I', b'S', b'R'])
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            });
+        }
+    });
+    let err = client(1_000, 0)
+        .fetch_status(&format!("http://{addr}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::NotHttp { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("not an HTTP server") && text.contains("P2P port"),
+        "{text}"
+    );
+}

@@ -258,6 +258,13 @@ fn main() {
         "ratio node/baseline (mean req/s): {:.2}",
         mean(&node_rps) / mean(&base_rps)
     );
+    // the line `cargo xtask bench` reads
+    println!(
+        "xtask-bench status node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        mean(&node_rps),
+        mean(&base_rps),
+        mean(&node_rps) / mean(&base_rps)
+    );
     token.cancel();
     drop(server_rt);
 }

@@ -92,6 +92,8 @@ pub struct Core {
     tip_tx: watch::Sender<u64>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Sync progress: the import rate and ETA behind `sync.progress`.
+    pub progress: crate::progress::SyncProgress,
     /// Process start.
     pub started: Instant,
     /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
@@ -154,6 +156,7 @@ impl Core {
             chain: ArcSwap::from_pointee(view),
             tip_tx,
             metrics: Metrics::new(),
+            progress: crate::progress::SyncProgress::new(),
             started: Instant::now(),
             admin_tokens,
             claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
@@ -232,7 +235,40 @@ impl Core {
     /// a blocking context (`spawn_blocking`, a miner thread).
     pub fn import_block(&self, block: &Block, origin: Origin) -> Result<AcceptOutcome, StoreError> {
         let outcome = self.store.accept_block(block, now_ms())?;
-        match &outcome {
+        self.imported(block, origin, &outcome)?;
+        Ok(outcome)
+    }
+
+    /// Import a run of blocks in order (sync's body batches): the store verifies
+    /// the signatures of the following blocks on every core while the current one
+    /// commits ([`ChainStore::accept_blocks`]); each block is then handled exactly
+    /// as [`Core::import_block`] handles it. `each` gets every block's outcome;
+    /// returning `false` stops the run. Blocking, like `import_block`.
+    pub fn import_blocks(
+        &self,
+        blocks: &[Block],
+        origin: Origin,
+        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+    ) -> usize {
+        self.store
+            .accept_blocks(blocks, now_ms(), |block, outcome| {
+                let outcome = match outcome {
+                    Ok(o) => self.imported(block, origin, &o).map(|()| o),
+                    Err(e) => Err(e),
+                };
+                each(block, outcome)
+            })
+    }
+
+    /// What follows a block's acceptance: the log line, and on a new tip the
+    /// published chain view and the pool brought in line.
+    fn imported(
+        &self,
+        block: &Block,
+        origin: Origin,
+        outcome: &AcceptOutcome,
+    ) -> Result<(), StoreError> {
+        match outcome {
             AcceptOutcome::Extended { height, hash } => {
                 tracing::info!(
                     "[CHAIN] ⛓️ New tip height={height} hash={} txs={} from {}",
@@ -259,8 +295,13 @@ impl Core {
                 );
             }
         }
+        self.metrics.block_imported(
+            origin.as_str(),
+            matches!(outcome, AcceptOutcome::Reorganized(_)),
+            now_ms() as f64 / 1000.0,
+        );
         if outcome.tip_changed() {
-            let r = self.after_tip_change(&outcome);
+            let r = self.after_tip_change(outcome);
             // The published view first (a client told of the block reads it in
             // status), then the block's chain events (and any a concurrent import
             // wrote), in order, from the one place that publishes them.
@@ -272,7 +313,7 @@ impl Core {
             }
             r?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     fn after_tip_change(&self, outcome: &AcceptOutcome) -> Result<(), StoreError> {

@@ -26,6 +26,7 @@ pub mod mining;
 pub mod network;
 pub mod node;
 pub mod p2p;
+pub mod progress;
 pub mod ratelimit;
 pub mod relay;
 pub mod shared;

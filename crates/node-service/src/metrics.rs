@@ -1,8 +1,14 @@
 //! `/metrics`: Prometheus/OpenMetrics text with the usual naming (`vision_`
 //! namespace, `_total` counters, `_seconds` histograms, base units).
 //!
-//! Request counters are updated on every request; the gauges are refreshed from the
+//! Request counters are updated on every request, block and reorg counters on
+//! every import ([`Metrics::block_imported`]); the gauges are refreshed from the
 //! lock-free snapshots at scrape time, so nothing on a hot path touches them.
+//!
+//! Two text formats, by content negotiation ([`Metrics::render_for`]): OpenMetrics
+//! 1.0 when the scraper asks for it (Prometheus does), else the Prometheus text
+//! format 0.0.4 (curl, `promtool check metrics`), whose counters are named with
+//! their `_total` suffix in `# HELP`/`# TYPE` too.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -123,11 +129,23 @@ pub struct Metrics {
     cluster_size: Gauge,
     miner_state: Family<Labels, Gauge>,
     miner_hashrate: FGauge,
-    miner_blocks_found: Gauge,
+    miner_blocks_found: Counter,
     mempool_txs: Gauge,
     exchange_ready: Gauge,
+    build_info: Family<Labels, Gauge>,
+    blocks_imported: Family<Labels, Counter>,
+    chain_reorgs: Counter,
+    last_import_unix_s: FGauge,
+    target_block_time_s: FGauge,
+    store_size: Gauge,
+    sync_progress: FGauge,
+    sync_rate: FGauge,
+    sync_eta: Gauge,
+    backbone_latency: FGauge,
+    best_anchor: Family<Labels, Gauge>,
     p2p_guard: Family<Labels, Counter>,
     handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram), BuildHasherDefault<KeyHasher>>>,
+    best_anchor_seen: RwLock<Vec<Labels>>,
 }
 
 /// A fast hasher for [`RequestKey`]s: the route and method are `&'static str`s from
@@ -155,6 +173,47 @@ impl Hasher for KeyHasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
     }
+}
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text exposition.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Most distinct best-anchor label sets remembered (seeds are bounded well below).
+pub const BEST_ANCHOR_SERIES_MAX: usize = 64;
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: counter families are
+/// announced under their sample name (`x_total`), `# UNIT` lines and `# EOF` go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let counters: std::collections::HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        if let Some((p, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(name) {
+                out.push_str(p);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Cached request-metric handles (routes × methods × statuses seen; bounded).
@@ -204,9 +263,27 @@ pub struct Scrape {
     pub mempool_txs: usize,
     /// Exchange ready.
     pub exchange_ready: bool,
+    /// The network's target block time, in milliseconds.
+    pub target_block_time_ms: u64,
+    /// Size of the chain store file, in bytes.
+    pub store_bytes: u64,
+    /// `sync.progress` (0..1).
+    pub sync_progress: f64,
+    /// `sync.blocks_per_s`.
+    pub sync_blocks_per_s: f64,
+    /// `sync.eta_s` (`None`: unknown).
+    pub sync_eta_s: Option<u64>,
+    /// The anchor the backbone uses (`"self"` for its own backbone).
+    pub best_anchor: Option<String>,
+    /// The backbone's latency to it, in milliseconds.
+    pub backbone_latency_ms: Option<u64>,
     /// The data plane's admission-control counters.
     pub p2p_guard: p2p_dataplane::GuardCounters,
 }
+
+/// Where an imported block came from (`vision_blocks_imported_total{source}`): the
+/// node's own miner, a client or peer over HTTP, block sync, the data plane.
+pub const IMPORT_SOURCES: [&str; 4] = ["miner", "http", "sync", "p2p"];
 
 const MINER_STATES: [&str; 6] = [
     "stopped_by_user",
@@ -255,11 +332,23 @@ impl Metrics {
             cluster_size: Gauge::default(),
             miner_state: Family::default(),
             miner_hashrate: FGauge::default(),
-            miner_blocks_found: Gauge::default(),
+            miner_blocks_found: Counter::default(),
             mempool_txs: Gauge::default(),
             exchange_ready: Gauge::default(),
+            build_info: Family::default(),
+            blocks_imported: Family::default(),
+            chain_reorgs: Counter::default(),
+            last_import_unix_s: FGauge::default(),
+            target_block_time_s: FGauge::default(),
+            store_size: Gauge::default(),
+            sync_progress: FGauge::default(),
+            sync_rate: FGauge::default(),
+            sync_eta: Gauge::default(),
+            backbone_latency: FGauge::default(),
+            best_anchor: Family::default(),
             p2p_guard: Family::default(),
             handles: RwLock::new(HashMap::default()),
+            best_anchor_seen: RwLock::new(Vec::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -344,9 +433,71 @@ impl Metrics {
         );
         registry.register(
             "miner_blocks_found",
-            "Blocks found by this node since start",
+            "Blocks found by this node's miner since start",
             m.miner_blocks_found.clone(),
         );
+        registry.register(
+            "build_info",
+            "Always 1; the running release in the version label",
+            m.build_info.clone(),
+        );
+        registry.register(
+            "blocks_imported",
+            "Blocks imported into the store by source (miner, http, sync, p2p)",
+            m.blocks_imported.clone(),
+        );
+        registry.register(
+            "chain_reorgs",
+            "Reorganisations of the main chain",
+            m.chain_reorgs.clone(),
+        );
+        registry.register(
+            "chain_last_import_timestamp_seconds",
+            "Unix time of the last block import (0 before the first)",
+            m.last_import_unix_s.clone(),
+        );
+        registry.register(
+            "chain_target_block_time_seconds",
+            "The network's target block time",
+            m.target_block_time_s.clone(),
+        );
+        registry.register(
+            "store_size_bytes",
+            "Size of the chain store file",
+            m.store_size.clone(),
+        );
+        registry.register(
+            "sync_progress",
+            "Share of the network's chain held, 0..1 (1 when caught up)",
+            m.sync_progress.clone(),
+        );
+        registry.register(
+            "sync_blocks_per_second",
+            "Blocks imported per second over the last 10 s",
+            m.sync_rate.clone(),
+        );
+        registry.register(
+            "sync_eta_seconds",
+            "Seconds to catch up at the current rate (-1 when unknown)",
+            m.sync_eta.clone(),
+        );
+        registry.register(
+            "backbone_latency_seconds",
+            "Latency of the last good probe of the backbone's anchor",
+            m.backbone_latency.clone(),
+        );
+        registry.register(
+            "backbone_best_anchor",
+            "1 for the anchor the backbone uses (self for its own backbone)",
+            m.best_anchor.clone(),
+        );
+        m.build_info
+            .get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))]))
+            .set(1);
+        for s in IMPORT_SOURCES {
+            // every source shows from the start (at 0), so rate() sees the first block
+            let _ = m.blocks_imported.get_or_create(&l(&[("source", s)]));
+        }
         registry.register(
             "mempool_transactions",
             "Transactions in the mempool",
@@ -432,7 +583,40 @@ impl Metrics {
         hist.observe(seconds);
     }
 
-    /// Refresh the gauges and encode everything as text.
+    /// Count one imported block from `source` (one of [`IMPORT_SOURCES`]) and
+    /// whether it reorganised the chain; `now_unix_s` stamps the last import.
+    pub fn block_imported(&self, source: &'static str, reorg: bool, now_unix_s: f64) {
+        self.blocks_imported
+            .get_or_create(&l(&[("source", source)]))
+            .inc();
+        if reorg {
+            self.chain_reorgs.inc();
+        }
+        self.last_import_unix_s.set(now_unix_s);
+    }
+
+    fn best_anchor_labels(&self) -> Vec<Labels> {
+        // Family has no iterator: the label sets are the anchors ever reported,
+        // remembered here (bounded by the seed list, see `render`).
+        self.best_anchor_seen
+            .read()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Refresh the gauges and encode for a scraper that sent `accept`: OpenMetrics
+    /// if it asks for it, else the Prometheus text format 0.0.4. The content type
+    /// and the body.
+    pub fn render_for(&self, s: &Scrape, accept: Option<&str>) -> (&'static str, String) {
+        let text = self.render(s);
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (OPENMETRICS_CONTENT_TYPE, text)
+        } else {
+            (TEXT_CONTENT_TYPE, openmetrics_to_text(&text))
+        }
+    }
+
+    /// Refresh the gauges and encode everything as OpenMetrics text.
     pub fn render(&self, s: &Scrape) -> String {
         self.backbone_connected.set(s.backbone_connected as i64);
         for a in &s.anchors {
@@ -466,7 +650,37 @@ impl Metrics {
                 .set((st == s.miner_state) as i64);
         }
         self.miner_hashrate.set(s.hashrate);
-        self.miner_blocks_found.set(s.blocks_found as i64);
+        let counted = self.miner_blocks_found.get();
+        if s.blocks_found > counted {
+            self.miner_blocks_found.inc_by(s.blocks_found - counted);
+        }
+        self.target_block_time_s
+            .set(s.target_block_time_ms as f64 / 1000.0);
+        self.store_size
+            .set(i64::try_from(s.store_bytes).unwrap_or(i64::MAX));
+        self.sync_progress.set(s.sync_progress);
+        self.sync_rate.set(s.sync_blocks_per_s);
+        self.sync_eta.set(
+            s.sync_eta_s
+                .map_or(-1, |e| i64::try_from(e).unwrap_or(i64::MAX)),
+        );
+        self.backbone_latency
+            .set(s.backbone_latency_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+        if let Some(best) = &s.best_anchor {
+            // one series per anchor ever used, bounded by the configured seeds
+            // (plus "self"); only the current one is 1
+            let best_labels = l(&[("anchor", best)]);
+            if let Ok(mut seen) = self.best_anchor_seen.write()
+                && !seen.contains(&best_labels)
+                && seen.len() < BEST_ANCHOR_SERIES_MAX
+            {
+                seen.push(best_labels.clone());
+            }
+            for seen in self.best_anchor_labels() {
+                let on = seen == best_labels;
+                self.best_anchor.get_or_create(&seen).set(on as i64);
+            }
+        }
         self.mempool_txs.set(s.mempool_txs as i64);
         self.exchange_ready.set(s.exchange_ready as i64);
         let g = &s.p2p_guard;
@@ -534,5 +748,76 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vision_p2p_guard_total{event=\"refused_per_ip\"} 0"));
+    }
+
+    #[test]
+    fn counters_end_in_total_in_both_formats_and_new_series_exist() {
+        let m = Metrics::new();
+        m.block_imported("sync", false, 1_000.0);
+        m.block_imported("miner", true, 1_001.0);
+        let scrape = Scrape {
+            blocks_found: 3,
+            best_anchor: Some("http://a:7070".into()),
+            backbone_latency_ms: Some(5),
+            sync_progress: 0.5,
+            sync_eta_s: None,
+            store_bytes: 4096,
+            target_block_time_ms: 1_000,
+            ..Default::default()
+        };
+        let om = m.render(&scrape);
+        for want in [
+            "vision_miner_blocks_found_total 3",
+            "vision_blocks_imported_total{source=\"sync\"} 1",
+            "vision_blocks_imported_total{source=\"p2p\"} 0",
+            "vision_chain_reorgs_total 1",
+            "vision_chain_last_import_timestamp_seconds 1001",
+            "vision_chain_target_block_time_seconds 1",
+            "vision_store_size_bytes 4096",
+            "vision_sync_progress 0.5",
+            "vision_sync_eta_seconds -1",
+            "vision_backbone_latency_seconds 0.005",
+            "vision_backbone_best_anchor{anchor=\"http://a:7070\"} 1",
+        ] {
+            assert!(om.contains(want), "{want} in:\n{om}");
+        }
+        assert!(om.contains(&format!(
+            "vision_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        // the counter only moves forward with the miner's count
+        let om = m.render(&Scrape {
+            blocks_found: 5,
+            best_anchor: Some("self".into()),
+            ..scrape
+        });
+        assert!(om.contains("vision_miner_blocks_found_total 5"), "{om}");
+        assert!(
+            om.contains("vision_backbone_best_anchor{anchor=\"http://a:7070\"} 0"),
+            "{om}"
+        );
+        assert!(
+            om.contains("vision_backbone_best_anchor{anchor=\"self\"} 1"),
+            "{om}"
+        );
+        // the 0.0.4 text names counters with _total and has no EOF
+        let (ct, text) = m.render_for(&Scrape::default(), Some("*/*"));
+        assert_eq!(ct, TEXT_CONTENT_TYPE);
+        assert!(
+            text.contains("# TYPE vision_chain_reorgs_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP vision_miner_blocks_found_total "),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("# TYPE vision_chain_reorgs counter"));
+        let (ct, om) = m.render_for(
+            &Scrape::default(),
+            Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
+        );
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        assert!(om.ends_with("# EOF\n"));
     }
 }

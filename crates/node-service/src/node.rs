@@ -185,6 +185,27 @@ impl Node {
             });
         }
         spawn_loops(&core, &net, &shutdown);
+        {
+            // [SYNC_HEALTH] progress while catching up, read from the published view.
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(crate::progress::run_progress_loop(
+                move || {
+                    let s = weak.upgrade()?;
+                    let p = s.view.load();
+                    let sync = &p.net.sync;
+                    Some((
+                        p.height,
+                        sync.network_tip,
+                        sync_health::Progress {
+                            progress: sync.progress,
+                            blocks_per_s: sync.blocks_per_s,
+                            eta_s: sync.eta_s,
+                        },
+                    ))
+                },
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(
             "[NODE] 🚀 Vision Node {VERSION} on {} · node {} · height {} · control plane http://{}",
             shared.core.cfg.network,

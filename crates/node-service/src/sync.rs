@@ -5,7 +5,9 @@
 //! before any body is fetched), keep going only while the source's branch could
 //! be heavier than ours, then fetch bodies in batches with the next batch in flight
 //! while the current one is imported, each block fully validated by the store before
-//! it is accepted. A heavier branch becomes the main chain through the store's
+//! it is accepted. A batch is imported as one run ([`Core::import_blocks`]): the
+//! store verifies the signatures of the next blocks on every core while the current
+//! one commits. A heavier branch becomes the main chain through the store's
 //! reorg. A source that serves invalid or withheld data is demoted and another is
 //! tried.
 //!
@@ -385,16 +387,23 @@ pub async fn sync_from(
                 idx += 1;
             }
             let c = core.clone();
+            // One run per batch: the store verifies the next blocks' signatures on
+            // every core while the current block commits.
             let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
                 let mut n = 0;
-                for b in &batch {
-                    match c.import_block(b, Origin::Sync) {
-                        Ok(_) => n += 1,
-                        Err(StoreError::AlreadyKnown(_)) => {}
-                        Err(e) => return Err((b.hash(), e)),
+                let mut failed = None;
+                c.import_blocks(&batch, Origin::Sync, |b, outcome| match outcome {
+                    Ok(_) => {
+                        n += 1;
+                        true
                     }
-                }
-                Ok(n)
+                    Err(StoreError::AlreadyKnown(_)) => true,
+                    Err(e) => {
+                        failed = Some((b.hash(), e));
+                        false
+                    }
+                });
+                failed.map_or(Ok(n), Err)
             })
             .await?;
             match imported {

@@ -181,11 +181,17 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
     NetView {
         backbone,
         own_backbone: own,
-        sync: SyncStatus {
-            network_tip: health.network_tip,
-            tip_source: health.tip_source,
-            lag: health.lag,
-            syncing: health.syncing,
+        sync: {
+            let p = core.progress.figures(chain.height, health.network_tip);
+            SyncStatus {
+                network_tip: health.network_tip,
+                tip_source: health.tip_source,
+                lag: health.lag,
+                syncing: health.syncing,
+                progress: p.progress,
+                blocks_per_s: p.blocks_per_s,
+                eta_s: p.eta_s,
+            }
         },
         not_ready: health.not_ready.map(|r| r.to_string()),
         peers: PeersStatus {
@@ -370,7 +376,7 @@ mod tests {
             let health = reader.health();
             let ready = reader.readyz().status();
             let exchange = reader.exchange_ready().status();
-            let metrics = reader.metrics_response().status();
+            let metrics = reader.metrics_response(None).status();
             let elig = reader.eligibility();
             let _ = out_tx.send((status, health, ready, exchange, metrics, elig));
         });

@@ -4,7 +4,8 @@
 //! the network tip and its source in the contract's priority (backbone → anchor HTTP
 //! → P2P gossip → local), the lag, the `syncing` flag, exchange readiness
 //! (backbone connected and lag ≤ 1), the reason `/readyz` gives when not ready, and
-//! the discounting of tips that no source can back with valid headers.
+//! the discounting of tips that no source can back with valid headers, and the sync
+//! progress figures (share of the chain held, blocks per second, ETA: [`SyncRate`]).
 //!
 //! **Architecture Invariant:** no I/O, no clock, no async: callers pass `now_ms` and
 //! snapshots in, and get plain values out. The node calls [`evaluate`] on every
@@ -17,8 +18,10 @@
 //! No feature flags.
 
 mod claims;
+mod progress;
 
 pub use claims::{ClaimTracker, ClaimVerdict, MAX_TRACKED_CLAIMS};
+pub use progress::{Progress, RATE_SAMPLE_SPACING_MS, RATE_SAMPLES_MAX, RATE_WINDOW_MS, SyncRate};
 pub use vision_wire::TipSource;
 
 /// The largest lag at which a node counts as caught up (exchange ready, `/readyz`).

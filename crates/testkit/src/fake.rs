@@ -204,6 +204,9 @@ fn serve(
                     tip_source: TipSource::Local,
                     lag: 0,
                     syncing: false,
+                    progress: 1.0,
+                    blocks_per_s: 0.0,
+                    eta_s: Some(0),
                 },
                 miner: MinerStatus {
                     state: "running".into(),

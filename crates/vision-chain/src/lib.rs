@@ -55,5 +55,6 @@ pub use template::{build_block, solve};
 pub use tx::{Transaction, TxId, verify_batch};
 pub use u256::U256;
 pub use validate::{
-    BlockError, HeaderError, ParentContext, check_body, check_header, validate_block,
+    BlockError, HeaderError, ParentContext, check_body, check_body_shape, check_header,
+    validate_block,
 };

@@ -200,6 +200,15 @@ pub fn check_header(
 /// Body checks that need no state: transaction count, transactions root, signatures
 /// (batch-verified).
 pub fn check_body(params: &ChainParams, block: &Block) -> Result<(), BlockError> {
+    check_body_shape(params, block)?;
+    verify_batch(&block.txs, params.network)?;
+    Ok(())
+}
+
+/// [`check_body`] without the signatures: transaction count and transactions root.
+/// For callers that verify the signatures their own way (in parallel chunks of
+/// [`verify_batch`], as the store does); the error precedence is the same.
+pub fn check_body_shape(params: &ChainParams, block: &Block) -> Result<(), BlockError> {
     if block.txs.len() > params.max_block_txs as usize {
         return Err(BlockError::TooManyTxs {
             count: block.txs.len(),
@@ -209,7 +218,6 @@ pub fn check_body(params: &ChainParams, block: &Block) -> Result<(), BlockError>
     if block.compute_tx_root() != block.header.tx_root {
         return Err(BlockError::TxRootMismatch);
     }
-    verify_batch(&block.txs, params.network)?;
     Ok(())
 }
 

@@ -72,6 +72,7 @@ mod error;
 pub mod events;
 mod index;
 pub mod mempool_file;
+pub mod parallel;
 mod reindex;
 mod schema;
 mod store;

@@ -14,7 +14,7 @@ use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
     Network, ParentContext, Reward, StateDelta, StateError, Transaction, TxId, U256, apply_block,
-    check_body, check_header, work_for_target,
+    check_header, work_for_target,
 };
 
 use crate::StoreError;
@@ -25,6 +25,7 @@ use crate::index::{
     IndexTables, REWARD_POSITION, TX_INDEX, TxLocation, split_addr_key, split_tx_value,
     tx_in_block_bytes,
 };
+use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
     ACCOUNTS, BLOCKS, BlockInfo, BlockStatus, CHILDREN, INFO, MAIN, META, META_INDEXED,
     META_NETWORK, META_NEXT_SEQ, META_REOPENS, META_SCHEMA, META_TIP, META_WRITER, MIGRATIONS,
@@ -157,6 +158,8 @@ pub struct ChainStore {
     path: PathBuf,
     fault: Mutex<Option<StoreFault>>,
     fault_hook: RwLock<Option<FaultHook>>,
+    /// Signature-verification threads ([`crate::parallel::verify_threads`]).
+    verify_threads: usize,
 }
 
 /// Called with the store's fault every time an operation fails with one.
@@ -594,6 +597,7 @@ impl ChainStore {
             path,
             fault: Mutex::new(None),
             fault_hook: RwLock::new(None),
+            verify_threads: crate::parallel::verify_threads(),
         }
     }
 
@@ -1085,7 +1089,8 @@ impl ChainStore {
     ///
     /// Before anything is written, the header is checked against its stored parent and
     /// ancestors ([`check_header`], with `now_ms` as local time) and the body with
-    /// [`check_body`] (one batch signature verification). Then, in one write
+    /// [`vision_chain::check_body`] (batch signature verification, split across every core:
+    /// [`crate::parallel::check_body_parallel`]). Then, in one write
     /// transaction committed with immediate durability:
     /// - a block on the tip is applied to the tip state and becomes the tip;
     /// - a block on a branch that is not heavier is stored as a side chain;
@@ -1099,14 +1104,66 @@ impl ChainStore {
     /// fails the state transition: that block and its descendants are stored marked
     /// invalid and the main chain stays as it was.
     pub fn accept_block(&self, block: &Block, now_ms: u64) -> Result<AcceptOutcome, StoreError> {
-        self.writing(|db| self.accept_in(db, block, now_ms))
+        let threads = self.verify_threads;
+        self.writing(|db| {
+            self.accept_in(db, block, now_ms, || {
+                check_body_parallel(self.params, block, threads)
+            })
+        })
     }
 
+    /// [`ChainStore::accept_block`] for each of `blocks` in order, with the body
+    /// checks (signatures) of the following blocks verified on every core while the
+    /// current one is written and committed: one worker thread per core takes whole
+    /// blocks (one batch each) ahead of the committing thread. Each block is still
+    /// one durable commit, and the outcome of each is exactly what `accept_block`
+    /// would give for it at that point.
+    ///
+    /// `each` gets every block's outcome in order; returning `false` stops the run
+    /// (the blocks after it are not stored). Returns how many blocks were handed to
+    /// `each`.
+    pub fn accept_blocks(
+        &self,
+        blocks: &[Block],
+        now_ms: u64,
+        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+    ) -> usize {
+        if blocks.len() <= 1 {
+            for b in blocks {
+                let outcome = self.accept_block(b, now_ms);
+                each(b, outcome);
+            }
+            return blocks.len();
+        }
+        let pipeline = BodyPipeline::new(self.params, blocks);
+        let workers = self.verify_threads.min(blocks.len());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| pipeline.work());
+            }
+            let mut done = 0;
+            for (i, block) in blocks.iter().enumerate() {
+                let outcome =
+                    self.writing(|db| self.accept_in(db, block, now_ms, || pipeline.take(i)));
+                done += 1;
+                if !each(block, outcome) {
+                    break;
+                }
+            }
+            pipeline.stop();
+            done
+        })
+    }
+
+    /// Accept one block; `body` gives its body check (run here, or done ahead by a
+    /// [`BodyPipeline`]), asked for after the header checks so that the error
+    /// precedence is always the same.
     fn accept_in(
         &self,
         db: &Database,
         block: &Block,
         now_ms: u64,
+        body: impl FnOnce() -> Result<(), BlockError>,
     ) -> Result<AcceptOutcome, StoreError> {
         let hash = block.hash();
         let parent_hash = block.header.prev_hash;
@@ -1121,7 +1178,7 @@ impl ChainStore {
             check_header(self.params, &block.header, &ctx.parent_context(), now_ms)
                 .map_err(|e| invalid(e.into()))?;
         }
-        check_body(self.params, block).map_err(invalid)?;
+        body().map_err(invalid)?;
 
         let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;

@@ -1322,6 +1322,99 @@ fn a_full_disk_is_a_fault_that_a_reopen_clears_once_space_returns() {
     replay_main_chain(&store);
 }
 
+/// `accept_blocks` (bodies verified ahead on every core while earlier blocks
+/// commit) gives, block by block, what `accept_block` gives one at a time: the
+/// same outcomes, the same errors, the same final state; and it stops when told.
+#[test]
+fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
+    let (alice, bob) = (key(1), key(2));
+    // the run, built on a first store: funding, then blocks with transfers
+    let a = ChainStore::open_in_memory(NET).unwrap();
+    let mut run = Vec::new();
+    let mut parent = genesis_hash();
+    let mut nonce = 0;
+    for i in 0..8u64 {
+        let txs = if i < 2 {
+            vec![]
+        } else {
+            (0..3)
+                .map(|_| {
+                    nonce += 1;
+                    transfer(&alice, bob.address(), 5, nonce - 1)
+                })
+                .collect()
+        };
+        let b = mine_on(&a, &parent, alice.address(), txs);
+        a.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        run.push(b);
+    }
+    let addrs = [alice.address(), bob.address()];
+
+    // all valid: the same chain and state as one by one
+    let b = ChainStore::open_in_memory(NET).unwrap();
+    let mut outcomes = Vec::new();
+    let n = b.accept_blocks(&run, NOW_MS, |blk, r| {
+        outcomes.push((blk.hash(), r.map_err(|e| e.to_string())));
+        true
+    });
+    assert_eq!(n, run.len());
+    for ((hash, r), blk) in outcomes.iter().zip(&run) {
+        assert_eq!(*hash, blk.hash());
+        assert!(matches!(r, Ok(AcceptOutcome::Extended { .. })), "{r:?}");
+    }
+    assert_eq!(snapshot(&a, &addrs), snapshot(&b, &addrs));
+    // again: every block already known, the same error as accept_block gives
+    let mut known = 0;
+    b.accept_blocks(&run, NOW_MS, |blk, r| {
+        assert!(matches!(r, Err(StoreError::AlreadyKnown(h)) if h == blk.hash()));
+        known += 1;
+        true
+    });
+    assert_eq!(known, run.len());
+
+    // a bad signature in block 4: blocks 0..4 stored, 4 refused as Invalid with
+    // the signature error, 5.. orphans (their parent was never stored)
+    let mut bad_run = run.clone();
+    bad_run[4].txs[1].amount += 1;
+    bad_run[4].header.tx_root = bad_run[4].compute_tx_root();
+    vision_chain::solve(&mut bad_run[4].header, 0, u64::MAX).unwrap();
+    let c = ChainStore::open_in_memory(NET).unwrap();
+    let mut results = Vec::new();
+    c.accept_blocks(&bad_run, NOW_MS, |_, r| {
+        results.push(r);
+        true
+    });
+    assert!(results[..4].iter().all(|r| r.is_ok()));
+    assert!(matches!(
+        &results[4],
+        Err(StoreError::Invalid {
+            source: BlockError::Signature(vision_chain::tx::SignatureError::BadSignature {
+                index: 1
+            }),
+            ..
+        })
+    ));
+    assert!(
+        results[5..]
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::Orphan { .. })))
+    );
+    assert_eq!(c.tip().unwrap().hash, run[3].hash());
+    let one_by_one = ChainStore::open_in_memory(NET).unwrap();
+    for blk in &bad_run {
+        let _ = one_by_one.accept_block(blk, NOW_MS);
+    }
+    assert_eq!(snapshot(&c, &addrs), snapshot(&one_by_one, &addrs));
+
+    // stopping: nothing after the block that said stop is stored
+    let d = ChainStore::open_in_memory(NET).unwrap();
+    let n = d.accept_blocks(&run, NOW_MS, |blk, _| blk.hash() != run[2].hash());
+    assert_eq!(n, 3);
+    assert_eq!(d.tip().unwrap().hash, run[2].hash());
+    assert!(!d.contains(&run[3].hash()).unwrap());
+}
+
 // ---------------------------------------------------------------------------
 // the txid and address indexes
 

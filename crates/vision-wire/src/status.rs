@@ -68,7 +68,7 @@ pub enum TipSource {
 }
 
 /// `sync` in the status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
     /// The network tip height used for lag.
     pub network_tip: u64,
@@ -78,6 +78,21 @@ pub struct SyncStatus {
     pub lag: u64,
     /// Fetching blocks right now.
     pub syncing: bool,
+    /// Share of the network's chain this node holds, 0..1; 1 when caught up.
+    #[serde(default = "one")]
+    pub progress: f64,
+    /// Blocks imported per second over the last 10 s.
+    #[serde(default)]
+    pub blocks_per_s: f64,
+    /// Seconds to catch up at that rate: 0 when caught up, `null` while behind with
+    /// no measurable rate.
+    #[serde(default)]
+    pub eta_s: Option<u64>,
+}
+
+/// What a status without `progress` (an older node) means: caught up.
+fn one() -> f64 {
+    1.0
 }
 
 /// `miner` in the status.

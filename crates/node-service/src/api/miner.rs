@@ -17,13 +17,19 @@ impl Api {
         if body.threads == Some(0) {
             return Err(ApiError::bad_request("threads must be at least 1"));
         }
+        let cap = miner_core::threads_cap();
         if let Some(t) = body.threads
-            && t > miner_core::THREADS_MAX
+            && t > cap
         {
-            return Err(ApiError::bad_request(format!(
-                "threads must be at most {}",
-                miner_core::THREADS_MAX
-            )));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "threads_over_cap",
+                format!(
+                    "threads {t} is more than the cap of {cap} on this machine ({} per core, at most {})",
+                    miner_core::THREADS_PER_CORE_MAX,
+                    miner_core::THREADS_MAX
+                ),
+            ));
         }
         let miner = &self.0.miner;
         let threads = body.threads.unwrap_or_else(|| miner.status().threads);

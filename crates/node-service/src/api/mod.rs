@@ -333,9 +333,18 @@ impl Api {
                 ok_json(&serde_json::json!({"status": "ok"}))
             ),
             ["readyz"] => only!("/readyz", get, "GET", Ok(self.0.readyz())),
-            ["metrics"] => only!("/metrics", get, "GET", Ok(self.0.metrics_response())),
+            ["metrics"] => only!(
+                "/metrics",
+                get,
+                "GET",
+                Ok(self.0.metrics_response(
+                    req.headers
+                        .get(hyper::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                ))
+            ),
             ["api", "status"] => only!("/api/status", get, "GET", Ok(self.0.status_response())),
-            ["api", "health"] => only!("/api/health", get, "GET", ok_json(&self.0.health())),
+            ["api", "health"] => only!("/api/health", get, "GET", Ok(self.0.health_response())),
             ["api", "exchange", "ready"] => only!(
                 "/api/exchange/ready",
                 get,

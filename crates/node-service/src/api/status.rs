@@ -183,43 +183,75 @@ impl NodeShared {
         }
     }
 
-    /// `GET /metrics`.
-    pub fn metrics_response(&self) -> Response {
+    /// `GET /api/health` as a response: the status code follows the verdict, as
+    /// Lighthouse's node health does — 200 ok, 206 degraded, 503 down.
+    pub fn health_response(&self) -> Response {
+        let h = self.health();
+        let code = match h.status {
+            HealthLevel::Ok => StatusCode::OK,
+            HealthLevel::Degraded => StatusCode::PARTIAL_CONTENT,
+            HealthLevel::Down => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        json_response(code, &h)
+    }
+
+    /// `GET /metrics`, in the format the scraper's `accept` header asks for.
+    pub fn metrics_response(&self, accept: Option<&str>) -> Response {
         let p = self.view.load();
         let (v, m) = (&p.net, &p.miner);
-        let text = self.core.metrics.render(&Scrape {
-            backbone_connected: v.backbone.connected,
-            anchors: self
-                .net
-                .backbone
-                .load()
-                .anchors
-                .iter()
-                .map(|a| AnchorScrape {
-                    url: a.url.clone(),
-                    latency_ms: a.latency_ms,
-                    consecutive_failures: a.consecutive_failures as u64,
-                    up: a.consecutive_failures == 0 && a.last_ok.is_some(),
-                })
-                .collect(),
-            height: p.height,
-            network_tip: v.sync.network_tip,
-            lag: v.sync.lag,
-            peerbook: v.peers.peerbook_count,
-            http_discovered: v.peers.http_discovered,
-            p2p_connected: v.peers.p2p_connected,
-            cluster_size: v.peers.cluster_size_estimate,
-            miner_state: m.state.as_str().to_string(),
-            hashrate: m.hashrate,
-            blocks_found: m.blocks_found,
-            mempool_txs: p.mempool_txs,
-            exchange_ready: p.exchange_ok(),
-            p2p_guard: p.p2p_guard,
-        });
-        bytes_response(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Bytes::from(text),
-        )
+        let bb = self.net.backbone.load();
+        let best_anchor = if v.own_backbone && bb.best_anchor.is_none() {
+            Some("self".to_string())
+        } else {
+            bb.best_anchor.clone()
+        };
+        let backbone_latency_ms = bb
+            .best_anchor
+            .as_ref()
+            .and_then(|b| bb.anchors.iter().find(|a| &a.url == b))
+            .and_then(|a| a.latency_ms);
+        let store_bytes = std::fs::metadata(self.core.store.path())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let (content_type, text) = self.core.metrics.render_for(
+            &Scrape {
+                backbone_connected: v.backbone.connected,
+                anchors: self
+                    .net
+                    .backbone
+                    .load()
+                    .anchors
+                    .iter()
+                    .map(|a| AnchorScrape {
+                        url: a.url.clone(),
+                        latency_ms: a.latency_ms,
+                        consecutive_failures: a.consecutive_failures as u64,
+                        up: a.consecutive_failures == 0 && a.last_ok.is_some(),
+                    })
+                    .collect(),
+                height: p.height,
+                network_tip: v.sync.network_tip,
+                lag: v.sync.lag,
+                peerbook: v.peers.peerbook_count,
+                http_discovered: v.peers.http_discovered,
+                p2p_connected: v.peers.p2p_connected,
+                cluster_size: v.peers.cluster_size_estimate,
+                miner_state: m.state.as_str().to_string(),
+                hashrate: m.hashrate,
+                blocks_found: m.blocks_found,
+                mempool_txs: p.mempool_txs,
+                exchange_ready: p.exchange_ok(),
+                target_block_time_ms: self.core.cfg.network.params().target_block_time_ms,
+                store_bytes,
+                sync_progress: v.sync.progress,
+                sync_blocks_per_s: v.sync.blocks_per_s,
+                sync_eta_s: v.sync.eta_s,
+                best_anchor,
+                backbone_latency_ms,
+                p2p_guard: p.p2p_guard,
+            },
+            accept,
+        );
+        bytes_response(StatusCode::OK, content_type, Bytes::from(text))
     }
 }
