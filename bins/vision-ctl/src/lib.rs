@@ -18,7 +18,7 @@
 //!   tx <txid> [--json]              a transaction: pending, or confirmed with its block
 //!   history <address> [--limit N] [--cursor C] [--json]
 //!                                   an address's transfers and rewards, newest first
-//!   watch [--types a,b] [--json] [--from ID] [--count N]
+//!   watch [--types a,b] [--json] [--address A] [--from ID] [--count N]
 //!                                   follow /api/events live (resumes across drops)
 //!   completions <bash|zsh|fish|elvish|powershell>   a shell completion script
 //! ```
@@ -189,6 +189,10 @@ pub enum Command {
         /// One JSON object per line (`{"id","event","data"}`) instead of text, for scripts.
         #[arg(long)]
         json: bool,
+        /// Only transactions from or to this address (chain, backbone and miner events
+        /// are not filtered by it).
+        #[arg(long)]
+        address: Option<String>,
         /// Resume after this event id (printed by an earlier run) instead of starting live.
         #[arg(long)]
         from: Option<String>,
@@ -355,11 +359,30 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         Command::Watch {
             types,
             json,
+            address,
             from,
             count,
         } => {
             let types = parse_types(&types)?;
-            ctx.watch(types, json, from, count, out).await
+            let address = address
+                .map(|a| {
+                    a.trim().parse::<Address>().map_err(|e| {
+                        CtlError::Usage(format!("--address: {a:?} is not an address ({e})"))
+                    })
+                })
+                .transpose()?;
+            ctx.watch(
+                EventsOptions {
+                    types,
+                    address,
+                    resume_from: from,
+                    ..EventsOptions::default()
+                },
+                json,
+                count,
+                out,
+            )
+            .await
         }
         Command::Completions { shell } => {
             completions(shell, out);
@@ -588,9 +611,8 @@ impl Ctx {
 
     async fn watch(
         &self,
-        types: Vec<EventType>,
+        opts: EventsOptions,
         json: bool,
-        from: Option<String>,
         count: Option<u64>,
         out: &mut dyn Write,
     ) -> Result<(), CtlError> {
@@ -603,12 +625,10 @@ impl Ctx {
         let mut stream = self.client.events_with(
             &self.node,
             EventsOptions {
-                types,
-                resume_from: from,
                 // A person watching wants to hear that the node is gone, not a
                 // silent retry for ever: give up after a minute of failures.
                 max_failures: Some(WATCH_FAILURES_MAX),
-                ..EventsOptions::default()
+                ..opts
             },
         );
         let mut seen = 0u64;
