@@ -9,6 +9,7 @@
 //! | `node_hashrate` | a release `vision-node --mine --threads 1` (testnet, alone) | `/api/status` `miner.hashrate` / the bench's 1-thread miner |
 //! | `import` | `vision-store --bench import -- summary` | `accept_blocks` of 1,000-transfer blocks / one thread's `verify_batch` of the same signatures |
 //! | `status` | `node-service --bench status_load` | node `/api/status` req/s / bare hyper |
+//! | `status_subscribers` | the same | node `/api/status` req/s with 500 idle + 10 never-reading `/api/events` subscribers / bare hyper |
 //! | `sync_http` | `node-service --bench sync_http_vs_p2p -- N` | HTTP sync blocks/s / two-core verification bound |
 //! | `sync_http_vs_p2p` | the same | HTTP sync rate / P2P sync rate |
 //!

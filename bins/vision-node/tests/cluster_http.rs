@@ -295,3 +295,38 @@ fn anchors_fail_over_while_a_blackhole_and_a_wrong_network_anchor_are_ignored() 
     assert_ne!(st.http_backbone.anchor.as_deref(), Some(urls[2].as_str()));
     drop(blackhole);
 }
+
+/// Issue #14: a member learns the anchor's new blocks from the anchor's event stream,
+/// between probe rounds. Its probe interval is two minutes, so after the first round
+/// only the tip subscription can tell it of a new block (the sync loop's own backstop
+/// timer runs at the probe interval too): it must still follow the mining anchor,
+/// block after block, within the test's half minute.
+#[test]
+fn a_member_follows_the_anchors_events_between_probe_rounds() {
+    let mut c = Cluster::new("tip-subscription");
+    let anchor = anchor_spec("anchor");
+    let anchor_url = format!("http://{}", anchor.http_addr());
+    c.start(anchor).expect("anchor");
+    let mut member = NodeSpec::regtest("member");
+    member.seeds = vec![anchor_url.clone()];
+    member.probe_ms = 120_000;
+    member.healing_ms = 120_000;
+    c.start(member).expect("member");
+    wait_until("the member on the anchor", MINUTE, || {
+        let st = c.statuses()?;
+        Ok(st[1].http_backbone.connected
+            && st[1].http_backbone.anchor.as_deref() == Some(anchor_url.as_str()))
+    })
+    .expect("connected");
+    let h0 = c.statuses().expect("statuses")[0].height;
+    wait_until(
+        "the member five blocks further, with no probe round in between",
+        Duration::from_secs(30),
+        || {
+            let st = c.statuses()?;
+            Ok(st[1].height >= h0 + 5
+                && st[1].http_backbone.tip_height.is_some_and(|t| t >= h0 + 5))
+        },
+    )
+    .expect("pushed tips");
+}

@@ -7,6 +7,7 @@ use vision_wire::{PeerEntry, PeerSource, PublicPeerInfo};
 
 use crate::BackboneError;
 use crate::addr::{normalize_node_id, normalize_peer_address};
+use crate::netgroup::Netgroup;
 
 /// Most entries the book holds.
 pub const PEERBOOK_MAX: usize = 1024;
@@ -18,6 +19,17 @@ pub const SEED_PEERS_MAX: usize = 1024;
 pub const HTTP_DISCOVERED_HEALTH: u8 = 50;
 /// Highest health.
 pub const HEALTH_MAX: u8 = 100;
+/// Most entries whose address lies in one netgroup (IPv4 /16, IPv6 /32): a quarter of
+/// the book, so no single operator's address block can fill it.
+pub const PEERS_PER_NETGROUP_MAX: usize = PEERBOOK_MAX / 4;
+
+fn netgroup_of(addr: Option<&str>) -> Option<Netgroup> {
+    addr?
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| Netgroup::of(a.ip()))
+}
+
 /// An entry not heard of for this long is forgotten: peer books age out.
 pub const PEER_ENTRY_TTL_S: u64 = 3 * 60 * 60;
 
@@ -101,6 +113,8 @@ struct Entry {
     is_anchor: bool,
     http_discovered: bool,
     verified_unix: Option<u64>,
+    /// The netgroup of its address when that is an IP literal (set at insert).
+    netgroup: Option<Netgroup>,
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +238,29 @@ impl PeerBook {
             return Ok(Upserted::Updated);
         }
         let health = u.initial_health.min(HEALTH_MAX);
+        // One netgroup holds at most a quarter of the book: the least healthy,
+        // longest unseen entry of that netgroup makes room, or the newcomer is refused.
+        let group = netgroup_of(http_address.as_deref().or(address.as_deref()));
+        if let Some(g) = group {
+            let mut same = inner.entries.iter().filter(|(_, e)| e.netgroup == Some(g));
+            let count = same.clone().count();
+            if count >= PEERS_PER_NETGROUP_MAX {
+                let worst = same
+                    .by_ref()
+                    .min_by_key(|(_, e)| (e.health, e.last_seen_unix))
+                    .map(|(k, e)| (k.clone(), e.health, e.last_seen_unix));
+                match worst {
+                    Some((k, h, seen)) if (h, seen) <= (health, u.last_seen_unix) => {
+                        if let Some(old) = inner.entries.remove(&k)
+                            && let Some(a) = old.http_address
+                        {
+                            inner.by_http.remove(&a);
+                        }
+                    }
+                    _ => return Err(BackboneError::BookFull(PEERS_PER_NETGROUP_MAX)),
+                }
+            }
+        }
         if inner.entries.len() >= self.capacity {
             let worst = inner
                 .entries
@@ -256,6 +293,7 @@ impl PeerBook {
                 is_anchor: u.is_anchor,
                 http_discovered: http_src,
                 verified_unix: u.verified_unix,
+                netgroup: group,
             },
         );
         Ok(Upserted::Inserted)
@@ -397,6 +435,30 @@ mod tests {
             last_seen_unix: 1_000,
             verified_unix: None,
         }
+    }
+
+    #[test]
+    fn one_netgroup_holds_at_most_a_quarter_of_the_book() {
+        let b = PeerBook::new(None, None);
+        let mut inserted = 0;
+        for i in 0..(PEERBOOK_MAX as u64) {
+            let mut p = seed(i);
+            // All in 10.0.0.0/16.
+            p.http_address = format!("10.0.{}.{}:7070", i / 250, i % 250);
+            p.address = None;
+            if b.upsert(&PeerUpdate::from_seed(&p, 1_000)) == Ok(Upserted::Inserted) {
+                inserted += 1;
+            }
+        }
+        assert_eq!(b.counts().peerbook_count, PEERS_PER_NETGROUP_MAX);
+        assert!(inserted >= PEERS_PER_NETGROUP_MAX);
+        // Another netgroup still gets in.
+        let mut other = seed(5_000);
+        other.http_address = "10.9.0.1:7070".into();
+        assert_eq!(
+            b.upsert(&PeerUpdate::from_seed(&other, 1_000)),
+            Ok(Upserted::Inserted)
+        );
     }
 
     #[test]

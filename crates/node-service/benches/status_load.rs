@@ -13,6 +13,11 @@
 //! target, the node's own `http::serve` with a handler answering the same fixed
 //! body, splits the gap into server machinery and the `/api/status` route itself.
 //!
+//! A fourth target is the node again with [`IDLE_SUBSCRIBERS`] `/api/events`
+//! subscribers that read and [`STUCK_SUBSCRIBERS`] that never read (a 4 KiB receive
+//! window, never drained), while [`EVENTS_PER_S`] `tx_accepted` events are published
+//! (a busy chain's rate): the event stream must not slow the control plane.
+//!
 //! Environment: `STATUS_LOAD_SECS` (measured seconds per round, default 5),
 //! `STATUS_LOAD_ROUNDS` (default 2).
 
@@ -38,6 +43,12 @@ use vision_chain::Network;
 
 /// Concurrent keep-alive connections.
 const CONNECTIONS: usize = 64;
+/// Event subscribers that read, for the subscribers round.
+const IDLE_SUBSCRIBERS: usize = 500;
+/// Event subscribers that never read, for the subscribers round.
+const STUCK_SUBSCRIBERS: usize = 10;
+/// Events published per second during the subscribers round.
+const EVENTS_PER_S: u64 = 20;
 /// Warm-up before measuring.
 const WARMUP: Duration = Duration::from_secs(1);
 const REQUEST: &[u8] = b"GET /api/status HTTP/1.1\r\nHost: bench\r\n\r\n";
@@ -199,6 +210,34 @@ async fn fixed_server(body: Bytes, shutdown: CancellationToken) -> SocketAddr {
     addr
 }
 
+/// Open the subscribers of the fourth target; the returned sockets (the stuck ones)
+/// and tasks (the readers) live until dropped.
+async fn subscribe(addr: SocketAddr) -> (Vec<TcpStream>, Vec<tokio::task::JoinHandle<()>>) {
+    const EVENTS: &[u8] = b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n";
+    let mut readers = Vec::with_capacity(IDLE_SUBSCRIBERS);
+    for _ in 0..IDLE_SUBSCRIBERS {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(EVENTS).await.expect("write");
+        readers.push(tokio::spawn(async move {
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = s.read(&mut sink).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        }));
+    }
+    let mut stuck = Vec::with_capacity(STUCK_SUBSCRIBERS);
+    for _ in 0..STUCK_SUBSCRIBERS {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut s = sock.connect(addr).await.expect("connect");
+        s.write_all(EVENTS).await.expect("write");
+        stuck.push(s);
+    }
+    (stuck, readers)
+}
+
 fn line(name: &str, f: &Figures) {
     println!(
         "{name:<30} {:>10.0} req/s   p50 {:>6} µs   p99 {:>6} µs   max {:>7} µs   ({} requests)",
@@ -221,7 +260,7 @@ fn main() {
         .expect("client runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let token = CancellationToken::new();
-    let (node_addr, base_addr, fixed_addr, body_len) = server_rt.block_on(async {
+    let (node_addr, base_addr, fixed_addr, body_len, shared) = server_rt.block_on(async {
         let cfg = NodeConfig::new(
             Network::Regtest,
             "127.0.0.1:0".parse().expect("addr"),
@@ -234,7 +273,7 @@ fn main() {
         let sample = serde_json::to_vec(&shared.status()).expect("status encodes");
         let base_addr = baseline_server(Bytes::from(sample.clone())).await;
         let fixed_addr = fixed_server(Bytes::from(sample.clone()), token.clone()).await;
-        (node_addr, base_addr, fixed_addr, sample.len())
+        (node_addr, base_addr, fixed_addr, sample.len(), shared)
     });
     println!(
         "/api/status load: {CONNECTIONS} keep-alive connections, {}s warm-up + {secs}s measured, \
@@ -242,7 +281,10 @@ fn main() {
         WARMUP.as_secs(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let (mut base_rps, mut node_rps) = (Vec::new(), Vec::new());
+    // The subscribers (held through every round after they open) and the event
+    // source of the subscribers round.
+    let hub = shared.core.events.clone();
+    let (mut base_rps, mut node_rps, mut subs_rps) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         let b = client_rt.block_on(load(base_addr, measure));
         line(&format!("round {round} baseline"), &b);
@@ -250,20 +292,83 @@ fn main() {
         line(&format!("round {round} http::serve fixed"), &f);
         let n = client_rt.block_on(load(node_addr, measure));
         line(&format!("round {round} node"), &n);
+        let subs = client_rt.block_on(subscribe(node_addr));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hub.subscriber_count() < IDLE_SUBSCRIBERS + STUCK_SUBSCRIBERS {
+            assert!(Instant::now() < deadline, "subscribers did not register");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stop = CancellationToken::new();
+        let publisher = {
+            let (hub, stop) = (hub.clone(), stop.clone());
+            server_rt.spawn(async move {
+                let key = vision_chain::SecretKey::from_seed(&[3; 32]);
+                let mut tx = vision_chain::Transaction::new_signed(
+                    &key,
+                    Network::Regtest,
+                    key.address(),
+                    0,
+                    1,
+                    0,
+                );
+                let mut t = tokio::time::interval(Duration::from_millis(1000 / EVENTS_PER_S));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = t.tick() => {}
+                    }
+                    tx.amount += 1;
+                    hub.tx_accepted(&tx);
+                }
+            })
+        };
+        let w = client_rt.block_on(load(node_addr, measure));
+        line(
+            &format!(
+                "round {round} node + {} subs",
+                IDLE_SUBSCRIBERS + STUCK_SUBSCRIBERS
+            ),
+            &w,
+        );
+        stop.cancel();
+        let _ = server_rt.block_on(publisher);
+        println!(
+            "    subscribers at the end {} (dropped as non-readers so far: {})",
+            hub.subscriber_count(),
+            hub.counters
+                .dropped_slow
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let (stuck, readers) = subs;
+        drop(stuck);
+        for r in readers {
+            r.abort();
+        }
         base_rps.push(b.rps);
         node_rps.push(n.rps);
+        subs_rps.push(w.rps);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(
         "ratio node/baseline (mean req/s): {:.2}",
         mean(&node_rps) / mean(&base_rps)
     );
-    // the line `cargo xtask bench` reads
+    println!(
+        "ratio node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers/baseline (mean req/s): {:.2}",
+        mean(&subs_rps) / mean(&base_rps)
+    );
+    // the lines `cargo xtask bench` reads
     println!(
         "xtask-bench status node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
         mean(&node_rps),
         mean(&base_rps),
         mean(&node_rps) / mean(&base_rps)
+    );
+    println!(
+        "xtask-bench status_subscribers node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        mean(&subs_rps),
+        mean(&base_rps),
+        mean(&subs_rps) / mean(&base_rps)
     );
     token.cancel();
     drop(server_rt);

@@ -308,6 +308,25 @@ async fn admin_routes_need_loopback_or_the_cookie() {
     );
     assert_eq!(st, 202, "{}", String::from_utf8_lossy(&b));
     assert!(n.shared.miner.status().enabled_by_user);
+    // More threads than the machine's cap: 400 naming the cap, nothing changes.
+    let cap = miner_core::threads_cap();
+    let before = n.shared.miner.status().threads;
+    let body = format!("{{\"threads\":{}}}", cap + 1);
+    let (st, _, b) = raw(n.addr, "POST", "/api/miner/start", &[], body.as_bytes()).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_error_shape(&v, "threads_over_cap");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cap of {cap}")),
+        "{v}"
+    );
+    assert_eq!(n.shared.miner.status().threads, before);
+    let body = format!("{{\"threads\":{cap}}}");
+    let (st, _, _) = raw(n.addr, "POST", "/api/miner/start", &[], body.as_bytes()).await;
+    assert_eq!(st, 202, "the cap itself is accepted");
 }
 
 fn hello(key: &SecretKey, network: &str, ts: u64) -> SignedHello {

@@ -95,7 +95,8 @@ impl AnchorState {
                 return v.clone();
             }
         }
-        let v = self.membership.seed_peers(now_ms, limit, now_ms);
+        // One sample per second (the cache's key), seeded by the second.
+        let v = self.membership.seed_peers(now_ms, limit, sec);
         self.seed_cache = Some((sec, limit, v.clone()));
         v
     }
