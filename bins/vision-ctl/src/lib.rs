@@ -10,9 +10,15 @@
 //!   mine start [--threads N]        switch the miner on (admin)
 //!   mine stop                       switch it off (admin)
 //!   keygen [--out FILE]             a new secret key and its address (file mode 0600)
-//!   balance <address>               balance and next nonce
+//!   balance <address>               balance (spendable, pending, immature) and next nonce
 //!   send --key FILE|--key-hex HEX --to ADDR --amount N [--fee N] [--nonce N]
-//!   watch [--types a,b] [--json] [--from ID] [--count N]
+//!        [--wait N [--wait-timeout-s S]] [--json]
+//!                                   sign, submit, and with --wait follow it to N
+//!                                   confirmations (exit 1 if they do not come in time)
+//!   tx <txid> [--json]              a transaction: pending, or confirmed with its block
+//!   history <address> [--limit N] [--cursor C] [--json]
+//!                                   an address's transfers and rewards, newest first
+//!   watch [--types a,b] [--json] [--address A] [--from ID] [--count N]
 //!                                   follow /api/events live (resumes across drops)
 //!   completions <bash|zsh|fish|elvish|powershell>   a shell completion script
 //! ```
@@ -37,9 +43,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient, EventsOptions};
-use vision_chain::{Address, Network, SecretKey, Transaction};
+use std::time::Duration;
+
+use vision_chain::{Address, Network, SecretKey, Transaction, TxId};
 use vision_wire::events::{EVENT_TYPES, Event, EventFrame, EventType};
-use vision_wire::{PeerEntry, StatusResponse};
+use vision_wire::{HistoryKind, PeerEntry, StatusResponse, TxResponse, TxStatus};
 
 /// The node asked when neither `--node` nor `VISION_NODE` is given.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:7070";
@@ -50,6 +58,10 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// Failed connection attempts in a row before `watch` gives up (with the default
 /// backoff, 250 ms doubling to 10 s: about a minute).
 pub const WATCH_FAILURES_MAX: u32 = 8;
+/// How long `send --wait` waits by default, in seconds.
+pub const DEFAULT_WAIT_TIMEOUT_S: u64 = 600;
+/// The longest `send --wait-timeout-s` accepted, in seconds (a day).
+pub const WAIT_TIMEOUT_S_MAX: u64 = 86_400;
 /// Largest key or cookie file read, in bytes (a key is 64 hex digits).
 const SECRET_FILE_MAX_BYTES: u64 = 4_096;
 
@@ -131,6 +143,40 @@ pub enum Command {
         /// Nonce [default: the account's next nonce, after any of its pooled transactions].
         #[arg(long)]
         nonce: Option<u64>,
+        /// Follow the transaction until it has this many confirmations, showing each
+        /// change; exit 1 if they have not come within --wait-timeout-s.
+        #[arg(long)]
+        wait: Option<u64>,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = DEFAULT_WAIT_TIMEOUT_S)]
+        wait_timeout_s: u64,
+        /// One JSON object per line (the submission, then every change --wait sees).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A transaction by id: pending (mempool) or confirmed with its block and
+    /// confirmations.
+    Tx {
+        /// The transaction id (64 hex digits).
+        txid: String,
+        /// Print the node's JSON instead, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An address's history, newest first: transfers sent and received, and the
+    /// rewards of blocks it mined.
+    History {
+        /// The address (64 hex digits).
+        address: String,
+        /// Entries per page.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Start after this cursor (the `next:` line of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the node's JSON page instead, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Follow the node's events as they happen (`/api/events`): new blocks, removed
     /// blocks, transactions, backbone and miner changes. Reconnects on its own and
@@ -143,6 +189,10 @@ pub enum Command {
         /// One JSON object per line (`{"id","event","data"}`) instead of text, for scripts.
         #[arg(long)]
         json: bool,
+        /// Only transactions from or to this address (chain, backbone and miner events
+        /// are not filtered by it).
+        #[arg(long)]
+        address: Option<String>,
         /// Resume after this event id (printed by an earlier run) instead of starting live.
         #[arg(long)]
         from: Option<String>,
@@ -296,14 +346,43 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
         }
         Command::Keygen { out: file } => keygen(file.as_deref(), out),
         Command::Balance { address } => ctx.balance(&address, out).await,
+        Command::Tx { txid, json } => ctx.tx(&txid, json, out).await,
+        Command::History {
+            address,
+            limit,
+            cursor,
+            json,
+        } => {
+            ctx.history(&address, limit, cursor.as_deref(), json, out)
+                .await
+        }
         Command::Watch {
             types,
             json,
+            address,
             from,
             count,
         } => {
             let types = parse_types(&types)?;
-            ctx.watch(types, json, from, count, out).await
+            let address = address
+                .map(|a| {
+                    a.trim().parse::<Address>().map_err(|e| {
+                        CtlError::Usage(format!("--address: {a:?} is not an address ({e})"))
+                    })
+                })
+                .transpose()?;
+            ctx.watch(
+                EventsOptions {
+                    types,
+                    address,
+                    resume_from: from,
+                    ..EventsOptions::default()
+                },
+                json,
+                count,
+                out,
+            )
+            .await
         }
         Command::Completions { shell } => {
             completions(shell, out);
@@ -316,7 +395,15 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             amount,
             fee,
             nonce,
+            wait,
+            wait_timeout_s,
+            json,
         } => {
+            if wait_timeout_s == 0 || wait_timeout_s > WAIT_TIMEOUT_S_MAX {
+                return Err(CtlError::Usage(format!(
+                    "--wait-timeout-s: {wait_timeout_s} is not within 1..={WAIT_TIMEOUT_S_MAX}"
+                )));
+            }
             let key = match (key, key_hex) {
                 (Some(path), _) => read_key_file(&path)?,
                 (None, Some(hex)) => SecretKey::from_hex(hex.trim())
@@ -331,7 +418,14 @@ pub async fn execute(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
                 .trim()
                 .parse()
                 .map_err(|e| CtlError::Usage(format!("--to: {to:?} is not an address ({e})")))?;
-            ctx.send(&key, to, amount, fee, nonce, out).await
+            let tx = ctx.send(&key, to, amount, fee, nonce, json, out).await?;
+            match wait {
+                Some(n) => {
+                    ctx.wait(&tx, n, Duration::from_secs(wait_timeout_s), json, out)
+                        .await
+                }
+                None => Ok(()),
+            }
         }
     }
 }
@@ -517,9 +611,8 @@ impl Ctx {
 
     async fn watch(
         &self,
-        types: Vec<EventType>,
+        opts: EventsOptions,
         json: bool,
-        from: Option<String>,
         count: Option<u64>,
         out: &mut dyn Write,
     ) -> Result<(), CtlError> {
@@ -532,12 +625,10 @@ impl Ctx {
         let mut stream = self.client.events_with(
             &self.node,
             EventsOptions {
-                types,
-                resume_from: from,
                 // A person watching wants to hear that the node is gone, not a
                 // silent retry for ever: give up after a minute of failures.
                 max_failures: Some(WATCH_FAILURES_MAX),
-                ..EventsOptions::default()
+                ..opts
             },
         );
         let mut seen = 0u64;
@@ -636,10 +727,143 @@ impl Ctx {
             .map_err(|e| self.explain(e))?;
         writeln!(out, "address:    {}", a.address).map_err(write_err)?;
         writeln!(out, "balance:    {}", a.balance).map_err(write_err)?;
+        writeln!(out, "spendable:  {}", a.spendable).map_err(write_err)?;
+        writeln!(
+            out,
+            "pending:    {} in, {} out",
+            a.pending, a.pending_outgoing
+        )
+        .map_err(write_err)?;
+        writeln!(out, "immature:   {}", a.immature).map_err(write_err)?;
         writeln!(out, "next nonce: {}", a.nonce).map_err(write_err)?;
         writeln!(out, "at height:  {}", a.height).map_err(write_err)
     }
 
+    async fn tx(&self, txid: &str, json: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+        let id: TxId = txid
+            .trim()
+            .parse()
+            .map_err(|e| CtlError::Usage(format!("{txid:?} is not a transaction id ({e})")))?;
+        let t = self
+            .client
+            .fetch_tx(&self.node, &id)
+            .await
+            .map_err(|e| self.explain(e))?;
+        if json {
+            return writeln!(out, "{}", to_json(&t)?).map_err(write_err);
+        }
+        writeln!(out, "txid:          {}", t.txid).map_err(write_err)?;
+        writeln!(out, "{}", tx_state_line(&t)).map_err(write_err)?;
+        writeln!(out, "from:          {}", t.from).map_err(write_err)?;
+        writeln!(out, "to:            {}", t.to).map_err(write_err)?;
+        writeln!(out, "amount:        {}", t.amount).map_err(write_err)?;
+        writeln!(out, "fee:           {}", t.fee).map_err(write_err)?;
+        writeln!(out, "nonce:         {}", t.nonce).map_err(write_err)
+    }
+
+    async fn history(
+        &self,
+        address: &str,
+        limit: u32,
+        cursor: Option<&str>,
+        json: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let addr: Address = address
+            .trim()
+            .parse()
+            .map_err(|e| CtlError::Usage(format!("{address:?} is not an address ({e})")))?;
+        let page = self
+            .client
+            .fetch_account_txs(&self.node, &addr, limit, cursor)
+            .await
+            .map_err(|e| match e {
+                ClientError::InvalidRequest { reason } => {
+                    CtlError::Usage(format!("--cursor: {reason}"))
+                }
+                e => self.explain(e),
+            })?;
+        if json {
+            return writeln!(out, "{}", to_json(&page)?).map_err(write_err);
+        }
+        writeln!(out, "history of {} at height {}", page.address, page.height)
+            .map_err(write_err)?;
+        if page.txs.is_empty() {
+            writeln!(out, "(nothing)").map_err(write_err)?;
+        }
+        for e in &page.txs {
+            let what = match e.kind {
+                HistoryKind::Reward => format!(
+                    "reward   +{} ({})",
+                    e.amount,
+                    if e.matured == Some(true) {
+                        "matured"
+                    } else {
+                        "immature"
+                    }
+                ),
+                HistoryKind::Receive => format!(
+                    "receive  +{} from {}",
+                    e.amount,
+                    e.from.map(|a| a.to_hex()).unwrap_or_default()
+                ),
+                HistoryKind::Send => format!("send     -{} (fee {}) to {}", e.amount, e.fee, e.to),
+                HistoryKind::SelfTransfer => format!("self     -{} fee", e.fee),
+            };
+            let id = e.txid.map(|t| t.to_hex()).unwrap_or_else(|| "-".repeat(64));
+            writeln!(
+                out,
+                "{:>8}  {:>6} conf  {id}  {what}",
+                e.height, e.confirmations
+            )
+            .map_err(write_err)?;
+        }
+        if let Some(next) = &page.next_cursor {
+            writeln!(out, "next: --cursor {next}").map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    /// Follow `tx` to `n` confirmations, writing each change; Failed on timeout.
+    async fn wait(
+        &self,
+        tx: &Transaction,
+        n: u64,
+        timeout: Duration,
+        json: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), CtlError> {
+        let mut write_failed = None;
+        let r = self
+            .client
+            .wait_for_confirmations(&self.node, &tx.id(), n, timeout, |t| {
+                let line = if json {
+                    serde_json::to_string(t).unwrap_or_default()
+                } else {
+                    format!("{} (waiting for {n})", tx_state_line(t))
+                };
+                if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+                    write_failed = Some(e);
+                }
+            })
+            .await;
+        if let Some(e) = write_failed {
+            return Err(write_err(e));
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err(ClientError::Timeout { url, .. }) if url.contains("/api/tx/") => {
+                Err(CtlError::Failed(format!(
+                    "transaction {} did not reach {n} confirmations within {} s ({url})",
+                    tx.id(),
+                    timeout.as_secs()
+                )))
+            }
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         key: &SecretKey,
@@ -647,8 +871,9 @@ impl Ctx {
         amount: u64,
         fee: u64,
         nonce: Option<u64>,
+        json: bool,
         out: &mut dyn Write,
-    ) -> Result<(), CtlError> {
+    ) -> Result<Transaction, CtlError> {
         let status = self.fetch_status().await?;
         let network: Network = status.network.parse().map_err(|e| {
             failed(format!(
@@ -667,13 +892,18 @@ impl Ctx {
             .submit_tx(&self.node, &tx)
             .await
             .map_err(|e| self.explain(e))?;
+        if json {
+            writeln!(out, "{}", to_json(&r)?).map_err(write_err)?;
+            return Ok(tx);
+        }
         writeln!(out, "txid: {}", r.txid).map_err(write_err)?;
         writeln!(
             out,
             "{}: {amount} from {from} to {to}, fee {fee}, nonce {nonce}, on {network}",
             r.status
         )
-        .map_err(write_err)
+        .map_err(write_err)?;
+        Ok(tx)
     }
 
     /// The account's next nonce, past any of its transactions already pooled.
@@ -695,6 +925,21 @@ impl Ctx {
             .map(|t| t.nonce.saturating_add(1))
             .fold(acct.nonce, u64::max))
     }
+}
+
+/// One line saying where a transaction is.
+fn tx_state_line(t: &TxResponse) -> String {
+    match (t.status, t.height, t.block_hash) {
+        (TxStatus::Confirmed, Some(h), Some(b)) => format!(
+            "confirmed:     {} confirmation(s), block {b} at height {h}",
+            t.confirmations
+        ),
+        _ => "pending:       in the mempool, in no block yet".to_string(),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, CtlError> {
+    serde_json::to_string(v).map_err(|e| failed(format!("cannot write JSON: {e}")))
 }
 
 fn now_unix() -> u64 {

@@ -44,6 +44,7 @@ fn usage_errors_exit_2_and_name_the_problem() {
         (&["frobnicate"], "frobnicate"),
         (&["status", "--token", "a", "--cookie", "b"], "--cookie"),
         (&["watch", "--types", "block_connected,blocks"], "--types"),
+        (&["watch", "--address", "xyz"], "--address"),
     ];
     for (args, needle) in cases {
         let o = ctl(args);

@@ -147,12 +147,116 @@ fn vision_ctl_drives_a_real_node() {
         (balance(&node, &recipient) == 1240).then_some(())
     });
 
+    // send --wait: followed to 2 confirmations, each change shown, exit 0
+    let out = ok(
+        &node,
+        &[
+            "send",
+            "--key",
+            node_key.to_str().expect("utf-8"),
+            "--to",
+            &recipient,
+            "--amount",
+            "10",
+            "--wait",
+            "2",
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let waited = lines[0]["txid"]
+        .as_str()
+        .expect("the submission first")
+        .to_string();
+    let last = lines.last().expect("progress");
+    assert_eq!(last["status"], "confirmed", "{out}");
+    assert!(last["confirmations"].as_u64() >= Some(2), "{out}");
+    assert!(
+        lines[1..].iter().all(|l| l["txid"] == waited.as_str()),
+        "{out}"
+    );
+    // tx: the node's JSON, and a table for people
+    let t: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["tx", &waited, "--json"])).expect("tx --json");
+    assert_eq!(
+        (&t["status"], &t["amount"]),
+        (&"confirmed".into(), &10.into())
+    );
+    let height = t["height"].as_u64().expect("a height");
+    assert_eq!(
+        t["block_hash"].as_str(),
+        Some(chain_hash(addr, height).as_str()),
+        "the chain's block"
+    );
+    assert!(ok(&node, &["tx", &waited]).contains("confirmed:"));
+    // history: the receiver's three transfers, newest first, in pages
+    let page: serde_json::Value = serde_json::from_str(&ok(
+        &node,
+        &["history", &recipient, "--limit", "2", "--json"],
+    ))
+    .expect("history --json");
+    let txs = page["txs"].as_array().expect("txs");
+    assert_eq!(txs.len(), 2, "{page}");
+    assert_eq!(
+        (&txs[0]["txid"], &txs[0]["kind"]),
+        (&waited.as_str().into(), &"receive".into())
+    );
+    let cursor = page["next_cursor"].as_str().expect("a third entry");
+    let rest = ok(&node, &["history", &recipient, "--cursor", cursor]);
+    assert!(rest.contains("receive  +1234"), "{rest}");
+    // the blocking facade (feature `blocking`), for tools without tokio
+    let blocking = control_plane_client::blocking::BlockingClient::new(
+        control_plane_client::ClientConfig::default(),
+    )
+    .expect("blocking client");
+    let id: vision_chain::TxId = waited.parse().expect("txid");
+    let mut seen = 0;
+    let t = blocking
+        .wait_for_confirmations(&node, &id, 2, Duration::from_secs(10), |_| seen += 1)
+        .expect("already has 2");
+    assert_eq!((t.txid, seen), (id, 1), "one answer, already enough");
+    let to: vision_chain::Address = recipient.parse().expect("address");
+    let page = blocking
+        .fetch_account_txs(&node, &to, 10, None)
+        .expect("history");
+    assert!(page.txs.iter().any(|e| e.txid == Some(id)));
+    assert!(blocking.fetch_fees(&node).expect("fees").next_block >= 1);
+    let err = ctl(&node, &["history", &recipient, "--cursor", "soon"]).expect_err("bad cursor");
+    assert_eq!(err.exit_code(), 2, "{err}");
+
     // stop: the state goes to stopped_by_user
     let out = ok(&node, &["mine", "stop"]);
     assert!(out.contains("mining enabled: no"), "{out}");
     poll("miner stopped", DEADLINE, || {
         (status(addr)?["miner"]["state"] == "stopped_by_user").then_some(())
     });
+
+    // with no miner, --wait times out: exit 1, saying how far it got
+    let err = ctl(
+        &node,
+        &[
+            "send",
+            "--key",
+            node_key.to_str().expect("utf-8"),
+            "--to",
+            &recipient,
+            "--amount",
+            "1",
+            "--wait",
+            "1",
+            "--wait-timeout-s",
+            "2",
+        ],
+    )
+    .expect_err("no confirmation without a miner");
+    assert_eq!(err.exit_code(), 1);
+    assert!(
+        err.to_string().contains("did not reach 1 confirmations"),
+        "{err}"
+    );
 
     // errors are clear: a bad address is a usage error, a used nonce the node refuses
     let err = ctl(&node, &["balance", "nothex"]).expect_err("bad address");
@@ -199,19 +303,9 @@ fn chain_hash(addr: std::net::SocketAddr, height: u64) -> String {
     let (code, body) =
         support::http_get(addr, &format!("/api/blocks/{height}")).expect("GET /api/blocks/{h}");
     assert_eq!(code, 200, "{body}");
-    let mut v: serde_json::Value = serde_json::from_str(&body).expect("block JSON");
-    // Block JSON carries its `hash` (CONTRACT §6); check it against the block's own
-    // header, hashed here, with the JSON-only fields taken off.
-    let served = v["hash"].as_str().map(str::to_string);
-    if let Some(o) = v.as_object_mut() {
-        o.retain(|k, _| matches!(k.as_str(), "header" | "miner" | "txs"));
-    }
-    let block: vision_chain::Block = serde_json::from_value(v).expect("a block");
-    let hash = block.hash().to_hex();
-    if let Some(served) = served {
-        assert_eq!(served, hash, "the served hash is the block's");
-    }
-    hash
+    let block: vision_wire::BlockJson = serde_json::from_str(&body).expect("block JSON");
+    let computed = block.to_block().expect("hash and txids match the contents");
+    computed.hash().to_hex()
 }
 
 #[test]

@@ -8,12 +8,13 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use vision_chain::{Address, Block, BlockHeader, Hash32, Transaction};
+use vision_chain::{Address, Block, BlockHeader, Hash32, Transaction, TxId};
 use vision_wire::binary::{self, OCTET_STREAM};
 use vision_wire::{
-    AccountResponse, ExchangeReady, HealthResponse, HeartbeatResponse, MempoolResponse,
-    MinerControlResponse, MinerStartRequest, PeerEntry, PublicPeerInfo, SignedHeartbeat,
-    SignedHello, StatusResponse, SubmitBlockResponse, SubmitTxResponse,
+    AccountResponse, AccountTxsResponse, ExchangeReady, FeesResponse, HealthResponse,
+    HeartbeatResponse, MempoolResponse, MinerControlResponse, MinerStartRequest, PeerEntry,
+    PublicPeerInfo, SignedHeartbeat, SignedHello, StatusResponse, SubmitBlockResponse,
+    SubmitTxResponse, TxResponse, TxStatus,
 };
 
 use crate::{ClientError, normalize_base_url};
@@ -39,6 +40,8 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_BATCH_ITEMS: u32 = 1_000;
 /// Most peers asked for in one `fetch_seed_peers` call (larger limits are clamped).
 pub const MAX_SEED_PEERS: usize = 1_000;
+/// How often [`ControlPlaneClient::wait_for_confirmations`] polls.
+pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How a [`ControlPlaneClient`] behaves. All durations in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +394,100 @@ impl ControlPlaneClient {
         let path = format!("/api/accounts/{}", address.to_hex());
         self.get_json(url, &path, self.config.max_retries, Accepting::Success)
             .await
+    }
+
+    /// `GET /api/tx/{txid}`: a transaction, `pending` (mempool) or `confirmed` with
+    /// its block and confirmations. An unknown id is [`ClientError::Status`] 404
+    /// `unknown_tx` ([`ClientError::is_not_found`]).
+    pub async fn fetch_tx(&self, url: &str, txid: &TxId) -> Result<TxResponse, ClientError> {
+        let path = format!("/api/tx/{}", txid.to_hex());
+        self.get_json(url, &path, self.config.max_retries, Accepting::Success)
+            .await
+    }
+
+    /// `GET /api/accounts/{address}/txs?limit=&cursor=`: one page of an address's
+    /// history, newest first; pass the page's `next_cursor` for the next one.
+    pub async fn fetch_account_txs(
+        &self,
+        url: &str,
+        address: &Address,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<AccountTxsResponse, ClientError> {
+        let mut path = format!(
+            "/api/accounts/{}/txs?limit={}",
+            address.to_hex(),
+            limit.min(MAX_BATCH_ITEMS)
+        );
+        if let Some(c) = cursor {
+            if c.is_empty() || !c.bytes().all(|b| b.is_ascii_digit() || b == b'.') || c.len() > 48 {
+                return Err(ClientError::InvalidRequest {
+                    reason: format!("cursor {c:?} is not one a history page handed out"),
+                });
+            }
+            path.push_str("&cursor=");
+            path.push_str(c);
+        }
+        self.get_json(url, &path, self.config.max_retries, Accepting::Success)
+            .await
+    }
+
+    /// `GET /api/fees`: fee estimates for the next block and within 6 blocks.
+    pub async fn fetch_fees(&self, url: &str) -> Result<FeesResponse, ClientError> {
+        self.get_json(
+            url,
+            "/api/fees",
+            self.config.max_retries,
+            Accepting::Success,
+        )
+        .await
+    }
+
+    /// Poll `GET /api/tx/{txid}` until the transaction has `confirmations` (on the
+    /// node's current main chain) or `timeout` passes. `progress` sees every answer
+    /// that differs from the one before (pending, then each new confirmation count,
+    /// or a reorganisation moving it back), so a tool can show it. A transaction
+    /// the node does not know (yet) is waited for too, until the timeout.
+    ///
+    /// Errors: [`ClientError::Timeout`] naming the last state when the deadline
+    /// passes; any non-retryable error of a poll at once.
+    pub async fn wait_for_confirmations(
+        &self,
+        url: &str,
+        txid: &TxId,
+        confirmations: u64,
+        timeout: Duration,
+        mut progress: impl FnMut(&TxResponse),
+    ) -> Result<TxResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last: Option<TxResponse> = None;
+        loop {
+            match self.fetch_tx(url, txid).await {
+                Ok(t) => {
+                    if last.as_ref() != Some(&t) {
+                        progress(&t);
+                    }
+                    if t.status == TxStatus::Confirmed && t.confirmations >= confirmations {
+                        return Ok(t);
+                    }
+                    last = Some(t);
+                }
+                Err(e) if e.is_not_found() || e.is_retryable() => {}
+                Err(e) => return Err(e),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let state = match &last {
+                    Some(t) => format!("{:?} with {} confirmations", t.status, t.confirmations),
+                    None => "unknown to the node".to_string(),
+                };
+                return Err(ClientError::Timeout {
+                    url: format!("{url}/api/tx/{} (still {state})", txid.to_hex()),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(WAIT_POLL_INTERVAL.min(deadline - now)).await;
+        }
     }
 
     /// `GET /api/mempool`.

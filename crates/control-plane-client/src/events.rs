@@ -37,6 +37,9 @@ pub const EVENTS_RETRY_MIN_MS: u64 = 50;
 pub struct EventsOptions {
     /// Only these event types (`?types=`); empty means all.
     pub types: Vec<EventType>,
+    /// Only events that concern this account (`?address=`: transactions from or to
+    /// it; chain, backbone and miner events are not filtered by it).
+    pub address: Option<vision_chain::Address>,
     /// Resume after this id (sent as `Last-Event-ID`); `None` starts live.
     pub resume_from: Option<String>,
     /// A connection that delivers nothing (not even a keep-alive) for this long is
@@ -57,6 +60,7 @@ impl Default for EventsOptions {
     fn default() -> Self {
         EventsOptions {
             types: Vec::new(),
+            address: None,
             resume_from: None,
             idle_timeout_ms: DEFAULT_EVENTS_IDLE_TIMEOUT_MS,
             reconnect_base_ms: DEFAULT_EVENTS_RECONNECT_BASE_MS,
@@ -169,13 +173,19 @@ impl ControlPlaneClient {
         let mut bad_url = None;
         match normalize_base_url(url) {
             Ok(base) => {
-                let mut full = format!("{base}/api/events");
+                let mut query: Vec<String> = Vec::new();
                 if !state.opts.types.is_empty() {
                     let names: Vec<&str> = state.opts.types.iter().map(|t| t.as_str()).collect();
-                    full.push_str("?types=");
-                    full.push_str(&names.join(","));
+                    query.push(format!("types={}", names.join(",")));
                 }
-                state.url = full;
+                if let Some(a) = &state.opts.address {
+                    query.push(format!("address={}", a.to_hex()));
+                }
+                state.url = if query.is_empty() {
+                    format!("{base}/api/events")
+                } else {
+                    format!("{base}/api/events?{}", query.join("&"))
+                };
             }
             Err(e) => bad_url = Some(e),
         }

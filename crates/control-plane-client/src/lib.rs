@@ -35,7 +35,11 @@
 //!   [`submit_block`](ControlPlaneClient::submit_block)), transactions and accounts
 //!   ([`submit_tx`](ControlPlaneClient::submit_tx),
 //!   [`fetch_mempool`](ControlPlaneClient::fetch_mempool),
-//!   [`fetch_account`](ControlPlaneClient::fetch_account)), readiness
+//!   [`fetch_account`](ControlPlaneClient::fetch_account)), what exchanges follow
+//!   payments with ([`fetch_tx`](ControlPlaneClient::fetch_tx),
+//!   [`fetch_account_txs`](ControlPlaneClient::fetch_account_txs),
+//!   [`fetch_fees`](ControlPlaneClient::fetch_fees),
+//!   [`wait_for_confirmations`](ControlPlaneClient::wait_for_confirmations)), readiness
 //!   ([`fetch_health`](ControlPlaneClient::fetch_health),
 //!   [`exchange_ready`](ControlPlaneClient::exchange_ready),
 //!   [`healthz`](ControlPlaneClient::healthz), [`readyz`](ControlPlaneClient::readyz),
@@ -88,8 +92,16 @@
 //! pass it. [`ControlPlaneClient::shared`] is a lazily created convenience for tools.
 //!
 //! Plain HTTP only (no TLS backend is compiled in: the control plane is reached on
-//! private networks or through a TLS-terminating proxy). No feature flags.
+//! private networks or through a TLS-terminating proxy).
+//!
+//! ## Feature flags
+//! - `blocking` (off by default): [`blocking::BlockingClient`], the exchange-facing
+//!   calls (status, accounts, history, transactions, fees,
+//!   [`wait_for_confirmations`](ControlPlaneClient::wait_for_confirmations)) for
+//!   tools that do not run tokio.
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod client;
 mod error;
 mod events;
@@ -99,7 +111,8 @@ mod url;
 pub use client::{
     ClientConfig, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
     DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, MAX_BATCH_ITEMS,
-    MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS, backoff_delay,
+    MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS, WAIT_POLL_INTERVAL,
+    backoff_delay,
 };
 pub use error::ClientError;
 pub use events::{

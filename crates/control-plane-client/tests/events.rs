@@ -249,6 +249,7 @@ async fn types_filter_and_resume_id_are_sent_and_unknown_types_skipped() {
     let server = Server::start("127.0.0.1:0".parse().unwrap(), seen.clone(), script).await;
     let opts = EventsOptions {
         types: vec![EventType::BlockConnected, EventType::Miner],
+        address: Some(vision_chain::Address([0xab; 32])),
         ..fast(Some("0".into()))
     };
     let mut stream = client().events_with(&server.url(), opts);
@@ -257,7 +258,13 @@ async fn types_filter_and_resume_id_are_sent_and_unknown_types_skipped() {
     assert_eq!(m.id, "2-1");
     assert!(matches!(m.event, Event::Miner(_)));
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0].path, "/api/events?types=block_connected,miner");
+    assert_eq!(
+        seen[0].path,
+        format!(
+            "/api/events?types=block_connected,miner&address={}",
+            "ab".repeat(32)
+        )
+    );
     assert_eq!(seen[0].last_event_id.as_deref(), Some("0"));
     // The server closed after "2": the stream resumed from it on its own.
     assert_eq!(seen[1].last_event_id.as_deref(), Some("2"));

@@ -37,6 +37,11 @@ fn key(i: usize) -> SecretKey {
 
 /// Build (or reuse) a store with `blocks` blocks: first one block paying each of 100
 /// senders, then blocks of 100 transfers, timestamps one block time apart.
+/// The first height with transfers: after the funding blocks' rewards matured.
+fn first_tx_height() -> usize {
+    FUNDING_BLOCKS + NET.params().reward_maturity as usize + 1
+}
+
 fn source_store(dir: &std::path::Path, blocks: usize) -> ChainStore {
     let path = dir.join("chain.redb");
     let store = ChainStore::open(&path, NET).expect("open source store");
@@ -53,10 +58,11 @@ fn source_store(dir: &std::path::Path, blocks: usize) -> ChainStore {
     let t = Instant::now();
     for h in have + 1..=blocks {
         let ctx = store.tip_context().expect("ctx");
-        let txs: Vec<Transaction> = if h <= FUNDING_BLOCKS {
+        // the senders' rewards mature `reward_maturity` blocks after the funding
+        let txs: Vec<Transaction> = if h < first_tx_height() {
             Vec::new()
         } else {
-            let nonce = (h - FUNDING_BLOCKS - 1) as u64;
+            let nonce = (h - first_tx_height()) as u64;
             senders
                 .iter()
                 .map(|k| Transaction::new_signed(k, NET, sink, 1, 1, nonce))
@@ -84,8 +90,8 @@ fn source_store(dir: &std::path::Path, blocks: usize) -> ChainStore {
 /// Blocks per second one thread batch-verifies: the signatures of up to 2,000 of the
 /// source's blocks with transactions, one `verify_batch` per block.
 fn verify_rate(store: &ChainStore, blocks: usize) -> f64 {
-    let from = (FUNDING_BLOCKS + 1) as u64;
-    let n = blocks.saturating_sub(FUNDING_BLOCKS).min(2_000);
+    let from = first_tx_height() as u64;
+    let n = (blocks + 1).saturating_sub(first_tx_height()).min(2_000);
     let mut sample = Vec::with_capacity(n);
     while sample.len() < n {
         let got = store

@@ -535,3 +535,283 @@ async fn writes_from_a_stranger_are_rate_limited_with_retry_after() {
         "{m}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// following a payment, as an exchange does
+
+/// A block on `parent` (any stored block) paying `miner`, one second after it, solved.
+fn block_on(
+    n: &TestNode,
+    parent: &vision_chain::Hash32,
+    miner: vision_chain::Address,
+    txs: Vec<Transaction>,
+) -> vision_chain::Block {
+    let ctx = n
+        .shared
+        .core
+        .store
+        .block_context(parent)
+        .unwrap()
+        .expect("parent stored");
+    let params = Network::Regtest.params();
+    let ts = ctx.header.timestamp_ms + params.target_block_time_ms;
+    let mut b = vision_chain::build_block(params, &ctx.parent_context(), miner, txs, ts);
+    vision_chain::solve(&mut b.header, 0, u64::MAX).expect("regtest targets are easy");
+    b
+}
+
+/// Submit a block over HTTP, as a miner with a dead 7072 does; the import status.
+async fn submit(n: &TestNode, b: &vision_chain::Block) -> String {
+    let (st, _, body) = raw(
+        n.addr,
+        "POST",
+        "/api/blocks",
+        &[("Content-Type", "application/octet-stream")],
+        &b.encode(),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(st, 200, "block {} refused: {v}", b.header.height);
+    v["status"].as_str().unwrap().to_string()
+}
+
+/// A chain of `count` blocks on `parent` paying `miner`; the last one's hash.
+async fn extend_by(
+    n: &TestNode,
+    parent: vision_chain::Hash32,
+    miner: vision_chain::Address,
+    count: usize,
+) -> Vec<vision_chain::Block> {
+    let mut out = Vec::new();
+    let mut p = parent;
+    for _ in 0..count {
+        let b = block_on(n, &p, miner, vec![]);
+        submit(n, &b).await;
+        p = b.hash();
+        out.push(b);
+    }
+    out
+}
+
+/// What an exchange sees of the payment and the receiver at one moment, checked
+/// against what the chain says: the transaction's status, height, block hash and
+/// confirmations; the block at that height has that hash; the receiver's history
+/// holds exactly the payment (at that height) or nothing, with matching
+/// confirmations; the store's indexes agree with its main chain.
+async fn follow(
+    n: &TestNode,
+    tx: &Transaction,
+    receiver: vision_chain::Address,
+    want: Option<u64>,
+) {
+    let txid = tx.id();
+    let (st, v) = get_json(n.addr, &format!("/api/tx/{txid}")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["txid"], txid.to_hex());
+    assert_eq!(
+        (
+            v["from"].as_str(),
+            v["to"].as_str(),
+            v["amount"].as_u64(),
+            v["fee"].as_u64(),
+            v["nonce"].as_u64()
+        ),
+        (
+            Some(tx.from.to_hex().as_str()),
+            Some(tx.to.to_hex().as_str()),
+            Some(tx.amount),
+            Some(tx.fee),
+            Some(tx.nonce)
+        )
+    );
+    let tip = n.shared.core.chain().height;
+    let (_, hist) = get_json(n.addr, &format!("/api/accounts/{receiver}/txs")).await;
+    let entries = hist["txs"].as_array().unwrap();
+    match want {
+        None => {
+            assert_eq!(v["status"], "pending", "{v}");
+            assert_eq!(v["confirmations"], 0);
+            assert!(v["height"].is_null() && v["block_hash"].is_null(), "{v}");
+            assert!(entries.is_empty(), "no history while pending: {hist}");
+            let (_, acct) = get_json(n.addr, &format!("/api/accounts/{receiver}")).await;
+            assert_eq!(acct["pending"], tx.amount, "incoming while pending: {acct}");
+        }
+        Some(height) => {
+            assert_eq!(v["status"], "confirmed", "{v}");
+            assert_eq!(v["height"], height);
+            assert_eq!(v["confirmations"], tip - height + 1, "{v}");
+            let (_, block) = get_json(n.addr, &format!("/api/blocks/{height}")).await;
+            assert_eq!(
+                v["block_hash"], block["hash"],
+                "the chain's block at {height}"
+            );
+            assert_eq!(block["confirmations"], tip - height + 1);
+            assert!(
+                block["txs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["txid"] == txid.to_hex()),
+                "{block}"
+            );
+            assert_eq!(entries.len(), 1, "{hist}");
+            let e = &entries[0];
+            assert_eq!(
+                (&e["kind"], &e["txid"], &e["height"], &e["block_hash"]),
+                (
+                    &Value::from("receive"),
+                    &Value::from(txid.to_hex()),
+                    &Value::from(height),
+                    &v["block_hash"]
+                )
+            );
+            assert_eq!(e["confirmations"], tip - height + 1);
+        }
+    }
+    n.shared.core.store.verify_indexes().unwrap();
+}
+
+/// A transfer followed from send to confirmations, through a forced reorganisation
+/// that drops its block (back to pending, back in the mempool) and one that brings
+/// it back, with the receiver's history consistent at every step. Blocks are built
+/// here and fed through `POST /api/blocks`, so every step is deterministic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_followed_through_confirmations_and_reorganisations() {
+    let n = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let payer = SecretKey::from_seed(&[0x51; 32]);
+    let receiver = SecretKey::from_seed(&[0x52; 32]).address();
+    let other_miner = SecretKey::from_seed(&[0x53; 32]).address();
+    // Three blocks for the payer: the first reward matures at height 3 (regtest).
+    let base = extend_by(&n, g, payer.address(), 3).await;
+    let (_, acct) = get_json(n.addr, &format!("/api/accounts/{}", payer.address())).await;
+    let reward = Network::Regtest.params().block_reward;
+    assert_eq!(acct["spendable"], reward, "{acct}");
+    assert_eq!(acct["immature"], 2 * reward, "{acct}");
+
+    // Send: pending, and the same transaction again is the same id.
+    let tx = Transaction::new_signed(&payer, Network::Regtest, receiver, 7_777, 25, 0);
+    for want in [202, 200] {
+        let (st, _, b) = raw(
+            n.addr,
+            "POST",
+            "/api/tx",
+            &[],
+            &serde_json::to_vec(&tx).unwrap(),
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            (st, &v["txid"]),
+            (want, &Value::from(tx.id().to_hex())),
+            "{v}"
+        );
+    }
+    follow(&n, &tx, receiver, None).await;
+
+    // Mined at height 4, then confirmations rise with every block.
+    let a4 = block_on(&n, &base[2].hash(), payer.address(), vec![tx.clone()]);
+    assert_eq!(submit(&n, &a4).await, "extended");
+    follow(&n, &tx, receiver, Some(4)).await;
+    let a56 = extend_by(&n, a4.hash(), payer.address(), 2).await;
+    follow(&n, &tx, receiver, Some(4)).await;
+    let (_, v) = get_json(n.addr, &format!("/api/tx/{}", tx.id())).await;
+    assert_eq!(
+        (v["confirmations"].as_u64(), v["block_hash"].as_str()),
+        (Some(3), Some(a4.hash().to_hex().as_str()))
+    );
+    let (st, v) = raw(
+        n.addr,
+        "POST",
+        "/api/tx",
+        &[],
+        &serde_json::to_vec(&tx).unwrap(),
+    )
+    .await
+    .into_status_json();
+    assert_eq!(
+        (st, &v["txid"], &v["status"]),
+        (
+            200,
+            &Value::from(tx.id().to_hex()),
+            &Value::from("confirmed")
+        )
+    );
+
+    // A heavier branch from height 3 without it: back to pending, in the mempool.
+    let b = extend_by(&n, base[2].hash(), other_miner, 4).await;
+    assert_eq!(n.shared.core.chain().hash, b[3].hash(), "the branch won");
+    follow(&n, &tx, receiver, None).await;
+    assert!(n.shared.core.mempool_get(&tx.id()).is_some(), "re-admitted");
+
+    // Mined again on the new branch, at height 8.
+    let b8 = block_on(&n, &b[3].hash(), other_miner, vec![tx.clone()]);
+    assert_eq!(submit(&n, &b8).await, "extended");
+    follow(&n, &tx, receiver, Some(8)).await;
+
+    // The first branch grows heavier again: confirmed in its old block at height 4.
+    let a = extend_by(&n, a56[1].hash(), payer.address(), 3).await;
+    assert_eq!(
+        n.shared.core.chain().hash,
+        a[2].hash(),
+        "back on the first branch"
+    );
+    follow(&n, &tx, receiver, Some(4)).await;
+    let (_, v) = get_json(n.addr, &format!("/api/tx/{}", tx.id())).await;
+    assert_eq!(v["block_hash"], a4.hash().to_hex());
+    assert_eq!(v["confirmations"], 6);
+    assert!(
+        n.shared.core.mempool_get(&tx.id()).is_none(),
+        "mined, so out of the pool"
+    );
+}
+
+/// Bad ids, cursors and addresses get 400 with the contract's error shape;
+/// an unknown id 404 `unknown_tx`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_routes_refuse_bad_input_with_the_contract_shape() {
+    let n = start_node(false).await;
+    let a = SecretKey::from_seed(&[9; 32]).address();
+    for (path, code) in [
+        ("/api/tx/nothex".to_string(), "bad_txid"),
+        (format!("/api/tx/{}", "a".repeat(63)), "bad_txid"),
+        (format!("/api/tx/{}", "a".repeat(65)), "bad_txid"),
+        ("/api/accounts/xyz/txs".to_string(), "bad_address"),
+        (format!("/api/accounts/{a}/txs?cursor=abc"), "bad_cursor"),
+        (format!("/api/accounts/{a}/txs?cursor=1.2.3"), "bad_cursor"),
+        (format!("/api/accounts/{a}/txs?cursor=-1.0"), "bad_cursor"),
+        (format!("/api/accounts/{a}/txs?limit=x"), "bad_request"),
+    ] {
+        let (st, v) = get_json(n.addr, &path).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        assert_error_shape(&v, code);
+    }
+    let (st, v) = get_json(n.addr, &format!("/api/tx/{}", "ab".repeat(32))).await;
+    assert_eq!(st, 404);
+    assert_error_shape(&v, "unknown_tx");
+    let (st, v) = get_json(n.addr, &format!("/api/accounts/{a}/txs")).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        (v["txs"].as_array().map(Vec::len), &v["next_cursor"]),
+        (Some(0), &Value::Null)
+    );
+    let (st, v) = get_json(n.addr, "/api/fees").await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["next_block"], 1,
+        "an empty pool and no full block: the minimum fee"
+    );
+}
+
+trait StatusJson {
+    fn into_status_json(self) -> (u16, Value);
+}
+
+impl StatusJson for (u16, String, Vec<u8>) {
+    fn into_status_json(self) -> (u16, Value) {
+        (
+            self.0,
+            serde_json::from_slice(&self.2).unwrap_or(Value::Null),
+        )
+    }
+}
