@@ -382,6 +382,28 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
     });
     session.screenshot(&artifacts.join("panel-running.png"));
 
+    // The wallet card shows where rewards go and what they are worth; the recent
+    // blocks table has a row for a block just mined.
+    let reward_address = status(addr)
+        .and_then(|s| s["miner"]["address"].as_str().map(str::to_string))
+        .expect("status names the reward address");
+    poll("the wallet card with the reward address", DEADLINE, || {
+        let shown = session.text("wallet-address")?;
+        let spendable = session.text("wallet-spendable")?;
+        (shown == reward_address && spendable.contains("VSN")).then_some(())
+    });
+    let just_mined = status(addr)
+        .and_then(|s| s["height"].as_u64())
+        .expect("height");
+    poll(
+        "a recent-blocks row for the block just mined",
+        DEADLINE,
+        || {
+            let row = session.text(&format!("block-row-{just_mined}"))?;
+            row.contains(&just_mined.to_string()).then_some(())
+        },
+    );
+
     session.click("stop-mining");
     poll("miner state stopped", DEADLINE, || {
         session

@@ -52,7 +52,7 @@ pub enum NodeError {
     Miner(#[from] miner_core::MinerError),
     /// Building the control-plane client.
     #[error("cannot build the control-plane client: {0}")]
-    Client(String),
+    Client(#[source] control_plane_client::ClientError),
     /// The chain store stayed down past `--store-down-exit-ms` (exit code 1, for a
     /// supervisor to restart the node).
     #[error("{0}")]
@@ -98,7 +98,7 @@ impl Node {
         let core = Arc::new(Core::new(cfg, key, Arc::new(store), tokens)?);
         crate::storage::supervise(&core, &shutdown);
         crate::storage::restore_mempool(&core, &shutdown).await;
-        let net = Arc::new(Net::new(&core).map_err(|e| NodeError::Client(e.to_string()))?);
+        let net = Arc::new(Net::new(&core).map_err(NodeError::Client)?);
         let relay = Arc::new(Relay {
             rt: tokio::runtime::Handle::current(),
             core: core.clone(),

@@ -259,6 +259,7 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
             threads: m.threads,
             hashrate: m.hashrate,
             blocks_found: m.blocks_found,
+            address: Some(core.miner_address.to_hex()),
         },
         peers: v.peers,
         p2p: v.p2p,

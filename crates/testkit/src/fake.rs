@@ -215,6 +215,7 @@ fn serve(
                     threads: 1,
                     hashrate: 0.0,
                     blocks_found: 0,
+                    address: None,
                 },
                 peers: PeersStatus {
                     cluster_size_estimate: 1,

@@ -110,6 +110,10 @@ pub struct MinerStatus {
     pub hashrate: f64,
     /// Blocks this node found since start.
     pub blocks_found: u64,
+    /// Where this node's rewards go (`--miner-address`, else the node key's
+    /// address); absent from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// `peers` in the status.
