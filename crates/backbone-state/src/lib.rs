@@ -94,7 +94,8 @@ pub use membership::{
 pub use netgroup::Netgroup;
 pub use peerbook::{
     HEALTH_MAX, HTTP_DISCOVERED_HEALTH, PEER_ENTRY_TTL_S, PEERBOOK_MAX, PEERS_PER_NETGROUP_MAX,
-    PeerBook, PeerCounts, PeerUpdate, SEED_BATCH_MAX, SEED_PEERS_MAX, UpsertReport, Upserted,
+    PEERS_PER_SOURCE_MAX, PeerBook, PeerCounts, PeerUpdate, SEED_BATCH_MAX, SEED_PEERS_MAX,
+    TOLD_BY_P2P, UpsertReport, Upserted,
 };
 pub use rules::{
     AnchorProbe, FAILS_TO_DOWN, LATENCY_SWITCH_MARGIN_MS, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,

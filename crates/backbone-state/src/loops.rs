@@ -298,7 +298,7 @@ pub async fn heal_once<T: ControlPlane>(
         .unwrap_or(Err(BackboneError::Timeout(ms(config.request_timeout))));
         match answer {
             Ok(list) => {
-                let report = peers.upsert_seeds(&list, unix_now());
+                let report = peers.upsert_seeds(&url.to_string(), &list, unix_now());
                 let c = peers.counts();
                 handle.update(|s| {
                     s.peerbook_count = c.peerbook_count;

@@ -22,12 +22,65 @@ pub const HEALTH_MAX: u8 = 100;
 /// Most entries whose address lies in one netgroup (IPv4 /16, IPv6 /32): a quarter of
 /// the book, so no single operator's address block can fill it.
 pub const PEERS_PER_NETGROUP_MAX: usize = PEERBOOK_MAX / 4;
+/// Most entries one source (an anchor URL, a member that vouched for itself, the
+/// data plane) may have told us: a quarter of the book, so one lying source cannot
+/// fill it. Beyond it, that source's least healthy, longest unseen entry makes room,
+/// or the newcomer is refused.
+pub const PEERS_PER_SOURCE_MAX: usize = PEERBOOK_MAX / 4;
+/// The source recorded for entries learned on the data plane.
+pub const TOLD_BY_P2P: &str = "p2p";
+/// Longest source name kept (longer ones are cut; a source is a URL or an id).
+const TOLD_BY_LEN_MAX: usize = 256;
 
 fn netgroup_of(addr: Option<&str>) -> Option<Netgroup> {
     addr?
         .parse::<std::net::SocketAddr>()
         .ok()
         .map(|a| Netgroup::of(a.ip()))
+}
+
+fn cut_source(s: &str) -> String {
+    let mut end = s.len().min(TOLD_BY_LEN_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Make room for a newcomer of rank `(health, last_seen_unix)` in the bucket of
+/// entries matching `in_bucket`, which holds at most `cap`: evict the bucket's worst
+/// entry if it ranks no better than the newcomer, else refuse with `BookFull(cap)`.
+fn make_room(
+    inner: &mut Inner,
+    in_bucket: impl Fn(&Entry) -> bool,
+    cap: usize,
+    rank: (u8, u64),
+) -> Result<(), BackboneError> {
+    let mut count = 0;
+    let mut worst: Option<(&String, (u8, u64))> = None;
+    for (k, e) in inner.entries.iter().filter(|(_, e)| in_bucket(e)) {
+        count += 1;
+        let r = (e.health, e.last_seen_unix);
+        if worst.is_none_or(|(_, w)| r < w) {
+            worst = Some((k, r));
+        }
+    }
+    if count < cap {
+        return Ok(());
+    }
+    match worst {
+        Some((k, w)) if w <= rank => {
+            let k = k.clone();
+            if let Some(old) = inner.entries.remove(&k)
+                && let Some(a) = old.http_address
+                && inner.by_http.get(&a) == Some(&k)
+            {
+                inner.by_http.remove(&a);
+            }
+            Ok(())
+        }
+        _ => Err(BackboneError::BookFull(cap)),
+    }
 }
 
 /// An entry not heard of for this long is forgotten: peer books age out.
@@ -44,6 +97,10 @@ pub struct PeerUpdate {
     pub http_address: Option<String>,
     /// Where it was learned.
     pub source: PeerSource,
+    /// Who told us: the anchor URL of a seed list, `member:<id>` for a member that
+    /// proved itself, [`TOLD_BY_P2P`] for the data plane. Entries are bucketed by it
+    /// (at most [`PEERS_PER_SOURCE_MAX`] each); a refresh keeps the first teller.
+    pub told_by: String,
     /// Is it an anchor?
     pub is_anchor: bool,
     /// Health for a new entry (existing entries keep theirs).
@@ -55,13 +112,15 @@ pub struct PeerUpdate {
 }
 
 impl PeerUpdate {
-    /// An entry of an anchor's seed list, learned over HTTP at `now_unix`.
-    pub fn from_seed(p: &PublicPeerInfo, now_unix: u64) -> PeerUpdate {
+    /// An entry of the seed list of the anchor `told_by`, learned over HTTP at
+    /// `now_unix`.
+    pub fn from_seed(p: &PublicPeerInfo, told_by: &str, now_unix: u64) -> PeerUpdate {
         PeerUpdate {
             node_id: Some(p.node_id.clone()),
             address: p.address.clone(),
             http_address: Some(p.http_address.clone()),
             source: PeerSource::Http,
+            told_by: told_by.to_string(),
             is_anchor: p.is_anchor,
             initial_health: HTTP_DISCOVERED_HEALTH,
             // The anchor's word, but never in our future.
@@ -108,6 +167,8 @@ struct Entry {
     address: Option<String>,
     http_address: Option<String>,
     source: PeerSource,
+    /// Who told us first (see [`PeerUpdate::told_by`]).
+    told_by: String,
     health: u8,
     last_seen_unix: u64,
     is_anchor: bool,
@@ -238,46 +299,31 @@ impl PeerBook {
             return Ok(Upserted::Updated);
         }
         let health = u.initial_health.min(HEALTH_MAX);
-        // One netgroup holds at most a quarter of the book: the least healthy,
-        // longest unseen entry of that netgroup makes room, or the newcomer is refused.
+        let told_by = cut_source(&u.told_by);
+        // One netgroup holds at most a quarter of the book, and so does one source:
+        // the least healthy, longest unseen entry of that bucket makes room, or the
+        // newcomer is refused.
         let group = netgroup_of(http_address.as_deref().or(address.as_deref()));
         if let Some(g) = group {
-            let mut same = inner.entries.iter().filter(|(_, e)| e.netgroup == Some(g));
-            let count = same.clone().count();
-            if count >= PEERS_PER_NETGROUP_MAX {
-                let worst = same
-                    .by_ref()
-                    .min_by_key(|(_, e)| (e.health, e.last_seen_unix))
-                    .map(|(k, e)| (k.clone(), e.health, e.last_seen_unix));
-                match worst {
-                    Some((k, h, seen)) if (h, seen) <= (health, u.last_seen_unix) => {
-                        if let Some(old) = inner.entries.remove(&k)
-                            && let Some(a) = old.http_address
-                        {
-                            inner.by_http.remove(&a);
-                        }
-                    }
-                    _ => return Err(BackboneError::BookFull(PEERS_PER_NETGROUP_MAX)),
-                }
-            }
+            make_room(
+                &mut inner,
+                |e| e.netgroup == Some(g),
+                PEERS_PER_NETGROUP_MAX,
+                (health, u.last_seen_unix),
+            )?;
         }
-        if inner.entries.len() >= self.capacity {
-            let worst = inner
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| (e.health, e.last_seen_unix))
-                .map(|(k, e)| (k.clone(), e.health, e.last_seen_unix));
-            match worst {
-                Some((k, h, seen)) if (h, seen) <= (health, u.last_seen_unix) => {
-                    if let Some(old) = inner.entries.remove(&k) {
-                        if let Some(a) = old.http_address {
-                            inner.by_http.remove(&a);
-                        }
-                    }
-                }
-                _ => return Err(BackboneError::BookFull(self.capacity)),
-            }
-        }
+        make_room(
+            &mut inner,
+            |e| e.told_by == told_by,
+            PEERS_PER_SOURCE_MAX,
+            (health, u.last_seen_unix),
+        )?;
+        make_room(
+            &mut inner,
+            |_| true,
+            self.capacity,
+            (health, u.last_seen_unix),
+        )?;
         if let Some(h) = &http_address {
             inner.by_http.insert(h.clone(), key.clone());
         }
@@ -288,6 +334,7 @@ impl PeerBook {
                 address,
                 http_address,
                 source: u.source,
+                told_by,
                 health,
                 last_seen_unix: u.last_seen_unix,
                 is_anchor: u.is_anchor,
@@ -299,15 +346,20 @@ impl PeerBook {
         Ok(Upserted::Inserted)
     }
 
-    /// Upsert an anchor's seed list (health 50, `http_discovered`), looking at no
-    /// more than [`SEED_BATCH_MAX`] entries.
-    pub fn upsert_seeds(&self, peers: &[PublicPeerInfo], now_unix: u64) -> UpsertReport {
+    /// Upsert the seed list of the anchor `told_by` (health 50, `http_discovered`),
+    /// looking at no more than [`SEED_BATCH_MAX`] entries.
+    pub fn upsert_seeds(
+        &self,
+        told_by: &str,
+        peers: &[PublicPeerInfo],
+        now_unix: u64,
+    ) -> UpsertReport {
         let mut r = UpsertReport {
             ignored: peers.len().saturating_sub(SEED_BATCH_MAX),
             ..UpsertReport::default()
         };
         for p in peers.iter().take(SEED_BATCH_MAX) {
-            match self.upsert(&PeerUpdate::from_seed(p, now_unix)) {
+            match self.upsert(&PeerUpdate::from_seed(p, told_by, now_unix)) {
                 Ok(Upserted::Inserted) => r.inserted += 1,
                 Ok(Upserted::Updated) => r.updated += 1,
                 Err(_) => r.rejected += 1,
@@ -446,7 +498,9 @@ mod tests {
             // All in 10.0.0.0/16.
             p.http_address = format!("10.0.{}.{}:7070", i / 250, i % 250);
             p.address = None;
-            if b.upsert(&PeerUpdate::from_seed(&p, 1_000)) == Ok(Upserted::Inserted) {
+            if b.upsert(&PeerUpdate::from_seed(&p, "http://a:7070", 1_000))
+                == Ok(Upserted::Inserted)
+            {
                 inserted += 1;
             }
         }
@@ -456,7 +510,7 @@ mod tests {
         let mut other = seed(5_000);
         other.http_address = "10.9.0.1:7070".into();
         assert_eq!(
-            b.upsert(&PeerUpdate::from_seed(&other, 1_000)),
+            b.upsert(&PeerUpdate::from_seed(&other, "http://a:7070", 1_000)),
             Ok(Upserted::Inserted)
         );
     }
@@ -464,10 +518,10 @@ mod tests {
     #[test]
     fn entries_age_out() {
         let b = PeerBook::new(None, None);
-        b.upsert_seeds(&[seed(1), seed(2)], 1_000);
+        b.upsert_seeds("http://a:7070", &[seed(1), seed(2)], 1_000);
         let mut fresh = seed(3);
         fresh.last_seen_unix = 1_000 + PEER_ENTRY_TTL_S;
-        b.upsert_seeds(&[fresh], 1_000 + PEER_ENTRY_TTL_S);
+        b.upsert_seeds("http://a:7070", &[fresh], 1_000 + PEER_ENTRY_TTL_S);
         assert_eq!(
             b.expire(1_000 + PEER_ENTRY_TTL_S),
             0,
@@ -478,7 +532,11 @@ mod tests {
         assert_eq!(left, vec![id(3)]);
         // The address of a forgotten entry can be learned again.
         assert_eq!(
-            b.upsert(&PeerUpdate::from_seed(&seed(1), 2_000 + PEER_ENTRY_TTL_S)),
+            b.upsert(&PeerUpdate::from_seed(
+                &seed(1),
+                "http://a:7070",
+                2_000 + PEER_ENTRY_TTL_S
+            )),
             Ok(Upserted::Inserted)
         );
     }
@@ -487,13 +545,16 @@ mod tests {
     fn upsert_refresh_and_self() {
         let me = id(999_999);
         let book = PeerBook::new(Some(&me), Some("http://1.1.1.1:7070"));
-        let r = book.upsert_seeds(&[seed(1), seed(2), seed(1)], 2_000);
+        let r = book.upsert_seeds("http://a:7070", &[seed(1), seed(2), seed(1)], 2_000);
         assert_eq!((r.inserted, r.updated, r.rejected), (2, 1, 0));
         let mut s = seed(3);
         s.node_id = me.to_uppercase();
         let mut t = seed(4);
         t.http_address = "1.1.1.1:7070".into();
-        assert_eq!(book.upsert_seeds(&[s, t], 2_000).rejected, 2);
+        assert_eq!(
+            book.upsert_seeds("http://a:7070", &[s, t], 2_000).rejected,
+            2
+        );
         assert_eq!(
             book.counts(),
             PeerCounts {
@@ -511,13 +572,13 @@ mod tests {
         let e = book.entries();
         assert_eq!((e[0].health, e[1].health), (100, 0));
         // Health kept on refresh.
-        book.upsert_seeds(&[seed(1)], 3_000);
+        book.upsert_seeds("http://a:7070", &[seed(1)], 3_000);
         assert_eq!(book.entries()[0].health, 100);
         assert_eq!(book.seed_peers(1)[0].node_id, id(1));
         // A new identity at a known address replaces the old entry.
         let mut moved = seed(5);
         moved.http_address = seed(2).http_address;
-        book.upsert_seeds(&[moved], 3_000);
+        book.upsert_seeds("http://a:7070", &[moved], 3_000);
         assert_eq!(book.len(), 2);
         assert!(
             book.entries()
@@ -530,10 +591,10 @@ mod tests {
     fn flood_and_garbage_leave_the_book_bounded_and_sane() {
         let book = PeerBook::new(Some(&id(0)), None);
         // A proven peer survives the flood.
-        book.upsert_seeds(&[seed(1)], 5_000);
+        book.upsert_seeds("http://a:7070", &[seed(1)], 5_000);
         book.adjust_health(&id(1), 50);
         let flood: Vec<PublicPeerInfo> = (2..100_002).map(seed).collect();
-        let r = book.upsert_seeds(&flood, 5_000);
+        let r = book.upsert_seeds("http://a:7070", &flood, 5_000);
         assert_eq!(r.ignored, 100_000 - SEED_BATCH_MAX);
         assert!(book.len() <= PEERBOOK_MAX);
         assert!(
@@ -552,7 +613,7 @@ mod tests {
             })
             .collect();
         let before = book.len();
-        let r = book.upsert_seeds(&garbage, 5_000);
+        let r = book.upsert_seeds("http://a:7070", &garbage, 5_000);
         assert_eq!(r.rejected, SEED_BATCH_MAX);
         assert_eq!(book.len(), before);
         for e in book.entries() {
@@ -570,12 +631,18 @@ mod tests {
     fn full_book_refuses_newcomers_worse_than_everyone() {
         let book = PeerBook::with_capacity(None, None, 2);
         for i in 1..=2 {
-            book.upsert_seeds(&[seed(i)], 10);
+            book.upsert_seeds("http://a:7070", &[seed(i)], 10);
             book.adjust_health(&id(i), 10);
         }
-        assert_eq!(book.upsert_seeds(&[seed(3)], 10).rejected, 1);
+        assert_eq!(
+            book.upsert_seeds("http://a:7070", &[seed(3)], 10).rejected,
+            1
+        );
         book.adjust_health(&id(2), -60);
-        assert_eq!(book.upsert_seeds(&[seed(3)], 10).inserted, 1);
+        assert_eq!(
+            book.upsert_seeds("http://a:7070", &[seed(3)], 10).inserted,
+            1
+        );
         assert_eq!(book.len(), 2);
         assert!(
             !book
@@ -583,5 +650,152 @@ mod tests {
                 .iter()
                 .any(|e| e.node_id.as_deref() == Some(id(2).as_str()))
         );
+    }
+
+    fn told_by_count(book: &PeerBook, source: &str) -> usize {
+        book.lock()
+            .entries
+            .values()
+            .filter(|e| e.told_by == source)
+            .count()
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_cap_and_honest_entries_stay() {
+        let book = PeerBook::new(None, None);
+        // Two honest anchors, 100 peers each, in their own netgroups.
+        for (a, src) in ["http://h1:7070", "http://h2:7070"].iter().enumerate() {
+            let list: Vec<_> = (0..100u64)
+                .map(|i| {
+                    let mut p = seed(10_000 * (a as u64 + 1) + i);
+                    p.http_address = format!("10.{}.0.{}:7070", a + 1, i);
+                    p.address = None;
+                    p
+                })
+                .collect();
+            assert_eq!(book.upsert_seeds(src, &list, 1_000).inserted, 100);
+        }
+        // One liar tells 4,000 fresh identities spread over many netgroups, newer
+        // than every honest entry.
+        let lies: Vec<_> = (0..4_000u64)
+            .map(|i| {
+                let mut p = seed(100_000 + i);
+                p.http_address = format!("20.{}.{}.1:7070", i % 250, i / 250);
+                p.address = None;
+                p.last_seen_unix = 2_000;
+                p
+            })
+            .collect();
+        let r = book.upsert_seeds("http://liar:7070", &lies, 2_000);
+        assert!(r.inserted >= PEERS_PER_SOURCE_MAX);
+        assert_eq!(
+            told_by_count(&book, "http://liar:7070"),
+            PEERS_PER_SOURCE_MAX
+        );
+        assert_eq!(told_by_count(&book, "http://h1:7070"), 100);
+        assert_eq!(told_by_count(&book, "http://h2:7070"), 100);
+        assert_eq!(book.len(), 200 + PEERS_PER_SOURCE_MAX);
+        // Re-telling an honest identity does not move it into the liar's bucket.
+        let mut retold = seed(10_000);
+        retold.http_address = "10.1.0.0:7070".into();
+        book.upsert_seeds("http://liar:7070", &[retold], 2_000);
+        assert_eq!(told_by_count(&book, "http://h1:7070"), 100);
+        // Another honest source still gets in.
+        let mut other = seed(900_000);
+        other.http_address = "10.9.0.1:7070".into();
+        assert_eq!(
+            book.upsert_seeds("http://h3:7070", &[other], 2_000)
+                .inserted,
+            1
+        );
+        // A healthier liar entry is not evicted by the liar's own newcomers.
+        let kept = book
+            .lock()
+            .entries
+            .iter()
+            .find(|(_, e)| e.told_by == "http://liar:7070")
+            .map(|(k, _)| k.clone())
+            .expect("a liar entry");
+        assert!(book.adjust_health(&kept, 50));
+        let more: Vec<_> = (0..500u64)
+            .map(|i| {
+                let mut p = seed(200_000 + i);
+                p.http_address = format!("30.{}.{}.1:7070", i % 250, i / 250);
+                p.address = None;
+                p.last_seen_unix = 3_000;
+                p
+            })
+            .collect();
+        book.upsert_seeds("http://liar:7070", &more, 3_000);
+        assert_eq!(
+            told_by_count(&book, "http://liar:7070"),
+            PEERS_PER_SOURCE_MAX
+        );
+        assert!(book.lock().entries.contains_key(&kept));
+        // An absurdly long source name is cut, not stored whole.
+        let mut long = seed(950_000);
+        long.http_address = "10.8.0.1:7070".into();
+        book.upsert_seeds(&"x".repeat(100_000), &[long], 3_000);
+        assert!(
+            book.lock()
+                .entries
+                .values()
+                .all(|e| e.told_by.len() <= TOLD_BY_LEN_MAX)
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// However a lying source interleaves its lies with three honest sources'
+        /// entries (each below the cap, in their own netgroups), it never holds more
+        /// than its cap and every honest entry stays.
+        #[test]
+        fn one_lying_source_cannot_fill_the_book(
+            ops in proptest::collection::vec((0u8..4, proptest::prelude::any::<u32>(), 0u64..10_000), 0..3_000),
+        ) {
+            let book = PeerBook::new(None, None);
+            let mut honest: Vec<std::collections::HashSet<String>> = vec![Default::default(); 3];
+            for (src, x, seen) in ops {
+                if src == 0 {
+                    // The liar: any identity, any address, any time.
+                    let [a, b, c, d] = x.to_be_bytes();
+                    let p = PublicPeerInfo {
+                        node_id: format!("{:064x}", u64::from(x) << 8 | 0xff),
+                        address: None,
+                        http_address: format!("{}.{b}.{c}.{d}:7070", 20 + a % 200),
+                        is_anchor: true,
+                        last_seen_unix: seen,
+                        verified_unix: None,
+                    };
+                    book.upsert_seeds("liar", &[p], 10_000);
+                } else {
+                    let h = &mut honest[usize::from(src - 1)];
+                    let i = x % 200;
+                    let id = format!("{:064x}", u64::from(src) << 32 | u64::from(i));
+                    if h.len() >= 200 && !h.contains(&id) {
+                        continue;
+                    }
+                    let p = PublicPeerInfo {
+                        node_id: id.clone(),
+                        address: None,
+                        http_address: format!("10.{src}.{}.{}:7070", i / 250, i % 250),
+                        is_anchor: false,
+                        last_seen_unix: seen,
+                        verified_unix: None,
+                    };
+                    let r = book.upsert_seeds(&format!("honest{src}"), &[p], 10_000);
+                    proptest::prop_assert_eq!(r.rejected, 0);
+                    h.insert(id);
+                }
+                proptest::prop_assert!(told_by_count(&book, "liar") <= PEERS_PER_SOURCE_MAX);
+                proptest::prop_assert!(book.len() <= PEERBOOK_MAX);
+            }
+            let inner = book.lock();
+            for h in &honest {
+                for id in h {
+                    proptest::prop_assert!(inner.entries.contains_key(id), "honest {} evicted", id);
+                }
+            }
+        }
     }
 }

@@ -477,6 +477,8 @@ async fn dial_back(
     // them (unverified ones never enter it).
     if let Some(mb) = member {
         let _ = net.peerbook.upsert(&backbone_state::PeerUpdate {
+            // A verified member vouches for itself only: its own bucket.
+            told_by: format!("member:{}", mb.node_id),
             node_id: Some(mb.node_id),
             address: mb.p2p_address,
             http_address: Some(mb.http_address),
