@@ -58,9 +58,11 @@ pub const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 pub struct Frame {
     /// The event's name.
     pub kind: EventType,
-    /// Addresses it concerns (`?address=` filter): sender and receiver of a
-    /// transaction, the miner of a connected block.
-    pub addresses: [Option<Address>; 2],
+    /// Addresses it concerns (`?address=` filter), sorted and de-duplicated:
+    /// sender and receiver of a transaction; the miner and every sender and
+    /// receiver of a connected block (so a deposit's confirming block passes).
+    /// Empty for events that concern no address.
+    pub addresses: Vec<Address>,
     /// The SSE frame.
     pub text: Bytes,
 }
@@ -84,7 +86,7 @@ impl Filter {
             return false;
         }
         match self.address {
-            Some(a) if f.addresses.iter().any(Option::is_some) => f.addresses.contains(&Some(a)),
+            Some(a) if !f.addresses.is_empty() => f.addresses.binary_search(&a).is_ok(),
             _ => true,
         }
     }
@@ -110,8 +112,39 @@ impl ResumeId {
     }
 }
 
-/// The wire form of a stored chain event.
-pub fn chain_frame(seq: u64, e: &ChainEvent) -> Frame {
+/// Every address a block touches: its miner, and each transaction's sender and
+/// receiver; sorted and de-duplicated for the filter's binary search.
+pub fn block_addresses(block: &vision_chain::Block) -> Vec<Address> {
+    let mut v = Vec::with_capacity(1 + 2 * block.txs.len());
+    v.push(block.miner);
+    for tx in &block.txs {
+        v.push(tx.from);
+        v.push(tx.to);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The addresses a stored chain event concerns, read from the store only when
+/// someone filters by address (`wanted`): a connected block's miner and every
+/// sender and receiver in it; a disconnected block concerns everyone (empty).
+fn event_addresses(
+    store: &ChainStore,
+    e: &ChainEvent,
+    wanted: bool,
+) -> Result<Vec<Address>, StoreError> {
+    match e {
+        ChainEvent::Connected { hash, miner, .. } if wanted => Ok(store
+            .block(hash)?
+            .map_or_else(|| vec![*miner], |b| block_addresses(&b))),
+        ChainEvent::Connected { miner, .. } => Ok(vec![*miner]),
+        ChainEvent::Disconnected { .. } => Ok(Vec::new()),
+    }
+}
+
+/// The wire form of a stored chain event; `addresses` as [`event_addresses`] gives.
+pub fn chain_frame(seq: u64, e: &ChainEvent, addresses: Vec<Address>) -> Frame {
     let (event, addresses) = match e {
         ChainEvent::Connected {
             height,
@@ -129,20 +162,20 @@ pub fn chain_frame(seq: u64, e: &ChainEvent) -> Frame {
                 tx_count: *tx_count,
                 miner: miner.to_hex(),
             }),
-            [Some(*miner), None],
+            addresses,
         ),
         ChainEvent::Disconnected { height, hash } => (
             Event::BlockDisconnected(BlockDisconnected {
                 height: *height,
                 hash: hash.to_hex(),
             }),
-            [None, None],
+            addresses,
         ),
     };
     frame(seq.to_string(), event, addresses)
 }
 
-fn frame(id: String, event: Event, addresses: [Option<Address>; 2]) -> Frame {
+fn frame(id: String, event: Event, addresses: Vec<Address>) -> Frame {
     let kind = event.kind();
     Frame {
         kind,
@@ -334,13 +367,15 @@ impl EventHub {
             for e in page.events {
                 g.last_chain_seq = e.seq;
                 g.live_n = 0;
-                let f = chain_frame(e.seq, &e.event);
+                let wanted = g.subs.iter().any(|s| s.filter.address.is_some());
+                let addresses = event_addresses(&self.store, &e.event, wanted)?;
+                let f = chain_frame(e.seq, &e.event, addresses);
                 self.fan_out(&mut g, f);
             }
         }
     }
 
-    fn live(&self, g: &mut HubInner, event: Event, addresses: [Option<Address>; 2]) {
+    fn live(&self, g: &mut HubInner, event: Event, addresses: Vec<Address>) {
         g.live_n += 1;
         let id = format!("{}-{}", g.last_chain_seq, g.live_n);
         let f = frame(id, event, addresses);
@@ -357,7 +392,10 @@ impl EventHub {
             fee: tx.fee,
         });
         let mut g = self.lock();
-        self.live(&mut g, ev, [Some(tx.from), Some(tx.to)]);
+        let mut addresses = vec![tx.from, tx.to];
+        addresses.sort_unstable();
+        addresses.dedup();
+        self.live(&mut g, ev, addresses);
     }
 
     /// The backbone as the view sees it; published only when it changed.
@@ -367,7 +405,7 @@ impl EventHub {
             return;
         }
         g.last_backbone = Some(b.clone());
-        self.live(&mut g, Event::Backbone(b), [None, None]);
+        self.live(&mut g, Event::Backbone(b), Vec::new());
     }
 
     /// The miner's state and lag; published only when they changed.
@@ -377,7 +415,7 @@ impl EventHub {
             return;
         }
         g.last_miner = Some(m.clone());
-        self.live(&mut g, Event::Miner(m), [None, None]);
+        self.live(&mut g, Event::Miner(m), Vec::new());
     }
 }
 
@@ -469,7 +507,20 @@ async fn replay(
                 return true;
             }
             cursor = e.seq;
-            let f = chain_frame(e.seq, &e.event);
+            let addresses = if sub.filter.address.is_some() {
+                let (s, ev) = (store.clone(), e.event.clone());
+                match tokio::task::spawn_blocking(move || event_addresses(&s, &ev, true)).await {
+                    Ok(Ok(a)) => a,
+                    Ok(Err(err)) => {
+                        tracing::warn!("[EVENTS] replay read failed: {err}");
+                        return false;
+                    }
+                    Err(_) => return false,
+                }
+            } else {
+                event_addresses(&store, &e.event, false).unwrap_or_default()
+            };
+            let f = chain_frame(e.seq, &e.event, addresses);
             if sub.filter.admits(&f) && !send(body, kill, f.text).await {
                 return false;
             }
@@ -497,7 +548,7 @@ async fn send_reset(
             height: tip.height,
             hash: tip.hash.to_hex(),
         }),
-        [None, None],
+        Vec::new(),
     );
     if !sub.filter.admits(&f) {
         return true;
@@ -539,8 +590,8 @@ mod tests {
             addresses,
             text: Bytes::new(),
         };
-        let tx_ab = f(EventType::TxAccepted, [Some(a), Some(b)]);
-        let miner = f(EventType::Miner, [None, None]);
+        let tx_ab = f(EventType::TxAccepted, vec![a, b]);
+        let miner = f(EventType::Miner, Vec::new());
         let all = Filter::default();
         assert!(all.admits(&tx_ab) && all.admits(&miner));
         let only_miner = Filter {
@@ -558,6 +609,41 @@ mod tests {
             address: Some(Address([3; 32])),
         };
         assert!(!for_c.admits(&tx_ab) && for_c.admits(&miner));
+    }
+
+    #[test]
+    fn a_block_concerns_its_miner_and_every_sender_and_receiver() {
+        let miner = vision_chain::SecretKey::from_seed(&[1; 32]);
+        let payer = vision_chain::SecretKey::from_seed(&[2; 32]);
+        let payee = Address([9; 32]);
+        let tx = Transaction::new_signed(&payer, vision_chain::Network::Regtest, payee, 5, 1, 0);
+        let block = vision_chain::Block {
+            header: vision_chain::Network::Regtest
+                .params()
+                .genesis()
+                .header
+                .clone(),
+            miner: miner.address(),
+            txs: vec![tx],
+        };
+        let addresses = block_addresses(&block);
+        let f = Frame {
+            kind: EventType::BlockConnected,
+            addresses,
+            text: Bytes::new(),
+        };
+        for who in [miner.address(), payer.address(), payee] {
+            let only = Filter {
+                types: None,
+                address: Some(who),
+            };
+            assert!(only.admits(&f), "{who:?} is touched by the block");
+        }
+        let stranger = Filter {
+            types: None,
+            address: Some(Address([7; 32])),
+        };
+        assert!(!stranger.admits(&f));
     }
 
     #[tokio::test]
