@@ -122,7 +122,7 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         let block = if is_json {
-            parse_json::<Block>(&req.body)?
+            submitted_json_block(&req.body)?
         } else {
             Block::decode(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("block does not decode: {e}")))?
@@ -277,4 +277,22 @@ impl Api {
             immature: bal.immature,
         })
     }
+}
+
+/// A JSON block as `POST /api/blocks` takes it: the canonical shape (`header`,
+/// `miner`, `txs`), or the shape `GET /api/block/{hash}` serves (with `hash`,
+/// `network`, `confirmations` and each `txid`), so a block read from one node can be
+/// posted to another as it is. The served shape is checked against its contents: a
+/// `hash` or a `txid` that does not match is a 400, never a silent rewrite.
+fn submitted_json_block(body: &bytes::Bytes) -> Result<Block, ApiError> {
+    let value: serde_json::Value = parse_json(body)?;
+    if value.get("hash").is_none() {
+        return serde_json::from_value::<Block>(value)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
+    }
+    let served: BlockJson = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    served.to_block().ok_or_else(|| {
+        ApiError::bad_request("the block's hash or a txid does not match its contents")
+    })
 }

@@ -527,9 +527,13 @@ pub fn mempool_kill9(c: &mut Cluster) -> Result<String, String> {
     let a = c.nodes[i].addr();
     wait_until("the five transfers in the mempool again", MINUTE, || {
         let m = get_json(a, "/api/mempool")?;
-        let pooled: Vec<Transaction> =
-            serde_json::from_value(m["txs"].clone()).map_err(|e| e.to_string())?;
-        Ok(sent.iter().all(|id| pooled.iter().any(|t| t.id() == *id)))
+        // Mempool JSON carries each transaction's `txid` (CONTRACT.md §6).
+        let pooled: Vec<String> = m["txs"].as_array().map_or_else(Vec::new, |l| {
+            l.iter()
+                .filter_map(|t| t["txid"].as_str().map(str::to_owned))
+                .collect()
+        });
+        Ok(sent.iter().all(|id| pooled.contains(&id.to_string())))
     })?;
     Ok(format!(
         "{MEMPOOL_TXS} transfers accepted, kill -9, all {MEMPOOL_TXS} in the mempool after restart"
