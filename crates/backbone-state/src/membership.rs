@@ -73,6 +73,9 @@ pub struct Member {
     pub netgroup: Netgroup,
     /// When a dial-back proved its key at its `http_address` (Unix s).
     pub verified_unix: Option<u64>,
+    /// When a P2P handshake proved its key at its `p2p_address` (Unix s). Only then
+    /// is the P2P address handed out.
+    pub p2p_verified_unix: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -232,13 +235,14 @@ impl Membership {
             }
         }
         let tip_hash: String = hb.tip_hash.chars().take(64).collect();
-        let (first_seen_ms, verified_unix) = match &existing {
+        let (first_seen_ms, verified_unix, p2p_verified_unix) = match &existing {
             // A proof holds for the address it was made at.
             Some(m) => (
                 m.first_seen_ms,
                 m.verified_unix.filter(|_| m.http_address == http_address),
+                m.p2p_verified_unix.filter(|_| m.p2p_address == p2p_address),
             ),
-            None => (now_ms, None),
+            None => (now_ms, None, None),
         };
         if moves_group {
             self.remove_member(&node_id);
@@ -257,6 +261,7 @@ impl Membership {
                 first_seen_ms,
                 netgroup: from,
                 verified_unix,
+                p2p_verified_unix,
             },
         );
         Ok(())
@@ -327,7 +332,11 @@ impl Membership {
             .take(limit)
             .map(|m| PublicPeerInfo {
                 node_id: m.node_id.clone(),
-                address: m.p2p_address.clone(),
+                // Only a P2P address proven by a handshake is handed out.
+                address: m
+                    .p2p_address
+                    .clone()
+                    .filter(|_| m.p2p_verified_unix.is_some()),
                 http_address: m.http_address.clone(),
                 is_anchor: m.is_anchor,
                 last_seen_unix: m.last_heartbeat_ms / 1000,
@@ -356,7 +365,44 @@ impl Membership {
             .into_iter()
             .map(|m| (m.node_id.clone(), m.http_address.clone()))
             .collect();
-        let mut out = Vec::new();
+        self.charge_dialbacks(picks, now_ms, max)
+    }
+
+    /// P2P addresses to verify now by a handshake: live members proven at their
+    /// control-plane address that advertise a P2P address not yet proven, not dialled
+    /// within [`DIALBACK_TARGET_INTERVAL_MS`] (the same per-target record as HTTP
+    /// dial-backs), within the same global budget; at most `max`. Each returned
+    /// `(node_id, p2p_address)` is charged as dialled now.
+    pub fn p2p_dialback_due(&mut self, now_ms: u64, max: usize) -> Vec<(String, String)> {
+        let mut v: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.verified_unix.is_some() && m.p2p_verified_unix.is_none() && self.live(m, now_ms)
+            })
+            .filter(|m| {
+                m.p2p_address.as_ref().is_some_and(|a| {
+                    self.dialled
+                        .get(a)
+                        .is_none_or(|&at| now_ms.saturating_sub(at) >= DIALBACK_TARGET_INTERVAL_MS)
+                })
+            })
+            .collect();
+        v.sort_by_key(|m| (m.first_seen_ms, m.node_id.clone()));
+        let picks: Vec<(String, String)> = v
+            .into_iter()
+            .filter_map(|m| Some((m.node_id.clone(), m.p2p_address.clone()?)))
+            .collect();
+        self.charge_dialbacks(picks, now_ms, max)
+    }
+
+    fn charge_dialbacks(
+        &mut self,
+        picks: Vec<(String, String)>,
+        now_ms: u64,
+        max: usize,
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
         for (id, addr) in picks {
             if out.len() >= max || out.iter().any(|(_, a)| *a == addr) {
                 continue;
@@ -383,6 +429,18 @@ impl Membership {
             out.push((id, addr));
         }
         out
+    }
+
+    /// A handshake with `node_id` at `p2p_address` proved its key at `now_unix`:
+    /// its P2P address is handed out (if it still advertises that address).
+    pub fn mark_p2p_verified(&mut self, node_id: &str, p2p_address: &str, now_unix: u64) -> bool {
+        match self.members.get_mut(node_id) {
+            Some(m) if m.p2p_address.as_deref() == Some(p2p_address) => {
+                m.p2p_verified_unix = Some(now_unix);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A dial-back of `node_id` at `http_address` succeeded at `now_unix`: the
@@ -609,6 +667,47 @@ mod tests {
         assert!(
             later <= DIALBACKS_PER_MINUTE_MAX.max(DIALBACK_BURST),
             "{later}"
+        );
+    }
+
+    #[test]
+    fn only_a_handshake_proven_p2p_address_is_handed_out_and_dials_are_bounded() {
+        let mut m = Membership::new(&format!("{:064x}", 0), 1_000_000);
+        let from = g("10.0.0.1");
+        let mut a = hb(1);
+        a.p2p_address = Some("10.0.0.1:7072".into());
+        m.record(&a, 0, from).unwrap();
+        // Not before the control-plane address is proven.
+        assert!(m.p2p_dialback_due(1, 100).is_empty());
+        let due = m.dialback_due(1, 100);
+        assert_eq!(due.len(), 1);
+        assert!(m.mark_verified(&due[0].0, &due[0].1, 5));
+        let sp = m.seed_peers(2, 10, 7);
+        assert_eq!(sp.len(), 1);
+        assert_eq!(sp[0].address, None, "unproven P2P address not handed out");
+        let due = m.p2p_dialback_due(2, 100);
+        assert_eq!(due, vec![(a.node_id.clone(), "10.0.0.1:7072".to_string())]);
+        // Failed (never marked): not dialled again within ten minutes.
+        assert!(m.p2p_dialback_due(60_000, 100).is_empty());
+        assert_eq!(
+            m.p2p_dialback_due(DIALBACK_TARGET_INTERVAL_MS + 2, 100)
+                .len(),
+            1
+        );
+        assert!(!m.mark_p2p_verified(&a.node_id, "10.0.0.9:7072", 6));
+        assert!(m.mark_p2p_verified(&a.node_id, "10.0.0.1:7072", 6));
+        assert_eq!(
+            m.seed_peers(DIALBACK_TARGET_INTERVAL_MS + 3, 10, 7)[0]
+                .address
+                .as_deref(),
+            Some("10.0.0.1:7072")
+        );
+        // A new P2P address voids the proof.
+        a.p2p_address = Some("10.0.0.1:7073".into());
+        m.record(&a, DIALBACK_TARGET_INTERVAL_MS + 4, from).unwrap();
+        assert_eq!(
+            m.seed_peers(DIALBACK_TARGET_INTERVAL_MS + 5, 10, 7)[0].address,
+            None
         );
     }
 }

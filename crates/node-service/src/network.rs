@@ -412,8 +412,26 @@ async fn run_membership_upkeep(
         let (expired, due) = {
             let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
             let now = now_ms();
-            (m.expire(now), m.dialback_due(now, DIALBACKS_PER_TICK_MAX))
+            let due = m.dialback_due(now, DIALBACKS_PER_TICK_MAX);
+            let p2p_due = m.p2p_dialback_due(now, DIALBACKS_PER_TICK_MAX);
+            (m.expire(now), (due, p2p_due))
         };
+        let (due, p2p_due) = due;
+        for (node_id, p2p_address) in p2p_due {
+            let (core, net) = (core.clone(), net.clone());
+            tokio::spawn(async move {
+                match p2p_dial_back(&core, &net, &node_id, &p2p_address).await {
+                    Ok(()) => tracing::info!(
+                        "[BACKBONE] ✅ member {} P2P address {p2p_address} verified",
+                        id_short(&node_id)
+                    ),
+                    Err(e) => tracing::info!(
+                        "[BACKBONE] member {} P2P address {p2p_address} not verified (not handed out; next try in 10 min): {e}",
+                        id_short(&node_id)
+                    ),
+                }
+            });
+        }
         if expired > 0 {
             tracing::info!("[BACKBONE] ⌛ {expired} members expired after three missed heartbeats");
         }
@@ -437,6 +455,56 @@ async fn run_membership_upkeep(
 
 fn id_short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// Longest a P2P dial-back (connect and handshake) may take.
+pub const P2P_DIALBACK_TIMEOUT_MS: u64 = 3_000;
+
+/// Dial a member's advertised P2P address and run the handshake: verified when the
+/// node there proves the member's key.
+async fn p2p_dial_back(
+    core: &Core,
+    net: &Net,
+    node_id: &str,
+    p2p_address: &str,
+) -> Result<(), String> {
+    let expected: vision_chain::Address = node_id
+        .parse()
+        .map_err(|e| format!("bad member id: {e:?}"))?;
+    p2p_dataplane::prove_identity(
+        p2p_address,
+        &core.key,
+        core.cfg.network.magic(),
+        expected,
+        Duration::from_millis(P2P_DIALBACK_TIMEOUT_MS),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let now = now_unix();
+    let member = {
+        let Some(m) = &net.membership else {
+            return Err("not an anchor".into());
+        };
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        if !m.mark_p2p_verified(node_id, p2p_address, now) {
+            return Err("the member moved or expired meanwhile".into());
+        }
+        m.get(node_id).cloned()
+    };
+    if let Some(mb) = member {
+        let _ = net.peerbook.upsert(&backbone_state::PeerUpdate {
+            told_by: format!("member:{}", mb.node_id),
+            node_id: Some(mb.node_id),
+            address: mb.p2p_address,
+            http_address: Some(mb.http_address),
+            source: vision_wire::PeerSource::Http,
+            is_anchor: mb.is_anchor,
+            initial_health: backbone_state::HTTP_DISCOVERED_HEALTH,
+            last_seen_unix: now,
+            verified_unix: mb.verified_unix,
+        });
+    }
+    Ok(())
 }
 
 /// Call a member's advertised control-plane address with a challenge; it is
@@ -480,7 +548,8 @@ async fn dial_back(
             // A verified member vouches for itself only: its own bucket.
             told_by: format!("member:{}", mb.node_id),
             node_id: Some(mb.node_id),
-            address: mb.p2p_address,
+            // Only a P2P address proven by a handshake is handed on.
+            address: mb.p2p_address.filter(|_| mb.p2p_verified_unix.is_some()),
             http_address: Some(mb.http_address),
             source: vision_wire::PeerSource::Http,
             is_anchor: mb.is_anchor,

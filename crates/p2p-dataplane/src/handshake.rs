@@ -157,6 +157,26 @@ where
     Ok(peer)
 }
 
+/// Dial `addr`, run the handshake expecting `expected`, and hang up: proves that the
+/// node listening at a P2P address holds `expected`'s key (an anchor's dial-back of
+/// a member's advertised P2P address). The connect and the whole exchange are bounded
+/// by `timeout` ([`P2pError::Timeout`]`("dial-back")`).
+pub async fn prove_identity(
+    addr: &str,
+    key: &SecretKey,
+    network: u32,
+    expected: Address,
+    timeout: std::time::Duration,
+) -> Result<Address, P2pError> {
+    tokio::time::timeout(timeout, async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut framed = Framed::new(stream, crate::message::codec());
+        handshake(&mut framed, key, network, Some(expected), timeout).await
+    })
+    .await
+    .map_err(|_| P2pError::Timeout("dial-back"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,7 @@ mod guard;
 
 pub use chain::{Accepted, ChainAccess, MemoryChain, Rejected};
 pub use error::P2pError;
-pub use handshake::{HELLO_DOMAIN, hello_transcript};
+pub use handshake::{HELLO_DOMAIN, hello_transcript, prove_identity};
 pub use message::{
     MAX_BLOCKS_PER_MESSAGE, MAX_FRAME_BYTES, MAX_HEADERS_PER_MESSAGE, Message, PROTOCOL_VERSION,
     codec,

@@ -366,6 +366,12 @@ fn flood(
 /// An anchor (mining) and three members, formed: every member connected and
 /// `exchange_ok`, the anchor counting four.
 fn formed_cluster(c: &mut Cluster) -> Result<(), String> {
+    formed_cluster_with(c, None)
+}
+
+/// [`formed_cluster`]; with `junk_p2p`, member0 runs its data plane (a real P2P
+/// address, advertised) and member1 too but advertises `junk_p2p` as its P2P address.
+fn formed_cluster_with(c: &mut Cluster, junk_p2p: Option<SocketAddr>) -> Result<(), String> {
     let mut a = NodeSpec::regtest("anchor");
     a.anchor = true;
     a.mine = true;
@@ -374,6 +380,14 @@ fn formed_cluster(c: &mut Cluster) -> Result<(), String> {
     for i in 0..3 {
         let mut m = NodeSpec::regtest(&format!("member{i}"));
         m.seeds = vec![url.clone()];
+        if let Some(junk) = junk_p2p
+            && i < 2
+        {
+            m.no_p2p = false;
+            if i == 1 {
+                m.extra_args = vec!["--public-p2p".into(), junk.to_string()];
+            }
+        }
         c.start(m)?;
     }
     wait_until("the cluster forms", MINUTE, || {
@@ -582,16 +596,43 @@ fn peer_book_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
 }
 
 fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
-    formed_cluster(c)?;
+    // member1 advertises a counting listener as its P2P address.
+    let (junk_p2p, junk_seen, junk_stop) = counting_listener()?;
+    formed_cluster_with(c, Some(junk_p2p))?;
     let anchor = c.nodes[0].addr();
     let honest: Vec<String> = c.nodes[1..]
         .iter()
         .map(|n| n.key().map(|k| k.address().to_hex()))
         .collect::<Result<_, _>>()?;
-    // Established: every member verified and handed out.
-    wait_until("every member in seed_peers (verified)", MINUTE, || {
-        let ids = seed_peer_ids(anchor)?;
-        Ok(honest.iter().all(|h| ids.contains(h)))
+    // Established: every member verified and handed out; member0's real P2P
+    // address proven by a handshake and handed out, member1's junk one never.
+    let real_p2p = format!("{}:{}", c.nodes[1].spec.ip, c.nodes[1].spec.p2p_port);
+    wait_until(
+        "every member in seed_peers (verified), member0's P2P address too",
+        MINUTE,
+        || {
+            let v = get_json(anchor, "/api/p2p/seed_peers?limit=256")?;
+            let list = v.as_array().ok_or("seed_peers is not an array")?;
+            let entry = |id: &str| {
+                list.iter().find(|p| {
+                    p["node_id"]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(id))
+                })
+            };
+            if let Some(e) = entry(&honest[1])
+                && !e["address"].is_null()
+            {
+                return Err(format!("member1's unproven P2P address handed out: {e}"));
+            }
+            Ok(honest.iter().all(|h| entry(h).is_some())
+                && entry(&honest[0])
+                    .is_some_and(|e| e["address"].as_str() == Some(real_p2p.as_str())))
+        },
+    )?;
+    // member1's junk P2P address was dialled (its handshake failed) before it counts.
+    wait_until("the junk P2P address dialled back", MINUTE, || {
+        Ok(junk_seen.load(Ordering::Relaxed) >= 1)
     })?;
     let (listener, seen, listener_stop) = counting_listener()?;
     let flood_ids: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
@@ -689,8 +730,31 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
             "the counting listener saw {conns} connections (bound {LISTENER_CONNECTIONS_MAX})"
         ));
     }
+    // member1's junk P2P address: still not handed out, dialled at most once (one
+    // dial-back per target per 10 minutes).
+    let v = get_json(anchor, "/api/p2p/seed_peers?limit=256")?;
+    let m1 = v
+        .as_array()
+        .and_then(|l| {
+            l.iter().find(|p| {
+                p["node_id"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&honest[1]))
+            })
+        })
+        .ok_or("member1 missing from seed_peers")?;
+    if !m1["address"].is_null() {
+        return Err(format!("member1's unproven P2P address handed out: {m1}"));
+    }
+    let junk_conns = junk_seen.load(Ordering::Relaxed);
+    junk_stop.store(true, Ordering::Relaxed);
+    if junk_conns > 1 {
+        return Err(format!(
+            "member1's junk P2P address was dialled {junk_conns} times (bound 1 per 10 min)"
+        ));
+    }
     Ok(format!(
-        "{} heartbeats in {flood_s:.0}s; {samples} samples: honest in every seed_peers answer, no flood id in any answer or peer book, cluster_size_estimate ≤ {max_cluster} (bound {bound}), back to 4 {back_s:.1}s after; listener saw {conns} connections",
+        "{} heartbeats in {flood_s:.0}s; {samples} samples: honest in every seed_peers answer, no flood id in any answer or peer book, cluster_size_estimate ≤ {max_cluster} (bound {bound}), back to 4 {back_s:.1}s after; listener saw {conns} connections; member0's P2P address proven and handed out, member1's junk one null, dialled {junk_conns}×",
         tally.line()
     ))
 }
