@@ -319,17 +319,25 @@ const FLOOD_WORKERS: usize = 4;
 
 /// Flood `path` from [`FLOOD_SRC`] on [`FLOOD_WORKERS`] keep-alive connections until
 /// `count` requests went out, `deadline` passed or `stop` is set; `body(i)` makes
-/// the i-th request.
+/// the i-th request. When `paced`, the requests are spread evenly over the time to the deadline
+/// (the rate: its count within its window), so the flooder — which shares
+/// this machine's two cores with the nodes under test — does not starve the honest
+/// nodes of CPU, which would measure the machine instead of the node's defences.
+#[allow(clippy::too_many_arguments)] // one private helper; a struct would only rename them
 fn flood(
     to: SocketAddr,
     path: &'static str,
     count: u64,
     deadline: Instant,
+    paced: bool,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
     body: Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let spacing =
+        deadline.saturating_duration_since(start) / u32::try_from(count.max(1)).unwrap_or(u32::MAX);
     (0..FLOOD_WORKERS)
         .map(|_| {
             let (next, stop, tally, body) =
@@ -340,6 +348,11 @@ fn flood(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         return;
+                    }
+                    let due = start + spacing * u32::try_from(i).unwrap_or(u32::MAX);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()).filter(|_| paced)
+                    {
+                        std::thread::sleep(wait);
                     }
                     let b = body(i);
                     if conn.is_none() {
@@ -492,6 +505,7 @@ fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         "/api/hello",
         o.replay_hellos,
         deadline,
+        true,
         stop.clone(),
         t_one.clone(),
         Arc::new(move |_| hello_body(&k, "127.66.0.1:1")),
@@ -501,6 +515,7 @@ fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         "/api/hello",
         o.replay_hellos,
         deadline,
+        true,
         stop.clone(),
         t_fresh.clone(),
         Arc::new(|i| hello_body(&key(204, i), "127.66.0.2:1")),
@@ -646,6 +661,7 @@ fn sybil_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         "/api/heartbeat",
         o.sybil_heartbeats,
         started + o.flood,
+        false,
         stop.clone(),
         tally.clone(),
         Arc::new(move |i| {

@@ -417,6 +417,11 @@ pub fn get_blocks_flood(c: &mut Cluster, strict: bool) -> Result<String, String>
     let (line, tx_peer, tx_started) = r?;
     // What the node counted, on its own /metrics.
     let metric = |event: &str| guard_metric(c.nodes[i].addr(), event);
+    // The node counts the drop as it closes the connection, which may be a moment
+    // after the flooder saw the close: wait for the count, then check it exactly.
+    let _ = crate::wait_until("the drop counted", Duration::from_secs(5), || {
+        Ok(metric("dropped_over_budget")? >= 1)
+    });
     let dropped = metric("dropped_over_budget")?;
     if dropped != 1 {
         return Err(format!("/metrics dropped_over_budget {dropped}, want 1"));
