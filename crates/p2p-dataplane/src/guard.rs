@@ -23,32 +23,7 @@ use std::time::{Duration, Instant};
 /// A source network group: IPv4 /16 or IPv6 /32 (an IPv4-mapped IPv6 address counts
 /// as its IPv4 address). The unit of the per-subnet caps: one operator usually holds
 /// addresses in one group, so a flood from a /24 stays in one group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Netgroup {
-    /// The first two octets of an IPv4 address.
-    V4([u8; 2]),
-    /// The first four octets of an IPv6 address.
-    V6([u8; 4]),
-}
-
-impl Netgroup {
-    /// The netgroup of `ip`.
-    pub(crate) fn of(ip: IpAddr) -> Netgroup {
-        match ip {
-            IpAddr::V4(v4) => {
-                let o = v4.octets();
-                Netgroup::V4([o[0], o[1]])
-            }
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Netgroup::of(IpAddr::V4(v4)),
-                None => {
-                    let o = v6.octets();
-                    Netgroup::V6([o[0], o[1], o[2], o[3]])
-                }
-            },
-        }
-    }
-}
+pub(crate) use vision_chain::netgroup::Netgroup;
 
 /// Why [`HandshakePool::admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

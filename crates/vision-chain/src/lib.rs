@@ -34,6 +34,7 @@ pub mod encode;
 pub mod hash;
 pub mod keys;
 pub mod mempool;
+pub mod netgroup;
 pub mod params;
 pub mod state;
 pub mod template;
