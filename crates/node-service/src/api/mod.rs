@@ -150,6 +150,10 @@ impl Handler for Api {
     fn on_refused(&self, why: ConnRefusal) {
         self.0.core.metrics.connection_refused(why.as_str());
     }
+
+    fn on_closed_unserved(&self, _why: ConnRefusal, held: std::time::Duration) {
+        self.0.core.metrics.unserved_connection_closed(held);
+    }
 }
 
 fn ok_json<T: Serialize>(v: &T) -> Result<Response, ApiError> {
