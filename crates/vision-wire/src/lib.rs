@@ -29,7 +29,9 @@ pub use exchange::{
 pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
     Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,
-    Signed, SignedError, SignedHeartbeat, SignedHello, SignedPayload, fresh_nonce,
+    MEMBER_DIGEST_BUCKETS, MemberBucket, MemberRecord, MembersDigestPayload, MembersDigestResponse,
+    Signed, SignedError, SignedHeartbeat, SignedHello, SignedMembersDigest, SignedPayload,
+    fresh_nonce,
 };
 pub use status::*;
 
