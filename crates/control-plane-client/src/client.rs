@@ -4,7 +4,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +42,24 @@ pub const MAX_BATCH_ITEMS: u32 = 1_000;
 pub const MAX_SEED_PEERS: usize = 1_000;
 /// How often [`ControlPlaneClient::wait_for_confirmations`] polls.
 pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest entity tag kept from an answer or sent back, in bytes (a node's status
+/// tag is about 90; a longer one is ignored, never stored).
+pub const ETAG_MAX_LEN: usize = 256;
+
+/// The answer to a conditional request (`If-None-Match`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditional<T> {
+    /// `304 Not Modified`: what the tag described still stands.
+    NotModified,
+    /// A full answer and its entity tag, if the server sent one.
+    Modified {
+        /// The answer.
+        value: T,
+        /// Its `ETag`.
+        etag: Option<String>,
+    },
+}
 
 /// How a [`ControlPlaneClient`] behaves. All durations in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +264,49 @@ impl ControlPlaneClient {
     ) -> Result<StatusResponse, ClientError> {
         self.get_json(url, "/api/status", max_retries, Accepting::Success)
             .await
+    }
+
+    /// A conditional probe: `GET /api/status` with `If-None-Match: <etag>` when an
+    /// entity tag from an earlier answer is given. A `304 Not Modified` is
+    /// [`Conditional::NotModified`] (the tip and cluster size the earlier answer
+    /// carried still stand; no body is read); a `200` is the status and its new
+    /// `ETag`. Sent once (the probe loop is the retry).
+    pub async fn probe_conditional(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Conditional<StatusResponse>, ClientError> {
+        let base = normalize_base_url(url)?;
+        let full = format!("{base}/api/status");
+        let mut req = self
+            .http
+            .request(Method::GET, &full)
+            .header(ACCEPT, "application/json");
+        if let Some(tag) = etag.filter(|t| t.len() <= ETAG_MAX_LEN) {
+            let value = HeaderValue::from_str(tag).map_err(|_| ClientError::InvalidRequest {
+                reason: "entity tag is not a valid header value".into(),
+            })?;
+            req = req.header(IF_NONE_MATCH, value);
+        }
+        let timeout_ms = self.config.timeout_ms;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, &full, timeout_ms))?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(Conditional::NotModified);
+        }
+        let new_tag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.len() <= ETAG_MAX_LEN)
+            .map(str::to_string);
+        let (_, _, body) = self.read_response(resp, &full, Accepting::Success).await?;
+        Ok(Conditional::Modified {
+            value: decode_json(&full, &body)?,
+            etag: new_tag,
+        })
     }
 
     /// `GET /api/p2p/seed_peers?limit=N` (`limit` clamped to [`MAX_SEED_PEERS`]).
@@ -728,10 +789,21 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let timeout_ms = self.config.timeout_ms;
-        let mut resp = req
+        let resp = req
             .send()
             .await
             .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?;
+        self.read_response(resp, full, accepting).await
+    }
+
+    /// Read an answer's body (at most [`MAX_RESPONSE_BYTES`]) and map its status.
+    async fn read_response(
+        &self,
+        mut resp: reqwest::Response,
+        full: &str,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
+        let timeout_ms = self.config.timeout_ms;
         let status = resp.status();
         let ctype = resp
             .headers()

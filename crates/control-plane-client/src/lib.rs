@@ -109,10 +109,10 @@ pub mod sse;
 mod url;
 
 pub use client::{
-    ChainEncoding, ClientConfig, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS,
+    ChainEncoding, ClientConfig, Conditional, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS,
     DEFAULT_BACKOFF_MAX_MS, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS,
-    MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS,
-    WAIT_POLL_INTERVAL, backoff_delay,
+    ETAG_MAX_LEN, MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS,
+    MAX_TIMEOUT_MS, WAIT_POLL_INTERVAL, backoff_delay,
 };
 pub use error::ClientError;
 pub use events::{

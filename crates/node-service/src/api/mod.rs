@@ -130,7 +130,11 @@ impl Handler for Api {
         let (route, resp) = if method == Method::GET && req.path == "/api/status" {
             // The hot route: answered from the status snapshot without entering the
             // router, whose (large) future stays boxed on the slow path below.
-            ("/api/status", self.0.status_response())
+            (
+                "/api/status",
+                self.0
+                    .status_response(req.headers.get(hyper::header::IF_NONE_MATCH)),
+            )
         } else {
             let (route, result) = Box::pin(self.route(req)).await;
             (route, result.unwrap_or_else(ApiError::into_response))
@@ -147,6 +151,10 @@ impl Handler for Api {
 
     fn on_refused(&self, why: ConnRefusal) {
         self.0.core.metrics.connection_refused(why.as_str());
+    }
+
+    fn on_closed_unserved(&self, _why: ConnRefusal, held: std::time::Duration) {
+        self.0.core.metrics.unserved_connection_closed(held);
     }
 }
 
@@ -336,7 +344,14 @@ impl Api {
                         .and_then(|v| v.to_str().ok())
                 ))
             ),
-            ["api", "status"] => only!("/api/status", get, "GET", Ok(self.0.status_response())),
+            ["api", "status"] => only!(
+                "/api/status",
+                get,
+                "GET",
+                Ok(self
+                    .0
+                    .status_response(req.headers.get(hyper::header::IF_NONE_MATCH)))
+            ),
             ["api", "health"] => only!("/api/health", get, "GET", Ok(self.0.health_response())),
             ["api", "exchange", "ready"] => only!(
                 "/api/exchange/ready",
