@@ -285,6 +285,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             admin_token: cli.admin_token.clone(),
             allow_new_chain: cli.allow_new_chain,
             store_down_exit_ms: cli.store_down_exit_ms,
+            sync_deadlines: Default::default(),
         },
         warnings,
     ))

@@ -82,15 +82,72 @@ pub enum SyncError {
         /// The bound.
         max_depth: u64,
     },
+    /// A fetch, an import or the whole round passed its deadline
+    /// ([`crate::config::SyncDeadlines`]): abandoned, and the round goes on with
+    /// another source.
+    #[error(
+        "source {source_name}: abandoned after {after_ms} ms waiting on {waited_on} \
+         ({imported} blocks imported in this round)"
+    )]
+    Stalled {
+        /// Which.
+        source_name: String,
+        /// The deadline that passed.
+        stage: Stage,
+        /// What the round was waiting on, in words (for the log).
+        waited_on: String,
+        /// How long it waited.
+        after_ms: u64,
+        /// Blocks imported in the round before it was abandoned (kept).
+        imported: u64,
+    },
     /// Our own store failed.
     #[error("local store: {0}")]
     Store(String),
 }
 
+/// Which deadline abandoned a round: the label of
+/// `vision_sync_rounds_abandoned_total{waited_on}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A headers request.
+    Headers,
+    /// A blocks request.
+    Blocks,
+    /// Importing a fetched batch.
+    Import,
+    /// The whole round.
+    Round,
+}
+
+impl Stage {
+    /// Every stage, for pre-registering the metric's series.
+    pub const ALL: [Stage; 4] = [Stage::Headers, Stage::Blocks, Stage::Import, Stage::Round];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Headers => "headers",
+            Stage::Blocks => "blocks",
+            Stage::Import => "import",
+            Stage::Round => "round",
+        }
+    }
+}
+
 impl SyncError {
     /// Should the source be demoted?
     pub fn demotes(&self) -> bool {
-        matches!(self, SyncError::Invalid { .. } | SyncError::TooDeep { .. })
+        match self {
+            SyncError::Invalid { .. } | SyncError::TooDeep { .. } => true,
+            // A source that stalled is skipped for a while, so the next rounds do
+            // not wait on it again; a round cut by its own deadline while blocks
+            // kept coming only ran long.
+            SyncError::Stalled {
+                stage, imported, ..
+            } => *stage != Stage::Round || *imported == 0,
+            _ => false,
+        }
     }
 }
 
@@ -212,17 +269,87 @@ fn store_err(e: StoreError) -> SyncError {
     SyncError::Store(e.to_string())
 }
 
+/// What one round is doing, for the message of a round abandoned by its deadline.
+#[derive(Debug, Default)]
+struct RoundWatch {
+    waiting_on: Mutex<String>,
+    imported: std::sync::atomic::AtomicU64,
+}
+
+impl RoundWatch {
+    fn at(&self, what: String) {
+        *self.waiting_on.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    fn waiting_on(&self) -> String {
+        self.waiting_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn imported(&self) -> u64 {
+        self.imported.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `fut` within `deadline_ms`, else [`SyncError::Stalled`] naming `what`.
+async fn within<T>(
+    src_name: &str,
+    watch: &RoundWatch,
+    stage: Stage,
+    deadline_ms: u64,
+    what: String,
+    fut: impl Future<Output = Result<T, SyncError>>,
+) -> Result<T, SyncError> {
+    watch.at(what.clone());
+    match tokio::time::timeout(Duration::from_millis(deadline_ms), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src_name.to_string(),
+            stage,
+            waited_on: what,
+            after_ms: deadline_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+/// A headers request to `src`, within the fetch deadline.
+async fn fetch_headers(
+    core: &Core,
+    src: &impl BlockSource,
+    watch: &RoundWatch,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<BlockHeader>, SyncError> {
+    within(
+        src.name(),
+        watch,
+        Stage::Headers,
+        core.cfg.sync_deadlines.fetch_ms,
+        format!("headers from height {from} (at most {limit})"),
+        async {
+            src.headers(from, limit)
+                .await
+                .map_err(|e| unreachable(src, e))
+        },
+    )
+    .await
+}
+
 /// Find the highest height at which the source's main chain and ours agree:
 /// step back exponentially from `start` until the hashes match, then walk forward.
 async fn common_ancestor(
     core: &Arc<Core>,
     src: &impl BlockSource,
+    watch: &RoundWatch,
     start: u64,
 ) -> Result<u64, SyncError> {
     let mut h = start;
     let mut step = 1u64;
     let found = loop {
-        let remote = src.headers(h, 1).await.map_err(|e| unreachable(src, e))?;
+        let remote = fetch_headers(core, src, watch, h, 1).await?;
         let Some(rh) = remote.first() else {
             // The source is shorter than `h`: look lower.
             if h == 0 {
@@ -257,15 +384,43 @@ async fn common_ancestor(
     Ok(found)
 }
 
-/// One sync round against `src`, which claims a tip at `target_height`.
+/// One sync round against `src`, which claims a tip at `target_height`, within the
+/// round deadline (each fetch and each batch import within its own:
+/// [`crate::config::SyncDeadlines`]). Blocks imported before a deadline passed are
+/// kept.
 pub async fn sync_from(
     core: &Arc<Core>,
     src: &impl BlockSource,
     target_height: u64,
 ) -> Result<SyncReport, SyncError> {
+    let watch = RoundWatch::default();
+    let round_ms = core.cfg.sync_deadlines.round_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(round_ms),
+        round(core, src, target_height, &watch),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src.name().to_string(),
+            stage: Stage::Round,
+            waited_on: format!("the round (at {})", watch.waiting_on()),
+            after_ms: round_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+async fn round(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    target_height: u64,
+    watch: &RoundWatch,
+) -> Result<SyncReport, SyncError> {
     let local = core.chain();
     let start = local.height.min(target_height);
-    let mut common = common_ancestor(core, src, start).await?;
+    let mut common = common_ancestor(core, src, watch, start).await?;
     let store = core.store.clone();
     let common_hash = blocking(move || store.hash_at(common))
         .await?
@@ -295,10 +450,7 @@ pub async fn sync_from(
     let mut expected: Vec<BlockHeader> = Vec::new();
     let mut next = common + 1;
     loop {
-        let batch = src
-            .headers(next, HEADERS_BATCH)
-            .await
-            .map_err(|e| unreachable(src, e))?;
+        let batch = fetch_headers(core, src, watch, next, HEADERS_BATCH).await?;
         if batch.is_empty() {
             break;
         }
@@ -373,19 +525,30 @@ pub async fn sync_from(
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
     let first = expected[0].height;
     let last = expected[expected.len() - 1].height;
+    let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
+    let import_ms = core.cfg.sync_deadlines.import_ms;
     let fetch = {
         let src_name = src.name().to_string();
         async move {
             let mut from = first;
             while from <= last {
                 let n = ((last - from + 1) as u32).min(BLOCKS_BATCH);
-                let r = src
-                    .blocks(from, n)
-                    .await
-                    .map_err(|e| SyncError::Unreachable {
-                        source_name: src_name.clone(),
-                        error: e,
-                    });
+                let r = within(
+                    &src_name,
+                    watch,
+                    Stage::Blocks,
+                    fetch_ms,
+                    format!("blocks {from}..={} from {src_name}", from + n as u64 - 1),
+                    async {
+                        src.blocks(from, n)
+                            .await
+                            .map_err(|e| SyncError::Unreachable {
+                                source_name: src_name.clone(),
+                                error: e,
+                            })
+                    },
+                )
+                .await;
                 let stop = r.is_err();
                 let got = r.as_ref().map(|b| b.len() as u64).unwrap_or(0);
                 if tx.send(r).await.is_err() || stop {
@@ -404,76 +567,104 @@ pub async fn sync_from(
             }
         }
     };
-    let import = async {
-        let mut idx = 0usize;
-        while let Some(batch) = rx.recv().await {
-            let batch = batch?;
-            for b in &batch {
-                let Some(h) = expected.get(idx) else {
-                    return Err(invalid(src, "served more blocks than headers"));
+    let import =
+        async {
+            let mut idx = 0usize;
+            while let Some(batch) = rx.recv().await {
+                let batch = batch?;
+                for b in &batch {
+                    let Some(h) = expected.get(idx) else {
+                        return Err(invalid(src, "served more blocks than headers"));
+                    };
+                    if b.header != *h {
+                        return Err(invalid(
+                            src,
+                            format!("block at height {} does not match its header", h.height),
+                        ));
+                    }
+                    idx += 1;
+                }
+                let c = core.clone();
+                let span = match (batch.first(), batch.last()) {
+                    (Some(a), Some(b)) => {
+                        format!("import of blocks {}..={}", a.header.height, b.header.height)
+                    }
+                    _ => "import of an empty batch".to_string(),
                 };
-                if b.header != *h {
-                    return Err(invalid(
-                        src,
-                        format!("block at height {} does not match its header", h.height),
-                    ));
+                // One run per batch: the store verifies the next blocks' signatures on
+                // every core while the current block commits. Past the deadline the
+                // round stops waiting (the import finishes on its thread; what it
+                // committed stays).
+                let imported =
+                    within(
+                        src.name(),
+                        watch,
+                        Stage::Import,
+                        import_ms,
+                        span,
+                        blocking(move || -> Result<u64, (Hash32, StoreError)> {
+                            let mut n = 0;
+                            let mut failed = None;
+                            c.import_blocks(&batch, Origin::Sync, admission, |b, outcome| {
+                                match outcome {
+                                    Ok(_) => {
+                                        n += 1;
+                                        true
+                                    }
+                                    Err(StoreError::AlreadyKnown(_)) => true,
+                                    Err(e) => {
+                                        failed = Some((b.hash(), e));
+                                        false
+                                    }
+                                }
+                            });
+                            failed.map_or(Ok(n), Err)
+                        }),
+                    )
+                    .await?;
+                match imported {
+                    Ok(n) => {
+                        report.imported += n;
+                        watch
+                            .imported
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err((
+                        hash,
+                        e @ (StoreError::Invalid { .. }
+                        | StoreError::InvalidBranch { .. }
+                        | StoreError::InvalidParent { .. }
+                        | StoreError::KnownInvalid(_)
+                        | StoreError::SideBranch { .. }
+                        | StoreError::Orphan { .. }),
+                    )) => {
+                        return Err(invalid(src, format!("block {hash}: {e}")));
+                    }
+                    Err((_, e)) => return Err(store_err(e)),
                 }
-                idx += 1;
-            }
-            let c = core.clone();
-            // One run per batch: the store verifies the next blocks' signatures on
-            // every core while the current block commits.
-            let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
-                let mut n = 0;
-                let mut failed = None;
-                c.import_blocks(
-                    &batch,
-                    Origin::Sync,
-                    admission,
-                    |b, outcome| match outcome {
-                        Ok(_) => {
-                            n += 1;
-                            true
-                        }
-                        Err(StoreError::AlreadyKnown(_)) => true,
-                        Err(e) => {
-                            failed = Some((b.hash(), e));
-                            false
-                        }
-                    },
-                );
-                failed.map_or(Ok(n), Err)
-            })
-            .await?;
-            match imported {
-                Ok(n) => report.imported += n,
-                Err((
-                    hash,
-                    e @ (StoreError::Invalid { .. }
-                    | StoreError::InvalidBranch { .. }
-                    | StoreError::InvalidParent { .. }
-                    | StoreError::KnownInvalid(_)
-                    | StoreError::SideBranch { .. }
-                    | StoreError::Orphan { .. }),
-                )) => {
-                    return Err(invalid(src, format!("block {hash}: {e}")));
+                core.note_header_progress(core.chain().height);
+                if idx == expected.len() {
+                    break;
                 }
-                Err((_, e)) => return Err(store_err(e)),
             }
-            core.note_header_progress(core.chain().height);
-            if idx == expected.len() {
-                break;
+            if idx < expected.len() {
+                return Err(invalid(
+                    src,
+                    format!("withheld blocks: {} of {} served", idx, expected.len()),
+                ));
             }
+            Ok(())
+        };
+    // The importer decides: when it stops (done, or an error), the fetcher is
+    // dropped with it, never left waiting on a full channel.
+    let result = {
+        tokio::pin!(fetch);
+        tokio::pin!(import);
+        tokio::select! {
+            r = &mut import => r,
+            () = &mut fetch => import.await,
         }
-        if idx < expected.len() {
-            return Err(invalid(
-                src,
-                format!("withheld blocks: {} of {} served", idx, expected.len()),
-            ));
-        }
-        Ok(())
     };
-    let (_, result) = tokio::join!(fetch, import);
     result?;
     report.height = core.chain().height;
     Ok(report)
@@ -540,6 +731,32 @@ pub async fn sync_round(
                     );
                 }
                 return Some(r);
+            }
+            Err(SyncError::Stalled {
+                source_name,
+                stage,
+                waited_on,
+                after_ms,
+                imported,
+            }) => {
+                core.metrics.sync_round_abandoned(stage.as_str());
+                let e = SyncError::Stalled {
+                    source_name,
+                    stage,
+                    waited_on,
+                    after_ms,
+                    imported,
+                };
+                if e.demotes() {
+                    let d = scores.demote(src.name(), now_ms());
+                    tracing::warn!(
+                        "[SYNC] ⏱️ {e}; demoting it for {} s, trying another source",
+                        d.as_secs()
+                    );
+                    core.note_source_failure(src.name(), &e.to_string());
+                } else {
+                    tracing::info!("[SYNC] ⏱️ {e}; trying another source");
+                }
             }
             Err(e) if e.demotes() => {
                 let d = scores.demote(src.name(), now_ms());
