@@ -461,7 +461,8 @@ fn stopped_during_start_up() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Before anything else: SIGINT/SIGTERM at any moment is an orderly exit 0.
+    // Before anything else (the constructor in `signals` did it before `main`
+    // already): SIGINT/SIGTERM at any moment is an orderly exit 0.
     let stop = signals::install();
     let (cli, cmd, matches, file) = match parse_cli() {
         Ok(x) => x,
@@ -518,6 +519,7 @@ fn main() -> ExitCode {
         drop(lock);
         return stopped_during_start_up();
     }
+    signals::log_armed_at();
     if let Some(p) = &file.path {
         tracing::info!("[CONFIG] read {}", p.display());
     }
