@@ -133,6 +133,16 @@ pub fn post_json(
     )
 }
 
+/// `POST path` with a raw body of content type `ctype`.
+pub fn post_bytes(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    ctype: &str,
+) -> Result<HttpAnswer, String> {
+    request(addr, "POST", path, body, ctype)
+}
+
 /// `GET /api/status`, decoded.
 pub fn status(addr: SocketAddr) -> Result<StatusResponse, String> {
     let a = get(addr, "/api/status")?;

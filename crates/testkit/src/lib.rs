@@ -21,6 +21,6 @@ pub mod scenarios;
 mod sse;
 
 pub use fake::{FakeAnchor, FakeBehaviour};
-pub use http::{HttpAnswer, get, get_json, get_with, post_json, status};
+pub use http::{HttpAnswer, get, get_json, get_with, post_bytes, post_json, status};
 pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, use_node_binary, wait_until};
 pub use sse::{EventStream, SseEvent};
