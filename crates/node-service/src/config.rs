@@ -22,6 +22,10 @@ pub struct NodeConfig {
     pub public_p2p: Option<String>,
     /// Anchors to probe, heartbeat and sync from.
     pub anchor_seeds: Vec<AnchorSeed>,
+    /// Sync mirrors (`--sync-mirror`): HTTP servers or caches block bodies are
+    /// fetched from by hash before the anchors, normalised by
+    /// [`crate::mirror::parse_mirrors`].
+    pub sync_mirrors: Vec<String>,
     /// This node is an anchor.
     pub is_anchor: bool,
     /// Chain store, node key, admin cookie.
@@ -66,6 +70,7 @@ impl NodeConfig {
             public_http: http_addr.to_string(),
             public_p2p: None,
             anchor_seeds: Vec::new(),
+            sync_mirrors: Vec::new(),
             is_anchor: false,
             data_dir,
             mine: false,

@@ -13,6 +13,11 @@
 //!
 //! The HTTP source ([`HttpSource`]) is the one that must always work: it is how a
 //! node with a dead 7072 syncs. A P2P source implements the same trait.
+//!
+//! With sync mirrors (`--sync-mirror`, [`crate::mirror`]) the headers still come
+//! from the round's source, and the bodies from the mirrors first, by hash, each
+//! checked against its header before it is taken; the source serves only what no
+//! mirror delivered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +35,7 @@ use vision_store::StoreError;
 use p2p_dataplane::DataPlane;
 
 use crate::core::{Core, Origin, now_ms};
+use crate::mirror::Mirrors;
 
 /// Headers asked for per request.
 pub const HEADERS_BATCH: u32 = 1_000;
@@ -165,6 +171,8 @@ pub struct SyncReport {
     pub imported: u64,
     /// Our tip height after the round.
     pub height: u64,
+    /// Bodies that came from sync mirrors (the rest from the source).
+    pub from_mirrors: u64,
 }
 
 fn unreachable(src: &impl BlockSource, e: String) -> SyncError {
@@ -238,10 +246,65 @@ async fn common_ancestor(
     Ok(found)
 }
 
+/// One batch of bodies for `headers` (consecutive, the first at `headers[0].height`):
+/// from the mirrors first when there are any, the source for the rest. Returns
+/// the blocks in order (fewer when the source served fewer) and how many came
+/// from mirrors. Whether each block matches its header is the importer's check.
+async fn fetch_batch(
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    headers: &[BlockHeader],
+) -> Result<(Vec<Block>, u64), SyncError> {
+    let Some(first) = headers.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    let Some(mirrors) = mirrors.filter(|m| !m.is_empty()) else {
+        let n = headers.len() as u32;
+        let got = src
+            .blocks(first.height, n)
+            .await
+            .map_err(|e| unreachable(src, e))?;
+        return Ok((got, 0));
+    };
+    let mut slots = mirrors.fetch_all(headers).await;
+    let from_mirrors = slots.iter().filter(|b| b.is_some()).count() as u64;
+    // What no mirror delivered: from the source, one range per gap.
+    while let Some(a) = slots.iter().position(Option::is_none) {
+        let b = slots[a..]
+            .iter()
+            .position(Option::is_some)
+            .map_or(slots.len(), |k| a + k);
+        let got = src
+            .blocks(headers[a].height, (b - a) as u32)
+            .await
+            .map_err(|e| unreachable(src, e))?;
+        if got.is_empty() {
+            return Err(invalid(
+                src,
+                format!("withheld blocks from height {}", headers[a].height),
+            ));
+        }
+        for (slot, block) in slots[a..b].iter_mut().zip(got) {
+            *slot = Some(block);
+        }
+    }
+    Ok((slots.into_iter().flatten().collect(), from_mirrors))
+}
+
 /// One sync round against `src`, which claims a tip at `target_height`.
 pub async fn sync_from(
     core: &Arc<Core>,
     src: &impl BlockSource,
+    target_height: u64,
+) -> Result<SyncReport, SyncError> {
+    sync_from_with(core, src, None, target_height).await
+}
+
+/// [`sync_from`], with bodies from `mirrors` first.
+pub async fn sync_from_with(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
     target_height: u64,
 ) -> Result<SyncReport, SyncError> {
     let local = core.chain();
@@ -337,37 +400,32 @@ pub async fn sync_from(
 
     // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
-    let first = expected[0].height;
-    let last = expected[expected.len() - 1].height;
     let fetch = {
-        let src_name = src.name().to_string();
+        let wanted = &expected;
         async move {
-            let mut from = first;
-            while from <= last {
-                let n = ((last - from + 1) as u32).min(BLOCKS_BATCH);
-                let r = src
-                    .blocks(from, n)
-                    .await
-                    .map_err(|e| SyncError::Unreachable {
-                        source_name: src_name.clone(),
-                        error: e,
-                    });
+            let mut from_mirrors = 0u64;
+            let mut i = 0usize;
+            while i < wanted.len() {
+                let n = (wanted.len() - i).min(BLOCKS_BATCH as usize);
+                let r = fetch_batch(src, mirrors, &wanted[i..i + n]).await;
                 let stop = r.is_err();
-                let got = r.as_ref().map(|b| b.len() as u64).unwrap_or(0);
-                if tx.send(r).await.is_err() || stop {
-                    return;
+                let got = r.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
+                from_mirrors += r.as_ref().map(|(_, m)| *m).unwrap_or(0);
+                if tx.send(r.map(|(b, _)| b)).await.is_err() || stop {
+                    return from_mirrors;
                 }
                 if got == 0 {
                     let _ = tx
-                        .send(Err(SyncError::Invalid {
-                            source_name: src_name.clone(),
-                            reason: format!("withheld blocks from height {from}"),
-                        }))
+                        .send(Err(invalid(
+                            src,
+                            format!("withheld blocks from height {}", wanted[i].height),
+                        )))
                         .await;
-                    return;
+                    return from_mirrors;
                 }
-                from += got;
+                i += got;
             }
+            from_mirrors
         }
     };
     let import = async {
@@ -433,7 +491,8 @@ pub async fn sync_from(
         }
         Ok(())
     };
-    let (_, result) = tokio::join!(fetch, import);
+    let (from_mirrors, result) = tokio::join!(fetch, import);
+    report.from_mirrors = from_mirrors;
     result?;
     report.height = core.chain().height;
     Ok(report)
@@ -480,6 +539,7 @@ impl SourceScores {
 pub async fn sync_round(
     core: &Arc<Core>,
     scores: &SourceScores,
+    mirrors: Option<&Arc<Mirrors>>,
     candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
@@ -487,12 +547,20 @@ pub async fn sync_round(
         if !scores.usable(src.name(), now_ms()) {
             continue;
         }
-        match sync_from(core, src, target_height).await {
+        match sync_from_with(core, src, mirrors, target_height).await {
             Ok(r) => {
                 scores.reward(src.name());
                 if r.imported > 0 {
+                    let bodies = if mirrors.is_some_and(|m| !m.is_empty()) {
+                        format!(
+                            "; bodies: {} from mirrors, the rest from the source",
+                            r.from_mirrors
+                        )
+                    } else {
+                        String::new()
+                    };
                     tracing::info!(
-                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}",
+                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}{bodies}",
                         r.imported,
                         src.name(),
                         r.fork_height,
