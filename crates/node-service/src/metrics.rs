@@ -110,6 +110,10 @@ impl EncodeMetric for AtomicHistogram {
 }
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// Buckets (seconds) of `vision_http_unserved_connection_seconds`: around the
+/// first-byte deadline (3 s) and the header-read timeout (5 s).
+const UNSERVED_HELD_BUCKETS_S: [f64; 11] = [0.5, 1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 5.5, 6.0, 8.0, 15.0];
+
 /// Everything `/metrics` exposes.
 pub struct Metrics {
     registry: Registry,
@@ -118,6 +122,7 @@ pub struct Metrics {
     conn_refused: Family<Labels, Counter>,
     admission_refused: Family<Labels, Counter>,
     http_duration: Family<Labels, AtomicHistogram>,
+    unserved_held: AtomicHistogram,
     backbone_connected: Gauge,
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
@@ -321,6 +326,7 @@ impl Metrics {
             conn_refused: Family::default(),
             admission_refused: Family::default(),
             http_duration,
+            unserved_held: AtomicHistogram::new(UNSERVED_HELD_BUCKETS_S),
             backbone_connected: Gauge::default(),
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
@@ -365,6 +371,11 @@ impl Metrics {
             "http_connections_refused",
             "HTTP connections closed unserved, by reason (per_ip_cap and global_cap answered 429/503 at once; silent, slow_head, idle)",
             m.conn_refused.clone(),
+        );
+        registry.register(
+            "http_unserved_connection_seconds",
+            "How long connections closed unserved (silent, slow_head) were held, from accept to close",
+            m.unserved_held.clone(),
         );
         registry.register(
             "membership_refused",
@@ -530,6 +541,11 @@ impl Metrics {
         self.conn_refused
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
+    }
+
+    /// Record how long a connection closed unserved held its slot.
+    pub fn unserved_connection_closed(&self, held: std::time::Duration) {
+        self.unserved_held.observe(held.as_secs_f64());
     }
 
     /// Count a heartbeat refused by membership admission.

@@ -347,10 +347,10 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     let theirs: SignedHello = serde_json::from_slice(&b).unwrap();
     // The answer is bound to our exchange: our challenge and our id.
-    let ours = vision_wire::HelloAnswers {
-        challenge: h.payload.challenge.clone().unwrap(),
-        node_id: key.address().to_hex(),
-    };
+    let ours = vision_wire::HelloAnswers::new(
+        h.payload.challenge.clone().unwrap(),
+        key.address().to_hex(),
+    );
     assert_eq!(
         theirs
             .verify_answer("regtest", now, &ours)
@@ -360,10 +360,10 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
     );
     // Relayed into another exchange (another caller's challenge) it does not verify.
     let other = hello(&SecretKey::from_seed(&[43; 32]), "regtest", now);
-    let theirs_ex = vision_wire::HelloAnswers {
-        challenge: other.payload.challenge.clone().unwrap(),
-        node_id: other.payload.node_id.clone(),
-    };
+    let theirs_ex = vision_wire::HelloAnswers::new(
+        other.payload.challenge.clone().unwrap(),
+        other.payload.node_id.clone(),
+    );
     assert_eq!(
         theirs.verify_answer("regtest", now, &theirs_ex),
         Err(vision_wire::SignedError::Unbound)
@@ -405,6 +405,150 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
         .0,
         401
     );
+}
+
+/// A caller's hello as a node of a later protocol version writes it: its own range,
+/// and fields this release does not know, all signed.
+fn newer_hello(key: &SecretKey, now: u64, min: u32, max: u32) -> Vec<u8> {
+    let mut p = common::signed_hello(key, "regtest", now).payload;
+    p.protocol_min = min;
+    p.protocol_version = max;
+    p.unknown.0.insert(
+        "features".into(),
+        serde_json::json!(["compact_blocks", {"level": 2}]),
+    );
+    p.unknown
+        .0
+        .insert("fee_floor".into(), serde_json::json!(1.25));
+    serde_json::to_vec(&p.sign_call(key).0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_messages_from_a_newer_protocol_are_read_and_out_of_range_refused() {
+    use vision_wire::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+    let n = common::start_node(|c| c.is_anchor = true).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // A newer node that still talks to us: accepted; the answer carries our range.
+    let key = SecretKey::from_seed(&[44; 32]);
+    let body = newer_hello(&key, now, PROTOCOL_VERSION, PROTOCOL_VERSION + 1);
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let answer: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(answer["payload"]["protocol_version"], PROTOCOL_VERSION);
+    assert_eq!(answer["payload"]["protocol_min"], PROTOCOL_VERSION_MIN);
+    // Its unknown fields are signed: changed in transit, the signature fails.
+    let mut forged: Value = serde_json::from_slice(&newer_hello(
+        &key,
+        now,
+        PROTOCOL_VERSION,
+        PROTOCOL_VERSION + 1,
+    ))
+    .unwrap();
+    forged["payload"]["fee_floor"] = serde_json::json!(9.5);
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&forged).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "bad_signature");
+    // A newer node that no longer talks to us: the typed error names both ranges.
+    let body = newer_hello(&key, now, PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3);
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 400);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_error_shape(&v, "unsupported_protocol");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "{} to {}",
+            PROTOCOL_VERSION + 1,
+            PROTOCOL_VERSION + 3
+        )) && msg.contains(&vision_wire::ProtocolRange::OURS.to_string()),
+        "{msg}"
+    );
+    // A release before versioning (no protocol fields at all): the same typed error.
+    let mut legacy: Value =
+        serde_json::to_value(common::signed_hello(&key, "regtest", now)).unwrap();
+    let p = legacy["payload"].as_object_mut().unwrap();
+    p.remove("protocol_version");
+    p.remove("protocol_min");
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&legacy).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
+    // A field outside the signed payload is still refused.
+    let mut outside: Value = serde_json::from_slice(&newer_hello(
+        &key,
+        now,
+        PROTOCOL_VERSION,
+        PROTOCOL_VERSION + 1,
+    ))
+    .unwrap();
+    outside["hop"] = serde_json::json!(1);
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&outside).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "bad_request");
+    // A heartbeat of a newer version is recorded by the anchor; an out-of-range one
+    // is refused with the typed error.
+    let heartbeat = |min: u32, max: u32| {
+        let mut p = vision_wire::HeartbeatPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: now,
+            nonce: vision_wire::fresh_nonce(),
+            protocol_version: max,
+            protocol_min: min,
+            unknown: Default::default(),
+            http_address: "127.0.0.1:1".into(),
+            p2p_address: None,
+            is_anchor: false,
+            height: 0,
+            tip_hash: "00".repeat(32),
+        };
+        p.unknown
+            .0
+            .insert("mempool_txs".into(), serde_json::json!(17));
+        serde_json::to_vec(&p.sign(&key)).unwrap()
+    };
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/heartbeat",
+        &[],
+        &heartbeat(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION + 1),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/heartbeat",
+        &[],
+        &heartbeat(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

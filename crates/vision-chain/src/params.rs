@@ -123,6 +123,14 @@ pub struct ChainParams {
     pub max_future_drift_ms: u64,
     /// The genesis block's timestamp.
     pub genesis_timestamp_ms: u64,
+    /// Reorg-safe depth, in blocks: a main-chain block at least this many blocks
+    /// below the tip is not expected to leave the main chain. The control plane
+    /// serves height-addressed ranges that lie entirely that deep as cacheable for
+    /// long (`Cache-Control: public, max-age=86400`); nearer the tip, `max-age=1`.
+    /// A reorganisation deeper than this is not refused by it (fork choice is most
+    /// work); a cache may then hold the old branch's range until it expires, and
+    /// sync, which checks every header's link, demotes the cache and reads elsewhere.
+    pub reorg_safe_depth: u64,
 }
 
 /// How many ancestors the median-time-past rule looks at.
@@ -144,6 +152,7 @@ pub static MAINNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+    reorg_safe_depth: 100,
 };
 
 /// Testnet: thirty-second blocks.
@@ -158,6 +167,7 @@ pub static TESTNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    reorg_safe_depth: 100,
 };
 
 /// Devnet: blocks every four seconds, starting at about a million hashes a block.
@@ -172,6 +182,7 @@ pub static DEVNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 60_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    reorg_safe_depth: 50,
 };
 
 /// Regtest: one hash in two meets the first target; aims at one block a second.
@@ -186,6 +197,7 @@ pub static REGTEST: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 30_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    reorg_safe_depth: 100,
 };
 
 impl ChainParams {
@@ -248,6 +260,10 @@ mod tests {
             );
             assert_eq!(p.matured_reward_height(p.reward_maturity + 1), Some(1));
             assert_eq!(p.genesis().header.height, 0);
+            assert!(
+                p.reorg_safe_depth >= 6,
+                "the blocks near the tip are never served as settled"
+            );
         }
         let hashes: std::collections::HashSet<_> = Network::ALL
             .iter()

@@ -465,6 +465,44 @@ pub fn site_conf(
     Ok(out)
 }
 
+fn mirror_addr(port: u16) -> Result<SocketAddr, String> {
+    format!("127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+/// What the cache does with the node's own headers: a block by hash comes from the
+/// cache (`X-Cache-Status: HIT`) with the node's immutable `Cache-Control` and ETag;
+/// an unknown hash (a 404 with `no-store`) is never kept; other routes are not served.
+fn cache_behaviour(mirror: &SocketAddr, tip: &Block) -> Result<(), String> {
+    let path = format!("/api/block/{}", tip.hash());
+    let a = get_binary(*mirror, &path)?;
+    let status = a.header("x-cache-status").unwrap_or_default();
+    let cc = a.header("cache-control").unwrap_or_default();
+    if a.status != 200 || status != "HIT" || !cc.contains("immutable") || a.body != tip.encode() {
+        return Err(format!(
+            "{path} through nginx: {} X-Cache-Status {status:?} Cache-Control {cc:?}",
+            a.status
+        ));
+    }
+    let unknown = format!("/api/block/{}", "ab".repeat(32));
+    for _ in 0..2 {
+        let a = get_binary(*mirror, &unknown)?;
+        let status = a.header("x-cache-status").unwrap_or_default();
+        if a.status != 404 || status == "HIT" {
+            return Err(format!(
+                "an unknown block through nginx: {} X-Cache-Status {status:?}",
+                a.status
+            ));
+        }
+    }
+    let a = get(*mirror, "/api/status")?;
+    if a.status != 404 {
+        return Err(format!("the mirror serves /api/status: {}", a.status));
+    }
+    Ok(())
+}
+
 /// The nginx cell: see the module docs. `nginx` is the binary, `conf` the
 /// contents of `contrib/nginx/vision-mirror.conf`.
 pub fn nginx_mirror(
@@ -504,6 +542,7 @@ pub fn nginx_mirror(
     };
     let (first, first_s) = run("first")?;
     let (second, second_s) = run("second")?;
+    cache_behaviour(&mirror_addr(port)?, &tip)?;
     let r = NginxReport {
         first,
         second,
