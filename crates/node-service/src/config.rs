@@ -24,7 +24,7 @@ pub struct NodeConfig {
     pub anchor_seeds: Vec<AnchorSeed>,
     /// Sync mirrors (`--sync-mirror`): HTTP servers or caches block bodies are
     /// fetched from by hash before the anchors, normalised by
-    /// [`crate::mirror::parse_mirrors`].
+    /// `mirror::parse_mirrors`.
     pub sync_mirrors: Vec<String>,
     /// This node is an anchor.
     pub is_anchor: bool,
