@@ -299,6 +299,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             admin_token: cli.admin_token.clone(),
             allow_new_chain: cli.allow_new_chain,
             store_down_exit_ms: cli.store_down_exit_ms,
+            sync_deadlines: Default::default(),
         },
         warnings,
     ))
@@ -474,7 +475,8 @@ fn stopped_during_start_up() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Before anything else: SIGINT/SIGTERM at any moment is an orderly exit 0.
+    // Before anything else (the constructor in `signals` did it before `main`
+    // already): SIGINT/SIGTERM at any moment is an orderly exit 0.
     let stop = signals::install();
     let (cli, cmd, matches, file) = match parse_cli() {
         Ok(x) => x,
@@ -531,6 +533,7 @@ fn main() -> ExitCode {
         drop(lock);
         return stopped_during_start_up();
     }
+    signals::log_armed_at();
     if let Some(p) = &file.path {
         tracing::info!("[CONFIG] read {}", p.display());
     }

@@ -26,7 +26,7 @@ use vision_wire::{
 
 use crate::core::{Core, now_ms, now_unix};
 use crate::mirror::Mirrors;
-use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round};
+use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round_with};
 use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
 /// HTTP peers (besides anchors) tried as sync sources per round.
@@ -718,7 +718,7 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         core.fetching
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let report = sync_round(
+        let report = sync_round_with(
             &core,
             &net.scores,
             net.mirrors.as_ref(),
