@@ -235,6 +235,22 @@ pub fn bad_mirrors(cluster: &mut Cluster) -> Result<BadMirrorsReport, String> {
             m.url
         ));
     }
+    // The same judgement in /metrics, for dashboards and alerts.
+    let metrics = String::from_utf8_lossy(&get(addr, "/metrics")?.body).into_owned();
+    for (k, result) in [(0, "bad"), (1, "bad"), (2, "failed"), (3, "ok")] {
+        let series = format!(
+            "vision_sync_mirror_blocks_total{{mirror=\"{}\",result=\"{result}\"}}",
+            fakes[k].url()
+        );
+        let n = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n < 1.0 {
+            return Err(format!("/metrics: {series} is {n}"));
+        }
+    }
     let log = std::fs::read_to_string(&cluster.nodes[i].log).unwrap_or_default();
     for f in &fakes[..3] {
         if !log.contains(&format!("mirror {}", f.url())) {
