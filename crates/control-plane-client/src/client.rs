@@ -123,6 +123,29 @@ pub(crate) fn random_u64() -> u64 {
         .finish()
 }
 
+/// The form the chain's routes (`/api/headers`, `/api/blocks`, `/api/blocks/{height}`,
+/// `/api/block/{hash}`) are asked to answer in: canonical bytes (what sync uses:
+/// smaller, and decoded without parsing text) or the JSON people read. Framing:
+/// [`vision_wire::binary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainEncoding {
+    /// `Accept: application/octet-stream`.
+    #[default]
+    Binary,
+    /// `Accept: application/json`.
+    Json,
+}
+
+impl ChainEncoding {
+    /// The `Accept` header value.
+    pub fn accept(self) -> &'static str {
+        match self {
+            ChainEncoding::Binary => OCTET_STREAM,
+            ChainEncoding::Json => "application/json",
+        }
+    }
+}
+
 /// What a route accepts as a successful answer besides 2xx.
 #[derive(Clone, Copy)]
 enum Accepting {
@@ -380,9 +403,23 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<BlockHeader>, ClientError> {
+        self.fetch_headers_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/headers?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain headers from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    pub async fn fetch_headers_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<BlockHeader>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/headers?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<BlockHeader> = decode_json(&full, &body)?;
             return check_count(&full, v, limit);
@@ -397,9 +434,24 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Block>, ClientError> {
+        self.fetch_blocks_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/blocks?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain blocks from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    /// JSON blocks are checked against their `hash` and `txid`s.
+    pub async fn fetch_blocks_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<Block>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/blocks?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<serde_json::Value> = decode_json(&full, &body)?;
             let v = check_count(&full, v, limit)?;
@@ -414,10 +466,20 @@ impl ControlPlaneClient {
             .await
     }
 
-    /// `GET /api/block/{hash}`: any stored block by hash (404 if unknown).
+    /// `GET /api/block/{hash}`, binary: any stored block by hash (404 if unknown).
+    /// A block whose hash is not `hash` is [`ClientError::Decode`]: the URL is
+    /// immutable and cached anywhere, so whoever answered is not trusted with it.
     pub async fn fetch_block(&self, url: &str, hash: &Hash32) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/block/{hash}"))
-            .await
+        let path = format!("/api/block/{hash}");
+        let block = self.fetch_one_block(url, &path).await?;
+        let got = block.hash();
+        if got != *hash {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served block {got}, not the one asked for"),
+            ));
+        }
+        Ok(block)
     }
 
     /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
@@ -635,10 +697,20 @@ impl ControlPlaneClient {
         url: &str,
         path: &str,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
+        self.get_chain(url, path, ChainEncoding::Binary).await
+    }
+
+    /// A chain GET asking for `encoding`; returns URL, content type and body.
+    async fn get_chain(
+        &self,
+        url: &str,
+        path: &str,
+        encoding: ChainEncoding,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         self.get(
             url,
             path,
-            Some(OCTET_STREAM),
+            Some(encoding.accept()),
             self.config.max_retries,
             Accepting::Success,
         )

@@ -140,6 +140,7 @@ pub struct Metrics {
     build_info: Family<Labels, Gauge>,
     blocks_imported: Family<Labels, Counter>,
     chain_reorgs: Counter,
+    blocks_refused: Family<Labels, Counter>,
     last_import_unix_s: FGauge,
     target_block_time_s: FGauge,
     store_size: Gauge,
@@ -290,6 +291,12 @@ pub struct Scrape {
 /// node's own miner, a client or peer over HTTP, block sync, the data plane.
 pub const IMPORT_SOURCES: [&str; 4] = ["miner", "http", "sync", "p2p"];
 
+/// The `reason` labels of `vision_blocks_refused_total`: the side-branch bounds
+/// (`vision_chain::SideBranchRefusal::REASONS`) and the HTTP throttle (P2P's is
+/// `vision_p2p_guard_total{event="blocks_ignored"}`).
+pub const BLOCK_REFUSAL_REASONS: [&str; 4] =
+    ["too_deep", "too_light", "height_full", "throttled_http"];
+
 const MINER_STATES: [&str; 6] = [
     "stopped_by_user",
     "paused_unsynced",
@@ -344,6 +351,7 @@ impl Metrics {
             build_info: Family::default(),
             blocks_imported: Family::default(),
             chain_reorgs: Counter::default(),
+            blocks_refused: Family::default(),
             last_import_unix_s: FGauge::default(),
             target_block_time_s: FGauge::default(),
             store_size: Gauge::default(),
@@ -463,6 +471,15 @@ impl Metrics {
             m.chain_reorgs.clone(),
         );
         registry.register(
+            "blocks_refused",
+            "Blocks refused by the side-branch bounds (too_deep, too_light, height_full) \
+             or by the refused-block throttle of POST /api/blocks (throttled_http)",
+            m.blocks_refused.clone(),
+        );
+        for r in BLOCK_REFUSAL_REASONS {
+            let _ = m.blocks_refused.get_or_create(&l(&[("reason", r)]));
+        }
+        registry.register(
             "chain_last_import_timestamp_seconds",
             "Unix time of the last block import (0 before the first)",
             m.last_import_unix_s.clone(),
@@ -523,7 +540,7 @@ impl Metrics {
             "p2p_guard",
             "P2P admission control since start, by event (refused_per_ip, refused_per_netgroup, \
              refused_banned, evicted_handshaking, handshake_timeouts, evicted_inbound, \
-             refused_inbound, requests_deferred, dropped_over_budget, txs_ignored, bans)",
+             refused_inbound, requests_deferred, dropped_over_budget, txs_ignored, blocks_ignored, bans)",
             m.p2p_guard.clone(),
         );
         Metrics { registry, ..m }
@@ -609,6 +626,13 @@ impl Metrics {
             self.chain_reorgs.inc();
         }
         self.last_import_unix_s.set(now_unix_s);
+    }
+
+    /// Count a block refused for `reason` (one of [`BLOCK_REFUSAL_REASONS`]).
+    pub fn block_refused(&self, reason: &'static str) {
+        self.blocks_refused
+            .get_or_create(&l(&[("reason", reason)]))
+            .inc();
     }
 
     fn best_anchor_labels(&self) -> Vec<Labels> {
@@ -711,6 +735,7 @@ impl Metrics {
             ("requests_deferred", g.requests_deferred),
             ("dropped_over_budget", g.dropped_over_budget),
             ("txs_ignored", g.txs_ignored),
+            ("blocks_ignored", g.blocks_ignored),
             ("bans", g.bans),
         ] {
             // The data plane keeps the running totals; the counter mirrors them.
@@ -771,6 +796,7 @@ mod tests {
         let m = Metrics::new();
         m.block_imported("sync", false, 1_000.0);
         m.block_imported("miner", true, 1_001.0);
+        m.block_refused("height_full");
         let scrape = Scrape {
             blocks_found: 3,
             best_anchor: Some("http://a:7070".into()),
@@ -787,6 +813,8 @@ mod tests {
             "vision_blocks_imported_total{source=\"sync\"} 1",
             "vision_blocks_imported_total{source=\"p2p\"} 0",
             "vision_chain_reorgs_total 1",
+            "vision_blocks_refused_total{reason=\"height_full\"} 1",
+            "vision_blocks_refused_total{reason=\"too_deep\"} 0",
             "vision_chain_last_import_timestamp_seconds 1001",
             "vision_chain_target_block_time_seconds 1",
             "vision_store_size_bytes 4096",

@@ -25,7 +25,7 @@ use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Address, Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
 };
-use vision_store::StoreError;
+use vision_store::{Admission, StoreError};
 
 use p2p_dataplane::DataPlane;
 
@@ -63,6 +63,25 @@ pub enum SyncError {
         /// What.
         reason: String,
     },
+    /// The source's heavier branch forks deeper below our tip than the network's
+    /// maximum reorganisation depth (`ChainParams::max_reorg_depth`): we stay on
+    /// our chain and demote the source. Following it is an operator's decision
+    /// (docs/OPERATIONS.md, "Beyond the maximum reorganisation depth").
+    #[error(
+        "source {source_name} is on a heavier branch forking at height {fork_height}, \
+         {depth} blocks below our tip: deeper than the maximum reorganisation depth of \
+         {max_depth}; staying on our chain"
+    )]
+    TooDeep {
+        /// Which.
+        source_name: String,
+        /// The last block both chains share.
+        fork_height: u64,
+        /// Our tip's distance above it.
+        depth: u64,
+        /// The bound.
+        max_depth: u64,
+    },
     /// Our own store failed.
     #[error("local store: {0}")]
     Store(String),
@@ -71,7 +90,7 @@ pub enum SyncError {
 impl SyncError {
     /// Should the source be demoted?
     pub fn demotes(&self) -> bool {
-        matches!(self, SyncError::Invalid { .. })
+        matches!(self, SyncError::Invalid { .. } | SyncError::TooDeep { .. })
     }
 }
 
@@ -328,11 +347,26 @@ pub async fn sync_from(
             break;
         }
     }
-    let ours = core.chain().cumulative_work;
-    if expected.is_empty() || branch_work <= ours {
-        report.height = core.chain().height;
+    let ours = core.chain();
+    if expected.is_empty() || branch_work <= ours.cumulative_work {
+        report.height = ours.height;
         return Ok(report);
     }
+    // Headers first: a heavier branch that forks deeper than the reorg bound is
+    // refused here, before any body is fetched.
+    let depth = ours.height.saturating_sub(common);
+    if depth > core.params.max_reorg_depth {
+        return Err(SyncError::TooDeep {
+            source_name: src.name().to_string(),
+            fork_height: common,
+            depth,
+            max_depth: core.params.max_reorg_depth,
+        });
+    }
+    // The bodies are held to the header chain checked above: its work proves the
+    // branch heavier, so the store waives the unsolicited side-branch bounds for
+    // them (not the depth bound).
+    let admission = Admission::Headers { work: branch_work };
     core.note_header_progress(expected.last().map(|h| h.height).unwrap_or(0));
 
     // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
@@ -392,17 +426,22 @@ pub async fn sync_from(
             let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
                 let mut n = 0;
                 let mut failed = None;
-                c.import_blocks(&batch, Origin::Sync, |b, outcome| match outcome {
-                    Ok(_) => {
-                        n += 1;
-                        true
-                    }
-                    Err(StoreError::AlreadyKnown(_)) => true,
-                    Err(e) => {
-                        failed = Some((b.hash(), e));
-                        false
-                    }
-                });
+                c.import_blocks(
+                    &batch,
+                    Origin::Sync,
+                    admission,
+                    |b, outcome| match outcome {
+                        Ok(_) => {
+                            n += 1;
+                            true
+                        }
+                        Err(StoreError::AlreadyKnown(_)) => true,
+                        Err(e) => {
+                            failed = Some((b.hash(), e));
+                            false
+                        }
+                    },
+                );
                 failed.map_or(Ok(n), Err)
             })
             .await?;
@@ -414,6 +453,7 @@ pub async fn sync_from(
                     | StoreError::InvalidBranch { .. }
                     | StoreError::InvalidParent { .. }
                     | StoreError::KnownInvalid(_)
+                    | StoreError::SideBranch { .. }
                     | StoreError::Orphan { .. }),
                 )) => {
                     return Err(invalid(src, format!("block {hash}: {e}")));
