@@ -6,7 +6,7 @@
 //! bridge's namespace that drops every frame forwarded between a port of group A
 //! and a port of group B — the links, not the configuration: every node still names
 //! both anchors. The heal deletes the table; the detail line says how many frames it
-//! dropped.
+//! dropped. `VISION_TEST_KEEP=1` keeps the nodes' logs of a passing run too.
 
 use std::path::Path;
 use std::process::Command;
@@ -150,6 +150,9 @@ pub(crate) fn driver(node_bin: &str) -> anyhow::Result<()> {
     ]);
     match result {
         Ok(detail) => {
+            if std::env::var_os("VISION_TEST_KEEP").is_some() {
+                cluster.keep();
+            }
             println!("partition-nft: {detail}");
             Ok(())
         }

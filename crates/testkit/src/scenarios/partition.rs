@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use vision_chain::{Network, SecretKey, Transaction};
+use vision_chain::{BlockHeader, Network, SecretKey, Transaction, work_for_target};
 
 use super::faults::{check_chain, one_tip};
 use crate::http::{get, get_json, post_json};
@@ -28,6 +28,10 @@ const TRANSFER_FEE: u64 = 1_000;
 /// How much heavier B's chain must be before the heal, so the reorg direction is
 /// not a coin toss.
 const HEAVIER_RATIO: f64 = 1.25;
+/// B's lead in work, in A's heaviest blocks since the cut, before the heal: A keeps
+/// mining until the cut is lifted, so a lead A can close with a quick run of blocks
+/// between the last look and the heal is not a lead.
+const LEAD_BLOCKS_MIN: f64 = 4.0;
 /// Blocks each side mines on its own (past the height at the cut) before the heal.
 const BLOCKS_APART_MIN: u64 = 5;
 
@@ -112,6 +116,19 @@ fn tx_state(
         _ => None,
     };
     Ok((status, block))
+}
+
+/// The most work of one block above `height` on node `i`'s main chain.
+fn max_block_work(c: &Cluster, i: usize, height: u64) -> Result<f64, String> {
+    let a = get(
+        c.nodes[i].addr(),
+        &format!("/api/headers?from={}&limit=1000", height + 1),
+    )?;
+    let headers: Vec<BlockHeader> = serde_json::from_slice(&a.body).map_err(|e| e.to_string())?;
+    Ok(headers
+        .iter()
+        .map(|h| work_for_target(&h.target).to_f64())
+        .fold(0.0, f64::max))
 }
 
 /// Log text of node `i` from byte `from` on.
@@ -238,7 +255,7 @@ pub fn partition_nft(
     let (mut a_chain, mut b_chain) = (None, None);
     let mut seen = String::new();
     wait_until(
-        "both sides mining apart (5 blocks each), B's work since the cut 25% above A's",
+        "both sides mining apart (5 blocks each), B's work since the cut 25% and 4 of A's blocks above A's",
         MINUTE,
         || {
             let mut states = Vec::new();
@@ -271,7 +288,8 @@ pub fn partition_nft(
                 && ca.height > orphan_height
                 && ca.height >= at_cut.height + BLOCKS_APART_MIN
                 && cb.height >= at_cut.height + BLOCKS_APART_MIN
-                && wb > HEAVIER_RATIO * wa;
+                && wb > HEAVIER_RATIO * wa
+                && wb - wa > LEAD_BLOCKS_MIN * max_block_work(c, a_anchor, at_cut.height)?;
             (a_chain, b_chain) = (Some(ca), Some(cb));
             Ok(ready)
         },
