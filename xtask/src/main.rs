@@ -34,6 +34,7 @@ mod faults;
 mod figures;
 mod guard;
 mod matrix;
+mod mirror;
 mod ops;
 mod partition;
 mod propagation;

@@ -315,6 +315,28 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         crate::propagation::run().map(|detail| println!("propagation: {detail}"))
     });
 
+    // Sync from mirrors (issue #16): a real cache (Debian's nginx with
+    // contrib/nginx/vision-mirror.conf) carries the second node's sync, and bad
+    // mirrors are caught (xtask/src/mirror.rs).
+    step("cell:nginx-mirror", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::mirror::run_nginx(&root())?;
+        println!("cell:nginx-mirror: {detail}");
+        Ok(())
+    });
+    step("cell:bad-mirrors", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::mirror::run_bad_mirrors()?;
+        println!("cell:bad-mirrors: {detail}");
+        Ok(())
+    });
+
     // Fault and bad-input cells: the same code as `cargo test` calls
     // (testkit::scenarios::Fault), then schemathesis against the OpenAPI document.
     for fault in testkit::scenarios::Fault::ALL {

@@ -141,6 +141,7 @@ pub struct Metrics {
     blocks_imported: Family<Labels, Counter>,
     chain_reorgs: Counter,
     blocks_refused: Family<Labels, Counter>,
+    sync_abandoned: Family<Labels, Counter>,
     last_import_unix_s: FGauge,
     target_block_time_s: FGauge,
     store_size: Gauge,
@@ -291,6 +292,10 @@ pub struct Scrape {
 /// node's own miner, a client or peer over HTTP, block sync, the data plane.
 pub const IMPORT_SOURCES: [&str; 4] = ["miner", "http", "sync", "p2p"];
 
+/// The `waited_on` labels of `vision_sync_rounds_abandoned_total`
+/// (`sync::Stage::as_str`).
+pub const SYNC_ABANDONED_STAGES: [&str; 4] = ["headers", "blocks", "import", "round"];
+
 /// The `reason` labels of `vision_blocks_refused_total`: the side-branch bounds
 /// (`vision_chain::SideBranchRefusal::REASONS`) and the HTTP throttle (P2P's is
 /// `vision_p2p_guard_total{event="blocks_ignored"}`).
@@ -352,6 +357,7 @@ impl Metrics {
             blocks_imported: Family::default(),
             chain_reorgs: Counter::default(),
             blocks_refused: Family::default(),
+            sync_abandoned: Family::default(),
             last_import_unix_s: FGauge::default(),
             target_block_time_s: FGauge::default(),
             store_size: Gauge::default(),
@@ -478,6 +484,15 @@ impl Metrics {
         );
         for r in BLOCK_REFUSAL_REASONS {
             let _ = m.blocks_refused.get_or_create(&l(&[("reason", r)]));
+        }
+        registry.register(
+            "sync_rounds_abandoned",
+            "Sync rounds abandoned at a deadline (the sync watchdog), by what they waited on \
+             (headers, blocks, import, round); the round goes on with another source",
+            m.sync_abandoned.clone(),
+        );
+        for w in SYNC_ABANDONED_STAGES {
+            let _ = m.sync_abandoned.get_or_create(&l(&[("waited_on", w)]));
         }
         registry.register(
             "chain_last_import_timestamp_seconds",
@@ -626,6 +641,14 @@ impl Metrics {
             self.chain_reorgs.inc();
         }
         self.last_import_unix_s.set(now_unix_s);
+    }
+
+    /// Count a sync round abandoned at the deadline of `waited_on` (one of
+    /// [`SYNC_ABANDONED_STAGES`]).
+    pub fn sync_round_abandoned(&self, waited_on: &'static str) {
+        self.sync_abandoned
+            .get_or_create(&l(&[("waited_on", waited_on)]))
+            .inc();
     }
 
     /// Count a block refused for `reason` (one of [`BLOCK_REFUSAL_REASONS`]).
@@ -815,6 +838,7 @@ mod tests {
             "vision_chain_reorgs_total 1",
             "vision_blocks_refused_total{reason=\"height_full\"} 1",
             "vision_blocks_refused_total{reason=\"too_deep\"} 0",
+            "vision_sync_rounds_abandoned_total{waited_on=\"round\"} 0",
             "vision_chain_last_import_timestamp_seconds 1001",
             "vision_chain_target_block_time_seconds 1",
             "vision_store_size_bytes 4096",

@@ -1067,3 +1067,153 @@ async fn side_blocks_beyond_the_bounds_are_refused_and_their_source_throttled() 
     assert!(count("throttled_http") > throttled);
     assert_eq!(count("too_deep"), 0);
 }
+
+// ---------------------------------------------------------------------------
+// sync deadlines: a block source that stalls forever
+
+/// A block source at a real socket that serves `/api/headers` from `good` and
+/// never answers anything else (with `stall_headers`, not even headers): it reads
+/// each request and then holds the connection open, silent, forever.
+async fn stalling_source(good: SocketAddr, stall_headers: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    // One request head (GETs carry no body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    if stall_headers || !path.starts_with("/api/headers") {
+                        // Stall: hold the connection, answer nothing, ever.
+                        std::future::pending::<()>().await;
+                    }
+                    // Relay the request to the good node, one connection each.
+                    let mut req: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")
+                        })
+                        .collect();
+                    req.push("Connection: close");
+                    let mut up = TcpStream::connect(good).await.unwrap();
+                    up.write_all(format!("{}\r\n\r\n", req.join("\r\n")).as_bytes())
+                        .await
+                        .unwrap();
+                    let mut answer = Vec::new();
+                    up.read_to_end(&mut answer).await.unwrap();
+                    if conn.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A block source that stalls forever — silent from the first request, or serving
+/// headers and then silent on blocks — is abandoned at the sync deadline (its
+/// client would have waited a minute), logged with what the round waited on,
+/// counted by the watchdog metric and demoted; the round completes from the next
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_elsewhere() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::config::SyncDeadlines;
+    use node_service::sync::{HttpSource, Source, SourceScores, sync_round};
+    use std::sync::Arc;
+
+    let good = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x81; 32]).address();
+    let chain = extend_by(&good, g, miner, 30).await;
+    let deadline_ms = 1_000;
+    // A client that would wait a minute for an answer, and never retries: only the
+    // sync deadline can end the wait.
+    let client = Arc::new(
+        ControlPlaneClient::new(ClientConfig {
+            timeout_ms: 60_000,
+            max_retries: 0,
+            ..ClientConfig::default()
+        })
+        .unwrap(),
+    );
+    let fetch_deadline = SyncDeadlines {
+        fetch_ms: deadline_ms,
+        ..SyncDeadlines::default()
+    };
+    // A fetch deadline longer than the round's: the round's own deadline ends it.
+    let round_deadline = SyncDeadlines {
+        fetch_ms: 60_000,
+        import_ms: 60_000,
+        round_ms: deadline_ms,
+    };
+    for (stall_headers, deadlines, waited_on, says) in [
+        (
+            true,
+            fetch_deadline,
+            "headers",
+            "waiting on headers from height 0",
+        ),
+        (false, fetch_deadline, "blocks", "waiting on blocks 1..=30"),
+        (
+            false,
+            round_deadline,
+            "round",
+            "waiting on the round (at blocks 1..=30",
+        ),
+    ] {
+        let fresh = common::start_node(|c| c.sync_deadlines = deadlines).await;
+        let stalled = format!("http://{}", stalling_source(good.addr, stall_headers).await);
+        let sources = vec![
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: stalled.clone(),
+            }),
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: format!("http://{}", good.addr),
+            }),
+        ];
+        let scores = SourceScores::default();
+        let t = Instant::now();
+        let report = sync_round(&fresh.shared.core, &scores, &sources, 30)
+            .await
+            .expect("the round completes from the good source");
+        let took = t.elapsed();
+        assert_eq!(report.height, 30);
+        assert_eq!(fresh.shared.core.chain().hash, chain[29].hash());
+        // Abandoned at its deadline, not at the client's minute (loose bound).
+        assert!(
+            took < Duration::from_millis(deadline_ms * 15),
+            "{waited_on}: {took:?}"
+        );
+        assert!(
+            !scores.usable(&stalled, node_service::core::now_ms()),
+            "the stalled source is demoted"
+        );
+        let why = fresh.shared.core.source_failure(&stalled).unwrap();
+        assert!(why.contains(says) && why.contains("1000 ms"), "{why}");
+        let (_, _, m) = raw(fresh.addr, "GET", "/metrics", &[], b"").await;
+        let m = String::from_utf8_lossy(&m);
+        for stage in ["headers", "blocks", "import", "round"] {
+            let want = format!(
+                "vision_sync_rounds_abandoned_total{{waited_on=\"{stage}\"}} {}",
+                u8::from(stage == waited_on)
+            );
+            assert!(m.contains(&want), "{want} in {m}");
+        }
+    }
+}

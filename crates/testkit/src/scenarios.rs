@@ -11,6 +11,7 @@ use crate::proc::{Cluster, NodeSpec, wait_until};
 mod admission;
 mod faults;
 mod guard;
+pub mod mirror;
 mod partition;
 mod storage;
 pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
