@@ -19,6 +19,8 @@
 //! stall past the timeout, a refusal, an error status) by
 //! [`MIRROR_PENALTY_FAILURE`], and either way the mirror is skipped for
 //! [`MIRROR_SKIP_BASE_MS`], doubling with each strike up to [`MIRROR_SKIP_MAX_MS`].
+//! A 404 (the mirror lacks the block: its node is behind) is no misbehaviour: it
+//! costs [`MIRROR_PENALTY_MISSING`] and a [`MIRROR_MISSING_SKIP_MS`] skip, no strike.
 //! Usable mirrors are tried best score first. `/api/status` shows them under
 //! `sync.mirrors`.
 
@@ -49,6 +51,11 @@ pub const MIRROR_SCORE_MAX: u32 = 100;
 pub const MIRROR_PENALTY_BAD_BLOCK: u32 = 50;
 /// Score lost for any other failed request (stalled, refused, error status).
 pub const MIRROR_PENALTY_FAILURE: u32 = 10;
+/// Score lost for a 404: the mirror lacks the block (its node is behind, say) — not
+/// misbehaviour, so no strike either.
+pub const MIRROR_PENALTY_MISSING: u32 = 1;
+/// How long a mirror that lacked a block is skipped (no doubling).
+pub const MIRROR_MISSING_SKIP_MS: u64 = 5_000;
 /// First time a mirror is skipped after a failure.
 pub const MIRROR_SKIP_BASE_MS: u64 = 10_000;
 /// Longest a mirror is skipped.
@@ -64,12 +71,15 @@ pub enum MirrorFault {
     BadBlock(String),
     /// The request failed: no answer within the timeout, refused, an error status.
     Failed(String),
+    /// The mirror answered 404: it does not have the block (yet).
+    Missing(String),
 }
 
 impl MirrorFault {
     fn from_client(e: ClientError) -> MirrorFault {
         match e {
             ClientError::Decode { .. } => MirrorFault::BadBlock(e.to_string()),
+            e if e.is_not_found() => MirrorFault::Missing(e.to_string()),
             other => MirrorFault::Failed(other.to_string()),
         }
     }
@@ -287,6 +297,10 @@ impl Mirrors {
                 s.failures = s.failures.saturating_add(1);
                 (MIRROR_PENALTY_FAILURE, w)
             }
+            MirrorFault::Missing(w) => {
+                s.failures = s.failures.saturating_add(1);
+                (MIRROR_PENALTY_MISSING, w)
+            }
         };
         s.score = s.score.saturating_sub(penalty);
         s.last_error = Some(cut(why));
@@ -294,12 +308,21 @@ impl Mirrors {
             tracing::debug!("[SYNC] mirror {url}: {why} (already skipped)");
             return;
         }
+        if let MirrorFault::Missing(_) = fault {
+            s.skipped_until_ms = now.saturating_add(MIRROR_MISSING_SKIP_MS);
+            tracing::info!(
+                "[SYNC] mirror {url} lacks a block ({why}); score {}, skipped for {} s",
+                s.score,
+                MIRROR_MISSING_SKIP_MS / 1000
+            );
+            return;
+        }
         s.strikes = s.strikes.saturating_add(1);
         let ms = skip_ms(s.strikes);
         s.skipped_until_ms = now.saturating_add(ms);
         let kind = match fault {
             MirrorFault::BadBlock(_) => "served a bad block",
-            MirrorFault::Failed(_) => "failed",
+            MirrorFault::Failed(_) | MirrorFault::Missing(_) => "failed",
         };
         tracing::warn!(
             "[SYNC] ⛔ mirror {url} {kind}: {why}; score {}, skipped for {} s",
@@ -401,6 +424,15 @@ mod tests {
         assert_eq!(
             m.lock()[1].skipped_until_ms,
             later + 2 * MIRROR_SKIP_BASE_MS
+        );
+        // A 404 is no misbehaviour: a point, a short skip, no strike.
+        let m2 = mirrors(1);
+        m2.record_fault(0, &MirrorFault::Missing("404".into()), 0);
+        assert_eq!(m2.lock()[0].strikes, 0);
+        assert_eq!(m2.lock()[0].skipped_until_ms, MIRROR_MISSING_SKIP_MS);
+        assert_eq!(
+            m2.status(0)[0].score,
+            MIRROR_SCORE_START - MIRROR_PENALTY_MISSING
         );
         // Good blocks raise the score, up to the cap, and forgive the strikes.
         for _ in 0..200 {

@@ -109,7 +109,7 @@ pub struct MirrorStatus {
     pub blocks_ok: u64,
     /// Blocks it served that did not match the header asked for, or did not decode.
     pub blocks_bad: u64,
-    /// Requests that failed otherwise (timeout, refused, an error status).
+    /// Requests that failed otherwise (timeout, refused, an error status, 404).
     pub failures: u64,
     /// Why it was last scored down, if ever.
     pub last_error: Option<String>,

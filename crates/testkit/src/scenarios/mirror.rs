@@ -155,17 +155,31 @@ fn mirror_line(m: &MirrorStatus) -> String {
 /// asked, caught and scored below the honest one, the honest one served blocks,
 /// and the member's chain is the origin's, byte for byte.
 pub fn bad_mirrors(cluster: &mut Cluster) -> Result<BadMirrorsReport, String> {
+    mirrors_cell(
+        cluster,
+        &[
+            MirrorBehaviour::Corrupt,
+            MirrorBehaviour::WrongHash,
+            MirrorBehaviour::Stall,
+            MirrorBehaviour::Honest,
+        ],
+    )
+}
+
+/// [`bad_mirrors`] over any set of fake mirrors, in the order given: every one
+/// asked and judged by its behaviour, the honest ones (if any) scoring above every
+/// bad one, the synced chain the origin's byte for byte. With no honest mirror the
+/// anchor serves what the mirrors did not, and is never blamed for them.
+pub fn mirrors_cell(
+    cluster: &mut Cluster,
+    behaviours: &[MirrorBehaviour],
+) -> Result<BadMirrorsReport, String> {
     let chain = origin_with_chain(cluster, BAD_MIRRORS_BLOCKS)?;
     let origin = cluster.nodes[0].spec.clone();
-    let fakes: Vec<FakeMirror> = [
-        MirrorBehaviour::Corrupt,
-        MirrorBehaviour::WrongHash,
-        MirrorBehaviour::Stall,
-        MirrorBehaviour::Honest,
-    ]
-    .into_iter()
-    .map(|b| FakeMirror::start(origin.http_addr(), b).map_err(|e| e.to_string()))
-    .collect::<Result<_, _>>()?;
+    let fakes: Vec<FakeMirror> = behaviours
+        .iter()
+        .map(|b| FakeMirror::start(origin.http_addr(), *b).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     let urls: Vec<String> = fakes.iter().map(FakeMirror::url).collect();
     let t = Instant::now();
     let i = cluster.start(member_spec("member", &origin, &urls))?;
@@ -228,15 +242,45 @@ pub fn bad_mirrors(cluster: &mut Cluster) -> Result<BadMirrorsReport, String> {
             ));
         }
     }
-    let honest = mirrors[3].score;
-    if let Some(m) = mirrors[..3].iter().find(|m| m.score >= honest) {
+    let is_honest = |k: usize| fakes[k].behaviour == MirrorBehaviour::Honest;
+    let honest_min = (0..fakes.len())
+        .filter(|k| is_honest(*k))
+        .map(|k| mirrors[k].score)
+        .min();
+    if let Some(honest) = honest_min
+        && let Some(k) = (0..fakes.len()).find(|k| !is_honest(*k) && mirrors[*k].score >= honest)
+    {
         return Err(format!(
-            "a bad mirror scores as well as the honest one ({}): {shown}",
-            m.url
+            "a bad mirror scores as well as an honest one ({}): {shown}",
+            mirrors[k].url
         ));
     }
+    // The same judgement in /metrics, for dashboards and alerts.
+    let metrics = String::from_utf8_lossy(&get(addr, "/metrics")?.body).into_owned();
+    for f in &fakes {
+        let result = match f.behaviour {
+            MirrorBehaviour::Corrupt | MirrorBehaviour::WrongHash => "bad",
+            MirrorBehaviour::Stall => "failed",
+            MirrorBehaviour::Honest => "ok",
+        };
+        let series = format!(
+            "vision_sync_mirror_blocks_total{{mirror=\"{}\",result=\"{result}\"}}",
+            f.url()
+        );
+        let n = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n < 1.0 {
+            return Err(format!("/metrics: {series} is {n}"));
+        }
+    }
     let log = std::fs::read_to_string(&cluster.nodes[i].log).unwrap_or_default();
-    for f in &fakes[..3] {
+    for f in fakes
+        .iter()
+        .filter(|f| f.behaviour != MirrorBehaviour::Honest)
+    {
         if !log.contains(&format!("mirror {}", f.url())) {
             return Err(format!(
                 "the member's log names no fault of the {} mirror",
