@@ -12,6 +12,7 @@
 //! | `status_subscribers` | the same | node `/api/status` req/s with 500 idle + 10 never-reading `/api/events` subscribers / bare hyper |
 //! | `sync_http` | `node-service --bench sync_http_vs_p2p -- N` | HTTP sync blocks/s / two-core verification bound |
 //! | `sync_http_vs_p2p` | the same | HTTP sync rate / P2P sync rate |
+//! | `sync_binary_vs_json` | the same | HTTP sync rate with binary bodies / with JSON bodies |
 //!
 //! Each bench prints lines `xtask-bench NAME key=value ... ratio=R goal=G`; this
 //! command runs the benches one after another (never two at once: they would share

@@ -104,17 +104,17 @@ pub use peerbook::{
     TOLD_BY_P2P, UpsertReport, Upserted,
 };
 pub use rules::{
-    AnchorProbe, FAILS_TO_DOWN, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,
-    MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS,
-    TIP_PUSH_HASH_MAX_LEN, Transition, apply_tip_push, backoff_rounds, check_probe,
-    classify, exchange_ready, next_snapshot, transitions,
+    AnchorProbe, FAILS_TO_DOWN, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN,
+    ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, TIP_PUSH_HASH_MAX_LEN, Transition,
+    apply_tip_push, backoff_rounds, check_probe, classify, exchange_ready, next_snapshot,
+    transitions,
 };
 pub use state::{AnchorObservation, BackboneHandle, BackboneState};
-pub use verify::{
-    AHEAD_SWITCH_BLOCKS, AHEAD_SWITCH_ROUNDS, DISCOUNT_REASON_MAX_LEN, SMALL_LAG_MAX,
-    SYNCED_LAG_MAX, Tier, TipCheck, apply_check, choose_calmly, is_ahead_of, tier, verified_top,
-};
 pub use subscribe::{
     SUBSCRIBE_RETRY_BASE, SUBSCRIBE_RETRY_MAX, TIP_PUSH_QUEUE_MAX, TipPush, TipSubscriber,
     run_tip_subscription_loop,
+};
+pub use verify::{
+    AHEAD_SWITCH_BLOCKS, AHEAD_SWITCH_ROUNDS, DISCOUNT_REASON_MAX_LEN, SMALL_LAG_MAX,
+    SYNCED_LAG_MAX, Tier, TipCheck, apply_check, choose_calmly, is_ahead_of, tier, verified_top,
 };

@@ -148,8 +148,12 @@ pub fn backoff_rounds(consecutive_failures: u32) -> u64 {
 fn select_best(s: &BackboneState, prev_best: Option<&str>) -> Option<String> {
     let top = verified_top(&s.anchors);
     let pick = |keep: &dyn Fn(&AnchorObservation) -> bool| {
-        let c: Vec<(usize, &AnchorObservation)> =
-            s.anchors.iter().enumerate().filter(|(_, a)| keep(a)).collect();
+        let c: Vec<(usize, &AnchorObservation)> = s
+            .anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| keep(a))
+            .collect();
         choose_calmly(&c, prev_best, top).map(|b| b.url.clone())
     };
     if let Some(b) = pick(&|a| a.is_fresh()) {
@@ -509,8 +513,8 @@ pub fn transitions(prev: &BackboneState, next: &BackboneState) -> Vec<Transition
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AnchorSeed, Tier, tier};
     use crate::verify::SYNCED_LAG_MAX;
+    use crate::{AnchorSeed, Tier, tier};
     use proptest::prelude::*;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
@@ -626,7 +630,14 @@ mod tests {
             &s1,
             &[
                 ok(0, 10, 50),
-                claim(1, 1_010, 1, Some(TipCheck::Unknown { reason: "slow".into() })),
+                claim(
+                    1,
+                    1_010,
+                    1,
+                    Some(TipCheck::Unknown {
+                        reason: "slow".into(),
+                    }),
+                ),
             ],
             T0,
         );
@@ -637,15 +648,21 @@ mod tests {
         let s3 = next_snapshot(&s2, &[ok(0, 10, 50), lie(1, 1_010, 10, 1)], T0);
         let a1 = s3.anchor(&url(1)).unwrap();
         assert!(a1.discount.as_deref().unwrap().contains("claims tip 1010"));
-        assert!(transitions(&s2, &s3).contains(&Transition::AnchorDiscounted {
-            url: url(1),
-            reason: a1.discount.clone().unwrap(),
-        }));
+        assert!(
+            transitions(&s2, &s3).contains(&Transition::AnchorDiscounted {
+                url: url(1),
+                reason: a1.discount.clone().unwrap(),
+            })
+        );
         // A lower lie each round changes nothing: no new window, never best, even
         // when the honest anchor is slower and a round behind.
         let mut s = s3;
         for k in 1..50u64 {
-            s = next_snapshot(&s, &[ok(0, 10 + k / 10, 500), lie(1, 1_010 - k, 10 + k / 10, 1)], T0);
+            s = next_snapshot(
+                &s,
+                &[ok(0, 10 + k / 10, 500), lie(1, 1_010 - k, 10 + k / 10, 1)],
+                T0,
+            );
             assert_eq!(s.best_anchor, Some(url(0)), "round {k}");
             assert!(s.anchor(&url(1)).unwrap().is_discounted());
             assert!(s.verified_tip_height < 20);
@@ -669,7 +686,12 @@ mod tests {
         let s0 = BackboneState::new(&seeds(1), false);
         let s1 = next_snapshot(
             &s0,
-            &[claim(0, 50_000, 10, Some(TipCheck::Partial { height: 2_000 }))],
+            &[claim(
+                0,
+                50_000,
+                10,
+                Some(TipCheck::Partial { height: 2_000 }),
+            )],
             T0,
         );
         let a = s1.anchor(&url(0)).unwrap();
@@ -677,7 +699,12 @@ mod tests {
         assert_eq!(s1.verified_tip_height, 2_000);
         let s2 = next_snapshot(
             &s1,
-            &[claim(0, 50_000, 10, Some(TipCheck::Partial { height: 4_000 }))],
+            &[claim(
+                0,
+                50_000,
+                10,
+                Some(TipCheck::Partial { height: 4_000 }),
+            )],
             T0,
         );
         assert_eq!(s2.verified_tip_height, 4_000);

@@ -235,9 +235,8 @@ pub fn apply_check(a: &mut AnchorObservation, check: &TipCheck) -> bool {
             reason,
         } => {
             let claimed = a.tip_height.unwrap_or(0);
-            let mut r = format!(
-                "claims tip {claimed} but backs it only to {backed_height}: {reason}"
-            );
+            let mut r =
+                format!("claims tip {claimed} but backs it only to {backed_height}: {reason}");
             if r.chars().count() > DISCOUNT_REASON_MAX_LEN {
                 r = r.chars().take(DISCOUNT_REASON_MAX_LEN).collect();
             }

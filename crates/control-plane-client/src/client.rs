@@ -4,7 +4,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderValue, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +42,24 @@ pub const MAX_BATCH_ITEMS: u32 = 1_000;
 pub const MAX_SEED_PEERS: usize = 1_000;
 /// How often [`ControlPlaneClient::wait_for_confirmations`] polls.
 pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest entity tag kept from an answer or sent back, in bytes (a node's status
+/// tag is about 90; a longer one is ignored, never stored).
+pub const ETAG_MAX_LEN: usize = 256;
+
+/// The answer to a conditional request (`If-None-Match`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditional<T> {
+    /// `304 Not Modified`: what the tag described still stands.
+    NotModified,
+    /// A full answer and its entity tag, if the server sent one.
+    Modified {
+        /// The answer.
+        value: T,
+        /// Its `ETag`.
+        etag: Option<String>,
+    },
+}
 
 /// How a [`ControlPlaneClient`] behaves. All durations in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +121,29 @@ pub(crate) fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
+}
+
+/// The form the chain's routes (`/api/headers`, `/api/blocks`, `/api/blocks/{height}`,
+/// `/api/block/{hash}`) are asked to answer in: canonical bytes (what sync uses:
+/// smaller, and decoded without parsing text) or the JSON people read. Framing:
+/// [`vision_wire::binary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainEncoding {
+    /// `Accept: application/octet-stream`.
+    #[default]
+    Binary,
+    /// `Accept: application/json`.
+    Json,
+}
+
+impl ChainEncoding {
+    /// The `Accept` header value.
+    pub fn accept(self) -> &'static str {
+        match self {
+            ChainEncoding::Binary => OCTET_STREAM,
+            ChainEncoding::Json => "application/json",
+        }
+    }
 }
 
 /// What a route accepts as a successful answer besides 2xx.
@@ -225,6 +266,49 @@ impl ControlPlaneClient {
             .await
     }
 
+    /// A conditional probe: `GET /api/status` with `If-None-Match: <etag>` when an
+    /// entity tag from an earlier answer is given. A `304 Not Modified` is
+    /// [`Conditional::NotModified`] (the tip and cluster size the earlier answer
+    /// carried still stand; no body is read); a `200` is the status and its new
+    /// `ETag`. Sent once (the probe loop is the retry).
+    pub async fn probe_conditional(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+    ) -> Result<Conditional<StatusResponse>, ClientError> {
+        let base = normalize_base_url(url)?;
+        let full = format!("{base}/api/status");
+        let mut req = self
+            .http
+            .request(Method::GET, &full)
+            .header(ACCEPT, "application/json");
+        if let Some(tag) = etag.filter(|t| t.len() <= ETAG_MAX_LEN) {
+            let value = HeaderValue::from_str(tag).map_err(|_| ClientError::InvalidRequest {
+                reason: "entity tag is not a valid header value".into(),
+            })?;
+            req = req.header(IF_NONE_MATCH, value);
+        }
+        let timeout_ms = self.config.timeout_ms;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&e, &full, timeout_ms))?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(Conditional::NotModified);
+        }
+        let new_tag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.len() <= ETAG_MAX_LEN)
+            .map(str::to_string);
+        let (_, _, body) = self.read_response(resp, &full, Accepting::Success).await?;
+        Ok(Conditional::Modified {
+            value: decode_json(&full, &body)?,
+            etag: new_tag,
+        })
+    }
+
     /// `GET /api/p2p/seed_peers?limit=N` (`limit` clamped to [`MAX_SEED_PEERS`]).
     pub async fn fetch_seed_peers(
         &self,
@@ -319,9 +403,23 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<BlockHeader>, ClientError> {
+        self.fetch_headers_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/headers?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain headers from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    pub async fn fetch_headers_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<BlockHeader>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/headers?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<BlockHeader> = decode_json(&full, &body)?;
             return check_count(&full, v, limit);
@@ -336,9 +434,24 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Block>, ClientError> {
+        self.fetch_blocks_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/blocks?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain blocks from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    /// JSON blocks are checked against their `hash` and `txid`s.
+    pub async fn fetch_blocks_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<Block>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/blocks?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<serde_json::Value> = decode_json(&full, &body)?;
             let v = check_count(&full, v, limit)?;
@@ -353,10 +466,39 @@ impl ControlPlaneClient {
             .await
     }
 
-    /// `GET /api/block/{hash}`: any stored block by hash (404 if unknown).
+    /// `GET /api/block/{hash}`, binary: any stored block by hash (404 if unknown).
+    /// A block whose hash is not `hash` is [`ClientError::Decode`]: the URL is
+    /// immutable and cached anywhere, so whoever answered is not trusted with it.
     pub async fn fetch_block(&self, url: &str, hash: &Hash32) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/block/{hash}"))
-            .await
+        let path = format!("/api/block/{hash}");
+        let block = self.fetch_one_block(url, &path).await?;
+        let got = block.hash();
+        if got != *hash {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served block {got}, not the one asked for"),
+            ));
+        }
+        Ok(block)
+    }
+
+    /// `GET {mirror}/api/block/{hash}` from a sync mirror — any HTTP server or cache
+    /// in front of a node, addressed as [`crate::normalize_mirror_url`] allows (a
+    /// path prefix, port 80 by default) — asking for the binary form. Tried once
+    /// (the caller picks another mirror rather than insisting). The block is
+    /// returned as decoded: a mirror is untrusted, so the caller checks it against
+    /// the header it asked for.
+    pub async fn fetch_mirror_block(
+        &self,
+        mirror_url: &str,
+        hash: &Hash32,
+    ) -> Result<Block, ClientError> {
+        let base = crate::url::normalize_mirror_url(mirror_url)?;
+        let full = format!("{base}/api/block/{hash}");
+        let (full, ctype, body) = self
+            .get_full(full, Some(OCTET_STREAM), 0, Accepting::Success)
+            .await?;
+        decode_one_block(&full, &ctype, &body)
     }
 
     /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
@@ -545,16 +687,7 @@ impl ControlPlaneClient {
 
     async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
         let (full, ctype, body) = self.get_binary(url, path).await?;
-        if is_json(&ctype) {
-            return block_from_json(&full, decode_json(&full, &body)?);
-        }
-        if body.len() > binary::MAX_BLOCK_BYTES {
-            return Err(ClientError::decode(
-                &full,
-                "block larger than any valid block",
-            ));
-        }
-        Block::decode(&body).map_err(|e| ClientError::decode(&full, e))
+        decode_one_block(&full, &ctype, &body)
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -574,10 +707,20 @@ impl ControlPlaneClient {
         url: &str,
         path: &str,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
+        self.get_chain(url, path, ChainEncoding::Binary).await
+    }
+
+    /// A chain GET asking for `encoding`; returns URL, content type and body.
+    async fn get_chain(
+        &self,
+        url: &str,
+        path: &str,
+        encoding: ChainEncoding,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         self.get(
             url,
             path,
-            Some(OCTET_STREAM),
+            Some(encoding.accept()),
             self.config.max_retries,
             Accepting::Success,
         )
@@ -594,7 +737,18 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let base = normalize_base_url(url)?;
-        let full = format!("{base}{path}");
+        self.get_full(format!("{base}{path}"), accept, retries, accepting)
+            .await
+    }
+
+    /// [`ControlPlaneClient::get`] of a full URL, already checked.
+    async fn get_full(
+        &self,
+        full: String,
+        accept: Option<&str>,
+        retries: u32,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         let retries = retries.min(MAX_RETRIES_LIMIT);
         let mut attempt = 0u32;
         loop {
@@ -656,10 +810,21 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let timeout_ms = self.config.timeout_ms;
-        let mut resp = req
+        let resp = req
             .send()
             .await
             .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?;
+        self.read_response(resp, full, accepting).await
+    }
+
+    /// Read an answer's body (at most [`MAX_RESPONSE_BYTES`]) and map its status.
+    async fn read_response(
+        &self,
+        mut resp: reqwest::Response,
+        full: &str,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
+        let timeout_ms = self.config.timeout_ms;
         let status = resp.status();
         let ctype = resp
             .headers()
@@ -699,6 +864,20 @@ impl ControlPlaneClient {
             Err(ClientError::from_status(full, status.as_u16(), &body))
         }
     }
+}
+
+/// One block's answer, binary or JSON by its content type.
+fn decode_one_block(full: &str, ctype: &str, body: &[u8]) -> Result<Block, ClientError> {
+    if is_json(ctype) {
+        return block_from_json(full, decode_json(full, body)?);
+    }
+    if body.len() > binary::MAX_BLOCK_BYTES {
+        return Err(ClientError::decode(
+            full,
+            "block larger than any valid block",
+        ));
+    }
+    Block::decode(body).map_err(|e| ClientError::decode(full, e))
 }
 
 fn is_json(content_type: &str) -> bool {

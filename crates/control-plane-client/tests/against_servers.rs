@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use control_plane_client::{ChainEncoding, ClientConfig, ClientError, ControlPlaneClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vision_chain::{Address, Block, BlockHeader, Hash32, Network, SecretKey, Transaction, U256};
@@ -227,6 +227,9 @@ async fn server_error_body_becomes_status_with_code() {
         node_id: key.address().to_hex(),
         timestamp_unix: 1,
         nonce: vision_wire::fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: "127.0.0.1:1".into(),
         p2p_address: None,
         is_anchor: false,
@@ -315,7 +318,13 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
     oversized.extend_from_slice(&[0; 64]);
     let headers = encode_headers(&blocks.iter().map(|b| b.header.clone()).collect::<Vec<_>>());
     let one = blocks[1].encode();
+    let (h1, h2) = (blocks[1].hash(), blocks[2].hash());
     let s = serve(move |req| match req.path.as_str() {
+        // By hash: block 1 honestly, and block 1 again when asked for block 2 (a
+        // mirror serving the wrong block).
+        p if p == format!("/api/block/{h1}") || p == format!("/api/block/{h2}") => {
+            octets(one.clone())
+        }
         "/api/blocks?from=0&limit=3" => octets(good.clone()),
         "/api/blocks?from=1&limit=3" => octets(truncated.clone()),
         "/api/blocks?from=2&limit=3" => octets(oversized.clone()),
@@ -357,6 +366,12 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
     ));
     let err = c.fetch_block(&s.url, &blocks[0].hash()).await.unwrap_err();
     assert!(err.is_not_found());
+    assert_eq!(c.fetch_block(&s.url, &h1).await.unwrap(), blocks[1]);
+    let err = c.fetch_block(&s.url, &h2).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Decode { reason, .. } if reason.contains("not the one asked for")),
+        "{err:?}"
+    );
     // Every chain GET asked for the binary form.
     for req in s.seen.lock().unwrap().iter() {
         assert_eq!(
@@ -395,8 +410,30 @@ async fn json_fallback_and_submit_block_bytes() {
     .await;
     let c = client(1_000, 0);
     assert_eq!(c.fetch_blocks(&s.url, 0, 2).await.unwrap(), blocks);
+    assert_eq!(
+        c.fetch_blocks_as(&s.url, 0, 2, ChainEncoding::Json)
+            .await
+            .unwrap(),
+        blocks
+    );
     let r = c.submit_block(&s.url, &blocks[0]).await.unwrap();
     assert_eq!((r.hash, r.status.as_str()), (blocks[0].hash(), "extended"));
+    let accepts: Vec<Option<String>> = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.header("accept").map(str::to_string))
+        .collect();
+    assert_eq!(
+        accepts,
+        [
+            Some("application/octet-stream".to_string()),
+            Some("application/json".to_string())
+        ],
+        "each call asks for its encoding"
+    );
 }
 
 #[tokio::test]

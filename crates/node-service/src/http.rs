@@ -252,6 +252,11 @@ pub trait Handler: Send + Sync + 'static {
     /// The server closed a connection without serving it (for metrics). Called on
     /// the accept path or the sweeper: must not block.
     fn on_refused(&self, _why: ConnRefusal) {}
+
+    /// The sweeper closed a connection that never got a request served (silent, or a
+    /// request head too slow), `held` after the server accepted it (for metrics: how
+    /// long an attacker's socket holds a slot). Called on the sweeper: must not block.
+    fn on_closed_unserved(&self, _why: ConnRefusal, _held: Duration) {}
 }
 
 async fn read_request(
@@ -326,6 +331,10 @@ struct ConnWatch {
     head_since_ms: AtomicU64,
     /// Coarse time of the last read (of the accept, before any).
     last_read_ms: AtomicU64,
+    /// Coarse time the server accepted the connection.
+    accepted_ms: u64,
+    /// Set once a request on this connection has been dispatched.
+    served: std::sync::atomic::AtomicBool,
     /// How long the connection may sit with no head in progress: the first-byte
     /// deadline until its first request, then [`KEEP_ALIVE_IDLE_MS`].
     idle_limit_ms: AtomicU64,
@@ -445,13 +454,20 @@ async fn sweep<H: Handler>(
             let idle = head == 0
                 && now.saturating_sub(w.last_read_ms.load(Ordering::Relaxed)) > idle_limit;
             if stalled || idle {
-                handler.on_refused(if stalled {
+                let why = if stalled {
                     ConnRefusal::SlowHead
                 } else if idle_limit == KEEP_ALIVE_IDLE_MS {
                     ConnRefusal::Idle
                 } else {
                     ConnRefusal::Silent
-                });
+                };
+                handler.on_refused(why);
+                if !w.served.load(Ordering::Relaxed) {
+                    handler.on_closed_unserved(
+                        why,
+                        Duration::from_millis(now.saturating_sub(w.accepted_ms)),
+                    );
+                }
                 w.close.cancel();
             }
         }
@@ -572,6 +588,8 @@ pub async fn serve<H: Handler>(
         let watch = Arc::new(ConnWatch {
             head_since_ms: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(clock.now()),
+            accepted_ms: clock.now(),
+            served: std::sync::atomic::AtomicBool::new(false),
             idle_limit_ms: AtomicU64::new(limits.first_byte_timeout_ms),
             close: CancellationToken::new(),
         });
@@ -588,6 +606,7 @@ pub async fn serve<H: Handler>(
             // body (if any) is read under the request timeout.
             w.head_since_ms.store(IN_REQUEST, Ordering::Relaxed);
             w.idle_limit_ms.store(KEEP_ALIVE_IDLE_MS, Ordering::Relaxed);
+            w.served.store(true, Ordering::Relaxed);
             let w = w.clone();
             async move {
                 // A request without a body (most GETs) needs no timer: reading it is

@@ -14,7 +14,9 @@ use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
     Membership, PeerBook, TipCheck, TipPush, TipSubscriber,
 };
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient, EventsOptions};
+use control_plane_client::{
+    ClientConfig, ClientError, Conditional, ControlPlaneClient, EventsOptions,
+};
 use tokio_util::sync::CancellationToken;
 use vision_chain::{Hash32, SecretKey};
 use vision_wire::events::{Event, EventType};
@@ -23,7 +25,8 @@ use vision_wire::{
 };
 
 use crate::core::{Core, now_ms, now_unix};
-use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round};
+use crate::mirror::Mirrors;
+use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round_with};
 use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
 /// HTTP peers (besides anchors) tried as sync sources per round.
@@ -41,6 +44,9 @@ pub struct HttpControlPlane {
     pub hello: Box<dyn Fn() -> HelloPayload + Send + Sync>,
     /// Anchors whose identity a signed hello proved, and when.
     pub verified: Mutex<HashMap<String, (String, u64)>>,
+    /// Per anchor, the `ETag` of its last full status answer and the probe read
+    /// from it: the next probe is conditional (`If-None-Match`).
+    pub last_status: Mutex<HashMap<String, (String, AnchorProbe)>>,
 }
 
 /// A proven anchor identity is re-proven (a new signed hello) this often; status
@@ -102,11 +108,29 @@ impl ControlPlane for HttpControlPlane {
                     id
                 }
             };
-        let s = self
+        // Conditional: the tag of the last answer from this anchor; a 304 means its
+        // tip and cluster size still stand (the latency is measured all the same).
+        let last = self
+            .last_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(anchor_url)
+            .filter(|(_, p)| p.node_id.eq_ignore_ascii_case(&id))
+            .cloned();
+        let answer = self
             .client
-            .probe_with_retry(anchor_url, 0)
+            .probe_conditional(anchor_url, last.as_ref().map(|(tag, _)| tag.as_str()))
             .await
             .map_err(backbone_err)?;
+        let (s, etag) = match (answer, last) {
+            (Conditional::NotModified, Some((_, probe))) => return Ok(probe),
+            (Conditional::NotModified, None) => {
+                return Err(BackboneError::Transport(format!(
+                    "{anchor_url}: 304 Not Modified to an unconditional probe"
+                )));
+            }
+            (Conditional::Modified { value, etag }, _) => (value, etag),
+        };
         if !s.node_id.eq_ignore_ascii_case(&id) {
             self.verified
                 .lock()
@@ -117,7 +141,21 @@ impl ControlPlane for HttpControlPlane {
                 s.node_id
             )));
         }
-        Ok(AnchorProbe::from_status(&s))
+        let probe = AnchorProbe::from_status(&s);
+        let mut cache = self.last_status.lock().unwrap_or_else(|e| e.into_inner());
+        match etag {
+            Some(tag) => {
+                if cache.len() >= backbone_state::MAX_ANCHORS * 4 && !cache.contains_key(anchor_url)
+                {
+                    cache.clear();
+                }
+                cache.insert(anchor_url.to_string(), (tag, probe.clone()));
+            }
+            None => {
+                cache.remove(anchor_url);
+            }
+        }
+        Ok(probe)
     }
 
     async fn seed_peers(
@@ -155,6 +193,8 @@ pub struct Net {
     pub membership: Option<Mutex<Membership>>,
     /// Sync source demotions.
     pub scores: SourceScores,
+    /// Sync mirrors (`--sync-mirror`) and their scores; `None` without any.
+    pub mirrors: Option<Arc<Mirrors>>,
     /// The data plane, once started ([`Net::set_data_plane`]).
     data_plane: OnceLock<Arc<dyn DataPlane>>,
 }
@@ -172,7 +212,17 @@ impl Net {
                 heartbeat_interval_ms(cfg.probe_interval_ms),
             ))
         });
+        let mirrors = if cfg.sync_mirrors.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Mirrors::new(
+                cfg.sync_mirrors.clone(),
+                cfg.http_timeout_ms,
+                core.params,
+            )?))
+        };
         Ok(Net {
+            mirrors,
             client: Arc::new(client),
             backbone,
             peerbook: Arc::new(peerbook),
@@ -277,6 +327,9 @@ impl LocalNode for Local {
                 node_id: self.core.node_id.clone(),
                 timestamp_unix: now_unix(),
                 nonce: fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
                 http_address: self.core.cfg.public_http.clone(),
                 p2p_address: self.core.cfg.public_p2p.clone(),
                 is_anchor: self.core.cfg.is_anchor,
@@ -306,6 +359,9 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
         node_id: core.node_id.clone(),
         timestamp_unix: now_unix(),
         nonce: fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: core.cfg.public_http.clone(),
         p2p_address: core.cfg.public_p2p.clone(),
         is_anchor: core.cfg.is_anchor,
@@ -331,6 +387,7 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
         network: cfg.network.to_string(),
         hello: Box::new(move || hello_payload(&hello_core)),
         verified: Mutex::new(HashMap::new()),
+        last_status: Mutex::new(HashMap::new()),
     });
     let local = Arc::new(Local {
         core: core.clone(),
@@ -626,6 +683,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         return;
     }
     tracing::info!("[SYNC] 🔄 Starting HTTP block sync loop");
+    if let Some(m) = &net.mirrors {
+        let urls: Vec<String> = m.status(now_ms()).into_iter().map(|s| s.url).collect();
+        tracing::info!(
+            "[SYNC] block bodies from {} mirror(s) first, by hash: {}",
+            urls.len(),
+            urls.join(", ")
+        );
+    }
     let mut changes = net.backbone.subscribe();
     let mut tick =
         tokio::time::interval(Duration::from_millis(core.cfg.probe_interval_ms.max(100)));
@@ -665,7 +730,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         core.fetching
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let report = sync_round(&core, &net.scores, &sync_candidates(&net, &bb), tip_height).await;
+        let report = sync_round_with(
+            &core,
+            &net.scores,
+            net.mirrors.as_ref(),
+            &sync_candidates(&net, &bb),
+            tip_height,
+        )
+        .await;
         core.fetching
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = report

@@ -30,7 +30,7 @@ use vision_wire::{
 };
 
 use crate::VERSION;
-use crate::core::{Core, now_unix};
+use crate::core::{Core, now_ms, now_unix};
 use crate::network::Net;
 
 /// The view is recomputed at least this often (inputs without notifications).
@@ -76,6 +76,8 @@ pub struct Published {
     pub not_ready: Option<String>,
     /// `/api/status` as served: serialised once per view.
     pub status_body: Bytes,
+    /// Its entity tag ([`status_etag`]): what a conditional probe compares.
+    pub status_etag: hyper::header::HeaderValue,
     /// The miner's eligibility inputs from this view.
     pub eligibility: EligibilityInputs,
 }
@@ -191,6 +193,11 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
                 progress: p.progress,
                 blocks_per_s: p.blocks_per_s,
                 eta_s: p.eta_s,
+                mirrors: net
+                    .mirrors
+                    .as_ref()
+                    .map(|m| m.status(now_ms()))
+                    .unwrap_or_default(),
             }
         },
         not_ready: health.not_ready.map(|r| r.to_string()),
@@ -278,6 +285,7 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
         store_error: store_fault.is_some(),
     };
     Published {
+        status_etag: status_etag(chain.height, &chain.hash, v.peers.cluster_size_estimate),
         status_body: Bytes::from(serde_json::to_vec(&status).unwrap_or_default()),
         not_ready,
         net: v,
@@ -290,6 +298,15 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
         p2p_guard: net.data_plane().guard_counters(),
         eligibility,
     }
+}
+
+/// The `ETag` of `/api/status`: a weak tag of what a backbone probe reads from it
+/// — the tip (height and hash) and the cluster size. Weak, because the body's other
+/// fields (uptime, hashrate, latency) move without changing it: a `304` tells a
+/// prober that the tip and the cluster size it holds still stand, nothing more.
+pub fn status_etag(height: u64, tip: &Hash32, cluster_size: usize) -> hyper::header::HeaderValue {
+    let tag = format!("W/\"{height}-{}-{cluster_size}\"", tip.to_hex());
+    hyper::header::HeaderValue::from_str(&tag).expect("digits, hex and quotes are a header value")
 }
 
 /// What the view task needs, held weakly so it never keeps the node alive.
@@ -373,7 +390,7 @@ mod tests {
         let reader = shared.clone();
         let (out_tx, out_rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let status = reader.status_response().status();
+            let status = reader.status_response(None).status();
             let health = reader.health();
             let ready = reader.readyz().status();
             let exchange = reader.exchange_ready().status();

@@ -156,7 +156,12 @@ pub(crate) struct Sent {
 impl Sent {
     /// Every message a node sent or received on the control plane.
     pub(crate) fn total(&self) -> u64 {
-        self.probes + self.seed_peers + self.heartbeats + self.subscribes + self.events + self.headers
+        self.probes
+            + self.seed_peers
+            + self.heartbeats
+            + self.subscribes
+            + self.events
+            + self.headers
     }
 }
 
@@ -487,7 +492,11 @@ impl TipSubscriber for NodeLink {
             let (alive, cut, shown) = {
                 let s = net.lock();
                 let st = &s.anchors[a];
-                (st.alive, s.cut[self.node] & (1 << a) != 0, st.shown_tip(now))
+                (
+                    st.alive,
+                    s.cut[self.node] & (1 << a) != 0,
+                    st.shown_tip(now),
+                )
             };
             if !alive {
                 return Err(BackboneError::Transport(format!(
@@ -543,6 +552,9 @@ impl LocalNode for SimNode {
             node_id: self.node_id.clone(),
             timestamp_unix: self.net.now_unix_ms() / 1000,
             nonce: format!("{nonce:016x}{nonce2:016x}"),
+            protocol_version: vision_wire::PROTOCOL_VERSION,
+            protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+            unknown: Default::default(),
             http_address: self.http_address.clone(),
             p2p_address: None,
             is_anchor: false,

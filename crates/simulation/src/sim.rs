@@ -765,7 +765,8 @@ impl Sim {
                 for s in &snaps {
                     on += usize::from(s.best_anchor.as_deref() == Some(url.as_str()));
                     discounted += usize::from(s.anchor(&url).is_some_and(|o| o.is_discounted()));
-                    worst_tip_over = worst_tip_over.max(s.verified_tip_height.saturating_sub(chain));
+                    worst_tip_over =
+                        worst_tip_over.max(s.verified_tip_height.saturating_sub(chain));
                 }
                 if all_discounted.is_none() && discounted == n {
                     all_discounted = Some(self.net.elapsed_ms() - t0);

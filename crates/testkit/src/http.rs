@@ -36,11 +36,26 @@ fn request(
     body: &[u8],
     ctype: &str,
 ) -> Result<HttpAnswer, String> {
+    request_with(addr, method, path, body, ctype, &[])
+}
+
+fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    ctype: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpAnswer, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra}\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
@@ -86,6 +101,25 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// `GET path`.
 pub fn get(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
     request(addr, "GET", path, b"", "application/json")
+}
+
+/// `GET path` asking for the binary form (`Accept: application/octet-stream`).
+pub fn get_binary(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
+    get_with(addr, path, &[("Accept", "application/octet-stream")])
+}
+
+/// `POST path` with a binary body (`application/octet-stream`).
+pub fn post_bytes(addr: SocketAddr, path: &str, body: &[u8]) -> Result<HttpAnswer, String> {
+    request(addr, "POST", path, body, "application/octet-stream")
+}
+
+/// `GET path` with extra request headers (`If-None-Match`, `Accept`, ...).
+pub fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<HttpAnswer, String> {
+    request_with(addr, "GET", path, b"", "application/json", headers)
 }
 
 /// `GET path` as JSON.

@@ -126,19 +126,33 @@ impl Api {
         let mut tips = core.subscribe_tip();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let stop = core.events.shutdown.clone();
+        let if_none_match = req.headers.get(hyper::header::IF_NONE_MATCH);
         loop {
             let tip = core.chain();
-            if known != Some(tip.hash) || tokio::time::Instant::now() >= deadline {
-                let mut r = json_response(
-                    StatusCode::OK,
-                    &TipResponse {
-                        height: tip.height,
-                        hash: tip.hash.to_hex(),
-                        changed: known != Some(tip.hash),
-                    },
-                );
+            let etag = tip_etag(tip.height, &tip.hash);
+            // A tag naming the current tip is as good as `known` = that tip.
+            let tag_current = if_none_match.is_some_and(|v| super::status::etag_matches(v, &etag));
+            let unchanged = known == Some(tip.hash) || (known.is_none() && tag_current);
+            if !unchanged || tokio::time::Instant::now() >= deadline {
+                let mut r = if unchanged && tag_current {
+                    crate::http::bytes_response(
+                        StatusCode::NOT_MODIFIED,
+                        "application/json",
+                        Bytes::new(),
+                    )
+                } else {
+                    json_response(
+                        StatusCode::OK,
+                        &TipResponse {
+                            height: tip.height,
+                            hash: tip.hash.to_hex(),
+                            changed: !unchanged,
+                        },
+                    )
+                };
                 r.headers_mut()
                     .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r.headers_mut().insert(hyper::header::ETAG, etag);
                 return Ok(r);
             }
             tokio::select! {
@@ -148,6 +162,14 @@ impl Api {
             }
         }
     }
+}
+
+/// The `ETag` of `GET /api/tip`: a weak tag of the tip (height and hash); an
+/// `If-None-Match` naming the current tip waits like `known` and then answers
+/// `304 Not Modified` if the tip did not change.
+pub(super) fn tip_etag(height: u64, hash: &Hash32) -> HeaderValue {
+    HeaderValue::from_str(&format!("W/\"{height}-{}\"", hash.to_hex()))
+        .expect("digits, hex and quotes are a header value")
 }
 
 fn gone() -> ApiError {

@@ -13,12 +13,11 @@ use serde::Serialize;
 use vision_store::StoreError;
 use vision_wire::{MempoolResponse, TxJson};
 
-use crate::http::{
-    ApiError, ConnRefusal, Handler, Request, Response, bytes_response, json_response,
-};
+use crate::http::{ApiError, ConnRefusal, Handler, Request, Response, json_response};
 use crate::ratelimit::RouteClass;
 use crate::shared::NodeShared;
 
+pub mod cache;
 mod chain;
 mod events;
 mod exchange;
@@ -99,6 +98,7 @@ impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let t = Instant::now();
         let method = req.method.clone();
+        let if_none_match = req.headers.get(hyper::header::IF_NONE_MATCH).cloned();
         // Rate limits per client address and route class, before any work; the
         // host's own 127.0.0.1/::1 and admin-token holders pass.
         let class = route_class(&method, &req.path);
@@ -118,6 +118,7 @@ impl Handler for Api {
                 retry_after_s,
             )
             .into_response();
+            let resp = cache::finish(&method, None, resp);
             self.0.core.metrics.observe_request(
                 "rate_limited",
                 method.as_str(),
@@ -129,11 +130,16 @@ impl Handler for Api {
         let (route, resp) = if method == Method::GET && req.path == "/api/status" {
             // The hot route: answered from the status snapshot without entering the
             // router, whose (large) future stays boxed on the slow path below.
-            ("/api/status", self.0.status_response())
+            (
+                "/api/status",
+                self.0
+                    .status_response(req.headers.get(hyper::header::IF_NONE_MATCH)),
+            )
         } else {
             let (route, result) = Box::pin(self.route(req)).await;
             (route, result.unwrap_or_else(ApiError::into_response))
         };
+        let resp = cache::finish(&method, if_none_match.as_ref(), resp);
         self.0.core.metrics.observe_request(
             route,
             method.as_str(),
@@ -145,6 +151,10 @@ impl Handler for Api {
 
     fn on_refused(&self, why: ConnRefusal) {
         self.0.core.metrics.connection_refused(why.as_str());
+    }
+
+    fn on_closed_unserved(&self, _why: ConnRefusal, held: std::time::Duration) {
+        self.0.core.metrics.unserved_connection_closed(held);
     }
 }
 
@@ -316,16 +326,7 @@ impl Api {
             };
         }
         match segs {
-            [] | [""] => only!(
-                "/",
-                get,
-                "GET",
-                Ok(bytes_response(
-                    StatusCode::OK,
-                    "text/html; charset=utf-8",
-                    Bytes::from_static(PANEL_HTML.as_bytes())
-                ))
-            ),
+            [] | [""] => only!("/", get, "GET", Ok(cache::panel())),
             ["healthz"] => only!(
                 "/healthz",
                 get,
@@ -343,7 +344,14 @@ impl Api {
                         .and_then(|v| v.to_str().ok())
                 ))
             ),
-            ["api", "status"] => only!("/api/status", get, "GET", Ok(self.0.status_response())),
+            ["api", "status"] => only!(
+                "/api/status",
+                get,
+                "GET",
+                Ok(self
+                    .0
+                    .status_response(req.headers.get(hyper::header::IF_NONE_MATCH)))
+            ),
             ["api", "health"] => only!("/api/health", get, "GET", Ok(self.0.health_response())),
             ["api", "exchange", "ready"] => only!(
                 "/api/exchange/ready",

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use hyper::StatusCode;
+use hyper::header::{ETAG, HeaderValue};
 use vision_wire::{ExchangeReady, HealthLevel, HealthResponse, SubsystemHealth};
 
 use crate::http::{Response, bytes_response, json_response};
@@ -12,16 +13,30 @@ use crate::metrics::{AnchorScrape, Scrape};
 use crate::shared::NodeShared;
 use crate::view::ViewOwner;
 
+/// Does an `If-None-Match` header name `tag`? Weak comparison (RFC 9110 §13.1.2:
+/// `W/` prefixes ignored), a comma-separated list, or `*`; one rule for every
+/// route ([`super::cache::if_none_match_names`]).
+pub(super) fn etag_matches(if_none_match: &HeaderValue, tag: &HeaderValue) -> bool {
+    super::cache::if_none_match_names(if_none_match.as_bytes(), tag.as_bytes())
+}
+
 impl NodeShared {
     /// `GET /api/status` as a response: the published view's serialised status.
     /// One arc-swap load and a reference-counted body clone: no lock, no I/O, no
     /// serialisation per request.
-    pub fn status_response(&self) -> Response {
-        bytes_response(
-            StatusCode::OK,
-            "application/json",
-            self.view.load().status_body.clone(),
-        )
+    ///
+    /// Conditional: the answer carries the view's `ETag` ([`crate::view::status_etag`]:
+    /// tip and cluster size); a request whose `If-None-Match` names it gets `304 Not
+    /// Modified` with no body, which is what the backbone probe loop sends.
+    pub fn status_response(&self, if_none_match: Option<&HeaderValue>) -> Response {
+        let view = self.view.load();
+        let mut r = if if_none_match.is_some_and(|v| etag_matches(v, &view.status_etag)) {
+            bytes_response(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
+        } else {
+            bytes_response(StatusCode::OK, "application/json", view.status_body.clone())
+        };
+        r.headers_mut().insert(ETAG, view.status_etag.clone());
+        r
     }
 
     /// Publish a new view now (after a change the next read must show).
@@ -213,6 +228,7 @@ impl NodeShared {
         let store_bytes = std::fs::metadata(self.core.store.path())
             .map(|m| m.len())
             .unwrap_or(0);
+        self.core.metrics.mirrors(&v.sync.mirrors);
         let (content_type, text) = self.core.metrics.render_for(
             &Scrape {
                 backbone_connected: v.backbone.connected,

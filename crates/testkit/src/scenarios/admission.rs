@@ -49,13 +49,15 @@ const MEMBERS_PER_NETGROUP_MAX: usize = 32;
 const PER_IP_CONNECTIONS_MAX: usize = 32;
 /// Connections the counting listener may see in the Sybil flood.
 const LISTENER_CONNECTIONS_MAX: u64 = 10;
-/// Bound on a silent socket's life (first-byte deadline 3 s, header timeout 5 s,
-/// plus the sweep and slack).
-const SILENT_CLOSE_BOUND: Duration = Duration::from_millis(6_500);
-/// Bound on the longest silent socket's life: its life as the client sees it includes
-/// the time it waited in the listen backlog before the node accepted it, which a
-/// connect storm on a loaded 2-core machine stretches.
-const SILENT_CLOSE_MAX: Duration = Duration::from_secs(10);
+/// Bound on how long the node holds a silent or slowloris socket, from accept to
+/// close, read from its `vision_http_unserved_connection_seconds` histogram (first-byte
+/// deadline 3 s, header timeout 5 s, plus the sweep): the issue's "about 6 s".
+const NODE_HELD_BOUND_S: f64 = 6.0;
+/// Bound on a silent socket's life as the client sees it. It includes the time the
+/// socket waited in the kernel's listen backlog before the node accepted it, which a
+/// connect storm on a loaded 2-core machine stretches (CI saw 7.2 s once); the node's
+/// own measure above is the real bound, this one only catches a node that never closes.
+const SILENT_CLOSE_MAX: Duration = Duration::from_secs(15);
 /// `/api/status` p99 bound on new connections during the socket flood.
 const STATUS_P99_BOUND: Duration = Duration::from_millis(100);
 
@@ -237,6 +239,9 @@ fn hello_body(key: &SecretKey, http_address: &str) -> Vec<u8> {
         node_id: key.address().to_hex(),
         timestamp_unix: now_unix(),
         nonce: fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: http_address.into(),
         p2p_address: None,
         is_anchor: false,
@@ -255,6 +260,9 @@ fn heartbeat_body(key: &SecretKey, http_address: &str, p2p_address: Option<&str>
         node_id: key.address().to_hex(),
         timestamp_unix: now_unix(),
         nonce: fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: http_address.into(),
         p2p_address: p2p_address.map(str::to_string),
         is_anchor: false,
@@ -476,6 +484,41 @@ fn honest_signers(
         }
         Ok(n)
     })
+}
+
+/// From the node's `vision_http_unserved_connection_seconds` histogram: how many
+/// connections it closed unserved, and the smallest bucket bound holding all of them
+/// (infinite if some exceeded every bound).
+fn unserved_held(addr: SocketAddr) -> Result<(u64, f64), String> {
+    let m = get(addr, "/metrics")?;
+    let text = String::from_utf8_lossy(&m.body);
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    let mut count = None;
+    for l in text.lines() {
+        let value = || l.rsplit(' ').next()?.parse::<f64>().ok();
+        if let Some(rest) = l.strip_prefix("vision_http_unserved_connection_seconds_bucket{le=\"") {
+            let le = rest.split('"').next().unwrap_or("");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().map_err(|_| format!("bad bucket line {l:?}"))?
+            };
+            buckets.push((
+                le,
+                value().ok_or_else(|| format!("bad bucket line {l:?}"))? as u64,
+            ));
+        } else if l.starts_with("vision_http_unserved_connection_seconds_count") {
+            count = value().map(|v| v as u64);
+        }
+    }
+    let count = count.ok_or("/metrics has no vision_http_unserved_connection_seconds")?;
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let max = buckets
+        .iter()
+        .find(|(_, n)| *n >= count)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::INFINITY);
+    Ok((count, max))
 }
 
 fn metric_sum(addr: SocketAddr, name: &str) -> Result<f64, String> {
@@ -1037,6 +1080,7 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
             .unwrap_or_default()
     };
     let (p50, p99) = (p(0.5), p(0.99));
+    let (node_closed, node_held_max) = unserved_held(node)?;
     let mut lives = lives_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
     lives.sort_unstable();
     let life_p99 = Duration::from_millis(
@@ -1048,7 +1092,7 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     let longest = Duration::from_millis(lives.last().copied().unwrap_or(0));
     let slow_life = Duration::from_millis(slow_longest.load(Ordering::Relaxed));
     let summary = format!(
-        "{} status probes from {STRANGER_SRC}: p50 {:.1} ms, p99 {:.1} ms, {failures} failed; silent sockets: {} refused at once, {} closed later (life p99 {:.1}s, longest {:.1}s); slowloris cut after {:.1}s; most held by {FLOOD_SRC} at once {max_held}",
+        "{} status probes from {STRANGER_SRC}: p50 {:.1} ms, p99 {:.1} ms, {failures} failed; silent sockets: {} refused at once, {} closed later (client-side life p99 {:.1}s, longest {:.1}s); slowloris cut after {:.1}s; the node closed {node_closed} unserved, each within {node_held_max}s of accept; most held by {FLOOD_SRC} at once {max_held}",
         lat.len(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
@@ -1061,7 +1105,10 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     if failures > 0 || lat.is_empty() || p99 > STATUS_P99_BOUND {
         return Err(format!("status starved: {summary}"));
     }
-    if life_p99 > SILENT_CLOSE_BOUND || longest > SILENT_CLOSE_MAX || slow_life > SILENT_CLOSE_BOUND
+    if node_closed == 0
+        || node_held_max > NODE_HELD_BOUND_S
+        || longest > SILENT_CLOSE_MAX
+        || slow_life > SILENT_CLOSE_MAX
     {
         return Err(format!("idle sockets lived too long: {summary}"));
     }

@@ -9,7 +9,8 @@
 //! without namespaces, so two groups that cannot see each other are two anchors
 //! that do not name each other as seeds, with members seeded with one anchor only
 //! and the data plane off: no route connects the groups. Healing is restarting one
-//! side with both anchors as seeds.
+//! side with both anchors as seeds. The partition with real links — namespaces and
+//! an nftables cut, which need root — is `super::partition`.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -118,7 +119,7 @@ fn member_spec(name: &str, seeds: &[String]) -> NodeSpec {
 
 /// Do these nodes report one tip at this instant? (Mining never stops, so callers
 /// poll until an instant where they agree.)
-fn one_tip(c: &Cluster, nodes: &[usize]) -> Result<bool, String> {
+pub(super) fn one_tip(c: &Cluster, nodes: &[usize]) -> Result<bool, String> {
     let mut tips = HashSet::new();
     for &i in nodes {
         tips.insert(c.nodes[i].status()?.tip_hash);
@@ -342,12 +343,17 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
             paused += 1;
         }
         if st.sync.network_tip >= 1_000_000 {
-            return Err(format!("{behaviour:?}: network tip {} believed", st.sync.network_tip));
+            return Err(format!(
+                "{behaviour:?}: network tip {} believed",
+                st.sync.network_tip
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     if paused > 0 {
-        return Err(format!("{behaviour:?}: miner paused in {paused} of 10 samples"));
+        return Err(format!(
+            "{behaviour:?}: miner paused in {paused} of 10 samples"
+        ));
     }
     let st = c.nodes[v].status()?;
     let err = st.http_backbone.last_error.unwrap_or_default();
@@ -367,7 +373,9 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
         ));
     }
     c.nodes[v].stop();
-    Ok(format!("{kind}: discounted after {discounted_s:.1}s, miner never paused for it"))
+    Ok(format!(
+        "{kind}: discounted after {discounted_s:.1}s, miner never paused for it"
+    ))
 }
 
 /// `fault:kill9-mining`: a member mining against an anchor is killed with SIGKILL
