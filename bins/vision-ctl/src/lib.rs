@@ -1186,6 +1186,7 @@ mod tests {
             progress: 0.33,
             blocks_per_s: 120.0,
             eta_s: Some(725),
+            mirrors: Vec::new(),
         };
         assert_eq!(
             progress_line(&sync),

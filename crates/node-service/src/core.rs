@@ -16,7 +16,7 @@ use vision_chain::{
     PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
-use vision_store::{AcceptOutcome, ChainStore, StoreError};
+use vision_store::{AcceptOutcome, Admission, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
 use crate::events::EventHub;
@@ -233,28 +233,53 @@ impl Core {
 
     /// Import a block from anywhere. Blocking (one durable commit): call it from
     /// a blocking context (`spawn_blocking`, a miner thread).
+    ///
+    /// Held to every side-branch bound ([`Admission::Unsolicited`]): a block off
+    /// the main chain outside them is [`StoreError::SideBranch`], counted in
+    /// `vision_blocks_refused_total{reason}`.
     pub fn import_block(&self, block: &Block, origin: Origin) -> Result<AcceptOutcome, StoreError> {
-        let outcome = self.store.accept_block(block, now_ms())?;
+        let outcome = self
+            .store
+            .accept_block_with(block, now_ms(), Admission::Unsolicited)
+            .inspect_err(|e| self.note_refused(e, origin))?;
         self.imported(block, origin, &outcome)?;
         Ok(outcome)
+    }
+
+    /// Count a block the side-branch bounds refused.
+    fn note_refused(&self, e: &StoreError, origin: Origin) {
+        if let StoreError::SideBranch { hash, refusal } = e {
+            self.metrics.block_refused(refusal.as_str());
+            tracing::debug!(
+                "[CHAIN] refused block {} from {}: {refusal}",
+                short(hash),
+                origin.as_str()
+            );
+        }
     }
 
     /// Import a run of blocks in order (sync's body batches): the store verifies
     /// the signatures of the following blocks on every core while the current one
     /// commits ([`ChainStore::accept_blocks`]); each block is then handled exactly
-    /// as [`Core::import_block`] handles it. `each` gets every block's outcome;
-    /// returning `false` stops the run. Blocking, like `import_block`.
+    /// as [`Core::import_block`] handles it, held to the side-branch bounds of
+    /// `admission` (sync passes the work of the header chain it checked:
+    /// [`Admission::Headers`]). `each` gets every block's outcome; returning
+    /// `false` stops the run. Blocking, like `import_block`.
     pub fn import_blocks(
         &self,
         blocks: &[Block],
         origin: Origin,
+        admission: Admission,
         mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
     ) -> usize {
         self.store
-            .accept_blocks(blocks, now_ms(), |block, outcome| {
+            .accept_blocks(blocks, now_ms(), admission, |block, outcome| {
                 let outcome = match outcome {
                     Ok(o) => self.imported(block, origin, &o).map(|()| o),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        self.note_refused(&e, origin);
+                        Err(e)
+                    }
                 };
                 each(block, outcome)
             })

@@ -25,7 +25,8 @@ use vision_wire::{
 };
 
 use crate::core::{Core, now_ms, now_unix};
-use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round};
+use crate::mirror::Mirrors;
+use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round_with};
 use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
 /// HTTP peers (besides anchors) tried as sync sources per round.
@@ -192,6 +193,8 @@ pub struct Net {
     pub membership: Option<Mutex<Membership>>,
     /// Sync source demotions.
     pub scores: SourceScores,
+    /// Sync mirrors (`--sync-mirror`) and their scores; `None` without any.
+    pub mirrors: Option<Arc<Mirrors>>,
     /// The data plane, once started ([`Net::set_data_plane`]).
     data_plane: OnceLock<Arc<dyn DataPlane>>,
 }
@@ -209,7 +212,17 @@ impl Net {
                 heartbeat_interval_ms(cfg.probe_interval_ms),
             ))
         });
+        let mirrors = if cfg.sync_mirrors.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Mirrors::new(
+                cfg.sync_mirrors.clone(),
+                cfg.http_timeout_ms,
+                core.params,
+            )?))
+        };
         Ok(Net {
+            mirrors,
             client: Arc::new(client),
             backbone,
             peerbook: Arc::new(peerbook),
@@ -659,6 +672,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         return;
     }
     tracing::info!("[SYNC] 🔄 Starting HTTP block sync loop");
+    if let Some(m) = &net.mirrors {
+        let urls: Vec<String> = m.status(now_ms()).into_iter().map(|s| s.url).collect();
+        tracing::info!(
+            "[SYNC] block bodies from {} mirror(s) first, by hash: {}",
+            urls.len(),
+            urls.join(", ")
+        );
+    }
     let mut changes = net.backbone.subscribe();
     let mut tick =
         tokio::time::interval(Duration::from_millis(core.cfg.probe_interval_ms.max(100)));
@@ -697,7 +718,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         core.fetching
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let report = sync_round(&core, &net.scores, &sync_candidates(&net, &bb), tip_height).await;
+        let report = sync_round_with(
+            &core,
+            &net.scores,
+            net.mirrors.as_ref(),
+            &sync_candidates(&net, &bb),
+            tip_height,
+        )
+        .await;
         core.fetching
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = report

@@ -13,6 +13,11 @@
 //!
 //! The HTTP source ([`HttpSource`]) is the one that must always work: it is how a
 //! node with a dead 7072 syncs. A P2P source implements the same trait.
+//!
+//! With sync mirrors (`--sync-mirror`, [`crate::mirror`]) the headers still come
+//! from the round's source, and the bodies from the mirrors first, by hash, each
+//! checked against its header before it is taken; the source serves only what no
+//! mirror delivered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,11 +30,12 @@ use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Address, Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
 };
-use vision_store::StoreError;
+use vision_store::{Admission, StoreError};
 
 use p2p_dataplane::DataPlane;
 
 use crate::core::{Core, Origin, now_ms};
+use crate::mirror::Mirrors;
 
 /// Headers asked for per request.
 pub const HEADERS_BATCH: u32 = 1_000;
@@ -63,15 +69,91 @@ pub enum SyncError {
         /// What.
         reason: String,
     },
+    /// The source's heavier branch forks deeper below our tip than the network's
+    /// maximum reorganisation depth (`ChainParams::max_reorg_depth`): we stay on
+    /// our chain and demote the source. Following it is an operator's decision
+    /// (docs/OPERATIONS.md, "Beyond the maximum reorganisation depth").
+    #[error(
+        "source {source_name} is on a heavier branch forking at height {fork_height}, \
+         {depth} blocks below our tip: deeper than the maximum reorganisation depth of \
+         {max_depth}; staying on our chain"
+    )]
+    TooDeep {
+        /// Which.
+        source_name: String,
+        /// The last block both chains share.
+        fork_height: u64,
+        /// Our tip's distance above it.
+        depth: u64,
+        /// The bound.
+        max_depth: u64,
+    },
+    /// A fetch, an import or the whole round passed its deadline
+    /// ([`crate::config::SyncDeadlines`]): abandoned, and the round goes on with
+    /// another source.
+    #[error(
+        "source {source_name}: abandoned after {after_ms} ms waiting on {waited_on} \
+         ({imported} blocks imported in this round)"
+    )]
+    Stalled {
+        /// Which.
+        source_name: String,
+        /// The deadline that passed.
+        stage: Stage,
+        /// What the round was waiting on, in words (for the log).
+        waited_on: String,
+        /// How long it waited.
+        after_ms: u64,
+        /// Blocks imported in the round before it was abandoned (kept).
+        imported: u64,
+    },
     /// Our own store failed.
     #[error("local store: {0}")]
     Store(String),
 }
 
+/// Which deadline abandoned a round: the label of
+/// `vision_sync_rounds_abandoned_total{waited_on}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A headers request.
+    Headers,
+    /// A blocks request.
+    Blocks,
+    /// Importing a fetched batch.
+    Import,
+    /// The whole round.
+    Round,
+}
+
+impl Stage {
+    /// Every stage, for pre-registering the metric's series.
+    pub const ALL: [Stage; 4] = [Stage::Headers, Stage::Blocks, Stage::Import, Stage::Round];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Headers => "headers",
+            Stage::Blocks => "blocks",
+            Stage::Import => "import",
+            Stage::Round => "round",
+        }
+    }
+}
+
 impl SyncError {
     /// Should the source be demoted?
     pub fn demotes(&self) -> bool {
-        matches!(self, SyncError::Invalid { .. })
+        match self {
+            SyncError::Invalid { .. } | SyncError::TooDeep { .. } => true,
+            // A source that stalled is skipped for a while, so the next rounds do
+            // not wait on it again; a round cut by its own deadline while blocks
+            // kept coming only ran long.
+            SyncError::Stalled {
+                stage, imported, ..
+            } => *stage != Stage::Round || *imported == 0,
+            _ => false,
+        }
     }
 }
 
@@ -165,6 +247,8 @@ pub struct SyncReport {
     pub imported: u64,
     /// Our tip height after the round.
     pub height: u64,
+    /// Bodies that came from sync mirrors (the rest from the source).
+    pub from_mirrors: u64,
 }
 
 fn unreachable(src: &impl BlockSource, e: String) -> SyncError {
@@ -193,17 +277,87 @@ fn store_err(e: StoreError) -> SyncError {
     SyncError::Store(e.to_string())
 }
 
+/// What one round is doing, for the message of a round abandoned by its deadline.
+#[derive(Debug, Default)]
+struct RoundWatch {
+    waiting_on: Mutex<String>,
+    imported: std::sync::atomic::AtomicU64,
+}
+
+impl RoundWatch {
+    fn at(&self, what: String) {
+        *self.waiting_on.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    fn waiting_on(&self) -> String {
+        self.waiting_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn imported(&self) -> u64 {
+        self.imported.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `fut` within `deadline_ms`, else [`SyncError::Stalled`] naming `what`.
+async fn within<T>(
+    src_name: &str,
+    watch: &RoundWatch,
+    stage: Stage,
+    deadline_ms: u64,
+    what: String,
+    fut: impl Future<Output = Result<T, SyncError>>,
+) -> Result<T, SyncError> {
+    watch.at(what.clone());
+    match tokio::time::timeout(Duration::from_millis(deadline_ms), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src_name.to_string(),
+            stage,
+            waited_on: what,
+            after_ms: deadline_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+/// A headers request to `src`, within the fetch deadline.
+async fn fetch_headers(
+    core: &Core,
+    src: &impl BlockSource,
+    watch: &RoundWatch,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<BlockHeader>, SyncError> {
+    within(
+        src.name(),
+        watch,
+        Stage::Headers,
+        core.cfg.sync_deadlines.fetch_ms,
+        format!("headers from height {from} (at most {limit})"),
+        async {
+            src.headers(from, limit)
+                .await
+                .map_err(|e| unreachable(src, e))
+        },
+    )
+    .await
+}
+
 /// Find the highest height at which the source's main chain and ours agree:
 /// step back exponentially from `start` until the hashes match, then walk forward.
 async fn common_ancestor(
     core: &Arc<Core>,
     src: &impl BlockSource,
+    watch: &RoundWatch,
     start: u64,
 ) -> Result<u64, SyncError> {
     let mut h = start;
     let mut step = 1u64;
     let found = loop {
-        let remote = src.headers(h, 1).await.map_err(|e| unreachable(src, e))?;
+        let remote = fetch_headers(core, src, watch, h, 1).await?;
         let Some(rh) = remote.first() else {
             // The source is shorter than `h`: look lower.
             if h == 0 {
@@ -238,15 +392,119 @@ async fn common_ancestor(
     Ok(found)
 }
 
-/// One sync round against `src`, which claims a tip at `target_height`.
+/// One batch of bodies for `headers` (consecutive, the first at `headers[0].height`):
+/// from the mirrors first when there are any, the source for the rest. Returns
+/// the blocks in order (fewer when the source served fewer) and how many came
+/// from mirrors. Whether each block matches its header is the importer's check.
+/// Each request to the source is held to the fetch deadline; the mirrors to their
+/// own timeout (a stalling mirror costs itself, never the source).
+async fn fetch_batch(
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    headers: &[BlockHeader],
+    watch: &RoundWatch,
+    fetch_ms: u64,
+) -> Result<(Vec<Block>, u64), SyncError> {
+    let Some(first) = headers.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    let Some(mirrors) = mirrors.filter(|m| !m.is_empty()) else {
+        let got = source_blocks(src, watch, fetch_ms, first.height, headers.len() as u32).await?;
+        return Ok((got, 0));
+    };
+    let mut slots = mirrors.fetch_all(headers).await;
+    let from_mirrors = slots.iter().filter(|b| b.is_some()).count() as u64;
+    // What no mirror delivered: from the source, one range per gap.
+    while let Some(a) = slots.iter().position(Option::is_none) {
+        let b = slots[a..]
+            .iter()
+            .position(Option::is_some)
+            .map_or(slots.len(), |k| a + k);
+        let got = source_blocks(src, watch, fetch_ms, headers[a].height, (b - a) as u32).await?;
+        if got.is_empty() {
+            return Err(invalid(
+                src,
+                format!("withheld blocks from height {}", headers[a].height),
+            ));
+        }
+        for (slot, block) in slots[a..b].iter_mut().zip(got) {
+            *slot = Some(block);
+        }
+    }
+    Ok((slots.into_iter().flatten().collect(), from_mirrors))
+}
+
+/// A blocks request to `src`, within the fetch deadline.
+async fn source_blocks(
+    src: &impl BlockSource,
+    watch: &RoundWatch,
+    fetch_ms: u64,
+    from: u64,
+    n: u32,
+) -> Result<Vec<Block>, SyncError> {
+    within(
+        src.name(),
+        watch,
+        Stage::Blocks,
+        fetch_ms,
+        format!(
+            "blocks {from}..={} from {}",
+            from + (n as u64).saturating_sub(1),
+            src.name()
+        ),
+        async { src.blocks(from, n).await.map_err(|e| unreachable(src, e)) },
+    )
+    .await
+}
+
+/// One sync round against `src`, which claims a tip at `target_height`, within the
+/// round deadline (each fetch and each batch import within its own:
+/// [`crate::config::SyncDeadlines`]). Blocks imported before a deadline passed are
+/// kept.
 pub async fn sync_from(
     core: &Arc<Core>,
     src: &impl BlockSource,
     target_height: u64,
 ) -> Result<SyncReport, SyncError> {
+    sync_from_with(core, src, None, target_height).await
+}
+
+/// [`sync_from`], with bodies from `mirrors` first.
+pub async fn sync_from_with(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    target_height: u64,
+) -> Result<SyncReport, SyncError> {
+    let watch = RoundWatch::default();
+    let round_ms = core.cfg.sync_deadlines.round_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(round_ms),
+        round(core, src, mirrors, target_height, &watch),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src.name().to_string(),
+            stage: Stage::Round,
+            waited_on: format!("the round (at {})", watch.waiting_on()),
+            after_ms: round_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+async fn round(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    target_height: u64,
+    watch: &RoundWatch,
+) -> Result<SyncReport, SyncError> {
     let local = core.chain();
     let start = local.height.min(target_height);
-    let mut common = common_ancestor(core, src, start).await?;
+    let mut common = common_ancestor(core, src, watch, start).await?;
     let store = core.store.clone();
     let common_hash = blocking(move || store.hash_at(common))
         .await?
@@ -276,10 +534,7 @@ pub async fn sync_from(
     let mut expected: Vec<BlockHeader> = Vec::new();
     let mut next = common + 1;
     loop {
-        let batch = src
-            .headers(next, HEADERS_BATCH)
-            .await
-            .map_err(|e| unreachable(src, e))?;
+        let batch = fetch_headers(core, src, watch, next, HEADERS_BATCH).await?;
         if batch.is_empty() {
             break;
         }
@@ -328,112 +583,160 @@ pub async fn sync_from(
             break;
         }
     }
-    let ours = core.chain().cumulative_work;
-    if expected.is_empty() || branch_work <= ours {
-        report.height = core.chain().height;
+    let ours = core.chain();
+    if expected.is_empty() || branch_work <= ours.cumulative_work {
+        report.height = ours.height;
         return Ok(report);
     }
+    // Headers first: a heavier branch that forks deeper than the reorg bound is
+    // refused here, before any body is fetched.
+    let depth = ours.height.saturating_sub(common);
+    if depth > core.params.max_reorg_depth {
+        return Err(SyncError::TooDeep {
+            source_name: src.name().to_string(),
+            fork_height: common,
+            depth,
+            max_depth: core.params.max_reorg_depth,
+        });
+    }
+    // The bodies are held to the header chain checked above: its work proves the
+    // branch heavier, so the store waives the unsolicited side-branch bounds for
+    // them (not the depth bound).
+    let admission = Admission::Headers { work: branch_work };
     core.note_header_progress(expected.last().map(|h| h.height).unwrap_or(0));
 
     // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
-    let first = expected[0].height;
-    let last = expected[expected.len() - 1].height;
+    let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
+    let import_ms = core.cfg.sync_deadlines.import_ms;
+    let mirrored = std::sync::atomic::AtomicU64::new(0);
     let fetch = {
-        let src_name = src.name().to_string();
+        let wanted = &expected;
+        let mirrored = &mirrored;
         async move {
-            let mut from = first;
-            while from <= last {
-                let n = ((last - from + 1) as u32).min(BLOCKS_BATCH);
-                let r = src
-                    .blocks(from, n)
-                    .await
-                    .map_err(|e| SyncError::Unreachable {
-                        source_name: src_name.clone(),
-                        error: e,
-                    });
+            let mut i = 0usize;
+            while i < wanted.len() {
+                let n = (wanted.len() - i).min(BLOCKS_BATCH as usize);
+                let r = fetch_batch(src, mirrors, &wanted[i..i + n], watch, fetch_ms).await;
                 let stop = r.is_err();
-                let got = r.as_ref().map(|b| b.len() as u64).unwrap_or(0);
-                if tx.send(r).await.is_err() || stop {
+                let got = r.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
+                let m = r.as_ref().map(|(_, m)| *m).unwrap_or(0);
+                mirrored.fetch_add(m, std::sync::atomic::Ordering::Relaxed);
+                if tx.send(r.map(|(b, _)| b)).await.is_err() || stop {
                     return;
                 }
                 if got == 0 {
                     let _ = tx
-                        .send(Err(SyncError::Invalid {
-                            source_name: src_name.clone(),
-                            reason: format!("withheld blocks from height {from}"),
-                        }))
+                        .send(Err(invalid(
+                            src,
+                            format!("withheld blocks from height {}", wanted[i].height),
+                        )))
                         .await;
                     return;
                 }
-                from += got;
+                i += got;
             }
         }
     };
-    let import = async {
-        let mut idx = 0usize;
-        while let Some(batch) = rx.recv().await {
-            let batch = batch?;
-            for b in &batch {
-                let Some(h) = expected.get(idx) else {
-                    return Err(invalid(src, "served more blocks than headers"));
+    let import =
+        async {
+            let mut idx = 0usize;
+            while let Some(batch) = rx.recv().await {
+                let batch = batch?;
+                for b in &batch {
+                    let Some(h) = expected.get(idx) else {
+                        return Err(invalid(src, "served more blocks than headers"));
+                    };
+                    if b.header != *h {
+                        return Err(invalid(
+                            src,
+                            format!("block at height {} does not match its header", h.height),
+                        ));
+                    }
+                    idx += 1;
+                }
+                let c = core.clone();
+                let span = match (batch.first(), batch.last()) {
+                    (Some(a), Some(b)) => {
+                        format!("import of blocks {}..={}", a.header.height, b.header.height)
+                    }
+                    _ => "import of an empty batch".to_string(),
                 };
-                if b.header != *h {
-                    return Err(invalid(
-                        src,
-                        format!("block at height {} does not match its header", h.height),
-                    ));
-                }
-                idx += 1;
-            }
-            let c = core.clone();
-            // One run per batch: the store verifies the next blocks' signatures on
-            // every core while the current block commits.
-            let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
-                let mut n = 0;
-                let mut failed = None;
-                c.import_blocks(&batch, Origin::Sync, |b, outcome| match outcome {
-                    Ok(_) => {
-                        n += 1;
-                        true
+                // One run per batch: the store verifies the next blocks' signatures on
+                // every core while the current block commits. Past the deadline the
+                // round stops waiting (the import finishes on its thread; what it
+                // committed stays).
+                let imported =
+                    within(
+                        src.name(),
+                        watch,
+                        Stage::Import,
+                        import_ms,
+                        span,
+                        blocking(move || -> Result<u64, (Hash32, StoreError)> {
+                            let mut n = 0;
+                            let mut failed = None;
+                            c.import_blocks(&batch, Origin::Sync, admission, |b, outcome| {
+                                match outcome {
+                                    Ok(_) => {
+                                        n += 1;
+                                        true
+                                    }
+                                    Err(StoreError::AlreadyKnown(_)) => true,
+                                    Err(e) => {
+                                        failed = Some((b.hash(), e));
+                                        false
+                                    }
+                                }
+                            });
+                            failed.map_or(Ok(n), Err)
+                        }),
+                    )
+                    .await?;
+                match imported {
+                    Ok(n) => {
+                        report.imported += n;
+                        watch
+                            .imported
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(StoreError::AlreadyKnown(_)) => true,
-                    Err(e) => {
-                        failed = Some((b.hash(), e));
-                        false
+                    Err((
+                        hash,
+                        e @ (StoreError::Invalid { .. }
+                        | StoreError::InvalidBranch { .. }
+                        | StoreError::InvalidParent { .. }
+                        | StoreError::KnownInvalid(_)
+                        | StoreError::SideBranch { .. }
+                        | StoreError::Orphan { .. }),
+                    )) => {
+                        return Err(invalid(src, format!("block {hash}: {e}")));
                     }
-                });
-                failed.map_or(Ok(n), Err)
-            })
-            .await?;
-            match imported {
-                Ok(n) => report.imported += n,
-                Err((
-                    hash,
-                    e @ (StoreError::Invalid { .. }
-                    | StoreError::InvalidBranch { .. }
-                    | StoreError::InvalidParent { .. }
-                    | StoreError::KnownInvalid(_)
-                    | StoreError::Orphan { .. }),
-                )) => {
-                    return Err(invalid(src, format!("block {hash}: {e}")));
+                    Err((_, e)) => return Err(store_err(e)),
                 }
-                Err((_, e)) => return Err(store_err(e)),
+                core.note_header_progress(core.chain().height);
+                if idx == expected.len() {
+                    break;
+                }
             }
-            core.note_header_progress(core.chain().height);
-            if idx == expected.len() {
-                break;
+            if idx < expected.len() {
+                return Err(invalid(
+                    src,
+                    format!("withheld blocks: {} of {} served", idx, expected.len()),
+                ));
             }
+            Ok(())
+        };
+    // The importer decides: when it stops (done, or an error), the fetcher is
+    // dropped with it, never left waiting on a full channel.
+    let result = {
+        tokio::pin!(fetch);
+        tokio::pin!(import);
+        tokio::select! {
+            r = &mut import => r,
+            () = &mut fetch => import.await,
         }
-        if idx < expected.len() {
-            return Err(invalid(
-                src,
-                format!("withheld blocks: {} of {} served", idx, expected.len()),
-            ));
-        }
-        Ok(())
     };
-    let (_, result) = tokio::join!(fetch, import);
+    report.from_mirrors = mirrored.load(std::sync::atomic::Ordering::Relaxed);
     result?;
     report.height = core.chain().height;
     Ok(report)
@@ -483,16 +786,35 @@ pub async fn sync_round(
     candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
+    sync_round_with(core, scores, None, candidates, target_height).await
+}
+
+/// [`sync_round`], with bodies from `mirrors` first.
+pub async fn sync_round_with(
+    core: &Arc<Core>,
+    scores: &SourceScores,
+    mirrors: Option<&Arc<Mirrors>>,
+    candidates: &[Source],
+    target_height: u64,
+) -> Option<SyncReport> {
     for src in candidates {
         if !scores.usable(src.name(), now_ms()) {
             continue;
         }
-        match sync_from(core, src, target_height).await {
+        match sync_from_with(core, src, mirrors, target_height).await {
             Ok(r) => {
                 scores.reward(src.name());
                 if r.imported > 0 {
+                    let bodies = if mirrors.is_some_and(|m| !m.is_empty()) {
+                        format!(
+                            "; bodies: {} from mirrors, the rest from the source",
+                            r.from_mirrors
+                        )
+                    } else {
+                        String::new()
+                    };
                     tracing::info!(
-                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}",
+                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}{bodies}",
                         r.imported,
                         src.name(),
                         r.fork_height,
@@ -500,6 +822,32 @@ pub async fn sync_round(
                     );
                 }
                 return Some(r);
+            }
+            Err(SyncError::Stalled {
+                source_name,
+                stage,
+                waited_on,
+                after_ms,
+                imported,
+            }) => {
+                core.metrics.sync_round_abandoned(stage.as_str());
+                let e = SyncError::Stalled {
+                    source_name,
+                    stage,
+                    waited_on,
+                    after_ms,
+                    imported,
+                };
+                if e.demotes() {
+                    let d = scores.demote(src.name(), now_ms());
+                    tracing::warn!(
+                        "[SYNC] ⏱️ {e}; demoting it for {} s, trying another source",
+                        d.as_secs()
+                    );
+                    core.note_source_failure(src.name(), &e.to_string());
+                } else {
+                    tracing::info!("[SYNC] ⏱️ {e}; trying another source");
+                }
             }
             Err(e) if e.demotes() => {
                 let d = scores.demote(src.name(), now_ms());

@@ -30,7 +30,7 @@ use vision_wire::{
 };
 
 use crate::VERSION;
-use crate::core::{Core, now_unix};
+use crate::core::{Core, now_ms, now_unix};
 use crate::network::Net;
 
 /// The view is recomputed at least this often (inputs without notifications).
@@ -193,6 +193,11 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
                 progress: p.progress,
                 blocks_per_s: p.blocks_per_s,
                 eta_s: p.eta_s,
+                mirrors: net
+                    .mirrors
+                    .as_ref()
+                    .map(|m| m.status(now_ms()))
+                    .unwrap_or_default(),
             }
         },
         not_ready: health.not_ready.map(|r| r.to_string()),

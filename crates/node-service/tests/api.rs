@@ -959,3 +959,261 @@ impl StatusJson for (u16, String, Vec<u8>) {
         )
     }
 }
+
+/// `POST /api/blocks` from `src` (a loopback address other than the host's own is
+/// a stranger): status, `Retry-After` and the JSON body.
+async fn post_block_from(
+    src: &str,
+    addr: SocketAddr,
+    b: &vision_chain::Block,
+) -> (u16, Option<u64>, Value) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let body = b.encode();
+    let head = format!(
+        "POST /api/blocks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let retry = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok());
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, retry, json)
+}
+
+/// Side blocks outside the bounds are refused with 409 `side_branch_refused` and not
+/// stored (too light: forking too far behind the best chain's work; height full:
+/// a fifth sibling); a stranger that keeps sending refused blocks is answered 429
+/// `blocks_throttled` with `Retry-After` before its block is looked at, while the
+/// host's own address is not throttled; `/metrics` counts each reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_blocks_beyond_the_bounds_are_refused_and_their_source_throttled() {
+    let n = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x61; 32]).address();
+    let other = SecretKey::from_seed(&[0x62; 32]).address();
+    let main = extend_by(&n, g, miner, 12).await;
+
+    // Too light: a branch off height 2 is ten blocks of work behind.
+    let light = block_on(&n, &main[1].hash(), other, vec![]);
+    let (st, _, v) = post_block_from("127.0.0.1", n.addr, &light).await;
+    assert_eq!(st, 409, "{v}");
+    assert_error_shape(&v, "side_branch_refused");
+    let (st, _) = get_json(n.addr, &format!("/api/block/{}", light.hash())).await;
+    assert_eq!(st, 404, "a refused block is not stored");
+
+    // Siblings of the tip: the height takes SIDE_BLOCKS_PER_HEIGHT_MAX of them.
+    let parent = main[10].hash();
+    for i in 0..vision_chain::SIDE_BLOCKS_PER_HEIGHT_MAX {
+        let who = SecretKey::from_seed(&[0x70 + i as u8; 32]).address();
+        let b = block_on(&n, &parent, who, vec![]);
+        assert_eq!(submit(&n, &b).await, "side_chain");
+    }
+    let full = block_on(&n, &parent, other, vec![]);
+    let (st, _, v) = post_block_from("127.0.0.1", n.addr, &full).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("height 12"), "{v}");
+
+    // A stranger sending refused blocks spends its budget, then is throttled.
+    let burst = node_service::ratelimit::REFUSED_BLOCKS_RATE.burst;
+    let (mut refused, mut throttled, mut retry) = (0u64, 0u64, None);
+    for _ in 0..burst + 10 {
+        match post_block_from("127.9.9.9", n.addr, &light).await {
+            (409, _, _) => refused += 1,
+            (429, r, v) => {
+                assert_error_shape(&v, "blocks_throttled");
+                throttled += 1;
+                retry = r;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused >= burst && refused < burst + 5, "{refused}");
+    assert!(throttled >= 5, "{throttled}");
+    assert!(retry.is_some_and(|s| s >= 1), "{retry:?}");
+    // Even a good block from it waits for the budget; the host is not throttled.
+    let next = block_on(&n, &main[11].hash(), miner, vec![]);
+    assert_eq!(post_block_from("127.9.9.9", n.addr, &next).await.0, 429);
+    assert_eq!(post_block_from("127.0.0.1", n.addr, &light).await.0, 409);
+    assert_eq!(submit(&n, &next).await, "extended");
+
+    let (_, _, m) = raw(n.addr, "GET", "/metrics", &[], b"").await;
+    let m = String::from_utf8_lossy(&m);
+    let count = |reason: &str| -> u64 {
+        let prefix = format!("vision_blocks_refused_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {m}")) as u64
+    };
+    assert!(count("too_light") >= refused + 2);
+    assert_eq!(count("height_full"), 1);
+    assert!(count("throttled_http") > throttled);
+    assert_eq!(count("too_deep"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// sync deadlines: a block source that stalls forever
+
+/// A block source at a real socket that serves `/api/headers` from `good` and
+/// never answers anything else (with `stall_headers`, not even headers): it reads
+/// each request and then holds the connection open, silent, forever.
+async fn stalling_source(good: SocketAddr, stall_headers: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    // One request head (GETs carry no body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    if stall_headers || !path.starts_with("/api/headers") {
+                        // Stall: hold the connection, answer nothing, ever.
+                        std::future::pending::<()>().await;
+                    }
+                    // Relay the request to the good node, one connection each.
+                    let mut req: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")
+                        })
+                        .collect();
+                    req.push("Connection: close");
+                    let mut up = TcpStream::connect(good).await.unwrap();
+                    up.write_all(format!("{}\r\n\r\n", req.join("\r\n")).as_bytes())
+                        .await
+                        .unwrap();
+                    let mut answer = Vec::new();
+                    up.read_to_end(&mut answer).await.unwrap();
+                    if conn.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A block source that stalls forever — silent from the first request, or serving
+/// headers and then silent on blocks — is abandoned at the sync deadline (its
+/// client would have waited a minute), logged with what the round waited on,
+/// counted by the watchdog metric and demoted; the round completes from the next
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_elsewhere() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::config::SyncDeadlines;
+    use node_service::sync::{HttpSource, Source, SourceScores, sync_round};
+    use std::sync::Arc;
+
+    let good = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x81; 32]).address();
+    let chain = extend_by(&good, g, miner, 30).await;
+    let deadline_ms = 1_000;
+    // A client that would wait a minute for an answer, and never retries: only the
+    // sync deadline can end the wait.
+    let client = Arc::new(
+        ControlPlaneClient::new(ClientConfig {
+            timeout_ms: 60_000,
+            max_retries: 0,
+            ..ClientConfig::default()
+        })
+        .unwrap(),
+    );
+    let fetch_deadline = SyncDeadlines {
+        fetch_ms: deadline_ms,
+        ..SyncDeadlines::default()
+    };
+    // A fetch deadline longer than the round's: the round's own deadline ends it.
+    let round_deadline = SyncDeadlines {
+        fetch_ms: 60_000,
+        import_ms: 60_000,
+        round_ms: deadline_ms,
+    };
+    for (stall_headers, deadlines, waited_on, says) in [
+        (
+            true,
+            fetch_deadline,
+            "headers",
+            "waiting on headers from height 0",
+        ),
+        (false, fetch_deadline, "blocks", "waiting on blocks 1..=30"),
+        (
+            false,
+            round_deadline,
+            "round",
+            "waiting on the round (at blocks 1..=30",
+        ),
+    ] {
+        let fresh = common::start_node(|c| c.sync_deadlines = deadlines).await;
+        let stalled = format!("http://{}", stalling_source(good.addr, stall_headers).await);
+        let sources = vec![
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: stalled.clone(),
+            }),
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: format!("http://{}", good.addr),
+            }),
+        ];
+        let scores = SourceScores::default();
+        let t = Instant::now();
+        let report = sync_round(&fresh.shared.core, &scores, &sources, 30)
+            .await
+            .expect("the round completes from the good source");
+        let took = t.elapsed();
+        assert_eq!(report.height, 30);
+        assert_eq!(fresh.shared.core.chain().hash, chain[29].hash());
+        // Abandoned at its deadline, not at the client's minute (loose bound).
+        assert!(
+            took < Duration::from_millis(deadline_ms * 15),
+            "{waited_on}: {took:?}"
+        );
+        assert!(
+            !scores.usable(&stalled, node_service::core::now_ms()),
+            "the stalled source is demoted"
+        );
+        let why = fresh.shared.core.source_failure(&stalled).unwrap();
+        assert!(why.contains(says) && why.contains("1000 ms"), "{why}");
+        let (_, _, m) = raw(fresh.addr, "GET", "/metrics", &[], b"").await;
+        let m = String::from_utf8_lossy(&m);
+        for stage in ["headers", "blocks", "import", "round"] {
+            let want = format!(
+                "vision_sync_rounds_abandoned_total{{waited_on=\"{stage}\"}} {}",
+                u8::from(stage == waited_on)
+            );
+            assert!(m.contains(&want), "{want} in {m}");
+        }
+    }
+}

@@ -123,6 +123,19 @@ pub struct ChainParams {
     pub max_future_drift_ms: u64,
     /// The genesis block's timestamp.
     pub genesis_timestamp_ms: u64,
+    /// The deepest reorganisation this node performs, in blocks below its tip: a
+    /// branch that forks from the main chain more than this many blocks below the
+    /// tip is refused whatever its work ([`crate::branch::SideBranchRefusal::TooDeep`]),
+    /// so the last `max_reorg_depth` blocks are the only ones a heavier chain can
+    /// replace. Beyond it the node stays on its chain, logs the deeper branch's
+    /// source and demotes it; following that branch is an operator's decision
+    /// (docs/OPERATIONS.md: resync from scratch).
+    pub max_reorg_depth: u64,
+    /// How far behind the best chain's work a side branch may be, counted in blocks
+    /// of the tip's target, for a block to be stored on it when it arrives
+    /// unsolicited (HTTP submit, P2P gossip, the miner). A branch already proven
+    /// heavier by its headers (sync) is not held to it.
+    pub side_branch_work_lag_blocks: u64,
     /// Reorg-safe depth, in blocks: a main-chain block at least this many blocks
     /// below the tip is not expected to leave the main chain. The control plane
     /// serves height-addressed ranges that lie entirely that deep as cacheable for
@@ -130,6 +143,8 @@ pub struct ChainParams {
     /// A reorganisation deeper than this is not refused by it (fork choice is most
     /// work); a cache may then hold the old branch's range until it expires, and
     /// sync, which checks every header's link, demotes the cache and reads elsewhere.
+    /// At least [`ChainParams::max_reorg_depth`], the bound that does refuse, so a
+    /// range served as settled is one this node never reorganises away.
     pub reorg_safe_depth: u64,
 }
 
@@ -152,6 +167,8 @@ pub static MAINNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
     reorg_safe_depth: 100,
 };
 
@@ -167,6 +184,8 @@ pub static TESTNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
     reorg_safe_depth: 100,
 };
 
@@ -182,6 +201,8 @@ pub static DEVNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 60_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 50,
+    side_branch_work_lag_blocks: 6,
     reorg_safe_depth: 50,
 };
 
@@ -197,6 +218,8 @@ pub static REGTEST: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 30_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
     reorg_safe_depth: 100,
 };
 
@@ -260,6 +283,18 @@ mod tests {
             );
             assert_eq!(p.matured_reward_height(p.reward_maturity + 1), Some(1));
             assert_eq!(p.genesis().header.height, 0);
+            assert!(
+                p.side_branch_work_lag_blocks < p.max_reorg_depth,
+                "an unsolicited side block never reaches the reorg bound first"
+            );
+            assert!(
+                p.max_reorg_depth >= p.reward_maturity,
+                "a reorg can undo every immature reward"
+            );
+            assert!(
+                p.reorg_safe_depth >= p.max_reorg_depth,
+                "a range served as settled is never reorganised away here"
+            );
             assert!(
                 p.reorg_safe_depth >= 6,
                 "the blocks near the tip are never served as settled"

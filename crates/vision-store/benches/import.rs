@@ -26,7 +26,7 @@ use vision_chain::{
     Account, AccountView, Address, Block, Mempool, MempoolConfig, Network, SecretKey, Transaction,
     build_block, solve, verify_batch,
 };
-use vision_store::{ChainStore, OpenOptions};
+use vision_store::{Admission, ChainStore, OpenOptions};
 
 const NET: Network = Network::Regtest;
 const NOW_MS: u64 = u64::MAX / 4;
@@ -165,7 +165,7 @@ fn import_benches(c: &mut Criterion) {
                 let store = fresh_store(&dir, &mut n, &p);
                 let run = &p.timed[..left.min(p.timed.len())];
                 let start = Instant::now();
-                store.accept_blocks(run, NOW_MS, |_, r| {
+                store.accept_blocks(run, NOW_MS, Admission::Unsolicited, |_, r| {
                     black_box(r.unwrap());
                     true
                 });
@@ -243,7 +243,7 @@ fn import_one_by_one(
 fn import_run(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) -> Duration {
     let store = fresh_store(dir, n, p);
     let start = Instant::now();
-    store.accept_blocks(&p.timed, NOW_MS, |_, r| {
+    store.accept_blocks(&p.timed, NOW_MS, Admission::Unsolicited, |_, r| {
         r.unwrap();
         true
     });

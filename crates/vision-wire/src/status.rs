@@ -88,6 +88,31 @@ pub struct SyncStatus {
     /// no measurable rate.
     #[serde(default)]
     pub eta_s: Option<u64>,
+    /// The sync mirrors (`--sync-mirror`) block bodies are fetched from, each with
+    /// its score; empty without mirrors.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorStatus>,
+}
+
+/// One sync mirror in `sync.mirrors`: an untrusted source of block bodies, every
+/// block checked against the header it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    /// The mirror as configured, normalised (`http://host:port[/prefix]`).
+    pub url: String,
+    /// 0..=100: up with every block that checks out, down with every failure
+    /// (most for a wrong or corrupt block). Mirrors are tried best first.
+    pub score: u32,
+    /// Tried now; `false` while it is skipped after a failure.
+    pub usable: bool,
+    /// Blocks it served that checked out.
+    pub blocks_ok: u64,
+    /// Blocks it served that did not match the header asked for, or did not decode.
+    pub blocks_bad: u64,
+    /// Requests that failed otherwise (timeout, refused, an error status, 404).
+    pub failures: u64,
+    /// Why it was last scored down, if ever.
+    pub last_error: Option<String>,
 }
 
 /// What a status without `progress` (an older node) means: caught up.

@@ -11,7 +11,7 @@ use super::{
     Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, cache, limit, ok_json, param_u64,
     parse_json, store_err,
 };
-use crate::core::{Origin, SubmitTxError};
+use crate::core::{Origin, SubmitTxError, now_ms};
 use crate::http::{ApiError, Request, Response, json_response};
 
 /// A JSON 200 with an `ETag` and `policy` (see [`cache`]).
@@ -166,6 +166,17 @@ impl Api {
     }
 
     pub(super) async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
+        // A source whose blocks keep being refused (outside the side-branch bounds,
+        // or invalid) is throttled before its block is even decoded.
+        let ip = req.peer.ip();
+        if let Err(retry_after_s) = self.0.limiter.check_blocks(ip, now_ms()) {
+            self.0.core.metrics.block_refused("throttled_http");
+            return Err(ApiError::too_many(
+                "blocks_throttled",
+                format!("too many refused blocks from this address; retry after {retry_after_s} s"),
+                retry_after_s,
+            ));
+        }
         let is_json = req
             .headers
             .get(hyper::header::CONTENT_TYPE)
@@ -189,6 +200,16 @@ impl Api {
             r
         })
         .await?;
+        if matches!(
+            result,
+            Err(StoreError::SideBranch { .. }
+                | StoreError::Invalid { .. }
+                | StoreError::KnownInvalid(_)
+                | StoreError::InvalidParent { .. }
+                | StoreError::InvalidBranch { .. })
+        ) {
+            self.0.limiter.charge_refused_block(ip, now_ms());
+        }
         let height = self.0.core.chain().height;
         let status = match result {
             Ok(AcceptOutcome::Extended { .. }) => "extended",
@@ -211,6 +232,13 @@ impl Api {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_block",
+                    e.to_string(),
+                ));
+            }
+            Err(e @ StoreError::SideBranch { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "side_branch_refused",
                     e.to_string(),
                 ));
             }

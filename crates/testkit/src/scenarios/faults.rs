@@ -9,7 +9,8 @@
 //! without namespaces, so two groups that cannot see each other are two anchors
 //! that do not name each other as seeds, with members seeded with one anchor only
 //! and the data plane off: no route connects the groups. Healing is restarting one
-//! side with both anchors as seeds.
+//! side with both anchors as seeds. The partition with real links — namespaces and
+//! an nftables cut, which need root — is `super::partition`.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
@@ -118,7 +119,7 @@ fn member_spec(name: &str, seeds: &[String]) -> NodeSpec {
 
 /// Do these nodes report one tip at this instant? (Mining never stops, so callers
 /// poll until an instant where they agree.)
-fn one_tip(c: &Cluster, nodes: &[usize]) -> Result<bool, String> {
+pub(super) fn one_tip(c: &Cluster, nodes: &[usize]) -> Result<bool, String> {
     let mut tips = HashSet::new();
     for &i in nodes {
         tips.insert(c.nodes[i].status()?.tip_hash);
