@@ -93,12 +93,28 @@ impl ControlPlane for HttpControlPlane {
                                     .unwrap_or(message)
                                     .to_string(),
                             },
+                            // The anchor cannot read our protocol version.
+                            ClientError::Status {
+                                ref code,
+                                ref message,
+                                ..
+                            } if code == "unsupported_protocol" => {
+                                BackboneError::UnsupportedProtocol(format!(
+                                    "{anchor_url} refused our hello: {message}"
+                                ))
+                            }
                             other => backbone_err(other),
                         },
                     )?;
                     let id = theirs
                         .verify_answer(&self.network, now, &exchange)
-                        .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
+                        .map_err(|e| match e {
+                            // We cannot read the anchor's.
+                            vision_wire::SignedError::UnsupportedProtocol { .. } => {
+                                BackboneError::UnsupportedProtocol(format!("{anchor_url}: {e}"))
+                            }
+                            e => BackboneError::BadSignature(format!("{anchor_url}: {e}")),
+                        })?
                         .to_hex();
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
                     if v.len() >= backbone_state::MAX_ANCHORS * 4 {
