@@ -460,10 +460,18 @@ impl ControlPlaneClient {
         binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
     }
 
-    /// `GET /api/blocks/{height}`: the main-chain block at `height` (404 if none).
+    /// `GET /api/blocks/{height}`, binary: the main-chain block at `height` (404 if
+    /// none). A block of another height is [`ClientError::Decode`].
     pub async fn fetch_block_at(&self, url: &str, height: u64) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/blocks/{height}"))
-            .await
+        let path = format!("/api/blocks/{height}");
+        let block = self.fetch_one_block(url, &path).await?;
+        if block.header.height != height {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served the block at height {}", block.header.height),
+            ));
+        }
+        Ok(block)
     }
 
     /// `GET /api/block/{hash}`, binary: any stored block by hash (404 if unknown).

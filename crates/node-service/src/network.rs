@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
-    Membership, PeerBook, TipPush, TipSubscriber,
+    Membership, PeerBook, TipCheck, TipPush, TipSubscriber,
 };
 use control_plane_client::{
     ClientConfig, ClientError, Conditional, ControlPlaneClient, EventsOptions,
@@ -93,12 +93,28 @@ impl ControlPlane for HttpControlPlane {
                                     .unwrap_or(message)
                                     .to_string(),
                             },
+                            // The anchor cannot read our protocol version.
+                            ClientError::Status {
+                                ref code,
+                                ref message,
+                                ..
+                            } if code == "unsupported_protocol" => {
+                                BackboneError::UnsupportedProtocol(format!(
+                                    "{anchor_url} refused our hello: {message}"
+                                ))
+                            }
                             other => backbone_err(other),
                         },
                     )?;
                     let id = theirs
                         .verify_answer(&self.network, now, &exchange)
-                        .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
+                        .map_err(|e| match e {
+                            // We cannot read the anchor's.
+                            vision_wire::SignedError::UnsupportedProtocol { .. } => {
+                                BackboneError::UnsupportedProtocol(format!("{anchor_url}: {e}"))
+                            }
+                            e => BackboneError::BadSignature(format!("{anchor_url}: {e}")),
+                        })?
                         .to_hex();
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
                     if v.len() >= backbone_state::MAX_ANCHORS * 4 {
@@ -338,6 +354,17 @@ impl LocalNode for Local {
             }
             .sign(&self.core.key),
         )
+    }
+
+    /// Headers from the claiming anchor over HTTP, checked as sync checks them; a
+    /// block or header already checked (from any source: sync over P2P or HTTP, or
+    /// another anchor's verification) backs the claim without a request.
+    async fn verify_tip(&self, anchor_url: &str, height: u64, hash: &str) -> TipCheck {
+        let src = HttpSource {
+            client: self.net.client.clone(),
+            url: anchor_url.to_string(),
+        };
+        crate::sync::verify_claim(&self.core, &src, height, hash).await
     }
 }
 
@@ -693,10 +720,11 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         let bb = net.backbone.load();
         let local = core.chain();
+        // A discounted anchor's claim is no reason to sync (it could not back it).
         let best = bb
             .anchors
             .iter()
-            .filter(|a| a.is_usable())
+            .filter(|a| a.is_usable() && !a.is_discounted())
             .filter_map(|a| Some((a.tip_height?, a.tip_hash.clone()?)))
             .max_by_key(|(h, _)| *h);
         let Some((tip_height, tip_hash)) = best else {

@@ -336,7 +336,13 @@ pub fn partition_nft(
         let Some(line) = since.lines().find(|l| l.contains("Reorg")) else {
             return Err(format!("{name} converged without a reorg after the heal"));
         };
-        if !since.contains("re-admitted") {
+        // `[CHAIN] re-admitted <n> transactions of reverted blocks`, n ≥ 1.
+        let readmitted: u64 = since
+            .split("re-admitted ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        if readmitted == 0 {
             return Err(format!(
                 "{name} reorganised without re-admitting the orphaned transfer"
             ));
