@@ -125,12 +125,6 @@ impl NodeConfig {
         }
     }
 
-    /// How long an anchor's claimed tip may go unbacked by valid headers before it
-    /// is discounted: six probe rounds, at least ten seconds.
-    pub fn unbacked_tip_window_ms(&self) -> u64 {
-        (6 * self.probe_interval_ms).max(10_000)
-    }
-
     /// A node with no anchor seeds, and every anchor, is its own backbone.
     pub fn is_own_backbone(&self) -> bool {
         self.is_anchor || self.anchor_seeds.is_empty()

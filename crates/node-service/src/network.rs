@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
-    Membership, PeerBook, TipPush, TipSubscriber,
+    Membership, PeerBook, TipCheck, TipPush, TipSubscriber,
 };
 use control_plane_client::{
     ClientConfig, ClientError, Conditional, ControlPlaneClient, EventsOptions,
@@ -354,6 +354,17 @@ impl LocalNode for Local {
             }
             .sign(&self.core.key),
         )
+    }
+
+    /// Headers from the claiming anchor over HTTP, checked as sync checks them; a
+    /// block or header already checked (from any source: sync over P2P or HTTP, or
+    /// another anchor's verification) backs the claim without a request.
+    async fn verify_tip(&self, anchor_url: &str, height: u64, hash: &str) -> TipCheck {
+        let src = HttpSource {
+            client: self.net.client.clone(),
+            url: anchor_url.to_string(),
+        };
+        crate::sync::verify_claim(&self.core, &src, height, hash).await
     }
 }
 
@@ -709,10 +720,11 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         let bb = net.backbone.load();
         let local = core.chain();
+        // A discounted anchor's claim is no reason to sync (it could not back it).
         let best = bb
             .anchors
             .iter()
-            .filter(|a| a.is_usable())
+            .filter(|a| a.is_usable() && !a.is_discounted())
             .filter_map(|a| Some((a.tip_height?, a.tip_hash.clone()?)))
             .max_by_key(|(h, _)| *h);
         let Some((tip_height, tip_hash)) = best else {

@@ -32,6 +32,7 @@ use vision_chain::{
 };
 use vision_store::{Admission, StoreError};
 
+use backbone_state::TipCheck;
 use p2p_dataplane::DataPlane;
 
 use crate::core::{Core, Origin, now_ms};
@@ -49,6 +50,9 @@ pub const DEMOTION_MAX_MS: u64 = 5 * 60 * 1000;
 pub const DEMOTION_BASE_MS: u64 = 10_000;
 /// Sources remembered (scores).
 pub const SOURCES_MAX: usize = 256;
+/// Headers checked per verification of a claimed tip, at most: a claim further
+/// ahead is verified over several probe rounds ([`TipCheck::Partial`] meanwhile).
+pub const VERIFY_HEADERS_MAX: u64 = 2_000;
 
 /// Why a sync round against one source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -538,6 +542,7 @@ async fn round(
         if batch.is_empty() {
             break;
         }
+        let mut checked = Vec::with_capacity(batch.len());
         for h in batch {
             if h.height != next || h.prev_hash != prev_hash {
                 return Err(invalid(
@@ -558,6 +563,7 @@ async fn round(
             check_header(core.params, &h, &ctx, now_ms())
                 .map_err(|e| invalid(src, format!("header at height {}: {e}", h.height)))?;
             let hash = h.hash();
+            checked.push((hash, h.height));
             recent.insert(0, h.timestamp_ms);
             recent.truncate(MTP_WINDOW);
             parent = h.clone();
@@ -578,6 +584,8 @@ async fn round(
             }
             expected.push(h);
         }
+        // Checked headers back any anchor's claim of them.
+        core.note_verified_headers(checked);
         if next > target_height.saturating_add(HEADERS_BATCH as u64 * 4) {
             // Bound one round: a source that keeps growing is synced over rounds.
             break;
@@ -603,7 +611,6 @@ async fn round(
     // branch heavier, so the store waives the unsolicited side-branch bounds for
     // them (not the depth bound).
     let admission = Admission::Headers { work: branch_work };
-    core.note_header_progress(expected.last().map(|h| h.height).unwrap_or(0));
 
     // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
@@ -713,7 +720,6 @@ async fn round(
                     }
                     Err((_, e)) => return Err(store_err(e)),
                 }
-                core.note_header_progress(core.chain().height);
                 if idx == expected.len() {
                     break;
                 }
@@ -740,6 +746,128 @@ async fn round(
     result?;
     report.height = core.chain().height;
     Ok(report)
+}
+
+/// Verify the tip (`height`, `hash`) an anchor claims, with `src` (that anchor):
+/// a block or header this node has checked already backs it at once; otherwise
+/// its headers are fetched from the last block both chains share and checked as
+/// sync checks them (linkage, proof of work, retarget, median time past, drift),
+/// at most [`VERIFY_HEADERS_MAX`] per call. Headers that end below the claim, or
+/// that break a rule, leave it [`TipCheck::Unbacked`]; a source that does not
+/// answer gives no verdict. No body is fetched.
+pub async fn verify_claim(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    height: u64,
+    hash: &str,
+) -> TipCheck {
+    let unknown = |reason: String| TipCheck::Unknown { reason };
+    let claimed: Option<Hash32> = hash.parse().ok();
+    if let Some(h) = claimed {
+        let c = core.clone();
+        match blocking(move || c.verified_height(&h)).await {
+            Ok(Ok(Some(known))) if known == height => {
+                return TipCheck::Verified {
+                    height,
+                    hash: hash.to_string(),
+                };
+            }
+            Ok(Ok(Some(known))) => {
+                return TipCheck::Unbacked {
+                    backed_height: known.min(height),
+                    reason: format!("block {hash} is at height {known}, not {height}"),
+                };
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return unknown(format!("local store: {e}")),
+            Err(e) => return unknown(e.to_string()),
+        }
+    }
+    let local = core.chain();
+    let watch = RoundWatch::default();
+    let common = match common_ancestor(core, src, &watch, local.height.min(height)).await {
+        Ok(c) => c,
+        Err(SyncError::Invalid { reason, .. }) => {
+            return TipCheck::Unbacked {
+                backed_height: 0,
+                reason: format!("its headers do not link to our chain: {reason}"),
+            };
+        }
+        Err(e) => return unknown(e.to_string()),
+    };
+    let store = core.store.clone();
+    let start = match blocking(move || -> Result<_, StoreError> {
+        let hash = store.hash_at(common)?;
+        match hash {
+            Some(h) => Ok(store.block_context(&h)?.map(|c| (h, c))),
+            None => Ok(None),
+        }
+    })
+    .await
+    {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return unknown(format!("no main-chain block at {common}")),
+        Ok(Err(e)) => return unknown(format!("local store: {e}")),
+        Err(e) => return unknown(e.to_string()),
+    };
+    let (mut prev_hash, ctx) = start;
+    let mut parent = ctx.header;
+    let mut recent = ctx.recent_timestamps_ms;
+    let mut next = common + 1;
+    let last = height.min(common.saturating_add(VERIFY_HEADERS_MAX));
+    let mut checked = Vec::new();
+    let verdict = loop {
+        if next > last {
+            break if last == height {
+                // The claim itself (next - 1 == height) checked.
+                let got = prev_hash.to_hex();
+                TipCheck::Verified { height, hash: got }
+            } else {
+                TipCheck::Partial { height: last }
+            };
+        }
+        let want = u32::try_from((last - next + 1).min(u64::from(HEADERS_BATCH))).unwrap_or(1);
+        let batch = match src.headers(next, want).await {
+            Ok(b) => b,
+            Err(e) => break unknown(format!("headers from {}: {e}", src.name())),
+        };
+        if batch.is_empty() {
+            break TipCheck::Unbacked {
+                backed_height: next - 1,
+                reason: format!("its headers end at height {}", next - 1),
+            };
+        }
+        let mut bad = None;
+        for h in batch.into_iter().take(want as usize) {
+            if h.height != next || h.prev_hash != prev_hash {
+                bad = Some(format!("header at height {} does not link", h.height));
+                break;
+            }
+            let pctx = ParentContext {
+                hash: prev_hash,
+                header: &parent,
+                recent_timestamps_ms: &recent,
+            };
+            if let Err(e) = check_header(core.params, &h, &pctx, now_ms()) {
+                bad = Some(format!("header at height {}: {e}", h.height));
+                break;
+            }
+            prev_hash = h.hash();
+            checked.push((prev_hash, h.height));
+            recent.insert(0, h.timestamp_ms);
+            recent.truncate(MTP_WINDOW);
+            parent = h;
+            next += 1;
+        }
+        if let Some(reason) = bad {
+            break TipCheck::Unbacked {
+                backed_height: next - 1,
+                reason,
+            };
+        }
+    };
+    core.note_verified_headers(checked);
+    verdict
 }
 
 /// Per-source demotion: a source that served invalid data is skipped for a while,
@@ -888,5 +1016,144 @@ impl BlockSource for P2pSource {
             .fetch_blocks(self.peer, from, limit)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeConfig;
+    use vision_chain::{Network, SecretKey, build_block, solve};
+    use vision_store::ChainStore;
+
+    /// Headers as data; `fail` answers every request with a transport error.
+    struct Mem {
+        headers: Vec<BlockHeader>,
+        fail: bool,
+    }
+
+    impl BlockSource for Mem {
+        fn name(&self) -> &str {
+            "mem"
+        }
+        async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+            if self.fail {
+                return Err("connection refused".into());
+            }
+            Ok(self
+                .headers
+                .iter()
+                .filter(|h| h.height >= from)
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        }
+        async fn blocks(&self, _: u64, _: u32) -> Result<Vec<Block>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Genesis and `n` solved regtest blocks on it, as headers.
+    fn chain(n: u64) -> Vec<BlockHeader> {
+        let params = Network::Regtest.params();
+        let store = ChainStore::open_in_memory(Network::Regtest).unwrap();
+        let mut out = vec![params.genesis().header];
+        for _ in 0..n {
+            let ctx = store.tip_context().unwrap();
+            let ts = ctx.header.timestamp_ms + params.target_block_time_ms;
+            let mut b = build_block(params, &ctx.parent_context(), Address([1; 32]), vec![], ts);
+            solve(&mut b.header, 0, u64::MAX).unwrap();
+            store.accept_block(&b, ts).unwrap();
+            out.push(b.header);
+        }
+        out
+    }
+
+    fn core() -> (Arc<Core>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::new(
+            Network::Regtest,
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().to_path_buf(),
+        );
+        let store = Arc::new(ChainStore::open_in_memory(Network::Regtest).unwrap());
+        let core = Core::new(cfg, SecretKey::from_seed(&[3; 32]), store, Vec::new()).unwrap();
+        (Arc::new(core), dir)
+    }
+
+    #[tokio::test]
+    async fn a_claim_counts_only_when_its_headers_check_out() {
+        let (core, _dir) = core();
+        let headers = chain(30);
+        let tip = headers[30].hash().to_hex();
+        let honest = Mem {
+            headers: headers.clone(),
+            fail: false,
+        };
+        // The honest claim: its 30 headers link to our genesis and carry work.
+        assert_eq!(
+            verify_claim(&core, &honest, 30, &tip).await,
+            TipCheck::Verified {
+                height: 30,
+                hash: tip.clone()
+            }
+        );
+        // Checked once, it backs the same claim from any source without a request.
+        let down = Mem {
+            headers: Vec::new(),
+            fail: true,
+        };
+        assert!(matches!(
+            verify_claim(&core, &down, 30, &tip).await,
+            TipCheck::Verified { height: 30, .. }
+        ));
+        // A source that does not answer gives no verdict.
+        assert!(matches!(
+            verify_claim(&core, &down, 31, &"ab".repeat(32)).await,
+            TipCheck::Unknown { .. }
+        ));
+        // 1,000 ahead of what its headers reach: unbacked, backed to 30.
+        let lie = verify_claim(&core, &honest, 1_030, &"ab".repeat(32)).await;
+        assert!(
+            matches!(
+                lie,
+                TipCheck::Unbacked {
+                    backed_height: 30,
+                    ..
+                }
+            ),
+            "{lie:?}"
+        );
+        // A known block's hash with a made-up height is no backing either.
+        assert!(matches!(
+            verify_claim(&core, &honest, 1_030, &tip).await,
+            TipCheck::Unbacked {
+                backed_height: 30,
+                ..
+            }
+        ));
+        // A header whose proof of work fails (changed after solving): unbacked
+        // from the block before it.
+        let (core2, _dir2) = self::core();
+        let mut forged = headers.clone();
+        forged[12].timestamp_ms += 1;
+        while forged[12].hash().0 <= forged[12].target.to_be_bytes() {
+            forged[12].timestamp_ms += 1;
+        }
+        let bad = Mem {
+            headers: forged,
+            fail: false,
+        };
+        let v = verify_claim(&core2, &bad, 30, &tip).await;
+        assert!(
+            matches!(
+                v,
+                TipCheck::Unbacked {
+                    backed_height: 11,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
     }
 }

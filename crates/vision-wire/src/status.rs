@@ -51,6 +51,26 @@ pub struct HttpBackboneStatus {
     pub last_ok_unix: Option<u64>,
     /// Last probe error, if any.
     pub last_error: Option<String>,
+    /// The best anchor's tip as far as this node has verified it (its headers
+    /// fetched and checked): the network tip the node acts on. `null` without a
+    /// best anchor.
+    #[serde(default)]
+    pub verified_tip_height: Option<u64>,
+    /// Anchors discounted for claiming a tip they could not back (ranked below
+    /// every other anchor, their claim not believed until they back one), and why.
+    #[serde(default)]
+    pub discounted: Vec<DiscountedAnchor>,
+}
+
+/// One anchor in `http_backbone.discounted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DiscountedAnchor {
+    /// Its URL.
+    pub anchor: String,
+    /// The tip it claims now.
+    pub claimed_height: Option<u64>,
+    /// What its headers backed, and what was wrong.
+    pub reason: String,
 }
 
 /// Where the network tip came from, in priority order.
