@@ -332,6 +332,7 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
         "/api/headers?from=0&limit=2" => octets(headers.clone()), // more than asked
         "/api/headers?from=9&limit=3" => octets(headers[..200].to_vec()),
         "/api/blocks/1" => octets(one.clone()),
+        "/api/blocks/3" => octets(one.clone()), // height 1's block for height 3
         "/api/blocks/2" => octets(one[..one.len() - 1].to_vec()),
         p if p.starts_with("/api/block/") => {
             json(404, r#"{"error":"not_found","message":"no such block"}"#)
@@ -360,6 +361,10 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
         Err(ClientError::Decode { .. })
     ));
     assert_eq!(c.fetch_block_at(&s.url, 1).await.unwrap(), blocks[1]);
+    assert!(matches!(
+        c.fetch_block_at(&s.url, 3).await,
+        Err(ClientError::Decode { .. })
+    ));
     assert!(matches!(
         c.fetch_block_at(&s.url, 2).await,
         Err(ClientError::Decode { .. })

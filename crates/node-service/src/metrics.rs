@@ -127,6 +127,8 @@ pub struct Metrics {
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
     anchor_up: Family<Labels, Gauge>,
+    mirror_score: Family<Labels, Gauge>,
+    mirror_blocks: Family<Labels, Counter>,
     chain_height: Gauge,
     network_tip: Gauge,
     sync_lag: Gauge,
@@ -141,6 +143,7 @@ pub struct Metrics {
     blocks_imported: Family<Labels, Counter>,
     chain_reorgs: Counter,
     blocks_refused: Family<Labels, Counter>,
+    sync_abandoned: Family<Labels, Counter>,
     last_import_unix_s: FGauge,
     target_block_time_s: FGauge,
     store_size: Gauge,
@@ -291,6 +294,10 @@ pub struct Scrape {
 /// node's own miner, a client or peer over HTTP, block sync, the data plane.
 pub const IMPORT_SOURCES: [&str; 4] = ["miner", "http", "sync", "p2p"];
 
+/// The `waited_on` labels of `vision_sync_rounds_abandoned_total`
+/// (`sync::Stage::as_str`).
+pub const SYNC_ABANDONED_STAGES: [&str; 4] = ["headers", "blocks", "import", "round"];
+
 /// The `reason` labels of `vision_blocks_refused_total`: the side-branch bounds
 /// (`vision_chain::SideBranchRefusal::REASONS`) and the HTTP throttle (P2P's is
 /// `vision_p2p_guard_total{event="blocks_ignored"}`).
@@ -338,6 +345,8 @@ impl Metrics {
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
             anchor_up: Family::default(),
+            mirror_score: Family::default(),
+            mirror_blocks: Family::default(),
             chain_height: Gauge::default(),
             network_tip: Gauge::default(),
             sync_lag: Gauge::default(),
@@ -352,6 +361,7 @@ impl Metrics {
             blocks_imported: Family::default(),
             chain_reorgs: Counter::default(),
             blocks_refused: Family::default(),
+            sync_abandoned: Family::default(),
             last_import_unix_s: FGauge::default(),
             target_block_time_s: FGauge::default(),
             store_size: Gauge::default(),
@@ -416,6 +426,16 @@ impl Metrics {
             m.anchor_up.clone(),
         );
         registry.register(
+            "sync_mirror_score",
+            "Score of each sync mirror (--sync-mirror), 0..100",
+            m.mirror_score.clone(),
+        );
+        registry.register(
+            "sync_mirror_blocks",
+            "Block requests to each sync mirror by result: ok, bad (wrong or corrupt block), failed",
+            m.mirror_blocks.clone(),
+        );
+        registry.register(
             "chain_height",
             "Local main-chain height",
             m.chain_height.clone(),
@@ -478,6 +498,15 @@ impl Metrics {
         );
         for r in BLOCK_REFUSAL_REASONS {
             let _ = m.blocks_refused.get_or_create(&l(&[("reason", r)]));
+        }
+        registry.register(
+            "sync_rounds_abandoned",
+            "Sync rounds abandoned at a deadline (the sync watchdog), by what they waited on \
+             (headers, blocks, import, round); the round goes on with another source",
+            m.sync_abandoned.clone(),
+        );
+        for w in SYNC_ABANDONED_STAGES {
+            let _ = m.sync_abandoned.get_or_create(&l(&[("waited_on", w)]));
         }
         registry.register(
             "chain_last_import_timestamp_seconds",
@@ -628,6 +657,14 @@ impl Metrics {
         self.last_import_unix_s.set(now_unix_s);
     }
 
+    /// Count a sync round abandoned at the deadline of `waited_on` (one of
+    /// [`SYNC_ABANDONED_STAGES`]).
+    pub fn sync_round_abandoned(&self, waited_on: &'static str) {
+        self.sync_abandoned
+            .get_or_create(&l(&[("waited_on", waited_on)]))
+            .inc();
+    }
+
     /// Count a block refused for `reason` (one of [`BLOCK_REFUSAL_REASONS`]).
     pub fn block_refused(&self, reason: &'static str) {
         self.blocks_refused
@@ -642,6 +679,30 @@ impl Metrics {
             .read()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Refresh the sync mirrors' series from `sync.mirrors` (bounded by
+    /// `mirror::MIRRORS_MAX`): the score, and the request counters brought up to
+    /// the mirror's own counts.
+    pub fn mirrors(&self, mirrors: &[vision_wire::MirrorStatus]) {
+        for m in mirrors {
+            self.mirror_score
+                .get_or_create(&l(&[("mirror", &m.url)]))
+                .set(m.score as i64);
+            for (result, n) in [
+                ("ok", m.blocks_ok),
+                ("bad", m.blocks_bad),
+                ("failed", m.failures),
+            ] {
+                let c = self
+                    .mirror_blocks
+                    .get_or_create(&l(&[("mirror", &m.url), ("result", result)]));
+                let counted = c.get();
+                if n > counted {
+                    c.inc_by(n - counted);
+                }
+            }
+        }
     }
 
     /// Refresh the gauges and encode for a scraper that sent `accept`: OpenMetrics
@@ -815,6 +876,7 @@ mod tests {
             "vision_chain_reorgs_total 1",
             "vision_blocks_refused_total{reason=\"height_full\"} 1",
             "vision_blocks_refused_total{reason=\"too_deep\"} 0",
+            "vision_sync_rounds_abandoned_total{waited_on=\"round\"} 0",
             "vision_chain_last_import_timestamp_seconds 1001",
             "vision_chain_target_block_time_seconds 1",
             "vision_store_size_bytes 4096",

@@ -551,6 +551,186 @@ async fn signed_messages_from_a_newer_protocol_are_read_and_out_of_range_refused
     assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
 }
 
+/// An anchor of a later protocol version, made of a real anchor of this release: it
+/// answers hellos itself — signed with the real anchor's key, in the range `min..=max`,
+/// with a field this release does not know — and passes every other request on
+/// (except the event stream, which it does not offer). With `refuse`, it refuses a
+/// caller whose range does not overlap its own as such an anchor would: 400
+/// `unsupported_protocol`; without, it answers anyway (the caller must refuse).
+async fn newer_anchor_front(
+    real: SocketAddr,
+    key: SecretKey,
+    (min, max): (u32, u32),
+    refuse: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (key, counted) = (key.clone(), counted.clone());
+            tokio::spawn(async move {
+                // One request per connection: head, then Content-Length bytes.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = common::header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = &buf[head_end..head_end + len];
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, answer) = if method == "POST" && path == "/api/hello" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let call: SignedHello = serde_json::from_slice(body).unwrap();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let (_, exchange) = call.verify_call("regtest", now).unwrap();
+                    let (theirs, ours) = (
+                        vision_wire::ProtocolRange {
+                            min: call.payload.protocol_min,
+                            max: call.payload.protocol_version,
+                        },
+                        vision_wire::ProtocolRange { min, max },
+                    );
+                    if refuse && !theirs.overlaps(ours) {
+                        let e = vision_wire::SignedError::UnsupportedProtocol { theirs, ours };
+                        let body = serde_json::json!({
+                            "error": "unsupported_protocol",
+                            "message": e.to_string(),
+                        });
+                        let body = body.to_string().into_bytes();
+                        let out = format!(
+                            "HTTP/1.1 400 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(out.as_bytes()).await;
+                        let _ = s.write_all(&body).await;
+                        return;
+                    }
+                    let mut p = common::signed_hello(&key, "regtest", now).payload;
+                    p.is_anchor = true;
+                    p.protocol_min = min;
+                    p.protocol_version = max;
+                    p.unknown
+                        .0
+                        .insert("relay".into(), serde_json::json!({"compact": true}));
+                    (
+                        200,
+                        serde_json::to_vec(&p.sign_answer(&key, exchange)).unwrap(),
+                    )
+                } else if path.starts_with("/api/events") {
+                    (
+                        404,
+                        br#"{"error":"not_found","message":"no events here"}"#.to_vec(),
+                    )
+                } else {
+                    let a = common::raw(real, method, path, &[], body).await;
+                    (a.status, a.body)
+                };
+                let out = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.write_all(&answer).await;
+            });
+        }
+    });
+    (addr, hellos)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_follows_a_newer_anchor_and_names_an_incompatible_one() {
+    use std::sync::atomic::Ordering;
+    use vision_wire::PROTOCOL_VERSION;
+    let anchor = common::start_node(|c| c.is_anchor = true).await;
+    let key = SecretKey::from_hex(
+        std::fs::read_to_string(anchor.dir.path().join("node.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let member_of = async |front: SocketAddr| {
+        common::start_node(move |c| {
+            c.anchor_seeds =
+                vec![node_service::config::AnchorSeed::parse(&format!("http://{front}")).unwrap()];
+            c.probe_interval_ms = 200;
+            c.http_timeout_ms = 1_000;
+        })
+        .await
+    };
+    // A newer anchor that still talks to this release: the member connects to it.
+    let (front, hellos) = newer_anchor_front(
+        anchor.addr,
+        key.clone(),
+        (PROTOCOL_VERSION, PROTOCOL_VERSION + 1),
+        true,
+    )
+    .await;
+    let member = member_of(front).await;
+    wait_for(
+        "the member connected to the newer anchor",
+        Duration::from_secs(20),
+        async || get_json(member.addr, "/api/status").await.1["http_backbone"]["connected"] == true,
+    )
+    .await;
+    assert!(hellos.load(Ordering::Relaxed) >= 1);
+    // One that no longer talks to this release, refusing the member's hello (as it
+    // would), or answering anyway (the member refuses the answer): never connected,
+    // both ranges named in `last_error`.
+    for refuse in [true, false] {
+        let (front, hellos) = newer_anchor_front(
+            anchor.addr,
+            key.clone(),
+            (PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1),
+            refuse,
+        )
+        .await;
+        let member = member_of(front).await;
+        let mut last = Value::Null;
+        wait_for(
+            "the member names the unsupported protocol",
+            Duration::from_secs(20),
+            async || {
+                last = get_json(member.addr, "/api/status").await.1["http_backbone"].clone();
+                last["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unsupported protocol"))
+            },
+        )
+        .await;
+        let e = last["last_error"].as_str().unwrap();
+        assert!(
+            e.contains(&format!("{}", PROTOCOL_VERSION + 1))
+                && e.contains(&vision_wire::ProtocolRange::OURS.to_string()),
+            "{e}"
+        );
+        assert!(refuse == e.contains("refused our hello"), "{e}");
+        assert_eq!(last["connected"], false, "{last}");
+        assert!(hellos.load(Ordering::Relaxed) >= 1);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mined_blocks_and_a_transfer_over_http() {
     let n = start_node(true).await;
@@ -1066,4 +1246,154 @@ async fn side_blocks_beyond_the_bounds_are_refused_and_their_source_throttled() 
     assert_eq!(count("height_full"), 1);
     assert!(count("throttled_http") > throttled);
     assert_eq!(count("too_deep"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// sync deadlines: a block source that stalls forever
+
+/// A block source at a real socket that serves `/api/headers` from `good` and
+/// never answers anything else (with `stall_headers`, not even headers): it reads
+/// each request and then holds the connection open, silent, forever.
+async fn stalling_source(good: SocketAddr, stall_headers: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    // One request head (GETs carry no body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    if stall_headers || !path.starts_with("/api/headers") {
+                        // Stall: hold the connection, answer nothing, ever.
+                        std::future::pending::<()>().await;
+                    }
+                    // Relay the request to the good node, one connection each.
+                    let mut req: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")
+                        })
+                        .collect();
+                    req.push("Connection: close");
+                    let mut up = TcpStream::connect(good).await.unwrap();
+                    up.write_all(format!("{}\r\n\r\n", req.join("\r\n")).as_bytes())
+                        .await
+                        .unwrap();
+                    let mut answer = Vec::new();
+                    up.read_to_end(&mut answer).await.unwrap();
+                    if conn.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A block source that stalls forever — silent from the first request, or serving
+/// headers and then silent on blocks — is abandoned at the sync deadline (its
+/// client would have waited a minute), logged with what the round waited on,
+/// counted by the watchdog metric and demoted; the round completes from the next
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_elsewhere() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::config::SyncDeadlines;
+    use node_service::sync::{HttpSource, Source, SourceScores, sync_round};
+    use std::sync::Arc;
+
+    let good = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x81; 32]).address();
+    let chain = extend_by(&good, g, miner, 30).await;
+    let deadline_ms = 1_000;
+    // A client that would wait a minute for an answer, and never retries: only the
+    // sync deadline can end the wait.
+    let client = Arc::new(
+        ControlPlaneClient::new(ClientConfig {
+            timeout_ms: 60_000,
+            max_retries: 0,
+            ..ClientConfig::default()
+        })
+        .unwrap(),
+    );
+    let fetch_deadline = SyncDeadlines {
+        fetch_ms: deadline_ms,
+        ..SyncDeadlines::default()
+    };
+    // A fetch deadline longer than the round's: the round's own deadline ends it.
+    let round_deadline = SyncDeadlines {
+        fetch_ms: 60_000,
+        import_ms: 60_000,
+        round_ms: deadline_ms,
+    };
+    for (stall_headers, deadlines, waited_on, says) in [
+        (
+            true,
+            fetch_deadline,
+            "headers",
+            "waiting on headers from height 0",
+        ),
+        (false, fetch_deadline, "blocks", "waiting on blocks 1..=30"),
+        (
+            false,
+            round_deadline,
+            "round",
+            "waiting on the round (at blocks 1..=30",
+        ),
+    ] {
+        let fresh = common::start_node(|c| c.sync_deadlines = deadlines).await;
+        let stalled = format!("http://{}", stalling_source(good.addr, stall_headers).await);
+        let sources = vec![
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: stalled.clone(),
+            }),
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: format!("http://{}", good.addr),
+            }),
+        ];
+        let scores = SourceScores::default();
+        let t = Instant::now();
+        let report = sync_round(&fresh.shared.core, &scores, &sources, 30)
+            .await
+            .expect("the round completes from the good source");
+        let took = t.elapsed();
+        assert_eq!(report.height, 30);
+        assert_eq!(fresh.shared.core.chain().hash, chain[29].hash());
+        // Abandoned at its deadline, not at the client's minute (loose bound).
+        assert!(
+            took < Duration::from_millis(deadline_ms * 15),
+            "{waited_on}: {took:?}"
+        );
+        assert!(
+            !scores.usable(&stalled, node_service::core::now_ms()),
+            "the stalled source is demoted"
+        );
+        let why = fresh.shared.core.source_failure(&stalled).unwrap();
+        assert!(why.contains(says) && why.contains("1000 ms"), "{why}");
+        let (_, _, m) = raw(fresh.addr, "GET", "/metrics", &[], b"").await;
+        let m = String::from_utf8_lossy(&m);
+        for stage in ["headers", "blocks", "import", "round"] {
+            let want = format!(
+                "vision_sync_rounds_abandoned_total{{waited_on=\"{stage}\"}} {}",
+                u8::from(stage == waited_on)
+            );
+            assert!(m.contains(&want), "{want} in {m}");
+        }
+    }
 }

@@ -11,6 +11,8 @@ use crate::proc::{Cluster, NodeSpec, wait_until};
 mod admission;
 mod faults;
 mod guard;
+pub mod mirror;
+mod partition;
 mod storage;
 pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
 pub use faults::{
@@ -21,6 +23,7 @@ pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
     guard_cell, idle_flood, min_replacement_fee,
 };
+pub use partition::{PARTITION_HOSTS, PartitionHost, Side, partition_nft};
 pub use storage::{
     CORRUPTION_FLIPS, CORRUPTION_SEEDS, DISK_FULL_FS_SIZE, DISK_FULL_RECOVERY_BOUND,
     EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, STORE_DOWN_EXIT_MS, disk_full,
