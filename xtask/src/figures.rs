@@ -13,6 +13,7 @@
 //! | `sync_http` | `node-service --bench sync_http_vs_p2p -- N` | HTTP sync blocks/s / two-core verification bound |
 //! | `sync_http_vs_p2p` | the same | HTTP sync rate / P2P sync rate |
 //! | `sync_binary_vs_json` | the same | HTTP sync rate with binary bodies / with JSON bodies |
+//! | `sync_mirror_vs_ranges` | the same | sync rate with every body by hash from a mirror / by ranges from the source |
 //!
 //! Each bench prints lines `xtask-bench NAME key=value ... ratio=R goal=G`; this
 //! command runs the benches one after another (never two at once: they would share

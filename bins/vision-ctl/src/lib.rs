@@ -1103,8 +1103,26 @@ pub fn status_table(node: &str, s: &StatusResponse) -> String {
     let mut t = String::new();
     for (k, v) in rows {
         t.push_str(&format!("{k:<10}  {v}\n"));
+        if k == "progress" {
+            for m in &s.sync.mirrors {
+                t.push_str(&format!("{:<10}  {}\n", "mirror", mirror_line(m)));
+            }
+        }
     }
     t
+}
+
+/// One sync mirror of `sync.mirrors`, for the status table.
+pub fn mirror_line(m: &vision_wire::MirrorStatus) -> String {
+    format!(
+        "{} · score {} · {} ok · {} bad · {} failed{}",
+        m.url,
+        m.score,
+        m.blocks_ok,
+        m.blocks_bad,
+        m.failures,
+        if m.usable { "" } else { " · skipped" }
+    )
 }
 
 /// The `peers` table, `now_unix` giving the ages.
@@ -1174,6 +1192,23 @@ mod tests {
         assert_eq!(format_hashrate(1.5), "1.50 H/s");
         assert_eq!(format_hashrate(12_345.0), "12.3 kH/s");
         assert_eq!(format_hashrate(2.5e6), "2.50 MH/s");
+    }
+
+    #[test]
+    fn mirrors_show_their_score_and_state() {
+        let m = vision_wire::MirrorStatus {
+            url: "http://127.0.0.1:8080".into(),
+            score: 0,
+            usable: false,
+            blocks_ok: 0,
+            blocks_bad: 8,
+            failures: 0,
+            last_error: Some("asked for block a, got block b".into()),
+        };
+        assert_eq!(
+            mirror_line(&m),
+            "http://127.0.0.1:8080 · score 0 · 0 ok · 8 bad · 0 failed · skipped"
+        );
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub enum BackboneError {
     /// The anchor's protocol range and ours share no version (either side refused
     /// the other's signed hello with `unsupported_protocol`): one of the two needs
     /// an upgrade.
-    #[error("anchor speaks an unsupported protocol: {0}")]
+    #[error("{0}")]
     UnsupportedProtocol(String),
     /// The anchor is this node (an anchor listing itself among the seeds).
     #[error("anchor is this node itself")]

@@ -100,7 +100,7 @@ impl ControlPlane for HttpControlPlane {
                                 ..
                             } if code == "unsupported_protocol" => {
                                 BackboneError::UnsupportedProtocol(format!(
-                                    "{anchor_url} refused our hello: {message}"
+                                    "the anchor refused our hello: {message}"
                                 ))
                             }
                             other => backbone_err(other),
@@ -111,7 +111,7 @@ impl ControlPlane for HttpControlPlane {
                         .map_err(|e| match e {
                             // We cannot read the anchor's.
                             vision_wire::SignedError::UnsupportedProtocol { .. } => {
-                                BackboneError::UnsupportedProtocol(format!("{anchor_url}: {e}"))
+                                BackboneError::UnsupportedProtocol(e.to_string())
                             }
                             e => BackboneError::BadSignature(format!("{anchor_url}: {e}")),
                         })?
