@@ -228,7 +228,7 @@ impl IndexTables<'_> {
             .enumerate()
             .map(|(i, tx)| (tx.id().0, tx_value(hash, i as u32)))
             .collect();
-        txs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        txs.sort_unstable_by_key(|e| e.0);
         for (k, v) in &txs {
             self.tx.insert(k, v)?;
         }
