@@ -19,8 +19,10 @@ use crate::{CONVERGED_MIN_PEERS, LIE_AHEAD_BLOCKS, Report, Scenario, SimConfig, 
 
 /// Height of the chain when the simulation starts.
 const START_TIP: u64 = 100;
-/// Each phase of the lying-anchor scenario lasts this many blocks.
-const LIE_PHASE_BLOCKS: u32 = 5;
+/// The phases of the lying-anchor scenario and their length in blocks: the first
+/// lie is the one nodes must catch (a third of them have the liar as best when it
+/// starts), the later ones test that no new lie buys a new window.
+const LIE_PHASES: [(&str, u32); 3] = [("frozen", 5), ("moving", 2), ("decreasing", 3)];
 /// The liar may be best for less than this share of node-time (issue #15).
 pub(crate) const LIAR_BEST_SHARE_MAX: f64 = 0.01;
 /// Best-anchor switches between honest anchors per node per hour, at most (issue #15).
@@ -739,9 +741,9 @@ impl Sim {
         let liar = self.cfg.anchors - 1;
         let url = self.net.anchors[liar].url.clone();
         let t = self.cfg.timing.clone();
-        let window = t.block_interval * LIE_PHASE_BLOCKS;
         let mut ok = true;
-        for name in ["frozen", "moving", "decreasing"] {
+        for (name, blocks) in LIE_PHASES {
+            let window = t.block_interval * blocks;
             let lie = match name {
                 "frozen" => Lie::Frozen(self.net.anchor_tip(liar) + LIE_AHEAD_BLOCKS),
                 "moving" => Lie::Ahead(LIE_AHEAD_BLOCKS),

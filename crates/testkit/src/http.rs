@@ -39,7 +39,7 @@ fn request(
     request_with(addr, method, path, body, ctype, &[])
 }
 
-fn request_with(
+pub(crate) fn request_with(
     addr: SocketAddr,
     method: &str,
     path: &str,
