@@ -137,7 +137,8 @@ fn unix_now() -> u64 {
 /// Probe every anchor due this round, concurrently, each bounded by the timeout:
 /// a blackholed anchor costs at most the timeout and never delays the others. A
 /// tip claimed that is not verified yet is checked by `node`
-/// ([`LocalNode::verify_tip`]) in the same task, bounded by the timeout too.
+/// ([`LocalNode::verify_tip`]) in the same task, within what is left of the same
+/// timeout (past it: no verdict this round).
 pub async fn probe_round<T: ControlPlane, N: LocalNode>(
     transport: &Arc<T>,
     node: &Arc<N>,
@@ -167,13 +168,20 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
             };
             let latency_ms = ms(started.elapsed());
             let result = classify(answer, &network, pinned.as_deref(), own.as_deref());
+            // The check shares the probe's timeout: one task never takes longer
+            // than the timeout, so a round (and a failover) is never delayed by
+            // another anchor's headers.
+            let left = timeout.saturating_sub(started.elapsed());
             let check = match &result {
                 ProbeResult::Ok(p) => match &p.tip_hash {
                     Some(hash) if verified_hash.as_ref() != Some(hash) => Some(
-                        tokio::time::timeout(timeout, node.verify_tip(&url, p.tip_height, hash))
+                        tokio::time::timeout(left, node.verify_tip(&url, p.tip_height, hash))
                             .await
                             .unwrap_or_else(|_| TipCheck::Unknown {
-                                reason: format!("headers not checked within {} ms", ms(timeout)),
+                                reason: format!(
+                                    "headers not checked within the {} ms timeout",
+                                    ms(timeout)
+                                ),
                             }),
                     ),
                     _ => None,

@@ -451,3 +451,94 @@ fn errors_classify() {
     assert!(BackboneError::BadSignature("x".into()).is_rejection());
     assert!(!BackboneError::Timeout(1).is_rejection());
 }
+
+/// A node whose chain reaches `real`: claims above it are unbacked; a claim of
+/// `slow_height` takes longer than the timeout to check.
+struct Checker {
+    real: u64,
+    slow_height: u64,
+}
+
+impl LocalNode for Checker {
+    fn local_height(&self) -> u64 {
+        self.real
+    }
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat> {
+        None
+    }
+    async fn verify_tip(&self, _: &str, height: u64, hash: &str) -> backbone_state::TipCheck {
+        if height == self.slow_height {
+            tokio::time::sleep(TIMEOUT * 10).await;
+        }
+        if height <= self.real {
+            backbone_state::TipCheck::Verified {
+                height,
+                hash: hash.to_string(),
+            }
+        } else {
+            backbone_state::TipCheck::Unbacked {
+                backed_height: self.real,
+                reason: format!("headers end at {}", self.real),
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_loop_ranks_by_verified_tips_and_bounds_the_check() {
+    let (a, b, c) = ("http://a:7070", "http://b:7070", "http://c:7070");
+    let net = Arc::new(MemoryControlPlane::new());
+    // a: the fastest, claiming 1,000 more than anyone can back; b: honest; c: honest
+    // but its claim takes forever to check.
+    net.set(
+        a,
+        MemoryAnchor::up(NET, &id(1), 1_050, Duration::from_millis(1)),
+    );
+    net.set(
+        b,
+        MemoryAnchor::up(NET, &id(2), 50, Duration::from_millis(200)),
+    );
+    net.set(
+        c,
+        MemoryAnchor::up(NET, &id(3), 49, Duration::from_millis(100)),
+    );
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b, c]), false));
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        Arc::new(Checker {
+            real: 50,
+            slow_height: 49,
+        }),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, TIMEOUT + Duration::from_millis(100), |s| {
+        s.round >= 1
+    })
+    .await;
+    assert!(
+        started.elapsed() <= TIMEOUT + Duration::from_millis(50),
+        "a slow check never delays the round beyond the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.best_anchor.as_deref(), Some(b));
+    assert_eq!(s.verified_tip_height, 50);
+    let ao = s.anchor(a).unwrap();
+    assert!(ao.is_discounted() && ao.discount.as_deref().unwrap().contains("1050"));
+    let co = s.anchor(c).unwrap();
+    assert!(
+        !co.is_discounted() && !co.claim_verified(),
+        "no verdict: {co:?}"
+    );
+    let st = s.http_backbone_status();
+    assert_eq!(st.verified_tip_height, Some(50));
+    assert_eq!(st.discounted.len(), 1);
+    assert_eq!(st.discounted[0].anchor, a);
+    // Rounds go on: the liar never becomes best.
+    let s = wait_for(&handle, PROBE * 12, |s| s.round >= 10).await;
+    assert_eq!(s.best_anchor.as_deref(), Some(b));
+    token.cancel();
+}

@@ -108,6 +108,8 @@ async fn status_has_every_contract_field() {
         "tip_hash",
         "last_ok_unix",
         "last_error",
+        "verified_tip_height",
+        "discounted",
     ] {
         assert!(
             v["http_backbone"].get(f).is_some(),
