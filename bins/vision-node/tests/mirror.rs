@@ -31,3 +31,13 @@ fn with_only_bad_mirrors_the_anchor_serves_the_bodies_and_is_not_blamed() {
     eprintln!("{}", bad_mirrors_line(&r));
     assert!(r.mirrors.iter().all(|m| m.blocks_ok == 0 && m.score < 50));
 }
+
+#[test]
+fn a_slow_mirror_serves_but_sinks_below_a_fast_one() {
+    let mut c = Cluster::new("slow-mirror");
+    let r = mirrors_cell(&mut c, &[MirrorBehaviour::Slow, MirrorBehaviour::Honest]).unwrap();
+    eprintln!("{}", bad_mirrors_line(&r));
+    // Tried first (configured first), slow answers taken but scored down; the fast
+    // one then carries the sync.
+    assert!(r.mirrors[1].blocks_ok > r.mirrors[0].blocks_ok);
+}

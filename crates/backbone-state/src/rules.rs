@@ -1008,6 +1008,36 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the rounds, a discounted anchor (one whose claim its headers
+        /// could not back) is never best while an undiscounted anchor answered the
+        /// round, and the verified tip never includes a lie.
+        #[test]
+        fn a_liar_is_never_best_while_an_honest_anchor_answers(
+            rounds in proptest::collection::vec(proptest::collection::vec((0usize..4, 0u64..30, 0u64..500, 0u8..3), 0..6), 1..40)
+        ) {
+            let mut s = BackboneState::new(&seeds(4), false);
+            for round in rounds {
+                let outcomes: Vec<ProbeOutcome> = round.into_iter().map(|(i, tip, lat, kind)| match kind {
+                    0 => ok(i, tip, lat),
+                    1 => lie(i, tip + 1_000, tip, lat),
+                    _ => fail(i),
+                }).collect();
+                s = next_snapshot(&s, &outcomes, T0);
+                prop_assert!(s.verified_tip_height < 1_000);
+                if let Some(b) = &s.best_anchor {
+                    let best = s.anchor(b).unwrap();
+                    if best.is_discounted() {
+                        prop_assert!(
+                            !s.anchors.iter().any(|a| a.is_fresh() && !a.is_discounted()),
+                            "{s:#?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
         /// Invariants over arbitrary rounds: the best is always a usable, unrefused,
         /// unstalled anchor; connected iff a best exists (not self backbone);
         /// connected never drops after a single failed round.

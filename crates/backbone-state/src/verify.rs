@@ -180,7 +180,9 @@ pub fn choose_calmly<'a>(
         return Some(first);
     };
     let cur = cur.1;
-    if tier(cur, top) != best_tier {
+    // A better tier wins at once; so does an undiscounted anchor over a discounted
+    // one of the same tier.
+    if (tier(cur, top), cur.is_discounted()) != (best_tier, first.is_discounted()) {
         return Some(first);
     }
     // Same tier: only a lasting lead of verified blocks moves the choice.

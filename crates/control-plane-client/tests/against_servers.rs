@@ -555,3 +555,37 @@ async fn a_server_that_speaks_first_in_another_protocol_is_not_http() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_mirror_is_asked_once_by_hash_under_its_path_prefix() {
+    let b = block(4);
+    let hash = b.hash();
+    let bytes = b.encode();
+    let s = serve(move |req| {
+        if req.path == format!("/vision/api/block/{hash}") {
+            octets(bytes.clone())
+        } else {
+            json(503, r#"{"error":"busy","message":"try again"}"#)
+        }
+    })
+    .await;
+    // Retries are configured, but a mirror is tried once: the caller asks another.
+    let c = client(1_000, 3);
+    let mirror = format!("{}/vision/", s.url);
+    assert_eq!(c.fetch_mirror_block(&mirror, &hash).await.unwrap(), b);
+    let other = block(5).hash();
+    let err = c.fetch_mirror_block(&mirror, &other).await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err:?}");
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2, "no retry of a 503");
+    let all_binary = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.header("accept") == Some("application/octet-stream"));
+    assert!(all_binary);
+    assert!(matches!(
+        c.fetch_mirror_block("https://cdn.example", &hash).await,
+        Err(ClientError::InvalidUrl { .. })
+    ));
+}

@@ -21,6 +21,8 @@
 //! [`MIRROR_SKIP_BASE_MS`], doubling with each strike up to [`MIRROR_SKIP_MAX_MS`].
 //! A 404 (the mirror lacks the block: its node is behind) is no misbehaviour: it
 //! costs [`MIRROR_PENALTY_MISSING`] and a [`MIRROR_MISSING_SKIP_MS`] skip, no strike.
+//! A good block that took more than half the timeout is taken but costs
+//! [`MIRROR_PENALTY_SLOW`]: a slow mirror sinks below the fast ones.
 //! Usable mirrors are tried best score first. `/api/status` shows them under
 //! `sync.mirrors`.
 
@@ -51,6 +53,10 @@ pub const MIRROR_SCORE_MAX: u32 = 100;
 pub const MIRROR_PENALTY_BAD_BLOCK: u32 = 50;
 /// Score lost for any other failed request (stalled, refused, error status).
 pub const MIRROR_PENALTY_FAILURE: u32 = 10;
+/// Score lost for a block that checked out but took longer than half the mirror's
+/// timeout: taken, but a slow mirror sinks below fast ones (a good block would have
+/// raised it by one).
+pub const MIRROR_PENALTY_SLOW: u32 = 3;
 /// Score lost for a 404: the mirror lacks the block (its node is behind, say) — not
 /// misbehaviour, so no strike either.
 pub const MIRROR_PENALTY_MISSING: u32 = 1;
@@ -114,6 +120,8 @@ impl Default for MirrorState {
 #[derive(Debug)]
 pub struct Mirrors {
     client: ControlPlaneClient,
+    /// An answer slower than this (half the timeout) is a slow one.
+    slow_ms: u64,
     params: &'static ChainParams,
     urls: Vec<String>,
     state: Mutex<Vec<MirrorState>>,
@@ -174,10 +182,12 @@ impl Mirrors {
         timeout_ms: u64,
         params: &'static ChainParams,
     ) -> Result<Mirrors, ClientError> {
-        let mut cfg = ClientConfig::with_timeout_ms(timeout_ms.clamp(1, MIRROR_TIMEOUT_MS_MAX));
+        let timeout_ms = timeout_ms.clamp(1, MIRROR_TIMEOUT_MS_MAX);
+        let mut cfg = ClientConfig::with_timeout_ms(timeout_ms);
         cfg.max_retries = 0;
         let urls: Vec<String> = urls.into_iter().take(MIRRORS_MAX).collect();
         Ok(Mirrors {
+            slow_ms: timeout_ms / 2,
             client: ControlPlaneClient::new(cfg)?,
             params,
             state: Mutex::new(vec![MirrorState::default(); urls.len()]),
@@ -234,6 +244,7 @@ impl Mirrors {
                 continue;
             }
             attempts += 1;
+            let asked = std::time::Instant::now();
             let r = self
                 .client
                 .fetch_mirror_block(&self.urls[i], &hash)
@@ -242,7 +253,7 @@ impl Mirrors {
                 .and_then(|b| self.check(header, &b).map(|()| b));
             match r {
                 Ok(b) => {
-                    self.record_ok(i);
+                    self.record_ok(i, asked.elapsed().as_millis() as u64, &hash);
                     return Some(b);
                 }
                 Err(f) => self.record_fault(i, &f, now_ms()),
@@ -272,10 +283,18 @@ impl Mirrors {
         out
     }
 
-    fn record_ok(&self, i: usize) {
+    /// Mirror `i` served a block that checked out, in `took_ms`.
+    fn record_ok(&self, i: usize, took_ms: u64, hash: &vision_chain::Hash32) {
         let mut st = self.lock();
         let s = &mut st[i];
         s.blocks_ok = s.blocks_ok.saturating_add(1);
+        if took_ms > self.slow_ms {
+            s.score = s.score.saturating_sub(MIRROR_PENALTY_SLOW);
+            let why = format!("slow: {took_ms} ms for block {hash}");
+            tracing::debug!("[SYNC] mirror {}: {why}; score {}", self.urls[i], s.score);
+            s.last_error = Some(why);
+            return;
+        }
         s.score = (s.score + 1).min(MIRROR_SCORE_MAX);
         if s.score == MIRROR_SCORE_MAX {
             s.strikes = 0;
@@ -434,9 +453,24 @@ mod tests {
             m2.status(0)[0].score,
             MIRROR_SCORE_START - MIRROR_PENALTY_MISSING
         );
+        // A slow good block is taken but costs score.
+        let h = vision_chain::Hash32::digest(b"x");
+        m.record_ok(2, 10_000, &h);
+        assert_eq!(
+            m.status(0)[2].score,
+            MIRROR_SCORE_START - MIRROR_PENALTY_SLOW
+        );
+        assert_eq!(m.status(0)[2].blocks_ok, 1);
+        assert!(
+            m.status(0)[2]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("slow")
+        );
         // Good blocks raise the score, up to the cap, and forgive the strikes.
-        for _ in 0..200 {
-            m.record_ok(2);
+        for _ in 0..199 {
+            m.record_ok(2, 0, &h);
         }
         assert_eq!(m.status(0)[2].score, MIRROR_SCORE_MAX);
         assert_eq!(m.status(0)[2].blocks_ok, 200);

@@ -672,7 +672,9 @@ fn http_candidates(net: &Net, bb: &BackboneState) -> Vec<HttpSource> {
         .iter()
         .filter(|a| a.is_usable() && a.tip_height.is_some())
         .collect();
-    others.sort_by_key(|a| std::cmp::Reverse(a.tip_height));
+    // Discounted anchors (caught claiming what they could not back) last; the
+    // others by what was verified of their claims.
+    others.sort_by_key(|a| (a.is_discounted(), std::cmp::Reverse(a.rank_height())));
     for a in others {
         if !urls.contains(&a.url) {
             urls.push(a.url.clone());

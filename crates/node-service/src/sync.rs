@@ -416,6 +416,8 @@ async fn fetch_batch(
         let got = source_blocks(src, watch, fetch_ms, first.height, headers.len() as u32).await?;
         return Ok((got, 0));
     };
+    let last = headers.last().map_or(first.height, |h| h.height);
+    watch.at(format!("bodies {}..={last} from mirrors", first.height));
     let mut slots = mirrors.fetch_all(headers).await;
     let from_mirrors = slots.iter().filter(|b| b.is_some()).count() as u64;
     // What no mirror delivered: from the source, one range per gap.

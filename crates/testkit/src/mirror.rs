@@ -24,7 +24,13 @@ pub enum MirrorBehaviour {
     WrongHash,
     /// Reads the request and never answers.
     Stall,
+    /// Serves the origin's answer after [`SLOW_DELAY`]: a good block, slowly.
+    Slow,
 }
+
+/// How long a slow mirror waits before it answers (more than half of the mirror
+/// cells' 2 s timeout, well under all of it).
+pub const SLOW_DELAY: Duration = Duration::from_millis(1_150);
 
 impl MirrorBehaviour {
     /// A short name for logs.
@@ -34,6 +40,7 @@ impl MirrorBehaviour {
             MirrorBehaviour::Corrupt => "corrupt",
             MirrorBehaviour::WrongHash => "wrong-hash",
             MirrorBehaviour::Stall => "stall",
+            MirrorBehaviour::Slow => "slow",
         }
     }
 }
@@ -149,6 +156,10 @@ fn serve(
         }
         MirrorBehaviour::WrongHash => crate::http::get_binary(origin, "/api/blocks/0"),
         MirrorBehaviour::Honest | MirrorBehaviour::Corrupt => {
+            crate::http::get_binary(origin, &format!("/api/block/{hash}"))
+        }
+        MirrorBehaviour::Slow => {
+            std::thread::sleep(SLOW_DELAY);
             crate::http::get_binary(origin, &format!("/api/block/{hash}"))
         }
     };

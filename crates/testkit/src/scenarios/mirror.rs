@@ -234,6 +234,13 @@ pub fn mirrors_cell(
                         .is_some_and(|e| e.contains("asked for block"))
             }
             MirrorBehaviour::Stall => m.failures > 0 && m.blocks_ok == 0,
+            MirrorBehaviour::Slow => {
+                m.blocks_ok > 0
+                    && m.blocks_bad == 0
+                    && m.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("slow"))
+            }
             // (A timeout on a loaded machine is not the honest mirror's fault: not
             // asserted; its score is, below.)
             MirrorBehaviour::Honest => m.blocks_ok > 0 && m.blocks_bad == 0,
@@ -264,7 +271,7 @@ pub fn mirrors_cell(
         let result = match f.behaviour {
             MirrorBehaviour::Corrupt | MirrorBehaviour::WrongHash => "bad",
             MirrorBehaviour::Stall => "failed",
-            MirrorBehaviour::Honest => "ok",
+            MirrorBehaviour::Honest | MirrorBehaviour::Slow => "ok",
         };
         let series = format!(
             "vision_sync_mirror_blocks_total{{mirror=\"{}\",result=\"{result}\"}}",
@@ -280,9 +287,10 @@ pub fn mirrors_cell(
         }
     }
     let log = std::fs::read_to_string(&cluster.nodes[i].log).unwrap_or_default();
+    // (A slow answer is logged at debug only: one line per block would flood.)
     for f in fakes
         .iter()
-        .filter(|f| f.behaviour != MirrorBehaviour::Honest)
+        .filter(|f| !matches!(f.behaviour, MirrorBehaviour::Honest | MirrorBehaviour::Slow))
     {
         if !log.contains(&format!("mirror {}", f.url())) {
             return Err(format!(
