@@ -58,6 +58,17 @@ struct Cli {
     /// Comma list of anchors: host, host:port or http://host:port, optionally <node_id_hex>@…
     #[arg(long, env = "VISION_ANCHOR_SEEDS", default_value = "")]
     anchor_seeds: String,
+    /// Sync mirror: an HTTP server or cache in front of a node (http://host[:port][/prefix]),
+    /// block bodies fetched from it by hash before the anchors, each checked against
+    /// the anchors' headers. Repeatable; the environment variable is a comma list.
+    #[arg(
+        long = "sync-mirror",
+        env = "VISION_SYNC_MIRRORS",
+        value_name = "URL",
+        value_delimiter = ',',
+        value_parser = node_service::mirror::parse_mirror
+    )]
+    sync_mirror: Vec<String>,
     /// This node is an anchor (membership registry, canonical tip).
     #[arg(long, env = "VISION_ANCHOR", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     anchor: bool,
@@ -184,6 +195,8 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             s.url
         ));
     }
+    let sync_mirrors = node_service::mirror::parse_mirrors(&cli.sync_mirror)
+        .map_err(|e| ConfigError(format!("{}: {e}", at.name("sync_mirror"))))?;
     let cap = miner_core::threads_cap();
     let threads = match cli.threads {
         Some(0) => {
@@ -272,6 +285,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             public_http,
             public_p2p,
             anchor_seeds,
+            sync_mirrors,
             is_anchor: cli.anchor,
             data_dir: cli.data_dir.clone(),
             mine: cli.mine,

@@ -18,7 +18,7 @@ use vision_chain::{Block, Network, SecretKey, build_block, solve};
 use vision_store::ChainStore;
 use vision_wire::binary::{decode_blocks, decode_headers};
 
-/// Blocks on the node's chain: regtest's reorg-safe depth (100) plus a margin.
+/// Blocks on the node's chain: regtest's reorg-safe depth, `max_reorg_depth` (100), plus a margin.
 const BLOCKS: u64 = 130;
 const START: Duration = Duration::from_secs(30);
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -217,7 +217,7 @@ fn blocks_by_hash_are_immutable_revalidate_to_304_and_live_routes_are_not_cached
 
     // Height-addressed: settled ranges for a day, near the tip for a second.
     let tip = BLOCKS;
-    let depth = Network::Regtest.params().reorg_safe_depth;
+    let depth = Network::Regtest.params().max_reorg_depth;
     let deep_last = tip - depth;
     let r = call(
         addr,

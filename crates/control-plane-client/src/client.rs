@@ -460,10 +460,18 @@ impl ControlPlaneClient {
         binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
     }
 
-    /// `GET /api/blocks/{height}`: the main-chain block at `height` (404 if none).
+    /// `GET /api/blocks/{height}`, binary: the main-chain block at `height` (404 if
+    /// none). A block of another height is [`ClientError::Decode`].
     pub async fn fetch_block_at(&self, url: &str, height: u64) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/blocks/{height}"))
-            .await
+        let path = format!("/api/blocks/{height}");
+        let block = self.fetch_one_block(url, &path).await?;
+        if block.header.height != height {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served the block at height {}", block.header.height),
+            ));
+        }
+        Ok(block)
     }
 
     /// `GET /api/block/{hash}`, binary: any stored block by hash (404 if unknown).
@@ -480,6 +488,25 @@ impl ControlPlaneClient {
             ));
         }
         Ok(block)
+    }
+
+    /// `GET {mirror}/api/block/{hash}` from a sync mirror — any HTTP server or cache
+    /// in front of a node, addressed as [`crate::normalize_mirror_url`] allows (a
+    /// path prefix, port 80 by default) — asking for the binary form. Tried once
+    /// (the caller picks another mirror rather than insisting). The block is
+    /// returned as decoded: a mirror is untrusted, so the caller checks it against
+    /// the header it asked for.
+    pub async fn fetch_mirror_block(
+        &self,
+        mirror_url: &str,
+        hash: &Hash32,
+    ) -> Result<Block, ClientError> {
+        let base = crate::url::normalize_mirror_url(mirror_url)?;
+        let full = format!("{base}/api/block/{hash}");
+        let (full, ctype, body) = self
+            .get_full(full, Some(OCTET_STREAM), 0, Accepting::Success)
+            .await?;
+        decode_one_block(&full, &ctype, &body)
     }
 
     /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
@@ -668,16 +695,7 @@ impl ControlPlaneClient {
 
     async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
         let (full, ctype, body) = self.get_binary(url, path).await?;
-        if is_json(&ctype) {
-            return block_from_json(&full, decode_json(&full, &body)?);
-        }
-        if body.len() > binary::MAX_BLOCK_BYTES {
-            return Err(ClientError::decode(
-                &full,
-                "block larger than any valid block",
-            ));
-        }
-        Block::decode(&body).map_err(|e| ClientError::decode(&full, e))
+        decode_one_block(&full, &ctype, &body)
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -727,7 +745,18 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let base = normalize_base_url(url)?;
-        let full = format!("{base}{path}");
+        self.get_full(format!("{base}{path}"), accept, retries, accepting)
+            .await
+    }
+
+    /// [`ControlPlaneClient::get`] of a full URL, already checked.
+    async fn get_full(
+        &self,
+        full: String,
+        accept: Option<&str>,
+        retries: u32,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         let retries = retries.min(MAX_RETRIES_LIMIT);
         let mut attempt = 0u32;
         loop {
@@ -843,6 +872,20 @@ impl ControlPlaneClient {
             Err(ClientError::from_status(full, status.as_u16(), &body))
         }
     }
+}
+
+/// One block's answer, binary or JSON by its content type.
+fn decode_one_block(full: &str, ctype: &str, body: &[u8]) -> Result<Block, ClientError> {
+    if is_json(ctype) {
+        return block_from_json(full, decode_json(full, body)?);
+    }
+    if body.len() > binary::MAX_BLOCK_BYTES {
+        return Err(ClientError::decode(
+            full,
+            "block larger than any valid block",
+        ));
+    }
+    Block::decode(body).map_err(|e| ClientError::decode(full, e))
 }
 
 fn is_json(content_type: &str) -> bool {

@@ -119,5 +119,5 @@ pub use events::{
     DEFAULT_EVENTS_IDLE_TIMEOUT_MS, DEFAULT_EVENTS_RECONNECT_BASE_MS,
     DEFAULT_EVENTS_RECONNECT_MAX_MS, EVENT_STREAM, EVENTS_RETRY_MIN_MS, EventStream, EventsOptions,
 };
-pub use url::{MAX_BASE_URL_LEN, normalize_base_url};
+pub use url::{MAX_BASE_URL_LEN, MAX_MIRROR_PATH_LEN, normalize_base_url, normalize_mirror_url};
 pub use vision_wire;

@@ -332,6 +332,7 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
         "/api/headers?from=0&limit=2" => octets(headers.clone()), // more than asked
         "/api/headers?from=9&limit=3" => octets(headers[..200].to_vec()),
         "/api/blocks/1" => octets(one.clone()),
+        "/api/blocks/3" => octets(one.clone()), // height 1's block for height 3
         "/api/blocks/2" => octets(one[..one.len() - 1].to_vec()),
         p if p.starts_with("/api/block/") => {
             json(404, r#"{"error":"not_found","message":"no such block"}"#)
@@ -360,6 +361,10 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
         Err(ClientError::Decode { .. })
     ));
     assert_eq!(c.fetch_block_at(&s.url, 1).await.unwrap(), blocks[1]);
+    assert!(matches!(
+        c.fetch_block_at(&s.url, 3).await,
+        Err(ClientError::Decode { .. })
+    ));
     assert!(matches!(
         c.fetch_block_at(&s.url, 2).await,
         Err(ClientError::Decode { .. })
@@ -549,4 +554,38 @@ async fn a_server_that_speaks_first_in_another_protocol_is_not_http() {
         text.contains("not an HTTP server") && text.contains("P2P port"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_mirror_is_asked_once_by_hash_under_its_path_prefix() {
+    let b = block(4);
+    let hash = b.hash();
+    let bytes = b.encode();
+    let s = serve(move |req| {
+        if req.path == format!("/vision/api/block/{hash}") {
+            octets(bytes.clone())
+        } else {
+            json(503, r#"{"error":"busy","message":"try again"}"#)
+        }
+    })
+    .await;
+    // Retries are configured, but a mirror is tried once: the caller asks another.
+    let c = client(1_000, 3);
+    let mirror = format!("{}/vision/", s.url);
+    assert_eq!(c.fetch_mirror_block(&mirror, &hash).await.unwrap(), b);
+    let other = block(5).hash();
+    let err = c.fetch_mirror_block(&mirror, &other).await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err:?}");
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2, "no retry of a 503");
+    let all_binary = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.header("accept") == Some("application/octet-stream"));
+    assert!(all_binary);
+    assert!(matches!(
+        c.fetch_mirror_block("https://cdn.example", &hash).await,
+        Err(ClientError::InvalidUrl { .. })
+    ));
 }

@@ -22,6 +22,10 @@ pub struct NodeConfig {
     pub public_p2p: Option<String>,
     /// Anchors to probe, heartbeat and sync from.
     pub anchor_seeds: Vec<AnchorSeed>,
+    /// Sync mirrors (`--sync-mirror`): HTTP servers or caches block bodies are
+    /// fetched from by hash before the anchors, normalised by
+    /// `mirror::parse_mirrors`.
+    pub sync_mirrors: Vec<String>,
     /// This node is an anchor.
     pub is_anchor: bool,
     /// Chain store, node key, admin cookie.
@@ -103,6 +107,7 @@ impl NodeConfig {
             public_http: http_addr.to_string(),
             public_p2p: None,
             anchor_seeds: Vec::new(),
+            sync_mirrors: Vec::new(),
             is_anchor: false,
             data_dir,
             mine: false,
@@ -118,12 +123,6 @@ impl NodeConfig {
             store_down_exit_ms: STORE_DOWN_EXIT_MS_DEFAULT,
             sync_deadlines: SyncDeadlines::default(),
         }
-    }
-
-    /// How long an anchor's claimed tip may go unbacked by valid headers before it
-    /// is discounted: six probe rounds, at least ten seconds.
-    pub fn unbacked_tip_window_ms(&self) -> u64 {
-        (6 * self.probe_interval_ms).max(10_000)
     }
 
     /// A node with no anchor seeds, and every anchor, is its own backbone.

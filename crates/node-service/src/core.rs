@@ -2,13 +2,12 @@
 //! path every block and transaction takes into the node, whatever carried it
 //! (the local miner, HTTP, P2P).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{
@@ -98,7 +97,7 @@ pub struct Core {
     pub started: Instant,
     /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
     pub admin_tokens: Vec<String>,
-    claims: Mutex<ClaimTracker>,
+    verified_headers: Mutex<VerifiedHeaders>,
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
@@ -116,6 +115,32 @@ pub struct Core {
 
 /// See [`Core::tip_hook`].
 pub type TipHook = Box<dyn Fn() + Send + Sync>;
+
+/// Headers checked by sync or by a claim's verification (hash → height)
+/// remembered, oldest forgotten first.
+pub const VERIFIED_HEADERS_MAX: usize = 8_192;
+
+/// A bounded record of headers this node has checked (linkage, proof of work,
+/// timestamps) without holding their blocks yet: what lets one source's headers
+/// back another anchor's claim of the same tip.
+#[derive(Debug, Default)]
+struct VerifiedHeaders {
+    heights: HashMap<Hash32, u64>,
+    order: VecDeque<Hash32>,
+}
+
+impl VerifiedHeaders {
+    fn insert(&mut self, hash: Hash32, height: u64) {
+        if self.heights.insert(hash, height).is_none() {
+            self.order.push_back(hash);
+            while self.order.len() > VERIFIED_HEADERS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.heights.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 /// Sources whose last sync error is remembered for status.
 pub const SOURCE_ERRORS_MAX: usize = 64;
@@ -159,7 +184,7 @@ impl Core {
             progress: crate::progress::SyncProgress::new(),
             started: Instant::now(),
             admin_tokens,
-            claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
+            verified_headers: Mutex::new(VerifiedHeaders::default()),
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
             mempool_file: OnceLock::new(),
@@ -175,7 +200,7 @@ impl Core {
     pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
         (
             self.pool(),
-            lock(&self.claims),
+            lock(&self.verified_headers),
             lock(&self.source_errors),
             lock(&self.fatal),
         )
@@ -370,16 +395,28 @@ impl Core {
         Ok(())
     }
 
-    /// Sync validated headers (or imported blocks) up to `height`: claims up to
-    /// there are backed.
-    pub fn note_header_progress(&self, height: u64) {
-        lock(&self.claims).progress(height, now_ms());
+    /// Headers checked (linkage, proof of work, timestamps) by sync or by a
+    /// claim's verification: a claim of one of them is backed.
+    pub fn note_verified_headers(&self, headers: impl IntoIterator<Item = (Hash32, u64)>) {
+        let mut v = lock(&self.verified_headers);
+        for (hash, height) in headers {
+            v.insert(hash, height);
+        }
     }
 
-    /// Judge an anchor's claimed tip: believed, or discounted because no source
-    /// backed it with valid headers in time.
-    pub fn judge_claim(&self, anchor: &str, claimed: u64) -> ClaimVerdict {
-        lock(&self.claims).observe(anchor, claimed, self.chain().height, now_ms())
+    /// The height of `hash` if this node has checked it: a stored block that is not
+    /// known invalid, or a header checked by sync or a verification.
+    pub fn verified_height(&self, hash: &Hash32) -> Result<Option<u64>, StoreError> {
+        if let Some(h) = lock(&self.verified_headers).heights.get(hash) {
+            return Ok(Some(*h));
+        }
+        if matches!(
+            self.store.block_status(hash)?,
+            Some(vision_store::BlockStatus::Invalid) | None
+        ) {
+            return Ok(None);
+        }
+        Ok(self.store.header(hash)?.map(|h| h.height))
     }
 
     /// A sync source failed validation: remember why (shown as the anchor's

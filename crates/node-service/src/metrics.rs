@@ -127,6 +127,8 @@ pub struct Metrics {
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
     anchor_up: Family<Labels, Gauge>,
+    mirror_score: Family<Labels, Gauge>,
+    mirror_blocks: Family<Labels, Counter>,
     chain_height: Gauge,
     network_tip: Gauge,
     sync_lag: Gauge,
@@ -343,6 +345,8 @@ impl Metrics {
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
             anchor_up: Family::default(),
+            mirror_score: Family::default(),
+            mirror_blocks: Family::default(),
             chain_height: Gauge::default(),
             network_tip: Gauge::default(),
             sync_lag: Gauge::default(),
@@ -420,6 +424,16 @@ impl Metrics {
             "anchor_up",
             "1 when the anchor answered its last probe",
             m.anchor_up.clone(),
+        );
+        registry.register(
+            "sync_mirror_score",
+            "Score of each sync mirror (--sync-mirror), 0..100",
+            m.mirror_score.clone(),
+        );
+        registry.register(
+            "sync_mirror_blocks",
+            "Block requests to each sync mirror by result: ok, bad (wrong or corrupt block), failed",
+            m.mirror_blocks.clone(),
         );
         registry.register(
             "chain_height",
@@ -665,6 +679,30 @@ impl Metrics {
             .read()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Refresh the sync mirrors' series from `sync.mirrors` (bounded by
+    /// `mirror::MIRRORS_MAX`): the score, and the request counters brought up to
+    /// the mirror's own counts.
+    pub fn mirrors(&self, mirrors: &[vision_wire::MirrorStatus]) {
+        for m in mirrors {
+            self.mirror_score
+                .get_or_create(&l(&[("mirror", &m.url)]))
+                .set(m.score as i64);
+            for (result, n) in [
+                ("ok", m.blocks_ok),
+                ("bad", m.blocks_bad),
+                ("failed", m.failures),
+            ] {
+                let c = self
+                    .mirror_blocks
+                    .get_or_create(&l(&[("mirror", &m.url), ("result", result)]));
+                let counted = c.get();
+                if n > counted {
+                    c.inc_by(n - counted);
+                }
+            }
+        }
     }
 
     /// Refresh the gauges and encode for a scraper that sent `accept`: OpenMetrics

@@ -108,6 +108,8 @@ async fn status_has_every_contract_field() {
         "tip_hash",
         "last_ok_unix",
         "last_error",
+        "verified_tip_height",
+        "discounted",
     ] {
         assert!(
             v["http_backbone"].get(f).is_some(),
@@ -549,6 +551,186 @@ async fn signed_messages_from_a_newer_protocol_are_read_and_out_of_range_refused
     .await;
     assert_eq!(st, 400);
     assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
+}
+
+/// An anchor of a later protocol version, made of a real anchor of this release: it
+/// answers hellos itself — signed with the real anchor's key, in the range `min..=max`,
+/// with a field this release does not know — and passes every other request on
+/// (except the event stream, which it does not offer). With `refuse`, it refuses a
+/// caller whose range does not overlap its own as such an anchor would: 400
+/// `unsupported_protocol`; without, it answers anyway (the caller must refuse).
+async fn newer_anchor_front(
+    real: SocketAddr,
+    key: SecretKey,
+    (min, max): (u32, u32),
+    refuse: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (key, counted) = (key.clone(), counted.clone());
+            tokio::spawn(async move {
+                // One request per connection: head, then Content-Length bytes.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = common::header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = &buf[head_end..head_end + len];
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, answer) = if method == "POST" && path == "/api/hello" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let call: SignedHello = serde_json::from_slice(body).unwrap();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let (_, exchange) = call.verify_call("regtest", now).unwrap();
+                    let (theirs, ours) = (
+                        vision_wire::ProtocolRange {
+                            min: call.payload.protocol_min,
+                            max: call.payload.protocol_version,
+                        },
+                        vision_wire::ProtocolRange { min, max },
+                    );
+                    if refuse && !theirs.overlaps(ours) {
+                        let e = vision_wire::SignedError::UnsupportedProtocol { theirs, ours };
+                        let body = serde_json::json!({
+                            "error": "unsupported_protocol",
+                            "message": e.to_string(),
+                        });
+                        let body = body.to_string().into_bytes();
+                        let out = format!(
+                            "HTTP/1.1 400 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(out.as_bytes()).await;
+                        let _ = s.write_all(&body).await;
+                        return;
+                    }
+                    let mut p = common::signed_hello(&key, "regtest", now).payload;
+                    p.is_anchor = true;
+                    p.protocol_min = min;
+                    p.protocol_version = max;
+                    p.unknown
+                        .0
+                        .insert("relay".into(), serde_json::json!({"compact": true}));
+                    (
+                        200,
+                        serde_json::to_vec(&p.sign_answer(&key, exchange)).unwrap(),
+                    )
+                } else if path.starts_with("/api/events") {
+                    (
+                        404,
+                        br#"{"error":"not_found","message":"no events here"}"#.to_vec(),
+                    )
+                } else {
+                    let a = common::raw(real, method, path, &[], body).await;
+                    (a.status, a.body)
+                };
+                let out = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.write_all(&answer).await;
+            });
+        }
+    });
+    (addr, hellos)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_follows_a_newer_anchor_and_names_an_incompatible_one() {
+    use std::sync::atomic::Ordering;
+    use vision_wire::PROTOCOL_VERSION;
+    let anchor = common::start_node(|c| c.is_anchor = true).await;
+    let key = SecretKey::from_hex(
+        std::fs::read_to_string(anchor.dir.path().join("node.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let member_of = async |front: SocketAddr| {
+        common::start_node(move |c| {
+            c.anchor_seeds =
+                vec![node_service::config::AnchorSeed::parse(&format!("http://{front}")).unwrap()];
+            c.probe_interval_ms = 200;
+            c.http_timeout_ms = 1_000;
+        })
+        .await
+    };
+    // A newer anchor that still talks to this release: the member connects to it.
+    let (front, hellos) = newer_anchor_front(
+        anchor.addr,
+        key.clone(),
+        (PROTOCOL_VERSION, PROTOCOL_VERSION + 1),
+        true,
+    )
+    .await;
+    let member = member_of(front).await;
+    wait_for(
+        "the member connected to the newer anchor",
+        Duration::from_secs(20),
+        async || get_json(member.addr, "/api/status").await.1["http_backbone"]["connected"] == true,
+    )
+    .await;
+    assert!(hellos.load(Ordering::Relaxed) >= 1);
+    // One that no longer talks to this release, refusing the member's hello (as it
+    // would), or answering anyway (the member refuses the answer): never connected,
+    // both ranges named in `last_error`.
+    for refuse in [true, false] {
+        let (front, hellos) = newer_anchor_front(
+            anchor.addr,
+            key.clone(),
+            (PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1),
+            refuse,
+        )
+        .await;
+        let member = member_of(front).await;
+        let mut last = Value::Null;
+        wait_for(
+            "the member names the unsupported protocol",
+            Duration::from_secs(20),
+            async || {
+                last = get_json(member.addr, "/api/status").await.1["http_backbone"].clone();
+                last["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unsupported protocol"))
+            },
+        )
+        .await;
+        let e = last["last_error"].as_str().unwrap();
+        assert!(
+            e.contains(&format!("{}", PROTOCOL_VERSION + 1))
+                && e.contains(&vision_wire::ProtocolRange::OURS.to_string()),
+            "{e}"
+        );
+        assert!(refuse == e.contains("refused our hello"), "{e}");
+        assert_eq!(last["connected"], false, "{last}");
+        assert!(hellos.load(Ordering::Relaxed) >= 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

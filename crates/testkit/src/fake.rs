@@ -210,6 +210,7 @@ fn serve(
                     progress: 1.0,
                     blocks_per_s: 0.0,
                     eta_s: Some(0),
+                    mirrors: Vec::new(),
                 },
                 miner: MinerStatus {
                     state: "running".into(),

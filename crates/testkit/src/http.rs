@@ -39,7 +39,7 @@ fn request(
     request_with(addr, method, path, body, ctype, &[])
 }
 
-fn request_with(
+pub(crate) fn request_with(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -103,6 +103,16 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
     request(addr, "GET", path, b"", "application/json")
 }
 
+/// `GET path` asking for the binary form (`Accept: application/octet-stream`).
+pub fn get_binary(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
+    get_with(addr, path, &[("Accept", "application/octet-stream")])
+}
+
+/// `POST path` with a binary body (`application/octet-stream`).
+pub fn post_bytes(addr: SocketAddr, path: &str, body: &[u8]) -> Result<HttpAnswer, String> {
+    request(addr, "POST", path, body, "application/octet-stream")
+}
+
 /// `GET path` with extra request headers (`If-None-Match`, `Accept`, ...).
 pub fn get_with(
     addr: SocketAddr,
@@ -131,16 +141,6 @@ pub fn post_json(
         body.to_string().as_bytes(),
         "application/json",
     )
-}
-
-/// `POST path` with a raw body of content type `ctype`.
-pub fn post_bytes(
-    addr: SocketAddr,
-    path: &str,
-    body: &[u8],
-    ctype: &str,
-) -> Result<HttpAnswer, String> {
-    request(addr, "POST", path, body, ctype)
 }
 
 /// `GET /api/status`, decoded.

@@ -127,7 +127,9 @@ pub struct ChainParams {
     /// branch that forks from the main chain more than this many blocks below the
     /// tip is refused whatever its work ([`crate::branch::SideBranchRefusal::TooDeep`]),
     /// so the last `max_reorg_depth` blocks are the only ones a heavier chain can
-    /// replace. Beyond it the node stays on its chain, logs the deeper branch's
+    /// replace. (So the control plane serves a height range lying wholly this deep
+    /// as cacheable for a day: this node never reorganises it away.) Beyond it the
+    /// node stays on its chain, logs the deeper branch's
     /// source and demotes it; following that branch is an operator's decision
     /// (docs/OPERATIONS.md: resync from scratch).
     pub max_reorg_depth: u64,
@@ -136,16 +138,6 @@ pub struct ChainParams {
     /// unsolicited (HTTP submit, P2P gossip, the miner). A branch already proven
     /// heavier by its headers (sync) is not held to it.
     pub side_branch_work_lag_blocks: u64,
-    /// Reorg-safe depth, in blocks: a main-chain block at least this many blocks
-    /// below the tip is not expected to leave the main chain. The control plane
-    /// serves height-addressed ranges that lie entirely that deep as cacheable for
-    /// long (`Cache-Control: public, max-age=86400`); nearer the tip, `max-age=1`.
-    /// A reorganisation deeper than this is not refused by it (fork choice is most
-    /// work); a cache may then hold the old branch's range until it expires, and
-    /// sync, which checks every header's link, demotes the cache and reads elsewhere.
-    /// At least [`ChainParams::max_reorg_depth`], the bound that does refuse, so a
-    /// range served as settled is one this node never reorganises away.
-    pub reorg_safe_depth: u64,
 }
 
 /// How many ancestors the median-time-past rule looks at.
@@ -169,7 +161,6 @@ pub static MAINNET: ChainParams = ChainParams {
     genesis_timestamp_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
     max_reorg_depth: 100,
     side_branch_work_lag_blocks: 6,
-    reorg_safe_depth: 100,
 };
 
 /// Testnet: thirty-second blocks.
@@ -186,7 +177,6 @@ pub static TESTNET: ChainParams = ChainParams {
     genesis_timestamp_ms: 1_767_225_600_000,
     max_reorg_depth: 100,
     side_branch_work_lag_blocks: 6,
-    reorg_safe_depth: 100,
 };
 
 /// Devnet: blocks every four seconds, starting at about a million hashes a block.
@@ -203,7 +193,6 @@ pub static DEVNET: ChainParams = ChainParams {
     genesis_timestamp_ms: 1_767_225_600_000,
     max_reorg_depth: 50,
     side_branch_work_lag_blocks: 6,
-    reorg_safe_depth: 50,
 };
 
 /// Regtest: one hash in two meets the first target; aims at one block a second.
@@ -220,7 +209,6 @@ pub static REGTEST: ChainParams = ChainParams {
     genesis_timestamp_ms: 1_767_225_600_000,
     max_reorg_depth: 100,
     side_branch_work_lag_blocks: 6,
-    reorg_safe_depth: 100,
 };
 
 impl ChainParams {
@@ -292,12 +280,8 @@ mod tests {
                 "a reorg can undo every immature reward"
             );
             assert!(
-                p.reorg_safe_depth >= p.max_reorg_depth,
-                "a range served as settled is never reorganised away here"
-            );
-            assert!(
-                p.reorg_safe_depth >= 6,
-                "the blocks near the tip are never served as settled"
+                p.max_reorg_depth >= 6,
+                "the blocks near the tip are never served as settled (HTTP caching)"
             );
         }
         let hashes: std::collections::HashSet<_> = Network::ALL

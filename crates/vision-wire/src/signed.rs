@@ -18,7 +18,9 @@
 //! the canonical bytes of a payload are the base layout of version 2 (below, per
 //! payload), then its unknown fields — a `u32` count, then each field's name and value
 //! in the order of their names' bytes, the value in [`canonical_json`]'s encoding. A
-//! later version signs the fields it adds in exactly that tail, so a node of this
+//! later version signs the fields it adds in exactly that tail (present fields only:
+//! what it adds is optional to it, so a message of this release, which lacks them,
+//! verifies there too), so a node of this
 //! release checks a newer node's signature over every field it was sent, and a field
 //! changed, added or removed in transit fails the signature. The envelope
 //! (`{payload, signature}`) is frozen: a field outside the signed payload is refused.

@@ -6,7 +6,7 @@
 //! - **By hash** (`/api/block/{hash}`): the content can never change — [`IMMUTABLE`].
 //!   The JSON form therefore carries no `confirmations` (they grow with every block).
 //! - **By height, settled**: a range that lies entirely
-//!   [`vision_chain::ChainParams::reorg_safe_depth`] blocks below the tip, in a form
+//!   [`vision_chain::ChainParams::max_reorg_depth`] blocks below the tip, in a form
 //!   that holds nothing but the chain (headers, binary blocks) — [`SETTLED`].
 //! - **By height, near the tip** (and JSON blocks, whose `confirmations` grow):
 //!   [`NEAR_TIP`], one second.

@@ -41,9 +41,10 @@ fn confirmations(tip: u64, height: u64) -> u64 {
 }
 
 impl Api {
-    /// The reorg-safe depth of this node's network.
+    /// The reorg-safe depth: this network's `max_reorg_depth`, below which this node
+    /// never reorganises.
     fn settled_depth(&self) -> u64 {
-        self.0.core.params.reorg_safe_depth
+        self.0.core.params.max_reorg_depth
     }
 
     pub(super) async fn headers(&self, req: &Request) -> Result<Response, ApiError> {

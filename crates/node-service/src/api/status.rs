@@ -228,6 +228,7 @@ impl NodeShared {
         let store_bytes = std::fs::metadata(self.core.store.path())
             .map(|m| m.len())
             .unwrap_or(0);
+        self.core.metrics.mirrors(&v.sync.mirrors);
         let (content_type, text) = self.core.metrics.render_for(
             &Scrape {
                 backbone_connected: v.backbone.connected,

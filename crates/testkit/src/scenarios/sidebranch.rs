@@ -98,7 +98,7 @@ fn mine_next(
     let ts = tip.timestamp_ms + params.target_block_time_ms;
     let mut b = build_block(params, &ctx, Address([7; 32]), Vec::new(), ts);
     vision_chain::solve(&mut b.header, splitmix(seed) >> 16, u64::MAX).ok_or("no nonce")?;
-    let a = post_bytes(addr, "/api/blocks", &b.encode(), "application/octet-stream")?;
+    let a = post_bytes(addr, "/api/blocks", &b.encode())?;
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
     if a.status != 200 || v["status"] != "extended" {
         return Err(format!(
@@ -224,7 +224,7 @@ pub fn side_branch_flood(c: &mut Cluster) -> Result<String, String> {
         let b = random_block(&headers, parent, &mut seed);
         let meets = hash_meets_target(&b.hash(), &b.header.target);
         met_target += usize::from(meets);
-        let a = post_bytes(addr, "/api/blocks", &b.encode(), "application/octet-stream")?;
+        let a = post_bytes(addr, "/api/blocks", &b.encode())?;
         match a.status {
             200 => {
                 let v: serde_json::Value =
