@@ -829,10 +829,22 @@ pub async fn verify_claim(
             };
         }
         let want = u32::try_from((last - next + 1).min(u64::from(HEADERS_BATCH))).unwrap_or(1);
-        let batch = match src.headers(next, want).await {
-            Ok(b) => b,
-            Err(e) => break unknown(format!("headers from {}: {e}", src.name())),
-        };
+        // Within the sync fetch deadline: a claimant that stalls is not believed
+        // for it, and never holds the caller.
+        let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
+        let batch =
+            match tokio::time::timeout(Duration::from_millis(fetch_ms), src.headers(next, want))
+                .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => break unknown(format!("headers from {}: {e}", src.name())),
+                Err(_) => {
+                    break unknown(format!(
+                        "headers from {}: no answer within {fetch_ms} ms",
+                        src.name()
+                    ));
+                }
+            };
         if batch.is_empty() {
             break TipCheck::Unbacked {
                 backed_height: next - 1,
