@@ -20,7 +20,8 @@ const DROP_7072: &str = "table inet cgnat {
   chain output { type filter hook output priority 0; policy accept; tcp dport 7072 drop; tcp sport 7072 drop; }
 }";
 
-fn sh(args: &[&str]) -> Result<String, String> {
+/// Run a command; its standard output, or what failed.
+pub(crate) fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -73,17 +74,39 @@ fn teardown() {
 
 fn setup() -> Result<(), String> {
     teardown();
-    sh(&["ip", "netns", "add", BRIDGE_NS])?;
+    let hosts = hosts();
+    let plain: Vec<(String, String)> = hosts
+        .iter()
+        .map(|(ns, addr, _)| (ns.clone(), addr.clone()))
+        .collect();
+    bridge_hosts(BRIDGE_NS, "vn", &plain)?;
+    for (ns, _, cgnat) in &hosts {
+        if *cgnat {
+            nft(ns, DROP_7072)?;
+        }
+    }
+    Ok(())
+}
+
+/// Create namespace `bridge_ns` holding bridge `br0`, and for each `(namespace,
+/// address)` a namespace joined to the bridge by a veth pair (`<veth>h<i>` on the
+/// host with `address/24`, `<veth>b<i>` on the bridge), links and loopback up.
+pub(crate) fn bridge_hosts(
+    bridge_ns: &str,
+    veth: &str,
+    hosts: &[(String, String)],
+) -> Result<(), String> {
+    sh(&["ip", "netns", "add", bridge_ns])?;
     sh(&[
-        "ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge",
+        "ip", "-n", bridge_ns, "link", "add", "br0", "type", "bridge",
     ])?;
-    sh(&["ip", "-n", BRIDGE_NS, "link", "set", "br0", "up"])?;
-    for (i, (ns, addr, cgnat)) in hosts().iter().enumerate() {
-        let (host_if, br_if) = (format!("vnh{i}"), format!("vnb{i}"));
+    sh(&["ip", "-n", bridge_ns, "link", "set", "br0", "up"])?;
+    for (i, (ns, addr)) in hosts.iter().enumerate() {
+        let (host_if, br_if) = (format!("{veth}h{i}"), format!("{veth}b{i}"));
         sh(&["ip", "netns", "add", ns])?;
         sh(&[
             "ip", "link", "add", &host_if, "netns", ns, "type", "veth", "peer", "name", &br_if,
-            "netns", BRIDGE_NS,
+            "netns", bridge_ns,
         ])?;
         sh(&[
             "ip",
@@ -98,26 +121,34 @@ fn setup() -> Result<(), String> {
         sh(&["ip", "-n", ns, "link", "set", &host_if, "up"])?;
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
         sh(&[
-            "ip", "-n", BRIDGE_NS, "link", "set", &br_if, "master", "br0",
+            "ip", "-n", bridge_ns, "link", "set", &br_if, "master", "br0",
         ])?;
-        sh(&["ip", "-n", BRIDGE_NS, "link", "set", &br_if, "up"])?;
-        if *cgnat {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft", "-f", "-"])
-                .stdin(std::process::Stdio::piped());
-            let mut child = c.spawn().map_err(|e| format!("nft in {ns}: {e}"))?;
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .ok_or("nft stdin")?
-                .write_all(DROP_7072.as_bytes())
-                .map_err(|e| e.to_string())?;
-            let st = child.wait().map_err(|e| e.to_string())?;
-            if !st.success() {
-                return Err(format!("nft rules in {ns} failed: {st}"));
-            }
-        }
+        sh(&["ip", "-n", bridge_ns, "link", "set", &br_if, "up"])?;
+    }
+    Ok(())
+}
+
+/// Load nftables `rules` inside namespace `ns`.
+pub(crate) fn nft(ns: &str, rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft in {ns}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("nft stdin")?
+        .write_all(rules.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "nft rules in {ns} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
 }

@@ -6,12 +6,14 @@
 //! |---|---|---|
 //! | `hashing` | `miner-core --bench hashrate -- summary` | miner, 1 thread / bare blake3 loop |
 //! | `hashing_scaling` | the same | miner, 2 threads / 1 thread |
-//! | `node_hashrate` | a release `vision-node --mine --threads 1` (testnet, alone) | `/api/status` `miner.hashrate` / the bench's 1-thread miner |
+//! | `node_hashrate` | a release `vision-node --mine --threads 1` (testnet, alone) | `/api/status` `miner.hashrate` / the bench's 1-thread miner, both per second of the CPU their hashing thread got (`/proc/<pid>/task/*/schedstat`) |
 //! | `import` | `vision-store --bench import -- summary` | `accept_blocks` of 1,000-transfer blocks / one thread's `verify_batch` of the same signatures |
 //! | `status` | `node-service --bench status_load` | node `/api/status` req/s / bare hyper |
 //! | `status_subscribers` | the same | node `/api/status` req/s with 500 idle + 10 never-reading `/api/events` subscribers / bare hyper |
 //! | `sync_http` | `node-service --bench sync_http_vs_p2p -- N` | HTTP sync blocks/s / two-core verification bound |
 //! | `sync_http_vs_p2p` | the same | HTTP sync rate / P2P sync rate |
+//! | `sync_binary_vs_json` | the same | HTTP sync rate with binary bodies / with JSON bodies |
+//! | `sync_mirror_vs_ranges` | the same | sync rate with every body by hash from a mirror / by ranges from the source |
 //!
 //! Each bench prints lines `xtask-bench NAME key=value ... ratio=R goal=G`; this
 //! command runs the benches one after another (never two at once: they would share
@@ -160,7 +162,7 @@ fn cargo_bench(args: &[&str], env: &[(&str, String)]) -> Result<String> {
 /// testnet (its own backbone, so eligible; testnet's target keeps it on one
 /// template for seconds), one thread, its `/api/status` `miner.hashrate` sampled
 /// once a second after the smoothing has settled; the median of the samples.
-fn node_hashrate(settle_secs: u64) -> Result<f64> {
+fn node_hashrate(settle_secs: u64) -> Result<(f64, f64)> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["build", "--release", "-p", "vision-node"])
@@ -193,23 +195,44 @@ fn node_hashrate(settle_secs: u64) -> Result<f64> {
     }
     // the smoothed figure's time constant is 5 s: let it settle, then sample
     std::thread::sleep(Duration::from_secs(settle_secs));
+    let pid = node.pid().map(|p| p.to_string()).unwrap_or_default();
+    let (t0, c0) = (Instant::now(), miner_cpu_ns(&pid));
     let mut samples = Vec::new();
     for _ in 0..10 {
         samples.push(node.status().map_err(anyhow::Error::msg)?.miner.hashrate);
         std::thread::sleep(Duration::from_secs(1));
     }
+    let cores = miner_cpu_ns(&pid).saturating_sub(c0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
     samples.sort_by(f64::total_cmp);
     println!(
-        "  node /api/status miner.hashrate samples (H/s): {}",
+        "  node /api/status miner.hashrate samples (H/s): {}; its hashing thread had {cores:.2} cores",
         samples
             .iter()
             .map(|s| format!("{:.2}M", s / 1e6))
             .collect::<Vec<_>>()
             .join(" ")
     );
-    Ok(samples[samples.len() / 2])
+    Ok((samples[samples.len() / 2], cores))
+}
+
+/// CPU time in nanoseconds used by the hashing threads (`miner-*`, not
+/// `miner-control`) of process `pid`, from `/proc/<pid>/task/*/schedstat` (0 when
+/// unreadable). The hashing bench measures its miner the same way.
+fn miner_cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("miner-") && !c.starts_with("miner-control"))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -265,22 +288,34 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             &[],
         ));
     }
-    let bench_hps = figures
-        .get("hashing")
-        .and_then(|f| f.values.iter().find(|(k, _)| k == "miner_1_thread_hps"))
-        .and_then(|(_, v)| v.parse::<f64>().ok());
+    let bench_value = |key: &str| {
+        figures
+            .get("hashing")
+            .and_then(|f| f.values.iter().find(|(k, _)| k == key))
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    let bench_hps = bench_value("miner_1_thread_hps");
+    let bench_cpu_hps = bench_value("miner_1_thread_cpu_hps");
     if !skipped("node_hashrate") {
-        match (bench_hps, node_hashrate(o.node_secs)) {
-            (Some(bench), Ok(node)) => {
+        match (bench_hps.zip(bench_cpu_hps), node_hashrate(o.node_secs)) {
+            (Some((bench, bench_cpu)), Ok((node, cores))) => {
+                // Per second of CPU on both sides: the two are measured minutes
+                // apart on a machine whose load moves, and a hashing thread gets
+                // whatever share of a core the load leaves it.
+                let node_cpu = node / cores.max(1e-3);
                 figures.insert(
                     "node_hashrate".into(),
                     Figure {
                         name: "node_hashrate".into(),
-                        ratio: node / bench,
+                        ratio: node_cpu / bench_cpu,
                         goal: 0.1,
                         values: vec![
                             ("node_hps".into(), format!("{node:.0}")),
+                            ("node_cores".into(), format!("{cores:.2}")),
+                            ("node_cpu_hps".into(), format!("{node_cpu:.0}")),
                             ("bench_hps".into(), format!("{bench:.0}")),
+                            ("bench_cpu_hps".into(), format!("{bench_cpu:.0}")),
+                            ("wall_ratio".into(), format!("{:.2}", node / bench)),
                         ],
                     },
                 );

@@ -34,7 +34,9 @@ mod faults;
 mod figures;
 mod guard;
 mod matrix;
+mod mirror;
 mod ops;
+mod partition;
 mod propagation;
 mod simulate;
 mod tidy;
@@ -55,6 +57,10 @@ fn main() -> Result<()> {
         "cgnat-driver" => match rest.first() {
             Some(bin) => cgnat::driver(bin),
             None => bail!("cgnat-driver needs the vision-node binary path"),
+        },
+        "partition-driver" => match rest.first() {
+            Some(bin) => partition::driver(bin),
+            None => bail!("partition-driver needs the vision-node binary path"),
         },
         "bench-startup" => bench::run(rest),
         "bench" => figures::run(rest),

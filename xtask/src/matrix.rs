@@ -315,6 +315,28 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         crate::propagation::run().map(|detail| println!("propagation: {detail}"))
     });
 
+    // Sync from mirrors (issue #16): a real cache (Debian's nginx with
+    // contrib/nginx/vision-mirror.conf) carries the second node's sync, and bad
+    // mirrors are caught (xtask/src/mirror.rs).
+    step("cell:nginx-mirror", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::mirror::run_nginx(&root())?;
+        println!("cell:nginx-mirror: {detail}");
+        Ok(())
+    });
+    step("cell:bad-mirrors", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::mirror::run_bad_mirrors()?;
+        println!("cell:bad-mirrors: {detail}");
+        Ok(())
+    });
+
     // Fault and bad-input cells: the same code as `cargo test` calls
     // (testkit::scenarios::Fault), then schemathesis against the OpenAPI document.
     for fault in testkit::scenarios::Fault::ALL {
@@ -408,22 +430,37 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         Ok(())
     });
 
+    // Real hosts in network namespaces with nftables: the CGNAT cell
+    // (xtask/src/cgnat.rs) and a partition with real links (xtask/src/partition.rs).
+    const NAMESPACE_CELLS: [&str; 2] = ["cell:cgnat", "fault:partition-nft"];
     match crate::cgnat::unavailable() {
-        Some(why) if opts.left_out("cell:cgnat").is_none() => {
-            outcomes.push(Outcome {
-                name: "cell:cgnat".into(),
-                status: Status::Skipped(why),
-                took: Duration::ZERO,
+        Some(why) => {
+            for name in NAMESPACE_CELLS {
+                outcomes.push(Outcome {
+                    name: name.into(),
+                    status: Status::Skipped(opts.left_out(name).map_or(why.clone(), String::from)),
+                    took: Duration::ZERO,
+                });
+            }
+        }
+        None => {
+            step("cell:cgnat", &mut || {
+                let bin = node_bin
+                    .get_or_insert_with(|| crate::cells::build_node(&root()))
+                    .clone()?;
+                let detail = crate::cgnat::run(&bin)?;
+                println!("cell:cgnat: {detail}");
+                Ok(())
+            });
+            step("fault:partition-nft", &mut || {
+                let bin = node_bin
+                    .get_or_insert_with(|| crate::cells::build_node(&root()))
+                    .clone()?;
+                let detail = crate::partition::run(&bin)?;
+                println!("fault:partition-nft: {detail}");
+                Ok(())
             });
         }
-        _ => step("cell:cgnat", &mut || {
-            let bin = node_bin
-                .get_or_insert_with(|| crate::cells::build_node(&root()))
-                .clone()?;
-            let detail = crate::cgnat::run(&bin)?;
-            println!("cell:cgnat: {detail}");
-            Ok(())
-        }),
     }
 
     println!("\n{:<28} {:<8} {:>9}  detail", "step", "result", "seconds");

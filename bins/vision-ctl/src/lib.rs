@@ -1103,8 +1103,26 @@ pub fn status_table(node: &str, s: &StatusResponse) -> String {
     let mut t = String::new();
     for (k, v) in rows {
         t.push_str(&format!("{k:<10}  {v}\n"));
+        if k == "progress" {
+            for m in &s.sync.mirrors {
+                t.push_str(&format!("{:<10}  {}\n", "mirror", mirror_line(m)));
+            }
+        }
     }
     t
+}
+
+/// One sync mirror of `sync.mirrors`, for the status table.
+pub fn mirror_line(m: &vision_wire::MirrorStatus) -> String {
+    format!(
+        "{} · score {} · {} ok · {} bad · {} failed{}",
+        m.url,
+        m.score,
+        m.blocks_ok,
+        m.blocks_bad,
+        m.failures,
+        if m.usable { "" } else { " · skipped" }
+    )
 }
 
 /// The `peers` table, `now_unix` giving the ages.
@@ -1177,6 +1195,23 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_show_their_score_and_state() {
+        let m = vision_wire::MirrorStatus {
+            url: "http://127.0.0.1:8080".into(),
+            score: 0,
+            usable: false,
+            blocks_ok: 0,
+            blocks_bad: 8,
+            failures: 0,
+            last_error: Some("asked for block a, got block b".into()),
+        };
+        assert_eq!(
+            mirror_line(&m),
+            "http://127.0.0.1:8080 · score 0 · 0 ok · 8 bad · 0 failed · skipped"
+        );
+    }
+
+    #[test]
     fn the_progress_bar_fills_with_progress() {
         let mut sync = vision_wire::SyncStatus {
             network_tip: 2_000,
@@ -1186,6 +1221,7 @@ mod tests {
             progress: 0.33,
             blocks_per_s: 120.0,
             eta_s: Some(725),
+            mirrors: Vec::new(),
         };
         assert_eq!(
             progress_line(&sync),

@@ -58,6 +58,17 @@ struct Cli {
     /// Comma list of anchors: host, host:port or http://host:port, optionally <node_id_hex>@…
     #[arg(long, env = "VISION_ANCHOR_SEEDS", default_value = "")]
     anchor_seeds: String,
+    /// Sync mirror: an HTTP server or cache in front of a node (http://host[:port][/prefix]),
+    /// block bodies fetched from it by hash before the anchors, each checked against
+    /// the anchors' headers. Repeatable; the environment variable is a comma list.
+    #[arg(
+        long = "sync-mirror",
+        env = "VISION_SYNC_MIRRORS",
+        value_name = "URL",
+        value_delimiter = ',',
+        value_parser = node_service::mirror::parse_mirror
+    )]
+    sync_mirror: Vec<String>,
     /// This node is an anchor (membership registry, canonical tip).
     #[arg(long, env = "VISION_ANCHOR", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     anchor: bool,
@@ -184,6 +195,8 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             s.url
         ));
     }
+    let sync_mirrors = node_service::mirror::parse_mirrors(&cli.sync_mirror)
+        .map_err(|e| ConfigError(format!("{}: {e}", at.name("sync_mirror"))))?;
     let cap = miner_core::threads_cap();
     let threads = match cli.threads {
         Some(0) => {
@@ -272,6 +285,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             public_http,
             public_p2p,
             anchor_seeds,
+            sync_mirrors,
             is_anchor: cli.anchor,
             data_dir: cli.data_dir.clone(),
             mine: cli.mine,
@@ -285,6 +299,7 @@ fn build_config(cli: &Cli, at: &Origins<'_>) -> Result<(NodeConfig, Vec<String>)
             admin_token: cli.admin_token.clone(),
             allow_new_chain: cli.allow_new_chain,
             store_down_exit_ms: cli.store_down_exit_ms,
+            sync_deadlines: Default::default(),
         },
         warnings,
     ))
@@ -460,7 +475,8 @@ fn stopped_during_start_up() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Before anything else: SIGINT/SIGTERM at any moment is an orderly exit 0.
+    // Before anything else (the constructor in `signals` did it before `main`
+    // already): SIGINT/SIGTERM at any moment is an orderly exit 0.
     let stop = signals::install();
     let (cli, cmd, matches, file) = match parse_cli() {
         Ok(x) => x,
@@ -517,6 +533,7 @@ fn main() -> ExitCode {
         drop(lock);
         return stopped_during_start_up();
     }
+    signals::log_armed_at();
     if let Some(p) = &file.path {
         tracing::info!("[CONFIG] read {}", p.display());
     }

@@ -1,37 +1,52 @@
-//! SIGINT and SIGTERM from the first instruction of `main` on.
+//! SIGINT and SIGTERM from before `main` on.
 //!
 //! A signal's default action kills the process, so a supervisor's SIGTERM that
-//! lands while the node is still parsing its configuration or opening its store
-//! would end it "killed by signal" instead of with the contract's exit 0. [`install`]
-//! runs first in `main` and turns both signals into a flag; every start-up stage
-//! checks it, and once the async runtime runs, [`shutdown_signal`] turns the flag
-//! (or a later signal) into the node's cancellation token.
+//! lands while the node is still loading, parsing its configuration or opening
+//! its store would end it "killed by signal" instead of with the contract's exit
+//! 0. [`early`] installs a handler that only sets a flag in an ELF constructor,
+//! before the standard library's start-up and `main`, and unblocks both signals
+//! (a signal a parent left pending is handled there). [`install`] is `main`'s
+//! first line (the same step, for platforms without constructors); every
+//! start-up stage checks [`Stop::requested`], and once the async runtime runs,
+//! [`shutdown_signal`] turns the flag (or a later signal) into the node's
+//! cancellation token.
+//!
+//! What "early" can mean: from the first instruction of the binary's own code
+//! (the constructor). Before it, between `execve` and the end of relocation,
+//! only the kernel's default action exists; docs/TESTING.md (`fault:early-sigterm`)
+//! has the measured timeline.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod early;
 
 use tokio_util::sync::CancellationToken;
 
-/// Set once SIGINT or SIGTERM arrived.
-#[derive(Debug, Clone)]
-pub(crate) struct Stop(Arc<AtomicBool>);
+/// A view of the stop flag set by SIGINT or SIGTERM.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stop(());
 
 impl Stop {
     /// Did a stop signal arrive?
     pub(crate) fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        early::stopped()
     }
 }
 
-/// Catch SIGINT and SIGTERM into a flag (no other effect).
+/// The log line of when the stop handler went in (constructor or `install`):
+/// the `CLOCK_MONOTONIC` reading and the CPU time the process had used since
+/// `execve`. `fault:early-sigterm` matches its start, `[NODE] stop handler`.
+pub(crate) fn log_armed_at() {
+    let (monotonic_ns, cpu_ns) = early::armed_at();
+    tracing::debug!(
+        "[NODE] stop handler in place after {} us of CPU (monotonic_ns={monotonic_ns})",
+        cpu_ns / 1_000
+    );
+}
+
+/// Make sure SIGINT and SIGTERM only set the stop flag (the constructor did it
+/// already where there is one) and are not blocked.
 pub(crate) fn install() -> Stop {
-    let flag = Arc::new(AtomicBool::new(false));
-    #[cfg(unix)]
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // Registration fails only for signals that cannot be caught; these can.
-        let _ = signal_hook::flag::register(sig, flag.clone());
-    }
-    Stop(flag)
+    early::arm();
+    Stop(())
 }
 
 /// Cancel `token` on the first stop signal, including one that arrived before

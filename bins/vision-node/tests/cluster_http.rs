@@ -174,7 +174,7 @@ fn late_node_catches_up_from_genesis_and_lighter_fork_reorganises() {
 /// The fault cell `fault:lying-anchor` of the matrix, as a test: one copy of the
 /// scenario, in `testkit::scenarios::lying_anchor`.
 #[test]
-fn lying_anchor_is_demoted_and_the_miner_resumes() {
+fn lying_anchor_is_discounted_and_never_pauses_the_miner() {
     for behaviour in [
         FakeBehaviour::FarAheadBadPow { claimed: 1_000_000 },
         FakeBehaviour::FarAheadWithholding { claimed: 1_000_000 },

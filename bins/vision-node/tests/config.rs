@@ -40,6 +40,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("--reindex", "VISION_REINDEX"),
     ("--allow-new-chain", "VISION_ALLOW_NEW_CHAIN"),
     ("--store-down-exit-ms", "VISION_STORE_DOWN_EXIT_MS"),
+    ("--sync-mirror", "VISION_SYNC_MIRRORS"),
 ];
 
 const MINER_ADDR: &str = "429b3041392977a433bc23d4e3e1a79a7813090794205d5d4c146774d2899eff";
@@ -265,6 +266,17 @@ fn every_bad_value_exits_2_naming_the_flag() {
             "--anchor-seeds",
         ),
         (&[], &[("VISION_ANCHOR_SEEDS", "a,zz@b")], "zz@b"),
+        (
+            &["--sync-mirror", "https://cdn.example"],
+            &[],
+            "--sync-mirror",
+        ),
+        (&["--sync-mirror", "h:1/a?b"], &[], "--sync-mirror"),
+        (
+            &[],
+            &[("VISION_SYNC_MIRRORS", "h:1,ftp://x")],
+            "VISION_SYNC_MIRRORS=\"h:1,ftp://x\" (--sync-mirror)",
+        ),
         (&["--threads", "0"], &[], "--threads"),
         (
             &[],
@@ -469,6 +481,33 @@ fn precedence_is_flag_then_environment_then_file_then_default() {
     assert_eq!(
         setting(&out, "http_timeout_ms"),
         "http_timeout_ms = 3000    # default"
+    );
+    // a repeatable flag: every occurrence, and the environment's comma list
+    let (code, out, err) = run_to_exit(
+        &[
+            "--data-dir",
+            d,
+            "--sync-mirror",
+            "127.0.0.1:18080",
+            "--sync-mirror",
+            "http://cdn.example/vision",
+            "--print-config",
+        ],
+        &[("VISION_SYNC_MIRRORS", "ignored:1")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        setting(&out, "sync_mirror"),
+        "sync_mirror = [\"127.0.0.1:18080\", \"http://cdn.example/vision\"]    # flag --sync-mirror"
+    );
+    let (code, out, err) = run_to_exit(
+        &["--data-dir", d, "--print-config"],
+        &[("VISION_SYNC_MIRRORS", "a:1,b:2")],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        setting(&out, "sync_mirror"),
+        "sync_mirror = [\"a:1\", \"b:2\"]    # environment VISION_SYNC_MIRRORS"
     );
     // without the flag, the environment wins over the file; without both, the file
     let (_, out, _) = run_to_exit(

@@ -69,6 +69,11 @@ pub enum BackboneError {
     /// The anchor's signed identity does not verify.
     #[error("anchor identity does not verify: {0}")]
     BadSignature(String),
+    /// The anchor's protocol range and ours share no version (either side refused
+    /// the other's signed hello with `unsupported_protocol`): one of the two needs
+    /// an upgrade.
+    #[error("{0}")]
+    UnsupportedProtocol(String),
     /// The anchor is this node (an anchor listing itself among the seeds).
     #[error("anchor is this node itself")]
     SelfAnchor,
@@ -91,6 +96,7 @@ impl BackboneError {
             BackboneError::WrongNetwork { .. }
                 | BackboneError::KeyMismatch { .. }
                 | BackboneError::BadSignature(_)
+                | BackboneError::UnsupportedProtocol(_)
                 | BackboneError::SelfAnchor
         )
     }

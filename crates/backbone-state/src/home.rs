@@ -18,6 +18,10 @@ use crate::{AnchorObservation, BackboneState, FAILS_TO_DOWN};
 
 /// Home anchors per node: heartbeats go to these, and they are probed every round.
 pub const HOME_ANCHORS: usize = 2;
+/// The home rule applies from this many anchors on; with fewer, every anchor is
+/// home (probing and heartbeating three anchors costs little, and the verified-tip
+/// ranking then compares all of them).
+pub const HOME_RULE_MIN_ANCHORS: usize = 4;
 /// Anchors outside a node's home set are probed once every this many rounds.
 pub const FAR_PROBE_ROUNDS: u64 = 60;
 
@@ -55,13 +59,13 @@ fn down(a: &AnchorObservation) -> bool {
 /// Per anchor of `s`, whether it is in `node_id`'s home set: in rendezvous order,
 /// every anchor up to and including the [`HOME_ANCHORS`]-th that is not down (the
 /// down ones ranked above it stay in, probed with their backoff). Without a node id,
-/// or with at most [`HOME_ANCHORS`] anchors, every anchor is home.
+/// or with fewer than [`HOME_RULE_MIN_ANCHORS`] anchors, every anchor is home.
 pub fn home_flags(s: &BackboneState, node_id: Option<&str>) -> Vec<bool> {
     let n = s.anchors.len();
     let Some(id) = node_id else {
         return vec![true; n];
     };
-    if n <= HOME_ANCHORS {
+    if n < HOME_RULE_MIN_ANCHORS.max(HOME_ANCHORS + 1) {
         return vec![true; n];
     }
     let mut flags = vec![false; n];
@@ -145,13 +149,13 @@ mod tests {
         assert!(!is_home(&s, Some(&id), &s.anchors[order[2]].url));
         assert!(is_home(&s2, Some(&id), &s.anchors[order[2]].url));
         // Few anchors, or no id: all are home.
-        assert!(home_flags(&state(2), Some(&id)).iter().all(|h| *h));
+        assert!(home_flags(&state(3), Some(&id)).iter().all(|h| *h));
         assert!(home_flags(&s, None).iter().all(|h| *h));
     }
 
     #[test]
     fn far_anchors_are_probed_at_start_then_once_per_period() {
-        let s = state(3);
+        let s = state(4);
         let a = &s.anchors[0];
         let due: Vec<u64> = (1..=200).filter(|r| probe_due(a, false, *r, 17)).collect();
         assert_eq!(due[0], 1);

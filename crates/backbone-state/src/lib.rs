@@ -11,8 +11,13 @@
 //!   `arc-swap`: readers ([`BackboneHandle::load`]) never lock; writers replace the
 //!   whole snapshot; [`BackboneHandle::subscribe`] wakes waiters on every publish.
 //! - The rules, pure functions with their own tests: [`next_snapshot`] folds one
-//!   probe round into the next snapshot; [`choose_best`] (highest tip, then lowest
-//!   latency, with a latency margin against jitter); hysteresis ([`FAILS_TO_DOWN`]:
+//!   probe round into the next snapshot; the calm choice of best ([`choose_calmly`],
+//!   `verify.rs`: [`Tier`]s of *verified* lag, a stable order, a dwell — switch
+//!   only to a better tier, or to an anchor [`AHEAD_SWITCH_BLOCKS`] verified blocks
+//!   ahead for [`AHEAD_SWITCH_ROUNDS`] rounds); verified tips ([`TipCheck`], the
+//!   node's verdict from [`LocalNode::verify_tip`]: a claim counts only once its
+//!   headers are checked; an anchor caught claiming what it cannot back is
+//!   discounted until it backs one); hysteresis ([`FAILS_TO_DOWN`]:
 //!   one failed round does not flip `connected`, two do); backoff of dead anchors in
 //!   rounds ([`backoff_rounds`]); recovery probation ([`RECOVERY_ROUNDS`]: no
 //!   flapping); stall detection ([`STALL_ROUNDS`]: a tip that stopped while others
@@ -74,6 +79,7 @@ mod peerbook;
 mod rules;
 mod state;
 mod subscribe;
+mod verify;
 
 pub use addr::{
     AnchorSeed, MAX_ADDRESS_LEN, MAX_ANCHORS, NODE_ID_HEX_LEN, normalize_node_id,
@@ -81,8 +87,8 @@ pub use addr::{
 };
 pub use error::BackboneError;
 pub use home::{
-    FAR_PROBE_ROUNDS, HOME_ANCHORS, home_flags, hrw_order, hrw_score, is_home, pace_rounds,
-    probe_due,
+    FAR_PROBE_ROUNDS, HOME_ANCHORS, HOME_RULE_MIN_ANCHORS, home_flags, hrw_order, hrw_score,
+    is_home, pace_rounds, probe_due,
 };
 pub use loops::{
     ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
@@ -105,13 +111,17 @@ pub use peerbook::{
     TOLD_BY_P2P, UpsertReport, Upserted,
 };
 pub use rules::{
-    AnchorProbe, FAILS_TO_DOWN, LATENCY_SWITCH_MARGIN_MS, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE,
-    MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS,
-    TIP_PUSH_HASH_MAX_LEN, Transition, apply_tip_push, backoff_rounds, check_probe, choose_best,
-    classify, exchange_ready, next_snapshot, transitions,
+    AnchorProbe, FAILS_TO_DOWN, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN,
+    ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, TIP_PUSH_HASH_MAX_LEN, Transition,
+    apply_tip_push, backoff_rounds, check_probe, classify, exchange_ready, next_snapshot,
+    transitions,
 };
 pub use state::{AnchorObservation, BackboneHandle, BackboneState};
 pub use subscribe::{
     SUBSCRIBE_RETRY_BASE, SUBSCRIBE_RETRY_MAX, TIP_PUSH_QUEUE_MAX, TipPush, TipSubscriber,
     run_tip_subscription_loop,
+};
+pub use verify::{
+    AHEAD_SWITCH_BLOCKS, AHEAD_SWITCH_ROUNDS, DISCOUNT_REASON_MAX_LEN, SMALL_LAG_MAX,
+    SYNCED_LAG_MAX, Tier, TipCheck, apply_check, choose_calmly, is_ahead_of, tier, verified_top,
 };

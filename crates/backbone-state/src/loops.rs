@@ -17,7 +17,7 @@ use crate::rules::{
 };
 use crate::{
     BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
-    ProbeOutcome, home_flags, hrw_score, pace_rounds, probe_due,
+    ProbeOutcome, ProbeResult, TipCheck, home_flags, hrw_score, pace_rounds, probe_due,
 };
 use std::collections::HashMap;
 
@@ -71,6 +71,17 @@ pub trait LocalNode: Send + Sync + 'static {
     }
     /// A freshly signed heartbeat (new timestamp and nonce), or `None` to skip.
     fn signed_heartbeat(&self) -> Option<SignedHeartbeat>;
+    /// Check the tip (`height`, `hash`) the anchor at `anchor_url` claims: fetch
+    /// its headers (from that anchor or any other source) and check them — proof
+    /// of work, linkage to a block this node has, plausible timestamps — or find
+    /// the block or header already known. The probe loop calls it for each claim
+    /// not yet verified, bounded by the request timeout (past it: no verdict).
+    fn verify_tip(
+        &self,
+        anchor_url: &str,
+        height: u64,
+        hash: &str,
+    ) -> impl Future<Output = TipCheck> + Send;
 }
 
 /// Settings shared by the loops.
@@ -125,9 +136,13 @@ fn unix_now() -> u64 {
 }
 
 /// Probe every anchor due this round, concurrently, each bounded by the timeout:
-/// a blackholed anchor costs at most the timeout and never delays the others.
-pub async fn probe_round<T: ControlPlane>(
+/// a blackholed anchor costs at most the timeout and never delays the others. A
+/// tip claimed that is not verified yet is checked by `node`
+/// ([`LocalNode::verify_tip`]) in the same task, within what is left of the same
+/// timeout (past it: no verdict this round).
+pub async fn probe_round<T: ControlPlane, N: LocalNode>(
     transport: &Arc<T>,
+    node: &Arc<N>,
     snapshot: &BackboneState,
     config: &LoopConfig,
 ) -> Vec<ProbeOutcome> {
@@ -147,15 +162,40 @@ pub async fn probe_round<T: ControlPlane>(
         let own = config.own_node_id.clone();
         let network = config.network.clone();
         let timeout = config.request_timeout;
+        let verified_hash = a.verified_hash.clone();
+        let node = node.clone();
         set.spawn(async move {
             let started = Instant::now();
             let answer = match tokio::time::timeout(timeout, t.probe(&url)).await {
                 Ok(r) => r,
                 Err(_) => Err(BackboneError::Timeout(ms(timeout))),
             };
+            let latency_ms = ms(started.elapsed());
+            let result = classify(answer, &network, pinned.as_deref(), own.as_deref());
+            // The check shares the probe's timeout: one task never takes longer
+            // than the timeout, so a round (and a failover) is never delayed by
+            // another anchor's headers.
+            let left = timeout.saturating_sub(started.elapsed());
+            let check = match &result {
+                ProbeResult::Ok(p) => match &p.tip_hash {
+                    Some(hash) if verified_hash.as_ref() != Some(hash) => Some(
+                        tokio::time::timeout(left, node.verify_tip(&url, p.tip_height, hash))
+                            .await
+                            .unwrap_or_else(|_| TipCheck::Unknown {
+                                reason: format!(
+                                    "headers not checked within the {} ms timeout",
+                                    ms(timeout)
+                                ),
+                            }),
+                    ),
+                    _ => None,
+                },
+                _ => None,
+            };
             ProbeOutcome {
-                latency_ms: ms(started.elapsed()),
-                result: classify(answer, &network, pinned.as_deref(), own.as_deref()),
+                latency_ms,
+                result,
+                check,
                 url,
             }
         });
@@ -203,6 +243,12 @@ fn log_transition(t: &Transition) {
                 "[BACKBONE] 🐢 Anchor {url} stalled at tip={tip_height} while others advance: not synced"
             )
         }
+        Transition::AnchorDiscounted { url, reason } => {
+            warn!("[BACKBONE] 🤥 Anchor {url} discounted: {reason}")
+        }
+        Transition::AnchorBacked { url, tip_height } => {
+            info!("[BACKBONE] ✔️ Anchor {url} backs its claim again (verified tip={tip_height})")
+        }
     }
 }
 
@@ -239,7 +285,7 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
         let outcomes = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            o = probe_round(&transport, &snap, &config) => o,
+            o = probe_round(&transport, &node, &snap, &config) => o,
         };
         let now = SystemTime::now();
         let local_height = node.local_height();
@@ -289,39 +335,6 @@ fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &Loo
             .any(|o| o.url == a.url && matches!(o.result, crate::ProbeResult::Ok(_)));
         if home && answered {
             a.next_probe_round = r + pace_rounds(a.pace_ms, probe_ms);
-        }
-    }
-    // A best anchor that is no longer watched (its home role moved on) gives way.
-    if n.best_anchor
-        .as_deref()
-        .and_then(|u| n.anchor(u))
-        .is_some_and(|b| !b.watched)
-        && n.anchors.iter().any(|a| a.is_fresh())
-    {
-        let best = n
-            .anchors
-            .iter()
-            .filter(|a| a.is_fresh())
-            .max_by(|a, b| {
-                a.tip_height.cmp(&b.tip_height).then(
-                    b.latency_ms
-                        .unwrap_or(u64::MAX)
-                        .cmp(&a.latency_ms.unwrap_or(u64::MAX)),
-                )
-            })
-            .map(|a| {
-                (
-                    a.url.clone(),
-                    a.latency_ms,
-                    a.tip_height.unwrap_or(0),
-                    a.tip_hash.clone(),
-                )
-            });
-        if let Some((url, latency, tip, hash)) = best {
-            n.best_anchor = Some(url);
-            n.latency_ms = latency;
-            n.observed_tip_height = tip;
-            n.observed_tip_hash = hash;
         }
     }
 }

@@ -1,13 +1,13 @@
 //! The pure rules: folding a probe round into the next snapshot, choosing the best
 //! anchor, hysteresis, backoff, stall detection, and the transitions worth a log line.
 
-use std::cmp::Ordering;
 use std::time::SystemTime;
 
 use vision_wire::StatusResponse;
 
 use crate::error::cut;
-use crate::{AnchorObservation, BackboneError, BackboneState};
+use crate::verify::{SYNCED_LAG_MAX, apply_check, choose_calmly, is_ahead_of, verified_top};
+use crate::{AnchorObservation, BackboneError, BackboneState, TipCheck};
 
 /// Failed rounds in a row after which an anchor no longer counts for `connected`.
 /// One failed round keeps it; two drop it (so losing every anchor shows within two
@@ -21,9 +21,6 @@ pub const RECOVERY_ROUNDS: u32 = 3;
 pub const STALL_ROUNDS: u64 = 6;
 /// Cap on the backoff of a dead anchor, in probe rounds.
 pub const MAX_BACKOFF_ROUNDS: u64 = 12;
-/// The current best keeps its place against an anchor with the same tip unless that
-/// one is faster by more than this (latency jitter must not switch anchors).
-pub const LATENCY_SWITCH_MARGIN_MS: u64 = 50;
 /// Longest `last_error` kept in the snapshot, in characters.
 pub const MAX_LAST_ERROR_LEN: usize = 512;
 /// Largest cluster size believed from an anchor.
@@ -81,6 +78,9 @@ pub struct ProbeOutcome {
     pub latency_ms: u64,
     /// What happened.
     pub result: ProbeResult,
+    /// The node's verdict on the tip it claimed ([`crate::LocalNode::verify_tip`]),
+    /// when it was checked this round (`None`: not checked, e.g. already verified).
+    pub check: Option<TipCheck>,
 }
 
 /// Accept or refuse an answer: the network must be ours, the key the pinned one if
@@ -140,69 +140,31 @@ pub fn backoff_rounds(consecutive_failures: u32) -> u64 {
     }
 }
 
-/// Order by tip height (higher first), then latency (lower first).
-fn rank(a: &AnchorObservation, b: &AnchorObservation) -> Ordering {
-    b.tip_height.cmp(&a.tip_height).then(
-        a.latency_ms
-            .unwrap_or(u64::MAX)
-            .cmp(&b.latency_ms.unwrap_or(u64::MAX)),
-    )
-}
-
-/// Choose the best of `candidates`: the highest tip, then the lowest latency; ties
-/// go to the earlier seed. The `current` best keeps its place if it is a candidate
-/// with the top tip and is not slower than the top by more than
-/// [`LATENCY_SWITCH_MARGIN_MS`].
-pub fn choose_best<'a>(
-    candidates: &[&'a AnchorObservation],
-    current: Option<&str>,
-) -> Option<&'a AnchorObservation> {
-    let mut top: Option<&AnchorObservation> = None;
-    for c in candidates {
-        if top.is_none_or(|t| rank(c, t) == Ordering::Less) {
-            top = Some(c);
-        }
-    }
-    let top = top?;
-    if let Some(cur) = current.and_then(|u| candidates.iter().find(|c| c.url == u)) {
-        let same_tip = cur.tip_height == top.tip_height;
-        let close = cur.latency_ms.unwrap_or(u64::MAX)
-            <= top
-                .latency_ms
-                .unwrap_or(u64::MAX)
-                .saturating_add(LATENCY_SWITCH_MARGIN_MS);
-        if same_tip && close {
-            return Some(cur);
-        }
-    }
-    Some(top)
-}
-
-/// The anchor that should be best in `s` (its observations already updated):
-/// fresh anchors that are not recovering; failing those, fresh ones; failing those,
-/// the previous best while it is still usable (one failed round does not flip);
+/// The anchor that should be best in `s` (its observations already updated),
+/// chosen calmly ([`choose_calmly`]: tiers of verified lag, a stable order, a
+/// dwell): among anchors that answered their latest round; failing those, the
+/// previous best while it is still usable (one failed round does not flip);
 /// failing that, any usable anchor that is not stalled.
 fn select_best(s: &BackboneState, prev_best: Option<&str>) -> Option<String> {
-    let fresh: Vec<&AnchorObservation> = s.anchors.iter().filter(|a| a.is_fresh()).collect();
-    let settled: Vec<&AnchorObservation> =
-        fresh.iter().copied().filter(|a| !a.recovering).collect();
-    if let Some(b) = choose_best(&settled, prev_best) {
-        return Some(b.url.clone());
-    }
-    if let Some(b) = choose_best(&fresh, prev_best) {
-        return Some(b.url.clone());
+    let top = verified_top(&s.anchors);
+    let pick = |keep: &dyn Fn(&AnchorObservation) -> bool| {
+        let c: Vec<(usize, &AnchorObservation)> = s
+            .anchors
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| keep(a))
+            .collect();
+        choose_calmly(&c, prev_best, top).map(|b| b.url.clone())
+    };
+    if let Some(b) = pick(&|a| a.is_fresh()) {
+        return Some(b);
     }
     if let Some(p) = prev_best.and_then(|u| s.anchor(u)) {
         if p.is_usable() && !p.stalled {
             return Some(p.url.clone());
         }
     }
-    let usable: Vec<&AnchorObservation> = s
-        .anchors
-        .iter()
-        .filter(|a| a.is_usable() && !a.stalled)
-        .collect();
-    choose_best(&usable, prev_best).map(|b| b.url.clone())
+    pick(&|a| a.is_usable() && !a.stalled)
 }
 
 /// Longest tip hash a push may carry (a hex block hash is 64).
@@ -289,6 +251,9 @@ pub fn next_snapshot(
                     a.tip_height = Some(p.tip_height);
                     a.tip_hash = p.tip_hash.clone();
                 }
+                if let Some(c) = &o.check {
+                    apply_check(a, c);
+                }
                 a.node_id = Some(p.node_id.clone());
                 a.cluster_size = p.cluster_size.map(|c| c.min(MAX_CLUSTER_SIZE));
                 a.peer_count = p.peer_count;
@@ -308,18 +273,27 @@ pub fn next_snapshot(
         }
     }
     // Stall: a tip unchanged for STALL_ROUNDS while another answering anchor's grew
-    // to a *different* tip. An anchor that merely caught up with this one's tip is
+    // to a *different*, verified tip, past this one's by more than SYNCED_LAG_MAX. An anchor that merely caught up with this one's tip is
     // not evidence against it (without this, anchors that receive a block one
     // round apart would mark each other stalled and nodes would flap between them).
-    let advancing: Vec<(String, bool, Option<String>)> = s
+    let advancing: Vec<(String, bool, Option<String>, u64)> = s
         .anchors
         .iter()
         .map(|b| {
+            // Only a verified, undiscounted anchor's growth is evidence: a liar's
+            // rising claim must not make honest anchors look stalled.
             let grew = b.consecutive_failures == 0
                 && !b.rejected
+                && !b.is_discounted()
+                && b.claim_verified()
                 && b.tip_advanced_round
                     .is_some_and(|x| r.saturating_sub(x) < STALL_ROUNDS);
-            (b.url.clone(), grew, b.tip_hash.clone())
+            (
+                b.url.clone(),
+                grew,
+                b.tip_hash.clone(),
+                b.rank_height().unwrap_or(0),
+            )
         })
         .collect();
     for a in &mut s.anchors {
@@ -330,23 +304,45 @@ pub fn next_snapshot(
             continue;
         }
         let quiet = a.tip_height.is_some() && r.saturating_sub(a.tip_changed_round) >= STALL_ROUNDS;
+        // ... and that anchor is now past it by more than the synced tolerance: an
+        // anchor one block behind while a block propagates is not stalled.
+        let mine = a.rank_height().unwrap_or(0);
         a.stalled = quiet
-            && advancing
-                .iter()
-                .any(|(u, grew, hash)| *grew && *u != a.url && *hash != a.tip_hash);
+            && advancing.iter().any(|(u, grew, hash, h)| {
+                *grew && *u != a.url && *hash != a.tip_hash && *h > mine + SYNCED_LAG_MAX
+            });
     }
 
-    s.best_anchor = select_best(&s, prev.best_anchor.as_deref());
-    let best = s
+    // The dwell: how long each anchor has been clearly ahead of the best.
+    let prev_best_obs = prev
         .best_anchor
         .as_deref()
         .and_then(|u| s.anchor(u))
-        .map(|b| (b.latency_ms, b.tip_height.unwrap_or(0), b.tip_hash.clone()));
+        .cloned();
+    for a in &mut s.anchors {
+        a.ahead_rounds = match &prev_best_obs {
+            Some(b) if b.url != a.url && a.is_fresh() && is_ahead_of(a, b) => {
+                a.ahead_rounds.saturating_add(1)
+            }
+            _ => 0,
+        };
+    }
+
+    s.best_anchor = select_best(&s, prev.best_anchor.as_deref());
+    let best = s.best_anchor.as_deref().and_then(|u| s.anchor(u)).map(|b| {
+        (
+            b.latency_ms,
+            b.tip_height.unwrap_or(0),
+            b.tip_hash.clone(),
+            b.rank_height().unwrap_or(0),
+        )
+    });
     match best {
-        Some((latency, tip, hash)) => {
+        Some((latency, tip, hash, verified)) => {
             s.latency_ms = latency;
             s.observed_tip_height = tip;
             s.observed_tip_hash = hash;
+            s.verified_tip_height = verified;
         }
         None => s.latency_ms = None,
     }
@@ -441,6 +437,20 @@ pub enum Transition {
         /// Its stuck tip.
         tip_height: u64,
     },
+    /// An anchor was caught claiming a tip it cannot back: discounted.
+    AnchorDiscounted {
+        /// It.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A discounted anchor backed a claim: believed again.
+    AnchorBacked {
+        /// It.
+        url: String,
+        /// The verified tip.
+        tip_height: u64,
+    },
 }
 
 /// The transitions from `prev` to `next`, each reported once (not every round).
@@ -470,6 +480,17 @@ pub fn transitions(prev: &BackboneState, next: &BackboneState) -> Vec<Transition
                 tip_height: n.tip_height.unwrap_or(0),
             });
         }
+        match (&p.discount, &n.discount) {
+            (None, Some(reason)) => out.push(Transition::AnchorDiscounted {
+                url: n.url.clone(),
+                reason: reason.clone(),
+            }),
+            (Some(_), None) => out.push(Transition::AnchorBacked {
+                url: n.url.clone(),
+                tip_height: n.verified_height.unwrap_or(0),
+            }),
+            _ => {}
+        }
     }
     match (&prev.best_anchor, &next.best_anchor) {
         (None, Some(u)) => {
@@ -498,7 +519,8 @@ pub fn transitions(prev: &BackboneState, next: &BackboneState) -> Vec<Transition
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AnchorSeed;
+    use crate::verify::SYNCED_LAG_MAX;
+    use crate::{AnchorSeed, Tier, tier};
     use proptest::prelude::*;
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
@@ -513,7 +535,21 @@ mod tests {
         format!("http://a{i}:7070")
     }
 
+    /// A good answer whose claimed tip the node verified.
     fn ok(i: usize, tip: u64, latency_ms: u64) -> ProbeOutcome {
+        claim(
+            i,
+            tip,
+            latency_ms,
+            Some(TipCheck::Verified {
+                height: tip,
+                hash: format!("{tip:064x}"),
+            }),
+        )
+    }
+
+    /// A good answer with the node's verdict `check` on its claim.
+    fn claim(i: usize, tip: u64, latency_ms: u64, check: Option<TipCheck>) -> ProbeOutcome {
         ProbeOutcome {
             url: url(i),
             latency_ms,
@@ -525,7 +561,21 @@ mod tests {
                 cluster_size: Some(3),
                 peer_count: Some(8),
             }),
+            check,
         }
+    }
+
+    /// A claim its headers cannot back beyond `backed`.
+    fn lie(i: usize, tip: u64, backed: u64, latency_ms: u64) -> ProbeOutcome {
+        claim(
+            i,
+            tip,
+            latency_ms,
+            Some(TipCheck::Unbacked {
+                backed_height: backed,
+                reason: format!("headers end at {backed}"),
+            }),
+        )
     }
 
     fn fail(i: usize) -> ProbeOutcome {
@@ -533,6 +583,7 @@ mod tests {
             url: url(i),
             latency_ms: 3_000,
             result: ProbeResult::Failed(BackboneError::Timeout(3_000)),
+            check: None,
         }
     }
 
@@ -547,20 +598,125 @@ mod tests {
     }
 
     #[test]
-    fn best_is_highest_tip_then_lowest_latency() {
+    fn best_is_the_top_tier_then_stays_put() {
         let s0 = BackboneState::new(&seeds(3), false);
+        // First choice: the top tier (a1 and a2 synced at 12, a0 two behind is
+        // synced too), then the highest verified tip, then the lowest latency.
         let s1 = next_snapshot(&s0, &[ok(0, 10, 5), ok(1, 12, 300), ok(2, 12, 100)], T0);
         assert_eq!(s1.best_anchor, Some(url(2)));
         assert_eq!((s1.observed_tip_height, s1.latency_ms), (12, Some(100)));
+        assert_eq!(s1.verified_tip_height, 12);
         assert!(s1.connected && s1.last_error.is_none());
-        // Latency jitter within the margin does not switch.
-        let s2 = next_snapshot(&s1, &[ok(0, 10, 5), ok(1, 12, 90), ok(2, 12, 120)], T0);
+        // Latency alone never switches, however large the difference.
+        let s2 = next_snapshot(&s1, &[ok(0, 10, 5), ok(1, 12, 1), ok(2, 12, 900)], T0);
         assert_eq!(s2.best_anchor, Some(url(2)));
-        // A clearly faster one with the same tip wins; a higher tip always wins.
-        let s3 = next_snapshot(&s2, &[ok(0, 10, 5), ok(1, 12, 20), ok(2, 12, 120)], T0);
-        assert_eq!(s3.best_anchor, Some(url(1)));
-        let s4 = next_snapshot(&s3, &[ok(0, 13, 900), ok(1, 12, 20), ok(2, 12, 120)], T0);
-        assert_eq!(s4.best_anchor, Some(url(0)));
+        // One block ahead: equals. Two blocks ahead for one round: not yet.
+        let s3 = next_snapshot(&s2, &[ok(0, 13, 5), ok(1, 12, 1), ok(2, 12, 900)], T0);
+        assert_eq!(s3.best_anchor, Some(url(2)));
+        let s4 = next_snapshot(&s3, &[ok(0, 14, 5), ok(1, 12, 1), ok(2, 12, 900)], T0);
+        assert_eq!(s4.best_anchor, Some(url(2)));
+        assert_eq!(s4.anchor(&url(0)).unwrap().ahead_rounds, 1);
+        // ... for a second round: it takes the place.
+        let s5 = next_snapshot(&s4, &[ok(0, 14, 5), ok(1, 12, 1), ok(2, 12, 900)], T0);
+        assert_eq!(s5.best_anchor, Some(url(0)));
+        // A better tier switches at once: a1 jumps 20 ahead, the others lag.
+        let s6 = next_snapshot(&s5, &[ok(0, 14, 5), ok(1, 34, 1), ok(2, 12, 900)], T0);
+        assert_eq!(s6.best_anchor, Some(url(1)));
+        assert_eq!(tier(s6.anchor(&url(0)).unwrap(), 34), Tier::LargeLag);
+    }
+
+    #[test]
+    fn an_unverified_claim_does_not_rank_and_a_liar_stays_discounted() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        let s1 = next_snapshot(&s0, &[ok(0, 10, 50), ok(1, 10, 90)], T0);
+        assert_eq!(s1.best_anchor, Some(url(0)));
+        // a1 claims 1,010 and its headers are not checked yet: it ranks by what
+        // was verified (10), and the network tip stays 10.
+        let s2 = next_snapshot(
+            &s1,
+            &[
+                ok(0, 10, 50),
+                claim(
+                    1,
+                    1_010,
+                    1,
+                    Some(TipCheck::Unknown {
+                        reason: "slow".into(),
+                    }),
+                ),
+            ],
+            T0,
+        );
+        assert_eq!(s2.best_anchor, Some(url(0)));
+        assert_eq!(s2.verified_tip_height, 10);
+        assert!(!s2.anchor(&url(1)).unwrap().is_discounted());
+        // Its headers end at 10: caught. It is discounted, with the reason.
+        let s3 = next_snapshot(&s2, &[ok(0, 10, 50), lie(1, 1_010, 10, 1)], T0);
+        let a1 = s3.anchor(&url(1)).unwrap();
+        assert!(a1.discount.as_deref().unwrap().contains("claims tip 1010"));
+        assert!(
+            transitions(&s2, &s3).contains(&Transition::AnchorDiscounted {
+                url: url(1),
+                reason: a1.discount.clone().unwrap(),
+            })
+        );
+        // A lower lie each round changes nothing: no new window, never best, even
+        // when the honest anchor is slower and a round behind.
+        let mut s = s3;
+        for k in 1..50u64 {
+            s = next_snapshot(
+                &s,
+                &[ok(0, 10 + k / 10, 500), lie(1, 1_010 - k, 10 + k / 10, 1)],
+                T0,
+            );
+            assert_eq!(s.best_anchor, Some(url(0)), "round {k}");
+            assert!(s.anchor(&url(1)).unwrap().is_discounted());
+            assert!(s.verified_tip_height < 20);
+        }
+        // Alone, a discounted anchor is still better than nothing (connected).
+        let alone = next_snapshot(&s, &[fail(0), lie(1, 900, 14, 1)], T0);
+        let alone = next_snapshot(&alone, &[fail(0), lie(1, 899, 14, 1)], T0);
+        assert_eq!(alone.best_anchor, Some(url(1)));
+        assert_eq!(alone.verified_tip_height, 14, "its claim is not believed");
+        // Backing a claim ends the discount.
+        let back = next_snapshot(&s, &[ok(0, 15, 500), ok(1, 15, 1)], T0);
+        assert!(!back.anchor(&url(1)).unwrap().is_discounted());
+        assert!(transitions(&s, &back).contains(&Transition::AnchorBacked {
+            url: url(1),
+            tip_height: 15
+        }));
+    }
+
+    #[test]
+    fn a_partial_check_is_progress_not_a_lie() {
+        let s0 = BackboneState::new(&seeds(1), false);
+        let s1 = next_snapshot(
+            &s0,
+            &[claim(
+                0,
+                50_000,
+                10,
+                Some(TipCheck::Partial { height: 2_000 }),
+            )],
+            T0,
+        );
+        let a = s1.anchor(&url(0)).unwrap();
+        assert!(!a.is_discounted() && !a.claim_verified());
+        assert_eq!(s1.verified_tip_height, 2_000);
+        let s2 = next_snapshot(
+            &s1,
+            &[claim(
+                0,
+                50_000,
+                10,
+                Some(TipCheck::Partial { height: 4_000 }),
+            )],
+            T0,
+        );
+        assert_eq!(s2.verified_tip_height, 4_000);
+        let s3 = next_snapshot(&s2, &[ok(0, 50_000, 10)], T0);
+        assert_eq!(s3.verified_tip_height, 50_000);
+        assert!(s3.anchor(&url(0)).unwrap().claim_verified());
     }
 
     #[test]
@@ -638,9 +794,11 @@ mod tests {
         s = next_snapshot(&s, &[fail(0), ok(1, 10, 200)], T0);
         s = next_snapshot(&s, &[fail(0), ok(1, 10, 200)], T0);
         assert_eq!(s.best_anchor, Some(url(1)));
+        // a0 comes back three verified blocks ahead (a better tier), but only
+        // once its probation is over.
         let mut rounds_until_back = 0;
         loop {
-            let outcomes = due(&s, vec![ok(0, 10, 5), ok(1, 10, 200)]);
+            let outcomes = due(&s, vec![ok(0, 13, 5), ok(1, 10, 200)]);
             let prev = s.clone();
             s = next_snapshot(&s, &outcomes, T0);
             if outcomes.iter().any(|o| o.url == url(0)) {
@@ -650,7 +808,7 @@ mod tests {
                 assert!(transitions(&prev, &s).contains(&Transition::Switched {
                     from: url(1),
                     to: url(0),
-                    tip_height: 10
+                    tip_height: 13
                 }));
                 break;
             }
@@ -740,10 +898,14 @@ mod tests {
 
     #[test]
     fn stalled_anchor_is_not_synced() {
-        // a0 claims 100 and never moves; a1 climbs from 90.
+        // a0 claims 100 and never moves; a1 climbs from 95. Not stalled while a1
+        // is within SYNCED_LAG_MAX of it; stalled once a1 is past that.
         let mut s = BackboneState::new(&seeds(2), false);
-        for i in 0..(STALL_ROUNDS + 2) {
-            s = next_snapshot(&s, &[ok(0, 100, 5), ok(1, 90 + i, 50)], T0);
+        for i in 0..(STALL_ROUNDS + 10) {
+            s = next_snapshot(&s, &[ok(0, 100, 5), ok(1, 95 + i, 50)], T0);
+            if 95 + i <= 100 + SYNCED_LAG_MAX {
+                assert!(!s.anchor(&url(0)).unwrap().stalled, "round {i}");
+            }
         }
         let a0 = s.anchor(&url(0)).unwrap();
         assert!(a0.stalled);
@@ -778,6 +940,7 @@ mod tests {
         let wrong = ProbeOutcome {
             url: url(0),
             latency_ms: 1,
+            check: None,
             result: classify(
                 Ok(AnchorProbe {
                     node_id: "00".repeat(32),
@@ -851,6 +1014,36 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the rounds, a discounted anchor (one whose claim its headers
+        /// could not back) is never best while an undiscounted anchor answered the
+        /// round, and the verified tip never includes a lie.
+        #[test]
+        fn a_liar_is_never_best_while_an_honest_anchor_answers(
+            rounds in proptest::collection::vec(proptest::collection::vec((0usize..4, 0u64..30, 0u64..500, 0u8..3), 0..6), 1..40)
+        ) {
+            let mut s = BackboneState::new(&seeds(4), false);
+            for round in rounds {
+                let outcomes: Vec<ProbeOutcome> = round.into_iter().map(|(i, tip, lat, kind)| match kind {
+                    0 => ok(i, tip, lat),
+                    1 => lie(i, tip + 1_000, tip, lat),
+                    _ => fail(i),
+                }).collect();
+                s = next_snapshot(&s, &outcomes, T0);
+                prop_assert!(s.verified_tip_height < 1_000);
+                if let Some(b) = &s.best_anchor {
+                    let best = s.anchor(b).unwrap();
+                    if best.is_discounted() {
+                        prop_assert!(
+                            !s.anchors.iter().any(|a| a.is_fresh() && !a.is_discounted()),
+                            "{s:#?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
         /// Invariants over arbitrary rounds: the best is always a usable, unrefused,
         /// unstalled anchor; connected iff a best exists (not self backbone);
         /// connected never drops after a single failed round.
@@ -860,7 +1053,7 @@ mod tests {
             for round in rounds {
                 let outcomes: Vec<ProbeOutcome> = round.into_iter().map(|(i, r, reject)| match r {
                     Some((tip, lat)) => ok(i, tip, lat),
-                    None if reject => ProbeOutcome { url: url(i), latency_ms: 1, result: ProbeResult::Rejected(BackboneError::SelfAnchor) },
+                    None if reject => ProbeOutcome { url: url(i), latency_ms: 1, result: ProbeResult::Rejected(BackboneError::SelfAnchor), check: None },
                     None => fail(i),
                 }).collect();
                 let prev = s.clone();

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use vision_wire::HttpBackboneStatus;
+use vision_wire::{DiscountedAnchor, HttpBackboneStatus};
 
 use crate::AnchorSeed;
 
@@ -61,6 +61,18 @@ pub struct AnchorObservation {
     /// The heartbeat interval it asked of us (its pace), from its last heartbeat
     /// answer; probes follow at half of it ([`crate::pace_rounds`]).
     pub pace_ms: Option<u64>,
+    /// The highest height of its claims the node has verified (headers fetched
+    /// and checked, see [`crate::TipCheck`]); `None` before any.
+    pub verified_height: Option<u64>,
+    /// The hash of the claim verified at `verified_height`, when the whole claim
+    /// was (not a partial step): equal to `tip_hash` while its claim is backed.
+    pub verified_hash: Option<String>,
+    /// Why it is discounted: it claimed a tip it could not back. Stands until it
+    /// backs a claim (a lower claim that is still unbacked changes nothing).
+    pub discount: Option<String>,
+    /// Rounds in a row it has been ahead of the best anchor by
+    /// [`crate::AHEAD_SWITCH_BLOCKS`] verified blocks.
+    pub ahead_rounds: u32,
 }
 
 impl AnchorObservation {
@@ -88,6 +100,10 @@ impl AnchorObservation {
             tip_pushed: false,
             watched: true,
             pace_ms: None,
+            verified_height: None,
+            verified_hash: None,
+            discount: None,
+            ahead_rounds: 0,
         }
     }
 
@@ -130,6 +146,10 @@ pub struct BackboneState {
     pub observed_tip_height: u64,
     /// The network tip hash (hex).
     pub observed_tip_hash: Option<String>,
+    /// The best anchor's tip as far as the node has verified it (headers checked):
+    /// the network tip the node acts on (an unverified claim never pauses the
+    /// miner). 0 before any.
+    pub verified_tip_height: u64,
     /// Entries in the peer book.
     pub peerbook_count: usize,
     /// Peer-book entries discovered over HTTP.
@@ -158,6 +178,7 @@ impl BackboneState {
             last_ok: None,
             observed_tip_height: 0,
             observed_tip_hash: None,
+            verified_tip_height: 0,
             peerbook_count: 0,
             http_discovered: 0,
             cluster_size_estimate: 1,
@@ -192,6 +213,18 @@ impl BackboneState {
                 .and(self.observed_tip_hash.clone()),
             last_ok_unix: self.last_ok_unix(),
             last_error: self.last_error.clone(),
+            verified_tip_height: self.best_anchor.as_ref().map(|_| self.verified_tip_height),
+            discounted: self
+                .anchors
+                .iter()
+                .filter_map(|a| {
+                    Some(DiscountedAnchor {
+                        anchor: a.url.clone(),
+                        claimed_height: a.tip_height,
+                        reason: a.discount.clone()?,
+                    })
+                })
+                .collect(),
         }
     }
 }

@@ -194,6 +194,12 @@ mod tests {
         fn signed_heartbeat(&self) -> Option<vision_wire::SignedHeartbeat> {
             None
         }
+        async fn verify_tip(&self, _: &str, height: u64, hash: &str) -> crate::TipCheck {
+            crate::TipCheck::Verified {
+                height,
+                hash: hash.to_string(),
+            }
+        }
     }
 
     fn url(i: usize) -> String {
@@ -211,6 +217,10 @@ mod tests {
                 tip_hash: Some(format!("{tip:064x}")),
                 cluster_size: Some(3),
                 peer_count: Some(8),
+            }),
+            check: Some(crate::TipCheck::Verified {
+                height: tip,
+                hash: format!("{tip:064x}"),
             }),
         }
     }

@@ -37,6 +37,9 @@ impl LocalNode for Local {
                 node_id: self.key.address().to_hex(),
                 timestamp_unix: 0,
                 nonce: vision_wire::fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
                 http_address: "127.0.0.1:7070".into(),
                 p2p_address: None,
                 is_anchor: false,
@@ -45,6 +48,14 @@ impl LocalNode for Local {
             }
             .sign(&self.key),
         )
+    }
+    /// These tests are about liveness and failover: every claim is taken as
+    /// verified (the rules' own tests cover unbacked claims).
+    async fn verify_tip(&self, _: &str, height: u64, hash: &str) -> backbone_state::TipCheck {
+        backbone_state::TipCheck::Verified {
+            height,
+            hash: hash.to_string(),
+        }
     }
 }
 
@@ -176,21 +187,27 @@ async fn failover_blackhole_rejection_and_recovery() {
         "dead anchor probed {dead_probes} times in 10 rounds"
     );
 
-    // Revive a: it wins best back only after RECOVERY_ROUNDS good answers.
+    // Revive a with the same tip: it serves its probation (RECOVERY_ROUNDS good
+    // answers) and, being no better than b, does not take b's place (the calm
+    // choice: latency alone never switches).
     net.update(a, |x| x.behaviour = Behaviour::Up);
-    let mut seen_good_rounds_before_switch = 0u32;
     let s = wait_for(&handle, PROBE * 40, |s| {
         let ao = s.anchor(a).unwrap();
-        if s.best_anchor.as_deref() == Some(a) {
-            return true;
-        }
-        seen_good_rounds_before_switch =
-            seen_good_rounds_before_switch.max(ao.consecutive_successes);
-        false
+        ao.consecutive_successes >= RECOVERY_ROUNDS && !ao.recovering
     })
     .await;
-    assert_eq!(s.anchor(a).unwrap().consecutive_successes, RECOVERY_ROUNDS);
-    assert!(seen_good_rounds_before_switch < RECOVERY_ROUNDS);
+    assert_eq!(s.best_anchor.as_deref(), Some(b));
+    let r0 = s.round;
+    let s = wait_for(&handle, PROBE * 12, |s| s.round >= r0 + 10).await;
+    assert_eq!(s.best_anchor.as_deref(), Some(b), "no switch for latency");
+    // b dies: a takes over within one probe interval plus the timeout.
+    net.update(b, |x| x.behaviour = Behaviour::Blackhole);
+    let killed = Instant::now();
+    let s = wait_for(&handle, PROBE + TIMEOUT + Duration::from_millis(100), |s| {
+        s.best_anchor.as_deref() == Some(a)
+    })
+    .await;
+    assert!(killed.elapsed() <= PROBE + TIMEOUT + Duration::from_millis(50));
     assert!(s.anchor(d).unwrap().rejected, "still refused");
 
     token.cancel();
@@ -433,4 +450,95 @@ async fn heartbeats_feed_cluster_size_and_skip_refused_anchors() {
 fn errors_classify() {
     assert!(BackboneError::BadSignature("x".into()).is_rejection());
     assert!(!BackboneError::Timeout(1).is_rejection());
+}
+
+/// A node whose chain reaches `real`: claims above it are unbacked; a claim of
+/// `slow_height` takes longer than the timeout to check.
+struct Checker {
+    real: u64,
+    slow_height: u64,
+}
+
+impl LocalNode for Checker {
+    fn local_height(&self) -> u64 {
+        self.real
+    }
+    fn signed_heartbeat(&self) -> Option<SignedHeartbeat> {
+        None
+    }
+    async fn verify_tip(&self, _: &str, height: u64, hash: &str) -> backbone_state::TipCheck {
+        if height == self.slow_height {
+            tokio::time::sleep(TIMEOUT * 10).await;
+        }
+        if height <= self.real {
+            backbone_state::TipCheck::Verified {
+                height,
+                hash: hash.to_string(),
+            }
+        } else {
+            backbone_state::TipCheck::Unbacked {
+                backed_height: self.real,
+                reason: format!("headers end at {}", self.real),
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_loop_ranks_by_verified_tips_and_bounds_the_check() {
+    let (a, b, c) = ("http://a:7070", "http://b:7070", "http://c:7070");
+    let net = Arc::new(MemoryControlPlane::new());
+    // a: the fastest, claiming 1,000 more than anyone can back; b: honest; c: honest
+    // but its claim takes forever to check.
+    net.set(
+        a,
+        MemoryAnchor::up(NET, &id(1), 1_050, Duration::from_millis(1)),
+    );
+    net.set(
+        b,
+        MemoryAnchor::up(NET, &id(2), 50, Duration::from_millis(200)),
+    );
+    net.set(
+        c,
+        MemoryAnchor::up(NET, &id(3), 49, Duration::from_millis(100)),
+    );
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&[a, b, c]), false));
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        Arc::new(Checker {
+            real: 50,
+            slow_height: 49,
+        }),
+        handle.clone(),
+        config(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, TIMEOUT + Duration::from_millis(100), |s| {
+        s.round >= 1
+    })
+    .await;
+    assert!(
+        started.elapsed() <= TIMEOUT + Duration::from_millis(50),
+        "a slow check never delays the round beyond the timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.best_anchor.as_deref(), Some(b));
+    assert_eq!(s.verified_tip_height, 50);
+    let ao = s.anchor(a).unwrap();
+    assert!(ao.is_discounted() && ao.discount.as_deref().unwrap().contains("1050"));
+    let co = s.anchor(c).unwrap();
+    assert!(
+        !co.is_discounted() && !co.claim_verified(),
+        "no verdict: {co:?}"
+    );
+    let st = s.http_backbone_status();
+    assert_eq!(st.verified_tip_height, Some(50));
+    assert_eq!(st.discounted.len(), 1);
+    assert_eq!(st.discounted[0].anchor, a);
+    // Rounds go on: the liar never becomes best.
+    let s = wait_for(&handle, PROBE * 12, |s| s.round >= 10).await;
+    assert_eq!(s.best_anchor.as_deref(), Some(b));
+    token.cancel();
 }

@@ -124,6 +124,29 @@ pub(crate) fn random_u64() -> u64 {
         .finish()
 }
 
+/// The form the chain's routes (`/api/headers`, `/api/blocks`, `/api/blocks/{height}`,
+/// `/api/block/{hash}`) are asked to answer in: canonical bytes (what sync uses:
+/// smaller, and decoded without parsing text) or the JSON people read. Framing:
+/// [`vision_wire::binary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainEncoding {
+    /// `Accept: application/octet-stream`.
+    #[default]
+    Binary,
+    /// `Accept: application/json`.
+    Json,
+}
+
+impl ChainEncoding {
+    /// The `Accept` header value.
+    pub fn accept(self) -> &'static str {
+        match self {
+            ChainEncoding::Binary => OCTET_STREAM,
+            ChainEncoding::Json => "application/json",
+        }
+    }
+}
+
 /// What a route accepts as a successful answer besides 2xx.
 #[derive(Clone, Copy)]
 enum Accepting {
@@ -392,9 +415,23 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<BlockHeader>, ClientError> {
+        self.fetch_headers_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/headers?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain headers from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    pub async fn fetch_headers_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<BlockHeader>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/headers?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<BlockHeader> = decode_json(&full, &body)?;
             return check_count(&full, v, limit);
@@ -409,9 +446,24 @@ impl ControlPlaneClient {
         from: u64,
         limit: u32,
     ) -> Result<Vec<Block>, ClientError> {
+        self.fetch_blocks_as(url, from, limit, ChainEncoding::Binary)
+            .await
+    }
+
+    /// `GET /api/blocks?from=H&limit=N` asking for `encoding` (an answer in the
+    /// other form is read too): main-chain blocks from height `from`, at most
+    /// `limit` (clamped to [`MAX_BATCH_ITEMS`]; more is [`ClientError::Decode`]).
+    /// JSON blocks are checked against their `hash` and `txid`s.
+    pub async fn fetch_blocks_as(
+        &self,
+        url: &str,
+        from: u64,
+        limit: u32,
+        encoding: ChainEncoding,
+    ) -> Result<Vec<Block>, ClientError> {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/blocks?from={from}&limit={limit}");
-        let (full, ctype, body) = self.get_binary(url, &path).await?;
+        let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
         if is_json(&ctype) {
             let v: Vec<serde_json::Value> = decode_json(&full, &body)?;
             let v = check_count(&full, v, limit)?;
@@ -420,16 +472,53 @@ impl ControlPlaneClient {
         binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
     }
 
-    /// `GET /api/blocks/{height}`: the main-chain block at `height` (404 if none).
+    /// `GET /api/blocks/{height}`, binary: the main-chain block at `height` (404 if
+    /// none). A block of another height is [`ClientError::Decode`].
     pub async fn fetch_block_at(&self, url: &str, height: u64) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/blocks/{height}"))
-            .await
+        let path = format!("/api/blocks/{height}");
+        let block = self.fetch_one_block(url, &path).await?;
+        if block.header.height != height {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served the block at height {}", block.header.height),
+            ));
+        }
+        Ok(block)
     }
 
-    /// `GET /api/block/{hash}`: any stored block by hash (404 if unknown).
+    /// `GET /api/block/{hash}`, binary: any stored block by hash (404 if unknown).
+    /// A block whose hash is not `hash` is [`ClientError::Decode`]: the URL is
+    /// immutable and cached anywhere, so whoever answered is not trusted with it.
     pub async fn fetch_block(&self, url: &str, hash: &Hash32) -> Result<Block, ClientError> {
-        self.fetch_one_block(url, &format!("/api/block/{hash}"))
-            .await
+        let path = format!("/api/block/{hash}");
+        let block = self.fetch_one_block(url, &path).await?;
+        let got = block.hash();
+        if got != *hash {
+            return Err(ClientError::decode(
+                &format!("{url}{path}"),
+                format!("served block {got}, not the one asked for"),
+            ));
+        }
+        Ok(block)
+    }
+
+    /// `GET {mirror}/api/block/{hash}` from a sync mirror — any HTTP server or cache
+    /// in front of a node, addressed as [`crate::normalize_mirror_url`] allows (a
+    /// path prefix, port 80 by default) — asking for the binary form. Tried once
+    /// (the caller picks another mirror rather than insisting). The block is
+    /// returned as decoded: a mirror is untrusted, so the caller checks it against
+    /// the header it asked for.
+    pub async fn fetch_mirror_block(
+        &self,
+        mirror_url: &str,
+        hash: &Hash32,
+    ) -> Result<Block, ClientError> {
+        let base = crate::url::normalize_mirror_url(mirror_url)?;
+        let full = format!("{base}/api/block/{hash}");
+        let (full, ctype, body) = self
+            .get_full(full, Some(OCTET_STREAM), 0, Accepting::Success)
+            .await?;
+        decode_one_block(&full, &ctype, &body)
     }
 
     /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
@@ -618,16 +707,7 @@ impl ControlPlaneClient {
 
     async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
         let (full, ctype, body) = self.get_binary(url, path).await?;
-        if is_json(&ctype) {
-            return block_from_json(&full, decode_json(&full, &body)?);
-        }
-        if body.len() > binary::MAX_BLOCK_BYTES {
-            return Err(ClientError::decode(
-                &full,
-                "block larger than any valid block",
-            ));
-        }
-        Block::decode(&body).map_err(|e| ClientError::decode(&full, e))
+        decode_one_block(&full, &ctype, &body)
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -647,10 +727,20 @@ impl ControlPlaneClient {
         url: &str,
         path: &str,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
+        self.get_chain(url, path, ChainEncoding::Binary).await
+    }
+
+    /// A chain GET asking for `encoding`; returns URL, content type and body.
+    async fn get_chain(
+        &self,
+        url: &str,
+        path: &str,
+        encoding: ChainEncoding,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         self.get(
             url,
             path,
-            Some(OCTET_STREAM),
+            Some(encoding.accept()),
             self.config.max_retries,
             Accepting::Success,
         )
@@ -667,7 +757,18 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let base = normalize_base_url(url)?;
-        let full = format!("{base}{path}");
+        self.get_full(format!("{base}{path}"), accept, retries, accepting)
+            .await
+    }
+
+    /// [`ControlPlaneClient::get`] of a full URL, already checked.
+    async fn get_full(
+        &self,
+        full: String,
+        accept: Option<&str>,
+        retries: u32,
+        accepting: Accepting,
+    ) -> Result<(String, String, Vec<u8>), ClientError> {
         let retries = retries.min(MAX_RETRIES_LIMIT);
         let mut attempt = 0u32;
         loop {
@@ -783,6 +884,20 @@ impl ControlPlaneClient {
             Err(ClientError::from_status(full, status.as_u16(), &body))
         }
     }
+}
+
+/// One block's answer, binary or JSON by its content type.
+fn decode_one_block(full: &str, ctype: &str, body: &[u8]) -> Result<Block, ClientError> {
+    if is_json(ctype) {
+        return block_from_json(full, decode_json(full, body)?);
+    }
+    if body.len() > binary::MAX_BLOCK_BYTES {
+        return Err(ClientError::decode(
+            full,
+            "block larger than any valid block",
+        ));
+    }
+    Block::decode(body).map_err(|e| ClientError::decode(full, e))
 }
 
 fn is_json(content_type: &str) -> bool {

@@ -109,15 +109,15 @@ pub mod sse;
 mod url;
 
 pub use client::{
-    ClientConfig, Conditional, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, ETAG_MAX_LEN,
-    MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_TIMEOUT_MS,
-    WAIT_POLL_INTERVAL, backoff_delay,
+    ChainEncoding, ClientConfig, Conditional, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS,
+    DEFAULT_BACKOFF_MAX_MS, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS,
+    ETAG_MAX_LEN, MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS,
+    MAX_TIMEOUT_MS, WAIT_POLL_INTERVAL, backoff_delay,
 };
 pub use error::ClientError;
 pub use events::{
     DEFAULT_EVENTS_IDLE_TIMEOUT_MS, DEFAULT_EVENTS_RECONNECT_BASE_MS,
     DEFAULT_EVENTS_RECONNECT_MAX_MS, EVENT_STREAM, EVENTS_RETRY_MIN_MS, EventStream, EventsOptions,
 };
-pub use url::{MAX_BASE_URL_LEN, normalize_base_url};
+pub use url::{MAX_BASE_URL_LEN, MAX_MIRROR_PATH_LEN, normalize_base_url, normalize_mirror_url};
 pub use vision_wire;

@@ -73,6 +73,79 @@ pub fn normalize_base_url(input: &str) -> Result<String, ClientError> {
     Ok(format!("http://{host}:{port}"))
 }
 
+/// Longest path prefix of a mirror URL, in bytes.
+pub const MAX_MIRROR_PATH_LEN: usize = 128;
+
+/// Normalise a sync mirror's address (`--sync-mirror`): any plain HTTP server or
+/// cache in front of a node, so unlike [`normalize_base_url`] a path prefix is
+/// allowed and a missing port is HTTP's own, 80.
+///
+/// Accepts `host`, `host:port`, `http://host[:port]`, each with an optional path
+/// prefix (`http://cdn.example/vision`) and trailing `/`. The result is
+/// `http://host:port[/prefix]`, to which a route (`/api/block/{hash}`) is
+/// appended. Refuses other schemes, queries, fragments, user info, `..` segments,
+/// characters outside a URL path's unreserved set and over-long input, with
+/// [`ClientError::InvalidUrl`].
+///
+/// ```
+/// use control_plane_client::normalize_mirror_url;
+/// assert_eq!(normalize_mirror_url("cdn.example").unwrap(), "http://cdn.example:80");
+/// assert_eq!(normalize_mirror_url("http://127.0.0.1:8080/v/").unwrap(), "http://127.0.0.1:8080/v");
+/// assert!(normalize_mirror_url("https://cdn.example").is_err());
+/// ```
+pub fn normalize_mirror_url(input: &str) -> Result<String, ClientError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(invalid(input, "empty address"));
+    }
+    if s.len() > MAX_BASE_URL_LEN {
+        return Err(invalid(input, "address too long"));
+    }
+    let rest = match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("http://") => &s[7..],
+        _ => s,
+    };
+    if rest.contains("://") {
+        return Err(invalid(
+            input,
+            "only http:// is supported (no TLS in this client)",
+        ));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if rest.contains(['?', '#']) {
+        return Err(invalid(input, "a mirror URL has no query or fragment"));
+    }
+    let path = path.trim_end_matches('/');
+    if path.len() > MAX_MIRROR_PATH_LEN {
+        return Err(invalid(input, "path prefix too long"));
+    }
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/%+".contains(&b))
+    {
+        return Err(invalid(
+            input,
+            "the path prefix may hold only letters, digits and -._~/%+",
+        ));
+    }
+    if path.split('/').any(|seg| seg == "..") {
+        return Err(invalid(input, "the path prefix may not hold `..`"));
+    }
+    let (_, port) = split_host_port(authority).map_err(|r| invalid(input, r))?;
+    let with_port = match port {
+        Some(_) => authority.to_string(),
+        None => format!("{authority}:80"),
+    };
+    let base = normalize_base_url(&with_port).map_err(|e| match e {
+        ClientError::InvalidUrl { reason, .. } => invalid(input, &reason),
+        other => other,
+    })?;
+    Ok(format!("{base}{path}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,11 +190,47 @@ mod tests {
         assert!(normalize_base_url(&"a".repeat(600)).is_err());
     }
 
+    #[test]
+    fn mirror_urls_take_a_path_prefix_and_default_to_port_80() {
+        for (i, o) in [
+            ("cdn.example", "http://cdn.example:80"),
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+            (
+                "HTTP://cdn.example/vision/main/",
+                "http://cdn.example:80/vision/main",
+            ),
+            ("[::1]", "http://[::1]:80"),
+            ("http://[::1]:81/a-b_c.d~e", "http://[::1]:81/a-b_c.d~e"),
+        ] {
+            assert_eq!(normalize_mirror_url(i).unwrap(), o, "{i}");
+        }
+        for bad in [
+            "",
+            "https://a",
+            "a:0",
+            "a:1?x",
+            "a:1/p?q",
+            "a/#f",
+            "u@a:1",
+            "a:1/../x",
+            "a:1/p q",
+            "a:1/p\u{0}",
+            "a:1/\"x",
+        ] {
+            assert!(normalize_mirror_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_mirror_url(&format!("a:1/{}", "p".repeat(200))).is_err());
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics_and_is_idempotent(s in "\\PC{0,40}") {
             if let Ok(n) = normalize_base_url(&s) {
                 proptest::prop_assert_eq!(normalize_base_url(&n).unwrap(), n);
+            }
+            if let Ok(n) = normalize_mirror_url(&s) {
+                proptest::prop_assert_eq!(normalize_mirror_url(&n).unwrap(), n);
             }
         }
     }

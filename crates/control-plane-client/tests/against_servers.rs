@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use control_plane_client::{ClientConfig, ClientError, ControlPlaneClient};
+use control_plane_client::{ChainEncoding, ClientConfig, ClientError, ControlPlaneClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vision_chain::{Address, Block, BlockHeader, Hash32, Network, SecretKey, Transaction, U256};
@@ -227,6 +227,9 @@ async fn server_error_body_becomes_status_with_code() {
         node_id: key.address().to_hex(),
         timestamp_unix: 1,
         nonce: vision_wire::fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: "127.0.0.1:1".into(),
         p2p_address: None,
         is_anchor: false,
@@ -315,7 +318,13 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
     oversized.extend_from_slice(&[0; 64]);
     let headers = encode_headers(&blocks.iter().map(|b| b.header.clone()).collect::<Vec<_>>());
     let one = blocks[1].encode();
+    let (h1, h2) = (blocks[1].hash(), blocks[2].hash());
     let s = serve(move |req| match req.path.as_str() {
+        // By hash: block 1 honestly, and block 1 again when asked for block 2 (a
+        // mirror serving the wrong block).
+        p if p == format!("/api/block/{h1}") || p == format!("/api/block/{h2}") => {
+            octets(one.clone())
+        }
         "/api/blocks?from=0&limit=3" => octets(good.clone()),
         "/api/blocks?from=1&limit=3" => octets(truncated.clone()),
         "/api/blocks?from=2&limit=3" => octets(oversized.clone()),
@@ -323,6 +332,7 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
         "/api/headers?from=0&limit=2" => octets(headers.clone()), // more than asked
         "/api/headers?from=9&limit=3" => octets(headers[..200].to_vec()),
         "/api/blocks/1" => octets(one.clone()),
+        "/api/blocks/3" => octets(one.clone()), // height 1's block for height 3
         "/api/blocks/2" => octets(one[..one.len() - 1].to_vec()),
         p if p.starts_with("/api/block/") => {
             json(404, r#"{"error":"not_found","message":"no such block"}"#)
@@ -352,11 +362,21 @@ async fn binary_blocks_and_headers_decode_and_refuse_malformed() {
     ));
     assert_eq!(c.fetch_block_at(&s.url, 1).await.unwrap(), blocks[1]);
     assert!(matches!(
+        c.fetch_block_at(&s.url, 3).await,
+        Err(ClientError::Decode { .. })
+    ));
+    assert!(matches!(
         c.fetch_block_at(&s.url, 2).await,
         Err(ClientError::Decode { .. })
     ));
     let err = c.fetch_block(&s.url, &blocks[0].hash()).await.unwrap_err();
     assert!(err.is_not_found());
+    assert_eq!(c.fetch_block(&s.url, &h1).await.unwrap(), blocks[1]);
+    let err = c.fetch_block(&s.url, &h2).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Decode { reason, .. } if reason.contains("not the one asked for")),
+        "{err:?}"
+    );
     // Every chain GET asked for the binary form.
     for req in s.seen.lock().unwrap().iter() {
         assert_eq!(
@@ -395,8 +415,30 @@ async fn json_fallback_and_submit_block_bytes() {
     .await;
     let c = client(1_000, 0);
     assert_eq!(c.fetch_blocks(&s.url, 0, 2).await.unwrap(), blocks);
+    assert_eq!(
+        c.fetch_blocks_as(&s.url, 0, 2, ChainEncoding::Json)
+            .await
+            .unwrap(),
+        blocks
+    );
     let r = c.submit_block(&s.url, &blocks[0]).await.unwrap();
     assert_eq!((r.hash, r.status.as_str()), (blocks[0].hash(), "extended"));
+    let accepts: Vec<Option<String>> = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.header("accept").map(str::to_string))
+        .collect();
+    assert_eq!(
+        accepts,
+        [
+            Some("application/octet-stream".to_string()),
+            Some("application/json".to_string())
+        ],
+        "each call asks for its encoding"
+    );
 }
 
 #[tokio::test]
@@ -512,4 +554,38 @@ async fn a_server_that_speaks_first_in_another_protocol_is_not_http() {
         text.contains("not an HTTP server") && text.contains("P2P port"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_mirror_is_asked_once_by_hash_under_its_path_prefix() {
+    let b = block(4);
+    let hash = b.hash();
+    let bytes = b.encode();
+    let s = serve(move |req| {
+        if req.path == format!("/vision/api/block/{hash}") {
+            octets(bytes.clone())
+        } else {
+            json(503, r#"{"error":"busy","message":"try again"}"#)
+        }
+    })
+    .await;
+    // Retries are configured, but a mirror is tried once: the caller asks another.
+    let c = client(1_000, 3);
+    let mirror = format!("{}/vision/", s.url);
+    assert_eq!(c.fetch_mirror_block(&mirror, &hash).await.unwrap(), b);
+    let other = block(5).hash();
+    let err = c.fetch_mirror_block(&mirror, &other).await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err:?}");
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2, "no retry of a 503");
+    let all_binary = s
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.header("accept") == Some("application/octet-stream"));
+    assert!(all_binary);
+    assert!(matches!(
+        c.fetch_mirror_block("https://cdn.example", &hash).await,
+        Err(ClientError::InvalidUrl { .. })
+    ));
 }

@@ -1,11 +1,16 @@
 //! Sync throughput: 10,000 regtest blocks of 100 transactions from a local anchor,
-//! over HTTP (`/api/headers`, `/api/blocks`, binary) and over P2P (the data plane's
-//! block streaming), in the same run, into fresh stores. Goals: HTTP is no slower
-//! than P2P, and reaches at least 0.8 of the **two-core bound**: twice the rate at
-//! which one thread batch-verifies the same blocks' signatures
-//! (`vision_chain::verify_batch`, one batch of 100 per block), measured in the same
-//! run before and after the syncs. The last lines, starting with `xtask-bench`, are
-//! what `cargo xtask bench` reads.
+//! over HTTP with binary bodies (`/api/headers`, `/api/blocks` with
+//! `Accept: application/octet-stream`: the node's `HttpSource`), over HTTP with JSON
+//! bodies (the same routes' default form, a source of this bench's own), and over P2P
+//! (the data plane's block streaming), and with headers from the source and every
+//! body by hash from a sync mirror (the same node as the mirror, `--sync-mirror`),
+//! in the same run, into fresh stores. Goals:
+//! HTTP is no slower than P2P, binary is no slower than JSON, bodies by hash from a
+//! mirror reach 0.8 of bodies by ranges, and HTTP reaches at
+//! least 0.8 of the **two-core bound**: twice the rate at which one thread
+//! batch-verifies the same blocks' signatures (`vision_chain::verify_batch`, one
+//! batch of 100 per block), measured in the same run before and after the syncs. The
+//! last lines, starting with `xtask-bench`, are what `cargo xtask bench` reads.
 //!
 //! `cargo bench -p node-service --bench sync_http_vs_p2p [-- BLOCKS]`. The source
 //! chain is built once and cached under the target directory.
@@ -16,13 +21,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use control_plane_client::{ChainEncoding, ControlPlaneClient};
 use node_service::core::Core;
+use node_service::mirror::Mirrors;
 use node_service::p2p::NodeChain;
-use node_service::sync::{HttpSource, P2pSource, sync_from};
+use node_service::sync::{BlockSource, HttpSource, P2pSource, sync_from, sync_from_with};
 use node_service::{Node, NodeConfig};
 use p2p_dataplane::{DataPlane, NoCandidates, P2pConfig, TcpDataPlane};
 use tokio_util::sync::CancellationToken;
-use vision_chain::{Network, SecretKey, Transaction, build_block, solve};
+use vision_chain::{Block, BlockHeader, Network, SecretKey, Transaction, build_block, solve};
 use vision_store::ChainStore;
 
 const NET: Network = Network::Regtest;
@@ -109,6 +116,31 @@ fn verify_rate(store: &ChainStore, blocks: usize) -> f64 {
     sample.len() as f64 / t.elapsed().as_secs_f64()
 }
 
+/// A control plane as a block source, asking for JSON bodies (the routes' default
+/// form): what sync cost before it asked for binary.
+struct JsonHttpSource {
+    client: Arc<ControlPlaneClient>,
+    url: String,
+}
+
+impl BlockSource for JsonHttpSource {
+    fn name(&self) -> &str {
+        &self.url
+    }
+    async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+        self.client
+            .fetch_headers_as(&self.url, from, limit, ChainEncoding::Json)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
+        self.client
+            .fetch_blocks_as(&self.url, from, limit, ChainEncoding::Json)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn fresh_core(dir: &std::path::Path) -> Arc<Core> {
     let cfg = NodeConfig::new(NET, "127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
     let store = ChainStore::open(&dir.join("chain.redb"), NET).expect("sink store");
@@ -123,6 +155,23 @@ async fn sync_all<S: node_service::sync::BlockSource>(
     let t = Instant::now();
     while core.chain().height < target {
         sync_from(core, src, target).await.expect("sync round");
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// [`sync_all`] with every body asked of `mirror` by hash first (`--sync-mirror`).
+async fn sync_all_mirrored<S: node_service::sync::BlockSource>(
+    core: &Arc<Core>,
+    src: &S,
+    mirror: &Arc<Mirrors>,
+    target: u64,
+) -> f64 {
+    let t = Instant::now();
+    while core.chain().height < target {
+        let r = sync_from_with(core, src, Some(mirror), target)
+            .await
+            .expect("sync round");
+        assert_eq!(r.from_mirrors, r.imported, "every body from the mirror");
     }
     t.elapsed().as_secs_f64()
 }
@@ -164,11 +213,25 @@ fn main() {
 
         let mut results = Vec::new();
         for round in 1..=2 {
-            // HTTP
+            // HTTP, binary bodies (the node's own source)
             let d = tempfile::tempdir().expect("tmp");
             let core = fresh_core(d.path());
-            let src = HttpSource { client: Arc::new(control_plane_client::ControlPlaneClient::default()), url: http.clone() };
+            let src = HttpSource { client: Arc::new(ControlPlaneClient::default()), url: http.clone() };
             let http_s = sync_all(&core, &src, target).await;
+            drop(core);
+            // HTTP headers, bodies by hash from a mirror (the same node as the mirror:
+            // what a sync through a cache costs beyond the cache itself)
+            let d = tempfile::tempdir().expect("tmp");
+            let core = fresh_core(d.path());
+            let mirror = Arc::new(Mirrors::new(vec![http.clone()], 2_000, NET.params()).expect("mirror"));
+            let src = HttpSource { client: Arc::new(ControlPlaneClient::default()), url: http.clone() };
+            let mirror_s = sync_all_mirrored(&core, &src, &mirror, target).await;
+            drop(core);
+            // HTTP, JSON bodies
+            let d = tempfile::tempdir().expect("tmp");
+            let core = fresh_core(d.path());
+            let src = JsonHttpSource { client: Arc::new(ControlPlaneClient::default()), url: http.clone() };
+            let json_s = sync_all(&core, &src, target).await;
             drop(core);
             // P2P
             let d2 = tempfile::tempdir().expect("tmp");
@@ -189,18 +252,26 @@ fn main() {
             let p2p_s = sync_all(&core, &src, target).await;
             t2.cancel();
             println!(
-                "round {round}: HTTP {http_s:.1} s ({:.0} blocks/s) · P2P {p2p_s:.1} s ({:.0} blocks/s) · HTTP/P2P time {:.2}",
+                "round {round}: HTTP binary {http_s:.1} s ({:.0} blocks/s) · HTTP JSON {json_s:.1} s ({:.0} blocks/s) · \
+                 P2P {p2p_s:.1} s ({:.0} blocks/s) · bodies by hash from a mirror {mirror_s:.1} s ({:.0} blocks/s) · \
+                 HTTP/P2P time {:.2} · binary/JSON time {:.2} · mirror/ranges time {:.2}",
                 target as f64 / http_s,
+                target as f64 / json_s,
                 target as f64 / p2p_s,
-                http_s / p2p_s
+                target as f64 / mirror_s,
+                http_s / p2p_s,
+                http_s / json_s,
+                mirror_s / http_s
             );
-            results.push((http_s, p2p_s));
+            results.push((http_s, json_s, p2p_s, mirror_s));
         }
-        let (h, p): (f64, f64) = results.iter().fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1));
+        let sums = results.iter().fold((0.0, 0.0, 0.0, 0.0), |a, r| {
+            (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
+        });
         token.cancel();
-        (h, p)
+        sums
     });
-    let (h, p) = sums;
+    let (h, j, p, m) = sums;
     drop(rt);
     // the bound, measured again after the syncs (a change of load shows as a gap)
     let verify_after = verify_rate(
@@ -212,7 +283,11 @@ fn main() {
         .map_or(1, |n| n.get())
         .min(2);
     let bound = one_core * cores as f64;
-    let (http_rate, p2p_rate) = (2.0 * blocks as f64 / h, 2.0 * blocks as f64 / p);
+    let (http_rate, json_rate, p2p_rate) = (
+        2.0 * blocks as f64 / h,
+        2.0 * blocks as f64 / j,
+        2.0 * blocks as f64 / p,
+    );
     println!(
         "one thread batch-verifies {verify_before:.0} / {verify_after:.0} blocks/s (before / after); \
          {cores}-core bound {bound:.0} blocks/s"
@@ -228,7 +303,24 @@ fn main() {
         http_rate / bound
     );
     println!(
+        "mean: HTTP binary {http_rate:.0} blocks/s, HTTP JSON {json_rate:.0} blocks/s; binary/JSON rate {:.2} (goal ≥ 1.0)",
+        http_rate / json_rate
+    );
+    println!(
         "xtask-bench sync_http_vs_p2p http_blocks_per_s={http_rate:.1} p2p_blocks_per_s={p2p_rate:.1} ratio={:.3} goal=1.0",
         http_rate / p2p_rate
+    );
+    println!(
+        "xtask-bench sync_binary_vs_json binary_blocks_per_s={http_rate:.1} json_blocks_per_s={json_rate:.1} ratio={:.3} goal=1.0",
+        http_rate / json_rate
+    );
+    let mirror_rate = 2.0 * blocks as f64 / m;
+    println!(
+        "mean: bodies by hash from a mirror {mirror_rate:.0} blocks/s, by ranges from the source {http_rate:.0} blocks/s; mirror/ranges rate {:.2} (goal ≥ 0.8)",
+        mirror_rate / http_rate
+    );
+    println!(
+        "xtask-bench sync_mirror_vs_ranges mirror_blocks_per_s={mirror_rate:.1} ranges_blocks_per_s={http_rate:.1} ratio={:.3} goal=0.8",
+        mirror_rate / http_rate
     );
 }

@@ -22,6 +22,10 @@ pub struct NodeConfig {
     pub public_p2p: Option<String>,
     /// Anchors to probe, heartbeat and sync from.
     pub anchor_seeds: Vec<AnchorSeed>,
+    /// Sync mirrors (`--sync-mirror`): HTTP servers or caches block bodies are
+    /// fetched from by hash before the anchors, normalised by
+    /// `mirror::parse_mirrors`.
+    pub sync_mirrors: Vec<String>,
     /// This node is an anchor.
     pub is_anchor: bool,
     /// Chain store, node key, admin cookie.
@@ -50,6 +54,43 @@ pub struct NodeConfig {
     /// How long the chain store may stay down, reopening with backoff, before the
     /// node exits 1 for its supervisor to restart it.
     pub store_down_exit_ms: u64,
+    /// Deadlines of block sync: each fetch, each batch import, each round.
+    pub sync_deadlines: SyncDeadlines,
+}
+
+/// Deadlines of block sync (`sync.rs`). A fetch or an import past its deadline,
+/// or a round past its own, is abandoned: logged with what it waited on, counted
+/// in `vision_sync_rounds_abandoned_total{waited_on}`, the source demoted, and
+/// the round tried from the next source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncDeadlines {
+    /// One request to a source (headers, or a batch of blocks). The default covers
+    /// the HTTP client's own timeout with its retries.
+    pub fetch_ms: u64,
+    /// Importing one fetched batch (`sync::BLOCKS_BATCH` blocks, every signature
+    /// checked, one durable commit per block).
+    pub import_ms: u64,
+    /// One whole round against one source.
+    pub round_ms: u64,
+}
+
+/// Default [`SyncDeadlines::fetch_ms`]: 15 s (three tries of a 3 s request).
+pub const SYNC_FETCH_DEADLINE_MS: u64 = 15_000;
+/// Default [`SyncDeadlines::import_ms`]: 2 minutes (a batch of full blocks on a slow
+/// disk takes well under a minute here).
+pub const SYNC_IMPORT_DEADLINE_MS: u64 = 120_000;
+/// Default [`SyncDeadlines::round_ms`]: 5 minutes (a round is bounded to a few
+/// thousand headers past the claimed tip; a long catch-up takes several rounds).
+pub const SYNC_ROUND_DEADLINE_MS: u64 = 300_000;
+
+impl Default for SyncDeadlines {
+    fn default() -> SyncDeadlines {
+        SyncDeadlines {
+            fetch_ms: SYNC_FETCH_DEADLINE_MS,
+            import_ms: SYNC_IMPORT_DEADLINE_MS,
+            round_ms: SYNC_ROUND_DEADLINE_MS,
+        }
+    }
 }
 
 /// Default of [`NodeConfig::store_down_exit_ms`]: five minutes.
@@ -66,6 +107,7 @@ impl NodeConfig {
             public_http: http_addr.to_string(),
             public_p2p: None,
             anchor_seeds: Vec::new(),
+            sync_mirrors: Vec::new(),
             is_anchor: false,
             data_dir,
             mine: false,
@@ -79,13 +121,8 @@ impl NodeConfig {
             admin_token: None,
             allow_new_chain: false,
             store_down_exit_ms: STORE_DOWN_EXIT_MS_DEFAULT,
+            sync_deadlines: SyncDeadlines::default(),
         }
-    }
-
-    /// How long an anchor's claimed tip may go unbacked by valid headers before it
-    /// is discounted: six probe rounds, at least ten seconds.
-    pub fn unbacked_tip_window_ms(&self) -> u64 {
-        (6 * self.probe_interval_ms).max(10_000)
     }
 
     /// A node with no anchor seeds, and every anchor, is its own backbone.

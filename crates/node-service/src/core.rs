@@ -2,13 +2,12 @@
 //! path every block and transaction takes into the node, whatever carried it
 //! (the local miner, HTTP, P2P).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use sync_health::{ClaimTracker, ClaimVerdict};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{
@@ -16,7 +15,7 @@ use vision_chain::{
     PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
-use vision_store::{AcceptOutcome, ChainStore, StoreError};
+use vision_store::{AcceptOutcome, Admission, ChainStore, StoreError};
 
 use crate::config::NodeConfig;
 use crate::events::EventHub;
@@ -98,7 +97,7 @@ pub struct Core {
     pub started: Instant,
     /// Admin bearer tokens accepted from non-loopback clients (cookie, `--admin-token`).
     pub admin_tokens: Vec<String>,
-    claims: Mutex<ClaimTracker>,
+    verified_headers: Mutex<VerifiedHeaders>,
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
@@ -116,6 +115,32 @@ pub struct Core {
 
 /// See [`Core::tip_hook`].
 pub type TipHook = Box<dyn Fn() + Send + Sync>;
+
+/// Headers checked by sync or by a claim's verification (hash → height)
+/// remembered, oldest forgotten first.
+pub const VERIFIED_HEADERS_MAX: usize = 8_192;
+
+/// A bounded record of headers this node has checked (linkage, proof of work,
+/// timestamps) without holding their blocks yet: what lets one source's headers
+/// back another anchor's claim of the same tip.
+#[derive(Debug, Default)]
+struct VerifiedHeaders {
+    heights: HashMap<Hash32, u64>,
+    order: VecDeque<Hash32>,
+}
+
+impl VerifiedHeaders {
+    fn insert(&mut self, hash: Hash32, height: u64) {
+        if self.heights.insert(hash, height).is_none() {
+            self.order.push_back(hash);
+            while self.order.len() > VERIFIED_HEADERS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.heights.remove(&old);
+                }
+            }
+        }
+    }
+}
 
 /// Sources whose last sync error is remembered for status.
 pub const SOURCE_ERRORS_MAX: usize = 64;
@@ -159,7 +184,7 @@ impl Core {
             progress: crate::progress::SyncProgress::new(),
             started: Instant::now(),
             admin_tokens,
-            claims: Mutex::new(ClaimTracker::new(cfg.unbacked_tip_window_ms())),
+            verified_headers: Mutex::new(VerifiedHeaders::default()),
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
             mempool_file: OnceLock::new(),
@@ -175,7 +200,7 @@ impl Core {
     pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
         (
             self.pool(),
-            lock(&self.claims),
+            lock(&self.verified_headers),
             lock(&self.source_errors),
             lock(&self.fatal),
         )
@@ -233,28 +258,53 @@ impl Core {
 
     /// Import a block from anywhere. Blocking (one durable commit): call it from
     /// a blocking context (`spawn_blocking`, a miner thread).
+    ///
+    /// Held to every side-branch bound ([`Admission::Unsolicited`]): a block off
+    /// the main chain outside them is [`StoreError::SideBranch`], counted in
+    /// `vision_blocks_refused_total{reason}`.
     pub fn import_block(&self, block: &Block, origin: Origin) -> Result<AcceptOutcome, StoreError> {
-        let outcome = self.store.accept_block(block, now_ms())?;
+        let outcome = self
+            .store
+            .accept_block_with(block, now_ms(), Admission::Unsolicited)
+            .inspect_err(|e| self.note_refused(e, origin))?;
         self.imported(block, origin, &outcome)?;
         Ok(outcome)
+    }
+
+    /// Count a block the side-branch bounds refused.
+    fn note_refused(&self, e: &StoreError, origin: Origin) {
+        if let StoreError::SideBranch { hash, refusal } = e {
+            self.metrics.block_refused(refusal.as_str());
+            tracing::debug!(
+                "[CHAIN] refused block {} from {}: {refusal}",
+                short(hash),
+                origin.as_str()
+            );
+        }
     }
 
     /// Import a run of blocks in order (sync's body batches): the store verifies
     /// the signatures of the following blocks on every core while the current one
     /// commits ([`ChainStore::accept_blocks`]); each block is then handled exactly
-    /// as [`Core::import_block`] handles it. `each` gets every block's outcome;
-    /// returning `false` stops the run. Blocking, like `import_block`.
+    /// as [`Core::import_block`] handles it, held to the side-branch bounds of
+    /// `admission` (sync passes the work of the header chain it checked:
+    /// [`Admission::Headers`]). `each` gets every block's outcome; returning
+    /// `false` stops the run. Blocking, like `import_block`.
     pub fn import_blocks(
         &self,
         blocks: &[Block],
         origin: Origin,
+        admission: Admission,
         mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
     ) -> usize {
         self.store
-            .accept_blocks(blocks, now_ms(), |block, outcome| {
+            .accept_blocks(blocks, now_ms(), admission, |block, outcome| {
                 let outcome = match outcome {
                     Ok(o) => self.imported(block, origin, &o).map(|()| o),
-                    Err(e) => Err(e),
+                    Err(e) => {
+                        self.note_refused(&e, origin);
+                        Err(e)
+                    }
                 };
                 each(block, outcome)
             })
@@ -345,16 +395,28 @@ impl Core {
         Ok(())
     }
 
-    /// Sync validated headers (or imported blocks) up to `height`: claims up to
-    /// there are backed.
-    pub fn note_header_progress(&self, height: u64) {
-        lock(&self.claims).progress(height, now_ms());
+    /// Headers checked (linkage, proof of work, timestamps) by sync or by a
+    /// claim's verification: a claim of one of them is backed.
+    pub fn note_verified_headers(&self, headers: impl IntoIterator<Item = (Hash32, u64)>) {
+        let mut v = lock(&self.verified_headers);
+        for (hash, height) in headers {
+            v.insert(hash, height);
+        }
     }
 
-    /// Judge an anchor's claimed tip: believed, or discounted because no source
-    /// backed it with valid headers in time.
-    pub fn judge_claim(&self, anchor: &str, claimed: u64) -> ClaimVerdict {
-        lock(&self.claims).observe(anchor, claimed, self.chain().height, now_ms())
+    /// The height of `hash` if this node has checked it: a stored block that is not
+    /// known invalid, or a header checked by sync or a verification.
+    pub fn verified_height(&self, hash: &Hash32) -> Result<Option<u64>, StoreError> {
+        if let Some(h) = lock(&self.verified_headers).heights.get(hash) {
+            return Ok(Some(*h));
+        }
+        if matches!(
+            self.store.block_status(hash)?,
+            Some(vision_store::BlockStatus::Invalid) | None
+        ) {
+            return Ok(None);
+        }
+        Ok(self.store.header(hash)?.map(|h| h.height))
     }
 
     /// A sync source failed validation: remember why (shown as the anchor's

@@ -151,13 +151,63 @@ impl Request {
             .map(|(_, v)| v)
     }
 
-    /// Does the client prefer binary (`Accept: application/octet-stream`)?
+    /// Does the client prefer binary? Yes when its `Accept` ranks
+    /// `application/octet-stream` above JSON ([`prefers_octet_stream`]); JSON is
+    /// the default.
     pub fn wants_binary(&self) -> bool {
         self.headers
-            .get(hyper::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/octet-stream"))
+            .get_all(hyper::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(prefers_octet_stream)
     }
+}
+
+/// Most media ranges of one `Accept` value read; the rest are ignored.
+pub const ACCEPT_RANGES_MAX: usize = 16;
+
+/// Does this `Accept` value rank `application/octet-stream` strictly above
+/// `application/json`? Each is ranked by the most specific range that names it
+/// (`type/subtype`, then `type/*`, then `*/*`) and that range's `q` (default 1;
+/// an unparsable `q` counts as 0); higher `q` wins, then the more specific range.
+/// So `application/octet-stream` alone or with `*/*` is binary; `*/*` alone,
+/// both named with equal `q`, or `q=0` is JSON.
+pub fn prefers_octet_stream(accept: &str) -> bool {
+    // (specificity, q) of the best range matching each type; specificity 0 = none.
+    let mut octet = (0u8, 0.0f32);
+    let mut json = (0u8, 0.0f32);
+    for range in accept.split(',').take(ACCEPT_RANGES_MAX) {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| {
+                v.trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .unwrap_or(0.0)
+            });
+        for (target, best) in [
+            ("application/octet-stream", &mut octet),
+            ("application/json", &mut json),
+        ] {
+            let specificity = if media == target {
+                3
+            } else if media == "application/*" {
+                2
+            } else if media == "*/*" {
+                1
+            } else {
+                0
+            };
+            if specificity > best.0 {
+                *best = (specificity, q);
+            }
+        }
+    }
+    octet.0 > 0 && octet.1 > 0.0 && (octet.1 > json.1 || (octet.1 == json.1 && octet.0 > json.0))
 }
 
 /// An error answered with the contract's shape `{"error": code, "message": text}`.
@@ -677,5 +727,41 @@ pub async fn serve<H: Handler>(
         _ = tokio::time::sleep(grace) => {
             tracing::warn!("[HTTP] connections still open after {} ms; closing", grace.as_millis());
         }
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::prefers_octet_stream;
+
+    #[test]
+    fn binary_only_when_ranked_above_json() {
+        for a in [
+            "application/octet-stream",
+            "Application/Octet-Stream",
+            "application/octet-stream, */*",
+            "application/octet-stream, application/json;q=0.9",
+            "application/json;q=0.1, application/octet-stream;q=0.2",
+            "application/octet-stream, application/*;q=0.5",
+        ] {
+            assert!(prefers_octet_stream(a), "{a}");
+        }
+        for a in [
+            "",
+            "*/*",
+            "application/json",
+            "text/html, */*;q=0.8",
+            "application/octet-stream;q=0",
+            "application/json, application/octet-stream",
+            "application/json, application/octet-stream;q=0.5",
+            "application/octet-stream;q=abc",
+            "application/octet-stream;q=2",
+            "application/*",
+        ] {
+            assert!(!prefers_octet_stream(a), "{a}");
+        }
+        // Ranges past the cap are not read.
+        let long = format!("{}application/octet-stream", "text/plain, ".repeat(40));
+        assert!(!prefers_octet_stream(&long));
     }
 }

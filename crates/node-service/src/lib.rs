@@ -23,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mining;
+pub mod mirror;
 pub mod network;
 pub mod node;
 pub mod p2p;

@@ -127,6 +127,8 @@ pub struct Metrics {
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
     anchor_up: Family<Labels, Gauge>,
+    mirror_score: Family<Labels, Gauge>,
+    mirror_blocks: Family<Labels, Counter>,
     chain_height: Gauge,
     network_tip: Gauge,
     sync_lag: Gauge,
@@ -140,6 +142,8 @@ pub struct Metrics {
     build_info: Family<Labels, Gauge>,
     blocks_imported: Family<Labels, Counter>,
     chain_reorgs: Counter,
+    blocks_refused: Family<Labels, Counter>,
+    sync_abandoned: Family<Labels, Counter>,
     last_import_unix_s: FGauge,
     target_block_time_s: FGauge,
     store_size: Gauge,
@@ -290,6 +294,16 @@ pub struct Scrape {
 /// node's own miner, a client or peer over HTTP, block sync, the data plane.
 pub const IMPORT_SOURCES: [&str; 4] = ["miner", "http", "sync", "p2p"];
 
+/// The `waited_on` labels of `vision_sync_rounds_abandoned_total`
+/// (`sync::Stage::as_str`).
+pub const SYNC_ABANDONED_STAGES: [&str; 4] = ["headers", "blocks", "import", "round"];
+
+/// The `reason` labels of `vision_blocks_refused_total`: the side-branch bounds
+/// (`vision_chain::SideBranchRefusal::REASONS`) and the HTTP throttle (P2P's is
+/// `vision_p2p_guard_total{event="blocks_ignored"}`).
+pub const BLOCK_REFUSAL_REASONS: [&str; 4] =
+    ["too_deep", "too_light", "height_full", "throttled_http"];
+
 const MINER_STATES: [&str; 6] = [
     "stopped_by_user",
     "paused_unsynced",
@@ -331,6 +345,8 @@ impl Metrics {
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
             anchor_up: Family::default(),
+            mirror_score: Family::default(),
+            mirror_blocks: Family::default(),
             chain_height: Gauge::default(),
             network_tip: Gauge::default(),
             sync_lag: Gauge::default(),
@@ -344,6 +360,8 @@ impl Metrics {
             build_info: Family::default(),
             blocks_imported: Family::default(),
             chain_reorgs: Counter::default(),
+            blocks_refused: Family::default(),
+            sync_abandoned: Family::default(),
             last_import_unix_s: FGauge::default(),
             target_block_time_s: FGauge::default(),
             store_size: Gauge::default(),
@@ -408,6 +426,16 @@ impl Metrics {
             m.anchor_up.clone(),
         );
         registry.register(
+            "sync_mirror_score",
+            "Score of each sync mirror (--sync-mirror), 0..100",
+            m.mirror_score.clone(),
+        );
+        registry.register(
+            "sync_mirror_blocks",
+            "Block requests to each sync mirror by result: ok, bad (wrong or corrupt block), failed",
+            m.mirror_blocks.clone(),
+        );
+        registry.register(
             "chain_height",
             "Local main-chain height",
             m.chain_height.clone(),
@@ -462,6 +490,24 @@ impl Metrics {
             "Reorganisations of the main chain",
             m.chain_reorgs.clone(),
         );
+        registry.register(
+            "blocks_refused",
+            "Blocks refused by the side-branch bounds (too_deep, too_light, height_full) \
+             or by the refused-block throttle of POST /api/blocks (throttled_http)",
+            m.blocks_refused.clone(),
+        );
+        for r in BLOCK_REFUSAL_REASONS {
+            let _ = m.blocks_refused.get_or_create(&l(&[("reason", r)]));
+        }
+        registry.register(
+            "sync_rounds_abandoned",
+            "Sync rounds abandoned at a deadline (the sync watchdog), by what they waited on \
+             (headers, blocks, import, round); the round goes on with another source",
+            m.sync_abandoned.clone(),
+        );
+        for w in SYNC_ABANDONED_STAGES {
+            let _ = m.sync_abandoned.get_or_create(&l(&[("waited_on", w)]));
+        }
         registry.register(
             "chain_last_import_timestamp_seconds",
             "Unix time of the last block import (0 before the first)",
@@ -523,7 +569,7 @@ impl Metrics {
             "p2p_guard",
             "P2P admission control since start, by event (refused_per_ip, refused_per_netgroup, \
              refused_banned, evicted_handshaking, handshake_timeouts, evicted_inbound, \
-             refused_inbound, requests_deferred, dropped_over_budget, txs_ignored, bans)",
+             refused_inbound, requests_deferred, dropped_over_budget, txs_ignored, blocks_ignored, bans)",
             m.p2p_guard.clone(),
         );
         Metrics { registry, ..m }
@@ -611,6 +657,21 @@ impl Metrics {
         self.last_import_unix_s.set(now_unix_s);
     }
 
+    /// Count a sync round abandoned at the deadline of `waited_on` (one of
+    /// [`SYNC_ABANDONED_STAGES`]).
+    pub fn sync_round_abandoned(&self, waited_on: &'static str) {
+        self.sync_abandoned
+            .get_or_create(&l(&[("waited_on", waited_on)]))
+            .inc();
+    }
+
+    /// Count a block refused for `reason` (one of [`BLOCK_REFUSAL_REASONS`]).
+    pub fn block_refused(&self, reason: &'static str) {
+        self.blocks_refused
+            .get_or_create(&l(&[("reason", reason)]))
+            .inc();
+    }
+
     fn best_anchor_labels(&self) -> Vec<Labels> {
         // Family has no iterator: the label sets are the anchors ever reported,
         // remembered here (bounded by the seed list, see `render`).
@@ -618,6 +679,30 @@ impl Metrics {
             .read()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Refresh the sync mirrors' series from `sync.mirrors` (bounded by
+    /// `mirror::MIRRORS_MAX`): the score, and the request counters brought up to
+    /// the mirror's own counts.
+    pub fn mirrors(&self, mirrors: &[vision_wire::MirrorStatus]) {
+        for m in mirrors {
+            self.mirror_score
+                .get_or_create(&l(&[("mirror", &m.url)]))
+                .set(m.score as i64);
+            for (result, n) in [
+                ("ok", m.blocks_ok),
+                ("bad", m.blocks_bad),
+                ("failed", m.failures),
+            ] {
+                let c = self
+                    .mirror_blocks
+                    .get_or_create(&l(&[("mirror", &m.url), ("result", result)]));
+                let counted = c.get();
+                if n > counted {
+                    c.inc_by(n - counted);
+                }
+            }
+        }
     }
 
     /// Refresh the gauges and encode for a scraper that sent `accept`: OpenMetrics
@@ -711,6 +796,7 @@ impl Metrics {
             ("requests_deferred", g.requests_deferred),
             ("dropped_over_budget", g.dropped_over_budget),
             ("txs_ignored", g.txs_ignored),
+            ("blocks_ignored", g.blocks_ignored),
             ("bans", g.bans),
         ] {
             // The data plane keeps the running totals; the counter mirrors them.
@@ -771,6 +857,7 @@ mod tests {
         let m = Metrics::new();
         m.block_imported("sync", false, 1_000.0);
         m.block_imported("miner", true, 1_001.0);
+        m.block_refused("height_full");
         let scrape = Scrape {
             blocks_found: 3,
             best_anchor: Some("http://a:7070".into()),
@@ -787,6 +874,9 @@ mod tests {
             "vision_blocks_imported_total{source=\"sync\"} 1",
             "vision_blocks_imported_total{source=\"p2p\"} 0",
             "vision_chain_reorgs_total 1",
+            "vision_blocks_refused_total{reason=\"height_full\"} 1",
+            "vision_blocks_refused_total{reason=\"too_deep\"} 0",
+            "vision_sync_rounds_abandoned_total{waited_on=\"round\"} 0",
             "vision_chain_last_import_timestamp_seconds 1001",
             "vision_chain_target_block_time_seconds 1",
             "vision_store_size_bytes 4096",

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use backbone_state::{
     AnchorProbe, BackboneError, BackboneHandle, BackboneState, ControlPlane, LocalNode, LoopConfig,
-    Membership, PeerBook, TipPush, TipSubscriber,
+    Membership, PeerBook, TipCheck, TipPush, TipSubscriber,
 };
 use control_plane_client::{
     ClientConfig, ClientError, Conditional, ControlPlaneClient, EventsOptions,
@@ -25,7 +25,8 @@ use vision_wire::{
 };
 
 use crate::core::{Core, now_ms, now_unix};
-use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round};
+use crate::mirror::Mirrors;
+use crate::sync::{HttpSource, P2pSource, Source, SourceScores, sync_round_with};
 use p2p_dataplane::{DataPlane, DisabledDataPlane};
 
 /// HTTP peers (besides anchors) tried as sync sources per round.
@@ -92,12 +93,28 @@ impl ControlPlane for HttpControlPlane {
                                     .unwrap_or(message)
                                     .to_string(),
                             },
+                            // The anchor cannot read our protocol version.
+                            ClientError::Status {
+                                ref code,
+                                ref message,
+                                ..
+                            } if code == "unsupported_protocol" => {
+                                BackboneError::UnsupportedProtocol(format!(
+                                    "the anchor refused our hello: {message}"
+                                ))
+                            }
                             other => backbone_err(other),
                         },
                     )?;
                     let id = theirs
                         .verify_answer(&self.network, now, &exchange)
-                        .map_err(|e| BackboneError::BadSignature(format!("{anchor_url}: {e}")))?
+                        .map_err(|e| match e {
+                            // We cannot read the anchor's.
+                            vision_wire::SignedError::UnsupportedProtocol { .. } => {
+                                BackboneError::UnsupportedProtocol(e.to_string())
+                            }
+                            e => BackboneError::BadSignature(format!("{anchor_url}: {e}")),
+                        })?
                         .to_hex();
                     let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
                     if v.len() >= backbone_state::MAX_ANCHORS * 4 {
@@ -192,6 +209,8 @@ pub struct Net {
     pub membership: Option<Mutex<Membership>>,
     /// Sync source demotions.
     pub scores: SourceScores,
+    /// Sync mirrors (`--sync-mirror`) and their scores; `None` without any.
+    pub mirrors: Option<Arc<Mirrors>>,
     /// The data plane, once started ([`Net::set_data_plane`]).
     data_plane: OnceLock<Arc<dyn DataPlane>>,
 }
@@ -209,7 +228,17 @@ impl Net {
                 heartbeat_interval_ms(cfg.probe_interval_ms),
             ))
         });
+        let mirrors = if cfg.sync_mirrors.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Mirrors::new(
+                cfg.sync_mirrors.clone(),
+                cfg.http_timeout_ms,
+                core.params,
+            )?))
+        };
         Ok(Net {
+            mirrors,
             client: Arc::new(client),
             backbone,
             peerbook: Arc::new(peerbook),
@@ -314,6 +343,9 @@ impl LocalNode for Local {
                 node_id: self.core.node_id.clone(),
                 timestamp_unix: now_unix(),
                 nonce: fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
                 http_address: self.core.cfg.public_http.clone(),
                 p2p_address: self.core.cfg.public_p2p.clone(),
                 is_anchor: self.core.cfg.is_anchor,
@@ -322,6 +354,17 @@ impl LocalNode for Local {
             }
             .sign(&self.core.key),
         )
+    }
+
+    /// Headers from the claiming anchor over HTTP, checked as sync checks them; a
+    /// block or header already checked (from any source: sync over P2P or HTTP, or
+    /// another anchor's verification) backs the claim without a request.
+    async fn verify_tip(&self, anchor_url: &str, height: u64, hash: &str) -> TipCheck {
+        let src = HttpSource {
+            client: self.net.client.clone(),
+            url: anchor_url.to_string(),
+        };
+        crate::sync::verify_claim(&self.core, &src, height, hash).await
     }
 }
 
@@ -332,6 +375,9 @@ pub fn hello_payload(core: &Core) -> HelloPayload {
         node_id: core.node_id.clone(),
         timestamp_unix: now_unix(),
         nonce: fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
         http_address: core.cfg.public_http.clone(),
         p2p_address: core.cfg.public_p2p.clone(),
         is_anchor: core.cfg.is_anchor,
@@ -732,7 +778,9 @@ fn http_candidates(net: &Net, bb: &BackboneState) -> Vec<HttpSource> {
         .iter()
         .filter(|a| a.is_usable() && a.tip_height.is_some())
         .collect();
-    others.sort_by_key(|a| std::cmp::Reverse(a.tip_height));
+    // Discounted anchors (caught claiming what they could not back) last; the
+    // others by what was verified of their claims.
+    others.sort_by_key(|a| (a.is_discounted(), std::cmp::Reverse(a.rank_height())));
     for a in others {
         if !urls.contains(&a.url) {
             urls.push(a.url.clone());
@@ -759,6 +807,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         return;
     }
     tracing::info!("[SYNC] 🔄 Starting HTTP block sync loop");
+    if let Some(m) = &net.mirrors {
+        let urls: Vec<String> = m.status(now_ms()).into_iter().map(|s| s.url).collect();
+        tracing::info!(
+            "[SYNC] block bodies from {} mirror(s) first, by hash: {}",
+            urls.len(),
+            urls.join(", ")
+        );
+    }
     let mut changes = net.backbone.subscribe();
     let mut tick =
         tokio::time::interval(Duration::from_millis(core.cfg.probe_interval_ms.max(100)));
@@ -772,10 +828,11 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         let bb = net.backbone.load();
         let local = core.chain();
+        // A discounted anchor's claim is no reason to sync (it could not back it).
         let best = bb
             .anchors
             .iter()
-            .filter(|a| a.is_usable())
+            .filter(|a| a.is_usable() && !a.is_discounted())
             .filter_map(|a| Some((a.tip_height?, a.tip_hash.clone()?)))
             .max_by_key(|(h, _)| *h);
         let Some((tip_height, tip_hash)) = best else {
@@ -797,7 +854,14 @@ async fn run_sync_loop(core: Arc<Core>, net: Arc<Net>, shutdown: CancellationTok
         }
         core.fetching
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let report = sync_round(&core, &net.scores, &sync_candidates(&net, &bb), tip_height).await;
+        let report = sync_round_with(
+            &core,
+            &net.scores,
+            net.mirrors.as_ref(),
+            &sync_candidates(&net, &bb),
+            tip_height,
+        )
+        .await;
         core.fetching
             .store(false, std::sync::atomic::Ordering::Relaxed);
         if let Some(r) = report

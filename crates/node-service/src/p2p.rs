@@ -53,6 +53,8 @@ impl ChainAccess for NodeChain {
             ) => Ok(Accepted::New),
             Err(StoreError::AlreadyKnown(_)) => Ok(Accepted::Known),
             Err(StoreError::Orphan { .. }) => Ok(Accepted::Deferred),
+            // Outside the side-branch bounds: charged to the peer's budget.
+            Err(StoreError::SideBranch { .. }) => Ok(Accepted::Refused),
             Err(
                 e @ (StoreError::Invalid { .. }
                 | StoreError::KnownInvalid(_)

@@ -82,6 +82,15 @@ pub const SIGNED_PER_KEY_RATE: Rate = Rate {
     burst: 40,
 };
 
+/// Refused blocks per second per address on `POST /api/blocks` (blocks outside the
+/// side-branch bounds, or invalid): an honest miner loses a race now and then; a
+/// source past this budget is answered 429 `blocks_throttled` before its block is
+/// even decoded, until the budget refills.
+pub const REFUSED_BLOCKS_RATE: Rate = Rate {
+    per_s: 1,
+    burst: 20,
+};
+
 impl RouteClass {
     /// The per-address rate of this class.
     pub fn rate(self) -> Rate {
@@ -145,6 +154,22 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         }
     }
 
+    /// Would [`Buckets::take`] succeed now? Takes nothing (and adds no bucket).
+    pub fn peek(&self, key: K, rate: Rate, now_ms: u64) -> Result<(), u64> {
+        let per_s = rate.per_s.max(1);
+        let cap = rate.burst.max(1) * 1000;
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = m.get(&key) else {
+            return Ok(());
+        };
+        let milli = (b.milli + now_ms.saturating_sub(b.at_ms).saturating_mul(per_s)).min(cap);
+        if milli >= 1000 {
+            Ok(())
+        } else {
+            Err((1000 - milli).div_ceil(per_s).div_ceil(1000).max(1))
+        }
+    }
+
     /// Buckets held.
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -161,6 +186,7 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
 pub struct RateLimiter {
     per_ip: Buckets<(IpAddr, RouteClass)>,
     per_key: Buckets<[u8; 32]>,
+    refused_blocks: Buckets<IpAddr>,
 }
 
 impl RateLimiter {
@@ -176,6 +202,22 @@ impl RateLimiter {
             return Ok(());
         }
         self.per_ip.take((ip, class), class.rate(), now_ms)
+    }
+
+    /// May `ip` submit a block now, or has it used up its budget of refused blocks
+    /// ([`REFUSED_BLOCKS_RATE`])? Trusted clients always may. `Err(retry_after_s)`.
+    pub fn check_blocks(&self, ip: IpAddr, now_ms: u64) -> Result<(), u64> {
+        if crate::http::is_trusted_client(ip) {
+            return Ok(());
+        }
+        self.refused_blocks.peek(ip, REFUSED_BLOCKS_RATE, now_ms)
+    }
+
+    /// A block from `ip` was refused: charge it to the address's budget.
+    pub fn charge_refused_block(&self, ip: IpAddr, now_ms: u64) {
+        if !crate::http::is_trusted_client(ip) {
+            let _ = self.refused_blocks.take(ip, REFUSED_BLOCKS_RATE, now_ms);
+        }
     }
 
     /// Charge one signed message from `key` (after its signature verified), unless
@@ -228,6 +270,30 @@ mod tests {
         assert_eq!(ok, SIGNED_PER_IP_RATE.burst);
         // Classes are separate budgets.
         assert!(l.check_ip(stranger, RouteClass::PublicRead, 0).is_ok());
+    }
+
+    #[test]
+    fn refused_blocks_throttle_a_stranger_not_the_host() {
+        let l = RateLimiter::new();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "127.9.9.9".parse().unwrap();
+        for _ in 0..1_000 {
+            l.charge_refused_block(local, 0);
+        }
+        assert!(l.check_blocks(local, 0).is_ok());
+        let mut allowed = 0;
+        for _ in 0..1_000 {
+            if l.check_blocks(stranger, 0).is_ok() {
+                allowed += 1;
+                l.charge_refused_block(stranger, 0);
+            }
+        }
+        assert_eq!(allowed, REFUSED_BLOCKS_RATE.burst);
+        assert_eq!(l.check_blocks(stranger, 0), Err(1));
+        // Peeking takes nothing: the budget refills at its rate.
+        assert!(l.check_blocks(stranger, 1_000).is_ok());
+        // Another address is untouched.
+        assert!(l.check_blocks("127.9.9.8".parse().unwrap(), 0).is_ok());
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //!
 //! The HTTP source ([`HttpSource`]) is the one that must always work: it is how a
 //! node with a dead 7072 syncs. A P2P source implements the same trait.
+//!
+//! With sync mirrors (`--sync-mirror`, [`crate::mirror`]) the headers still come
+//! from the round's source, and the bodies from the mirrors first, by hash, each
+//! checked against its header before it is taken; the source serves only what no
+//! mirror delivered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,11 +30,13 @@ use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Address, Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
 };
-use vision_store::StoreError;
+use vision_store::{Admission, StoreError};
 
+use backbone_state::TipCheck;
 use p2p_dataplane::DataPlane;
 
 use crate::core::{Core, Origin, now_ms};
+use crate::mirror::Mirrors;
 
 /// Headers asked for per request.
 pub const HEADERS_BATCH: u32 = 1_000;
@@ -43,6 +50,9 @@ pub const DEMOTION_MAX_MS: u64 = 5 * 60 * 1000;
 pub const DEMOTION_BASE_MS: u64 = 10_000;
 /// Sources remembered (scores).
 pub const SOURCES_MAX: usize = 256;
+/// Headers checked per verification of a claimed tip, at most: a claim further
+/// ahead is verified over several probe rounds ([`TipCheck::Partial`] meanwhile).
+pub const VERIFY_HEADERS_MAX: u64 = 2_000;
 
 /// Why a sync round against one source stopped.
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +73,91 @@ pub enum SyncError {
         /// What.
         reason: String,
     },
+    /// The source's heavier branch forks deeper below our tip than the network's
+    /// maximum reorganisation depth (`ChainParams::max_reorg_depth`): we stay on
+    /// our chain and demote the source. Following it is an operator's decision
+    /// (docs/OPERATIONS.md, "Beyond the maximum reorganisation depth").
+    #[error(
+        "source {source_name} is on a heavier branch forking at height {fork_height}, \
+         {depth} blocks below our tip: deeper than the maximum reorganisation depth of \
+         {max_depth}; staying on our chain"
+    )]
+    TooDeep {
+        /// Which.
+        source_name: String,
+        /// The last block both chains share.
+        fork_height: u64,
+        /// Our tip's distance above it.
+        depth: u64,
+        /// The bound.
+        max_depth: u64,
+    },
+    /// A fetch, an import or the whole round passed its deadline
+    /// ([`crate::config::SyncDeadlines`]): abandoned, and the round goes on with
+    /// another source.
+    #[error(
+        "source {source_name}: abandoned after {after_ms} ms waiting on {waited_on} \
+         ({imported} blocks imported in this round)"
+    )]
+    Stalled {
+        /// Which.
+        source_name: String,
+        /// The deadline that passed.
+        stage: Stage,
+        /// What the round was waiting on, in words (for the log).
+        waited_on: String,
+        /// How long it waited.
+        after_ms: u64,
+        /// Blocks imported in the round before it was abandoned (kept).
+        imported: u64,
+    },
     /// Our own store failed.
     #[error("local store: {0}")]
     Store(String),
 }
 
+/// Which deadline abandoned a round: the label of
+/// `vision_sync_rounds_abandoned_total{waited_on}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A headers request.
+    Headers,
+    /// A blocks request.
+    Blocks,
+    /// Importing a fetched batch.
+    Import,
+    /// The whole round.
+    Round,
+}
+
+impl Stage {
+    /// Every stage, for pre-registering the metric's series.
+    pub const ALL: [Stage; 4] = [Stage::Headers, Stage::Blocks, Stage::Import, Stage::Round];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Headers => "headers",
+            Stage::Blocks => "blocks",
+            Stage::Import => "import",
+            Stage::Round => "round",
+        }
+    }
+}
+
 impl SyncError {
     /// Should the source be demoted?
     pub fn demotes(&self) -> bool {
-        matches!(self, SyncError::Invalid { .. })
+        match self {
+            SyncError::Invalid { .. } | SyncError::TooDeep { .. } => true,
+            // A source that stalled is skipped for a while, so the next rounds do
+            // not wait on it again; a round cut by its own deadline while blocks
+            // kept coming only ran long.
+            SyncError::Stalled {
+                stage, imported, ..
+            } => *stage != Stage::Round || *imported == 0,
+            _ => false,
+        }
     }
 }
 
@@ -165,6 +251,8 @@ pub struct SyncReport {
     pub imported: u64,
     /// Our tip height after the round.
     pub height: u64,
+    /// Bodies that came from sync mirrors (the rest from the source).
+    pub from_mirrors: u64,
 }
 
 fn unreachable(src: &impl BlockSource, e: String) -> SyncError {
@@ -193,17 +281,87 @@ fn store_err(e: StoreError) -> SyncError {
     SyncError::Store(e.to_string())
 }
 
+/// What one round is doing, for the message of a round abandoned by its deadline.
+#[derive(Debug, Default)]
+struct RoundWatch {
+    waiting_on: Mutex<String>,
+    imported: std::sync::atomic::AtomicU64,
+}
+
+impl RoundWatch {
+    fn at(&self, what: String) {
+        *self.waiting_on.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    fn waiting_on(&self) -> String {
+        self.waiting_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn imported(&self) -> u64 {
+        self.imported.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `fut` within `deadline_ms`, else [`SyncError::Stalled`] naming `what`.
+async fn within<T>(
+    src_name: &str,
+    watch: &RoundWatch,
+    stage: Stage,
+    deadline_ms: u64,
+    what: String,
+    fut: impl Future<Output = Result<T, SyncError>>,
+) -> Result<T, SyncError> {
+    watch.at(what.clone());
+    match tokio::time::timeout(Duration::from_millis(deadline_ms), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src_name.to_string(),
+            stage,
+            waited_on: what,
+            after_ms: deadline_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+/// A headers request to `src`, within the fetch deadline.
+async fn fetch_headers(
+    core: &Core,
+    src: &impl BlockSource,
+    watch: &RoundWatch,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<BlockHeader>, SyncError> {
+    within(
+        src.name(),
+        watch,
+        Stage::Headers,
+        core.cfg.sync_deadlines.fetch_ms,
+        format!("headers from height {from} (at most {limit})"),
+        async {
+            src.headers(from, limit)
+                .await
+                .map_err(|e| unreachable(src, e))
+        },
+    )
+    .await
+}
+
 /// Find the highest height at which the source's main chain and ours agree:
 /// step back exponentially from `start` until the hashes match, then walk forward.
 async fn common_ancestor(
     core: &Arc<Core>,
     src: &impl BlockSource,
+    watch: &RoundWatch,
     start: u64,
 ) -> Result<u64, SyncError> {
     let mut h = start;
     let mut step = 1u64;
     let found = loop {
-        let remote = src.headers(h, 1).await.map_err(|e| unreachable(src, e))?;
+        let remote = fetch_headers(core, src, watch, h, 1).await?;
         let Some(rh) = remote.first() else {
             // The source is shorter than `h`: look lower.
             if h == 0 {
@@ -238,15 +396,121 @@ async fn common_ancestor(
     Ok(found)
 }
 
-/// One sync round against `src`, which claims a tip at `target_height`.
+/// One batch of bodies for `headers` (consecutive, the first at `headers[0].height`):
+/// from the mirrors first when there are any, the source for the rest. Returns
+/// the blocks in order (fewer when the source served fewer) and how many came
+/// from mirrors. Whether each block matches its header is the importer's check.
+/// Each request to the source is held to the fetch deadline; the mirrors to their
+/// own timeout (a stalling mirror costs itself, never the source).
+async fn fetch_batch(
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    headers: &[BlockHeader],
+    watch: &RoundWatch,
+    fetch_ms: u64,
+) -> Result<(Vec<Block>, u64), SyncError> {
+    let Some(first) = headers.first() else {
+        return Ok((Vec::new(), 0));
+    };
+    let Some(mirrors) = mirrors.filter(|m| !m.is_empty()) else {
+        let got = source_blocks(src, watch, fetch_ms, first.height, headers.len() as u32).await?;
+        return Ok((got, 0));
+    };
+    let last = headers.last().map_or(first.height, |h| h.height);
+    watch.at(format!("bodies {}..={last} from mirrors", first.height));
+    let mut slots = mirrors.fetch_all(headers).await;
+    let from_mirrors = slots.iter().filter(|b| b.is_some()).count() as u64;
+    // What no mirror delivered: from the source, one range per gap.
+    while let Some(a) = slots.iter().position(Option::is_none) {
+        let b = slots[a..]
+            .iter()
+            .position(Option::is_some)
+            .map_or(slots.len(), |k| a + k);
+        let got = source_blocks(src, watch, fetch_ms, headers[a].height, (b - a) as u32).await?;
+        if got.is_empty() {
+            return Err(invalid(
+                src,
+                format!("withheld blocks from height {}", headers[a].height),
+            ));
+        }
+        for (slot, block) in slots[a..b].iter_mut().zip(got) {
+            *slot = Some(block);
+        }
+    }
+    Ok((slots.into_iter().flatten().collect(), from_mirrors))
+}
+
+/// A blocks request to `src`, within the fetch deadline.
+async fn source_blocks(
+    src: &impl BlockSource,
+    watch: &RoundWatch,
+    fetch_ms: u64,
+    from: u64,
+    n: u32,
+) -> Result<Vec<Block>, SyncError> {
+    within(
+        src.name(),
+        watch,
+        Stage::Blocks,
+        fetch_ms,
+        format!(
+            "blocks {from}..={} from {}",
+            from + (n as u64).saturating_sub(1),
+            src.name()
+        ),
+        async { src.blocks(from, n).await.map_err(|e| unreachable(src, e)) },
+    )
+    .await
+}
+
+/// One sync round against `src`, which claims a tip at `target_height`, within the
+/// round deadline (each fetch and each batch import within its own:
+/// [`crate::config::SyncDeadlines`]). Blocks imported before a deadline passed are
+/// kept.
 pub async fn sync_from(
     core: &Arc<Core>,
     src: &impl BlockSource,
     target_height: u64,
 ) -> Result<SyncReport, SyncError> {
+    sync_from_with(core, src, None, target_height).await
+}
+
+/// [`sync_from`], with bodies from `mirrors` first.
+pub async fn sync_from_with(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    target_height: u64,
+) -> Result<SyncReport, SyncError> {
+    let watch = RoundWatch::default();
+    let round_ms = core.cfg.sync_deadlines.round_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(round_ms),
+        round(core, src, mirrors, target_height, &watch),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::Stalled {
+            source_name: src.name().to_string(),
+            stage: Stage::Round,
+            waited_on: format!("the round (at {})", watch.waiting_on()),
+            after_ms: round_ms,
+            imported: watch.imported(),
+        }),
+    }
+}
+
+async fn round(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    mirrors: Option<&Arc<Mirrors>>,
+    target_height: u64,
+    watch: &RoundWatch,
+) -> Result<SyncReport, SyncError> {
     let local = core.chain();
     let start = local.height.min(target_height);
-    let mut common = common_ancestor(core, src, start).await?;
+    let mut common = common_ancestor(core, src, watch, start).await?;
     let store = core.store.clone();
     let common_hash = blocking(move || store.hash_at(common))
         .await?
@@ -276,13 +540,11 @@ pub async fn sync_from(
     let mut expected: Vec<BlockHeader> = Vec::new();
     let mut next = common + 1;
     loop {
-        let batch = src
-            .headers(next, HEADERS_BATCH)
-            .await
-            .map_err(|e| unreachable(src, e))?;
+        let batch = fetch_headers(core, src, watch, next, HEADERS_BATCH).await?;
         if batch.is_empty() {
             break;
         }
+        let mut checked = Vec::with_capacity(batch.len());
         for h in batch {
             if h.height != next || h.prev_hash != prev_hash {
                 return Err(invalid(
@@ -303,6 +565,7 @@ pub async fn sync_from(
             check_header(core.params, &h, &ctx, now_ms())
                 .map_err(|e| invalid(src, format!("header at height {}: {e}", h.height)))?;
             let hash = h.hash();
+            checked.push((hash, h.height));
             recent.insert(0, h.timestamp_ms);
             recent.truncate(MTP_WINDOW);
             parent = h.clone();
@@ -323,120 +586,302 @@ pub async fn sync_from(
             }
             expected.push(h);
         }
+        // Checked headers back any anchor's claim of them.
+        core.note_verified_headers(checked);
         if next > target_height.saturating_add(HEADERS_BATCH as u64 * 4) {
             // Bound one round: a source that keeps growing is synced over rounds.
             break;
         }
     }
-    let ours = core.chain().cumulative_work;
-    if expected.is_empty() || branch_work <= ours {
-        report.height = core.chain().height;
+    let ours = core.chain();
+    if expected.is_empty() || branch_work <= ours.cumulative_work {
+        report.height = ours.height;
         return Ok(report);
     }
-    core.note_header_progress(expected.last().map(|h| h.height).unwrap_or(0));
+    // Headers first: a heavier branch that forks deeper than the reorg bound is
+    // refused here, before any body is fetched.
+    let depth = ours.height.saturating_sub(common);
+    if depth > core.params.max_reorg_depth {
+        return Err(SyncError::TooDeep {
+            source_name: src.name().to_string(),
+            fork_height: common,
+            depth,
+            max_depth: core.params.max_reorg_depth,
+        });
+    }
+    // The bodies are held to the header chain checked above: its work proves the
+    // branch heavier, so the store waives the unsolicited side-branch bounds for
+    // them (not the depth bound).
+    let admission = Admission::Headers { work: branch_work };
 
     // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
-    let first = expected[0].height;
-    let last = expected[expected.len() - 1].height;
+    let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
+    let import_ms = core.cfg.sync_deadlines.import_ms;
+    let mirrored = std::sync::atomic::AtomicU64::new(0);
     let fetch = {
-        let src_name = src.name().to_string();
+        let wanted = &expected;
+        let mirrored = &mirrored;
         async move {
-            let mut from = first;
-            while from <= last {
-                let n = ((last - from + 1) as u32).min(BLOCKS_BATCH);
-                let r = src
-                    .blocks(from, n)
-                    .await
-                    .map_err(|e| SyncError::Unreachable {
-                        source_name: src_name.clone(),
-                        error: e,
-                    });
+            let mut i = 0usize;
+            while i < wanted.len() {
+                let n = (wanted.len() - i).min(BLOCKS_BATCH as usize);
+                let r = fetch_batch(src, mirrors, &wanted[i..i + n], watch, fetch_ms).await;
                 let stop = r.is_err();
-                let got = r.as_ref().map(|b| b.len() as u64).unwrap_or(0);
-                if tx.send(r).await.is_err() || stop {
+                let got = r.as_ref().map(|(b, _)| b.len()).unwrap_or(0);
+                let m = r.as_ref().map(|(_, m)| *m).unwrap_or(0);
+                mirrored.fetch_add(m, std::sync::atomic::Ordering::Relaxed);
+                if tx.send(r.map(|(b, _)| b)).await.is_err() || stop {
                     return;
                 }
                 if got == 0 {
                     let _ = tx
-                        .send(Err(SyncError::Invalid {
-                            source_name: src_name.clone(),
-                            reason: format!("withheld blocks from height {from}"),
-                        }))
+                        .send(Err(invalid(
+                            src,
+                            format!("withheld blocks from height {}", wanted[i].height),
+                        )))
                         .await;
                     return;
                 }
-                from += got;
+                i += got;
             }
         }
     };
-    let import = async {
-        let mut idx = 0usize;
-        while let Some(batch) = rx.recv().await {
-            let batch = batch?;
-            for b in &batch {
-                let Some(h) = expected.get(idx) else {
-                    return Err(invalid(src, "served more blocks than headers"));
+    let import =
+        async {
+            let mut idx = 0usize;
+            while let Some(batch) = rx.recv().await {
+                let batch = batch?;
+                for b in &batch {
+                    let Some(h) = expected.get(idx) else {
+                        return Err(invalid(src, "served more blocks than headers"));
+                    };
+                    if b.header != *h {
+                        return Err(invalid(
+                            src,
+                            format!("block at height {} does not match its header", h.height),
+                        ));
+                    }
+                    idx += 1;
+                }
+                let c = core.clone();
+                let span = match (batch.first(), batch.last()) {
+                    (Some(a), Some(b)) => {
+                        format!("import of blocks {}..={}", a.header.height, b.header.height)
+                    }
+                    _ => "import of an empty batch".to_string(),
                 };
-                if b.header != *h {
-                    return Err(invalid(
-                        src,
-                        format!("block at height {} does not match its header", h.height),
-                    ));
-                }
-                idx += 1;
-            }
-            let c = core.clone();
-            // One run per batch: the store verifies the next blocks' signatures on
-            // every core while the current block commits.
-            let imported = blocking(move || -> Result<u64, (Hash32, StoreError)> {
-                let mut n = 0;
-                let mut failed = None;
-                c.import_blocks(&batch, Origin::Sync, |b, outcome| match outcome {
-                    Ok(_) => {
-                        n += 1;
-                        true
+                // One run per batch: the store verifies the next blocks' signatures on
+                // every core while the current block commits. Past the deadline the
+                // round stops waiting (the import finishes on its thread; what it
+                // committed stays).
+                let imported =
+                    within(
+                        src.name(),
+                        watch,
+                        Stage::Import,
+                        import_ms,
+                        span,
+                        blocking(move || -> Result<u64, (Hash32, StoreError)> {
+                            let mut n = 0;
+                            let mut failed = None;
+                            c.import_blocks(&batch, Origin::Sync, admission, |b, outcome| {
+                                match outcome {
+                                    Ok(_) => {
+                                        n += 1;
+                                        true
+                                    }
+                                    Err(StoreError::AlreadyKnown(_)) => true,
+                                    Err(e) => {
+                                        failed = Some((b.hash(), e));
+                                        false
+                                    }
+                                }
+                            });
+                            failed.map_or(Ok(n), Err)
+                        }),
+                    )
+                    .await?;
+                match imported {
+                    Ok(n) => {
+                        report.imported += n;
+                        watch
+                            .imported
+                            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                     }
-                    Err(StoreError::AlreadyKnown(_)) => true,
-                    Err(e) => {
-                        failed = Some((b.hash(), e));
-                        false
+                    Err((
+                        hash,
+                        e @ (StoreError::Invalid { .. }
+                        | StoreError::InvalidBranch { .. }
+                        | StoreError::InvalidParent { .. }
+                        | StoreError::KnownInvalid(_)
+                        | StoreError::SideBranch { .. }
+                        | StoreError::Orphan { .. }),
+                    )) => {
+                        return Err(invalid(src, format!("block {hash}: {e}")));
                     }
-                });
-                failed.map_or(Ok(n), Err)
-            })
-            .await?;
-            match imported {
-                Ok(n) => report.imported += n,
-                Err((
-                    hash,
-                    e @ (StoreError::Invalid { .. }
-                    | StoreError::InvalidBranch { .. }
-                    | StoreError::InvalidParent { .. }
-                    | StoreError::KnownInvalid(_)
-                    | StoreError::Orphan { .. }),
-                )) => {
-                    return Err(invalid(src, format!("block {hash}: {e}")));
+                    Err((_, e)) => return Err(store_err(e)),
                 }
-                Err((_, e)) => return Err(store_err(e)),
+                if idx == expected.len() {
+                    break;
+                }
             }
-            core.note_header_progress(core.chain().height);
-            if idx == expected.len() {
-                break;
+            if idx < expected.len() {
+                return Err(invalid(
+                    src,
+                    format!("withheld blocks: {} of {} served", idx, expected.len()),
+                ));
             }
+            Ok(())
+        };
+    // The importer decides: when it stops (done, or an error), the fetcher is
+    // dropped with it, never left waiting on a full channel.
+    let result = {
+        tokio::pin!(fetch);
+        tokio::pin!(import);
+        tokio::select! {
+            r = &mut import => r,
+            () = &mut fetch => import.await,
         }
-        if idx < expected.len() {
-            return Err(invalid(
-                src,
-                format!("withheld blocks: {} of {} served", idx, expected.len()),
-            ));
-        }
-        Ok(())
     };
-    let (_, result) = tokio::join!(fetch, import);
+    report.from_mirrors = mirrored.load(std::sync::atomic::Ordering::Relaxed);
     result?;
     report.height = core.chain().height;
     Ok(report)
+}
+
+/// Verify the tip (`height`, `hash`) an anchor claims, with `src` (that anchor):
+/// a block or header this node has checked already backs it at once; otherwise
+/// its headers are fetched from the last block both chains share and checked as
+/// sync checks them (linkage, proof of work, retarget, median time past, drift),
+/// at most [`VERIFY_HEADERS_MAX`] per call. Headers that end below the claim, or
+/// that break a rule, leave it [`TipCheck::Unbacked`]; a source that does not
+/// answer gives no verdict. No body is fetched.
+pub async fn verify_claim(
+    core: &Arc<Core>,
+    src: &impl BlockSource,
+    height: u64,
+    hash: &str,
+) -> TipCheck {
+    let unknown = |reason: String| TipCheck::Unknown { reason };
+    let claimed: Option<Hash32> = hash.parse().ok();
+    if let Some(h) = claimed {
+        let c = core.clone();
+        match blocking(move || c.verified_height(&h)).await {
+            Ok(Ok(Some(known))) if known == height => {
+                return TipCheck::Verified {
+                    height,
+                    hash: hash.to_string(),
+                };
+            }
+            Ok(Ok(Some(known))) => {
+                return TipCheck::Unbacked {
+                    backed_height: known.min(height),
+                    reason: format!("block {hash} is at height {known}, not {height}"),
+                };
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return unknown(format!("local store: {e}")),
+            Err(e) => return unknown(e.to_string()),
+        }
+    }
+    let local = core.chain();
+    let watch = RoundWatch::default();
+    let common = match common_ancestor(core, src, &watch, local.height.min(height)).await {
+        Ok(c) => c,
+        Err(SyncError::Invalid { reason, .. }) => {
+            return TipCheck::Unbacked {
+                backed_height: 0,
+                reason: format!("its headers do not link to our chain: {reason}"),
+            };
+        }
+        Err(e) => return unknown(e.to_string()),
+    };
+    let store = core.store.clone();
+    let start = match blocking(move || -> Result<_, StoreError> {
+        let hash = store.hash_at(common)?;
+        match hash {
+            Some(h) => Ok(store.block_context(&h)?.map(|c| (h, c))),
+            None => Ok(None),
+        }
+    })
+    .await
+    {
+        Ok(Ok(Some(x))) => x,
+        Ok(Ok(None)) => return unknown(format!("no main-chain block at {common}")),
+        Ok(Err(e)) => return unknown(format!("local store: {e}")),
+        Err(e) => return unknown(e.to_string()),
+    };
+    let (mut prev_hash, ctx) = start;
+    let mut parent = ctx.header;
+    let mut recent = ctx.recent_timestamps_ms;
+    let mut next = common + 1;
+    let last = height.min(common.saturating_add(VERIFY_HEADERS_MAX));
+    let mut checked = Vec::new();
+    let verdict = loop {
+        if next > last {
+            break if last == height {
+                // The claim itself (next - 1 == height) checked.
+                let got = prev_hash.to_hex();
+                TipCheck::Verified { height, hash: got }
+            } else {
+                TipCheck::Partial { height: last }
+            };
+        }
+        let want = u32::try_from((last - next + 1).min(u64::from(HEADERS_BATCH))).unwrap_or(1);
+        // Within the sync fetch deadline: a claimant that stalls is not believed
+        // for it, and never holds the caller.
+        let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
+        let batch =
+            match tokio::time::timeout(Duration::from_millis(fetch_ms), src.headers(next, want))
+                .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => break unknown(format!("headers from {}: {e}", src.name())),
+                Err(_) => {
+                    break unknown(format!(
+                        "headers from {}: no answer within {fetch_ms} ms",
+                        src.name()
+                    ));
+                }
+            };
+        if batch.is_empty() {
+            break TipCheck::Unbacked {
+                backed_height: next - 1,
+                reason: format!("its headers end at height {}", next - 1),
+            };
+        }
+        let mut bad = None;
+        for h in batch.into_iter().take(want as usize) {
+            if h.height != next || h.prev_hash != prev_hash {
+                bad = Some(format!("header at height {} does not link", h.height));
+                break;
+            }
+            let pctx = ParentContext {
+                hash: prev_hash,
+                header: &parent,
+                recent_timestamps_ms: &recent,
+            };
+            if let Err(e) = check_header(core.params, &h, &pctx, now_ms()) {
+                bad = Some(format!("header at height {}: {e}", h.height));
+                break;
+            }
+            prev_hash = h.hash();
+            checked.push((prev_hash, h.height));
+            recent.insert(0, h.timestamp_ms);
+            recent.truncate(MTP_WINDOW);
+            parent = h;
+            next += 1;
+        }
+        if let Some(reason) = bad {
+            break TipCheck::Unbacked {
+                backed_height: next - 1,
+                reason,
+            };
+        }
+    };
+    core.note_verified_headers(checked);
+    verdict
 }
 
 /// Per-source demotion: a source that served invalid data is skipped for a while,
@@ -483,16 +928,35 @@ pub async fn sync_round(
     candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
+    sync_round_with(core, scores, None, candidates, target_height).await
+}
+
+/// [`sync_round`], with bodies from `mirrors` first.
+pub async fn sync_round_with(
+    core: &Arc<Core>,
+    scores: &SourceScores,
+    mirrors: Option<&Arc<Mirrors>>,
+    candidates: &[Source],
+    target_height: u64,
+) -> Option<SyncReport> {
     for src in candidates {
         if !scores.usable(src.name(), now_ms()) {
             continue;
         }
-        match sync_from(core, src, target_height).await {
+        match sync_from_with(core, src, mirrors, target_height).await {
             Ok(r) => {
                 scores.reward(src.name());
                 if r.imported > 0 {
+                    let bodies = if mirrors.is_some_and(|m| !m.is_empty()) {
+                        format!(
+                            "; bodies: {} from mirrors, the rest from the source",
+                            r.from_mirrors
+                        )
+                    } else {
+                        String::new()
+                    };
                     tracing::info!(
-                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}",
+                        "[SYNC] ✅ imported {} blocks from {} (fork at {}), height now {}{bodies}",
                         r.imported,
                         src.name(),
                         r.fork_height,
@@ -500,6 +964,32 @@ pub async fn sync_round(
                     );
                 }
                 return Some(r);
+            }
+            Err(SyncError::Stalled {
+                source_name,
+                stage,
+                waited_on,
+                after_ms,
+                imported,
+            }) => {
+                core.metrics.sync_round_abandoned(stage.as_str());
+                let e = SyncError::Stalled {
+                    source_name,
+                    stage,
+                    waited_on,
+                    after_ms,
+                    imported,
+                };
+                if e.demotes() {
+                    let d = scores.demote(src.name(), now_ms());
+                    tracing::warn!(
+                        "[SYNC] ⏱️ {e}; demoting it for {} s, trying another source",
+                        d.as_secs()
+                    );
+                    core.note_source_failure(src.name(), &e.to_string());
+                } else {
+                    tracing::info!("[SYNC] ⏱️ {e}; trying another source");
+                }
             }
             Err(e) if e.demotes() => {
                 let d = scores.demote(src.name(), now_ms());
@@ -540,5 +1030,144 @@ impl BlockSource for P2pSource {
             .fetch_blocks(self.peer, from, limit)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeConfig;
+    use vision_chain::{Network, SecretKey, build_block, solve};
+    use vision_store::ChainStore;
+
+    /// Headers as data; `fail` answers every request with a transport error.
+    struct Mem {
+        headers: Vec<BlockHeader>,
+        fail: bool,
+    }
+
+    impl BlockSource for Mem {
+        fn name(&self) -> &str {
+            "mem"
+        }
+        async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+            if self.fail {
+                return Err("connection refused".into());
+            }
+            Ok(self
+                .headers
+                .iter()
+                .filter(|h| h.height >= from)
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        }
+        async fn blocks(&self, _: u64, _: u32) -> Result<Vec<Block>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Genesis and `n` solved regtest blocks on it, as headers.
+    fn chain(n: u64) -> Vec<BlockHeader> {
+        let params = Network::Regtest.params();
+        let store = ChainStore::open_in_memory(Network::Regtest).unwrap();
+        let mut out = vec![params.genesis().header];
+        for _ in 0..n {
+            let ctx = store.tip_context().unwrap();
+            let ts = ctx.header.timestamp_ms + params.target_block_time_ms;
+            let mut b = build_block(params, &ctx.parent_context(), Address([1; 32]), vec![], ts);
+            solve(&mut b.header, 0, u64::MAX).unwrap();
+            store.accept_block(&b, ts).unwrap();
+            out.push(b.header);
+        }
+        out
+    }
+
+    fn core() -> (Arc<Core>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::new(
+            Network::Regtest,
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().to_path_buf(),
+        );
+        let store = Arc::new(ChainStore::open_in_memory(Network::Regtest).unwrap());
+        let core = Core::new(cfg, SecretKey::from_seed(&[3; 32]), store, Vec::new()).unwrap();
+        (Arc::new(core), dir)
+    }
+
+    #[tokio::test]
+    async fn a_claim_counts_only_when_its_headers_check_out() {
+        let (core, _dir) = core();
+        let headers = chain(30);
+        let tip = headers[30].hash().to_hex();
+        let honest = Mem {
+            headers: headers.clone(),
+            fail: false,
+        };
+        // The honest claim: its 30 headers link to our genesis and carry work.
+        assert_eq!(
+            verify_claim(&core, &honest, 30, &tip).await,
+            TipCheck::Verified {
+                height: 30,
+                hash: tip.clone()
+            }
+        );
+        // Checked once, it backs the same claim from any source without a request.
+        let down = Mem {
+            headers: Vec::new(),
+            fail: true,
+        };
+        assert!(matches!(
+            verify_claim(&core, &down, 30, &tip).await,
+            TipCheck::Verified { height: 30, .. }
+        ));
+        // A source that does not answer gives no verdict.
+        assert!(matches!(
+            verify_claim(&core, &down, 31, &"ab".repeat(32)).await,
+            TipCheck::Unknown { .. }
+        ));
+        // 1,000 ahead of what its headers reach: unbacked, backed to 30.
+        let lie = verify_claim(&core, &honest, 1_030, &"ab".repeat(32)).await;
+        assert!(
+            matches!(
+                lie,
+                TipCheck::Unbacked {
+                    backed_height: 30,
+                    ..
+                }
+            ),
+            "{lie:?}"
+        );
+        // A known block's hash with a made-up height is no backing either.
+        assert!(matches!(
+            verify_claim(&core, &honest, 1_030, &tip).await,
+            TipCheck::Unbacked {
+                backed_height: 30,
+                ..
+            }
+        ));
+        // A header whose proof of work fails (changed after solving): unbacked
+        // from the block before it.
+        let (core2, _dir2) = self::core();
+        let mut forged = headers.clone();
+        forged[12].timestamp_ms += 1;
+        while forged[12].hash().0 <= forged[12].target.to_be_bytes() {
+            forged[12].timestamp_ms += 1;
+        }
+        let bad = Mem {
+            headers: forged,
+            fail: false,
+        };
+        let v = verify_claim(&core2, &bad, 30, &tip).await;
+        assert!(
+            matches!(
+                v,
+                TipCheck::Unbacked {
+                    backed_height: 11,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
     }
 }

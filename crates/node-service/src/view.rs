@@ -1,5 +1,5 @@
 //! The published view: one task owns the derived network view (backbone, sync health
-//! and claims, peers, data plane, miner, store health), recomputes it when an input
+//! over verified tips, peers, data plane, miner, store health), recomputes it when an input
 //! changes, and publishes it with arc-swap. `/api/status`, `/api/health`, `/metrics`,
 //! `/readyz`, `/api/exchange/ready` and the miner's eligibility only load it: no
 //! mutex on any of those read paths.
@@ -9,8 +9,8 @@
 //! in status at once), a new backbone snapshot (the task watches it), an admin call
 //! (the route refreshes), and a [`VIEW_TICK_MS`] tick for inputs that have no
 //! notification (data-plane peers, the miner's hash rate, uptime, the mempool size).
-//! Refreshes are serialised by the view's own lock (the claim tracker and the
-//! source log are mutated there only); readers never take it.
+//! Refreshes are serialised by the view's own lock (the source log is mutated
+//! there only); readers never take it.
 //!
 //! The task also turns changes of the view into `backbone` and `miner` events.
 
@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use miner_core::{EligibilityInputs, Miner, effective_min_peers};
-use sync_health::{ClaimVerdict, SourceLog, TipInputs};
+use sync_health::{SourceLog, TipInputs};
 use tokio_util::sync::CancellationToken;
 use vision_chain::Hash32;
 use vision_wire::events::{BackboneEvent, MinerEvent};
@@ -30,7 +30,7 @@ use vision_wire::{
 };
 
 use crate::VERSION;
-use crate::core::{Core, now_unix};
+use crate::core::{Core, now_ms, now_unix};
 use crate::network::Net;
 
 /// The view is recomputed at least this often (inputs without notifications).
@@ -122,24 +122,24 @@ impl View {
 }
 
 /// The network view from the snapshots: backbone, sync health (with anchors'
-/// unbacked tip claims discounted), peers, data plane.
+/// verified tip as the network tip), peers, data plane.
 fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
     let chain = core.chain();
     let bb = net.backbone.load();
     let own = core.cfg.is_own_backbone();
     let mut backbone = bb.http_backbone_status();
-    let mut backbone_tip = bb.observed_tip_height;
+    // The network tip is what the node verified of the best anchor's claim (its
+    // headers checked): an unverified or unbacked claim never pauses the miner.
+    let backbone_tip = if bb.best_anchor.is_some() {
+        bb.verified_tip_height
+    } else {
+        0
+    };
     if let Some(best) = &bb.best_anchor
-        && backbone_tip > chain.height
-        && let ClaimVerdict::Discounted {
-            claimed,
-            unbacked_ms,
-        } = core.judge_claim(best, backbone_tip)
+        && let Some(reason) = bb.anchor(best).and_then(|a| a.discount.as_deref())
     {
-        backbone_tip = 0;
         backbone.last_error = Some(format!(
-            "anchor {best} claims tip {claimed} but no source backed it with valid headers for {} s; discounted",
-            unbacked_ms / 1000
+            "anchor {best} discounted (no other anchor answers): {reason}"
         ));
     }
     if let Some(best) = &bb.best_anchor
@@ -193,6 +193,11 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
                 progress: p.progress,
                 blocks_per_s: p.blocks_per_s,
                 eta_s: p.eta_s,
+                mirrors: net
+                    .mirrors
+                    .as_ref()
+                    .map(|m| m.status(now_ms()))
+                    .unwrap_or_default(),
             }
         },
         not_ready: health.not_ready.map(|r| r.to_string()),
@@ -329,7 +334,7 @@ pub async fn run<O: ViewOwner>(owner: Weak<O>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let Some(o) = owner.upgrade() else { return };
-        // Snapshot reads and a claim judgement: short, but keep them off the
+        // Snapshot reads and one serialisation: short, but keep them off the
         // reactor's hot path.
         let o2 = o.clone();
         let Ok(p) = tokio::task::spawn_blocking(move || o2.refresh_view()).await else {

@@ -108,6 +108,8 @@ async fn status_has_every_contract_field() {
         "tip_hash",
         "last_ok_unix",
         "last_error",
+        "verified_tip_height",
+        "discounted",
     ] {
         assert!(
             v["http_backbone"].get(f).is_some(),
@@ -347,10 +349,10 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     let theirs: SignedHello = serde_json::from_slice(&b).unwrap();
     // The answer is bound to our exchange: our challenge and our id.
-    let ours = vision_wire::HelloAnswers {
-        challenge: h.payload.challenge.clone().unwrap(),
-        node_id: key.address().to_hex(),
-    };
+    let ours = vision_wire::HelloAnswers::new(
+        h.payload.challenge.clone().unwrap(),
+        key.address().to_hex(),
+    );
     assert_eq!(
         theirs
             .verify_answer("regtest", now, &ours)
@@ -360,10 +362,10 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
     );
     // Relayed into another exchange (another caller's challenge) it does not verify.
     let other = hello(&SecretKey::from_seed(&[43; 32]), "regtest", now);
-    let theirs_ex = vision_wire::HelloAnswers {
-        challenge: other.payload.challenge.clone().unwrap(),
-        node_id: other.payload.node_id.clone(),
-    };
+    let theirs_ex = vision_wire::HelloAnswers::new(
+        other.payload.challenge.clone().unwrap(),
+        other.payload.node_id.clone(),
+    );
     assert_eq!(
         theirs.verify_answer("regtest", now, &theirs_ex),
         Err(vision_wire::SignedError::Unbound)
@@ -405,6 +407,330 @@ async fn signed_hello_is_mutual_and_replays_are_refused() {
         .0,
         401
     );
+}
+
+/// A caller's hello as a node of a later protocol version writes it: its own range,
+/// and fields this release does not know, all signed.
+fn newer_hello(key: &SecretKey, now: u64, min: u32, max: u32) -> Vec<u8> {
+    let mut p = common::signed_hello(key, "regtest", now).payload;
+    p.protocol_min = min;
+    p.protocol_version = max;
+    p.unknown.0.insert(
+        "features".into(),
+        serde_json::json!(["compact_blocks", {"level": 2}]),
+    );
+    p.unknown
+        .0
+        .insert("fee_floor".into(), serde_json::json!(1.25));
+    serde_json::to_vec(&p.sign_call(key).0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_messages_from_a_newer_protocol_are_read_and_out_of_range_refused() {
+    use vision_wire::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
+    let n = common::start_node(|c| c.is_anchor = true).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // A newer node that still talks to us: accepted; the answer carries our range.
+    let key = SecretKey::from_seed(&[44; 32]);
+    let body = newer_hello(&key, now, PROTOCOL_VERSION, PROTOCOL_VERSION + 1);
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let answer: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(answer["payload"]["protocol_version"], PROTOCOL_VERSION);
+    assert_eq!(answer["payload"]["protocol_min"], PROTOCOL_VERSION_MIN);
+    // Its unknown fields are signed: changed in transit, the signature fails.
+    let mut forged: Value = serde_json::from_slice(&newer_hello(
+        &key,
+        now,
+        PROTOCOL_VERSION,
+        PROTOCOL_VERSION + 1,
+    ))
+    .unwrap();
+    forged["payload"]["fee_floor"] = serde_json::json!(9.5);
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&forged).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "bad_signature");
+    // A newer node that no longer talks to us: the typed error names both ranges.
+    let body = newer_hello(&key, now, PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3);
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &body).await;
+    assert_eq!(st, 400);
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_error_shape(&v, "unsupported_protocol");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!(
+            "{} to {}",
+            PROTOCOL_VERSION + 1,
+            PROTOCOL_VERSION + 3
+        )) && msg.contains(&vision_wire::ProtocolRange::OURS.to_string()),
+        "{msg}"
+    );
+    // A release before versioning (no protocol fields at all): the same typed error.
+    let mut legacy: Value =
+        serde_json::to_value(common::signed_hello(&key, "regtest", now)).unwrap();
+    let p = legacy["payload"].as_object_mut().unwrap();
+    p.remove("protocol_version");
+    p.remove("protocol_min");
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&legacy).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
+    // A field outside the signed payload is still refused.
+    let mut outside: Value = serde_json::from_slice(&newer_hello(
+        &key,
+        now,
+        PROTOCOL_VERSION,
+        PROTOCOL_VERSION + 1,
+    ))
+    .unwrap();
+    outside["hop"] = serde_json::json!(1);
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/hello",
+        &[],
+        &serde_json::to_vec(&outside).unwrap(),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "bad_request");
+    // A heartbeat of a newer version is recorded by the anchor; an out-of-range one
+    // is refused with the typed error.
+    let heartbeat = |min: u32, max: u32| {
+        let mut p = vision_wire::HeartbeatPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: now,
+            nonce: vision_wire::fresh_nonce(),
+            protocol_version: max,
+            protocol_min: min,
+            unknown: Default::default(),
+            http_address: "127.0.0.1:1".into(),
+            p2p_address: None,
+            is_anchor: false,
+            height: 0,
+            tip_hash: "00".repeat(32),
+        };
+        p.unknown
+            .0
+            .insert("mempool_txs".into(), serde_json::json!(17));
+        serde_json::to_vec(&p.sign(&key)).unwrap()
+    };
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/heartbeat",
+        &[],
+        &heartbeat(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION + 1),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = raw(
+        n.addr,
+        "POST",
+        "/api/heartbeat",
+        &[],
+        &heartbeat(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "unsupported_protocol");
+}
+
+/// An anchor of a later protocol version, made of a real anchor of this release: it
+/// answers hellos itself — signed with the real anchor's key, in the range `min..=max`,
+/// with a field this release does not know — and passes every other request on
+/// (except the event stream, which it does not offer). With `refuse`, it refuses a
+/// caller whose range does not overlap its own as such an anchor would: 400
+/// `unsupported_protocol`; without, it answers anyway (the caller must refuse).
+async fn newer_anchor_front(
+    real: SocketAddr,
+    key: SecretKey,
+    (min, max): (u32, u32),
+    refuse: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hellos = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = hellos.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (key, counted) = (key.clone(), counted.clone());
+            tokio::spawn(async move {
+                // One request per connection: head, then Content-Length bytes.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = common::header(&head, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = &buf[head_end..head_end + len];
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let (status, answer) = if method == "POST" && path == "/api/hello" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let call: SignedHello = serde_json::from_slice(body).unwrap();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let (_, exchange) = call.verify_call("regtest", now).unwrap();
+                    let (theirs, ours) = (
+                        vision_wire::ProtocolRange {
+                            min: call.payload.protocol_min,
+                            max: call.payload.protocol_version,
+                        },
+                        vision_wire::ProtocolRange { min, max },
+                    );
+                    if refuse && !theirs.overlaps(ours) {
+                        let e = vision_wire::SignedError::UnsupportedProtocol { theirs, ours };
+                        let body = serde_json::json!({
+                            "error": "unsupported_protocol",
+                            "message": e.to_string(),
+                        });
+                        let body = body.to_string().into_bytes();
+                        let out = format!(
+                            "HTTP/1.1 400 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(out.as_bytes()).await;
+                        let _ = s.write_all(&body).await;
+                        return;
+                    }
+                    let mut p = common::signed_hello(&key, "regtest", now).payload;
+                    p.is_anchor = true;
+                    p.protocol_min = min;
+                    p.protocol_version = max;
+                    p.unknown
+                        .0
+                        .insert("relay".into(), serde_json::json!({"compact": true}));
+                    (
+                        200,
+                        serde_json::to_vec(&p.sign_answer(&key, exchange)).unwrap(),
+                    )
+                } else if path.starts_with("/api/events") {
+                    (
+                        404,
+                        br#"{"error":"not_found","message":"no events here"}"#.to_vec(),
+                    )
+                } else {
+                    let a = common::raw(real, method, path, &[], body).await;
+                    (a.status, a.body)
+                };
+                let out = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.write_all(&answer).await;
+            });
+        }
+    });
+    (addr, hellos)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_follows_a_newer_anchor_and_names_an_incompatible_one() {
+    use std::sync::atomic::Ordering;
+    use vision_wire::PROTOCOL_VERSION;
+    let anchor = common::start_node(|c| c.is_anchor = true).await;
+    let key = SecretKey::from_hex(
+        std::fs::read_to_string(anchor.dir.path().join("node.key"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let member_of = async |front: SocketAddr| {
+        common::start_node(move |c| {
+            c.anchor_seeds =
+                vec![node_service::config::AnchorSeed::parse(&format!("http://{front}")).unwrap()];
+            c.probe_interval_ms = 200;
+            c.http_timeout_ms = 1_000;
+        })
+        .await
+    };
+    // A newer anchor that still talks to this release: the member connects to it.
+    let (front, hellos) = newer_anchor_front(
+        anchor.addr,
+        key.clone(),
+        (PROTOCOL_VERSION, PROTOCOL_VERSION + 1),
+        true,
+    )
+    .await;
+    let member = member_of(front).await;
+    wait_for(
+        "the member connected to the newer anchor",
+        Duration::from_secs(20),
+        async || get_json(member.addr, "/api/status").await.1["http_backbone"]["connected"] == true,
+    )
+    .await;
+    assert!(hellos.load(Ordering::Relaxed) >= 1);
+    // One that no longer talks to this release, refusing the member's hello (as it
+    // would), or answering anyway (the member refuses the answer): never connected,
+    // both ranges named in `last_error`.
+    for refuse in [true, false] {
+        let (front, hellos) = newer_anchor_front(
+            anchor.addr,
+            key.clone(),
+            (PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 1),
+            refuse,
+        )
+        .await;
+        let member = member_of(front).await;
+        let mut last = Value::Null;
+        wait_for(
+            "the member names the unsupported protocol",
+            Duration::from_secs(20),
+            async || {
+                last = get_json(member.addr, "/api/status").await.1["http_backbone"].clone();
+                last["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unsupported protocol"))
+            },
+        )
+        .await;
+        let e = last["last_error"].as_str().unwrap();
+        assert!(
+            e.contains(&format!("{}", PROTOCOL_VERSION + 1))
+                && e.contains(&vision_wire::ProtocolRange::OURS.to_string()),
+            "{e}"
+        );
+        assert!(refuse == e.contains("refused our hello"), "{e}");
+        assert_eq!(last["connected"], false, "{last}");
+        assert!(hellos.load(Ordering::Relaxed) >= 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -813,5 +1139,263 @@ impl StatusJson for (u16, String, Vec<u8>) {
             self.0,
             serde_json::from_slice(&self.2).unwrap_or(Value::Null),
         )
+    }
+}
+
+/// `POST /api/blocks` from `src` (a loopback address other than the host's own is
+/// a stranger): status, `Retry-After` and the JSON body.
+async fn post_block_from(
+    src: &str,
+    addr: SocketAddr,
+    b: &vision_chain::Block,
+) -> (u16, Option<u64>, Value) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    let body = b.encode();
+    let head = format!(
+        "POST /api/blocks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text[9..12].parse().unwrap();
+    let retry = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok());
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, retry, json)
+}
+
+/// Side blocks outside the bounds are refused with 409 `side_branch_refused` and not
+/// stored (too light: forking too far behind the best chain's work; height full:
+/// a fifth sibling); a stranger that keeps sending refused blocks is answered 429
+/// `blocks_throttled` with `Retry-After` before its block is looked at, while the
+/// host's own address is not throttled; `/metrics` counts each reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_blocks_beyond_the_bounds_are_refused_and_their_source_throttled() {
+    let n = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x61; 32]).address();
+    let other = SecretKey::from_seed(&[0x62; 32]).address();
+    let main = extend_by(&n, g, miner, 12).await;
+
+    // Too light: a branch off height 2 is ten blocks of work behind.
+    let light = block_on(&n, &main[1].hash(), other, vec![]);
+    let (st, _, v) = post_block_from("127.0.0.1", n.addr, &light).await;
+    assert_eq!(st, 409, "{v}");
+    assert_error_shape(&v, "side_branch_refused");
+    let (st, _) = get_json(n.addr, &format!("/api/block/{}", light.hash())).await;
+    assert_eq!(st, 404, "a refused block is not stored");
+
+    // Siblings of the tip: the height takes SIDE_BLOCKS_PER_HEIGHT_MAX of them.
+    let parent = main[10].hash();
+    for i in 0..vision_chain::SIDE_BLOCKS_PER_HEIGHT_MAX {
+        let who = SecretKey::from_seed(&[0x70 + i as u8; 32]).address();
+        let b = block_on(&n, &parent, who, vec![]);
+        assert_eq!(submit(&n, &b).await, "side_chain");
+    }
+    let full = block_on(&n, &parent, other, vec![]);
+    let (st, _, v) = post_block_from("127.0.0.1", n.addr, &full).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("height 12"), "{v}");
+
+    // A stranger sending refused blocks spends its budget, then is throttled.
+    let burst = node_service::ratelimit::REFUSED_BLOCKS_RATE.burst;
+    let (mut refused, mut throttled, mut retry) = (0u64, 0u64, None);
+    for _ in 0..burst + 10 {
+        match post_block_from("127.9.9.9", n.addr, &light).await {
+            (409, _, _) => refused += 1,
+            (429, r, v) => {
+                assert_error_shape(&v, "blocks_throttled");
+                throttled += 1;
+                retry = r;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused >= burst && refused < burst + 5, "{refused}");
+    assert!(throttled >= 5, "{throttled}");
+    assert!(retry.is_some_and(|s| s >= 1), "{retry:?}");
+    // Even a good block from it waits for the budget; the host is not throttled.
+    let next = block_on(&n, &main[11].hash(), miner, vec![]);
+    assert_eq!(post_block_from("127.9.9.9", n.addr, &next).await.0, 429);
+    assert_eq!(post_block_from("127.0.0.1", n.addr, &light).await.0, 409);
+    assert_eq!(submit(&n, &next).await, "extended");
+
+    let (_, _, m) = raw(n.addr, "GET", "/metrics", &[], b"").await;
+    let m = String::from_utf8_lossy(&m);
+    let count = |reason: &str| -> u64 {
+        let prefix = format!("vision_blocks_refused_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {m}")) as u64
+    };
+    assert!(count("too_light") >= refused + 2);
+    assert_eq!(count("height_full"), 1);
+    assert!(count("throttled_http") > throttled);
+    assert_eq!(count("too_deep"), 0);
+}
+
+// ---------------------------------------------------------------------------
+// sync deadlines: a block source that stalls forever
+
+/// A block source at a real socket that serves `/api/headers` from `good` and
+/// never answers anything else (with `stall_headers`, not even headers): it reads
+/// each request and then holds the connection open, silent, forever.
+async fn stalling_source(good: SocketAddr, stall_headers: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                loop {
+                    // One request head (GETs carry no body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                    if stall_headers || !path.starts_with("/api/headers") {
+                        // Stall: hold the connection, answer nothing, ever.
+                        std::future::pending::<()>().await;
+                    }
+                    // Relay the request to the good node, one connection each.
+                    let mut req: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| {
+                            !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:")
+                        })
+                        .collect();
+                    req.push("Connection: close");
+                    let mut up = TcpStream::connect(good).await.unwrap();
+                    up.write_all(format!("{}\r\n\r\n", req.join("\r\n")).as_bytes())
+                        .await
+                        .unwrap();
+                    let mut answer = Vec::new();
+                    up.read_to_end(&mut answer).await.unwrap();
+                    if conn.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A block source that stalls forever — silent from the first request, or serving
+/// headers and then silent on blocks — is abandoned at the sync deadline (its
+/// client would have waited a minute), logged with what the round waited on,
+/// counted by the watchdog metric and demoted; the round completes from the next
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_elsewhere() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::config::SyncDeadlines;
+    use node_service::sync::{HttpSource, Source, SourceScores, sync_round};
+    use std::sync::Arc;
+
+    let good = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x81; 32]).address();
+    let chain = extend_by(&good, g, miner, 30).await;
+    let deadline_ms = 1_000;
+    // A client that would wait a minute for an answer, and never retries: only the
+    // sync deadline can end the wait.
+    let client = Arc::new(
+        ControlPlaneClient::new(ClientConfig {
+            timeout_ms: 60_000,
+            max_retries: 0,
+            ..ClientConfig::default()
+        })
+        .unwrap(),
+    );
+    let fetch_deadline = SyncDeadlines {
+        fetch_ms: deadline_ms,
+        ..SyncDeadlines::default()
+    };
+    // A fetch deadline longer than the round's: the round's own deadline ends it.
+    let round_deadline = SyncDeadlines {
+        fetch_ms: 60_000,
+        import_ms: 60_000,
+        round_ms: deadline_ms,
+    };
+    for (stall_headers, deadlines, waited_on, says) in [
+        (
+            true,
+            fetch_deadline,
+            "headers",
+            "waiting on headers from height 0",
+        ),
+        (false, fetch_deadline, "blocks", "waiting on blocks 1..=30"),
+        (
+            false,
+            round_deadline,
+            "round",
+            "waiting on the round (at blocks 1..=30",
+        ),
+    ] {
+        let fresh = common::start_node(|c| c.sync_deadlines = deadlines).await;
+        let stalled = format!("http://{}", stalling_source(good.addr, stall_headers).await);
+        let sources = vec![
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: stalled.clone(),
+            }),
+            Source::Http(HttpSource {
+                client: client.clone(),
+                url: format!("http://{}", good.addr),
+            }),
+        ];
+        let scores = SourceScores::default();
+        let t = Instant::now();
+        let report = sync_round(&fresh.shared.core, &scores, &sources, 30)
+            .await
+            .expect("the round completes from the good source");
+        let took = t.elapsed();
+        assert_eq!(report.height, 30);
+        assert_eq!(fresh.shared.core.chain().hash, chain[29].hash());
+        // Abandoned at its deadline, not at the client's minute (loose bound).
+        assert!(
+            took < Duration::from_millis(deadline_ms * 15),
+            "{waited_on}: {took:?}"
+        );
+        assert!(
+            !scores.usable(&stalled, node_service::core::now_ms()),
+            "the stalled source is demoted"
+        );
+        let why = fresh.shared.core.source_failure(&stalled).unwrap();
+        assert!(why.contains(says) && why.contains("1000 ms"), "{why}");
+        let (_, _, m) = raw(fresh.addr, "GET", "/metrics", &[], b"").await;
+        let m = String::from_utf8_lossy(&m);
+        for stage in ["headers", "blocks", "import", "round"] {
+            let want = format!(
+                "vision_sync_rounds_abandoned_total{{waited_on=\"{stage}\"}} {}",
+                u8::from(stage == waited_on)
+            );
+            assert!(m.contains(&want), "{want} in {m}");
+        }
     }
 }

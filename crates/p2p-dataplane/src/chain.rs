@@ -17,6 +17,11 @@ pub enum Accepted {
     /// Well formed but not importable yet (an orphan whose parent we lack): not relayed;
     /// the node's sync will fetch the missing range.
     Deferred,
+    /// Well formed, but refused by a bound of the chain's (a side branch too light,
+    /// too deep, or at a full height): not relayed, not misbehaviour by itself, but
+    /// charged to the peer's refused-block budget
+    /// ([`crate::P2pConfig::refused_blocks_per_s`]).
+    Refused,
 }
 
 /// The chain refused a block or transaction as provably invalid (bad proof of work,

@@ -45,6 +45,13 @@ pub const DEFAULT_SERVE_DEFERRED_MAX: usize = 8;
 pub const DEFAULT_TXS_PER_S: u64 = 50;
 /// Default burst of the per-peer transaction rate, in transactions.
 pub const DEFAULT_TXS_BURST: u64 = 200;
+/// Default refused blocks taken from one peer per second: a `NewBlock` the chain
+/// refuses as outside its side-branch bounds ([`crate::Accepted::Refused`]) costs
+/// one; with the budget spent, the peer's `NewBlock`s are ignored (not validated,
+/// not relayed) until it refills. An honest peer loses a race now and then.
+pub const DEFAULT_REFUSED_BLOCKS_PER_S: u64 = 1;
+/// Default burst of the per-peer refused-block budget, in blocks.
+pub const DEFAULT_REFUSED_BLOCKS_BURST: u64 = 20;
 /// Default most outbound connections the dialer keeps.
 pub const DEFAULT_OUTBOUND_MAX: usize = 8;
 /// Default handshake deadline: a peer that has not completed the handshake by then is
@@ -115,6 +122,11 @@ pub struct P2pConfig {
     pub txs_per_s: u64,
     /// Burst of the transaction rate.
     pub txs_burst: u64,
+    /// Per-peer budget of refused blocks, blocks per second (past it, `NewBlock`s
+    /// are ignored).
+    pub refused_blocks_per_s: u64,
+    /// Burst of the refused-block budget.
+    pub refused_blocks_burst: u64,
     /// Most outbound connections.
     pub outbound_max: usize,
     /// Handshake deadline.
@@ -154,6 +166,8 @@ impl P2pConfig {
             serve_deferred_max: DEFAULT_SERVE_DEFERRED_MAX,
             txs_per_s: DEFAULT_TXS_PER_S,
             txs_burst: DEFAULT_TXS_BURST,
+            refused_blocks_per_s: DEFAULT_REFUSED_BLOCKS_PER_S,
+            refused_blocks_burst: DEFAULT_REFUSED_BLOCKS_BURST,
             outbound_max: DEFAULT_OUTBOUND_MAX,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -202,6 +216,8 @@ pub struct GuardCounters {
     pub dropped_over_budget: u64,
     /// `NewTx` ignored over a peer's transaction rate.
     pub txs_ignored: u64,
+    /// `NewBlock` ignored: the peer had spent its budget of refused blocks.
+    pub blocks_ignored: u64,
     /// IPs banned (strict mode).
     pub bans: u64,
 }

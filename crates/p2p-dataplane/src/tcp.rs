@@ -94,6 +94,7 @@ struct Counters {
     requests_deferred: AtomicU64,
     dropped_over_budget: AtomicU64,
     txs_ignored: AtomicU64,
+    blocks_ignored: AtomicU64,
     bans: AtomicU64,
 }
 
@@ -115,6 +116,7 @@ impl Counters {
             requests_deferred: g(&self.requests_deferred),
             dropped_over_budget: g(&self.dropped_over_budget),
             txs_ignored: g(&self.txs_ignored),
+            blocks_ignored: g(&self.blocks_ignored),
             bans: g(&self.bans),
         }
     }
@@ -758,6 +760,8 @@ async fn reader(
         started,
     );
     let mut tx_rate = TokenBucket::new(cfg.txs_per_s, cfg.txs_burst, started);
+    let mut refused_blocks =
+        TokenBucket::new(cfg.refused_blocks_per_s, cfg.refused_blocks_burst, started);
     let mut deferred: VecDeque<Message> = VecDeque::new();
     loop {
         let due = (!deferred.is_empty()).then(|| budget.wait(Instant::now()));
@@ -814,7 +818,12 @@ async fn reader(
                     p.stats.txs_ignored += 1;
                 }
             }
-            msg => handle(inner, conn, msg).await?,
+            // A peer whose blocks keep being refused is not heard until its budget
+            // refills: no decode-to-store work for it meanwhile.
+            Message::NewBlock(_) if !refused_blocks.wait_for(1, Instant::now()).is_zero() => {
+                bump(&inner.counters.blocks_ignored);
+            }
+            msg => handle(inner, conn, msg, &mut refused_blocks).await?,
         }
     }
 }
@@ -889,7 +898,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| P2pError::ChainAccess(e.to_string()))
 }
 
-async fn handle(inner: &Arc<Inner>, conn: u64, msg: Message) -> Result<(), P2pError> {
+/// Handle one message from a handshaken peer; a block the chain refuses is charged
+/// to `refused_blocks`, the peer's budget.
+async fn handle(
+    inner: &Arc<Inner>,
+    conn: u64,
+    msg: Message,
+    refused_blocks: &mut TokenBucket,
+) -> Result<(), P2pError> {
     match msg {
         Message::Hello { .. } | Message::HelloAck { .. } => Err(P2pError::Misbehaved(format!(
             "{} after the handshake",
@@ -942,6 +958,10 @@ async fn handle(inner: &Arc<Inner>, conn: u64, msg: Message) -> Result<(), P2pEr
                     inner.lock().seen.remove(&hash);
                     Ok(())
                 }
+                Ok(Accepted::Refused) => {
+                    refused_blocks.spend(1, Instant::now());
+                    Ok(())
+                }
                 Err(r) => Err(P2pError::Misbehaved(format!(
                     "invalid block {height} {hash}: {}",
                     r.reason
@@ -968,7 +988,7 @@ async fn handle(inner: &Arc<Inner>, conn: u64, msg: Message) -> Result<(), P2pEr
                     inner.gossip(&frame, id, Gossip::Tx, Some(conn));
                     Ok(())
                 }
-                Ok(Accepted::Known) => Ok(()),
+                Ok(Accepted::Known | Accepted::Refused) => Ok(()),
                 Ok(Accepted::Deferred) => {
                     inner.lock().seen.remove(&id);
                     Ok(())

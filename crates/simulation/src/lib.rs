@@ -28,8 +28,11 @@
 //! **Architecture Invariant:** the simulation adds transports and observers only:
 //! every decision a node makes is made by backbone-state's code, unchanged. Depends
 //! on backbone-state, vision-wire and vision-chain; knows nothing of HTTP, the store
-//! or node-service (so the sync-health layer, which discounts unbacked tips in the
-//! node, is *not* simulated: the lying-anchor scenario reports what the loops do).
+//! or node-service. The node's header check (`LocalNode::verify_tip`) is modelled
+//! by each simulated node: an honest block it holds backs a claim at once, else one
+//! header request to the claiming anchor, whose headers reach its real tip and no
+//! further (a lie has no blocks). Every decision on the verdict — discounting,
+//! tiers, the dwell — is backbone-state's.
 //!
 //! **Invariant:** deterministic for a seed: no OS randomness, no wall clock in any
 //! figure, `biased` selects only; the same [`SimConfig`] gives an equal [`Report`].
@@ -172,7 +175,8 @@ pub enum Scenario {
     /// the links heal; what they see, and the time to re-converge.
     Partition,
     /// The last anchor claims a tip [`LIE_AHEAD_BLOCKS`] ahead: frozen, then moving
-    /// with the chain; how many nodes choose it as best.
+    /// with the chain, then lowering its claim by one block every probe round; the
+    /// share of node-time nodes choose it as best (must stay under 1 %).
     LyingAnchor,
 }
 

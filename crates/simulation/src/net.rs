@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backbone_state::{
-    AnchorProbe, BackboneError, ControlPlane, LocalNode, Membership, TipPush, TipSubscriber,
+    AnchorProbe, BackboneError, ControlPlane, LocalNode, Membership, TipCheck, TipPush,
+    TipSubscriber,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -35,6 +36,16 @@ pub(crate) enum Lie {
     Frozen(u64),
     /// Always this many blocks ahead of its real tip (moves with the chain).
     Ahead(u64),
+    /// Starts at `from` (Unix ms `since_ms`) and lowers its claim by one block every
+    /// `every_ms` (one probe round): a liar that hopes a lower lie is a new claim.
+    Lowering {
+        /// The first claimed height.
+        from: u64,
+        /// When it started, Unix ms.
+        since_ms: u64,
+        /// One block less this often.
+        every_ms: u64,
+    },
 }
 
 /// Calls one anchor received, by kind.
@@ -47,12 +58,19 @@ pub(crate) struct Calls {
     pub(crate) subscribes: u64,
     /// Membership digest exchanges answered for other anchors.
     pub(crate) digests: u64,
+    /// Header requests (a claimed tip's verification).
+    pub(crate) headers: u64,
 }
 
 impl Calls {
     /// Requests answered (a subscription counts once, when it is opened).
     pub(crate) fn total(&self) -> u64 {
-        self.probes + self.seed_peers + self.heartbeats + self.subscribes + self.digests
+        self.probes
+            + self.seed_peers
+            + self.heartbeats
+            + self.subscribes
+            + self.digests
+            + self.headers
     }
 }
 
@@ -72,11 +90,25 @@ struct AnchorState {
 }
 
 impl AnchorState {
-    fn shown_tip(&self) -> (u64, String) {
+    /// The tip it claims at Unix ms `now`.
+    fn shown_tip(&self, now: u64) -> (u64, String) {
         match self.lie {
             Lie::None => (self.tip, tip_hash(self.tip)),
             Lie::Frozen(h) => (h, lie_hash(h)),
             Lie::Ahead(k) => (self.tip + k, lie_hash(self.tip + k)),
+            Lie::Lowering {
+                from,
+                since_ms,
+                every_ms,
+            } => {
+                let h = from.saturating_sub(now.saturating_sub(since_ms) / every_ms.max(1));
+                if h <= self.tip {
+                    // Down to the truth: it backs its claim again.
+                    (self.tip, tip_hash(self.tip))
+                } else {
+                    (h, lie_hash(h))
+                }
+            }
         }
     }
 
@@ -127,12 +159,19 @@ pub(crate) struct Sent {
     pub(crate) subscribes: u64,
     /// Tip events delivered on those streams (one message each).
     pub(crate) events: u64,
+    /// Header requests (a claimed tip's verification).
+    pub(crate) headers: u64,
 }
 
 impl Sent {
     /// Every message a node sent or received on the control plane.
     pub(crate) fn total(&self) -> u64 {
-        self.probes + self.seed_peers + self.heartbeats + self.subscribes + self.events
+        self.probes
+            + self.seed_peers
+            + self.heartbeats
+            + self.subscribes
+            + self.events
+            + self.headers
     }
 }
 
@@ -177,6 +216,7 @@ enum Kind {
     SeedPeers,
     Heartbeat,
     Subscribe,
+    Headers,
 }
 
 impl Net {
@@ -234,7 +274,7 @@ impl Net {
     }
 
     /// The virtual clock as Unix milliseconds.
-    fn now_unix_ms(&self) -> u64 {
+    pub(crate) fn now_unix_ms(&self) -> u64 {
         BASE_UNIX_S * 1000 + self.elapsed_ms()
     }
 
@@ -347,6 +387,7 @@ impl Net {
                 Kind::SeedPeers => s.sent.seed_peers += 1,
                 Kind::Heartbeat => s.sent.heartbeats += 1,
                 Kind::Subscribe => s.sent.subscribes += 1,
+                Kind::Headers => s.sent.headers += 1,
             }
             let Some(a) = self.anchor_index(url) else {
                 return Err(refused());
@@ -378,6 +419,7 @@ impl Net {
                     Kind::SeedPeers => st.received.seed_peers += 1,
                     Kind::Heartbeat => st.received.heartbeats += 1,
                     Kind::Subscribe => st.received.subscribes += 1,
+                    Kind::Headers => st.received.headers += 1,
                 }
                 answer(st, now)
             } else {
@@ -401,7 +443,7 @@ impl ControlPlane for NodeLink {
         let a = net.anchor_index(anchor_url);
         self.net
             .call(self.node, anchor_url, Kind::Probe, |st, now| {
-                let (tip_height, hash) = st.shown_tip();
+                let (tip_height, hash) = st.shown_tip(now);
                 let size = st.cluster_size(now);
                 let info = &net.anchors[a.unwrap_or(0)];
                 Ok(AnchorProbe {
@@ -452,7 +494,7 @@ impl ControlPlane for NodeLink {
                 if let Some(addr) = st.membership.get(&id).map(|m| m.http_address.clone()) {
                     st.membership.mark_verified(&id, &addr, now / 1000);
                 }
-                let (tip_height, tip_hash) = st.shown_tip();
+                let (tip_height, tip_hash) = st.shown_tip(now);
                 Ok(HeartbeatResponse {
                     cluster_size: st.cluster_size(now),
                     tip_height,
@@ -491,10 +533,15 @@ impl TipSubscriber for NodeLink {
             if news.changed().await.is_err() {
                 return Ok(());
             }
+            let now = net.now_unix_ms();
             let (alive, cut, shown) = {
                 let s = net.lock();
                 let st = &s.anchors[a];
-                (st.alive, s.cut[self.node] & (1 << a) != 0, st.shown_tip())
+                (
+                    st.alive,
+                    s.cut[self.node] & (1 << a) != 0,
+                    st.shown_tip(now),
+                )
             };
             if !alive {
                 return Err(BackboneError::Transport(format!(
@@ -550,6 +597,9 @@ impl LocalNode for SimNode {
             node_id: self.node_id.clone(),
             timestamp_unix: self.net.now_unix_ms() / 1000,
             nonce: format!("{nonce:016x}{nonce2:016x}"),
+            protocol_version: vision_wire::PROTOCOL_VERSION,
+            protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+            unknown: Default::default(),
             http_address: self.http_address.clone(),
             p2p_address: None,
             is_anchor: false,
@@ -560,6 +610,37 @@ impl LocalNode for SimNode {
             Some(signature) => SignedHeartbeat { payload, signature },
             None => payload.sign(&self.key),
         })
+    }
+
+    /// The node's header check, modelled: an honest block it already holds (its
+    /// height follows the honest chain, as if P2P sync kept it current) backs a
+    /// claim at once; anything else costs one header request to the claiming
+    /// anchor, whose headers reach its real tip and no further (a lie's blocks do
+    /// not exist: no one can produce their proof of work).
+    async fn verify_tip(&self, anchor_url: &str, height: u64, hash: &str) -> TipCheck {
+        if height <= self.net.chain_height() && hash == tip_hash(height) {
+            return TipCheck::Verified {
+                height,
+                hash: hash.to_string(),
+            };
+        }
+        let real = self
+            .net
+            .call(self.node, anchor_url, Kind::Headers, |st, _| Ok(st.tip))
+            .await;
+        match real {
+            Ok(real) if height <= real && hash == tip_hash(height) => TipCheck::Verified {
+                height,
+                hash: hash.to_string(),
+            },
+            Ok(real) => TipCheck::Unbacked {
+                backed_height: real.min(height),
+                reason: format!("its headers end at height {real}"),
+            },
+            Err(e) => TipCheck::Unknown {
+                reason: e.to_string(),
+            },
+        }
     }
 }
 

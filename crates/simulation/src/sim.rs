@@ -19,6 +19,14 @@ use crate::{CONVERGED_MIN_PEERS, LIE_AHEAD_BLOCKS, Report, Scenario, SimConfig, 
 
 /// Height of the chain when the simulation starts.
 const START_TIP: u64 = 100;
+/// The phases of the lying-anchor scenario and their length in blocks: the first
+/// lie is the one nodes must catch (a third of them have the liar as best when it
+/// starts), the later ones test that no new lie buys a new window.
+const LIE_PHASES: [(&str, u32); 3] = [("frozen", 5), ("moving", 2), ("decreasing", 3)];
+/// The liar may be best for less than this share of node-time (issue #15).
+pub(crate) const LIAR_BEST_SHARE_MAX: f64 = 0.01;
+/// Best-anchor switches between honest anchors per node per hour, at most (issue #15).
+pub(crate) const HONEST_SWITCHES_PER_HOUR_MAX: f64 = 1.0;
 /// Tip changes recorded per node by its observer (a run sees a few hundred).
 const LEARNED_MAX: usize = 10_000;
 
@@ -500,11 +508,11 @@ impl Sim {
         self.propagation_max_ms = max100;
         self.fig("new tip reaches 99 % of nodes", s99);
         self.fig("new tip reaches 100 % of nodes", s100);
+        let switches_per_hour = switches as f64 / n as f64 / (minutes / 60.0);
         self.fig(
             "best-anchor switches (all honest anchors)",
             format!(
-                "{:.2} per node per hour",
-                switches as f64 / n as f64 / (minutes / 60.0)
+                "{switches_per_hour:.2} per node per hour (bound {HONEST_SWITCHES_PER_HOUR_MAX})"
             ),
         );
         self.fig(
@@ -528,7 +536,7 @@ impl Sim {
                 n + 1
             ),
         );
-        max100.is_some()
+        max100.is_some() && switches_per_hour <= HONEST_SWITCHES_PER_HOUR_MAX
     }
 
     /// Kill the anchor most nodes chose; time every node's failover.
@@ -588,14 +596,18 @@ impl Sim {
                 .get((times.len() * q / 100).min(times.len().saturating_sub(1)))
                 .copied()
         };
+        let t = &self.cfg.timing;
+        let failover_bound = ms(t.probe_interval + t.request_timeout);
+        let within = times.last().is_none_or(|m| *m <= failover_bound);
         self.fig(
             "failover of its nodes (p50 / max)",
             match (p(50), times.last()) {
                 (Some(a), Some(b)) => format!(
-                    "{} / {} ({failed_over} of {} nodes)",
+                    "{} / {} ({failed_over} of {} nodes; bound probe + timeout = {})",
                     secs(a),
                     secs(*b),
-                    counts[victim]
+                    counts[victim],
+                    secs(failover_bound)
                 ),
                 _ => "none needed".to_string(),
             },
@@ -623,7 +635,7 @@ impl Sim {
             "next block known by every node",
             if followed.is_some() { "yes" } else { "NO" },
         );
-        ok && followed.is_some()
+        ok && within && followed.is_some()
     }
 
     /// 30 % of nodes lose every anchor but the last for a while, then heal.
@@ -736,59 +748,75 @@ impl Sim {
         t_all.is_some()
     }
 
-    /// The last anchor lies: first a frozen tip far ahead, then a tip that keeps
-    /// [`LIE_AHEAD_BLOCKS`] ahead of the chain.
+    /// The last anchor lies, in three phases: a frozen tip [`LIE_AHEAD_BLOCKS`]
+    /// ahead, then a tip that keeps that far ahead of the chain, then a claim that
+    /// starts that far ahead and drops by one block every probe round (a liar
+    /// hoping each lower lie is a fresh claim). Per phase: the share of node-time
+    /// the liar is best (< [`LIAR_BEST_SHARE_MAX`] required) and the largest
+    /// verified network tip any node acts on (never the lie).
     async fn lying_anchor(&mut self) -> bool {
         let n = self.n();
         let liar = self.cfg.anchors - 1;
         let url = self.net.anchors[liar].url.clone();
-        let window = self.cfg.timing.block_interval * 3;
-        let phases = [
-            (
-                "frozen",
-                Lie::Frozen(self.net.anchor_tip(liar) + LIE_AHEAD_BLOCKS),
-            ),
-            ("moving", Lie::Ahead(LIE_AHEAD_BLOCKS)),
-        ];
-        for (name, lie) in phases {
+        let t = self.cfg.timing.clone();
+        let mut ok = true;
+        for (name, blocks) in LIE_PHASES {
+            let window = t.block_interval * blocks;
+            let lie = match name {
+                "frozen" => Lie::Frozen(self.net.anchor_tip(liar) + LIE_AHEAD_BLOCKS),
+                "moving" => Lie::Ahead(LIE_AHEAD_BLOCKS),
+                _ => Lie::Lowering {
+                    from: self.net.anchor_tip(liar) + LIE_AHEAD_BLOCKS,
+                    since_ms: self.net.now_unix_ms(),
+                    every_ms: ms(t.probe_interval),
+                },
+            };
             self.net.set_lie(liar, lie);
             let t0 = self.net.elapsed_ms();
-            let (mut sum, mut samples, mut max_on, mut min_on) =
-                (0usize, 0usize, 0usize, usize::MAX);
-            let mut ever_stalled = vec![false; n];
-            let mut all_on: Option<u64> = None;
+            let (mut sum, mut samples, mut max_on) = (0usize, 0usize, 0usize);
+            let mut all_discounted: Option<u64> = None;
+            let mut worst_tip_over = 0u64;
             while self.net.elapsed_ms() < t0 + ms(window) {
                 self.tick().await;
+                let chain = self.net.chain_height();
                 let snaps = self.snaps();
                 let mut on = 0;
-                for (i, s) in snaps.iter().enumerate() {
+                let mut discounted = 0;
+                for s in &snaps {
                     on += usize::from(s.best_anchor.as_deref() == Some(url.as_str()));
-                    ever_stalled[i] |= s.anchor(&url).is_some_and(|o| o.stalled);
+                    discounted += usize::from(s.anchor(&url).is_some_and(|o| o.is_discounted()));
+                    worst_tip_over =
+                        worst_tip_over.max(s.verified_tip_height.saturating_sub(chain));
                 }
-                if all_on.is_none() && on == n {
-                    all_on = Some(self.net.elapsed_ms() - t0);
+                if all_discounted.is_none() && discounted == n {
+                    all_discounted = Some(self.net.elapsed_ms() - t0);
                 }
                 sum += on;
                 samples += 1;
                 max_on = max_on.max(on);
-                min_on = min_on.min(on);
             }
-            let stalled = ever_stalled.iter().filter(|s| **s).count();
+            let share = sum as f64 / (samples * n).max(1) as f64;
+            ok &= share < LIAR_BEST_SHARE_MAX && worst_tip_over == 0;
             self.fig(
-                &format!("{name} lie (+{LIE_AHEAD_BLOCKS}): nodes choosing the liar"),
+                &format!("{name} lie (+{LIE_AHEAD_BLOCKS}): liar best"),
                 format!(
-                    "mean {} of node-time, min {min_on}, max {max_on}; all after {}",
+                    "{} of node-time over {} (bound < {:.0} %), at most {max_on} nodes at once",
                     pct(sum, samples * n),
-                    all_on.map_or_else(|| "never".to_string(), secs)
+                    secs(ms(window)),
+                    LIAR_BEST_SHARE_MAX * 100.0
                 ),
             );
             self.fig(
-                &format!("{name} lie: nodes that marked the liar stalled"),
-                format!("{stalled} of {n}"),
+                &format!("{name} lie: every node discounts the liar after"),
+                all_discounted.map_or_else(|| "never".to_string(), secs),
+            );
+            self.fig(
+                &format!("{name} lie: verified tip above the chain (max)"),
+                format!("{worst_tip_over} blocks"),
             );
         }
         self.net.set_lie(liar, Lie::None);
-        true
+        ok
     }
 }
 

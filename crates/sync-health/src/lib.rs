@@ -4,8 +4,7 @@
 //! the network tip and its source in the contract's priority (backbone → anchor HTTP
 //! → P2P gossip → local), the lag, the `syncing` flag, exchange readiness
 //! (backbone connected and lag ≤ 1), the reason `/readyz` gives when not ready, and
-//! the discounting of tips that no source can back with valid headers, and the sync
-//! progress figures (share of the chain held, blocks per second, ETA: [`SyncRate`]).
+//! the sync progress figures (share of the chain held, blocks per second, ETA: [`SyncRate`]).
 //!
 //! **Architecture Invariant:** no I/O, no clock, no async: callers pass `now_ms` and
 //! snapshots in, and get plain values out. The node calls [`evaluate`] on every
@@ -17,10 +16,8 @@
 //!
 //! No feature flags.
 
-mod claims;
 mod progress;
 
-pub use claims::{ClaimTracker, ClaimVerdict, MAX_TRACKED_CLAIMS};
 pub use progress::{Progress, RATE_SAMPLE_SPACING_MS, RATE_SAMPLES_MAX, RATE_WINDOW_MS, SyncRate};
 pub use vision_wire::TipSource;
 
@@ -36,7 +33,8 @@ pub struct TipInputs {
     pub own_backbone: bool,
     /// The backbone snapshot says connected.
     pub backbone_connected: bool,
-    /// The backbone's observed tip (0 when unknown), after discounting unbacked claims.
+    /// The backbone's tip as the node verified it (0 when unknown): headers checked,
+    /// see `backbone_state::TipCheck`.
     pub backbone_tip: u64,
     /// A direct anchor HTTP answer (legacy fallback), 0 when none.
     pub anchor_http_tip: u64,

@@ -166,6 +166,9 @@ fn serve(
                 node_id: key.address().to_hex(),
                 timestamp_unix: now_unix(),
                 nonce: fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
                 http_address: addr.to_string(),
                 p2p_address: None,
                 is_anchor: true,
@@ -207,6 +210,7 @@ fn serve(
                     progress: 1.0,
                     blocks_per_s: 0.0,
                     eta_s: Some(0),
+                    mirrors: Vec::new(),
                 },
                 miner: MinerStatus {
                     state: "running".into(),

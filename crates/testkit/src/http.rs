@@ -39,7 +39,7 @@ fn request(
     request_with(addr, method, path, body, ctype, &[])
 }
 
-fn request_with(
+pub(crate) fn request_with(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -101,6 +101,16 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 /// `GET path`.
 pub fn get(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
     request(addr, "GET", path, b"", "application/json")
+}
+
+/// `GET path` asking for the binary form (`Accept: application/octet-stream`).
+pub fn get_binary(addr: SocketAddr, path: &str) -> Result<HttpAnswer, String> {
+    get_with(addr, path, &[("Accept", "application/octet-stream")])
+}
+
+/// `POST path` with a binary body (`application/octet-stream`).
+pub fn post_bytes(addr: SocketAddr, path: &str, body: &[u8]) -> Result<HttpAnswer, String> {
+    request(addr, "POST", path, body, "application/octet-stream")
 }
 
 /// `GET path` with extra request headers (`If-None-Match`, `Accept`, ...).

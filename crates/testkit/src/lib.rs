@@ -14,13 +14,18 @@
 
 #![allow(clippy::print_stdout)]
 
+pub mod chain;
 mod fake;
 mod http;
+pub mod mirror;
 mod proc;
+mod proxy;
 pub mod scenarios;
 mod sse;
 
 pub use fake::{FakeAnchor, FakeBehaviour};
-pub use http::{HttpAnswer, get, get_json, get_with, post_json, status};
+pub use http::{HttpAnswer, get, get_binary, get_json, get_with, post_bytes, post_json, status};
+pub use mirror::{FakeMirror, MirrorBehaviour};
 pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, use_node_binary, wait_until};
+pub use proxy::{LyingProxy, ProxyLie};
 pub use sse::{EventStream, SseEvent};

@@ -103,6 +103,11 @@ pub struct NodeSpec {
     pub env: Vec<(String, String)>,
     /// Run inside this network namespace (`ip netns exec NS`), for real-host cells.
     pub netns: Option<String>,
+    /// Start the process with SIGINT and SIGTERM blocked (the mask is inherited
+    /// across `execve`, and a blocked signal stays pending), as a supervisor does
+    /// that wants no stop signal to meet the default action before the node's
+    /// first instruction. The node unblocks both once its handler is in place.
+    pub block_stop_signals: bool,
 }
 
 impl NodeSpec {
@@ -125,6 +130,7 @@ impl NodeSpec {
             extra_args: Vec::new(),
             env: Vec::new(),
             netns: None,
+            block_stop_signals: false,
         }
     }
 
@@ -182,6 +188,23 @@ pub struct NodeProc {
     /// Its log file.
     pub log: PathBuf,
     child: Option<Child>,
+    spawned_ns: u64,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (0 if it cannot be read). `Instant` reads the
+/// same clock but hides the value; a node process reports readings of it.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through a valid pointer to a local.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 impl NodeProc {
@@ -222,6 +245,27 @@ impl NodeProc {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
+        if spec.block_stop_signals {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: the closure runs in the forked child before `execve` and
+            // calls only async-signal-safe functions (`sigemptyset`, `sigaddset`,
+            // `pthread_sigmask`) on a local set; it allocates nothing and takes
+            // no lock. The standard library resets the child's mask before
+            // running it, so the blocked set is exactly these two.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGTERM);
+                    libc::sigaddset(&mut set, libc::SIGINT);
+                    match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+                        0 => Ok(()),
+                        e => Err(std::io::Error::from_raw_os_error(e)),
+                    }
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", node_binary().display()))?;
@@ -230,7 +274,14 @@ impl NodeProc {
             data_dir,
             log,
             child: Some(child),
+            spawned_ns: monotonic_ns(),
         })
+    }
+
+    /// When [`NodeProc::start`] returned, on `CLOCK_MONOTONIC` in nanoseconds
+    /// (the clock the node's own start-up log line uses).
+    pub fn spawned_monotonic_ns(&self) -> u64 {
+        self.spawned_ns
     }
 
     /// The control-plane address.

@@ -11,16 +11,22 @@ use crate::proc::{Cluster, NodeSpec, wait_until};
 mod admission;
 mod faults;
 mod guard;
+pub mod mirror;
+mod partition;
+mod sidebranch;
 mod storage;
 pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
 pub use faults::{
-    ChainCheck, Fault, KILL_ROUNDS, anchor_restart, check_chain, fault_cell, kill9_mining,
+    ChainCheck, Fault, KILL_ROUNDS, LIAR_BEST_MAX, LIAR_RUNNING_MIN, LIAR_SAMPLE,
+    LIAR_SAMPLE_EVERY, anchor_restart, check_chain, fault_cell, kill9_mining, liar_proxy,
     lying_anchor, partition_heal,
 };
 pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
     guard_cell, idle_flood, min_replacement_fee,
 };
+pub use partition::{PARTITION_HOSTS, PartitionHost, Side, partition_nft};
+pub use sidebranch::{FLOOD_BLOCKS, side_branch_flood};
 pub use storage::{
     CORRUPTION_FLIPS, CORRUPTION_SEEDS, DISK_FULL_FS_SIZE, DISK_FULL_RECOVERY_BOUND,
     EARLY_SIGNAL_DELAYS_MS, EARLY_SIGNAL_ROUNDS, MEMPOOL_TXS, SKIP, STORE_DOWN_EXIT_MS, disk_full,

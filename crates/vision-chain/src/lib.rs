@@ -25,10 +25,12 @@
 //! - [`validate`]: header, body and state checks; [`apply_block`] gives a
 //!   [`StateDelta`] with [`BlockUndo`] to revert it.
 //! - [`Mempool`]: bounded, fee-ordered, nonce-aware.
+//! - [`branch`]: the bounds on side branches (work, room per height, reorg depth).
 //!
 //! No feature flags.
 
 pub mod block;
+pub mod branch;
 pub mod difficulty;
 pub mod encode;
 pub mod hash;
@@ -46,6 +48,7 @@ pub use block::{
     Block, BlockHeader, HEADER_PREFIX_SIZE, HEADER_SIZE, hash_meets_target, merkle_root, tx_root,
     work_for_target,
 };
+pub use branch::{SIDE_BLOCKS_PER_HEIGHT_MAX, SideBranchRefusal};
 pub use encode::DecodeError;
 pub use hash::{Hash32, HexError};
 pub use keys::{Address, KeyError, SecretKey, Signature};

@@ -557,6 +557,52 @@ mod tests {
     }
 
     #[test]
+    fn readmit_returns_what_a_reorg_reverted_and_drops_what_the_new_chain_spent() {
+        // The orphaned branch mined a's nonces 0 and 1 and b's nonce 0. The winning
+        // branch mined b's nonce 0 too (b's nonce is now 1), and drained c, so c's
+        // transaction no longer pays; a's two are still valid and come back.
+        let (a, b, c, to) = (key(1), key(2), key(3), key(4).address());
+        let orphaned = vec![
+            Transaction::new_signed(&a, Network::Regtest, to, 100, 5, 0),
+            Transaction::new_signed(&a, Network::Regtest, to, 100, 5, 1),
+            Transaction::new_signed(&b, Network::Regtest, to, 100, 5, 0),
+            Transaction::new_signed(&c, Network::Regtest, to, 100, 5, 0),
+        ];
+        let mut view = funded(&[&a, &b], 10_000);
+        view.insert(
+            b.address(),
+            Account {
+                balance: 9_000,
+                nonce: 1,
+            },
+        );
+        view.insert(
+            c.address(),
+            Account {
+                balance: 10,
+                nonce: 0,
+            },
+        );
+        let mut pool = Mempool::new(Network::Regtest, MempoolConfig::default());
+        assert_eq!(pool.readmit(orphaned.clone(), &view), 2);
+        assert_eq!(pool.len(), 2);
+        for tx in &orphaned[..2] {
+            assert!(pool.get(&tx.id()).is_some(), "a's transaction is back");
+        }
+        assert!(
+            pool.get(&orphaned[2].id()).is_none(),
+            "spent on the new chain"
+        );
+        assert!(pool.get(&orphaned[3].id()).is_none(), "no longer pays");
+        // The returned transactions are minable in nonce order on the new tip.
+        let picked: Vec<TxId> = pool.select(&view, 10).iter().map(Transaction::id).collect();
+        assert_eq!(picked, vec![orphaned[0].id(), orphaned[1].id()]);
+        // Offered again (a second reorg back and forth): nothing is duplicated.
+        assert_eq!(pool.readmit(orphaned, &view), 0);
+        assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
     fn pending_amounts_and_fee_ranks() {
         let mut pool = Mempool::new(Network::Regtest, MempoolConfig::default());
         let a = SecretKey::from_seed(&[1; 32]);

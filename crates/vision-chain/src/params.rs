@@ -123,6 +123,21 @@ pub struct ChainParams {
     pub max_future_drift_ms: u64,
     /// The genesis block's timestamp.
     pub genesis_timestamp_ms: u64,
+    /// The deepest reorganisation this node performs, in blocks below its tip: a
+    /// branch that forks from the main chain more than this many blocks below the
+    /// tip is refused whatever its work ([`crate::branch::SideBranchRefusal::TooDeep`]),
+    /// so the last `max_reorg_depth` blocks are the only ones a heavier chain can
+    /// replace. (So the control plane serves a height range lying wholly this deep
+    /// as cacheable for a day: this node never reorganises it away.) Beyond it the
+    /// node stays on its chain, logs the deeper branch's
+    /// source and demotes it; following that branch is an operator's decision
+    /// (docs/OPERATIONS.md: resync from scratch).
+    pub max_reorg_depth: u64,
+    /// How far behind the best chain's work a side branch may be, counted in blocks
+    /// of the tip's target, for a block to be stored on it when it arrives
+    /// unsolicited (HTTP submit, P2P gossip, the miner). A branch already proven
+    /// heavier by its headers (sync) is not held to it.
+    pub side_branch_work_lag_blocks: u64,
 }
 
 /// How many ancestors the median-time-past rule looks at.
@@ -144,6 +159,8 @@ pub static MAINNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
 };
 
 /// Testnet: thirty-second blocks.
@@ -158,6 +175,8 @@ pub static TESTNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 2 * 60 * 60 * 1000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
 };
 
 /// Devnet: blocks every four seconds, starting at about a million hashes a block.
@@ -172,6 +191,8 @@ pub static DEVNET: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 60_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 50,
+    side_branch_work_lag_blocks: 6,
 };
 
 /// Regtest: one hash in two meets the first target; aims at one block a second.
@@ -186,6 +207,8 @@ pub static REGTEST: ChainParams = ChainParams {
     max_block_txs: 5_000,
     max_future_drift_ms: 30_000,
     genesis_timestamp_ms: 1_767_225_600_000,
+    max_reorg_depth: 100,
+    side_branch_work_lag_blocks: 6,
 };
 
 impl ChainParams {
@@ -248,6 +271,18 @@ mod tests {
             );
             assert_eq!(p.matured_reward_height(p.reward_maturity + 1), Some(1));
             assert_eq!(p.genesis().header.height, 0);
+            assert!(
+                p.side_branch_work_lag_blocks < p.max_reorg_depth,
+                "an unsolicited side block never reaches the reorg bound first"
+            );
+            assert!(
+                p.max_reorg_depth >= p.reward_maturity,
+                "a reorg can undo every immature reward"
+            );
+            assert!(
+                p.max_reorg_depth >= 6,
+                "the blocks near the tip are never served as settled (HTTP caching)"
+            );
         }
         let hashes: std::collections::HashSet<_> = Network::ALL
             .iter()

@@ -26,7 +26,7 @@ use vision_chain::{
     Account, AccountView, Address, Block, Mempool, MempoolConfig, Network, SecretKey, Transaction,
     build_block, solve, verify_batch,
 };
-use vision_store::{ChainStore, OpenOptions};
+use vision_store::{Admission, ChainStore, OpenOptions};
 
 const NET: Network = Network::Regtest;
 const NOW_MS: u64 = u64::MAX / 4;
@@ -165,7 +165,7 @@ fn import_benches(c: &mut Criterion) {
                 let store = fresh_store(&dir, &mut n, &p);
                 let run = &p.timed[..left.min(p.timed.len())];
                 let start = Instant::now();
-                store.accept_blocks(run, NOW_MS, |_, r| {
+                store.accept_blocks(run, NOW_MS, Admission::Unsolicited, |_, r| {
                     black_box(r.unwrap());
                     true
                 });
@@ -215,6 +215,35 @@ fn import_benches(c: &mut Criterion) {
 }
 
 /// Mean wall time per call of `f`, over `n` calls.
+/// CPU time this process has used, all threads (ended ones included), in
+/// seconds: `utime + stime` of `/proc/self/stat`, in clock ticks of 10 ms (0 when
+/// unreadable). The machine this runs on is shared: a thread gets a share of a
+/// core, and two threads do not always get two cores, so each timed section also
+/// reports how many cores it had (CPU / wall).
+fn cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // fields after the command name (which ends at the last ')'): state is 3rd,
+    // utime the 14th and stime the 15th of the whole line
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_S
+}
+/// `USER_HZ` on Linux.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// `f`'s wall time and the cores it had on average (CPU time / wall time).
+fn timed(f: impl FnOnce() -> Duration) -> (Duration, f64) {
+    let (w0, c0) = (Instant::now(), cpu_s());
+    let d = f();
+    let wall = w0.elapsed().as_secs_f64();
+    (d, (cpu_s() - c0) / wall.max(1e-9))
+}
+
 fn mean(n: u32, mut f: impl FnMut()) -> Duration {
     let start = Instant::now();
     for _ in 0..n {
@@ -243,7 +272,7 @@ fn import_one_by_one(
 fn import_run(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) -> Duration {
     let store = fresh_store(dir, n, p);
     let start = Instant::now();
-    store.accept_blocks(&p.timed, NOW_MS, |_, r| {
+    store.accept_blocks(&p.timed, NOW_MS, Admission::Unsolicited, |_, r| {
         r.unwrap();
         true
     });
@@ -262,15 +291,31 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
     let (mut singles, mut runs) = (Vec::new(), Vec::new());
     let (mut verifies, mut imports) = (Vec::new(), Vec::new());
     let mut index_costs = Vec::new();
+    let (mut cores_verify, mut cores_run, mut cpu_ratio) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         // the same signatures the imports verify, one batch per block, one thread
-        let verify = mean(1, || {
-            for b in &p.timed {
-                verify_batch(&b.txs, NET).unwrap()
-            }
-        }) / p.timed.len() as u32;
+        let (verify, verify_cores) = timed(|| {
+            mean(1, || {
+                for b in &p.timed {
+                    verify_batch(&b.txs, NET).unwrap()
+                }
+            }) / p.timed.len() as u32
+        });
         let single = import_one_by_one(p, dir, n, true);
-        let run = import_run(p, dir, n);
+        let (run, run_cores) = timed(|| import_run(p, dir, n));
+        // CPU per block of the run against CPU per block of the bare verification:
+        // what the run would reach on two cores of its own, if it kept both busy
+        let cpu_per_block = |d: Duration, cores: f64| d.as_secs_f64() * cores;
+        let two_core = 2.0 * cpu_per_block(verify, verify_cores) / cpu_per_block(run, run_cores);
+        eprintln!(
+            "round {round}: cores had: bare verify {verify_cores:.2}, run {run_cores:.2}; CPU per block: bare verify {:.2} ms, run {:.2} ms \
+             (two idle cores would give the run {two_core:.2}× the bare rate if it kept both busy)",
+            cpu_per_block(verify, verify_cores) * 1e3,
+            cpu_per_block(run, run_cores) * 1e3,
+        );
+        cores_verify.push(verify_cores);
+        cores_run.push(run_cores);
+        cpu_ratio.push(two_core);
         let unindexed = import_one_by_one(p, dir, n, false);
         index_costs.push(single.as_secs_f64() / unindexed.as_secs_f64());
         eprintln!(
@@ -300,9 +345,12 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
         "median import rate / bare single-thread verification rate: one by one {single:.2}, run {run:.2} (goal >= 1.7 on 2 cores)"
     );
     eprintln!(
-        "xtask-bench import blocks_per_s={:.1} bare_batches_per_s={:.1} ratio={run:.3} goal=1.7",
+        "xtask-bench import blocks_per_s={:.1} bare_batches_per_s={:.1} cores_bare={:.2} cores_run={:.2} cpu_two_core_projection={:.2} ratio={run:.3} goal=1.7",
         median(&mut imports),
-        median(&mut verifies)
+        median(&mut verifies),
+        median(&mut cores_verify),
+        median(&mut cores_run),
+        median(&mut cpu_ratio),
     );
     eprintln!(
         "median import time one by one, with indexes / without: {:.3}",

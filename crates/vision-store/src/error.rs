@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use vision_chain::{BlockError, Hash32, Network};
+use vision_chain::{BlockError, Hash32, Network, SideBranchRefusal};
 
 /// Everything that can go wrong in the chain store.
 ///
@@ -98,6 +98,17 @@ pub enum StoreError {
         /// Why it fails.
         source: BlockError,
     },
+    /// The block is off the main chain and outside the side-branch bounds
+    /// ([`vision_chain::branch`]): refused before its body was checked. Nothing
+    /// was stored; the block may be valid, so this is not misbehaviour by itself,
+    /// but a source that sends many is throttled.
+    #[error("block {hash} refused: {refusal}")]
+    SideBranch {
+        /// The block.
+        hash: Hash32,
+        /// Which bound.
+        refusal: SideBranchRefusal,
+    },
     /// A batch read asked for more than its bound.
     #[error("{what}: {count} requested, the limit is {limit}")]
     TooMany {
@@ -182,6 +193,7 @@ impl StoreError {
             | StoreError::KnownInvalid(_)
             | StoreError::InvalidParent { .. }
             | StoreError::InvalidBranch { .. }
+            | StoreError::SideBranch { .. }
             | StoreError::TooMany { .. }
             | StoreError::Unavailable(_)
             | StoreError::NoIndex

@@ -58,6 +58,9 @@
 //! - [`mempool_file`]: the node's mempool on disk (snapshot and journal).
 //! - [`ChainStore::accept_block`] → [`AcceptOutcome`] (extended, side chain, or
 //!   [`Reorg`] with the reverted transactions for the mempool), or a [`StoreError`].
+//! - Side branches are bounded ([`Admission`], `vision_chain::branch`): a block off
+//!   the main chain outside the bounds is [`StoreError::SideBranch`], refused before
+//!   its body is checked.
 //! - Reads in MVCC snapshots: [`ChainStore::tip`], [`ChainStore::tip_context`] (for
 //!   `vision_chain::build_block`), headers, blocks and accounts.
 //!
@@ -87,9 +90,10 @@ pub use index::{
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
-    AcceptOutcome, Balance, ChainStore, FaultHook, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE,
-    MAX_HEADERS_RANGE, MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault,
-    TipContext, TipInfo, VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
+    AcceptOutcome, Admission, Balance, ChainStore, FaultHook, GROUP_COMMIT_BLOCKS_MAX,
+    GROUP_COMMIT_MS_MAX, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE, MAX_REVERTED_TXS,
+    OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
+    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]

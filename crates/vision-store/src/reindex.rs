@@ -1,7 +1,8 @@
 //! `--reindex`: rebuild a store from the blocks it holds.
 //!
 //! Every readable block of the old file (main chain and side branches) is fed, in
-//! height order, to a new store through [`ChainStore::accept_block`], so the
+//! height order, to a new store through [`ChainStore::accept_block_with`] (with
+//! [`crate::Admission::Unbounded`]: its own blocks, not a peer's), so the
 //! indexes, the account state, the undo data and fork choice are derived again by
 //! the same code that built them, with every check. Unreadable or invalid blocks
 //! are left out and counted. The new file replaces the old one, which is kept
@@ -105,7 +106,7 @@ impl ChainStore {
                 skipped += 1;
                 continue;
             };
-            match store.accept_block(&block, now_ms) {
+            match store.accept_block_with(&block, now_ms, crate::Admission::Unbounded) {
                 Ok(_) => imported += 1,
                 Err(e) if e.fault_kind().is_some() => {
                     return Err(open_err(format!(

@@ -10,6 +10,7 @@
 //! | `accounts`   | address                | [`Account`] encoding (absent = default) |
 //! | `children`   | parent hash ‖ child    | `()`                                    |
 //! | `rewards`    | height                 | [`vision_chain::Reward`] of the main-chain block (maturity) |
+//! | `side_blocks_at_height` | height      | side blocks stored there (`u32`, the per-height bound; created on first write, absent = 0) |
 //! | `tx_index`, `addr_index` | see `crate::index` | main-chain transactions and address history |
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -71,6 +72,12 @@ pub(crate) const CHILDREN: TableDefinition<&[u8; 64], ()> = TableDefinition::new
 /// Main-chain height → that block's [`vision_chain::Reward`] (miner, amount), read
 /// by the block that matures it.
 pub(crate) const REWARDS: TableDefinition<u64, &[u8; 40]> = TableDefinition::new("rewards");
+
+/// Height → side blocks stored there (the bound
+/// [`vision_chain::SIDE_BLOCKS_PER_HEIGHT_MAX`]). Created by the first write that
+/// needs it: a store without it has none (no migration needed).
+pub(crate) const SIDE_COUNTS: TableDefinition<u64, u32> =
+    TableDefinition::new("side_blocks_at_height");
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_NETWORK: &str = "network_magic";

@@ -12,8 +12,8 @@ use vision_chain::{
     work_for_target,
 };
 use vision_store::{
-    AcceptOutcome, BlockStatus, ChainStore, MAX_ACCOUNTS_BATCH, MAX_HEADERS_RANGE, OpenOptions,
-    StoreError,
+    AcceptOutcome, Admission, BlockStatus, ChainStore, GROUP_COMMIT_BLOCKS_MAX, MAX_ACCOUNTS_BATCH,
+    MAX_HEADERS_RANGE, OpenOptions, StoreError,
 };
 
 fn genesis_hash() -> Hash32 {
@@ -908,7 +908,9 @@ proptest! {
                 },
             };
             let n = &nodes[next];
-            match store.accept_block(&n.block, NOW_MS) {
+            // Arbitrary trees: fork choice without the side-branch bounds (those
+            // have their own property test).
+            match store.accept_block_with(&n.block, NOW_MS, Admission::Unbounded) {
                 Ok(out) => {
                     prop_assert!(accepted[n.parent].is_some());
                     if matches!(out, AcceptOutcome::Extended { .. } | AcceptOutcome::Reorganized(_)) {
@@ -976,11 +978,14 @@ fn busy_store(path: &std::path::Path, n: usize) -> Vec<Address> {
         store.accept_block(&b, NOW_MS).unwrap();
         parent = b.hash();
     }
-    // A side branch off height 2.
+    // A side branch off height 2 (deep below the tip: stored as a store that
+    // predates the side-branch bounds, or a reindex, would hold it).
     let fork = store.hash_at(2).unwrap().unwrap();
     let side = mine_on(&store, &fork, key(9).address(), vec![]);
     assert!(matches!(
-        store.accept_block(&side, NOW_MS).unwrap(),
+        store
+            .accept_block_with(&side, NOW_MS, Admission::Unbounded)
+            .unwrap(),
         AcceptOutcome::SideChain { .. }
     ));
     addrs
@@ -1354,7 +1359,7 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     // all valid: the same chain and state as one by one
     let b = ChainStore::open_in_memory(NET).unwrap();
     let mut outcomes = Vec::new();
-    let n = b.accept_blocks(&run, NOW_MS, |blk, r| {
+    let n = b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |blk, r| {
         outcomes.push((blk.hash(), r.map_err(|e| e.to_string())));
         true
     });
@@ -1366,7 +1371,7 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     assert_eq!(snapshot(&a, &addrs), snapshot(&b, &addrs));
     // again: every block already known, the same error as accept_block gives
     let mut known = 0;
-    b.accept_blocks(&run, NOW_MS, |blk, r| {
+    b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |blk, r| {
         assert!(matches!(r, Err(StoreError::AlreadyKnown(h)) if h == blk.hash()));
         known += 1;
         true
@@ -1381,7 +1386,7 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     vision_chain::solve(&mut bad_run[4].header, 0, u64::MAX).unwrap();
     let c = ChainStore::open_in_memory(NET).unwrap();
     let mut results = Vec::new();
-    c.accept_blocks(&bad_run, NOW_MS, |_, r| {
+    c.accept_blocks(&bad_run, NOW_MS, Admission::Unsolicited, |_, r| {
         results.push(r);
         true
     });
@@ -1407,12 +1412,60 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     }
     assert_eq!(snapshot(&c, &addrs), snapshot(&one_by_one, &addrs));
 
-    // stopping: nothing after the block that said stop is stored
+    // stopping on an accepted block: the run is one durable group (fewer than
+    // GROUP_COMMIT_BLOCKS_MAX blocks), all of it stored and all of it reported
     let d = ChainStore::open_in_memory(NET).unwrap();
-    let n = d.accept_blocks(&run, NOW_MS, |blk, _| blk.hash() != run[2].hash());
-    assert_eq!(n, 3);
-    assert_eq!(d.tip().unwrap().hash, run[2].hash());
-    assert!(!d.contains(&run[3].hash()).unwrap());
+    let mut told = Vec::new();
+    let n = d.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |blk, r| {
+        assert!(r.is_ok());
+        told.push(blk.hash());
+        blk.hash() != run[2].hash()
+    });
+    assert_eq!(n, run.len());
+    assert_eq!(told, run.iter().map(Block::hash).collect::<Vec<_>>());
+    assert_eq!(d.tip().unwrap().hash, run[7].hash());
+}
+
+/// Group commit: `accept_blocks` makes a group of at most
+/// `GROUP_COMMIT_BLOCKS_MAX` blocks durable at once and tells its caller of them
+/// then; a stop takes effect at the end of the group, and what was told of is
+/// stored in a file that is reopened.
+#[test]
+fn a_long_run_commits_in_durable_groups_and_stops_at_a_group_end() {
+    let a = ChainStore::open_in_memory(NET).unwrap();
+    let miner = key(1).address();
+    let mut run = Vec::new();
+    let mut parent = genesis_hash();
+    for _ in 0..GROUP_COMMIT_BLOCKS_MAX + 6 {
+        let b = mine_on(&a, &parent, miner, vec![]);
+        a.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        run.push(b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    {
+        let b = ChainStore::open(&path, NET).unwrap();
+        let mut told = 0;
+        let n = b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |_, r| {
+            assert!(r.is_ok());
+            told += 1;
+            told != 2 // stop requested at the second block
+        });
+        // the stop takes effect at the end of the first group (unless the group
+        // closed early on its time bound; it never holds more than the bound)
+        assert!((2..=GROUP_COMMIT_BLOCKS_MAX).contains(&n), "{n}");
+        assert_eq!(n, told);
+        assert_eq!(b.tip().unwrap().hash, run[n - 1].hash());
+        assert!(!b.contains(&run[n].hash()).unwrap());
+    }
+    // reopened: every block told of is there
+    let b = ChainStore::open(&path, NET).unwrap();
+    let h = b.tip().unwrap().height;
+    assert!(h >= 2 && h <= GROUP_COMMIT_BLOCKS_MAX as u64, "{h}");
+    let n = b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |_, _| true);
+    assert_eq!(n, run.len());
+    assert_eq!(b.tip().unwrap().hash, run[run.len() - 1].hash());
 }
 
 // ---------------------------------------------------------------------------
@@ -1602,4 +1655,200 @@ fn damage_met_at_run_time_is_a_corrupt_fault_that_stays_until_restart() {
     // The check at open finds it (the tail reaches height 3).
     let err = ChainStore::open(&path, NET).unwrap_err();
     assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+}
+
+/// A block on `parent` whose one transaction carries a broken signature: it passes
+/// the header checks and fails the body's, so a refusal that names a side-branch
+/// bound proves the bound was checked before any signature work.
+fn with_bad_signature(store: &ChainStore, parent: &Hash32, miner: Address) -> Block {
+    let mut tx = transfer(&key(1), key(2).address(), 1, 0);
+    tx.amount += 1; // the signature no longer covers it
+    let ctx = store.block_context(parent).unwrap().unwrap();
+    let params = NET.params();
+    let mut b = vision_chain::build_block(
+        params,
+        &ctx.parent_context(),
+        miner,
+        vec![tx],
+        ctx.header.timestamp_ms + 999,
+    );
+    vision_chain::solve(&mut b.header, 0, u64::MAX).unwrap();
+    b
+}
+
+fn refusal(r: Result<AcceptOutcome, StoreError>) -> &'static str {
+    match r {
+        Err(StoreError::SideBranch { refusal, .. }) => refusal.as_str(),
+        other => panic!("expected a side-branch refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsolicited_side_blocks_are_bounded_by_work_and_room_before_any_body_work() {
+    use vision_chain::SIDE_BLOCKS_PER_HEIGHT_MAX as ROOM;
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let miner = key(1).address();
+    let main = extend(&store, genesis_hash(), miner, 20);
+    let lag = NET.params().side_branch_work_lag_blocks as usize;
+    let tip = store.tip().unwrap();
+    // Every block has the genesis target here: the branch off height 20 - lag - 1
+    // ends `lag` blocks of work behind the tip, the one below it `lag + 1`.
+    let within = &main[20 - lag - 2]; // height 20 - lag - 1
+    let below = &main[20 - lag - 3];
+    let ok = mine_on(&store, &within.hash(), key(3).address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&ok, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    let light = with_bad_signature(&store, &below.hash(), key(3).address());
+    assert_eq!(refusal(store.accept_block(&light, NOW_MS)), "too_light");
+    assert!(!store.contains(&light.hash()).unwrap(), "nothing stored");
+    // The same block on a header chain proven heavier than the tip is checked in
+    // full: its bad signature is found.
+    let proven = Admission::Headers {
+        work: tip.cumulative_work.saturating_add(U256::ONE),
+    };
+    assert!(matches!(
+        store.accept_block_with(&light, NOW_MS, proven),
+        Err(StoreError::Invalid { .. })
+    ));
+    // A header chain that is not heavier proves nothing.
+    let not_proven = Admission::Headers {
+        work: tip.cumulative_work,
+    };
+    assert_eq!(
+        refusal(store.accept_block_with(&light, NOW_MS, not_proven)),
+        "too_light"
+    );
+
+    // Siblings of the tip: ROOM of them are stored, then the height is full.
+    let parent = main[18].hash();
+    for i in 0..ROOM {
+        let b = mine_on(&store, &parent, key(10 + i).address(), vec![]);
+        assert!(matches!(
+            store.accept_block(&b, NOW_MS).unwrap(),
+            AcceptOutcome::SideChain { height: 20, .. }
+        ));
+    }
+    let extra = with_bad_signature(&store, &parent, key(99).address());
+    assert_eq!(refusal(store.accept_block(&extra, NOW_MS)), "height_full");
+    let extra2 = mine_on(&store, &parent, key(98).address(), vec![]);
+    assert_eq!(refusal(store.accept_block(&extra2, NOW_MS)), "height_full");
+    // Proven heavier by its headers: room is not the limit.
+    assert!(matches!(
+        store.accept_block_with(&extra2, NOW_MS, proven).unwrap(),
+        AcceptOutcome::SideChain { .. }
+    ));
+    // The tip moves on; the full height stays full, the new one has room.
+    let next = extend(&store, store.tip().unwrap().hash, miner, 1);
+    let sib = mine_on(&store, &main[19].hash(), key(97).address(), vec![]);
+    assert!(matches!(
+        store.accept_block(&sib, NOW_MS).unwrap(),
+        AcceptOutcome::SideChain { height: 21, .. }
+    ));
+    assert_eq!(store.tip().unwrap().hash, next[0].hash());
+
+    // A flood of side blocks on random recent parents: every one stored is within
+    // the bounds, and no height holds more than ROOM (the main chain is intact).
+    let mut seed = 7u64;
+    let mut stored_at: HashMap<u64, u32> = HashMap::new();
+    let mut heights: Vec<Hash32> = (0..=21)
+        .map(|h| store.hash_at(h).unwrap().unwrap())
+        .collect();
+    heights.truncate(21); // not the tip: its children would extend the chain
+    for _ in 0..300 {
+        let p = heights[(splitmix(&mut seed) % heights.len() as u64) as usize];
+        let b = mine_on(&store, &p, key(200).address(), vec![]);
+        let b = Block {
+            header: vision_chain::BlockHeader {
+                timestamp_ms: b.header.timestamp_ms + splitmix(&mut seed) % 1000,
+                ..b.header
+            },
+            ..b
+        };
+        let mut b = b;
+        vision_chain::solve(&mut b.header, splitmix(&mut seed) >> 8, u64::MAX).unwrap();
+        match store.accept_block(&b, NOW_MS) {
+            Ok(AcceptOutcome::SideChain { height, .. }) => {
+                *stored_at.entry(height).or_default() += 1;
+                let w = store.cumulative_work(&b.hash()).unwrap().unwrap();
+                let floor = vision_chain::branch::side_branch_work_floor(
+                    NET.params(),
+                    store.tip().unwrap().cumulative_work,
+                    &store.tip().unwrap().header.target,
+                );
+                assert!(w >= floor, "a stored side block is below the work bound");
+            }
+            Err(StoreError::SideBranch { .. } | StoreError::AlreadyKnown(_)) => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    for (h, n) in &stored_at {
+        let before = match *h {
+            20 => ROOM,
+            21 => 1,
+            _ if *h as usize == 20 - lag => 1,
+            _ => 0,
+        };
+        assert!(
+            n + before <= ROOM,
+            "height {h} holds {} side blocks",
+            n + before
+        );
+    }
+    assert!(stored_at.keys().all(|h| *h as usize >= 20 - lag));
+    assert_eq!(store.tip().unwrap().hash, next[0].hash());
+}
+
+#[test]
+fn a_branch_forking_deeper_than_the_reorg_bound_is_refused_whatever_its_work() {
+    let params = NET.params();
+    let depth = params.max_reorg_depth as usize;
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let main = extend(&store, genesis_hash(), key(1).address(), depth + 5);
+    let tip = store.tip().unwrap();
+    let heavy = Admission::Headers {
+        work: tip.cumulative_work.saturating_add(U256::from_u64(1 << 40)),
+    };
+    // Fork at height 4: depth + 1 below the tip.
+    let deep = mine_on(&store, &main[3].hash(), key(2).address(), vec![]);
+    match store.accept_block_with(&deep, NOW_MS, heavy) {
+        Err(StoreError::SideBranch {
+            refusal: vision_chain::SideBranchRefusal::TooDeep { fork_height, .. },
+            ..
+        }) => assert_eq!(fork_height, 4),
+        other => panic!("expected too_deep, got {other:?}"),
+    }
+    // Fork at height 5: exactly the maximum depth. The whole heavier branch is
+    // taken and the reorg goes through.
+    let mut ctx = store.block_context(&main[4].hash()).unwrap().unwrap();
+    let mut branch = Vec::new();
+    for _ in 0..depth + 2 {
+        let b = mine(&ctx.parent_context(), key(2).address(), vec![], 1000);
+        let mut recent = vec![b.header.timestamp_ms];
+        recent.extend(ctx.recent_timestamps_ms.iter().take(10));
+        ctx = vision_store::TipContext {
+            hash: b.hash(),
+            header: b.header.clone(),
+            recent_timestamps_ms: recent,
+        };
+        branch.push(b);
+    }
+    let mut reorg = None;
+    let n = store.accept_blocks(&branch, NOW_MS, heavy, |_, r| match r {
+        Ok(AcceptOutcome::Reorganized(r)) => {
+            reorg = Some(r);
+            true
+        }
+        Ok(_) => true,
+        Err(e) => panic!("branch block refused: {e}"),
+    });
+    assert_eq!(n, branch.len());
+    let r = reorg.expect("the heavier branch reorganised the chain");
+    assert_eq!(r.fork_height, 5);
+    assert_eq!(r.disconnected.len(), depth);
+    assert_eq!(store.tip().unwrap().hash, branch.last().unwrap().hash());
+    // Unsolicited, the deep branch's first block is refused by the work bound
+    // long before the depth walk.
+    assert_eq!(refusal(store.accept_block(&deep, NOW_MS)), "too_light");
 }

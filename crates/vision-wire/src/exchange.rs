@@ -65,7 +65,8 @@ pub struct BlockJson {
     /// Height.
     pub height: u64,
     /// Blocks on top of it and itself, if it is on the main chain; absent on a side
-    /// branch.
+    /// branch, and in `GET /api/block/{hash}`'s answer, which is immutable (cached
+    /// for a year) and so holds nothing that the next block changes.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub confirmations: Option<u64>,
     /// The header.

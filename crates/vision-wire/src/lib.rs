@@ -7,7 +7,9 @@
 //!
 //! **API Boundary:** every field name here is part of the external contract: extend,
 //! never rename. Unknown fields in requests are refused (`deny_unknown_fields`) so a
-//! typo is an error, not a silent default; responses may gain fields.
+//! typo is an error, not a silent default; responses may gain fields. The one
+//! exception is a signed payload: it carries `protocol_version`, and fields of a newer
+//! version are accepted and covered by its signature (see `signed`'s docs).
 //!
 //! **Architecture Invariant:** no I/O, no async: plain data plus pure functions
 //! (signing, verifying against a given clock).
@@ -30,8 +32,9 @@ pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
     Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,
     MEMBER_DIGEST_BUCKETS, MemberBucket, MemberRecord, MembersDigestPayload, MembersDigestResponse,
-    Signed, SignedError, SignedHeartbeat, SignedHello, SignedMembersDigest, SignedPayload,
-    fresh_nonce,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_LEGACY, PROTOCOL_VERSION_MIN, ProtocolRange, Signed,
+    SignedError, SignedHeartbeat, SignedHello, SignedMembersDigest, SignedPayload,
+    UNKNOWN_FIELDS_MAX, UnknownFields, canonical_json, fresh_nonce,
 };
 pub use status::*;
 

@@ -4,6 +4,31 @@
 //! then every field in a fixed order (integers little-endian, strings as a `u32`
 //! length and UTF-8 bytes, options as a 0/1 byte then the value) — never over
 //! serde_json text, whose spelling is not unique.
+//!
+//! **Versions.** Every signed payload carries `protocol_version` (the version it is
+//! written in: its sender's newest) and `protocol_min` (the oldest version its sender
+//! still talks to); the hello's pair is the sender's supported range. A message is
+//! read when its range and ours ([`PROTOCOL_VERSION_MIN`]..=[`PROTOCOL_VERSION`])
+//! overlap; else it is refused with [`SignedError::UnsupportedProtocol`], naming both
+//! ranges — before its signature is even checked. A message without the fields is from
+//! a release before versioning: protocol [`PROTOCOL_VERSION_LEGACY`].
+//!
+//! **Forward compatibility.** Versions only add fields until a version raises its
+//! minimum. A field this release does not know is kept ([`UnknownFields`]) and signed:
+//! the canonical bytes of a payload are the base layout of version 2 (below, per
+//! payload), then its unknown fields — a `u32` count, then each field's name and value
+//! in the order of their names' bytes, the value in [`canonical_json`]'s encoding. A
+//! later version signs the fields it adds in exactly that tail (present fields only:
+//! what it adds is optional to it, so a message of this release, which lacks them,
+//! verifies there too), so a node of this
+//! release checks a newer node's signature over every field it was sent, and a field
+//! changed, added or removed in transit fails the signature. The envelope
+//! (`{payload, signature}`) is frozen: a field outside the signed payload is refused.
+//! `tests/fixtures/` holds a frozen "next version" hello and heartbeat that must keep
+//! verifying.
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use vision_chain::{Address, SecretKey, Signature};
@@ -11,12 +36,94 @@ use vision_chain::{Address, SecretKey, Signature};
 /// How far a signed message's timestamp may be from the receiver's clock.
 pub const MAX_CLOCK_SKEW_S: u64 = 120;
 
-const HELLO_DOMAIN: &[u8] = b"VISION/hello/v1";
-const HEARTBEAT_DOMAIN: &[u8] = b"VISION/heartbeat/v1";
+/// The protocol version this release writes in its signed messages.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest protocol version this release talks to (sent as `protocol_min`).
+pub const PROTOCOL_VERSION_MIN: u32 = 2;
+/// The version of a signed message that names none: releases before versioning
+/// (2.7 and older), whose messages had neither field.
+pub const PROTOCOL_VERSION_LEGACY: u32 = 1;
+/// Most fields a signed payload may carry that this release does not know (nested
+/// objects it knows included). More is refused: a newer version adds a few fields per
+/// version, not hundreds.
+pub const UNKNOWN_FIELDS_MAX: usize = 32;
+
+const HELLO_DOMAIN: &[u8] = b"VISION/hello/v2";
+const HEARTBEAT_DOMAIN: &[u8] = b"VISION/heartbeat/v2";
+
+/// A range of protocol versions, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtocolRange {
+    /// Oldest.
+    pub min: u32,
+    /// Newest.
+    pub max: u32,
+}
+
+impl ProtocolRange {
+    /// This release's range: [`PROTOCOL_VERSION_MIN`]..=[`PROTOCOL_VERSION`].
+    pub const OURS: ProtocolRange = ProtocolRange {
+        min: PROTOCOL_VERSION_MIN,
+        max: PROTOCOL_VERSION,
+    };
+
+    /// Do two ranges share a version? (An empty range, `min > max`, shares none.)
+    pub fn overlaps(self, other: ProtocolRange) -> bool {
+        self.min <= self.max
+            && other.min <= other.max
+            && self.min <= other.max
+            && other.min <= self.max
+    }
+}
+
+impl fmt::Display for ProtocolRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{} to {}", self.min, self.max)
+        }
+    }
+}
+
+fn legacy_version() -> u32 {
+    PROTOCOL_VERSION_LEGACY
+}
+
+/// Fields of a signed payload that this release does not know (from a newer
+/// version), kept as received so the signature can cover them and a relay can pass
+/// them on. Empty in every message this release writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnknownFields(pub BTreeMap<String, serde_json::Value>);
+
+impl UnknownFields {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// None?
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Why a signed message is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignedError {
+    /// The sender's protocol range and ours share no version.
+    #[error("unsupported protocol: the sender speaks protocol version {theirs}, this node {ours}")]
+    UnsupportedProtocol {
+        /// The message's range (`protocol_min`..=`protocol_version`).
+        theirs: ProtocolRange,
+        /// This node's range.
+        ours: ProtocolRange,
+    },
+    /// More unknown fields than [`UNKNOWN_FIELDS_MAX`].
+    #[error(
+        "the message carries {0} fields this node does not know, more than {UNKNOWN_FIELDS_MAX}"
+    )]
+    TooManyUnknownFields(usize),
     /// `node_id` is not 64 hex characters of a valid ed25519 key.
     #[error("node_id is not a valid ed25519 public key in hex")]
     BadNodeId,
@@ -88,8 +195,83 @@ impl Canon {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
     fn bool(&mut self, v: bool) {
         self.0.push(v as u8);
+    }
+    /// The unknown-field tail: a `u32` count, then name and [`canonical_json`] value
+    /// of each, in name order (a `BTreeMap` iterates in byte order of the names).
+    fn unknown(&mut self, u: &UnknownFields) {
+        self.u32(u.0.len() as u32);
+        for (name, value) in &u.0 {
+            self.s(name);
+            canonical_json_into(value, &mut self.0);
+        }
+    }
+}
+
+/// The canonical bytes of a JSON value, as the signature of an unknown field covers
+/// it: one tag byte, then `null` 0 · `false`/`true` 1 and a byte · an unsigned integer
+/// 2 and 8 bytes little-endian · a negative integer 3 and 8 bytes (two's complement) ·
+/// any other number 4 and the 8 bytes of its IEEE-754 double · a string 5, `u32`
+/// length and UTF-8 · an array 6, `u32` count and the items · an object 7, `u32` count
+/// and name (as a string, without its tag) and value per member in the byte order of
+/// the names. The same value decoded from any JSON spelling gives the same bytes
+/// (escapes, spaces and member order do not matter; a number written `1.0` is a double,
+/// `1` an integer).
+pub fn canonical_json(v: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    canonical_json_into(v, &mut out);
+    out
+}
+
+fn canonical_json_into(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    fn string(s: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    match v {
+        Value::Null => out.push(0),
+        Value::Bool(b) => {
+            out.push(1);
+            out.push(*b as u8);
+        }
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push(2);
+                out.extend_from_slice(&u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.push(3);
+                out.extend_from_slice(&i.to_le_bytes());
+            } else {
+                out.push(4);
+                out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            out.push(5);
+            string(s, out);
+        }
+        Value::Array(items) => {
+            out.push(6);
+            out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for item in items {
+                canonical_json_into(item, out);
+            }
+        }
+        Value::Object(members) => {
+            out.push(7);
+            out.extend_from_slice(&(members.len() as u32).to_le_bytes());
+            let mut sorted: Vec<(&String, &Value)> = members.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (name, value) in sorted {
+                string(name, out);
+                canonical_json_into(value, out);
+            }
+        }
     }
 }
 
@@ -104,6 +286,10 @@ pub struct Claims<'a> {
     pub timestamp_unix: u64,
     /// The message's nonce.
     pub nonce: &'a str,
+    /// The sender's range: `protocol_min`..=`protocol_version`.
+    pub protocol: ProtocolRange,
+    /// How many fields this release does not know the message carries.
+    pub unknown_fields: usize,
 }
 
 fn check_common(
@@ -118,7 +304,20 @@ fn check_common(
         network,
         timestamp_unix,
         nonce,
+        protocol,
+        unknown_fields,
     } = c;
+    // The version first: a message we cannot read gets the typed answer naming both
+    // ranges, whatever else is wrong with it.
+    if !protocol.overlaps(ProtocolRange::OURS) {
+        return Err(SignedError::UnsupportedProtocol {
+            theirs: protocol,
+            ours: ProtocolRange::OURS,
+        });
+    }
+    if unknown_fields > UNKNOWN_FIELDS_MAX {
+        return Err(SignedError::TooManyUnknownFields(unknown_fields));
+    }
     let addr: Address = node_id.parse().map_err(|_| SignedError::BadNodeId)?;
     if addr.verifying_key().is_none() {
         return Err(SignedError::BadNodeId);
@@ -154,7 +353,9 @@ pub trait SignedPayload {
     fn signing_bytes(&self) -> Vec<u8>;
 }
 
-/// A signed message on the wire: `{"payload": {...}, "signature": "<hex>"}`.
+/// A signed message on the wire: `{"payload": {...}, "signature": "<hex>"}`. The
+/// envelope is frozen (a field outside the payload is not signed, so it is refused);
+/// the payload takes fields from newer versions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Signed<P> {
@@ -185,7 +386,6 @@ impl<P: SignedPayload> Signed<P> {
 
 /// What a node says about itself in a hello.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HelloPayload {
     /// Network name.
     pub network: String,
@@ -195,6 +395,14 @@ pub struct HelloPayload {
     pub timestamp_unix: u64,
     /// 16 random bytes, hex: makes every hello unique (replay detection).
     pub nonce: String,
+    /// The protocol version the hello is written in: the newest its sender speaks
+    /// (absent before versioning: [`PROTOCOL_VERSION_LEGACY`]).
+    #[serde(default = "legacy_version")]
+    pub protocol_version: u32,
+    /// The oldest protocol version its sender talks to: with `protocol_version`, the
+    /// sender's supported range.
+    #[serde(default = "legacy_version")]
+    pub protocol_min: u32,
     /// Its control-plane address, as others should reach it.
     pub http_address: String,
     /// Its data-plane address, if it has one.
@@ -213,16 +421,32 @@ pub struct HelloPayload {
     /// answer cannot be relayed to anyone else or reused for another exchange.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<HelloAnswers>,
+    /// Fields of a newer version, signed (see the module docs).
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 /// The exchange a hello answers: covered by the answer's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HelloAnswers {
     /// The caller's challenge.
     pub challenge: String,
     /// The caller's node id.
     pub node_id: String,
+    /// Fields of a newer version, signed.
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
+}
+
+impl HelloAnswers {
+    /// The exchange of `challenge` by `node_id`.
+    pub fn new(challenge: String, node_id: String) -> HelloAnswers {
+        HelloAnswers {
+            challenge,
+            node_id,
+            unknown: UnknownFields::default(),
+        }
+    }
 }
 
 fn is_hex32(s: &str) -> bool {
@@ -237,6 +461,8 @@ impl HelloPayload {
         c.s(&self.node_id);
         c.u64(self.timestamp_unix);
         c.s(&self.nonce);
+        c.u32(self.protocol_version);
+        c.u32(self.protocol_min);
         c.s(&self.http_address);
         c.opt(&self.p2p_address);
         c.bool(self.is_anchor);
@@ -249,8 +475,10 @@ impl HelloPayload {
                 c.0.push(1);
                 c.s(&a.challenge);
                 c.s(&a.node_id);
+                c.unknown(&a.unknown);
             }
         }
+        c.unknown(&self.unknown);
         c.0
     }
 
@@ -265,10 +493,7 @@ impl HelloPayload {
         let challenge = fresh_nonce();
         self.challenge = Some(challenge.clone());
         self.answers = None;
-        let exchange = HelloAnswers {
-            challenge,
-            node_id: self.node_id.clone(),
-        };
+        let exchange = HelloAnswers::new(challenge, self.node_id.clone());
         (Signed::new(self, key), exchange)
     }
 
@@ -292,10 +517,7 @@ impl SignedHello {
         match &self.payload.challenge {
             Some(c) if is_hex32(c) => Ok((
                 addr,
-                HelloAnswers {
-                    challenge: c.to_ascii_lowercase(),
-                    node_id: addr.to_hex(),
-                },
+                HelloAnswers::new(c.to_ascii_lowercase(), addr.to_hex()),
             )),
             _ => Err(SignedError::MissingChallenge),
         }
@@ -330,6 +552,12 @@ impl SignedPayload for HelloPayload {
             network: &self.network,
             timestamp_unix: self.timestamp_unix,
             nonce: &self.nonce,
+            protocol: ProtocolRange {
+                min: self.protocol_min,
+                max: self.protocol_version,
+            },
+            unknown_fields: self.unknown.len()
+                + self.answers.as_ref().map_or(0, |a| a.unknown.len()),
         }
     }
     fn signing_bytes(&self) -> Vec<u8> {
@@ -342,7 +570,6 @@ pub type SignedHello = Signed<HelloPayload>;
 
 /// A member's periodic heartbeat to an anchor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HeartbeatPayload {
     /// Network name.
     pub network: String,
@@ -352,6 +579,13 @@ pub struct HeartbeatPayload {
     pub timestamp_unix: u64,
     /// 16 random bytes, hex.
     pub nonce: String,
+    /// The protocol version it is written in (absent before versioning:
+    /// [`PROTOCOL_VERSION_LEGACY`]).
+    #[serde(default = "legacy_version")]
+    pub protocol_version: u32,
+    /// The oldest protocol version its sender talks to.
+    #[serde(default = "legacy_version")]
+    pub protocol_min: u32,
     /// Control-plane address others should use.
     pub http_address: String,
     /// Data-plane address, if any.
@@ -362,6 +596,9 @@ pub struct HeartbeatPayload {
     pub height: u64,
     /// Its tip hash (hex).
     pub tip_hash: String,
+    /// Fields of a newer version, signed (see the module docs).
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 impl HeartbeatPayload {
@@ -372,11 +609,14 @@ impl HeartbeatPayload {
         c.s(&self.node_id);
         c.u64(self.timestamp_unix);
         c.s(&self.nonce);
+        c.u32(self.protocol_version);
+        c.u32(self.protocol_min);
         c.s(&self.http_address);
         c.opt(&self.p2p_address);
         c.bool(self.is_anchor);
         c.u64(self.height);
         c.s(&self.tip_hash);
+        c.unknown(&self.unknown);
         c.0
     }
 
@@ -393,6 +633,11 @@ impl SignedPayload for HeartbeatPayload {
             network: &self.network,
             timestamp_unix: self.timestamp_unix,
             nonce: &self.nonce,
+            protocol: ProtocolRange {
+                min: self.protocol_min,
+                max: self.protocol_version,
+            },
+            unknown_fields: self.unknown.len(),
         }
     }
     fn signing_bytes(&self) -> Vec<u8> {
@@ -455,6 +700,13 @@ impl SignedPayload for MembersDigestPayload {
             network: &self.network,
             timestamp_unix: self.timestamp_unix,
             nonce: &self.nonce,
+            // Anchor to anchor: the exchange is this release's own (a refusal is
+            // only a missed exchange).
+            protocol: ProtocolRange {
+                min: PROTOCOL_VERSION,
+                max: PROTOCOL_VERSION,
+            },
+            unknown_fields: 0,
         }
     }
     fn signing_bytes(&self) -> Vec<u8> {
@@ -543,6 +795,9 @@ mod tests {
             height: 3,
             challenge: Some(fresh_nonce()),
             answers: None,
+            protocol_version: PROTOCOL_VERSION,
+            protocol_min: PROTOCOL_VERSION_MIN,
+            unknown: UnknownFields::default(),
         }
         .sign(key)
     }

@@ -51,6 +51,26 @@ pub struct HttpBackboneStatus {
     pub last_ok_unix: Option<u64>,
     /// Last probe error, if any.
     pub last_error: Option<String>,
+    /// The best anchor's tip as far as this node has verified it (its headers
+    /// fetched and checked): the network tip the node acts on. `null` without a
+    /// best anchor.
+    #[serde(default)]
+    pub verified_tip_height: Option<u64>,
+    /// Anchors discounted for claiming a tip they could not back (ranked below
+    /// every other anchor, their claim not believed until they back one), and why.
+    #[serde(default)]
+    pub discounted: Vec<DiscountedAnchor>,
+}
+
+/// One anchor in `http_backbone.discounted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DiscountedAnchor {
+    /// Its URL.
+    pub anchor: String,
+    /// The tip it claims now.
+    pub claimed_height: Option<u64>,
+    /// What its headers backed, and what was wrong.
+    pub reason: String,
 }
 
 /// Where the network tip came from, in priority order.
@@ -88,6 +108,31 @@ pub struct SyncStatus {
     /// no measurable rate.
     #[serde(default)]
     pub eta_s: Option<u64>,
+    /// The sync mirrors (`--sync-mirror`) block bodies are fetched from, each with
+    /// its score; empty without mirrors.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorStatus>,
+}
+
+/// One sync mirror in `sync.mirrors`: an untrusted source of block bodies, every
+/// block checked against the header it was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    /// The mirror as configured, normalised (`http://host:port[/prefix]`).
+    pub url: String,
+    /// 0..=100: up with every block that checks out, down with every failure
+    /// (most for a wrong or corrupt block). Mirrors are tried best first.
+    pub score: u32,
+    /// Tried now; `false` while it is skipped after a failure.
+    pub usable: bool,
+    /// Blocks it served that checked out.
+    pub blocks_ok: u64,
+    /// Blocks it served that did not match the header asked for, or did not decode.
+    pub blocks_bad: u64,
+    /// Requests that failed otherwise (timeout, refused, an error status, 404).
+    pub failures: u64,
+    /// Why it was last scored down, if ever.
+    pub last_error: Option<String>,
 }
 
 /// What a status without `progress` (an older node) means: caught up.

@@ -8,11 +8,31 @@ use vision_wire::binary::{OCTET_STREAM, encode_headers};
 use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxResponse};
 
 use super::{
-    Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, limit, ok_json, param_u64, parse_json,
-    store_err,
+    Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, cache, limit, ok_json, param_u64,
+    parse_json, store_err,
 };
-use crate::core::{Origin, SubmitTxError};
-use crate::http::{ApiError, Request, Response, bytes_response, json_response};
+use crate::core::{Origin, SubmitTxError, now_ms};
+use crate::http::{ApiError, Request, Response, json_response};
+
+/// A JSON 200 with an `ETag` and `policy` (see [`cache`]).
+fn cached_json<T: serde::Serialize>(v: &T, policy: &'static str) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => cache::cached("application/json", body.into(), policy),
+        // Unreachable for these types; answered as json_response would.
+        Err(_) => json_response(StatusCode::OK, v),
+    }
+}
+
+/// Blocks' canonical bytes framed as `vision_wire::binary::encode_blocks` frames
+/// them: each a `u32` little-endian length, then the bytes.
+fn frame_blocks(raw: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
+    for b in raw {
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
 
 /// Main-chain blocks from the one at `height` to the tip at `tip` (at least 1: a
 /// block read just after a newer tip was published).
@@ -21,19 +41,33 @@ fn confirmations(tip: u64, height: u64) -> u64 {
 }
 
 impl Api {
+    /// The reorg-safe depth: this network's `max_reorg_depth`, below which this node
+    /// never reorganises.
+    fn settled_depth(&self) -> u64 {
+        self.0.core.params.max_reorg_depth
+    }
+
     pub(super) async fn headers(&self, req: &Request) -> Result<Response, ApiError> {
         let from = param_u64(req, "from", Some(0))?;
         let n = limit(req, 200, HEADERS_LIMIT_MAX)?;
         let store = self.0.core.store.clone();
         let headers = blocking(move || store.headers_range(from, n).map_err(store_err)).await??;
+        // Settled: the whole range asked for was served and lies below the depth.
+        let tip = self.0.core.chain().height;
+        let full = headers.len() == n;
+        let policy = if full && cache::settled(from, n as u64, tip, self.settled_depth()) {
+            cache::SETTLED
+        } else {
+            cache::NEAR_TIP
+        };
         if req.wants_binary() {
-            Ok(bytes_response(
-                StatusCode::OK,
+            Ok(cache::cached(
                 OCTET_STREAM,
                 encode_headers(&headers).into(),
+                policy,
             ))
         } else {
-            ok_json(&headers)
+            Ok(cached_json(&headers, policy))
         }
     }
 
@@ -44,34 +78,44 @@ impl Api {
         if req.wants_binary() {
             let raw =
                 blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
-            let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
-            for b in raw {
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(&b);
-            }
-            Ok(bytes_response(StatusCode::OK, OCTET_STREAM, out.into()))
+            let tip = self.0.core.chain().height;
+            let full = raw.len() == n;
+            let policy = if full && cache::settled(from, n as u64, tip, self.settled_depth()) {
+                cache::SETTLED
+            } else {
+                cache::NEAR_TIP
+            };
+            Ok(cache::cached(
+                OCTET_STREAM,
+                frame_blocks(&raw).into(),
+                policy,
+            ))
         } else {
+            // JSON carries confirmations, which the next block changes.
             let blocks = blocking(move || store.blocks_range(from, n).map_err(store_err)).await??;
             let tip = self.0.core.chain().height;
             let json: Vec<BlockJson> = blocks
                 .iter()
                 .map(|b| BlockJson::new(b, Some(confirmations(tip, b.header.height))))
                 .collect();
-            ok_json(&json)
+            Ok(cached_json(&json, cache::NEAR_TIP))
         }
     }
 
-    /// One stored block: binary when asked, else JSON with its hash and, on the
-    /// main chain (`main_tip`: the tip height then), its confirmations.
-    pub(super) fn one_block(
+    /// One stored block: binary when asked, else JSON with its hash and, when
+    /// `main_tip` is given (the tip height then), its confirmations. `policy` is the
+    /// `Cache-Control` of the binary form; JSON with confirmations is
+    /// [`cache::NEAR_TIP`].
+    fn one_block(
         req: &Request,
         raw: Option<Vec<u8>>,
         main_tip: Option<u64>,
         what: String,
+        policy: &'static str,
     ) -> Result<Response, ApiError> {
         let raw = raw.ok_or_else(|| ApiError::not_found(format!("no block {what}")))?;
         if req.wants_binary() {
-            return Ok(bytes_response(StatusCode::OK, OCTET_STREAM, raw.into()));
+            return Ok(cache::cached(OCTET_STREAM, raw.into(), policy));
         }
         let block = Block::decode(&raw).map_err(|e| {
             ApiError::new(
@@ -81,7 +125,12 @@ impl Api {
             )
         })?;
         let conf = main_tip.map(|tip| confirmations(tip, block.header.height));
-        ok_json(&BlockJson::new(&block, conf))
+        let policy = if conf.is_some() {
+            cache::NEAR_TIP
+        } else {
+            policy
+        };
+        Ok(cached_json(&BlockJson::new(&block, conf), policy))
     }
 
     pub(super) async fn block_at(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
@@ -97,25 +146,38 @@ impl Api {
         })
         .await??;
         let tip = self.0.core.chain().height;
-        Self::one_block(req, raw, Some(tip), format!("at height {height}"))
+        let policy = if cache::settled(height, 1, tip, self.settled_depth()) {
+            cache::SETTLED
+        } else {
+            cache::NEAR_TIP
+        };
+        Self::one_block(req, raw, Some(tip), format!("at height {height}"), policy)
     }
 
+    /// A block by hash: content that never changes, so immutable in both forms —
+    /// and its JSON carries no `confirmations` (a cached copy would keep a stale
+    /// count for a year; `/api/blocks/{height}` and `/api/tx/{txid}` have them).
     pub(super) async fn block_by_hash(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
         let hash: Hash32 = h
             .parse()
             .map_err(|e| ApiError::bad_request(format!("block hash {h:?}: {e}")))?;
         let store = self.0.core.store.clone();
-        let (raw, main) = blocking(move || -> Result<_, ApiError> {
-            let raw = store.block_raw(&hash).map_err(store_err)?;
-            let main = raw.is_some() && store.is_main_chain(&hash).map_err(store_err)?;
-            Ok((raw, main))
-        })
-        .await??;
-        let tip = main.then(|| self.0.core.chain().height);
-        Self::one_block(req, raw, tip, hash.to_hex())
+        let raw = blocking(move || store.block_raw(&hash).map_err(store_err)).await??;
+        Self::one_block(req, raw, None, hash.to_hex(), cache::IMMUTABLE)
     }
 
     pub(super) async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
+        // A source whose blocks keep being refused (outside the side-branch bounds,
+        // or invalid) is throttled before its block is even decoded.
+        let ip = req.peer.ip();
+        if let Err(retry_after_s) = self.0.limiter.check_blocks(ip, now_ms()) {
+            self.0.core.metrics.block_refused("throttled_http");
+            return Err(ApiError::too_many(
+                "blocks_throttled",
+                format!("too many refused blocks from this address; retry after {retry_after_s} s"),
+                retry_after_s,
+            ));
+        }
         let is_json = req
             .headers
             .get(hyper::header::CONTENT_TYPE)
@@ -139,6 +201,16 @@ impl Api {
             r
         })
         .await?;
+        if matches!(
+            result,
+            Err(StoreError::SideBranch { .. }
+                | StoreError::Invalid { .. }
+                | StoreError::KnownInvalid(_)
+                | StoreError::InvalidParent { .. }
+                | StoreError::InvalidBranch { .. })
+        ) {
+            self.0.limiter.charge_refused_block(ip, now_ms());
+        }
         let height = self.0.core.chain().height;
         let status = match result {
             Ok(AcceptOutcome::Extended { .. }) => "extended",
@@ -161,6 +233,13 @@ impl Api {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_block",
+                    e.to_string(),
+                ));
+            }
+            Err(e @ StoreError::SideBranch { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "side_branch_refused",
                     e.to_string(),
                 ));
             }

@@ -13,12 +13,11 @@ use serde::Serialize;
 use vision_store::StoreError;
 use vision_wire::{MempoolResponse, TxJson};
 
-use crate::http::{
-    ApiError, ConnRefusal, Handler, Request, Response, bytes_response, json_response,
-};
+use crate::http::{ApiError, ConnRefusal, Handler, Request, Response, json_response};
 use crate::ratelimit::RouteClass;
 use crate::shared::NodeShared;
 
+pub mod cache;
 mod chain;
 mod events;
 mod exchange;
@@ -103,6 +102,7 @@ impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let t = Instant::now();
         let method = req.method.clone();
+        let if_none_match = req.headers.get(hyper::header::IF_NONE_MATCH).cloned();
         // Rate limits per client address and route class, before any work; the
         // host's own 127.0.0.1/::1 and admin-token holders pass.
         let class = route_class(&method, &req.path);
@@ -122,6 +122,7 @@ impl Handler for Api {
                 retry_after_s,
             )
             .into_response();
+            let resp = cache::finish(&method, None, resp);
             self.0.core.metrics.observe_request(
                 "rate_limited",
                 method.as_str(),
@@ -142,6 +143,7 @@ impl Handler for Api {
             let (route, result) = Box::pin(self.route(req)).await;
             (route, result.unwrap_or_else(ApiError::into_response))
         };
+        let resp = cache::finish(&method, if_none_match.as_ref(), resp);
         self.0.core.metrics.observe_request(
             route,
             method.as_str(),
@@ -328,16 +330,7 @@ impl Api {
             };
         }
         match segs {
-            [] | [""] => only!(
-                "/",
-                get,
-                "GET",
-                Ok(bytes_response(
-                    StatusCode::OK,
-                    "text/html; charset=utf-8",
-                    Bytes::from_static(PANEL_HTML.as_bytes())
-                ))
-            ),
+            [] | [""] => only!("/", get, "GET", Ok(cache::panel())),
             ["healthz"] => only!(
                 "/healthz",
                 get,

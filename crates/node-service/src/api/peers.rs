@@ -274,7 +274,14 @@ pub fn signed_error(e: vision_wire::SignedError) -> ApiError {
         S::BadSignature(_) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
         }
-        S::BadNodeId | S::BadNonce => ApiError::bad_request(e.to_string()),
+        S::BadNodeId | S::BadNonce | S::TooManyUnknownFields(_) => {
+            ApiError::bad_request(e.to_string())
+        }
+        S::UnsupportedProtocol { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+            e.to_string(),
+        ),
         S::MissingChallenge => {
             ApiError::new(StatusCode::BAD_REQUEST, "missing_challenge", e.to_string())
         }

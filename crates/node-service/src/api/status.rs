@@ -13,23 +13,11 @@ use crate::metrics::{AnchorScrape, Scrape};
 use crate::shared::NodeShared;
 use crate::view::ViewOwner;
 
-/// Longest `If-None-Match` header compared, in bytes (a list of a few tags; a
-/// longer one simply does not match).
-pub(super) const IF_NONE_MATCH_MAX_LEN: usize = 1_024;
-
 /// Does an `If-None-Match` header name `tag`? Weak comparison (RFC 9110 §13.1.2:
-/// `W/` prefixes ignored), a comma-separated list, or `*`.
+/// `W/` prefixes ignored), a comma-separated list, or `*`; one rule for every
+/// route ([`super::cache::if_none_match_names`]).
 pub(super) fn etag_matches(if_none_match: &HeaderValue, tag: &HeaderValue) -> bool {
-    let (Ok(list), Ok(tag)) = (if_none_match.to_str(), tag.to_str()) else {
-        return false;
-    };
-    if list.len() > IF_NONE_MATCH_MAX_LEN {
-        return false;
-    }
-    let opaque = |t: &str| -> String { t.trim().trim_start_matches("W/").to_string() };
-    let want = opaque(tag);
-    list.split(',')
-        .any(|t| t.trim() == "*" || opaque(t) == want)
+    super::cache::if_none_match_names(if_none_match.as_bytes(), tag.as_bytes())
 }
 
 impl NodeShared {
@@ -240,6 +228,7 @@ impl NodeShared {
         let store_bytes = std::fs::metadata(self.core.store.path())
             .map(|m| m.len())
             .unwrap_or(0);
+        self.core.metrics.mirrors(&v.sync.mirrors);
         let (content_type, text) = self.core.metrics.render_for(
             &Scrape {
                 backbone_connected: v.backbone.connected,

@@ -11,6 +11,9 @@
 //!   `replacement_fee_too_low`, naming the least fee), one at the step is taken, and a
 //!   sender over its admission rate gets 429 `sender_rate_limited` with `Retry-After`.
 //!
+//! - `side-branch-flood`: 10,000 random-nonce blocks on recent parents posted to a
+//!   mining node (`scenarios/sidebranch.rs`).
+//!
 //! Attack traffic comes from its own loopback addresses (client sockets bound to
 //! them), so that what a strict-mode node bans is the attacker, never the harness's
 //! 127.0.0.1.
@@ -67,14 +70,18 @@ pub enum Guard {
     P2pGetBlocksFlood,
     /// Fee bumps below the replacement step, and the per-sender admission rate.
     FeeBump,
+    /// 10,000 random-nonce blocks posted to a mining node: none stored beyond the
+    /// side-branch bounds, mining goes on, refusing sources throttled.
+    SideBranchFlood,
 }
 
 impl Guard {
     /// Every guard cell, in the order the matrix runs them.
-    pub const ALL: [Guard; 3] = [
+    pub const ALL: [Guard; 4] = [
         Guard::P2pIdleFlood,
         Guard::P2pGetBlocksFlood,
         Guard::FeeBump,
+        Guard::SideBranchFlood,
     ];
 
     /// The name in the matrix (`guard:<name>`).
@@ -83,6 +90,7 @@ impl Guard {
             Guard::P2pIdleFlood => "p2p-idle-flood",
             Guard::P2pGetBlocksFlood => "p2p-getblocks-flood",
             Guard::FeeBump => "fee-bump",
+            Guard::SideBranchFlood => "side-branch-flood",
         }
     }
 }
@@ -104,6 +112,7 @@ pub fn guard_cell(g: Guard) -> (Result<String, String>, Cluster) {
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.join("; ")),
         Guard::FeeBump => fee_bump(&mut c),
+        Guard::SideBranchFlood => super::sidebranch::side_branch_flood(&mut c),
     };
     (r, c)
 }
@@ -112,7 +121,7 @@ fn mode(strict: bool) -> &'static str {
     if strict { "strict" } else { "relaxed" }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,14 +151,14 @@ fn p2p_addr(c: &Cluster, i: usize) -> Result<SocketAddr, String> {
         .map_err(|e| format!("p2p address: {e}"))
 }
 
-async fn dial_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) async fn dial_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpSocket::new_v4()?;
     s.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
     s.connect(to).await
 }
 
 /// A real handshake from `src` with a fresh key; how long it took.
-async fn real_handshake(
+pub(crate) async fn real_handshake(
     src: Ipv4Addr,
     to: SocketAddr,
     seed: u8,
@@ -209,7 +218,7 @@ fn spawn_flood(
 }
 
 /// `vision_p2p_guard_total{event="<event>"}` from a node's `/metrics`.
-fn guard_metric(addr: SocketAddr, event: &str) -> Result<u64, String> {
+pub(crate) fn guard_metric(addr: SocketAddr, event: &str) -> Result<u64, String> {
     let text = get(addr, "/metrics")?;
     let key = format!("vision_p2p_guard_total{{event=\"{event}\"}} ");
     String::from_utf8_lossy(&text.body)
