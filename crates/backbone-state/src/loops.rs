@@ -322,8 +322,8 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
 }
 
 /// After a round: mark the home anchors watched (the others are probed rarely and
-/// never best), and give each home anchor that answered its next probe at its pace
-/// ([`pace_rounds`]: half its heartbeat pace).
+/// never best), and give each home anchor but the best that answered its next probe
+/// at its pace ([`pace_rounds`]: half its heartbeat pace).
 fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &LoopConfig) {
     let home = home_flags(n, config.own_node_id.as_deref());
     let probe_ms = ms(config.probe_interval);
@@ -333,7 +333,10 @@ fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &Loo
         let answered = outcomes
             .iter()
             .any(|o| o.url == a.url && matches!(o.result, crate::ProbeResult::Ok(_)));
-        if home && answered {
+        // The best anchor is probed every round (failover stays one round); the
+        // other home anchors at their pace.
+        let best = n.best_anchor.as_deref() == Some(a.url.as_str());
+        if home && answered && !best {
             a.next_probe_round = r + pace_rounds(a.pace_ms, probe_ms);
         }
     }
