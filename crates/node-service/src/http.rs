@@ -307,6 +307,10 @@ pub trait Handler: Send + Sync + 'static {
     /// request head too slow), `held` after the server accepted it (for metrics: how
     /// long an attacker's socket holds a slot). Called on the sweeper: must not block.
     fn on_closed_unserved(&self, _why: ConnRefusal, _held: Duration) {}
+
+    /// An untrusted address now holds `n` open connections (for metrics: the peak
+    /// shows the per-address cap holding). Called on the accept path: must not block.
+    fn on_address_connections(&self, _n: usize) {}
 }
 
 async fn read_request(
@@ -627,6 +631,9 @@ pub async fn serve<H: Handler>(
                 continue;
             }
             *n += 1;
+            let held = *n;
+            drop(m);
+            handler.on_address_connections(held);
         }
         open.fetch_add(1, Ordering::Relaxed);
         let slot = ConnSlot {

@@ -112,7 +112,8 @@ type FGauge = Gauge<f64, AtomicU64>;
 
 /// Buckets (seconds) of `vision_http_unserved_connection_seconds`: around the
 /// first-byte deadline (3 s) and the header-read timeout (5 s).
-const UNSERVED_HELD_BUCKETS_S: [f64; 11] = [0.5, 1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 5.5, 6.0, 8.0, 15.0];
+const UNSERVED_HELD_BUCKETS_S: [f64; 12] =
+    [0.5, 1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 5.5, 6.0, 6.5, 8.0, 15.0];
 
 /// Everything `/metrics` exposes.
 pub struct Metrics {
@@ -123,6 +124,7 @@ pub struct Metrics {
     admission_refused: Family<Labels, Counter>,
     http_duration: Family<Labels, AtomicHistogram>,
     unserved_held: AtomicHistogram,
+    per_address_peak: Gauge,
     backbone_connected: Gauge,
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
@@ -341,6 +343,7 @@ impl Metrics {
             admission_refused: Family::default(),
             http_duration,
             unserved_held: AtomicHistogram::new(UNSERVED_HELD_BUCKETS_S),
+            per_address_peak: Gauge::default(),
             backbone_connected: Gauge::default(),
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
@@ -394,6 +397,11 @@ impl Metrics {
             "http_unserved_connection_seconds",
             "How long connections closed unserved (silent, slow_head) were held, from accept to close",
             m.unserved_held.clone(),
+        );
+        registry.register(
+            "http_connections_per_address_peak",
+            "The most HTTP connections one untrusted address has held at once since start (bounded by the per-address cap)",
+            m.per_address_peak.clone(),
         );
         registry.register(
             "membership_refused",
@@ -592,6 +600,13 @@ impl Metrics {
     /// Record how long a connection closed unserved held its slot.
     pub fn unserved_connection_closed(&self, held: std::time::Duration) {
         self.unserved_held.observe(held.as_secs_f64());
+    }
+
+    /// Note that one address now holds `n` open connections.
+    pub fn address_connections(&self, n: usize) {
+        self.per_address_peak
+            .inner()
+            .fetch_max(n as i64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Count a heartbeat refused by membership admission.

