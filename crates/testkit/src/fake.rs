@@ -99,7 +99,13 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+/// Write one `Connection: close` HTTP/1.1 answer (the test servers' shared writer).
+pub(crate) fn respond(
+    s: &mut TcpStream,
+    code: u16,
+    ctype: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {code} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

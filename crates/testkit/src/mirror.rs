@@ -2,7 +2,8 @@
 //! `GET /api/block/{hash}` honestly or misbehaves in one of the ways a mirror can
 //! (`--sync-mirror` treats every mirror as untrusted).
 
-use std::io::{BufRead, BufReader, Write};
+use crate::fake::respond;
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,15 +107,6 @@ impl Drop for FakeMirror {
             let _ = t.join();
         }
     }
-}
-
-fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)
 }
 
 fn serve(

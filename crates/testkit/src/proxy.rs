@@ -4,7 +4,8 @@
 //! that nothing backs. The identity is the honest anchor's (its hellos are signed
 //! by it), so only a check of the claimed tip's headers can tell the lie.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::fake::respond;
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -104,15 +105,6 @@ impl Drop for LyingProxy {
             let _ = t.join();
         }
     }
-}
-
-fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)
 }
 
 fn serve(
