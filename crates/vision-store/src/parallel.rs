@@ -6,7 +6,7 @@
 //!   calling thread takes the first chunk). The error is the one a single batch over
 //!   the whole block would give: the first bad transaction, by index.
 //! - A run of blocks ([`crate::ChainStore::accept_blocks`]): whole blocks, one batch
-//!   each, are verified by one worker per core ([`BodyPipeline`]) while the calling
+//!   each, are verified by one worker per core (`BodyPipeline`) while the calling
 //!   thread checks headers, applies and commits the earlier ones in order; the
 //!   verification of the next blocks overlaps the commit of the current one.
 //!
