@@ -350,10 +350,10 @@ impl<'t> Tables<'t> {
     fn open(wtx: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
         let meta = wtx.open_table(META)?;
         let index = if indexes_on(&meta)? {
-            Some(IndexTables {
-                tx: wtx.open_table(TX_INDEX)?,
-                addr: wtx.open_table(ADDR_INDEX)?,
-            })
+            Some(IndexTables::new(
+                wtx.open_table(TX_INDEX)?,
+                wtx.open_table(ADDR_INDEX)?,
+            ))
         } else {
             None
         };
@@ -370,6 +370,21 @@ impl<'t> Tables<'t> {
             index,
             events: wtx.open_table(crate::events::EVENTS)?,
         })
+    }
+
+    /// Index entries wait for [`Tables::flush_index`] (see [`IndexTables::defer`]).
+    fn defer_index(&mut self) {
+        if let Some(ix) = &mut self.index {
+            ix.defer();
+        }
+    }
+
+    /// Insert the index entries still pending; before every commit.
+    fn flush_index(&mut self) -> Result<(), StoreError> {
+        match &mut self.index {
+            Some(ix) => ix.flush(),
+            None => Ok(()),
+        }
     }
 
     fn put_info(&mut self, hash: &Hash32, info: &BlockInfo) -> Result<(), StoreError> {
@@ -1420,8 +1435,9 @@ impl ChainStore {
         wtx.set_durability(Durability::Immediate)?;
         let closing = {
             let mut t = Tables::open(&wtx)?;
+            t.defer_index();
             let mut i = start;
-            loop {
+            let closing = loop {
                 if i > start {
                     // What `writing` checks before each write: no fault, room on disk.
                     if lock(&self.fault).is_some() {
@@ -1441,7 +1457,11 @@ impl ChainStore {
                 {
                     break GroupEnd::Closed;
                 }
+            };
+            if !accepted.is_empty() && !matches!(closing, GroupEnd::BranchFailed(_)) {
+                t.flush_index()?;
             }
+            closing
         };
         if accepted.is_empty() || matches!(closing, GroupEnd::BranchFailed(_)) {
             wtx.abort()?;

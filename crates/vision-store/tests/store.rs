@@ -1369,6 +1369,17 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
         assert!(matches!(r, Ok(AcceptOutcome::Extended { .. })), "{r:?}");
     }
     assert_eq!(snapshot(&a, &addrs), snapshot(&b, &addrs));
+    // the indexes written at the group's end hold what one by one writes
+    b.verify_indexes().unwrap();
+    for addr in &addrs {
+        assert_eq!(history(&a, addr), history(&b, addr));
+    }
+    for tx in run.iter().flat_map(|blk| &blk.txs) {
+        assert_eq!(
+            a.transaction(&tx.id()).unwrap(),
+            b.transaction(&tx.id()).unwrap()
+        );
+    }
     // again: every block already known, the same error as accept_block gives
     let mut known = 0;
     b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |blk, r| {
@@ -1913,6 +1924,8 @@ fn a_branch_forking_deeper_than_the_reorg_bound_is_refused_whatever_its_work() {
     assert_eq!(r.fork_height, 5);
     assert_eq!(r.disconnected.len(), depth);
     assert_eq!(store.tip().unwrap().hash, branch.last().unwrap().hash());
+    // the reorg inside the group's transaction left the indexes right
+    store.verify_indexes().unwrap();
     // Unsolicited, the deep branch's first block is refused by the work bound
     // long before the depth walk.
     assert_eq!(refusal(store.accept_block(&deep, NOW_MS)), "too_light");
