@@ -205,14 +205,11 @@ pub(crate) fn block_fees(block: &Block) -> u64 {
     block.txs.iter().fold(0u64, |s, t| s.saturating_add(t.fee))
 }
 
-/// The index tables of a write transaction, and the entries of the blocks added
-/// but not inserted yet.
+/// The index tables of a write transaction (with buffers to sort a block's entries
+/// in, kept across the blocks of a transaction).
 pub(crate) struct IndexTables<'t> {
     tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
     addr: Table<'t, &'static [u8; 44], &'static [u8]>,
-    /// Whether [`IndexTables::add`] leaves its entries pending until
-    /// [`IndexTables::flush`] (a group's write transaction) instead of inserting them.
-    defer: bool,
     pending_tx: Vec<([u8; 32], [u8; 36])>,
     /// Address-history keys, with the reward amount for a reward entry.
     pending_addr: Vec<([u8; 44], Option<u64>)>,
@@ -226,22 +223,14 @@ impl<'t> IndexTables<'t> {
         IndexTables {
             tx,
             addr,
-            defer: false,
             pending_tx: Vec::new(),
             pending_addr: Vec::new(),
         }
     }
 
-    /// From now on, blocks added are inserted at [`IndexTables::flush`]: all of them
-    /// at once, in key order. The owner must flush before it commits.
-    pub(crate) fn defer(&mut self) {
-        self.defer = true;
-    }
-
     /// Index a block that was just connected at its height. The entries go in in
-    /// key order (sorted first, with those of the other blocks pending, when
-    /// deferred): consecutive inserts then land in the same or the next B-tree leaf
-    /// instead of one at random per insert.
+    /// key order (sorted first): consecutive inserts then land in the same or the
+    /// next B-tree leaf instead of one at random per insert.
     pub(crate) fn add(
         &mut self,
         params: &ChainParams,
@@ -272,11 +261,11 @@ impl<'t> IndexTables<'t> {
                 Some(amount),
             ));
         }
-        if self.defer { Ok(()) } else { self.flush() }
+        self.flush()
     }
 
     /// Insert the pending entries, in key order.
-    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+    fn flush(&mut self) -> Result<(), StoreError> {
         self.pending_tx.sort_unstable_by_key(|e| e.0);
         for (k, v) in self.pending_tx.drain(..) {
             self.tx.insert(&k, &v)?;
@@ -291,9 +280,8 @@ impl<'t> IndexTables<'t> {
         Ok(())
     }
 
-    /// Remove a block that was just disconnected (what is pending goes in first).
+    /// Remove a block that was just disconnected.
     pub(crate) fn remove(&mut self, block: &Block) -> Result<(), StoreError> {
-        self.flush()?;
         let height = block.header.height;
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;

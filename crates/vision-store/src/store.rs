@@ -17,8 +17,8 @@ use vision_chain::branch::{
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
-    Network, ParentContext, Reward, SideBranchRefusal, StateDelta, StateError, Transaction, TxId,
-    U256, apply_block, check_header, work_for_target,
+    KeyCache, Network, ParentContext, Reward, SideBranchRefusal, StateDelta, StateError,
+    Transaction, TxId, U256, apply_block, check_header, work_for_target,
 };
 
 use crate::StoreError;
@@ -186,6 +186,8 @@ pub struct ChainStore {
     fault_hook: RwLock<Option<FaultHook>>,
     /// Signature-verification threads ([`crate::parallel::verify_threads`]).
     verify_threads: usize,
+    /// Decompressed keys of the senders seen in verified blocks.
+    keys: KeyCache,
 }
 
 /// Called with the store's fault every time an operation fails with one.
@@ -370,21 +372,6 @@ impl<'t> Tables<'t> {
             index,
             events: wtx.open_table(crate::events::EVENTS)?,
         })
-    }
-
-    /// Index entries wait for [`Tables::flush_index`] (see [`IndexTables::defer`]).
-    fn defer_index(&mut self) {
-        if let Some(ix) = &mut self.index {
-            ix.defer();
-        }
-    }
-
-    /// Insert the index entries still pending; before every commit.
-    fn flush_index(&mut self) -> Result<(), StoreError> {
-        match &mut self.index {
-            Some(ix) => ix.flush(),
-            None => Ok(()),
-        }
     }
 
     fn put_info(&mut self, hash: &Hash32, info: &BlockInfo) -> Result<(), StoreError> {
@@ -755,6 +742,7 @@ impl ChainStore {
             fault: Mutex::new(None),
             fault_hook: RwLock::new(None),
             verify_threads: crate::parallel::verify_threads(),
+            keys: KeyCache::new(),
         }
     }
 
@@ -1277,7 +1265,7 @@ impl ChainStore {
         let threads = self.verify_threads;
         self.writing(|db| {
             self.accept_in(db, block, now_ms, admission, Durability::Immediate, || {
-                check_body_parallel(self.params, block, threads)
+                check_body_parallel(self.params, block, threads, &self.keys)
             })
         })
     }
@@ -1317,7 +1305,7 @@ impl ChainStore {
             }
             return blocks.len();
         }
-        let pipeline = BodyPipeline::new(self.params, blocks);
+        let pipeline = BodyPipeline::new(self.params, &self.keys, blocks);
         let workers = self.verify_threads.min(blocks.len());
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -1435,9 +1423,8 @@ impl ChainStore {
         wtx.set_durability(Durability::Immediate)?;
         let closing = {
             let mut t = Tables::open(&wtx)?;
-            t.defer_index();
             let mut i = start;
-            let closing = loop {
+            loop {
                 if i > start {
                     // What `writing` checks before each write: no fault, room on disk.
                     if lock(&self.fault).is_some() {
@@ -1457,11 +1444,7 @@ impl ChainStore {
                 {
                     break GroupEnd::Closed;
                 }
-            };
-            if !accepted.is_empty() && !matches!(closing, GroupEnd::BranchFailed(_)) {
-                t.flush_index()?;
             }
-            closing
         };
         if accepted.is_empty() || matches!(closing, GroupEnd::BranchFailed(_)) {
             wtx.abort()?;
