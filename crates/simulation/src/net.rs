@@ -638,11 +638,13 @@ impl ControlPlane for NodeLink {
                             .verify(NETWORK, now / 1000)
                             .map_err(|e| BackboneError::BadSignature(e.to_string()))?;
                     }
-                    // Each simulated node heartbeats from its own /16; the anchor's
+                    // Each simulated node heartbeats from its own /16 (there are
+                    // 65,536: past that, two nodes share one); the anchor's
                     // dial-back is modelled as immediate and successful (every
                     // simulated member is reachable at its address).
                     let n = self.node as u64;
-                    let from = backbone_state::Netgroup::V4([10 + (n >> 8) as u8, n as u8]);
+                    let from =
+                        backbone_state::Netgroup::V4([((10 + (n >> 8)) % 256) as u8, n as u8]);
                     st.membership.record(&heartbeat.payload, now, from)?;
                     let id = heartbeat.payload.node_id.to_ascii_lowercase();
                     if let Some(addr) = st.membership.get(&id).map(|m| m.http_address.clone()) {
