@@ -18,6 +18,7 @@ pub(crate) struct Options {
     pub(crate) timings: Vec<Timing>,
     pub(crate) verify_signatures: bool,
     pub(crate) subscribe_tips: bool,
+    pub(crate) peerbook_capacity: usize,
 }
 
 /// Issue #14's acceptance at the contract's timing, with tip subscriptions on: a new
@@ -36,6 +37,7 @@ impl Options {
             timings: vec![Timing::contract(), Timing::fast()],
             verify_signatures: false,
             subscribe_tips: true,
+            peerbook_capacity: simulation::PEERBOOK_CAPACITY_DEFAULT,
         };
         let mut it = args.iter();
         let next = |name: &str, it: &mut std::slice::Iter<'_, String>| {
@@ -75,6 +77,11 @@ impl Options {
                 }
                 "--signatures" => o.verify_signatures = true,
                 "--no-subscribe" => o.subscribe_tips = false,
+                "--peerbook-capacity" => {
+                    o.peerbook_capacity = next(a, &mut it)?
+                        .parse()
+                        .context("--peerbook-capacity: not a number")?
+                }
                 other => bail!("unknown option {other:?}"),
             }
         }
@@ -99,6 +106,7 @@ pub(crate) fn run(o: &Options) -> Result<()> {
             let mut cfg = SimConfig::new(o.nodes, o.anchors, o.seed, timing.clone());
             cfg.verify_signatures = o.verify_signatures;
             cfg.subscribe_tips = o.subscribe_tips;
+            cfg.peerbook_capacity = o.peerbook_capacity;
             let started = Instant::now();
             let report = simulation::run(&cfg, scenario);
             let wall = started.elapsed();
