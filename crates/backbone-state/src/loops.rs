@@ -16,9 +16,10 @@ use crate::rules::{
     MAX_CLUSTER_SIZE, Transition, classify, exchange_ready, next_snapshot, transitions,
 };
 use crate::{
-    BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, PeerBook, ProbeOutcome,
-    ProbeResult, TipCheck,
+    BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
+    ProbeOutcome, ProbeResult, TipCheck, home_flags, hrw_score, pace_rounds, probe_due,
 };
+use std::collections::HashMap;
 
 /// Default probe period (`--probe-interval-ms`).
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(5_000);
@@ -146,11 +147,14 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
     config: &LoopConfig,
 ) -> Vec<ProbeOutcome> {
     let round = snapshot.round + 1;
+    let home = home_flags(snapshot, config.own_node_id.as_deref());
+    let own = config.own_node_id.as_deref().unwrap_or("");
     let mut set = JoinSet::new();
-    for a in snapshot
+    for (a, _) in snapshot
         .anchors
         .iter()
-        .filter(|a| a.next_probe_round <= round)
+        .zip(home)
+        .filter(|(a, home)| probe_due(a, *home, round, hrw_score(own, &a.url)))
     {
         let t = transport.clone();
         let url = a.url.clone();
@@ -288,6 +292,7 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
         let local_cluster = node.local_cluster_size();
         let (prev, next) = handle.update(|s| {
             let mut n = next_snapshot(s, &outcomes, now);
+            pace_and_watch(&mut n, &outcomes, &config);
             let tip = if n.best_anchor.is_some() {
                 n.observed_tip_height
             } else {
@@ -314,6 +319,24 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
         debug!(round = next.round, connected = next.connected, best = ?next.best_anchor, "[BACKBONE] round done");
     }
     info!("[BACKBONE] probe loop stopped");
+}
+
+/// After a round: mark the home anchors watched (the others are probed rarely and
+/// never best), and give each home anchor that answered its next probe at its pace
+/// ([`pace_rounds`]: half its heartbeat pace).
+fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &LoopConfig) {
+    let home = home_flags(n, config.own_node_id.as_deref());
+    let probe_ms = ms(config.probe_interval);
+    let r = n.round;
+    for (a, home) in n.anchors.iter_mut().zip(home) {
+        a.watched = home;
+        let answered = outcomes
+            .iter()
+            .any(|o| o.url == a.url && matches!(o.result, crate::ProbeResult::Ok(_)));
+        if home && answered {
+            a.next_probe_round = r + pace_rounds(a.pace_ms, probe_ms);
+        }
+    }
 }
 
 /// Anchors to ask for seed peers: the best, then other usable ones.
@@ -427,26 +450,51 @@ pub async fn run_healing_loop<T: ControlPlane>(
     info!("[HEALING] peer healing loop stopped");
 }
 
-/// One heartbeat round: send `heartbeat` to every anchor not known down or refused,
-/// concurrently with the timeout; the largest cluster size answered is published.
-/// Returns the number of anchors that accepted it.
+/// One heartbeat round: a freshly signed heartbeat to each of this node's home
+/// anchors ([`home_flags`]: two of N, by rendezvous hashing) not known down or
+/// refused, concurrently with the timeout; the largest cluster size answered is
+/// published. Returns the number of anchors that accepted it.
 pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
     transport: &Arc<T>,
     node: &N,
     handle: &BackboneHandle,
     config: &LoopConfig,
 ) -> usize {
+    heartbeat_due(transport, node, handle, config, &mut HashMap::new()).await
+}
+
+/// One heartbeat round to the home anchors ([`home_flags`]) that are up and due in
+/// `due` (each anchor's next heartbeat, at the pace its last answer asked for:
+/// [`HeartbeatResponse::heartbeat_interval_ms`], clamped to
+/// `[heartbeat_interval, HEARTBEAT_PACE_MAX_MS]`). Records each answer's pace in
+/// the snapshot (the probe loop paces its probes by it).
+async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
+    transport: &Arc<T>,
+    node: &N,
+    handle: &BackboneHandle,
+    config: &LoopConfig,
+    due: &mut HashMap<String, Instant>,
+) -> usize {
+    let snap = handle.load();
+    let home = home_flags(&snap, config.own_node_id.as_deref());
+    let now = Instant::now();
+    let targets: Vec<_> = snap
+        .anchors
+        .iter()
+        .zip(home)
+        .filter(|(a, home)| *home && !a.rejected && a.consecutive_failures < FAILS_TO_DOWN)
+        .map(|(a, _)| a)
+        .filter(|a| due.get(&a.url).is_none_or(|t| *t <= now))
+        .collect();
+    if targets.is_empty() {
+        return 0;
+    }
     let Some(hb) = node.signed_heartbeat() else {
         return 0;
     };
-    let snap = handle.load();
     let hb = Arc::new(hb);
     let mut set = JoinSet::new();
-    for a in snap
-        .anchors
-        .iter()
-        .filter(|a| !a.rejected && a.consecutive_failures < FAILS_TO_DOWN)
-    {
+    for a in targets {
         let (t, hb, url, expect) = (
             transport.clone(),
             hb.clone(),
@@ -462,7 +510,7 @@ pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
                         .as_ref()
                         .is_none_or(|e| e.eq_ignore_ascii_case(&r.anchor_node_id)) =>
                 {
-                    Some(r)
+                    Some((url, r))
                 }
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => {
@@ -475,11 +523,34 @@ pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
     }
     let mut accepted = 0;
     let mut size: Option<usize> = None;
+    let mut paces: Vec<(String, u64)> = Vec::new();
+    let interval_ms = ms(config.heartbeat_interval);
     while let Some(r) = set.join_next().await {
-        if let Ok(Some(r)) = r {
+        if let Ok(Some((url, r))) = r {
             accepted += 1;
             size = Some(size.unwrap_or(1).max(r.cluster_size.min(MAX_CLUSTER_SIZE)));
+            let pace = r
+                .heartbeat_interval_ms
+                .unwrap_or(interval_ms)
+                .clamp(interval_ms, HEARTBEAT_PACE_MAX_MS.max(interval_ms));
+            due.insert(url.clone(), now + Duration::from_millis(pace));
+            paces.push((url, pace));
         }
+    }
+    if due.len() > crate::MAX_ANCHORS {
+        due.retain(|u, _| snap.anchors.iter().any(|a| &a.url == u));
+    }
+    let changed = paces
+        .iter()
+        .any(|(u, p)| snap.anchor(u).is_some_and(|a| a.pace_ms != Some(*p)));
+    if changed {
+        handle.update(|s| {
+            for (u, p) in &paces {
+                if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
+                    a.pace_ms = Some(*p);
+                }
+            }
+        });
     }
     if let Some(c) = size {
         let c = c.max(node.local_cluster_size().unwrap_or(1));
@@ -507,7 +578,8 @@ pub async fn run_heartbeat_loop<T: ControlPlane, N: LocalNode>(
         shutdown.cancelled().await;
         return;
     }
-    info!("[BACKBONE] 💓 Starting heartbeat loop to {n} anchors");
+    info!("[BACKBONE] 💓 Starting heartbeat loop (to this node's home anchors of {n})");
+    let mut due: HashMap<String, Instant> = HashMap::new();
     let mut tick = ticker(config.heartbeat_interval);
     loop {
         tokio::select! {
@@ -518,7 +590,7 @@ pub async fn run_heartbeat_loop<T: ControlPlane, N: LocalNode>(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = heartbeat_once(&transport, node.as_ref(), &handle, &config) => {}
+            _ = heartbeat_due(&transport, node.as_ref(), &handle, &config, &mut due) => {}
         }
     }
     info!("[BACKBONE] heartbeat loop stopped");

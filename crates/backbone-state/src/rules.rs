@@ -297,6 +297,12 @@ pub fn next_snapshot(
         })
         .collect();
     for a in &mut s.anchors {
+        // An anchor is judged in the rounds it is probed: one not probed this round
+        // (backing off, paced, or not a home anchor) has given no new evidence and
+        // keeps its mark.
+        if !round.iter().any(|o| o.url == a.url) {
+            continue;
+        }
         let quiet = a.tip_height.is_some() && r.saturating_sub(a.tip_changed_round) >= STALL_ROUNDS;
         // ... and that anchor is now past it by more than the synced tolerance: an
         // anchor one block behind while a block propagates is not stalled.

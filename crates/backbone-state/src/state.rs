@@ -54,6 +54,13 @@ pub struct AnchorObservation {
     /// by a probe: a probe answer with a lower tip predates the push and is not
     /// taken for a step back. Cleared by every probe answer.
     pub tip_pushed: bool,
+    /// One of the node's home anchors ([`crate::home_flags`]): probed every round
+    /// (at its pace) and a candidate for best. Others are probed rarely
+    /// ([`crate::FAR_PROBE_ROUNDS`]) and never chosen as best.
+    pub watched: bool,
+    /// The heartbeat interval it asked of us (its pace), from its last heartbeat
+    /// answer; probes follow at half of it ([`crate::pace_rounds`]).
+    pub pace_ms: Option<u64>,
     /// The highest height of its claims the node has verified (headers fetched
     /// and checked, see [`crate::TipCheck`]); `None` before any.
     pub verified_height: Option<u64>,
@@ -91,6 +98,8 @@ impl AnchorObservation {
             tip_changed_round: 0,
             tip_advanced_round: None,
             tip_pushed: false,
+            watched: true,
+            pace_ms: None,
             verified_height: None,
             verified_hash: None,
             discount: None,
@@ -105,8 +114,11 @@ impl AnchorObservation {
     }
 
     /// Answered well in its latest round and is not stalled: may be chosen as best.
+    ///
+    /// Only a watched (home) anchor is fresh: the others' observations are as old as
+    /// their last rare probe.
     pub fn is_fresh(&self) -> bool {
-        self.is_usable() && self.consecutive_failures == 0 && !self.stalled
+        self.watched && self.is_usable() && self.consecutive_failures == 0 && !self.stalled
     }
 }
 

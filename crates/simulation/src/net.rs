@@ -56,6 +56,8 @@ pub(crate) struct Calls {
     pub(crate) heartbeats: u64,
     /// Event-stream subscriptions opened (each then held open).
     pub(crate) subscribes: u64,
+    /// Membership digest exchanges answered for other anchors.
+    pub(crate) digests: u64,
     /// Header requests (a claimed tip's verification).
     pub(crate) headers: u64,
 }
@@ -63,9 +65,17 @@ pub(crate) struct Calls {
 impl Calls {
     /// Requests answered (a subscription counts once, when it is opened).
     pub(crate) fn total(&self) -> u64 {
-        self.probes + self.seed_peers + self.heartbeats + self.subscribes + self.headers
+        self.probes
+            + self.seed_peers
+            + self.heartbeats
+            + self.subscribes
+            + self.digests
+            + self.headers
     }
 }
+
+/// Most records one digest answer carries (as node-service's route).
+const MEMBER_SYNC_RECORDS_MAX: usize = 8_192;
 
 struct AnchorState {
     alive: bool,
@@ -288,6 +298,40 @@ impl Net {
         }
     }
 
+    /// One round of the anchors' membership exchange by digest (what
+    /// `node-service`'s member sync does over `POST /api/members/digest`): each live
+    /// anchor takes from each other live anchor the buckets of its direct members
+    /// that differ from what it holds (`Membership::buckets_differing` /
+    /// `merge_relayed`), and forgets sources silent for `relay_ttl_ms`.
+    pub(crate) fn exchange_members(&self, relay_ttl_ms: u64) {
+        let now = self.now_unix_ms();
+        let mut s = self.lock();
+        for a in 0..self.anchors.len() {
+            if !s.anchors[a].alive {
+                continue;
+            }
+            for b in 0..self.anchors.len() {
+                if a == b || !s.anchors[b].alive {
+                    continue;
+                }
+                let id_b = &self.anchors[b].node_id;
+                let held = s.anchors[a].membership.relayed_digests(id_b);
+                let (buckets, _) = s.anchors[b]
+                    .membership
+                    .buckets_differing(&held, MEMBER_SYNC_RECORDS_MAX);
+                s.anchors[a].received.digests += 1;
+                let m = &mut s.anchors[a].membership;
+                if buckets.is_empty() {
+                    m.relay_refreshed(id_b, now);
+                } else {
+                    let _ = m.merge_relayed(id_b, &buckets, now);
+                }
+            }
+            s.anchors[a].membership.expire_relayed(now, relay_ttl_ms);
+            s.anchors[a].size_cache = None;
+        }
+    }
+
     pub(crate) fn kill(&self, a: usize) {
         self.lock().anchors[a].alive = false;
         self.tip_news[a].send_modify(|v| *v += 1);
@@ -457,6 +501,7 @@ impl ControlPlane for NodeLink {
                     tip_hash,
                     anchor_node_id: net.anchors[a.unwrap_or(0)].node_id.clone(),
                     member_ttl_s: st.membership.ttl_ms() / 1000,
+                    heartbeat_interval_ms: Some(st.membership.heartbeat_pace_ms(now)),
                 })
             })
             .await
