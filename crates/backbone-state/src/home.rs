@@ -102,6 +102,64 @@ pub fn probe_due(a: &AnchorObservation, home: bool, round: u64, score: u64) -> b
     home || round <= 1 || (round.wrapping_add(score)) % FAR_PROBE_ROUNDS == 0
 }
 
+/// Rounds after which a home anchor that shows life by other means (an open tip
+/// stream, heartbeat answers) is probed anyway, so that its latency, cluster size
+/// and a tip it did not push are refreshed; the anchor's pace may stretch it
+/// ([`liveness_refresh_rounds`]).
+pub const LIVENESS_REFRESH_ROUNDS: u64 = 6;
+
+/// Whether the liveness rule applies: the home rule is on (a node id, and at least
+/// [`HOME_RULE_MIN_ANCHORS`] anchors). With fewer anchors every anchor is probed
+/// every round, as before issue 16.
+pub fn liveness_rule_on(s: &BackboneState, node_id: Option<&str>) -> bool {
+    node_id.is_some() && s.anchors.len() >= HOME_RULE_MIN_ANCHORS.max(HOME_ANCHORS + 1)
+}
+
+/// Rounds between the refresh probes of a home anchor that shows life otherwise:
+/// [`LIVENESS_REFRESH_ROUNDS`], or a whole heartbeat pace if the anchor asks for a
+/// longer one (a paced anchor then takes one heartbeat and one probe per pace).
+pub fn liveness_refresh_rounds(pace_ms: Option<u64>, probe_interval_ms: u64) -> u64 {
+    LIVENESS_REFRESH_ROUNDS.max(2 * pace_rounds(pace_ms, probe_interval_ms))
+}
+
+/// Can home anchor `a` skip its probe in round `round`? Only when it has answered
+/// a probe before, answered its latest one, is neither recovering, stalled nor
+/// discounted, its claimed tip is verified (a new claim — a pushed tip — is checked
+/// by a probe), its last probe is less than `refresh_rounds` old, and it shows life
+/// now: its last heartbeat was accepted ([`AnchorObservation::heard_round`]) and
+/// either its tip stream is open ([`AnchorObservation::stream_live`]) or that
+/// heartbeat is at most `heartbeat_rounds` rounds plus one old. A stream that ends
+/// or a heartbeat that fails clears the evidence, so the next round probes it: a
+/// killed anchor's stream ends at once (failover within a probe interval and the
+/// timeout); a blackholed one fails its next heartbeat.
+pub fn alive_without_probe(
+    a: &AnchorObservation,
+    round: u64,
+    heartbeat_rounds: u64,
+    refresh_rounds: u64,
+) -> bool {
+    if round <= 1
+        || a.probed_round == 0
+        || a.consecutive_failures > 0
+        || a.rejected
+        || a.recovering
+        || a.stalled
+        || a.is_discounted()
+        || !a.claim_verified()
+    {
+        return false;
+    }
+    if round.saturating_sub(a.probed_round) >= refresh_rounds {
+        return false;
+    }
+    // A failed heartbeat (or probe) since the last answer is evidence against it,
+    // whatever its stream says (a blackholed stream stays open until its idle
+    // timeout).
+    a.heard_round > 0
+        && a.heard_round > a.heard_void_round
+        && (a.stream_live || round.saturating_sub(a.heard_round) <= heartbeat_rounds + 1)
+}
+
 /// Rounds between probes of a home anchor that asks for heartbeats every
 /// `pace_ms`: probes go at half that pace (two per heartbeat), never more often
 /// than every round.
@@ -151,6 +209,63 @@ mod tests {
         // Few anchors, or no id: all are home.
         assert!(home_flags(&state(3), Some(&id)).iter().all(|h| *h));
         assert!(home_flags(&s, None).iter().all(|h| *h));
+    }
+
+    #[test]
+    fn evidence_of_life_spares_a_probe_until_refresh_or_doubt() {
+        let mut a = state(4).anchors[0].clone();
+        a.probed_round = 10;
+        a.last_ok = Some(std::time::SystemTime::UNIX_EPOCH);
+        a.tip_hash = Some("ab".repeat(32));
+        a.verified_hash = a.tip_hash.clone();
+        let (hb, refresh) = (2, LIVENESS_REFRESH_ROUNDS);
+        // No evidence yet: probed.
+        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        // A heartbeat answer covers its interval plus a round.
+        a.heard_round = 10;
+        assert!(alive_without_probe(&a, 11, hb, refresh));
+        assert!(alive_without_probe(&a, 13, hb, refresh));
+        assert!(!alive_without_probe(&a, 14, hb, refresh));
+        // An open stream covers every round up to the refresh.
+        a.stream_live = true;
+        assert!(alive_without_probe(&a, 15, hb, refresh));
+        assert!(!alive_without_probe(&a, 10 + refresh, hb, refresh));
+        // The stream ended after that heartbeat was sent: no evidence.
+        a.heard_void_round = 10;
+        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        a.heard_void_round = 0;
+        // A failed heartbeat (heard_round 0) outweighs an open stream.
+        a.heard_round = 0;
+        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        a.heard_round = 10;
+        // A new claim not yet verified (a pushed tip) is checked by a probe.
+        a.tip_hash = Some("cd".repeat(32));
+        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        a.verified_hash = a.tip_hash.clone();
+        assert!(alive_without_probe(&a, 11, hb, refresh));
+        // Failing, recovering, stalled or discounted anchors are probed every round.
+        for f in [
+            |a: &mut AnchorObservation| a.consecutive_failures = 1,
+            |a: &mut AnchorObservation| a.recovering = true,
+            |a: &mut AnchorObservation| a.stalled = true,
+            |a: &mut AnchorObservation| a.discount = Some("lied".into()),
+            |a: &mut AnchorObservation| a.probed_round = 0,
+        ] {
+            let mut b = a.clone();
+            f(&mut b);
+            assert!(!alive_without_probe(&b, 11, hb, refresh), "{b:?}");
+        }
+        // Round 1 always probes; the refresh follows a paced anchor's pace.
+        assert!(!alive_without_probe(&a, 1, hb, refresh));
+        assert_eq!(
+            liveness_refresh_rounds(None, 5_000),
+            LIVENESS_REFRESH_ROUNDS
+        );
+        assert_eq!(liveness_refresh_rounds(Some(50_000), 5_000), 10);
+        // The rule is on only with the home rule.
+        assert!(liveness_rule_on(&state(4), Some("ab")));
+        assert!(!liveness_rule_on(&state(3), Some("ab")));
+        assert!(!liveness_rule_on(&state(4), None));
     }
 
     #[test]

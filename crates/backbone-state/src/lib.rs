@@ -87,14 +87,15 @@ pub use addr::{
 };
 pub use error::BackboneError;
 pub use home::{
-    FAR_PROBE_ROUNDS, HOME_ANCHORS, HOME_RULE_MIN_ANCHORS, home_flags, hrw_order, hrw_score,
-    is_home, pace_rounds, probe_due,
+    FAR_PROBE_ROUNDS, HOME_ANCHORS, HOME_RULE_MIN_ANCHORS, LIVENESS_REFRESH_ROUNDS,
+    alive_without_probe, home_flags, hrw_order, hrw_score, is_home, liveness_refresh_rounds,
+    liveness_rule_on, pace_rounds, probe_due,
 };
 pub use loops::{
     ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX, LocalNode, LoopConfig,
-    MIN_PERIOD, heal_once, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop,
-    run_probe_loop,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX,
+    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, MIN_PERIOD, heal_once,
+    healing_due, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 pub use membership::{
     DEFAULT_HEARTBEAT_INTERVAL_MS, DIALBACK_BURST, DIALBACK_TARGET_INTERVAL_MS,

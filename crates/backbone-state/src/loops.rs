@@ -17,7 +17,8 @@ use crate::rules::{
 };
 use crate::{
     BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
-    ProbeOutcome, ProbeResult, TipCheck, home_flags, hrw_score, pace_rounds, probe_due,
+    ProbeOutcome, ProbeResult, TipCheck, alive_without_probe, home_flags, hrw_score,
+    liveness_refresh_rounds, liveness_rule_on, pace_rounds, probe_due,
 };
 use std::collections::HashMap;
 
@@ -34,6 +35,14 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration =
 pub const DEFAULT_SEED_PEERS_LIMIT: usize = 256;
 /// Anchors tried per healing round (the best, then the next usable one).
 pub const HEALING_ATTEMPTS_MAX: usize = 2;
+/// Healthy peers ([`PeerBook::healthy_count`]) from which the healing loop backs
+/// off: with at least this many, it asks an anchor only every
+/// [`HEALING_BACKOFF_ROUNDS`] healing intervals (like a Bitcoin node that asks its
+/// DNS seeds only when short of addresses); below it, every interval again.
+pub const HEALING_PEERS_ENOUGH: usize = 64;
+/// Healing intervals between requests while the peer book holds
+/// [`HEALING_PEERS_ENOUGH`] healthy peers.
+pub const HEALING_BACKOFF_ROUNDS: u32 = 10;
 /// Shortest period any loop accepts (a zero period would spin).
 pub const MIN_PERIOD: Duration = Duration::from_millis(10);
 
@@ -150,11 +159,27 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
     let home = home_flags(snapshot, config.own_node_id.as_deref());
     let own = config.own_node_id.as_deref().unwrap_or("");
     let mut set = JoinSet::new();
+    let liveness = liveness_rule_on(snapshot, config.own_node_id.as_deref());
+    let probe_ms = ms(config.probe_interval);
+    let heartbeat_ms = ms(config.heartbeat_interval);
     for (a, _) in snapshot
         .anchors
         .iter()
         .zip(home)
         .filter(|(a, home)| probe_due(a, *home, round, hrw_score(own, &a.url)))
+        .filter(|(a, home)| {
+            // A home anchor that shows life otherwise (its tip stream, its
+            // heartbeat answers) is not asked again this round.
+            let pace = a.pace_ms.unwrap_or(heartbeat_ms).max(heartbeat_ms);
+            !(liveness
+                && *home
+                && alive_without_probe(
+                    a,
+                    round,
+                    pace.div_ceil(probe_ms.max(1)),
+                    liveness_refresh_rounds(a.pace_ms, probe_ms),
+                ))
+        })
     {
         let t = transport.clone();
         let url = a.url.clone();
@@ -291,7 +316,15 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
         let local_height = node.local_height();
         let local_cluster = node.local_cluster_size();
         let (prev, next) = handle.update(|s| {
-            let mut n = next_snapshot(s, &outcomes, now);
+            // The home set before the round decides who may be best in it: an
+            // anchor that was home only in round 1 (every anchor starts watched)
+            // must not be chosen and then dropped a round later.
+            let mut base = s.clone();
+            let home = home_flags(&base, config.own_node_id.as_deref());
+            for (a, h) in base.anchors.iter_mut().zip(home) {
+                a.watched = h;
+            }
+            let mut n = next_snapshot(&base, &outcomes, now);
             pace_and_watch(&mut n, &outcomes, &config);
             let tip = if n.best_anchor.is_some() {
                 n.observed_tip_height
@@ -328,12 +361,16 @@ fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &Loo
     let home = home_flags(n, config.own_node_id.as_deref());
     let probe_ms = ms(config.probe_interval);
     let r = n.round;
+    let liveness = liveness_rule_on(n, config.own_node_id.as_deref());
     for (a, home) in n.anchors.iter_mut().zip(home) {
         a.watched = home;
         let answered = outcomes
             .iter()
             .any(|o| o.url == a.url && matches!(o.result, crate::ProbeResult::Ok(_)));
-        if home && answered {
+        // With the liveness rule the pace is in the refresh period
+        // ([`liveness_refresh_rounds`]), and a home anchor without evidence of
+        // life is probed the next round (a stream that ends means at once).
+        if home && answered && !liveness {
             a.next_probe_round = r + pace_rounds(a.pace_ms, probe_ms);
         }
     }
@@ -349,6 +386,13 @@ fn healing_targets(s: &BackboneState) -> Vec<String> {
     }
     v.truncate(HEALING_ATTEMPTS_MAX);
     v
+}
+
+/// Is a healing request due, with `healthy` healthy peers in the book and
+/// `idle` healing intervals since the last request? Always when short of
+/// [`HEALING_PEERS_ENOUGH`] peers; else every [`HEALING_BACKOFF_ROUNDS`] intervals.
+pub fn healing_due(healthy: usize, idle: u32) -> bool {
+    healthy < HEALING_PEERS_ENOUGH || idle >= HEALING_BACKOFF_ROUNDS
 }
 
 /// One healing round: fetch seed peers from the best anchor (or the next usable),
@@ -416,6 +460,8 @@ pub async fn run_healing_loop<T: ControlPlane>(
     let mut changes = handle.subscribe();
     let period = config.healing_interval.max(MIN_PERIOD);
     let mut failing = false;
+    // Intervals since the last successful request (the first one goes at once).
+    let mut idle: u32 = HEALING_BACKOFF_ROUNDS;
     loop {
         changes.borrow_and_update();
         if healing_targets(&handle.load()).is_empty() {
@@ -428,11 +474,21 @@ pub async fn run_healing_loop<T: ControlPlane>(
             }
             continue;
         }
+        if !healing_due(peers.healthy_count(), idle) {
+            idle = idle.saturating_add(1);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            continue;
+        }
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             r = heal_once(transport.as_ref(), &handle, &peers, &config) => r,
         };
+        idle = 1;
         match result {
             Ok(_) => failing = false,
             Err(e) if !failing => {
@@ -503,14 +559,14 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
         );
         let timeout = config.request_timeout;
         set.spawn(async move {
-            match tokio::time::timeout(timeout, t.heartbeat(&url, &hb)).await {
+            let r = match tokio::time::timeout(timeout, t.heartbeat(&url, &hb)).await {
                 // An answer signed off by another node than the one probed is ignored.
                 Ok(Ok(r))
                     if expect
                         .as_ref()
                         .is_none_or(|e| e.eq_ignore_ascii_case(&r.anchor_node_id)) =>
                 {
-                    Some((url, r))
+                    Some(r)
                 }
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => {
@@ -518,15 +574,19 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
                     None
                 }
                 Err(_) => None,
-            }
+            };
+            (url, r)
         });
     }
     let mut accepted = 0;
     let mut size: Option<usize> = None;
     let mut paces: Vec<(String, u64)> = Vec::new();
+    let mut heard: Vec<(String, bool)> = Vec::new();
     let interval_ms = ms(config.heartbeat_interval);
     while let Some(r) = set.join_next().await {
-        if let Ok(Some((url, r))) = r {
+        let Ok((url, r)) = r else { continue };
+        heard.push((url.clone(), r.is_some()));
+        if let Some(r) = r {
             accepted += 1;
             size = Some(size.unwrap_or(1).max(r.cluster_size.min(MAX_CLUSTER_SIZE)));
             let pace = r
@@ -540,18 +600,22 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
     if due.len() > crate::MAX_ANCHORS {
         due.retain(|u, _| snap.anchors.iter().any(|a| &a.url == u));
     }
-    let changed = paces
-        .iter()
-        .any(|(u, p)| snap.anchor(u).is_some_and(|a| a.pace_ms != Some(*p)));
-    if changed {
-        handle.update(|s| {
-            for (u, p) in &paces {
-                if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
-                    a.pace_ms = Some(*p);
-                }
+    // Each answer is evidence of life for the liveness rule (it carries the
+    // anchor's tip and cluster size: it stands in for a probe); a failed heartbeat
+    // clears the evidence, so the next probe round asks that anchor.
+    handle.update(|s| {
+        let round = snap.round.max(1);
+        for (u, p) in &paces {
+            if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
+                a.pace_ms = Some(*p);
             }
-        });
-    }
+        }
+        for (u, ok) in &heard {
+            if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
+                a.heard_round = if *ok { round } else { 0 };
+            }
+        }
+    });
     if let Some(c) = size {
         let c = c.max(node.local_cluster_size().unwrap_or(1));
         let (prev, _) = handle.update(|s| s.cluster_size_estimate = c);

@@ -261,6 +261,7 @@ pub fn next_snapshot(
                 a.last_ok = Some(now);
                 a.last_error = None;
                 a.next_probe_round = r + 1;
+                a.probed_round = r;
             }
             ProbeResult::Failed(e) | ProbeResult::Rejected(e) => {
                 a.consecutive_failures = a.consecutive_failures.saturating_add(1);
@@ -268,6 +269,7 @@ pub fn next_snapshot(
                 a.rejected = matches!(o.result, ProbeResult::Rejected(_));
                 a.last_error = Some(cut(&e.to_string()));
                 a.next_probe_round = r + backoff_rounds(a.consecutive_failures);
+                a.heard_round = 0;
                 errors.push(format!("{}: {e}", a.url));
             }
         }

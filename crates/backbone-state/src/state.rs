@@ -73,6 +73,19 @@ pub struct AnchorObservation {
     /// Rounds in a row it has been ahead of the best anchor by
     /// [`crate::AHEAD_SWITCH_BLOCKS`] verified blocks.
     pub ahead_rounds: u32,
+    /// The last round it answered a probe (0: never).
+    pub probed_round: u64,
+    /// The snapshot round in which its last accepted heartbeat was sent (0: none,
+    /// or its last heartbeat failed): evidence of life that spares a probe
+    /// ([`crate::alive_without_probe`]).
+    pub heard_round: u64,
+    /// The round its tip stream last ended: heartbeats sent up to that round are
+    /// no evidence of life (one answered just before the anchor died may arrive
+    /// after its stream ended).
+    pub heard_void_round: u64,
+    /// Its tip stream is open ([`crate::run_tip_subscription_loop`]): evidence of
+    /// life that spares a probe; cleared the moment the stream ends.
+    pub stream_live: bool,
 }
 
 impl AnchorObservation {
@@ -104,6 +117,10 @@ impl AnchorObservation {
             verified_hash: None,
             discount: None,
             ahead_rounds: 0,
+            probed_round: 0,
+            heard_round: 0,
+            heard_void_round: 0,
+            stream_live: false,
         }
     }
 
