@@ -108,11 +108,12 @@ pub fn probe_due(a: &AnchorObservation, home: bool, round: u64, score: u64) -> b
 /// ([`liveness_refresh_rounds`]).
 pub const LIVENESS_REFRESH_ROUNDS: u64 = 6;
 
-/// Whether the liveness rule applies: the home rule is on (a node id, and at least
-/// [`HOME_RULE_MIN_ANCHORS`] anchors). With fewer anchors every anchor is probed
-/// every round, as before issue 16.
+/// Whether the liveness rule applies: the node has an id (it heartbeats) and
+/// anchors to probe. Every home anchor — all of them below
+/// [`HOME_RULE_MIN_ANCHORS`] — then skips the probe of a round in which it shows
+/// life otherwise ([`alive_without_probe`]).
 pub fn liveness_rule_on(s: &BackboneState, node_id: Option<&str>) -> bool {
-    node_id.is_some() && s.anchors.len() >= HOME_RULE_MIN_ANCHORS.max(HOME_ANCHORS + 1)
+    node_id.is_some() && !s.anchors.is_empty()
 }
 
 /// Rounds between the refresh probes of a home anchor that shows life otherwise:
@@ -262,9 +263,9 @@ mod tests {
             LIVENESS_REFRESH_ROUNDS
         );
         assert_eq!(liveness_refresh_rounds(Some(50_000), 5_000), 10);
-        // The rule is on only with the home rule.
-        assert!(liveness_rule_on(&state(4), Some("ab")));
-        assert!(!liveness_rule_on(&state(3), Some("ab")));
+        // The rule needs a node id (one that heartbeats) and anchors.
+        assert!(liveness_rule_on(&state(3), Some("ab")));
+        assert!(!liveness_rule_on(&state(0), Some("ab")));
         assert!(!liveness_rule_on(&state(4), None));
     }
 
