@@ -252,6 +252,13 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         c.args(["test", "--workspace", "--doc"]);
         run_cmd(c)
     });
+    // The API docs build without a broken or private link (what docs.rs would show).
+    step("rustdoc", &mut || {
+        let mut c = cargo();
+        c.args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        run_cmd(c)
+    });
     // The thousand-node simulation (crates/simulation), in-process: every scenario
     // under both timings with a fixed seed; fails if the network does not converge
     // (or a scenario misses its end condition) within its virtual-time bound.

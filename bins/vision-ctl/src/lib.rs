@@ -93,6 +93,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// The doc comments are `--help` text for a terminal (`<data-dir>`), not rustdoc markup.
+#[allow(rustdoc::invalid_html_tags)]
 pub enum Command {
     /// The node's status as a table (network, height, backbone, sync, miner, peers).
     Status {

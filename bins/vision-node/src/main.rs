@@ -5,6 +5,10 @@
 //! Exit codes: 0 clean shutdown, 2 bad configuration (the message names the flag),
 //! 1 anything else.
 
+// The `Cli` doc comments are the `--help` text users read, written for a terminal
+// (`<data-dir>`, `[/prefix]`), not rustdoc markup.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 mod lock;
 mod logs;
 mod settings;

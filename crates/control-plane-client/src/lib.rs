@@ -95,7 +95,7 @@
 //! private networks or through a TLS-terminating proxy).
 //!
 //! ## Feature flags
-//! - `blocking` (off by default): [`blocking::BlockingClient`], the exchange-facing
+//! - `blocking` (off by default): `blocking::BlockingClient`, the exchange-facing
 //!   calls (status, accounts, history, transactions, fees,
 //!   [`wait_for_confirmations`](ControlPlaneClient::wait_for_confirmations)) for
 //!   tools that do not run tokio.

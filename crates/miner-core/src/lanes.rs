@@ -6,13 +6,13 @@
 //! A header is 128 bytes ([`vision_chain::HEADER_SIZE`]): one blake3 chunk of two
 //! 64-byte blocks, and the nonce is its last 8 bytes. So:
 //! - the first block (bytes 0..64, flags `CHUNK_START`) gives a chaining value that is
-//!   the same for every nonce: computed once per template ([`Midstate::new`]);
+//!   the same for every nonce: computed once per template (`Midstate::new`);
 //! - the second block (bytes 64..128, flags `CHUNK_END | ROOT`) is one compression
 //!   whose message words 0..13 are the same for every nonce and whose words 14 and
 //!   15 are the nonce's low and high halves;
 //! - in the first of the compression's seven rounds, seven of the eight `G` steps
 //!   never read words 14 and 15, so the state after them is also computed once per
-//!   template ([`Midstate::round1`]); per nonce the compression starts at the one `G`
+//!   template (`Midstate::round1`); per nonce the compression starts at the one `G`
 //!   that reads the nonce.
 //!
 //! The output is the first 8 state words after the feed-forward (`s[i] ^ s[i + 8]`),

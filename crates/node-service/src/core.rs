@@ -106,6 +106,9 @@ pub struct Core {
     /// Called after every commit that moved the tip, from the importing thread
     /// (the node refreshes its published view there).
     pub tip_hook: OnceLock<TipHook>,
+    /// Called with the transactions a reorganisation re-admitted to the pool, from
+    /// the importing thread (the node announces them again: see `Relay::readmitted`).
+    pub readmit_hook: OnceLock<ReadmitHook>,
     /// The mempool's files (`storage::restore_mempool` sets it at start).
     pub mempool_file: OnceLock<MempoolFile>,
     /// Why the node must stop with exit code 1 (the chain store stayed down past
@@ -115,6 +118,9 @@ pub struct Core {
 
 /// See [`Core::tip_hook`].
 pub type TipHook = Box<dyn Fn() + Send + Sync>;
+
+/// See [`Core::readmit_hook`].
+pub type ReadmitHook = Box<dyn Fn(Vec<Transaction>) + Send + Sync>;
 
 /// Headers checked by sync or by a claim's verification (hash → height)
 /// remembered, oldest forgotten first.
@@ -174,6 +180,7 @@ impl Core {
         Ok(Core {
             events,
             tip_hook: OnceLock::new(),
+            readmit_hook: OnceLock::new(),
             miner_address: cfg.miner_address.unwrap_or_else(|| key.address()),
             node_id: key.address().to_hex(),
             params,
@@ -389,8 +396,17 @@ impl Core {
         let mut pool = self.pool();
         pool.prune(&view);
         if !reverted.is_empty() {
-            let n = pool.readmit(reverted, &view);
-            tracing::info!("[CHAIN] re-admitted {n} transactions of reverted blocks");
+            let back = pool.readmit(reverted, &view);
+            drop(pool);
+            tracing::info!(
+                "[CHAIN] re-admitted {} transactions of reverted blocks",
+                back.len()
+            );
+            if !back.is_empty()
+                && let Some(hook) = self.readmit_hook.get()
+            {
+                hook(back);
+            }
         }
         Ok(())
     }

@@ -143,7 +143,7 @@ fn event_addresses(
     }
 }
 
-/// The wire form of a stored chain event; `addresses` as [`event_addresses`] gives.
+/// The wire form of a stored chain event; `addresses` as `event_addresses` gives.
 pub fn chain_frame(seq: u64, e: &ChainEvent, addresses: Vec<Address>) -> Frame {
     let (event, addresses) = match e {
         ChainEvent::Connected {

@@ -159,7 +159,7 @@ pub struct Metrics {
     best_anchor_seen: RwLock<Vec<Labels>>,
 }
 
-/// A fast hasher for [`RequestKey`]s: the route and method are `&'static str`s from
+/// A fast hasher for `RequestKey`s: the route and method are `&'static str`s from
 /// fixed tables, so their addresses identify them; SipHash over their bytes on every
 /// request would cost more than the rest of the bookkeeping.
 #[derive(Default)]

@@ -152,6 +152,14 @@ impl Node {
                 }
             }));
         }
+        {
+            let weak = Arc::downgrade(&shared.relay);
+            let _ = core.readmit_hook.set(Box::new(move |txs| {
+                if let Some(r) = weak.upgrade() {
+                    r.readmitted(txs);
+                }
+            }));
+        }
         tokio::spawn(crate::view::run(Arc::downgrade(&shared), shutdown.clone()));
         // Node shutdown ends every event stream (and wakes every long poll), so the
         // server's graceful shutdown does not wait on them.

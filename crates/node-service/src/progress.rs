@@ -1,7 +1,9 @@
 //! Sync progress for the status, the metrics and the log: a [`SyncRate`] fed with
 //! the local height (every [`PROGRESS_SAMPLE_MS`] by [`run_progress_loop`], and at
 //! every status read), and the `[SYNC_HEALTH]` progress line — when a catch-up
-//! starts, every [`SYNC_LOG_INTERVAL_MS`] while it lasts, and when it ends.
+//! starts, every [`SYNC_LOG_INTERVAL_MS`] while it lasts, and when it ends; a
+//! catch-up that starts and ends between two samples (more than
+//! [`READY_LAG_MAX`] blocks imported within one [`PROGRESS_SAMPLE_MS`]) logs one line.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -75,6 +77,7 @@ pub async fn run_progress_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut behind_since: Option<Instant> = None;
     let mut last_log: Option<Instant> = None;
+    let mut last_height: Option<u64> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -84,6 +87,8 @@ pub async fn run_progress_loop(
             return;
         };
         let behind = tip.saturating_sub(height) > READY_LAG_MAX;
+        let gained = last_height.map_or(0, |h| height.saturating_sub(h));
+        last_height = Some(height);
         match (behind, behind_since) {
             (true, None) => {
                 behind_since = Some(Instant::now());
@@ -106,7 +111,14 @@ pub async fn run_progress_loop(
                     since.elapsed().as_secs_f64()
                 );
             }
-            (false, None) => {}
+            (false, None) => {
+                if gained > READY_LAG_MAX {
+                    tracing::info!(
+                        "{} (caught up {gained} blocks within {PROGRESS_SAMPLE_MS} ms)",
+                        progress_line(height, tip, &p)
+                    );
+                }
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | block | sync        | no (peers sync too)               | no                                     |
 //! | tx    | HTTP submit | broadcast                         | `POST /api/tx` to every anchor         |
 //! | tx    | P2P         | the data plane's own gossip       | no                                     |
+//! | tx    | re-admitted by a reorg | broadcast (at most [`READMIT_RELAY_MAX`]) | `POST /api/tx` to every anchor, one at a time |
 //!
 //! **Architecture Invariant:** relaying never blocks the caller: P2P broadcasts
 //! only queue frames, HTTP posts are spawned tasks with the client's timeout.
@@ -26,6 +27,10 @@ use crate::network::Net;
 
 /// Ancestors re-sent when an anchor answers `orphan_block` to a published block.
 pub const PUBLISH_BACKFILL_MAX: usize = 16;
+
+/// Re-admitted transactions announced again after one reorganisation, at most
+/// (the pool keeps the rest; they go out with the blocks that mine them).
+pub const READMIT_RELAY_MAX: usize = 4_096;
 
 /// Where one item goes: the row of the table for its kind and origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +128,37 @@ impl Relay {
                     }
                 });
             }
+        }
+    }
+}
+
+impl Relay {
+    /// A reorganisation put `txs` back in the pool: the peers that saw them only in
+    /// the reverted blocks (the other side of a partition) never had them in their
+    /// pools, so they are announced again, like a new submission. Never blocks: P2P
+    /// only queues frames; each anchor gets its own task posting one at a time, so
+    /// a deep reorg is not a burst of parallel requests.
+    pub fn readmitted(&self, mut txs: Vec<Transaction>) {
+        txs.truncate(READMIT_RELAY_MAX);
+        for tx in &txs {
+            self.net.data_plane().broadcast_tx(tx);
+        }
+        let txs = Arc::new(txs);
+        for url in self.anchors() {
+            let (client, txs) = (self.net.client.clone(), txs.clone());
+            self.rt.spawn(async move {
+                let mut sent = 0usize;
+                for tx in txs.iter() {
+                    match client.submit_tx(&url, tx).await {
+                        Ok(_) => sent += 1,
+                        Err(e) => tracing::debug!("[TX] re-announce of {} to {url}: {e}", tx.id()),
+                    }
+                }
+                tracing::info!(
+                    "[TX] re-announced {sent} of {} re-admitted transactions to {url}",
+                    txs.len()
+                );
+            });
         }
     }
 }

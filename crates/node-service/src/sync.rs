@@ -44,6 +44,9 @@ pub const HEADERS_BATCH: u32 = 1_000;
 pub const BLOCKS_BATCH: u32 = 100;
 /// Body batches fetched ahead of the importer.
 pub const BLOCKS_IN_FLIGHT: usize = 4;
+/// Most blocks one import run takes: the batches already fetched when the importer
+/// is free are imported together ([`Core::import_blocks`]), up to this many.
+pub const IMPORT_RUN_BLOCKS_MAX: usize = BLOCKS_IN_FLIGHT * BLOCKS_BATCH as usize;
 /// Longest a demoted source is skipped.
 pub const DEMOTION_MAX_MS: u64 = 5 * 60 * 1000;
 /// First demotion.
@@ -650,8 +653,25 @@ async fn round(
     let import =
         async {
             let mut idx = 0usize;
+            // A fetch error that came behind batches joined into a run: reported
+            // once the run before it is imported, as if it came alone.
+            let mut behind: Option<SyncError> = None;
             while let Some(batch) = rx.recv().await {
-                let batch = batch?;
+                let mut batch = batch?;
+                // The batches fetched already join this one into one run (at most
+                // IMPORT_RUN_BLOCKS_MAX blocks): the store keeps both cores busy
+                // within a run, and each run starts and ends with one core idle
+                // (the first block's verification, the last group's fsync).
+                while batch.len() + BLOCKS_BATCH as usize <= IMPORT_RUN_BLOCKS_MAX {
+                    match rx.try_recv() {
+                        Ok(Ok(more)) => batch.extend(more),
+                        Ok(Err(e)) => {
+                            behind = Some(e);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 for b in &batch {
                     let Some(h) = expected.get(idx) else {
                         return Err(invalid(src, "served more blocks than headers"));
@@ -721,6 +741,9 @@ async fn round(
                         return Err(invalid(src, format!("block {hash}: {e}")));
                     }
                     Err((_, e)) => return Err(store_err(e)),
+                }
+                if let Some(e) = behind.take() {
+                    return Err(e);
                 }
                 if idx == expected.len() {
                     break;

@@ -1092,6 +1092,49 @@ async fn a_payment_followed_through_confirmations_and_reorganisations() {
     );
 }
 
+/// A transaction that reached this node only inside a block that a reorganisation
+/// reverted is re-admitted and announced again: its anchor, which never saw it,
+/// gets it (so the winning side of a partition can mine it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_readmitted_by_a_reorg_is_announced_to_the_anchors() {
+    let anchor = start_node(false).await;
+    let front = anchor.addr;
+    let n = common::start_node(move |c| {
+        c.mine = false;
+        c.threads = 1;
+        c.anchor_seeds =
+            vec![node_service::config::AnchorSeed::parse(&format!("http://{front}")).unwrap()];
+    })
+    .await;
+    let g = Network::Regtest.params().genesis_hash();
+    let payer = SecretKey::from_seed(&[0x61; 32]);
+    let receiver = SecretKey::from_seed(&[0x62; 32]).address();
+    let other_miner = SecretKey::from_seed(&[0x63; 32]).address();
+    // Both hold the shared base: the payer's first reward is spendable at height 3.
+    let base = extend_by(&n, g, payer.address(), 3).await;
+    for b in &base {
+        submit(&anchor, b).await;
+    }
+    // The transfer reaches the node only inside a block (never through its pool).
+    let tx = Transaction::new_signed(&payer, Network::Regtest, receiver, 5_555, 30, 0);
+    let a4 = block_on(&n, &base[2].hash(), payer.address(), vec![tx.clone()]);
+    assert_eq!(submit(&n, &a4).await, "extended");
+    let path = format!("/api/tx/{}", tx.id());
+    let (st, v) = get_json(anchor.addr, &path).await;
+    assert_eq!(st, 404, "the anchor never saw it: {v}");
+    // A heavier branch without it: the node re-admits it and announces it.
+    let b = extend_by(&n, base[2].hash(), other_miner, 2).await;
+    assert_eq!(n.shared.core.chain().hash, b[1].hash(), "the branch won");
+    assert!(n.shared.core.mempool_get(&tx.id()).is_some(), "re-admitted");
+    wait_for(
+        "the anchor holds the re-admitted transfer",
+        Duration::from_secs(20),
+        async || get_json(anchor.addr, &path).await.1["status"] == "pending",
+    )
+    .await;
+    assert!(anchor.shared.core.mempool_get(&tx.id()).is_some());
+}
+
 /// Bad ids, cursors and addresses get 400 with the contract's error shape;
 /// an unknown id 404 `unknown_tx`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

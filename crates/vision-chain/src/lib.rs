@@ -56,7 +56,9 @@ pub use mempool::{Mempool, MempoolConfig, MempoolError, PendingAmounts};
 pub use params::{ChainParams, Network, UnknownNetwork};
 pub use state::{Account, AccountView, BlockUndo, Reward, StateDelta, StateError, apply_block};
 pub use template::{build_block, solve};
-pub use tx::{Transaction, TxId, verify_batch};
+pub use tx::{
+    KEY_CACHE_ENTRIES_MAX, KeyCache, Transaction, TxId, verify_batch, verify_batch_cached,
+};
 pub use u256::U256;
 pub use validate::{
     BlockError, HeaderError, ParentContext, check_body, check_body_shape, check_header,

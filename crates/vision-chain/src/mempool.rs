@@ -481,15 +481,16 @@ impl Mempool {
     }
 
     /// Re-admit the transactions of blocks a reorg reverted; those no longer valid
-    /// against the new tip are dropped. Returns how many were admitted.
+    /// against the new tip are dropped. Returns those admitted (to be announced
+    /// again: the peers that saw them only in the reverted blocks lack them).
     pub fn readmit(
         &mut self,
         txs: impl IntoIterator<Item = Transaction>,
         view: &impl AccountView,
-    ) -> usize {
+    ) -> Vec<Transaction> {
         txs.into_iter()
             .filter(|tx| self.insert(tx.clone(), view).is_ok())
-            .count()
+            .collect()
     }
 
     /// Up to `max_txs` transactions, highest fee first while respecting each sender's
@@ -584,7 +585,7 @@ mod tests {
             },
         );
         let mut pool = Mempool::new(Network::Regtest, MempoolConfig::default());
-        assert_eq!(pool.readmit(orphaned.clone(), &view), 2);
+        assert_eq!(pool.readmit(orphaned.clone(), &view).len(), 2);
         assert_eq!(pool.len(), 2);
         for tx in &orphaned[..2] {
             assert!(pool.get(&tx.id()).is_some(), "a's transaction is back");
@@ -598,7 +599,7 @@ mod tests {
         let picked: Vec<TxId> = pool.select(&view, 10).iter().map(Transaction::id).collect();
         assert_eq!(picked, vec![orphaned[0].id(), orphaned[1].id()]);
         // Offered again (a second reorg back and forth): nothing is duplicated.
-        assert_eq!(pool.readmit(orphaned, &view), 0);
+        assert_eq!(pool.readmit(orphaned, &view).len(), 0);
         assert_eq!(pool.len(), 2);
     }
 

@@ -1,5 +1,9 @@
 //! Signed transfer transactions.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::encode::{DecodeError, Reader, TX_SIGN_DOMAIN, tag};
@@ -180,10 +184,34 @@ pub fn verify_batch(txs: &[Transaction], network: Network) -> Result<(), Signatu
             }
         }
     }
+    verify_batch_keys(txs, network, &keys)
+}
+
+/// [`verify_batch`] with the senders' keys taken from `cache` where it has them
+/// (decompressing a key is about a quarter of a batch verification's work, and
+/// senders recur): the same answer, the same error.
+pub fn verify_batch_cached(
+    txs: &[Transaction],
+    network: Network,
+    cache: &KeyCache,
+) -> Result<(), SignatureError> {
+    if txs.is_empty() {
+        return Ok(());
+    }
+    let keys = cache.keys(txs)?;
+    verify_batch_keys(txs, network, &keys)
+}
+
+/// The batch equation over `txs` with `keys[i]` the key of `txs[i].from`.
+fn verify_batch_keys(
+    txs: &[Transaction],
+    network: Network,
+    keys: &[VerifyingKey],
+) -> Result<(), SignatureError> {
     let msgs: Vec<[u8; TX_SIGNING_SIZE]> = txs.iter().map(|t| t.signing_bytes(network)).collect();
     let msg_refs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
     let sigs: Vec<ed25519_dalek::Signature> = txs.iter().map(|t| t.signature.to_dalek()).collect();
-    if ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_ok() {
+    if ed25519_dalek::verify_batch(&msg_refs, &sigs, keys).is_ok() {
         return Ok(());
     }
     for (index, ((k, m), s)) in keys.iter().zip(&msgs).zip(&sigs).enumerate() {
@@ -196,9 +224,120 @@ pub fn verify_batch(txs: &[Transaction], network: Network) -> Result<(), Signatu
     Err(SignatureError::BadSignature { index: 0 })
 }
 
+/// Most keys a [`KeyCache`] holds (about 240 bytes each: 4 MiB). When a batch
+/// would take it past this, it is emptied first.
+pub const KEY_CACHE_ENTRIES_MAX: usize = 16_384;
+
+/// Decompressed verifying keys of addresses seen valid ([`Address::verifying_key`]
+/// gave a key): a key depends only on the address's bytes, so a hit is exactly
+/// what decompressing again would give. Bounded by [`KEY_CACHE_ENTRIES_MAX`];
+/// invalid keys are never cached. Shared by threads (one lock per batch, not per
+/// key).
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<Address, VerifyingKey>>,
+}
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> KeyCache {
+        KeyCache::default()
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Address, VerifyingKey>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key of every transaction's sender, in order; the first sender (by
+    /// index) that is not a valid, non-weak key is [`SignatureError::BadKey`].
+    fn keys(&self, txs: &[Transaction]) -> Result<Vec<VerifyingKey>, SignatureError> {
+        let mut found: Vec<Option<VerifyingKey>> = {
+            let map = self.lock();
+            txs.iter().map(|t| map.get(&t.from).copied()).collect()
+        };
+        let mut fresh = Vec::new();
+        for (index, (slot, tx)) in found.iter_mut().zip(txs).enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            match tx.from.verifying_key() {
+                Some(k) => {
+                    *slot = Some(k);
+                    fresh.push((tx.from, k));
+                }
+                None => {
+                    return Err(SignatureError::BadKey {
+                        index,
+                        from: tx.from,
+                    });
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            let mut map = self.lock();
+            if map.len() + fresh.len() > KEY_CACHE_ENTRIES_MAX {
+                map.clear();
+            }
+            map.extend(fresh.into_iter().take(KEY_CACHE_ENTRIES_MAX));
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_keys_give_the_uncached_answer() {
+        let cache = KeyCache::new();
+        let txs: Vec<Transaction> = (0..40u64)
+            .map(|i| {
+                Transaction::new_signed(
+                    &key(i as u8 % 7 + 1),
+                    Network::Regtest,
+                    key(9).address(),
+                    1,
+                    1,
+                    i,
+                )
+            })
+            .collect();
+        for _ in 0..2 {
+            assert_eq!(verify_batch_cached(&txs, Network::Regtest, &cache), Ok(()));
+            assert_eq!(cache.len(), 7);
+            let mut bad = txs.clone();
+            bad[13].signature = Signature([5; 64]);
+            assert_eq!(
+                verify_batch_cached(&bad, Network::Regtest, &cache),
+                verify_batch(&bad, Network::Regtest)
+            );
+            assert!(verify_batch_cached(&txs, Network::Devnet, &cache).is_err());
+            // a weak key (the identity point): the same BadKey, and never cached
+            let mut weak = [0u8; 32];
+            weak[0] = 1;
+            bad[20].from = Address(weak);
+            bad[30].from = Address(weak);
+            let want = verify_batch(&bad, Network::Regtest);
+            assert!(
+                matches!(want, Err(SignatureError::BadKey { index: 20, .. })),
+                "{want:?}"
+            );
+            assert_eq!(verify_batch_cached(&bad, Network::Regtest, &cache), want);
+            assert_eq!(cache.len(), 7);
+        }
+        assert_eq!(verify_batch_cached(&[], Network::Regtest, &cache), Ok(()));
+    }
 
     fn key(i: u8) -> SecretKey {
         SecretKey::from_seed(&[i; 32])

@@ -205,16 +205,32 @@ pub(crate) fn block_fees(block: &Block) -> u64 {
     block.txs.iter().fold(0u64, |s, t| s.saturating_add(t.fee))
 }
 
-/// The index tables of a write transaction.
+/// The index tables of a write transaction (with buffers to sort a block's entries
+/// in, kept across the blocks of a transaction).
 pub(crate) struct IndexTables<'t> {
-    pub(crate) tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
-    pub(crate) addr: Table<'t, &'static [u8; 44], &'static [u8]>,
+    tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
+    addr: Table<'t, &'static [u8; 44], &'static [u8]>,
+    pending_tx: Vec<([u8; 32], [u8; 36])>,
+    /// Address-history keys, with the reward amount for a reward entry.
+    pending_addr: Vec<([u8; 44], Option<u64>)>,
 }
 
-impl IndexTables<'_> {
+impl<'t> IndexTables<'t> {
+    pub(crate) fn new(
+        tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
+        addr: Table<'t, &'static [u8; 44], &'static [u8]>,
+    ) -> IndexTables<'t> {
+        IndexTables {
+            tx,
+            addr,
+            pending_tx: Vec::new(),
+            pending_addr: Vec::new(),
+        }
+    }
+
     /// Index a block that was just connected at its height. The entries go in in
-    /// key order (sorted here first): consecutive inserts then land in the same
-    /// or the next B-tree leaf instead of one at random per insert.
+    /// key order (sorted first): consecutive inserts then land in the same or the
+    /// next B-tree leaf instead of one at random per insert.
     pub(crate) fn add(
         &mut self,
         params: &ChainParams,
@@ -222,33 +238,44 @@ impl IndexTables<'_> {
         block: &Block,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
-        let mut txs: Vec<([u8; 32], [u8; 36])> = block
-            .txs
-            .iter()
-            .enumerate()
-            .map(|(i, tx)| (tx.id().0, tx_value(hash, i as u32)))
-            .collect();
-        txs.sort_unstable_by_key(|e| e.0);
-        for (k, v) in &txs {
-            self.tx.insert(k, v)?;
-        }
-        let mut keys: Vec<[u8; 44]> = Vec::with_capacity(2 * block.txs.len());
+        self.pending_tx.extend(
+            block
+                .txs
+                .iter()
+                .enumerate()
+                .map(|(i, tx)| (tx.id().0, tx_value(hash, i as u32))),
+        );
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;
-            keys.push(addr_key(&tx.from, height, pos));
-            keys.push(addr_key(&tx.to, height, pos));
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        for k in &keys {
-            self.addr.insert(k, [].as_slice())?;
+            self.pending_addr
+                .push((addr_key(&tx.from, height, pos), None));
+            if tx.to != tx.from {
+                self.pending_addr
+                    .push((addr_key(&tx.to, height, pos), None));
+            }
         }
         if height > 0 {
             let amount = reward_amount(params, block_fees(block));
-            self.addr.insert(
-                &addr_key(&block.miner, height, REWARD_POSITION),
-                amount.to_le_bytes().as_slice(),
-            )?;
+            self.pending_addr.push((
+                addr_key(&block.miner, height, REWARD_POSITION),
+                Some(amount),
+            ));
+        }
+        self.flush()
+    }
+
+    /// Insert the pending entries, in key order.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.pending_tx.sort_unstable_by_key(|e| e.0);
+        for (k, v) in self.pending_tx.drain(..) {
+            self.tx.insert(&k, &v)?;
+        }
+        self.pending_addr.sort_unstable_by_key(|e| e.0);
+        for (k, v) in self.pending_addr.drain(..) {
+            match v {
+                Some(amount) => self.addr.insert(&k, amount.to_le_bytes().as_slice())?,
+                None => self.addr.insert(&k, [].as_slice())?,
+            };
         }
         Ok(())
     }

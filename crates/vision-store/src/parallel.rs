@@ -6,7 +6,7 @@
 //!   calling thread takes the first chunk). The error is the one a single batch over
 //!   the whole block would give: the first bad transaction, by index.
 //! - A run of blocks ([`crate::ChainStore::accept_blocks`]): whole blocks, one batch
-//!   each, are verified by one worker per core ([`BodyPipeline`]) while the calling
+//!   each, are verified by one worker per core (`BodyPipeline`) while the calling
 //!   thread checks headers, applies and commits the earlier ones in order; the
 //!   verification of the next blocks overlaps the commit of the current one.
 //!
@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use vision_chain::tx::SignatureError;
-use vision_chain::{Block, BlockError, ChainParams, Network, Transaction, check_body_shape};
+use vision_chain::{
+    Block, BlockError, ChainParams, KeyCache, Network, Transaction, check_body_shape,
+    verify_batch_cached,
+};
 
 /// Fewest signatures worth a thread of their own.
 pub const VERIFY_CHUNK_MIN: usize = 128;
@@ -52,27 +55,30 @@ fn shifted(error: SignatureError, offset: usize) -> SignatureError {
 }
 
 /// [`vision_chain::verify_batch`] over `txs` in up to `threads` contiguous chunks
-/// verified at once; the first bad transaction by index, exactly as one batch.
+/// verified at once, the senders' keys from `keys`
+/// ([`vision_chain::verify_batch_cached`]); the first bad transaction by index,
+/// exactly as one batch.
 pub fn verify_chunked(
     txs: &[Transaction],
     network: Network,
     threads: usize,
+    keys: &KeyCache,
 ) -> Result<(), SignatureError> {
     let chunks = threads
         .clamp(1, VERIFY_THREADS_MAX)
         .min(txs.len() / VERIFY_CHUNK_MIN)
         .max(1);
     if chunks == 1 {
-        return vision_chain::verify_batch(txs, network);
+        return verify_batch_cached(txs, network, keys);
     }
     let chunk_len = txs.len().div_ceil(chunks);
     let results: Vec<Result<(), SignatureError>> = std::thread::scope(|s| {
         let mut parts = txs.chunks(chunk_len);
         let first = parts.next().unwrap_or(&[]);
         let handles: Vec<_> = parts
-            .map(|part| s.spawn(move || vision_chain::verify_batch(part, network)))
+            .map(|part| s.spawn(move || verify_batch_cached(part, network, keys)))
             .collect();
-        let mut out = vec![vision_chain::verify_batch(first, network)];
+        let mut out = vec![verify_batch_cached(first, network, keys)];
         for h in handles {
             // A panic in ed25519 verification would be a bug there; carry it over.
             out.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
@@ -91,9 +97,10 @@ pub fn check_body_parallel(
     params: &ChainParams,
     block: &Block,
     threads: usize,
+    keys: &KeyCache,
 ) -> Result<(), BlockError> {
     check_body_shape(params, block)?;
-    verify_chunked(&block.txs, params.network, threads)?;
+    verify_chunked(&block.txs, params.network, threads, keys)?;
     Ok(())
 }
 
@@ -110,6 +117,7 @@ type BodyCheck = std::thread::Result<Result<(), BlockError>>;
 /// workers finish after their current block.
 pub(crate) struct BodyPipeline<'a> {
     params: &'a ChainParams,
+    keys: &'a KeyCache,
     blocks: &'a [Block],
     next: AtomicUsize,
     stopped: AtomicBool,
@@ -119,9 +127,14 @@ pub(crate) struct BodyPipeline<'a> {
 }
 
 impl<'a> BodyPipeline<'a> {
-    pub(crate) fn new(params: &'a ChainParams, blocks: &'a [Block]) -> BodyPipeline<'a> {
+    pub(crate) fn new(
+        params: &'a ChainParams,
+        keys: &'a KeyCache,
+        blocks: &'a [Block],
+    ) -> BodyPipeline<'a> {
         BodyPipeline {
             params,
+            keys,
             blocks,
             next: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -138,7 +151,9 @@ impl<'a> BodyPipeline<'a> {
                 return;
             };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                vision_chain::check_body(self.params, block)
+                check_body_shape(self.params, block)?;
+                verify_batch_cached(&block.txs, self.params.network, self.keys)?;
+                Ok(())
             }));
             lock(&self.results)[i] = Some(r);
             self.ready.notify_all();
@@ -190,10 +205,14 @@ mod tests {
     #[test]
     fn chunks_give_the_single_batch_answer() {
         let good = txs(700);
+        let keys = KeyCache::new();
         for threads in [1, 2, 3, 8] {
-            assert_eq!(verify_chunked(&good, Network::Regtest, threads), Ok(()));
+            assert_eq!(
+                verify_chunked(&good, Network::Regtest, threads, &keys),
+                Ok(())
+            );
             // the network is part of what is signed
-            assert!(verify_chunked(&good, Network::Devnet, threads).is_err());
+            assert!(verify_chunked(&good, Network::Devnet, threads, &keys).is_err());
             // one bad signature anywhere: the same index as one batch names
             for bad_at in [0usize, 127, 128, 350, 699] {
                 let mut bad = good.clone();
@@ -204,18 +223,18 @@ mod tests {
                     Err(SignatureError::BadSignature { index: bad_at })
                 );
                 assert_eq!(
-                    verify_chunked(&bad, Network::Regtest, threads),
+                    verify_chunked(&bad, Network::Regtest, threads, &keys),
                     expected,
                     "threads {threads}"
                 );
                 // two bad ones: the first wins, whichever chunk finishes first
                 bad[699 - bad_at / 2].signature = Signature([9; 64]);
                 assert_eq!(
-                    verify_chunked(&bad, Network::Regtest, threads),
+                    verify_chunked(&bad, Network::Regtest, threads, &keys),
                     vision_chain::verify_batch(&bad, Network::Regtest)
                 );
             }
         }
-        assert_eq!(verify_chunked(&[], Network::Regtest, 4), Ok(()));
+        assert_eq!(verify_chunked(&[], Network::Regtest, 4, &keys), Ok(()));
     }
 }

@@ -19,7 +19,7 @@ use vision_chain::{Account, BlockHeader, HEADER_SIZE, Hash32, U256};
 use crate::StoreError;
 
 /// Version of this layout, stored in `meta`. An older store is migrated in place at
-/// open by [`MIGRATIONS`]; a newer one is refused ([`StoreError::Schema`]).
+/// open by `MIGRATIONS`; a newer one is refused ([`StoreError::Schema`]).
 ///
 /// History: 1 — release 2.7.0's layout; 2 — `meta.writer_version` records the
 /// release that last opened the store; 3 — reward maturity (`rewards`; the

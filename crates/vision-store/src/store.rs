@@ -17,8 +17,8 @@ use vision_chain::branch::{
 use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Account, Address, Block, BlockError, BlockHeader, BlockUndo, ChainParams, HEADER_SIZE, Hash32,
-    Network, ParentContext, Reward, SideBranchRefusal, StateDelta, StateError, Transaction, TxId,
-    U256, apply_block, check_header, work_for_target,
+    KeyCache, Network, ParentContext, Reward, SideBranchRefusal, StateDelta, StateError,
+    Transaction, TxId, U256, apply_block, check_header, work_for_target,
 };
 
 use crate::StoreError;
@@ -186,6 +186,8 @@ pub struct ChainStore {
     fault_hook: RwLock<Option<FaultHook>>,
     /// Signature-verification threads ([`crate::parallel::verify_threads`]).
     verify_threads: usize,
+    /// Decompressed keys of the senders seen in verified blocks.
+    keys: KeyCache,
 }
 
 /// Called with the store's fault every time an operation fails with one.
@@ -295,6 +297,41 @@ struct BranchFailure {
     source: BlockError,
 }
 
+/// How a group's write transaction ended ([`ChainStore::group_txn`]).
+enum GroupEnd {
+    /// Closed on its bounds or at the end of its blocks.
+    Closed,
+    /// The block at this index was refused; nothing of it was written.
+    Refused(usize, StoreError),
+    /// The block at this index made a reorg that met an invalid block; the
+    /// transaction was aborted.
+    BranchFailed(usize),
+}
+
+/// What one block of a group's write transaction came to.
+enum GroupStep {
+    /// Written into the transaction.
+    Accepted(AcceptOutcome),
+    /// Refused before anything of it was written.
+    Refused(StoreError),
+    /// A reorg met an invalid block: the transaction holds part of it.
+    BranchFailed,
+}
+
+/// A refusal of one block (the block is at fault, not the store): the store and
+/// the write transaction are as they were.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::AlreadyKnown(_)
+            | StoreError::Orphan { .. }
+            | StoreError::Invalid { .. }
+            | StoreError::KnownInvalid(_)
+            | StoreError::InvalidParent { .. }
+            | StoreError::SideBranch { .. }
+    )
+}
+
 /// The tables of one write transaction.
 struct Tables<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
@@ -315,10 +352,10 @@ impl<'t> Tables<'t> {
     fn open(wtx: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
         let meta = wtx.open_table(META)?;
         let index = if indexes_on(&meta)? {
-            Some(IndexTables {
-                tx: wtx.open_table(TX_INDEX)?,
-                addr: wtx.open_table(ADDR_INDEX)?,
-            })
+            Some(IndexTables::new(
+                wtx.open_table(TX_INDEX)?,
+                wtx.open_table(ADDR_INDEX)?,
+            ))
         } else {
             None
         };
@@ -517,14 +554,6 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// An empty durable commit: every non-durable commit before it reaches the disk.
-fn make_durable(db: &Database) -> Result<(), StoreError> {
-    let mut wtx = db.begin_write()?;
-    wtx.set_durability(Durability::Immediate)?;
-    wtx.commit()?;
-    Ok(())
-}
-
 /// Timestamps of `hash` (whose record is `info`) and up to `MTP_WINDOW - 1` ancestors.
 /// The side-branch bounds over one transaction's tables (read or write phase).
 struct Bounds<'a, I, M, S> {
@@ -713,6 +742,7 @@ impl ChainStore {
             fault: Mutex::new(None),
             fault_hook: RwLock::new(None),
             verify_threads: crate::parallel::verify_threads(),
+            keys: KeyCache::new(),
         }
     }
 
@@ -1235,7 +1265,7 @@ impl ChainStore {
         let threads = self.verify_threads;
         self.writing(|db| {
             self.accept_in(db, block, now_ms, admission, Durability::Immediate, || {
-                check_body_parallel(self.params, block, threads)
+                check_body_parallel(self.params, block, threads, &self.keys)
             })
         })
     }
@@ -1246,13 +1276,16 @@ impl ChainStore {
     /// blocks (one batch each) ahead of the committing thread. The outcome of each
     /// block is exactly what `accept_block_with` would give for it at that point.
     ///
-    /// Group commit: blocks are committed one write transaction each, but only the
-    /// last of a group of at most [`GROUP_COMMIT_BLOCKS_MAX`] blocks (or
-    /// [`GROUP_COMMIT_MS_MAX`] of commits) is durable (fsync); the others are
-    /// redb's non-durable commits, made durable by it. `each` hears of a block only
-    /// once it is durable, so a crash never takes back a block `each` was told of
-    /// (it reverts to the last durable group, a consistent chain). A refused block
-    /// makes the group before it durable first, so the outcomes stay in order.
+    /// Group commit: a group of at most [`GROUP_COMMIT_BLOCKS_MAX`] blocks (or
+    /// [`GROUP_COMMIT_MS_MAX`] of work) is checked and written in **one** write
+    /// transaction, committed durably (fsync) when the group closes: the
+    /// per-transaction costs (tables, copy-on-write of the B-tree pages every block
+    /// touches, the commit) are paid once per group. `each` hears of a block only
+    /// once its group is durable, so a crash never takes back a block `each` was
+    /// told of (it reverts to the last durable group, a consistent chain). A
+    /// refused block (nothing of it written) closes the group: the blocks before it
+    /// are made durable first, so the outcomes stay in order. A storage fault
+    /// aborts the group: its first block gets the error and the run ends.
     ///
     /// `each` gets every block's outcome in order; returning `false` stops the run
     /// (the blocks after the group it is in are not stored; the rest of that group
@@ -1272,56 +1305,25 @@ impl ChainStore {
             }
             return blocks.len();
         }
-        let pipeline = BodyPipeline::new(self.params, blocks);
+        let pipeline = BodyPipeline::new(self.params, &self.keys, blocks);
         let workers = self.verify_threads.min(blocks.len());
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| pipeline.work());
             }
             let mut done = 0;
-            // Outcomes of the group not yet durable, in order.
-            let mut group: Vec<(usize, Result<AcceptOutcome, StoreError>)> = Vec::new();
-            let mut group_started = Instant::now();
-            let mut stop = false;
-            for (i, block) in blocks.iter().enumerate() {
-                let closes = i + 1 == blocks.len()
-                    || group.len() + 1 >= GROUP_COMMIT_BLOCKS_MAX
-                    || group_started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX);
-                let durability = if closes {
-                    Durability::Immediate
-                } else {
-                    Durability::None
-                };
-                let outcome = self.writing(|db| {
-                    self.accept_in(db, block, now_ms, admission, durability, || {
-                        pipeline.take(i)
-                    })
-                });
-                let refused = outcome.is_err();
-                group.push((i, outcome));
-                if !(closes || refused) {
-                    continue;
-                }
-                if !closes && group.iter().any(|(_, o)| o.is_ok()) {
-                    // The blocks before a refusal are made durable before it is told.
-                    if let Err(e) = self.writing(make_durable) {
-                        // They are not stored once the store reopens: the first of
-                        // them gets the error, the run ends.
-                        let first = group.iter().position(|(_, o)| o.is_ok());
-                        if let Some(k) = first {
-                            group.truncate(k);
-                            group.push((k, Err(e)));
-                        }
-                        stop = true;
-                    }
-                }
-                for (j, o) in group.drain(..) {
+            let mut next = 0;
+            while next < blocks.len() {
+                let (outcomes, fatal) =
+                    self.accept_group(blocks, next, now_ms, admission, &pipeline);
+                let mut stop = fatal || outcomes.is_empty();
+                for (j, o) in outcomes {
+                    next = j + 1;
                     done += 1;
                     if !each(&blocks[j], o) {
                         stop = true;
                     }
                 }
-                group_started = Instant::now();
                 if stop {
                     break;
                 }
@@ -1329,6 +1331,180 @@ impl ChainStore {
             pipeline.stop();
             done
         })
+    }
+
+    /// One durable group of [`ChainStore::accept_blocks`], from `blocks[start]`: the
+    /// blocks are checked and written in **one** write transaction, committed with
+    /// immediate durability when the group closes (at [`GROUP_COMMIT_BLOCKS_MAX`]
+    /// blocks, [`GROUP_COMMIT_MS_MAX`], the run's end, or a refused block, which
+    /// writes nothing and is told after the blocks before it are durable). The
+    /// outcomes in order, and whether the run must end (a storage fault: the
+    /// group's first block gets the error, nothing of the group is stored).
+    #[allow(clippy::type_complexity)]
+    fn accept_group(
+        &self,
+        blocks: &[Block],
+        start: usize,
+        now_ms: u64,
+        admission: Admission,
+        pipeline: &BodyPipeline<'_>,
+    ) -> (Vec<(usize, Result<AcceptOutcome, StoreError>)>, bool) {
+        let fatal = |e: StoreError| (vec![(start, Err(e))], true);
+        let first = self.writing(|db| {
+            self.group_txn(db, blocks, start, blocks.len(), now_ms, admission, &|i| {
+                pipeline.take(i)
+            })
+        });
+        let (accepted, end) = match first {
+            Ok(r) => r,
+            Err(e) => return fatal(e),
+        };
+        let mut out: Vec<(usize, Result<AcceptOutcome, StoreError>)> =
+            accepted.into_iter().map(|(i, o)| (i, Ok(o))).collect();
+        match end {
+            GroupEnd::Closed => {}
+            GroupEnd::Refused(i, e) => out.push((i, Err(e))),
+            GroupEnd::BranchFailed(i) => {
+                // The transaction held part of a failed reorg and was aborted: the
+                // blocks before it again (their bodies passed), then the failing one
+                // alone, which records the invalid branch.
+                let redo = self.writing(|db| {
+                    self.group_txn(db, blocks, start, i, now_ms, admission, &|_| Ok(()))
+                });
+                match redo {
+                    Ok((again, GroupEnd::Closed)) if again.len() == i - start => {
+                        out = again.into_iter().map(|(j, o)| (j, Ok(o))).collect();
+                    }
+                    Ok(_) => {
+                        return fatal(StoreError::Corrupt(
+                            "a group of blocks did not apply again as it did".to_string(),
+                        ));
+                    }
+                    Err(e) => return fatal(e),
+                }
+                let o = self.writing(|db| {
+                    self.accept_in(
+                        db,
+                        &blocks[i],
+                        now_ms,
+                        admission,
+                        Durability::Immediate,
+                        || Ok(()),
+                    )
+                });
+                out.push((i, o));
+            }
+        }
+        (out, false)
+    }
+
+    /// The write transaction of a group: `blocks[start..end]` checked (header, side
+    /// bounds, `body(i)`) and written one after the other, until the group closes or
+    /// a block is refused (nothing of it written) or fails a reorg (the transaction
+    /// is aborted). Committed, durably, when it holds an accepted block and did not
+    /// fail. A storage error aborts it and is the result.
+    #[allow(clippy::too_many_arguments)]
+    fn group_txn(
+        &self,
+        db: &Database,
+        blocks: &[Block],
+        start: usize,
+        end: usize,
+        now_ms: u64,
+        admission: Admission,
+        body: &dyn Fn(usize) -> Result<(), BlockError>,
+    ) -> Result<(Vec<(usize, AcceptOutcome)>, GroupEnd), StoreError> {
+        let mut accepted = Vec::new();
+        if start >= end {
+            return Ok((accepted, GroupEnd::Closed));
+        }
+        let started = Instant::now();
+        let mut wtx = db.begin_write()?;
+        wtx.set_durability(Durability::Immediate)?;
+        let closing = {
+            let mut t = Tables::open(&wtx)?;
+            let mut i = start;
+            loop {
+                if i > start {
+                    // What `writing` checks before each write: no fault, room on disk.
+                    if lock(&self.fault).is_some() {
+                        return Err(self.unavailable());
+                    }
+                    self.check_free_space()?;
+                }
+                match self.group_step(&mut t, &blocks[i], now_ms, admission, || body(i))? {
+                    GroupStep::Accepted(o) => accepted.push((i, o)),
+                    GroupStep::Refused(e) => break GroupEnd::Refused(i, e),
+                    GroupStep::BranchFailed => break GroupEnd::BranchFailed(i),
+                }
+                i += 1;
+                if i >= end
+                    || accepted.len() >= GROUP_COMMIT_BLOCKS_MAX
+                    || started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX)
+                {
+                    break GroupEnd::Closed;
+                }
+            }
+        };
+        if accepted.is_empty() || matches!(closing, GroupEnd::BranchFailed(_)) {
+            wtx.abort()?;
+            if matches!(closing, GroupEnd::BranchFailed(_)) {
+                accepted.clear();
+            }
+        } else {
+            wtx.commit()?;
+        }
+        Ok((accepted, closing))
+    }
+
+    /// One block of a group's write transaction: the checks of
+    /// [`ChainStore::accept_in`] (known, orphan, header against its stored ancestors,
+    /// side-branch bounds, then `body`) against the transaction's own tables (the
+    /// group's earlier blocks are not committed yet), then [`ChainStore::write_block`].
+    fn group_step(
+        &self,
+        t: &mut Tables<'_>,
+        block: &Block,
+        now_ms: u64,
+        admission: Admission,
+        body: impl FnOnce() -> Result<(), BlockError>,
+    ) -> Result<GroupStep, StoreError> {
+        let hash = block.hash();
+        let parent_hash = block.header.prev_hash;
+        let invalid = |source: BlockError| StoreError::Invalid { hash, source };
+        let refused = |e: StoreError| {
+            if is_refusal(&e) {
+                Ok(GroupStep::Refused(e))
+            } else {
+                Err(e)
+            }
+        };
+        let parent = match Self::check_new(&t.info, &hash, &parent_hash) {
+            Ok(p) => p,
+            Err(e) => return refused(e),
+        };
+        let ctx = context_for(&t.info, parent_hash, parent.clone())?;
+        if let Err(e) = check_header(self.params, &block.header, &ctx.parent_context(), now_ms) {
+            return Ok(GroupStep::Refused(invalid(e.into())));
+        }
+        let bounds = Bounds {
+            params: self.params,
+            info: &t.info,
+            main: &t.main,
+            side: Some(&t.side_counts),
+            tip_hash: meta_hash(&t.meta, META_TIP)?,
+        };
+        if let Err(refusal) = bounds.check(&parent_hash, &parent, block, admission)? {
+            return Ok(GroupStep::Refused(StoreError::SideBranch { hash, refusal }));
+        }
+        if let Err(e) = body() {
+            return Ok(GroupStep::Refused(invalid(e)));
+        }
+        match self.write_block(t, &hash, block, admission)? {
+            Ok(outcome) => Ok(GroupStep::Accepted(outcome)),
+            Err(Ok(_)) => Ok(GroupStep::BranchFailed),
+            Err(Err(e)) => refused(e),
+        }
     }
 
     /// Accept one block; `body` gives its body check (run here, or done ahead by a

@@ -1369,6 +1369,17 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
         assert!(matches!(r, Ok(AcceptOutcome::Extended { .. })), "{r:?}");
     }
     assert_eq!(snapshot(&a, &addrs), snapshot(&b, &addrs));
+    // the indexes written at the group's end hold what one by one writes
+    b.verify_indexes().unwrap();
+    for addr in &addrs {
+        assert_eq!(history(&a, addr), history(&b, addr));
+    }
+    for tx in run.iter().flat_map(|blk| &blk.txs) {
+        assert_eq!(
+            a.transaction(&tx.id()).unwrap(),
+            b.transaction(&tx.id()).unwrap()
+        );
+    }
     // again: every block already known, the same error as accept_block gives
     let mut known = 0;
     b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |blk, r| {
@@ -1466,6 +1477,71 @@ fn a_long_run_commits_in_durable_groups_and_stops_at_a_group_end() {
     let n = b.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |_, _| true);
     assert_eq!(n, run.len());
     assert_eq!(b.tip().unwrap().hash, run[run.len() - 1].hash());
+}
+
+/// A group's write transaction that meets a heavier branch with an invalid block
+/// is aborted; the blocks of the group before it are written again and the failing
+/// reorg recorded on its own: the outcomes, the chain, the state and the blocks'
+/// statuses are those of one-by-one acceptance, and blocks after it go on.
+#[test]
+fn a_run_with_a_failing_reorg_gives_the_one_by_one_outcomes() {
+    let (ka, kb) = (key(1), key(2));
+    let addrs = [ka.address(), kb.address()];
+    let g = genesis_hash();
+    let scratch = ChainStore::open_in_memory(NET).unwrap();
+    let a = extend(&scratch, g, ka.address(), 2);
+    // b1 spends ka's money, which only exists on branch a: valid alone, invalid state
+    let b1 = mine_on(
+        &scratch,
+        &g,
+        kb.address(),
+        vec![transfer(&ka, kb.address(), 5, 0)],
+    );
+    scratch.accept_block(&b1, NOW_MS).unwrap();
+    let b2 = mine_on(&scratch, &b1.hash(), kb.address(), vec![]);
+    scratch.accept_block(&b2, NOW_MS).unwrap();
+    let b3 = mine_on(&scratch, &b2.hash(), kb.address(), vec![]);
+    // stored, marked invalid: a parent to mine on
+    assert!(scratch.accept_block(&b3, NOW_MS).is_err());
+    let b4 = mine_on(&scratch, &b3.hash(), kb.address(), vec![]);
+    let a3 = mine_on(&scratch, &a[1].hash(), ka.address(), vec![]);
+    // the run: the main chain, the doomed branch, its child, the main chain again
+    let run = vec![
+        a[0].clone(),
+        a[1].clone(),
+        b1.clone(),
+        b2.clone(),
+        b3.clone(),
+        b4.clone(),
+        a3.clone(),
+    ];
+    let grouped = ChainStore::open_in_memory(NET).unwrap();
+    let mut got = Vec::new();
+    let n = grouped.accept_blocks(&run, NOW_MS, Admission::Unsolicited, |_, r| {
+        got.push(r.map_err(|e| e.to_string()));
+        true
+    });
+    assert_eq!(n, run.len(), "{got:?}");
+    let one = ChainStore::open_in_memory(NET).unwrap();
+    let want: Vec<_> = run
+        .iter()
+        .map(|b| one.accept_block(b, NOW_MS).map_err(|e| e.to_string()))
+        .collect();
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    assert!(
+        got[4].as_ref().is_err_and(|e| e.contains("invalid")),
+        "{got:?}"
+    );
+    assert!(got[6].is_ok(), "{got:?}");
+    assert_eq!(snapshot(&grouped, &addrs), snapshot(&one, &addrs));
+    for b in &run {
+        assert_eq!(
+            grouped.block_status(&b.hash()).unwrap(),
+            one.block_status(&b.hash()).unwrap()
+        );
+    }
+    assert_eq!(grouped.tip().unwrap().hash, a3.hash());
+    grouped.verify_indexes().unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -1848,6 +1924,8 @@ fn a_branch_forking_deeper_than_the_reorg_bound_is_refused_whatever_its_work() {
     assert_eq!(r.fork_height, 5);
     assert_eq!(r.disconnected.len(), depth);
     assert_eq!(store.tip().unwrap().hash, branch.last().unwrap().hash());
+    // the reorg inside the group's transaction left the indexes right
+    store.verify_indexes().unwrap();
     // Unsolicited, the deep branch's first block is refused by the work bound
     // long before the depth walk.
     assert_eq!(refusal(store.accept_block(&deep, NOW_MS)), "too_light");
