@@ -127,14 +127,15 @@ pub fn liveness_refresh_rounds(pace_ms: Option<u64>, probe_interval_ms: u64) -> 
 /// a probe before, answered its latest one, is neither recovering, stalled nor
 /// discounted, its claimed tip is verified (a new claim — a pushed tip — is checked
 /// by a probe), its last probe is less than `refresh_rounds` old, and it shows life
-/// now: its last heartbeat was accepted ([`AnchorObservation::heard_round`]) and
-/// either its tip stream is open ([`AnchorObservation::stream_live`]) or that
-/// heartbeat is at most `heartbeat_rounds` rounds plus one old. A stream that ends
-/// or a heartbeat that fails clears the evidence, so the next round probes it: a
-/// killed anchor's stream ends at once (failover within a probe interval and the
-/// timeout); a blackholed one fails its next heartbeat.
+/// now: its last heartbeat was accepted ([`AnchorObservation::heard_round`]), and
+/// for the `best` anchor its tip stream is open ([`AnchorObservation::stream_live`]),
+/// for another that heartbeat is at most `heartbeat_rounds` rounds plus one old. A
+/// stream that ends or a heartbeat that fails clears the evidence, so the next
+/// round probes it: a killed anchor's stream ends at once (failover within a probe
+/// interval and the timeout); a blackholed one fails its next heartbeat.
 pub fn alive_without_probe(
     a: &AnchorObservation,
+    best: bool,
     round: u64,
     heartbeat_rounds: u64,
     refresh_rounds: u64,
@@ -155,10 +156,15 @@ pub fn alive_without_probe(
     }
     // A failed heartbeat (or probe) since the last answer is evidence against it,
     // whatever its stream says (a blackholed stream stays open until its idle
-    // timeout).
-    a.heard_round > 0
-        && a.heard_round > a.heard_void_round
-        && (a.stream_live || round.saturating_sub(a.heard_round) <= heartbeat_rounds + 1)
+    // timeout); so is a stream that ended after that heartbeat was sent.
+    let heard = a.heard_round > 0 && a.heard_round > a.heard_void_round;
+    if best {
+        // The network tip comes from the best anchor: without its stream, it is
+        // probed every round as before.
+        heard && a.stream_live
+    } else {
+        heard && round.saturating_sub(a.heard_round) <= heartbeat_rounds + 1
+    }
 }
 
 /// Rounds between probes of a home anchor that asks for heartbeats every
@@ -221,29 +227,33 @@ mod tests {
         a.verified_hash = a.tip_hash.clone();
         let (hb, refresh) = (2, LIVENESS_REFRESH_ROUNDS);
         // No evidence yet: probed.
-        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 11, hb, refresh));
         // A heartbeat answer covers its interval plus a round.
         a.heard_round = 10;
-        assert!(alive_without_probe(&a, 11, hb, refresh));
-        assert!(alive_without_probe(&a, 13, hb, refresh));
-        assert!(!alive_without_probe(&a, 14, hb, refresh));
-        // An open stream covers every round up to the refresh.
+        assert!(alive_without_probe(&a, false, 11, hb, refresh));
+        assert!(alive_without_probe(&a, false, 13, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 14, hb, refresh));
+        // The best anchor needs its open stream, which covers every round up to
+        // the refresh.
+        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
         a.stream_live = true;
-        assert!(alive_without_probe(&a, 15, hb, refresh));
-        assert!(!alive_without_probe(&a, 10 + refresh, hb, refresh));
+        assert!(alive_without_probe(&a, true, 15, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 15, hb, refresh));
+        assert!(!alive_without_probe(&a, true, 10 + refresh, hb, refresh));
         // The stream ended after that heartbeat was sent: no evidence.
         a.heard_void_round = 10;
-        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 11, hb, refresh));
         a.heard_void_round = 0;
         // A failed heartbeat (heard_round 0) outweighs an open stream.
         a.heard_round = 0;
-        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
         a.heard_round = 10;
         // A new claim not yet verified (a pushed tip) is checked by a probe.
         a.tip_hash = Some("cd".repeat(32));
-        assert!(!alive_without_probe(&a, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 11, hb, refresh));
         a.verified_hash = a.tip_hash.clone();
-        assert!(alive_without_probe(&a, 11, hb, refresh));
+        assert!(alive_without_probe(&a, false, 11, hb, refresh));
         // Failing, recovering, stalled or discounted anchors are probed every round.
         for f in [
             |a: &mut AnchorObservation| a.consecutive_failures = 1,
@@ -254,10 +264,10 @@ mod tests {
         ] {
             let mut b = a.clone();
             f(&mut b);
-            assert!(!alive_without_probe(&b, 11, hb, refresh), "{b:?}");
+            assert!(!alive_without_probe(&b, false, 11, hb, refresh), "{b:?}");
         }
         // Round 1 always probes; the refresh follows a paced anchor's pace.
-        assert!(!alive_without_probe(&a, 1, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 1, hb, refresh));
         assert_eq!(
             liveness_refresh_rounds(None, 5_000),
             LIVENESS_REFRESH_ROUNDS

@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 use vision_wire::{HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
 
 use crate::rules::{
-    MAX_CLUSTER_SIZE, Transition, classify, exchange_ready, next_snapshot, transitions,
+    MAX_CLUSTER_SIZE, Transition, apply_tip_push, classify, exchange_ready, next_snapshot,
+    transitions,
 };
 use crate::{
     BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
@@ -168,13 +169,16 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
         .zip(home)
         .filter(|(a, home)| probe_due(a, *home, round, hrw_score(own, &a.url)))
         .filter(|(a, home)| {
-            // A home anchor that shows life otherwise (its tip stream, its
-            // heartbeat answers) is not asked again this round.
+            // A home anchor that shows life otherwise (the best: its tip
+            // stream; the others: their heartbeat answers) is not asked again
+            // this round.
             let pace = a.pace_ms.unwrap_or(heartbeat_ms).max(heartbeat_ms);
+            let best = snapshot.best_anchor.as_deref() == Some(a.url.as_str());
             !(liveness
                 && *home
                 && alive_without_probe(
                     a,
+                    best,
                     round,
                     pace.div_ceil(probe_ms.max(1)),
                     liveness_refresh_rounds(a.pace_ms, probe_ms),
@@ -582,6 +586,7 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
     let mut size: Option<usize> = None;
     let mut paces: Vec<(String, u64)> = Vec::new();
     let mut heard: Vec<(String, bool)> = Vec::new();
+    let mut tips: Vec<(String, (u64, String))> = Vec::new();
     let interval_ms = ms(config.heartbeat_interval);
     while let Some(r) = set.join_next().await {
         let Ok((url, r)) = r else { continue };
@@ -594,6 +599,7 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
                 .unwrap_or(interval_ms)
                 .clamp(interval_ms, HEARTBEAT_PACE_MAX_MS.max(interval_ms));
             due.insert(url.clone(), now + Duration::from_millis(pace));
+            tips.push((url.clone(), (r.tip_height, r.tip_hash.clone())));
             paces.push((url, pace));
         }
     }
@@ -603,6 +609,7 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
     // Each answer is evidence of life for the liveness rule (it carries the
     // anchor's tip and cluster size: it stands in for a probe); a failed heartbeat
     // clears the evidence, so the next probe round asks that anchor.
+    let local = node.local_height();
     handle.update(|s| {
         let round = snap.round.max(1);
         for (u, p) in &paces {
@@ -613,6 +620,13 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
         for (u, ok) in &heard {
             if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
                 a.heard_round = if *ok { round } else { 0 };
+            }
+        }
+        // The answer's tip is the anchor's claim, like a pushed one: a new claim
+        // is unverified, so the next probe round asks that anchor and checks it.
+        for (u, tip) in &tips {
+            if apply_tip_push(s, u, tip.0, &tip.1) {
+                s.exchange_ready = exchange_ready(s.connected, local, s.observed_tip_height);
             }
         }
     });

@@ -639,7 +639,7 @@ async fn a_live_stream_and_heartbeat_answers_stand_in_for_probes_and_failover_ho
         .collect();
     assert_eq!(home.len(), 2, "two home anchors of six");
     assert!(home.contains(&best));
-    assert_eq!(streams.opened.lock().unwrap().as_slice(), &[best.clone()]);
+    assert_eq!(*streams.opened.lock().unwrap(), vec![best.clone()]);
 
     // 36 rounds (three minutes): each home anchor is probed once per
     // LIVENESS_REFRESH_ROUNDS, not every round; heartbeats go every 10 s.
