@@ -159,9 +159,12 @@ pub fn alive_without_probe(
     // timeout); so is a stream that ended after that heartbeat was sent.
     let heard = a.heard_round > 0 && a.heard_round > a.heard_void_round;
     if best {
-        // The network tip comes from the best anchor: without its stream, it is
-        // probed every round as before.
-        heard && a.stream_live
+        // The best anchor is probed every round: its failover stays one round and
+        // the network tip is checked every round. Its open tip stream
+        // ([`AnchorObservation::stream_live`], kept up to date) could stand in for
+        // it, but the simulation's report is not yet deterministic with it (see
+        // docs/PERFORMANCE.md), so it does not yet.
+        false
     } else {
         heard && round.saturating_sub(a.heard_round) <= heartbeat_rounds + 1
     }
@@ -233,21 +236,21 @@ mod tests {
         assert!(alive_without_probe(&a, false, 11, hb, refresh));
         assert!(alive_without_probe(&a, false, 13, hb, refresh));
         assert!(!alive_without_probe(&a, false, 14, hb, refresh));
-        // The best anchor needs its open stream, which covers every round up to
-        // the refresh.
-        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
+        // The best anchor is probed every round, open stream or not.
         a.stream_live = true;
-        assert!(alive_without_probe(&a, true, 15, hb, refresh));
+        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
         assert!(!alive_without_probe(&a, false, 15, hb, refresh));
-        assert!(!alive_without_probe(&a, true, 10 + refresh, hb, refresh));
+        // The refresh comes even within a heartbeat's cover.
+        a.heard_round = 10 + refresh - 1;
+        assert!(!alive_without_probe(&a, false, 10 + refresh, hb, refresh));
+        a.heard_round = 10;
         // The stream ended after that heartbeat was sent: no evidence.
         a.heard_void_round = 10;
-        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
         assert!(!alive_without_probe(&a, false, 11, hb, refresh));
         a.heard_void_round = 0;
-        // A failed heartbeat (heard_round 0) outweighs an open stream.
+        // A failed heartbeat (heard_round 0) is evidence against it.
         a.heard_round = 0;
-        assert!(!alive_without_probe(&a, true, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, false, 11, hb, refresh));
         a.heard_round = 10;
         // A new claim not yet verified (a pushed tip) is checked by a probe.
         a.tip_hash = Some("cd".repeat(32));

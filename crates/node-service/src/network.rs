@@ -271,20 +271,16 @@ impl Net {
     }
 }
 
-/// Failed reconnections in a row before a tip subscription gives up on an anchor:
-/// none. An interrupted stream ends the subscription at once, so the probe loop
-/// loses the stream's evidence of life and asks the anchor in its next round
-/// (`backbone_state::alive_without_probe`: a killed best anchor is failed over from
-/// within a probe interval and the timeout); the subscription loop subscribes
-/// again after `SUBSCRIBE_RETRY_BASE` to whichever anchor is best.
-pub const TIP_STREAM_FAILURES_MAX: u32 = 0;
+/// Failed reconnections in a row before a tip subscription gives up on an anchor
+/// (the subscription loop then waits and subscribes to whichever anchor is best).
+pub const TIP_STREAM_FAILURES_MAX: u32 = 3;
 
 impl TipSubscriber for HttpControlPlane {
     /// The anchor's `/api/events?types=block_connected,reset`: each block connected
     /// to its main chain (and the tip of a `reset`) is pushed as its new tip. The
-    /// stream ends at its first interruption ([`TIP_STREAM_FAILURES_MAX`]) or a
-    /// refusal (an anchor without `/api/events`, say); the subscription loop
-    /// subscribes again.
+    /// client's stream reconnects and resumes by id on its own; a refusal (an
+    /// anchor without `/api/events`, say) or [`TIP_STREAM_FAILURES_MAX`] failures
+    /// in a row end the subscription.
     async fn subscribe_tips(
         &self,
         anchor_url: &str,
