@@ -20,7 +20,8 @@
 //! - `cargo xtask fuzz [--seconds N]`: every cargo-fuzz target for a bounded time.
 //! - `cargo xtask simulate [--nodes 1000] [--anchors 3] [--seed N] [--scenario
 //!   all|baseline|anchor-loss|partition|lying-anchor] [--timing contract|fast|both]
-//!   [--signatures] [--no-subscribe]`: the thousand-node simulation (crates/simulation).
+//!   [--signatures] [--no-subscribe] [--peerbook-capacity N]`: the simulation
+//!   (crates/simulation), 1,000 nodes by default, 100,000 by hand.
 
 #![allow(clippy::print_stdout)]
 
@@ -105,6 +106,6 @@ fn usage() {
          fuzz [--fuzz-seconds N]  run every fuzz target for a bounded time\n  \
          man [--out DIR]  man pages for vision-ctl and its subcommands (default target/man)\n  \
          simulate [--nodes N] [--anchors N] [--seed N] [--scenario all|baseline|anchor-loss|partition|lying-anchor]\n           \
-         [--timing contract|fast|both] [--signatures] [--no-subscribe]  the thousand-node simulation"
+         [--timing contract|fast|both] [--signatures] [--no-subscribe] [--peerbook-capacity N]  the simulation"
     );
 }

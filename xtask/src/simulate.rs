@@ -1,5 +1,7 @@
 //! `cargo xtask simulate`: the thousand-node simulation (crates/simulation) with a
-//! table of figures per scenario and timing, and the wall time each took.
+//! table of figures per scenario and timing, and the wall time and the process's
+//! peak resident memory after each (`--nodes 100000 --anchors 10` for the large
+//! runs of docs/PERFORMANCE.md).
 
 use std::time::Instant;
 
@@ -16,6 +18,7 @@ pub(crate) struct Options {
     pub(crate) timings: Vec<Timing>,
     pub(crate) verify_signatures: bool,
     pub(crate) subscribe_tips: bool,
+    pub(crate) peerbook_capacity: usize,
 }
 
 /// Issue #14's acceptance at the contract's timing, with tip subscriptions on: a new
@@ -34,6 +37,7 @@ impl Options {
             timings: vec![Timing::contract(), Timing::fast()],
             verify_signatures: false,
             subscribe_tips: true,
+            peerbook_capacity: simulation::PEERBOOK_CAPACITY_DEFAULT,
         };
         let mut it = args.iter();
         let next = |name: &str, it: &mut std::slice::Iter<'_, String>| {
@@ -73,6 +77,11 @@ impl Options {
                 }
                 "--signatures" => o.verify_signatures = true,
                 "--no-subscribe" => o.subscribe_tips = false,
+                "--peerbook-capacity" => {
+                    o.peerbook_capacity = next(a, &mut it)?
+                        .parse()
+                        .context("--peerbook-capacity: not a number")?
+                }
                 other => bail!("unknown option {other:?}"),
             }
         }
@@ -97,17 +106,25 @@ pub(crate) fn run(o: &Options) -> Result<()> {
             let mut cfg = SimConfig::new(o.nodes, o.anchors, o.seed, timing.clone());
             cfg.verify_signatures = o.verify_signatures;
             cfg.subscribe_tips = o.subscribe_tips;
+            cfg.peerbook_capacity = o.peerbook_capacity;
             let started = Instant::now();
             let report = simulation::run(&cfg, scenario);
             let wall = started.elapsed();
             print!("{report}");
             println!("  {:<44} {:.2} s", "wall time", wall.as_secs_f64());
+            let rss = peak_rss_mb();
+            println!(
+                "  {:<44} {}",
+                "peak resident memory (process, so far)",
+                rss.map_or_else(|| "unknown".to_string(), |m| format!("{m} MB"))
+            );
             rows.push((
                 timing.name.clone(),
                 scenario.name(),
                 report.converged_ms,
                 report.ok(),
                 wall,
+                rss,
             ));
             if !report.ok() {
                 failed.push(format!("{}/{}", timing.name, scenario.name()));
@@ -135,18 +152,19 @@ pub(crate) fn run(o: &Options) -> Result<()> {
         }
     }
     println!(
-        "\n{:<10} {:<14} {:>12} {:>8} {:>8}",
-        "timing", "scenario", "converged", "result", "wall"
+        "\n{:<10} {:<14} {:>12} {:>8} {:>8} {:>10}",
+        "timing", "scenario", "converged", "result", "wall", "peak RSS"
     );
-    for (t, s, c, ok, wall) in &rows {
+    for (t, s, c, ok, wall, rss) in &rows {
         let c = c.map_or_else(
             || "never".to_string(),
             |ms| format!("{:.1} s", ms as f64 / 1000.0),
         );
         println!(
-            "{t:<10} {s:<14} {c:>12} {:>8} {:>7.2}s",
+            "{t:<10} {s:<14} {c:>12} {:>8} {:>7.2}s {:>10}",
             if *ok { "ok" } else { "FAIL" },
-            wall.as_secs_f64()
+            wall.as_secs_f64(),
+            rss.map_or_else(|| "?".to_string(), |m| format!("{m} MB"))
         );
     }
     println!("total wall time {:.2} s", total.elapsed().as_secs_f64());
@@ -154,4 +172,13 @@ pub(crate) fn run(o: &Options) -> Result<()> {
         bail!("simulation failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Peak resident memory of this process so far, MB (`VmHWM` of
+/// `/proc/self/status`; `None` where there is no such file).
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }

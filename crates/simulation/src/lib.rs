@@ -20,6 +20,14 @@
 //!   in-memory network ([`SimConfig::subscribe_tips`]): an anchor's stream pushes
 //!   every new tip it shows half a round trip later; propagation is measured exactly
 //!   (an observer per node records when its network tip grew), not sampled.
+//! - `wire.rs`: bytes on the wire per message kind (real encodings of the wire
+//!   types the simulation holds; HTTP heads and the other bodies measured on the
+//!   real node): the anchors' load is reported in requests/s *and* bytes/s, per
+//!   kind ([`AnchorLoad`]).
+//! - Scale: a node's peer book holds [`PEERBOOK_CAPACITY_DEFAULT`] entries and is
+//!   handed that many entries of an anchor's seed list (the anchor is charged the
+//!   whole list); hellos are counted but add no round trip. Both leave every
+//!   decision of the loops as it was; they let 100,000 nodes run in a few GB.
 //! - `sim.rs`: building the world, the chain (a block every
 //!   [`Timing::block_interval`], adopted by each live anchor after a short delay:
 //!   anchors share one chain) and the scenarios, observed by sampling every node's
@@ -46,6 +54,7 @@
 mod net;
 mod rng;
 mod sim;
+mod wire;
 
 use std::fmt;
 use std::time::Duration;
@@ -61,6 +70,14 @@ pub const CONVERGED_MIN_PEERS: usize = 8;
 pub const MAX_ANCHORS: usize = 64;
 /// Blocks the lying anchor claims to be ahead.
 pub const LIE_AHEAD_BLOCKS: u64 = 1_000;
+/// Entries each simulated node's peer book holds (`PeerBook::with_capacity`; a real
+/// node holds `backbone_state::PEERBOOK_MAX`, 1,024). The book feeds no decision of
+/// the loops (only the `peerbook_count` of the snapshot, which the convergence
+/// figure compares with [`CONVERGED_MIN_PEERS`]: the same verdict for any capacity
+/// above that), but it is most of a node's memory and its upserts scan it: a book of
+/// 1,024 entries per node would need ~20 GB for 100,000 nodes. 12 entries keep its
+/// table at 32 buckets through the churn of evictions.
+pub const PEERBOOK_CAPACITY_DEFAULT: usize = CONVERGED_MIN_PEERS + 4;
 
 /// The loop intervals and the chain's pace of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +157,9 @@ pub struct SimConfig {
     /// (`backbone_state::run_tip_subscription_loop`); off, a new tip is learned
     /// at the next probe round only.
     pub subscribe_tips: bool,
+    /// Capacity of each node's peer book (at least [`CONVERGED_MIN_PEERS`]; see
+    /// [`PEERBOOK_CAPACITY_DEFAULT`]).
+    pub peerbook_capacity: usize,
 }
 
 impl SimConfig {
@@ -160,6 +180,7 @@ impl SimConfig {
             verify_signatures: true,
             converge_bound,
             subscribe_tips: true,
+            peerbook_capacity: PEERBOOK_CAPACITY_DEFAULT,
         }
     }
 }
@@ -205,6 +226,45 @@ impl Scenario {
     }
 }
 
+/// One kind of message at one anchor, per second of the steady window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindLoad {
+    /// The kind (`hello`, `status 200`, `status 304`, `seed_peers`, `heartbeat`,
+    /// `events`, `members digest`, `headers`).
+    pub kind: &'static str,
+    /// Requests answered per second (an event stream counts once, when opened).
+    pub requests_per_s: f64,
+    /// Bytes received per second (HTTP request heads and bodies).
+    pub bytes_in_per_s: f64,
+    /// Bytes sent per second (HTTP response heads and bodies, stream frames and
+    /// keep-alives).
+    pub bytes_out_per_s: f64,
+}
+
+/// One anchor's load over the steady window, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorLoad {
+    /// Every kind, in report order.
+    pub kinds: Vec<KindLoad>,
+}
+
+impl AnchorLoad {
+    /// Requests per second, every kind.
+    pub fn requests_per_s(&self) -> f64 {
+        self.kinds.iter().map(|k| k.requests_per_s).sum()
+    }
+
+    /// Bytes received per second, every kind.
+    pub fn bytes_in_per_s(&self) -> f64 {
+        self.kinds.iter().map(|k| k.bytes_in_per_s).sum()
+    }
+
+    /// Bytes sent per second, every kind.
+    pub fn bytes_out_per_s(&self) -> f64 {
+        self.kinds.iter().map(|k| k.bytes_out_per_s).sum()
+    }
+}
+
 /// The figures of one run, all in virtual time: equal for equal configurations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -227,6 +287,8 @@ pub struct Report {
     /// Baseline only: control-plane messages (requests sent and tip events
     /// received) per node per minute.
     pub messages_per_node_min: Option<f64>,
+    /// Baseline only: each anchor's load over the steady window (empty otherwise).
+    pub anchor_load: Vec<AnchorLoad>,
 }
 
 impl Report {

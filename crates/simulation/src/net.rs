@@ -20,6 +20,7 @@ use vision_chain::{SecretKey, Signature};
 use vision_wire::{HeartbeatPayload, HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
 
 use crate::rng::mix;
+use crate::wire;
 
 /// Unix time the simulated clock starts at (heartbeat timestamps must look real to
 /// `SignedHeartbeat::verify`'s ±120 s window).
@@ -48,30 +49,102 @@ pub(crate) enum Lie {
     },
 }
 
-/// Calls one anchor received, by kind.
+/// What an anchor answers, by kind (its rows in the load figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `POST /api/hello`: a node re-proving the anchor's identity before a probe.
+    Hello,
+    /// `GET /api/status` answered in full (`200`).
+    Status,
+    /// `GET /api/status` answered `304 Not Modified` (tip and cluster size stand).
+    NotModified,
+    /// `GET /api/p2p/seed_peers`.
+    SeedPeers,
+    /// `POST /api/heartbeat`.
+    Heartbeat,
+    /// `GET /api/events` (the tip subscription): a request when opened; its frames
+    /// and keep-alives are bytes out.
+    Events,
+    /// `POST /api/members/digest` from another anchor.
+    Digest,
+    /// `GET /api/headers` (a claimed tip's verification).
+    Headers,
+}
+
+/// Kinds of [`Kind`].
+pub(crate) const KINDS: usize = 8;
+
+impl Kind {
+    /// Every kind, in report order.
+    pub(crate) const ALL: [Kind; KINDS] = [
+        Kind::Hello,
+        Kind::Status,
+        Kind::NotModified,
+        Kind::SeedPeers,
+        Kind::Heartbeat,
+        Kind::Events,
+        Kind::Digest,
+        Kind::Headers,
+    ];
+
+    /// Its name in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Hello => "hello",
+            Kind::Status => "status 200",
+            Kind::NotModified => "status 304",
+            Kind::SeedPeers => "seed_peers",
+            Kind::Heartbeat => "heartbeat",
+            Kind::Events => "events",
+            Kind::Digest => "members digest",
+            Kind::Headers => "headers",
+        }
+    }
+}
+
+/// Requests and bytes of one kind at one anchor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flow {
+    /// Requests answered.
+    pub(crate) requests: u64,
+    /// Bytes received (request heads and bodies).
+    pub(crate) bytes_in: u64,
+    /// Bytes sent (response heads and bodies, stream frames).
+    pub(crate) bytes_out: u64,
+}
+
+/// What one anchor answered, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Calls {
-    pub(crate) probes: u64,
-    pub(crate) seed_peers: u64,
-    pub(crate) heartbeats: u64,
-    /// Event-stream subscriptions opened (each then held open).
-    pub(crate) subscribes: u64,
-    /// Membership digest exchanges answered for other anchors.
-    pub(crate) digests: u64,
-    /// Header requests (a claimed tip's verification).
-    pub(crate) headers: u64,
+    pub(crate) flows: [Flow; KINDS],
+    /// Event-stream milliseconds served (open streams × time), for keep-alives.
+    pub(crate) stream_ms: u64,
 }
 
 impl Calls {
-    /// Requests answered (a subscription counts once, when it is opened).
-    pub(crate) fn total(&self) -> u64 {
-        self.probes
-            + self.seed_peers
-            + self.heartbeats
-            + self.subscribes
-            + self.digests
-            + self.headers
+    fn add(&mut self, kind: Kind, bytes_in: u64, bytes_out: u64) {
+        let f = &mut self.flows[kind as usize];
+        f.requests += 1;
+        f.bytes_in += bytes_in;
+        f.bytes_out += bytes_out;
     }
+
+    /// Bytes out of `kind`, without a request (a stream's frames).
+    fn add_out(&mut self, kind: Kind, bytes_out: u64) {
+        self.flows[kind as usize].bytes_out += bytes_out;
+    }
+
+    /// Keep-alive bytes of the streams served so far.
+    pub(crate) fn keepalive_bytes(&self) -> u64 {
+        self.stream_ms / wire::KEEPALIVE_MS * wire::KEEPALIVE_BYTES
+    }
+}
+
+/// The bytes one answer moved, and the kind it counts as.
+pub(crate) struct Moved {
+    kind: Kind,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 /// Most records one digest answer carries (as node-service's route).
@@ -85,8 +158,11 @@ struct AnchorState {
     received: Calls,
     /// The anchor's status as of one virtual second: (second, cluster size).
     size_cache: Option<(u64, usize)>,
-    /// Its seed list as of one virtual second: (second, limit, list).
-    seed_cache: Option<(u64, usize, Vec<PublicPeerInfo>)>,
+    /// Its seed list as of one virtual second: (second, limit, list, JSON bytes).
+    seed_cache: Option<(u64, usize, Vec<PublicPeerInfo>, u64)>,
+    /// Event streams open now, and since when (virtual ms) that count holds.
+    streams_open: u64,
+    streams_since_ms: u64,
 }
 
 impl AnchorState {
@@ -125,17 +201,27 @@ impl AnchorState {
         }
     }
 
-    fn seed_peers(&mut self, now_ms: u64, limit: usize) -> Vec<PublicPeerInfo> {
+    /// The seed list's first `take` entries and the whole answer's JSON bytes.
+    fn seed_peers(&mut self, now_ms: u64, limit: usize, take: usize) -> (Vec<PublicPeerInfo>, u64) {
         let sec = now_ms / 1000;
-        if let Some((s, l, v)) = &self.seed_cache {
-            if *s == sec && *l == limit {
-                return v.clone();
-            }
+        let fresh = matches!(&self.seed_cache, Some((s, l, _, _)) if *s == sec && *l == limit);
+        if !fresh {
+            // One sample per second (the cache's key), seeded by the second.
+            let v = self.membership.seed_peers(now_ms, limit, sec);
+            let len = wire::json_len(&v);
+            self.seed_cache = Some((sec, limit, v, len));
         }
-        // One sample per second (the cache's key), seeded by the second.
-        let v = self.membership.seed_peers(now_ms, limit, sec);
-        self.seed_cache = Some((sec, limit, v.clone()));
-        v
+        match &self.seed_cache {
+            Some((_, _, v, len)) => (v[..v.len().min(take)].to_vec(), *len),
+            None => (Vec::new(), 2),
+        }
+    }
+
+    /// `delta` streams opened (+1) or ended (-1) at virtual ms `now`.
+    fn streams(&mut self, delta: i64, now: u64) {
+        self.received.stream_ms += self.streams_open * now.saturating_sub(self.streams_since_ms);
+        self.streams_since_ms = now;
+        self.streams_open = self.streams_open.saturating_add_signed(delta);
     }
 }
 
@@ -152,6 +238,10 @@ fn lie_hash(h: u64) -> String {
 /// the tip events anchors pushed to them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
+    /// Signed hellos before a probe (node-service's transport re-proves an
+    /// anchor's identity every [`wire::HELLO_REVERIFY_S`]): requests to anchors, but
+    /// not messages of the backbone loops, so not in [`Sent::total`].
+    pub(crate) hellos: u64,
     pub(crate) probes: u64,
     pub(crate) seed_peers: u64,
     pub(crate) heartbeats: u64,
@@ -181,6 +271,12 @@ struct State {
     cut: Vec<u64>,
     /// Per (node, anchor): requests so far, the jitter's input.
     link_seq: Vec<u32>,
+    /// Per (node, anchor): virtual second of the last signed hello, plus one (0:
+    /// never).
+    hello_s: Vec<u32>,
+    /// Per (node, anchor): the status tag of the last full answer (0: none), so the
+    /// next probe is conditional.
+    etag: Vec<u64>,
     sent: Sent,
 }
 
@@ -207,11 +303,15 @@ pub(crate) struct Net {
     /// Per anchor, bumped whenever what its event stream would say changes (tip,
     /// lie, death): its subscribers wake on it.
     tip_news: Vec<watch::Sender<u64>>,
+    /// Seed-list entries handed to a node (its peer book's capacity and one for
+    /// itself: the rest would only be evicted again); the anchor's bytes count the
+    /// whole list.
+    seed_take: usize,
 }
 
-/// How request kinds are counted.
+/// How requests are counted at the sending node.
 #[derive(Debug, Clone, Copy)]
-enum Kind {
+enum Ask {
     Probe,
     SeedPeers,
     Heartbeat,
@@ -230,6 +330,7 @@ impl Net {
         heartbeat_interval_ms: u64,
         start_tip: u64,
         verify: bool,
+        seed_take: usize,
     ) -> Net {
         assert!(anchors.len() <= 64, "cut masks are one u64 per node");
         assert_eq!(rtt_ms.len(), nodes * anchors.len());
@@ -243,10 +344,13 @@ impl Net {
                 received: Calls::default(),
                 size_cache: None,
                 seed_cache: None,
+                streams_open: 0,
+                streams_since_ms: 0,
             })
             .collect();
         Net {
             seed,
+            seed_take,
             start: Instant::now(),
             verify,
             nodes,
@@ -258,6 +362,8 @@ impl Net {
                 anchors: states,
                 cut: vec![0; nodes],
                 link_seq: vec![0; nodes * anchors.len()],
+                hello_s: vec![0; nodes * anchors.len()],
+                etag: vec![0; nodes * anchors.len()],
                 sent: Sent::default(),
             }),
             anchors,
@@ -319,7 +425,9 @@ impl Net {
                 let (buckets, _) = s.anchors[b]
                     .membership
                     .buckets_differing(&held, MEMBER_SYNC_RECORDS_MAX);
-                s.anchors[a].received.digests += 1;
+                let bytes_in = wire::json_len(&held);
+                let bytes_out = wire::json_len(&buckets);
+                s.anchors[a].received.add(Kind::Digest, bytes_in, bytes_out);
                 let m = &mut s.anchors[a].membership;
                 if buckets.is_empty() {
                     m.relay_refreshed(id_b, now);
@@ -333,7 +441,13 @@ impl Net {
     }
 
     pub(crate) fn kill(&self, a: usize) {
-        self.lock().anchors[a].alive = false;
+        let now = self.elapsed_ms();
+        let mut s = self.lock();
+        s.anchors[a].alive = false;
+        // Its streams end with it.
+        let open = s.anchors[a].streams_open;
+        s.anchors[a].streams(-(open as i64), now);
+        drop(s);
         self.tip_news[a].send_modify(|v| *v += 1);
     }
 
@@ -355,8 +469,17 @@ impl Net {
         self.lock().sent
     }
 
+    /// What each anchor answered so far (stream time brought up to now).
     pub(crate) fn received(&self) -> Vec<Calls> {
-        self.lock().anchors.iter().map(|a| a.received).collect()
+        let now = self.elapsed_ms();
+        let mut s = self.lock();
+        s.anchors
+            .iter_mut()
+            .map(|a| {
+                a.streams(0, now);
+                a.received
+            })
+            .collect()
     }
 
     /// Live members of anchor `a` (itself included), as its status would say.
@@ -369,6 +492,30 @@ impl Net {
         self.anchors.iter().position(|a| a.url == url)
     }
 
+    /// Node `node` proves anchor `a`'s identity when its last proof is
+    /// [`wire::HELLO_REVERIFY_S`] old or there is none: a signed hello each way,
+    /// counted where it would arrive (a cut link or a dead anchor: nothing).
+    fn hello(&self, node: usize, a: usize) {
+        let link = node * self.anchors.len() + a;
+        let now_s = self.elapsed_ms() / 1000;
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let last = u64::from(s.hello_s[link]);
+        if last != 0 && now_s + 1 - last < wire::HELLO_REVERIFY_S {
+            return;
+        }
+        s.sent.hellos += 1;
+        if s.cut[node] & (1 << a) != 0 || !s.anchors[a].alive {
+            return;
+        }
+        s.hello_s[link] = u32::try_from(now_s + 1).unwrap_or(u32::MAX);
+        s.anchors[a].received.add(
+            Kind::Hello,
+            wire::HELLO_REQUEST_HEAD + wire::HELLO_REQUEST_BODY,
+            wire::json_response_head(wire::HELLO_RESPONSE_BODY) + wire::HELLO_RESPONSE_BODY,
+        );
+    }
+
     /// One request from `node` to the anchor at `url`: half the round trip out, the
     /// anchor's answer computed at arrival, half back. A cut link never answers
     /// (the caller's timeout ends it); a dead anchor refuses.
@@ -376,18 +523,18 @@ impl Net {
         &self,
         node: usize,
         url: &str,
-        kind: Kind,
-        answer: impl FnOnce(&mut AnchorState, u64) -> Result<R, BackboneError>,
+        ask: Ask,
+        answer: impl FnOnce(&mut AnchorState, &mut u64, u64) -> (Result<R, BackboneError>, Moved),
     ) -> Result<R, BackboneError> {
         let refused = || BackboneError::Transport(format!("{url}: connection refused"));
         let (rtt, cut, a) = {
             let mut s = self.lock();
-            match kind {
-                Kind::Probe => s.sent.probes += 1,
-                Kind::SeedPeers => s.sent.seed_peers += 1,
-                Kind::Heartbeat => s.sent.heartbeats += 1,
-                Kind::Subscribe => s.sent.subscribes += 1,
-                Kind::Headers => s.sent.headers += 1,
+            match ask {
+                Ask::Probe => s.sent.probes += 1,
+                Ask::SeedPeers => s.sent.seed_peers += 1,
+                Ask::Heartbeat => s.sent.heartbeats += 1,
+                Ask::Subscribe => s.sent.subscribes += 1,
+                Ask::Headers => s.sent.headers += 1,
             }
             let Some(a) = self.anchor_index(url) else {
                 return Err(refused());
@@ -411,17 +558,15 @@ impl Net {
         tokio::time::sleep(Duration::from_millis(rtt / 2)).await;
         let result = {
             let now = self.now_unix_ms();
-            let mut s = self.lock();
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let link = node * self.anchors.len() + a;
             let st = &mut s.anchors[a];
             if st.alive {
-                match kind {
-                    Kind::Probe => st.received.probes += 1,
-                    Kind::SeedPeers => st.received.seed_peers += 1,
-                    Kind::Heartbeat => st.received.heartbeats += 1,
-                    Kind::Subscribe => st.received.subscribes += 1,
-                    Kind::Headers => st.received.headers += 1,
-                }
-                answer(st, now)
+                // A refusal by the anchor's rules is an answer too.
+                let (r, m) = answer(st, &mut s.etag[link], now);
+                st.received.add(m.kind, m.bytes_in, m.bytes_out);
+                r
             } else {
                 Err(refused())
             }
@@ -437,35 +582,80 @@ pub(crate) struct NodeLink {
     pub(crate) net: std::sync::Arc<Net>,
 }
 
+/// The bytes of an error answer (`{"error": "<code>", "message": "..."}`), about.
+const ERROR_BODY_BYTES: u64 = 120;
+
 impl ControlPlane for NodeLink {
+    /// node-service's probe: a signed hello first when the anchor's identity was
+    /// last proven [`wire::HELLO_REVERIFY_S`] ago or never, then `/api/status`,
+    /// conditional on the tag of the last full answer (a `304` when the tip and the
+    /// cluster size still stand: the same probe, fewer bytes). The hello is counted
+    /// (a request and its bytes at the anchor) but its round trip is not added to
+    /// the probe's: the loops' timing stays what it was before hellos were counted.
     async fn probe(&self, anchor_url: &str) -> Result<AnchorProbe, BackboneError> {
         let net = &self.net;
         let a = net.anchor_index(anchor_url);
+        if let Some(a) = a {
+            net.hello(self.node, a);
+        }
         self.net
-            .call(self.node, anchor_url, Kind::Probe, |st, now| {
+            .call(self.node, anchor_url, Ask::Probe, |st, etag, now| {
                 let (tip_height, hash) = st.shown_tip(now);
                 let size = st.cluster_size(now);
                 let info = &net.anchors[a.unwrap_or(0)];
-                Ok(AnchorProbe {
-                    node_id: info.node_id.clone(),
-                    network: NETWORK.to_string(),
-                    tip_height,
-                    tip_hash: Some(hash),
-                    cluster_size: Some(size),
-                    peer_count: Some(size.saturating_sub(1)),
-                })
+                let tag = mix(
+                    0,
+                    &[tip_height, u64::from(hash.starts_with("ff")), size as u64],
+                ) | 1;
+                let (h, z) = (tip_height, size as u64);
+                let moved = if *etag == tag {
+                    Moved {
+                        kind: Kind::NotModified,
+                        bytes_in: wire::status_request_head(h, z),
+                        bytes_out: wire::not_modified_head(h, z),
+                    }
+                } else {
+                    Moved {
+                        kind: Kind::Status,
+                        bytes_in: wire::status_request_head(h, z),
+                        bytes_out: wire::status_response_head(h, z) + wire::STATUS_BODY,
+                    }
+                };
+                *etag = tag;
+                (
+                    Ok(AnchorProbe {
+                        node_id: info.node_id.clone(),
+                        network: NETWORK.to_string(),
+                        tip_height,
+                        tip_hash: Some(hash),
+                        cluster_size: Some(size),
+                        peer_count: Some(size.saturating_sub(1)),
+                    }),
+                    moved,
+                )
             })
             .await
     }
 
+    /// The anchor's seed list; the node is handed its first entries only (see
+    /// `Net::seed_take`), the anchor sends (and is charged) the whole list.
     async fn seed_peers(
         &self,
         anchor_url: &str,
         limit: usize,
     ) -> Result<Vec<PublicPeerInfo>, BackboneError> {
+        let take = self.net.seed_take;
         self.net
-            .call(self.node, anchor_url, Kind::SeedPeers, |st, now| {
-                Ok(st.seed_peers(now, limit))
+            .call(self.node, anchor_url, Ask::SeedPeers, |st, _, now| {
+                let (list, len) = st.seed_peers(now, limit, take);
+                (
+                    Ok(list),
+                    Moved {
+                        kind: Kind::SeedPeers,
+                        bytes_in: wire::SEED_PEERS_REQUEST_HEAD,
+                        bytes_out: wire::json_response_head(len) + len,
+                    },
+                )
             })
             .await
     }
@@ -478,33 +668,69 @@ impl ControlPlane for NodeLink {
         let net = &self.net;
         let a = net.anchor_index(anchor_url);
         self.net
-            .call(self.node, anchor_url, Kind::Heartbeat, |st, now| {
-                if net.verify {
-                    heartbeat
-                        .verify(NETWORK, now / 1000)
-                        .map_err(|e| BackboneError::BadSignature(e.to_string()))?;
-                }
-                // Each simulated node heartbeats from its own /16; the anchor's
-                // dial-back is modelled as immediate and successful (every
-                // simulated member is reachable at its address).
-                let n = self.node as u64;
-                let from = backbone_state::Netgroup::V4([10 + (n >> 8) as u8, n as u8]);
-                st.membership.record(&heartbeat.payload, now, from)?;
-                let id = heartbeat.payload.node_id.to_ascii_lowercase();
-                if let Some(addr) = st.membership.get(&id).map(|m| m.http_address.clone()) {
-                    st.membership.mark_verified(&id, &addr, now / 1000);
-                }
-                let (tip_height, tip_hash) = st.shown_tip(now);
-                Ok(HeartbeatResponse {
-                    cluster_size: st.cluster_size(now),
-                    tip_height,
-                    tip_hash,
-                    anchor_node_id: net.anchors[a.unwrap_or(0)].node_id.clone(),
-                    member_ttl_s: st.membership.ttl_ms() / 1000,
-                    heartbeat_interval_ms: Some(st.membership.heartbeat_pace_ms(now)),
-                })
+            .call(self.node, anchor_url, Ask::Heartbeat, |st, _, now| {
+                let body = wire::json_len(heartbeat);
+                let bytes_in = wire::HEARTBEAT_REQUEST_HEAD + body;
+                let answer = (|| {
+                    if net.verify {
+                        heartbeat
+                            .verify(NETWORK, now / 1000)
+                            .map_err(|e| BackboneError::BadSignature(e.to_string()))?;
+                    }
+                    // Each simulated node heartbeats from its own /16 (there are
+                    // 65,536: past that, two nodes share one); the anchor's
+                    // dial-back is modelled as immediate and successful (every
+                    // simulated member is reachable at its address).
+                    let n = self.node as u64;
+                    let from =
+                        backbone_state::Netgroup::V4([((10 + (n >> 8)) % 256) as u8, n as u8]);
+                    st.membership.record(&heartbeat.payload, now, from)?;
+                    let id = heartbeat.payload.node_id.to_ascii_lowercase();
+                    if let Some(addr) = st.membership.get(&id).map(|m| m.http_address.clone()) {
+                        st.membership.mark_verified(&id, &addr, now / 1000);
+                    }
+                    let (tip_height, tip_hash) = st.shown_tip(now);
+                    Ok(HeartbeatResponse {
+                        cluster_size: st.cluster_size(now),
+                        tip_height,
+                        tip_hash,
+                        anchor_node_id: net.anchors[a.unwrap_or(0)].node_id.clone(),
+                        member_ttl_s: st.membership.ttl_ms() / 1000,
+                        heartbeat_interval_ms: Some(st.membership.heartbeat_pace_ms(now)),
+                    })
+                })();
+                let out = match &answer {
+                    Ok(r) => wire::json_len(r),
+                    Err(_) => ERROR_BODY_BYTES,
+                };
+                (
+                    answer,
+                    Moved {
+                        kind: Kind::Heartbeat,
+                        bytes_in,
+                        bytes_out: wire::json_response_head(out) + out,
+                    },
+                )
             })
             .await
+    }
+}
+
+/// An open event stream at an anchor: counted open until dropped.
+struct StreamOpen<'a> {
+    net: &'a Net,
+    anchor: usize,
+}
+
+impl Drop for StreamOpen<'_> {
+    fn drop(&mut self) {
+        let now = self.net.elapsed_ms();
+        let mut s = self.net.lock();
+        let st = &mut s.anchors[self.anchor];
+        // A dead anchor's streams were closed when it died.
+        if st.alive {
+            st.streams(-1, now);
+        }
     }
 }
 
@@ -524,8 +750,19 @@ impl TipSubscriber for NodeLink {
             .ok_or_else(|| BackboneError::Transport(format!("{anchor_url}: connection refused")))?;
         let mut news = net.tip_news[a].subscribe();
         news.borrow_and_update();
-        net.call(self.node, anchor_url, Kind::Subscribe, |_, _| Ok(()))
-            .await?;
+        net.call(self.node, anchor_url, Ask::Subscribe, |st, _, now| {
+            st.streams(1, now.saturating_sub(BASE_UNIX_S * 1000));
+            (
+                Ok(()),
+                Moved {
+                    kind: Kind::Events,
+                    bytes_in: wire::EVENTS_REQUEST_HEAD,
+                    bytes_out: wire::EVENTS_OPEN_BYTES,
+                },
+            )
+        })
+        .await?;
+        let _open = StreamOpen { net, anchor: a };
         let link = self.node * net.anchors.len() + a;
         let one_way = Duration::from_millis(u64::from(net.rtt_ms[link]) / 2);
         let mut last_sent: Option<(u64, String)> = None;
@@ -556,6 +793,9 @@ impl TipSubscriber for NodeLink {
                 continue;
             }
             last_sent = Some(shown.clone());
+            net.lock().anchors[a]
+                .received
+                .add_out(Kind::Events, wire::BLOCK_EVENT_BYTES);
             tokio::time::sleep(one_way).await;
             net.lock().sent.events += 1;
             let push = TipPush {
@@ -624,9 +864,20 @@ impl LocalNode for SimNode {
                 hash: hash.to_string(),
             };
         }
+        // Modelled as one header's answer (the real check asks for the headers
+        // between what it holds and the claim; a lie's end where the anchor's do).
         let real = self
             .net
-            .call(self.node, anchor_url, Kind::Headers, |st, _| Ok(st.tip))
+            .call(self.node, anchor_url, Ask::Headers, |st, _, _| {
+                (
+                    Ok(st.tip),
+                    Moved {
+                        kind: Kind::Headers,
+                        bytes_in: wire::HEADERS_REQUEST_HEAD,
+                        bytes_out: wire::HEADERS_RESPONSE_HEAD + wire::HEADER_BYTES,
+                    },
+                )
+            })
             .await;
         match real {
             Ok(real) if height <= real && hash == tip_hash(height) => TipCheck::Verified {

@@ -14,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 use vision_chain::SecretKey;
 
 use crate::net::{AnchorInfo, Lie, NETWORK, Net, NodeLink, SimNode};
+use crate::net::{Calls, KINDS, Kind};
 use crate::rng::{Rng, mix};
-use crate::{CONVERGED_MIN_PEERS, LIE_AHEAD_BLOCKS, Report, Scenario, SimConfig, secs};
+use crate::{
+    AnchorLoad, CONVERGED_MIN_PEERS, KindLoad, LIE_AHEAD_BLOCKS, Report, Scenario, SimConfig, secs,
+};
 
 /// Height of the chain when the simulation starts.
 const START_TIP: u64 = 100;
@@ -48,6 +51,8 @@ struct Sim {
     propagation_max_ms: Option<u64>,
     /// Baseline: control-plane messages per node per minute.
     messages_per_node_min: Option<f64>,
+    /// Baseline: each anchor's load over the steady window.
+    anchor_load: Vec<AnchorLoad>,
 }
 
 fn key_from(rng: &mut Rng) -> SecretKey {
@@ -60,6 +65,34 @@ fn key_from(rng: &mut Rng) -> SecretKey {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Bytes per second as kB/s (1 kB = 1,000 bytes).
+fn kb(bytes_per_s: f64) -> String {
+    format!("{:.1} kB", bytes_per_s / 1000.0)
+}
+
+/// One anchor's load between two readings `dt_ms` apart.
+fn anchor_load(r: &Calls, r0: &Calls, dt_ms: u64) -> AnchorLoad {
+    let s = (dt_ms as f64 / 1000.0).max(f64::MIN_POSITIVE);
+    AnchorLoad {
+        kinds: Kind::ALL
+            .iter()
+            .map(|&k| {
+                let (f, f0) = (r.flows[k as usize], r0.flows[k as usize]);
+                let mut out = f.bytes_out - f0.bytes_out;
+                if k == Kind::Events {
+                    out += r.keepalive_bytes() - r0.keepalive_bytes();
+                }
+                KindLoad {
+                    kind: k.name(),
+                    requests_per_s: (f.requests - f0.requests) as f64 / s,
+                    bytes_in_per_s: (f.bytes_in - f0.bytes_in) as f64 / s,
+                    bytes_out_per_s: out as f64 / s,
+                }
+            })
+            .collect(),
+    }
 }
 
 fn pct(part: usize, whole: usize) -> String {
@@ -97,6 +130,7 @@ fn build(cfg: SimConfig) -> Sim {
         ms(t.heartbeat_interval),
         START_TIP,
         cfg.verify_signatures,
+        cfg.peerbook_capacity.max(CONVERGED_MIN_PEERS) + 1,
     ));
     debug_assert_eq!(net.nodes(), cfg.nodes);
     let token = CancellationToken::new();
@@ -129,7 +163,11 @@ fn build(cfg: SimConfig) -> Sim {
             learned.clone(),
             token.clone(),
         ));
-        let peers = Arc::new(PeerBook::new(Some(&node_id), Some(&http_address)));
+        let peers = Arc::new(PeerBook::with_capacity(
+            Some(&node_id),
+            Some(&http_address),
+            cfg.peerbook_capacity.max(CONVERGED_MIN_PEERS),
+        ));
         let config = LoopConfig {
             probe_interval: t.probe_interval,
             request_timeout: t.request_timeout,
@@ -205,6 +243,7 @@ fn build(cfg: SimConfig) -> Sim {
         figures: Vec::new(),
         propagation_max_ms: None,
         messages_per_node_min: None,
+        anchor_load: Vec::new(),
     }
 }
 
@@ -472,11 +511,60 @@ impl Sim {
                 per_node_min(sent.events - sent0.events),
             ),
         );
-        for (i, (r, r0)) in recv.iter().zip(&recv0).enumerate() {
-            let per_s = (r.total() - r0.total()) as f64 / (dt_ms as f64 / 1000.0);
+        self.fig(
+            "hellos per node per minute (not in the above)",
+            format!("{:.2}", per_node_min(sent.hellos - sent0.hellos)),
+        );
+        self.anchor_load = recv
+            .iter()
+            .zip(&recv0)
+            .map(|(r, r0)| anchor_load(r, r0, dt_ms))
+            .collect();
+        for (i, l) in self.anchor_load.clone().iter().enumerate() {
+            let per_s = l.requests_per_s();
             self.fig(
                 &format!("anchor {i} load"),
-                format!("{per_s:.1} req/s = {:.4} req/s per node", per_s / n as f64),
+                format!(
+                    "{per_s:.1} req/s = {:.4} req/s per node; in {}/s, out {}/s",
+                    per_s / n as f64,
+                    kb(l.bytes_in_per_s()),
+                    kb(l.bytes_out_per_s())
+                ),
+            );
+        }
+        let loads = self.anchor_load.clone();
+        let range = |f: &dyn Fn(&AnchorLoad) -> f64| {
+            let v: Vec<f64> = loads.iter().map(f).collect();
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(0.0, f64::max);
+            (lo, hi)
+        };
+        let (rq0, rq1) = range(&|l| l.requests_per_s());
+        let (bi0, bi1) = range(&|l| l.bytes_in_per_s());
+        let (bo0, bo1) = range(&|l| l.bytes_out_per_s());
+        self.fig(
+            "per-anchor load (min-max over anchors)",
+            format!(
+                "{rq0:.0}-{rq1:.0} req/s; in {}-{}/s; out {}-{}/s",
+                kb(bi0),
+                kb(bi1),
+                kb(bo0),
+                kb(bo1)
+            ),
+        );
+        for k in 0..KINDS {
+            let m = loads.len().max(1) as f64;
+            let sum = |f: &dyn Fn(&KindLoad) -> f64| {
+                loads.iter().map(|l| f(&l.kinds[k])).sum::<f64>() / m
+            };
+            self.fig(
+                &format!("  per anchor (mean): {}", Kind::ALL[k].name()),
+                format!(
+                    "{:.1} req/s; in {}/s, out {}/s",
+                    sum(&|x| x.requests_per_s),
+                    kb(sum(&|x| x.bytes_in_per_s)),
+                    kb(sum(&|x| x.bytes_out_per_s))
+                ),
             );
         }
         let summary = |v: Vec<Option<u64>>| {
@@ -848,5 +936,6 @@ pub(crate) async fn run(cfg: SimConfig, scenario: Scenario) -> Report {
         figures: std::mem::take(&mut sim.figures),
         propagation_max_ms: sim.propagation_max_ms,
         messages_per_node_min: sim.messages_per_node_min,
+        anchor_load: std::mem::take(&mut sim.anchor_load),
     }
 }

@@ -295,6 +295,36 @@ impl<'t> IndexTables<'t> {
     }
 }
 
+/// One block's change to the indexes, for the thread that writes them
+/// ([`IndexTables::write_jobs`]).
+pub(crate) enum IndexJob {
+    /// The block was connected ([`IndexTables::add`]).
+    Add(Hash32, Block),
+    /// The block was disconnected ([`IndexTables::remove`]).
+    Remove(Block),
+}
+
+/// Index jobs queued ahead of the index-writing thread (each holds a block: at most
+/// this many blocks' copies wait).
+pub(crate) const INDEX_JOBS_IN_FLIGHT: usize = 8;
+
+impl IndexTables<'_> {
+    /// Apply `jobs` in order until the channel closes; the first error ends it.
+    pub(crate) fn write_jobs(
+        &mut self,
+        params: &ChainParams,
+        jobs: std::sync::mpsc::Receiver<IndexJob>,
+    ) -> Result<(), StoreError> {
+        for job in jobs {
+            match job {
+                IndexJob::Add(hash, block) => self.add(params, &hash, &block)?,
+                IndexJob::Remove(block) => self.remove(&block)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Check both indexes against the main chain (`blocks`: the main chain's blocks in
 /// height order, with their hashes): every entry a block implies is there and points
 /// back at it, and the tables hold nothing else.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,8 @@ use crate::error::FaultKind;
 use crate::events::{ChainEvent, EventsPage};
 use crate::index::{
     ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
-    IndexTables, REWARD_POSITION, TX_INDEX, TxLocation, split_addr_key, split_tx_value,
-    tx_in_block_bytes,
+    INDEX_JOBS_IN_FLIGHT, IndexJob, IndexTables, REWARD_POSITION, TX_INDEX, TxLocation,
+    split_addr_key, split_tx_value, tx_in_block_bytes,
 };
 use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
@@ -332,6 +333,20 @@ fn is_refusal(e: &StoreError) -> bool {
     )
 }
 
+/// Where a write transaction's index changes go.
+enum IndexSink<'t> {
+    /// Written by this thread (boxed: the tables are large, the sender is not).
+    Here(Box<IndexTables<'t>>),
+    /// Sent, in order, to the thread that writes the index tables of the same
+    /// transaction ([`ChainStore::group_txn`]).
+    Sent(SyncSender<IndexJob>),
+}
+
+/// The index-writing thread stopped early: its own error is the one to report.
+fn index_writer_gone() -> StoreError {
+    StoreError::Corrupt("the index writer stopped".to_string())
+}
+
 /// The tables of one write transaction.
 struct Tables<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
@@ -344,7 +359,7 @@ struct Tables<'t> {
     rewards: Table<'t, u64, &'static [u8; 40]>,
     side_counts: Table<'t, u64, u32>,
     /// `None` in a store created without indexes.
-    index: Option<IndexTables<'t>>,
+    index: Option<IndexSink<'t>>,
     events: Table<'t, u64, &'static [u8]>,
 }
 
@@ -352,13 +367,31 @@ impl<'t> Tables<'t> {
     fn open(wtx: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
         let meta = wtx.open_table(META)?;
         let index = if indexes_on(&meta)? {
-            Some(IndexTables::new(
+            Some(IndexSink::Here(Box::new(IndexTables::new(
                 wtx.open_table(TX_INDEX)?,
                 wtx.open_table(ADDR_INDEX)?,
-            ))
+            ))))
         } else {
             None
         };
+        Tables::assemble(wtx, meta, index)
+    }
+
+    /// The tables without the index tables, whose changes go to `writer` (the
+    /// thread that holds them) when there is one.
+    fn open_sending(
+        wtx: &'t WriteTransaction,
+        writer: Option<SyncSender<IndexJob>>,
+    ) -> Result<Tables<'t>, StoreError> {
+        let meta = wtx.open_table(META)?;
+        Tables::assemble(wtx, meta, writer.map(IndexSink::Sent))
+    }
+
+    fn assemble(
+        wtx: &'t WriteTransaction,
+        meta: Table<'t, &'static str, &'static [u8]>,
+        index: Option<IndexSink<'t>>,
+    ) -> Result<Tables<'t>, StoreError> {
         Ok(Tables {
             meta,
             blocks: wtx.open_table(BLOCKS)?,
@@ -458,8 +491,12 @@ impl<'t> Tables<'t> {
         self.main.insert(block.header.height, &hash.0)?;
         self.rewards
             .insert(block.header.height, &delta.reward.encode())?;
-        if let Some(ix) = &mut self.index {
-            ix.add(params, hash, block)?;
+        match &mut self.index {
+            Some(IndexSink::Here(ix)) => ix.add(params, hash, block)?,
+            Some(IndexSink::Sent(w)) => w
+                .send(IndexJob::Add(*hash, block.clone()))
+                .map_err(|_| index_writer_gone())?,
+            None => {}
         }
         Ok(Ok(()))
     }
@@ -485,8 +522,12 @@ impl<'t> Tables<'t> {
         }
         self.rewards.remove(height)?;
         let block = self.load_block(&hash)?;
-        if let Some(ix) = &mut self.index {
-            ix.remove(&block)?;
+        match &mut self.index {
+            Some(IndexSink::Here(ix)) => ix.remove(&block)?,
+            Some(IndexSink::Sent(w)) => w
+                .send(IndexJob::Remove(block.clone()))
+                .map_err(|_| index_writer_gone())?,
+            None => {}
         }
         Ok((hash, block))
     }
@@ -1421,31 +1462,55 @@ impl ChainStore {
         let started = Instant::now();
         let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
-        let closing = {
-            let mut t = Tables::open(&wtx)?;
-            let mut i = start;
-            loop {
-                if i > start {
-                    // What `writing` checks before each write: no fault, room on disk.
-                    if lock(&self.fault).is_some() {
-                        return Err(self.unavailable());
+        let indexed = indexes_on(&wtx.open_table(META)?)?;
+        // The index tables are written by a second thread, in the same transaction,
+        // from the blocks this one sends in order: the txid index's scattered
+        // inserts are about half of a block's commit work.
+        let closing = std::thread::scope(|s| {
+            let (writer, handle) = if indexed {
+                let mut ix =
+                    IndexTables::new(wtx.open_table(TX_INDEX)?, wtx.open_table(ADDR_INDEX)?);
+                let (send, jobs) = sync_channel::<IndexJob>(INDEX_JOBS_IN_FLIGHT);
+                let params = self.params;
+                (
+                    Some(send),
+                    Some(s.spawn(move || ix.write_jobs(params, jobs))),
+                )
+            } else {
+                (None, None)
+            };
+            let steps = (|| {
+                let mut t = Tables::open_sending(&wtx, writer)?;
+                let mut i = start;
+                loop {
+                    if i > start {
+                        // What `writing` checks before each write: no fault, room on disk.
+                        if lock(&self.fault).is_some() {
+                            return Err(self.unavailable());
+                        }
+                        self.check_free_space()?;
                     }
-                    self.check_free_space()?;
+                    match self.group_step(&mut t, &blocks[i], now_ms, admission, || body(i))? {
+                        GroupStep::Accepted(o) => accepted.push((i, o)),
+                        GroupStep::Refused(e) => return Ok(GroupEnd::Refused(i, e)),
+                        GroupStep::BranchFailed => return Ok(GroupEnd::BranchFailed(i)),
+                    }
+                    i += 1;
+                    if i >= end
+                        || accepted.len() >= GROUP_COMMIT_BLOCKS_MAX
+                        || started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX)
+                    {
+                        return Ok(GroupEnd::Closed);
+                    }
                 }
-                match self.group_step(&mut t, &blocks[i], now_ms, admission, || body(i))? {
-                    GroupStep::Accepted(o) => accepted.push((i, o)),
-                    GroupStep::Refused(e) => break GroupEnd::Refused(i, e),
-                    GroupStep::BranchFailed => break GroupEnd::BranchFailed(i),
-                }
-                i += 1;
-                if i >= end
-                    || accepted.len() >= GROUP_COMMIT_BLOCKS_MAX
-                    || started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX)
-                {
-                    break GroupEnd::Closed;
-                }
+            })();
+            // `steps` dropped the sender: the writer finishes what was sent. Its
+            // error comes first (a send that failed only says it stopped).
+            if let Some(h) = handle {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
             }
-        };
+            steps
+        })?;
         if accepted.is_empty() || matches!(closing, GroupEnd::BranchFailed(_)) {
             wtx.abort()?;
             if matches!(closing, GroupEnd::BranchFailed(_)) {
