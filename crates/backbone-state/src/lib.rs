@@ -70,6 +70,7 @@
 
 mod addr;
 mod error;
+mod home;
 mod loops;
 mod membership;
 pub mod memory;
@@ -85,17 +86,24 @@ pub use addr::{
     normalize_peer_address, parse_anchor_seeds,
 };
 pub use error::BackboneError;
+pub use home::{
+    FAR_PROBE_ROUNDS, HOME_ANCHORS, HOME_RULE_MIN_ANCHORS, LIVENESS_REFRESH_ROUNDS,
+    alive_without_probe, home_flags, hrw_order, hrw_score, is_home, liveness_refresh_rounds,
+    liveness_rule_on, pace_rounds, probe_due,
+};
 pub use loops::{
     ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX, LocalNode, LoopConfig,
-    MIN_PERIOD, heal_once, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop,
-    run_probe_loop,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX,
+    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, MIN_PERIOD, heal_once,
+    healing_due, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 pub use membership::{
     DEFAULT_HEARTBEAT_INTERVAL_MS, DIALBACK_BURST, DIALBACK_TARGET_INTERVAL_MS,
-    DIALBACK_TARGETS_TRACKED_MAX, DIALBACKS_PER_MINUTE_MAX, MEMBERS_MAX, MEMBERS_PER_NETGROUP_MAX,
+    DIALBACK_TARGETS_TRACKED_MAX, DIALBACKS_PER_MINUTE_MAX, HEARTBEAT_PACE_MAX_MS,
+    MEMBER_REQUESTS_PER_S_BUDGET, MEMBERS_MAX, MEMBERS_PER_NETGROUP_MAX,
     MISSED_HEARTBEATS_TO_EXPIRE, Member, Membership, NETGROUP_HEARTBEAT_BURST,
-    NETGROUP_HEARTBEATS_PER_S, NETGROUPS_TRACKED_MAX,
+    NETGROUP_HEARTBEATS_PER_S, NETGROUPS_TRACKED_MAX, RELAY_SOURCES_MAX, RELAYED_MEMBERS_MAX,
+    REQUESTS_PER_HEARTBEAT_CYCLE, member_hash, pace_for,
 };
 pub use netgroup::Netgroup;
 pub use peerbook::{

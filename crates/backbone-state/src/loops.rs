@@ -13,12 +13,15 @@ use tracing::{debug, info, warn};
 use vision_wire::{HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
 
 use crate::rules::{
-    MAX_CLUSTER_SIZE, Transition, classify, exchange_ready, next_snapshot, transitions,
+    MAX_CLUSTER_SIZE, Transition, apply_tip_push, classify, exchange_ready, next_snapshot,
+    transitions,
 };
 use crate::{
-    BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, PeerBook, ProbeOutcome,
-    ProbeResult, TipCheck,
+    BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
+    ProbeOutcome, ProbeResult, TipCheck, alive_without_probe, home_flags, hrw_score,
+    liveness_refresh_rounds, liveness_rule_on, pace_rounds, probe_due,
 };
+use std::collections::HashMap;
 
 /// Default probe period (`--probe-interval-ms`).
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(5_000);
@@ -33,6 +36,14 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration =
 pub const DEFAULT_SEED_PEERS_LIMIT: usize = 256;
 /// Anchors tried per healing round (the best, then the next usable one).
 pub const HEALING_ATTEMPTS_MAX: usize = 2;
+/// Healthy peers ([`PeerBook::healthy_count`]) from which the healing loop backs
+/// off: with at least this many, it asks an anchor only every
+/// [`HEALING_BACKOFF_ROUNDS`] healing intervals (like a Bitcoin node that asks its
+/// DNS seeds only when short of addresses); below it, every interval again.
+pub const HEALING_PEERS_ENOUGH: usize = 64;
+/// Healing intervals between requests while the peer book holds
+/// [`HEALING_PEERS_ENOUGH`] healthy peers.
+pub const HEALING_BACKOFF_ROUNDS: u32 = 10;
 /// Shortest period any loop accepts (a zero period would spin).
 pub const MIN_PERIOD: Duration = Duration::from_millis(10);
 
@@ -146,11 +157,33 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
     config: &LoopConfig,
 ) -> Vec<ProbeOutcome> {
     let round = snapshot.round + 1;
+    let home = home_flags(snapshot, config.own_node_id.as_deref());
+    let own = config.own_node_id.as_deref().unwrap_or("");
     let mut set = JoinSet::new();
-    for a in snapshot
+    let liveness = liveness_rule_on(snapshot, config.own_node_id.as_deref());
+    let probe_ms = ms(config.probe_interval);
+    let heartbeat_ms = ms(config.heartbeat_interval);
+    for (a, _) in snapshot
         .anchors
         .iter()
-        .filter(|a| a.next_probe_round <= round)
+        .zip(home)
+        .filter(|(a, home)| probe_due(a, *home, round, hrw_score(own, &a.url)))
+        .filter(|(a, home)| {
+            // A home anchor that shows life otherwise (the best: its tip
+            // stream; the others: their heartbeat answers) is not asked again
+            // this round.
+            let pace = a.pace_ms.unwrap_or(heartbeat_ms).max(heartbeat_ms);
+            let best = snapshot.best_anchor.as_deref() == Some(a.url.as_str());
+            !(liveness
+                && *home
+                && alive_without_probe(
+                    a,
+                    best,
+                    round,
+                    pace.div_ceil(probe_ms.max(1)),
+                    liveness_refresh_rounds(a.pace_ms, probe_ms),
+                ))
+        })
     {
         let t = transport.clone();
         let url = a.url.clone();
@@ -287,7 +320,16 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
         let local_height = node.local_height();
         let local_cluster = node.local_cluster_size();
         let (prev, next) = handle.update(|s| {
-            let mut n = next_snapshot(s, &outcomes, now);
+            // The home set before the round decides who may be best in it: an
+            // anchor that was home only in round 1 (every anchor starts watched)
+            // must not be chosen and then dropped a round later.
+            let mut base = s.clone();
+            let home = home_flags(&base, config.own_node_id.as_deref());
+            for (a, h) in base.anchors.iter_mut().zip(home) {
+                a.watched = h;
+            }
+            let mut n = next_snapshot(&base, &outcomes, now);
+            pace_and_watch(&mut n, &outcomes, &config);
             let tip = if n.best_anchor.is_some() {
                 n.observed_tip_height
             } else {
@@ -316,6 +358,28 @@ pub async fn run_probe_loop<T: ControlPlane, N: LocalNode>(
     info!("[BACKBONE] probe loop stopped");
 }
 
+/// After a round: mark the home anchors watched (the others are probed rarely and
+/// never best), and give each home anchor that answered its next probe at its pace
+/// ([`pace_rounds`]: half its heartbeat pace).
+fn pace_and_watch(n: &mut BackboneState, outcomes: &[ProbeOutcome], config: &LoopConfig) {
+    let home = home_flags(n, config.own_node_id.as_deref());
+    let probe_ms = ms(config.probe_interval);
+    let r = n.round;
+    let liveness = liveness_rule_on(n, config.own_node_id.as_deref());
+    for (a, home) in n.anchors.iter_mut().zip(home) {
+        a.watched = home;
+        let answered = outcomes
+            .iter()
+            .any(|o| o.url == a.url && matches!(o.result, crate::ProbeResult::Ok(_)));
+        // With the liveness rule the pace is in the refresh period
+        // ([`liveness_refresh_rounds`]), and a home anchor without evidence of
+        // life is probed the next round (a stream that ends means at once).
+        if home && answered && !liveness {
+            a.next_probe_round = r + pace_rounds(a.pace_ms, probe_ms);
+        }
+    }
+}
+
 /// Anchors to ask for seed peers: the best, then other usable ones.
 fn healing_targets(s: &BackboneState) -> Vec<String> {
     let mut v: Vec<String> = s.best_anchor.iter().cloned().collect();
@@ -326,6 +390,13 @@ fn healing_targets(s: &BackboneState) -> Vec<String> {
     }
     v.truncate(HEALING_ATTEMPTS_MAX);
     v
+}
+
+/// Is a healing request due, with `healthy` healthy peers in the book and
+/// `idle` healing intervals since the last request? Always when short of
+/// [`HEALING_PEERS_ENOUGH`] peers; else every [`HEALING_BACKOFF_ROUNDS`] intervals.
+pub fn healing_due(healthy: usize, idle: u32) -> bool {
+    healthy < HEALING_PEERS_ENOUGH || idle >= HEALING_BACKOFF_ROUNDS
 }
 
 /// One healing round: fetch seed peers from the best anchor (or the next usable),
@@ -393,6 +464,8 @@ pub async fn run_healing_loop<T: ControlPlane>(
     let mut changes = handle.subscribe();
     let period = config.healing_interval.max(MIN_PERIOD);
     let mut failing = false;
+    // Intervals since the last successful request (the first one goes at once).
+    let mut idle: u32 = HEALING_BACKOFF_ROUNDS;
     loop {
         changes.borrow_and_update();
         if healing_targets(&handle.load()).is_empty() {
@@ -405,11 +478,21 @@ pub async fn run_healing_loop<T: ControlPlane>(
             }
             continue;
         }
+        if !healing_due(peers.healthy_count(), idle) {
+            idle = idle.saturating_add(1);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            continue;
+        }
         let result = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             r = heal_once(transport.as_ref(), &handle, &peers, &config) => r,
         };
+        idle = 1;
         match result {
             Ok(_) => failing = false,
             Err(e) if !failing => {
@@ -427,26 +510,51 @@ pub async fn run_healing_loop<T: ControlPlane>(
     info!("[HEALING] peer healing loop stopped");
 }
 
-/// One heartbeat round: send `heartbeat` to every anchor not known down or refused,
-/// concurrently with the timeout; the largest cluster size answered is published.
-/// Returns the number of anchors that accepted it.
+/// One heartbeat round: a freshly signed heartbeat to each of this node's home
+/// anchors ([`home_flags`]: two of N, by rendezvous hashing) not known down or
+/// refused, concurrently with the timeout; the largest cluster size answered is
+/// published. Returns the number of anchors that accepted it.
 pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
     transport: &Arc<T>,
     node: &N,
     handle: &BackboneHandle,
     config: &LoopConfig,
 ) -> usize {
+    heartbeat_due(transport, node, handle, config, &mut HashMap::new()).await
+}
+
+/// One heartbeat round to the home anchors ([`home_flags`]) that are up and due in
+/// `due` (each anchor's next heartbeat, at the pace its last answer asked for:
+/// [`HeartbeatResponse::heartbeat_interval_ms`], clamped to
+/// `[heartbeat_interval, HEARTBEAT_PACE_MAX_MS]`). Records each answer's pace in
+/// the snapshot (the probe loop paces its probes by it).
+async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
+    transport: &Arc<T>,
+    node: &N,
+    handle: &BackboneHandle,
+    config: &LoopConfig,
+    due: &mut HashMap<String, Instant>,
+) -> usize {
+    let snap = handle.load();
+    let home = home_flags(&snap, config.own_node_id.as_deref());
+    let now = Instant::now();
+    let targets: Vec<_> = snap
+        .anchors
+        .iter()
+        .zip(home)
+        .filter(|(a, home)| *home && !a.rejected && a.consecutive_failures < FAILS_TO_DOWN)
+        .map(|(a, _)| a)
+        .filter(|a| due.get(&a.url).is_none_or(|t| *t <= now))
+        .collect();
+    if targets.is_empty() {
+        return 0;
+    }
     let Some(hb) = node.signed_heartbeat() else {
         return 0;
     };
-    let snap = handle.load();
     let hb = Arc::new(hb);
     let mut set = JoinSet::new();
-    for a in snap
-        .anchors
-        .iter()
-        .filter(|a| !a.rejected && a.consecutive_failures < FAILS_TO_DOWN)
-    {
+    for a in targets {
         let (t, hb, url, expect) = (
             transport.clone(),
             hb.clone(),
@@ -455,7 +563,7 @@ pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
         );
         let timeout = config.request_timeout;
         set.spawn(async move {
-            match tokio::time::timeout(timeout, t.heartbeat(&url, &hb)).await {
+            let r = match tokio::time::timeout(timeout, t.heartbeat(&url, &hb)).await {
                 // An answer signed off by another node than the one probed is ignored.
                 Ok(Ok(r))
                     if expect
@@ -470,17 +578,58 @@ pub async fn heartbeat_once<T: ControlPlane, N: LocalNode>(
                     None
                 }
                 Err(_) => None,
-            }
+            };
+            (url, r)
         });
     }
     let mut accepted = 0;
     let mut size: Option<usize> = None;
+    let mut paces: Vec<(String, u64)> = Vec::new();
+    let mut heard: Vec<(String, bool)> = Vec::new();
+    let mut tips: Vec<(String, (u64, String))> = Vec::new();
+    let interval_ms = ms(config.heartbeat_interval);
     while let Some(r) = set.join_next().await {
-        if let Ok(Some(r)) = r {
+        let Ok((url, r)) = r else { continue };
+        heard.push((url.clone(), r.is_some()));
+        if let Some(r) = r {
             accepted += 1;
             size = Some(size.unwrap_or(1).max(r.cluster_size.min(MAX_CLUSTER_SIZE)));
+            let pace = r
+                .heartbeat_interval_ms
+                .unwrap_or(interval_ms)
+                .clamp(interval_ms, HEARTBEAT_PACE_MAX_MS.max(interval_ms));
+            due.insert(url.clone(), now + Duration::from_millis(pace));
+            tips.push((url.clone(), (r.tip_height, r.tip_hash.clone())));
+            paces.push((url, pace));
         }
     }
+    if due.len() > crate::MAX_ANCHORS {
+        due.retain(|u, _| snap.anchors.iter().any(|a| &a.url == u));
+    }
+    // Each answer is evidence of life for the liveness rule (it carries the
+    // anchor's tip and cluster size: it stands in for a probe); a failed heartbeat
+    // clears the evidence, so the next probe round asks that anchor.
+    let local = node.local_height();
+    handle.update(|s| {
+        let round = snap.round.max(1);
+        for (u, p) in &paces {
+            if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
+                a.pace_ms = Some(*p);
+            }
+        }
+        for (u, ok) in &heard {
+            if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
+                a.heard_round = if *ok { round } else { 0 };
+            }
+        }
+        // The answer's tip is the anchor's claim, like a pushed one: a new claim
+        // is unverified, so the next probe round asks that anchor and checks it.
+        for (u, tip) in &tips {
+            if apply_tip_push(s, u, tip.0, &tip.1) {
+                s.exchange_ready = exchange_ready(s.connected, local, s.observed_tip_height);
+            }
+        }
+    });
     if let Some(c) = size {
         let c = c.max(node.local_cluster_size().unwrap_or(1));
         let (prev, _) = handle.update(|s| s.cluster_size_estimate = c);
@@ -507,7 +656,8 @@ pub async fn run_heartbeat_loop<T: ControlPlane, N: LocalNode>(
         shutdown.cancelled().await;
         return;
     }
-    info!("[BACKBONE] 💓 Starting heartbeat loop to {n} anchors");
+    info!("[BACKBONE] 💓 Starting heartbeat loop (to this node's home anchors of {n})");
+    let mut due: HashMap<String, Instant> = HashMap::new();
     let mut tick = ticker(config.heartbeat_interval);
     loop {
         tokio::select! {
@@ -518,7 +668,7 @@ pub async fn run_heartbeat_loop<T: ControlPlane, N: LocalNode>(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = heartbeat_once(&transport, node.as_ref(), &handle, &config) => {}
+            _ = heartbeat_due(&transport, node.as_ref(), &handle, &config, &mut due) => {}
         }
     }
     info!("[BACKBONE] heartbeat loop stopped");

@@ -19,14 +19,31 @@
 
 use std::collections::HashMap;
 
-use vision_wire::{HeartbeatPayload, PublicPeerInfo};
+use vision_wire::{HeartbeatPayload, MEMBER_DIGEST_BUCKETS, MemberRecord, PublicPeerInfo};
 
 use crate::BackboneError;
 use crate::addr::{normalize_node_id, normalize_peer_address};
 use crate::netgroup::Netgroup;
 
-/// Most members an anchor tracks; when full, newcomers are refused.
-pub const MEMBERS_MAX: usize = 4096;
+/// Most members an anchor tracks directly (those heartbeating it); when full,
+/// newcomers are refused. Members heartbeat only their two home anchors
+/// (`crate::home_anchors`), so with N anchors an anchor holds about 2/N of the
+/// network directly: 65,536 covers 327,680 nodes on ten anchors.
+pub const MEMBERS_MAX: usize = 65_536;
+/// Most members an anchor holds as relayed by the other anchors (the digest
+/// exchange, [`Membership::merge_relayed`]), all sources together; each source
+/// anchor holds at most [`MEMBERS_MAX`] of them (its own cap).
+pub const RELAYED_MEMBERS_MAX: usize = 4 * MEMBERS_MAX;
+/// Most anchors an anchor takes relayed members from.
+pub const RELAY_SOURCES_MAX: usize = crate::MAX_ANCHORS;
+/// The member requests (heartbeats and probes) per second an anchor paces its
+/// direct members to: past it, [`Membership::heartbeat_pace_ms`] grows.
+pub const MEMBER_REQUESTS_PER_S_BUDGET: u64 = 1_200;
+/// Requests one member sends its home anchor per heartbeat interval: the
+/// heartbeat and two probes (probes are paced at half the heartbeat pace).
+pub const REQUESTS_PER_HEARTBEAT_CYCLE: u64 = 3;
+/// Longest heartbeat interval an anchor asks for (and a member accepts).
+pub const HEARTBEAT_PACE_MAX_MS: u64 = 120_000;
 /// Most member ids one source netgroup may hold.
 pub const MEMBERS_PER_NETGROUP_MAX: usize = 32;
 /// Heartbeats per second one source netgroup may send (sustained).
@@ -120,6 +137,19 @@ pub struct Membership {
     own_node_id: String,
     interval_ms: u64,
     members: HashMap<String, Member>,
+    /// Per bucket (first byte of the node id), the wrapping sum of the direct
+    /// members' [`member_hash`]: order-free, updated on every change.
+    digests: Vec<u64>,
+    /// Members relayed by other anchors, by source anchor id.
+    relayed: HashMap<String, RelaySource>,
+    /// Per relayed node id, how many sources list it.
+    relay_refs: HashMap<String, u32>,
+    /// Relayed ids that are not direct members (counted in the cluster size).
+    relayed_only: usize,
+    /// Relayed records held, all sources together.
+    relayed_total: usize,
+    /// The largest pace advertised lately, and when (the TTL follows it).
+    pace_high: (u64, u64),
     per_netgroup: HashMap<Netgroup, usize>,
     heartbeat_buckets: HashMap<Netgroup, Bucket>,
     dialled: HashMap<String, u64>,
@@ -135,6 +165,12 @@ impl Membership {
             own_node_id: own_node_id.to_ascii_lowercase(),
             interval_ms: heartbeat_interval_ms.max(1),
             members: HashMap::new(),
+            digests: vec![0; MEMBER_DIGEST_BUCKETS],
+            relayed: HashMap::new(),
+            relay_refs: HashMap::new(),
+            relayed_only: 0,
+            relayed_total: 0,
+            pace_high: (0, 0),
             per_netgroup: HashMap::new(),
             heartbeat_buckets: HashMap::new(),
             dialled: HashMap::new(),
@@ -143,9 +179,30 @@ impl Membership {
         }
     }
 
-    /// Time after which a silent member expires.
+    /// Time after which a silent member expires: three of the longest heartbeat
+    /// intervals asked of members lately.
     pub fn ttl_ms(&self) -> u64 {
-        self.interval_ms.saturating_mul(MISSED_HEARTBEATS_TO_EXPIRE)
+        self.interval_ms
+            .max(self.pace_high.0)
+            .saturating_mul(MISSED_HEARTBEATS_TO_EXPIRE)
+    }
+
+    /// The heartbeat interval to ask of members now, `now_ms` being when it is
+    /// advertised: the configured interval, or longer when the direct members
+    /// would otherwise send more than [`MEMBER_REQUESTS_PER_S_BUDGET`] requests a
+    /// second ([`REQUESTS_PER_HEARTBEAT_CYCLE`] each per interval), at most
+    /// [`HEARTBEAT_PACE_MAX_MS`]. Like Nomad's heartbeat TTL scaled by node count:
+    /// an anchor's load from its members stays flat as they grow. The expiry
+    /// ([`Membership::ttl_ms`]) follows the largest pace advertised within it.
+    pub fn heartbeat_pace_ms(&mut self, now_ms: u64) -> u64 {
+        let pace = pace_for(self.members.len(), self.interval_ms);
+        let (high, at) = self.pace_high;
+        if pace >= high
+            || now_ms.saturating_sub(at) > high.saturating_mul(MISSED_HEARTBEATS_TO_EXPIRE)
+        {
+            self.pace_high = (pace, now_ms);
+        }
+        pace
     }
 
     fn live(&self, m: &Member, now_ms: u64) -> bool {
@@ -184,6 +241,11 @@ impl Membership {
 
     fn remove_member(&mut self, node_id: &str) -> Option<Member> {
         let m = self.members.remove(node_id)?;
+        let b = bucket_of(&m.node_id);
+        self.digests[b] = self.digests[b].wrapping_sub(member_hash(&record_of(&m)));
+        if self.relay_refs.contains_key(node_id) {
+            self.relayed_only += 1;
+        }
         if let Some(n) = self.per_netgroup.get_mut(&m.netgroup) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -248,23 +310,49 @@ impl Membership {
             self.remove_member(&node_id);
             *self.per_netgroup.entry(from).or_insert(0) += 1;
         }
-        self.members.insert(
-            node_id.clone(),
-            Member {
-                node_id,
-                http_address,
-                p2p_address,
-                is_anchor: hb.is_anchor,
-                height: hb.height,
-                tip_hash,
-                last_heartbeat_ms: now_ms,
-                first_seen_ms,
-                netgroup: from,
-                verified_unix,
-                p2p_verified_unix,
-            },
-        );
+        self.insert_member(Member {
+            node_id,
+            http_address,
+            p2p_address,
+            is_anchor: hb.is_anchor,
+            height: hb.height,
+            tip_hash,
+            last_heartbeat_ms: now_ms,
+            first_seen_ms,
+            netgroup: from,
+            verified_unix,
+            p2p_verified_unix,
+        });
         Ok(())
+    }
+
+    /// Insert or replace a direct member, keeping the digests and the relayed
+    /// count true.
+    fn insert_member(&mut self, m: Member) {
+        let b = bucket_of(&m.node_id);
+        let new_hash = member_hash(&record_of(&m));
+        let relayed = self.relay_refs.contains_key(&m.node_id);
+        match self.members.insert(m.node_id.clone(), m) {
+            Some(old) => {
+                self.digests[b] = self.digests[b].wrapping_sub(member_hash(&record_of(&old)));
+            }
+            None if relayed => self.relayed_only = self.relayed_only.saturating_sub(1),
+            None => {}
+        }
+        self.digests[b] = self.digests[b].wrapping_add(new_hash);
+    }
+
+    /// Change a direct member in place, keeping its bucket's digest true.
+    fn update_member(&mut self, node_id: &str, f: impl FnOnce(&mut Member) -> bool) -> bool {
+        let Some(m) = self.members.get_mut(node_id) else {
+            return false;
+        };
+        let b = bucket_of(&m.node_id);
+        let old = member_hash(&record_of(m));
+        let changed = f(m);
+        let new = member_hash(&record_of(m));
+        self.digests[b] = self.digests[b].wrapping_sub(old).wrapping_add(new);
+        changed
     }
 
     /// Drop members silent for longer than [`Membership::ttl_ms`]; returns how many.
@@ -283,7 +371,23 @@ impl Membership {
     }
 
     /// Live members plus the anchor itself: falls as members expire.
+    ///
+    /// Counts the members the other anchors relay ([`Membership::merge_relayed`])
+    /// that are not direct members too: with members heartbeating only their home
+    /// anchors, every anchor still counts the whole cluster.
     pub fn cluster_size(&self, now_ms: u64) -> usize {
+        // A direct member past its expiry still counts while another anchor relays
+        // it (it heartbeats that one).
+        1 + self.relayed_only
+            + self
+                .members
+                .values()
+                .filter(|m| self.live(m, now_ms) || self.relay_refs.contains_key(&m.node_id))
+                .count()
+    }
+
+    /// Direct members only (those heartbeating this anchor), live, itself included.
+    pub fn direct_cluster_size(&self, now_ms: u64) -> usize {
         1 + self
             .members
             .values()
@@ -310,12 +414,33 @@ impl Membership {
     /// `last_seen_unix`): all of them when they fit in `limit`, else a sample drawn
     /// with `seed` (a varied sample, never simply the newest).
     pub fn seed_peers(&self, now_ms: u64, limit: usize, seed: u64) -> Vec<PublicPeerInfo> {
-        let mut v: Vec<&Member> = self
+        let mut v: Vec<PeerRef<'_>> = self
             .members
             .values()
             .filter(|m| m.verified_unix.is_some() && self.live(m, now_ms))
+            .map(|m| PeerRef {
+                r: None,
+                m: Some(m),
+            })
             .collect();
-        v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        // Members the other anchors relay, verified by them, once each.
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for src in self.relayed.values() {
+            for (_, list) in src.buckets.values() {
+                for r in list {
+                    if r.verified_unix.is_some()
+                        && !self.members.contains_key(&r.node_id)
+                        && seen.insert(r.node_id.as_str())
+                    {
+                        v.push(PeerRef {
+                            r: Some((r, src.refreshed_ms)),
+                            m: None,
+                        });
+                    }
+                }
+            }
+        }
+        v.sort_by(|a, b| a.id().cmp(b.id()));
         let mut x = seed;
         let n = v.len();
         for i in 0..n.min(limit) {
@@ -328,21 +453,7 @@ impl Membership {
             let j = i + (z % (n - i) as u64) as usize;
             v.swap(i, j);
         }
-        v.into_iter()
-            .take(limit)
-            .map(|m| PublicPeerInfo {
-                node_id: m.node_id.clone(),
-                // Only a P2P address proven by a handshake is handed out.
-                address: m
-                    .p2p_address
-                    .clone()
-                    .filter(|_| m.p2p_verified_unix.is_some()),
-                http_address: m.http_address.clone(),
-                is_anchor: m.is_anchor,
-                last_seen_unix: m.last_heartbeat_ms / 1000,
-                verified_unix: m.verified_unix,
-            })
-            .collect()
+        v.into_iter().take(limit).map(|p| p.info()).collect()
     }
 
     /// Members to dial back now: live, unverified, whose address was not dialled
@@ -434,25 +545,256 @@ impl Membership {
     /// A handshake with `node_id` at `p2p_address` proved its key at `now_unix`:
     /// its P2P address is handed out (if it still advertises that address).
     pub fn mark_p2p_verified(&mut self, node_id: &str, p2p_address: &str, now_unix: u64) -> bool {
-        match self.members.get_mut(node_id) {
-            Some(m) if m.p2p_address.as_deref() == Some(p2p_address) => {
+        self.update_member(node_id, |m| {
+            if m.p2p_address.as_deref() == Some(p2p_address) {
                 m.p2p_verified_unix = Some(now_unix);
                 true
+            } else {
+                false
             }
-            _ => false,
-        }
+        })
     }
 
     /// A dial-back of `node_id` at `http_address` succeeded at `now_unix`: the
     /// member is verified (if it still advertises that address).
     pub fn mark_verified(&mut self, node_id: &str, http_address: &str, now_unix: u64) -> bool {
-        match self.members.get_mut(node_id) {
-            Some(m) if m.http_address == http_address => {
+        self.update_member(node_id, |m| {
+            if m.http_address == http_address {
                 m.verified_unix = Some(now_unix);
                 true
+            } else {
+                false
             }
-            _ => false,
+        })
+    }
+
+    /// Per bucket, the digest of the direct members ([`MEMBER_DIGEST_BUCKETS`]).
+    pub fn digests(&self) -> &[u64] {
+        &self.digests
+    }
+
+    /// The direct members of the buckets whose digest differs from `theirs` (a
+    /// requester's view of ours; empty = it holds nothing), each bucket whole, in
+    /// bucket order, until `records_max` records are in; the flag says whether more
+    /// buckets differ.
+    pub fn buckets_differing(
+        &self,
+        theirs: &[u64],
+        records_max: usize,
+    ) -> (Vec<(u16, u64, Vec<MemberRecord>)>, bool) {
+        let mut want: Vec<usize> = (0..MEMBER_DIGEST_BUCKETS)
+            .filter(|&b| theirs.get(b).copied().unwrap_or(0) != self.digests[b])
+            .collect();
+        let mut per: HashMap<usize, Vec<MemberRecord>> = HashMap::new();
+        if !want.is_empty() {
+            for m in self.members.values() {
+                let b = bucket_of(&m.node_id);
+                if self.digests[b] != theirs.get(b).copied().unwrap_or(0) {
+                    per.entry(b).or_default().push(record_of(m));
+                }
+            }
         }
+        let mut out = Vec::new();
+        let mut n = 0usize;
+        let mut more = false;
+        for b in want.drain(..) {
+            let mut list = per.remove(&b).unwrap_or_default();
+            if n > 0 && n + list.len() > records_max {
+                more = true;
+                break;
+            }
+            list.sort_by(|a, c| a.node_id.cmp(&c.node_id));
+            list.truncate(records_max);
+            n += list.len();
+            out.push((b as u16, self.digests[b], list));
+        }
+        (out, more)
+    }
+
+    /// Per bucket, the digest of what this anchor holds relayed from `source`
+    /// (the digests to send it in the next exchange; zeros when nothing is held).
+    pub fn relayed_digests(&self, source: &str) -> Vec<u64> {
+        let mut d = vec![0u64; MEMBER_DIGEST_BUCKETS];
+        if let Some(src) = self.relayed.get(&source.to_ascii_lowercase()) {
+            for (b, (digest, _)) in &src.buckets {
+                d[usize::from(*b)] = *digest;
+            }
+        }
+        d
+    }
+
+    /// Take the buckets another anchor (`source`, already authenticated by the
+    /// caller as a configured anchor) answered at `now_ms`: each replaces what was
+    /// held of that bucket from it (a record of this anchor itself is dropped).
+    /// Garbage records (bad ids or addresses, a record in the wrong bucket, a
+    /// bucket whose digest does not match its records) are refused with the bucket; a source over [`MEMBERS_MAX`]
+    /// records, or all sources over [`RELAYED_MEMBERS_MAX`], keeps its earlier
+    /// buckets; at most [`RELAY_SOURCES_MAX`] sources. Returns the buckets taken.
+    pub fn merge_relayed(
+        &mut self,
+        source: &str,
+        buckets: &[(u16, u64, Vec<MemberRecord>)],
+        now_ms: u64,
+    ) -> Result<usize, BackboneError> {
+        let source = normalize_node_id(source)?;
+        if source == self.own_node_id {
+            return Err(BackboneError::IsSelf);
+        }
+        if !self.relayed.contains_key(&source) && self.relayed.len() >= RELAY_SOURCES_MAX {
+            return Err(Self::too_many(
+                format!("relay sources ({RELAY_SOURCES_MAX})"),
+                self.ttl_ms(),
+            ));
+        }
+        let mut taken = 0;
+        for (bucket, digest, records) in buckets {
+            let b = usize::from(*bucket);
+            if b >= MEMBER_DIGEST_BUCKETS {
+                continue;
+            }
+            let mut clean: Vec<MemberRecord> = Vec::with_capacity(records.len());
+            let mut sum = 0u64;
+            let mut ok = true;
+            for r in records {
+                let Ok(id) = normalize_node_id(&r.node_id) else {
+                    ok = false;
+                    break;
+                };
+                let Ok(http) = normalize_peer_address(&r.http_address) else {
+                    ok = false;
+                    break;
+                };
+                let p2p = match r.p2p_address.as_deref().map(normalize_peer_address) {
+                    Some(Ok(a)) => Some(a),
+                    Some(Err(_)) => {
+                        ok = false;
+                        break;
+                    }
+                    None => None,
+                };
+                if bucket_of(&id) != b {
+                    ok = false;
+                    break;
+                }
+                let rec = MemberRecord {
+                    node_id: id,
+                    http_address: http,
+                    p2p_address: p2p,
+                    is_anchor: r.is_anchor,
+                    verified_unix: r.verified_unix,
+                    p2p_verified_unix: r.p2p_verified_unix,
+                };
+                sum = sum.wrapping_add(member_hash(&rec));
+                // This anchor as another's member (anchors heartbeat each other):
+                // counted in its digest, never held as a member of itself.
+                if rec.node_id != self.own_node_id {
+                    clean.push(rec);
+                }
+            }
+            if !ok || sum != *digest {
+                continue;
+            }
+            let held = self.relayed.get(&source).map_or(0, |s| {
+                s.count - s.buckets.get(bucket).map_or(0, |(_, l)| l.len())
+            });
+            let old_len = self
+                .relayed
+                .get(&source)
+                .and_then(|s| s.buckets.get(bucket))
+                .map_or(0, |(_, l)| l.len());
+            if held + clean.len() > MEMBERS_MAX
+                || self.relayed_total - old_len + clean.len() > RELAYED_MEMBERS_MAX
+            {
+                continue;
+            }
+            let old = self
+                .relayed
+                .entry(source.clone())
+                .or_insert_with(|| RelaySource {
+                    buckets: HashMap::new(),
+                    count: 0,
+                    refreshed_ms: now_ms,
+                })
+                .buckets
+                .remove(bucket);
+            if let Some((_, list)) = old {
+                self.unref_relayed(&list);
+            }
+            self.ref_relayed(&clean);
+            let src = self.relayed.get_mut(&source).expect("inserted above");
+            src.count = src.count - old_len + clean.len();
+            if clean.is_empty() {
+                // Nothing held of an empty bucket: its digest is zero on both sides.
+            } else {
+                src.buckets.insert(*bucket, (*digest, clean));
+            }
+            taken += 1;
+        }
+        if let Some(src) = self.relayed.get_mut(&source) {
+            src.refreshed_ms = now_ms;
+        }
+        Ok(taken)
+    }
+
+    /// An exchange with `source` answered at `now_ms` (with nothing that differs):
+    /// what it relays is current.
+    pub fn relay_refreshed(&mut self, source: &str, now_ms: u64) {
+        if let Some(src) = self.relayed.get_mut(&source.to_ascii_lowercase()) {
+            src.refreshed_ms = now_ms;
+        }
+    }
+
+    /// Forget what sources not heard from within [`Membership::relay_ttl_ms`]
+    /// relayed (a dead or removed anchor's members leave the count). Returns the
+    /// records dropped.
+    pub fn expire_relayed(&mut self, now_ms: u64, relay_ttl_ms: u64) -> usize {
+        let gone: Vec<String> = self
+            .relayed
+            .iter()
+            .filter(|(_, s)| now_ms.saturating_sub(s.refreshed_ms) > relay_ttl_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut dropped = 0;
+        for k in gone {
+            if let Some(src) = self.relayed.remove(&k) {
+                for (_, list) in src.buckets.values() {
+                    self.unref_relayed(list);
+                    dropped += list.len();
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Relayed records held, all sources together.
+    pub fn relayed_len(&self) -> usize {
+        self.relayed_total
+    }
+
+    fn ref_relayed(&mut self, list: &[MemberRecord]) {
+        for r in list {
+            let n = self.relay_refs.entry(r.node_id.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 && !self.members.contains_key(&r.node_id) {
+                self.relayed_only += 1;
+            }
+        }
+        self.relayed_total += list.len();
+    }
+
+    fn unref_relayed(&mut self, list: &[MemberRecord]) {
+        for r in list {
+            if let Some(n) = self.relay_refs.get_mut(&r.node_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.relay_refs.remove(&r.node_id);
+                    if !self.members.contains_key(&r.node_id) {
+                        self.relayed_only = self.relayed_only.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.relayed_total = self.relayed_total.saturating_sub(list.len());
     }
 
     /// The member `node_id`, if held.
@@ -469,6 +811,116 @@ impl Membership {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+}
+
+/// What one source anchor relays: per bucket, its digest and records.
+#[derive(Debug, Clone)]
+struct RelaySource {
+    buckets: HashMap<u16, (u64, Vec<MemberRecord>)>,
+    count: usize,
+    refreshed_ms: u64,
+}
+
+/// A seed-peer candidate: a direct member or a relayed record.
+struct PeerRef<'a> {
+    m: Option<&'a Member>,
+    r: Option<(&'a MemberRecord, u64)>,
+}
+
+impl PeerRef<'_> {
+    fn id(&self) -> &str {
+        match (self.m, self.r) {
+            (Some(m), _) => &m.node_id,
+            (None, Some((r, _))) => &r.node_id,
+            (None, None) => "",
+        }
+    }
+
+    fn info(&self) -> PublicPeerInfo {
+        match (self.m, self.r) {
+            (Some(m), _) => PublicPeerInfo {
+                node_id: m.node_id.clone(),
+                // Only a P2P address proven by a handshake is handed out.
+                address: m
+                    .p2p_address
+                    .clone()
+                    .filter(|_| m.p2p_verified_unix.is_some()),
+                http_address: m.http_address.clone(),
+                is_anchor: m.is_anchor,
+                last_seen_unix: m.last_heartbeat_ms / 1000,
+                verified_unix: m.verified_unix,
+            },
+            (None, Some((r, refreshed_ms))) => PublicPeerInfo {
+                node_id: r.node_id.clone(),
+                address: r
+                    .p2p_address
+                    .clone()
+                    .filter(|_| r.p2p_verified_unix.is_some()),
+                http_address: r.http_address.clone(),
+                is_anchor: r.is_anchor,
+                last_seen_unix: refreshed_ms / 1000,
+                verified_unix: r.verified_unix,
+            },
+            (None, None) => unreachable!("a PeerRef holds one of the two"),
+        }
+    }
+}
+
+/// The heartbeat interval asked of `members` direct members when the configured
+/// one is `interval_ms` ([`Membership::heartbeat_pace_ms`]).
+pub fn pace_for(members: usize, interval_ms: u64) -> u64 {
+    let needed = (members as u64)
+        .saturating_mul(REQUESTS_PER_HEARTBEAT_CYCLE)
+        .saturating_mul(1000)
+        .div_ceil(MEMBER_REQUESTS_PER_S_BUDGET);
+    interval_ms
+        .max(needed)
+        .min(HEARTBEAT_PACE_MAX_MS.max(interval_ms))
+}
+
+/// A member's digest bucket: the first byte of its (lowercase hex) node id.
+fn bucket_of(node_id: &str) -> usize {
+    node_id
+        .get(..2)
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
+
+/// What an anchor relays of a member (and what its digest covers).
+fn record_of(m: &Member) -> MemberRecord {
+    MemberRecord {
+        node_id: m.node_id.clone(),
+        http_address: m.http_address.clone(),
+        p2p_address: m.p2p_address.clone(),
+        is_anchor: m.is_anchor,
+        verified_unix: m.verified_unix,
+        p2p_verified_unix: m.p2p_verified_unix,
+    }
+}
+
+/// A record's share of its bucket's digest: the first 8 bytes of the blake3 of
+/// its fields (the proofs as present or not, so a re-proof does not churn it).
+pub fn member_hash(r: &MemberRecord) -> u64 {
+    let mut b = Vec::with_capacity(160);
+    for s in [r.node_id.as_str(), r.http_address.as_str()] {
+        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+    match &r.p2p_address {
+        Some(a) => {
+            b.push(1);
+            b.extend_from_slice(&(a.len() as u32).to_le_bytes());
+            b.extend_from_slice(a.as_bytes());
+        }
+        None => b.push(0),
+    }
+    b.push(u8::from(r.is_anchor));
+    b.push(u8::from(r.verified_unix.is_some()));
+    b.push(u8::from(r.p2p_verified_unix.is_some()));
+    let h = vision_chain::Hash32::digest(&b);
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(x)
 }
 
 #[cfg(test)]
@@ -712,5 +1164,103 @@ mod tests {
             m.seed_peers(DIALBACK_TARGET_INTERVAL_MS + 5, 10, 7)[0].address,
             None
         );
+    }
+
+    fn exchange(from: &Membership, to: &mut Membership, from_id: &str, now: u64) -> usize {
+        let (buckets, more) = from.buckets_differing(&to.relayed_digests(from_id), 100_000);
+        assert!(!more);
+        to.merge_relayed(from_id, &buckets, now).unwrap()
+    }
+
+    #[test]
+    fn anchors_learn_each_others_members_by_digest_and_forget_them() {
+        let (a_id, c_id) = (format!("{:064x}", 0xa_0000), format!("{:064x}", 0xc_0000));
+        let mut a = Membership::new(&a_id, 10_000);
+        let mut c = Membership::new(&c_id, 10_000);
+        for i in 1..=300u64 {
+            a.record(&hb(i), 0, gi(i)).unwrap();
+        }
+        let id1 = format!("{:064x}", 1);
+        assert!(a.mark_verified(&id1, "10.0.0.1:7070", 5));
+        // A first exchange carries every non-empty bucket; C counts A's members.
+        assert!(exchange(&a, &mut c, &a_id, 100) > 0);
+        assert_eq!(c.cluster_size(100), 301);
+        assert_eq!(c.direct_cluster_size(100), 1);
+        assert_eq!(c.relayed_len(), 300);
+        let seeds = c.seed_peers(100, 1_000, 1);
+        assert_eq!(seeds.len(), 1, "only the member A verified is handed out");
+        assert_eq!(seeds[0].node_id, id1);
+        // Nothing changed: the digests agree and nothing is sent.
+        let (b, _) = a.buckets_differing(&c.relayed_digests(&a_id), 100_000);
+        assert!(b.is_empty());
+        // A member heartbeating C directly too is counted once.
+        c.record(&hb(2), 100, gi(2)).unwrap();
+        assert_eq!(c.cluster_size(100), 301);
+        // Members expire at A: the next exchange sends only their buckets.
+        for i in 1..=300u64 {
+            if i % 2 == 0 {
+                a.record(&hb(i), 40_000, gi(i)).unwrap();
+            }
+        }
+        a.expire(40_000);
+        assert_eq!(a.len(), 150, "the odd ones expired");
+        let (b, _) = a.buckets_differing(&c.relayed_digests(&a_id), 100_000);
+        assert!(!b.is_empty() && b.len() < 256);
+        exchange(&a, &mut c, &a_id, 40_000);
+        assert_eq!(c.relayed_len(), 150);
+        assert_eq!(c.cluster_size(40_000), 151);
+        // A silent source is forgotten.
+        assert_eq!(c.expire_relayed(200_000, 30_000), 150);
+        c.expire(200_000);
+        assert_eq!(c.cluster_size(200_000), 1);
+    }
+
+    #[test]
+    fn relayed_garbage_is_refused_whole_bucket_and_bounded() {
+        let (a_id, c_id) = (format!("{:064x}", 0xa_0000), format!("{:064x}", 0xc_0000));
+        let mut a = Membership::new(&a_id, 10_000);
+        let mut c = Membership::new(&c_id, 10_000);
+        a.record(&hb(1), 0, gi(1)).unwrap();
+        let (mut buckets, _) = a.buckets_differing(&[], 100);
+        // A wrong digest, a record in another bucket, C itself: refused.
+        let mut bad = buckets.clone();
+        bad[0].1 ^= 1;
+        assert_eq!(c.merge_relayed(&a_id, &bad, 1).unwrap(), 0);
+        let mut moved = buckets.clone();
+        moved[0].0 = 7;
+        assert_eq!(c.merge_relayed(&a_id, &moved, 1).unwrap(), 0);
+        let mut me = buckets.clone();
+        me[0].2[0].node_id = c_id.clone();
+        me[0].0 = bucket_of(&c_id) as u16;
+        me[0].1 = member_hash(&me[0].2[0]);
+        assert_eq!(c.merge_relayed(&a_id, &me, 1).unwrap(), 1, "taken");
+        assert_eq!(c.cluster_size(1), 1, "but C is not its own member");
+        assert_eq!(c.relayed_len(), 0);
+        // From itself, or a bad id: an error.
+        assert!(c.merge_relayed(&c_id, &buckets, 1).is_err());
+        assert!(c.merge_relayed("nope", &buckets, 1).is_err());
+        buckets[0].2[0].http_address = "not an address".into();
+        assert_eq!(c.merge_relayed(&a_id, &buckets, 1).unwrap(), 0);
+        let (good, _) = a.buckets_differing(&[], 100);
+        assert_eq!(c.merge_relayed(&a_id, &good, 1).unwrap(), 1);
+        assert_eq!(c.cluster_size(1), 2);
+    }
+
+    #[test]
+    fn the_heartbeat_pace_grows_with_members_and_the_ttl_follows_it() {
+        let mut m = Membership::new(&format!("{:064x}", 0), 10_000);
+        assert_eq!(m.heartbeat_pace_ms(0), 10_000);
+        // 20,000 members x 3 requests per cycle / 1,200 per s = 50 s.
+        assert_eq!(pace_for(20_000, 10_000), 50_000);
+        assert_eq!(pace_for(1_000_000, 10_000), HEARTBEAT_PACE_MAX_MS);
+        assert_eq!(pace_for(100, 1_000), 1_000);
+        for i in 1..=20_000u64 {
+            m.record(&hb(i), 0, gi(i % 4_000)).ok();
+        }
+        let n = m.len();
+        assert!(n >= 4_000, "{n}");
+        let p = m.heartbeat_pace_ms(1);
+        assert_eq!(p, pace_for(n, 10_000));
+        assert_eq!(m.ttl_ms(), 3 * p.max(10_000));
     }
 }

@@ -198,6 +198,7 @@ impl ControlPlane for MemoryControlPlane {
                 tip_hash: a.probe.tip_hash.clone().unwrap_or_default(),
                 anchor_node_id: a.probe.node_id.clone(),
                 member_ttl_s: 30,
+                heartbeat_interval_ms: None,
             },
         )
         .await

@@ -450,6 +450,16 @@ impl PeerBook {
         v
     }
 
+    /// Entries at least as healthy as a peer an anchor told us of
+    /// ([`HTTP_DISCOVERED_HEALTH`]): peers not yet found wanting.
+    pub fn healthy_count(&self) -> usize {
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.health >= HTTP_DISCOVERED_HEALTH)
+            .count()
+    }
+
     /// Entry counts.
     pub fn counts(&self) -> PeerCounts {
         let inner = self.lock();

@@ -261,6 +261,7 @@ pub fn next_snapshot(
                 a.last_ok = Some(now);
                 a.last_error = None;
                 a.next_probe_round = r + 1;
+                a.probed_round = r;
             }
             ProbeResult::Failed(e) | ProbeResult::Rejected(e) => {
                 a.consecutive_failures = a.consecutive_failures.saturating_add(1);
@@ -268,6 +269,7 @@ pub fn next_snapshot(
                 a.rejected = matches!(o.result, ProbeResult::Rejected(_));
                 a.last_error = Some(cut(&e.to_string()));
                 a.next_probe_round = r + backoff_rounds(a.consecutive_failures);
+                a.heard_round = 0;
                 errors.push(format!("{}: {e}", a.url));
             }
         }
@@ -297,6 +299,12 @@ pub fn next_snapshot(
         })
         .collect();
     for a in &mut s.anchors {
+        // An anchor is judged in the rounds it is probed: one not probed this round
+        // (backing off, paced, or not a home anchor) has given no new evidence and
+        // keeps its mark.
+        if !round.iter().any(|o| o.url == a.url) {
+            continue;
+        }
         let quiet = a.tip_height.is_some() && r.saturating_sub(a.tip_changed_round) >= STALL_ROUNDS;
         // ... and that anchor is now past it by more than the synced tolerance: an
         // anchor one block behind while a block propagates is not stalled.

@@ -54,6 +54,13 @@ pub struct AnchorObservation {
     /// by a probe: a probe answer with a lower tip predates the push and is not
     /// taken for a step back. Cleared by every probe answer.
     pub tip_pushed: bool,
+    /// One of the node's home anchors ([`crate::home_flags`]): probed every round
+    /// (at its pace) and a candidate for best. Others are probed rarely
+    /// ([`crate::FAR_PROBE_ROUNDS`]) and never chosen as best.
+    pub watched: bool,
+    /// The heartbeat interval it asked of us (its pace), from its last heartbeat
+    /// answer; probes follow at half of it ([`crate::pace_rounds`]).
+    pub pace_ms: Option<u64>,
     /// The highest height of its claims the node has verified (headers fetched
     /// and checked, see [`crate::TipCheck`]); `None` before any.
     pub verified_height: Option<u64>,
@@ -66,6 +73,19 @@ pub struct AnchorObservation {
     /// Rounds in a row it has been ahead of the best anchor by
     /// [`crate::AHEAD_SWITCH_BLOCKS`] verified blocks.
     pub ahead_rounds: u32,
+    /// The last round it answered a probe (0: never).
+    pub probed_round: u64,
+    /// The snapshot round in which its last accepted heartbeat was sent (0: none,
+    /// or its last heartbeat failed): evidence of life that spares a probe
+    /// ([`crate::alive_without_probe`]).
+    pub heard_round: u64,
+    /// The round its tip stream last ended: heartbeats sent up to that round are
+    /// no evidence of life (one answered just before the anchor died may arrive
+    /// after its stream ended).
+    pub heard_void_round: u64,
+    /// Its tip stream is open ([`crate::run_tip_subscription_loop`]): evidence of
+    /// life that spares a probe; cleared the moment the stream ends.
+    pub stream_live: bool,
 }
 
 impl AnchorObservation {
@@ -91,10 +111,16 @@ impl AnchorObservation {
             tip_changed_round: 0,
             tip_advanced_round: None,
             tip_pushed: false,
+            watched: true,
+            pace_ms: None,
             verified_height: None,
             verified_hash: None,
             discount: None,
             ahead_rounds: 0,
+            probed_round: 0,
+            heard_round: 0,
+            heard_void_round: 0,
+            stream_live: false,
         }
     }
 
@@ -105,8 +131,11 @@ impl AnchorObservation {
     }
 
     /// Answered well in its latest round and is not stalled: may be chosen as best.
+    ///
+    /// Only a watched (home) anchor is fresh: the others' observations are as old as
+    /// their last rare probe.
     pub fn is_fresh(&self) -> bool {
-        self.is_usable() && self.consecutive_failures == 0 && !self.stalled
+        self.watched && self.is_usable() && self.consecutive_failures == 0 && !self.stalled
     }
 }
 

@@ -78,6 +78,7 @@ pub async fn run_tip_subscription_loop<T: TipSubscriber, N: LocalNode>(
             continue;
         };
         debug!("[BACKBONE] subscribing to {url}'s tips");
+        set_stream_live(&handle, &url, true);
         let (tx, mut rx) = mpsc::channel(TIP_PUSH_QUEUE_MAX);
         let sub = transport.subscribe_tips(&url, tx);
         tokio::pin!(sub);
@@ -98,12 +99,17 @@ pub async fn run_tip_subscription_loop<T: TipSubscriber, N: LocalNode>(
                     if handle.load().best_anchor.as_deref() != Some(url.as_str()) {
                         // The probe loop chose another anchor: follow it at once.
                         empty_in_a_row = 0;
+                        set_stream_live(&handle, &url, false);
                         continue 'outer;
                     }
                 }
                 r = &mut sub, if ended.is_none() => ended = Some(r),
             }
             if ended.is_some() {
+                // Evidence against the anchor: the next probe round asks it,
+                // whatever its heartbeats said (a killed anchor is failed over
+                // from within a round).
+                stream_ended(&handle, &url);
                 // Take what the subscription queued before it ended.
                 while let Ok(push) = rx.try_recv() {
                     delivered = true;
@@ -127,6 +133,34 @@ pub async fn run_tip_subscription_loop<T: TipSubscriber, N: LocalNode>(
         }
     }
     info!("[BACKBONE] tip subscription loop stopped");
+}
+
+/// The tip stream of the anchor at `url` ended: no longer live, and its heartbeat
+/// evidence is void ([`crate::alive_without_probe`] then asks for a probe).
+fn stream_ended(handle: &BackboneHandle, url: &str) {
+    handle.update(|s| {
+        if let Some(a) = s.anchors.iter_mut().find(|a| a.url == url) {
+            a.stream_live = false;
+            a.heard_round = 0;
+            a.heard_void_round = s.round.max(1);
+        }
+    });
+}
+
+/// Mark the tip stream of the anchor at `url` open or closed
+/// ([`crate::AnchorObservation::stream_live`]: evidence of life for the probe loop).
+fn set_stream_live(handle: &BackboneHandle, url: &str, live: bool) {
+    let same = handle
+        .load()
+        .anchor(url)
+        .is_none_or(|a| a.stream_live == live);
+    if !same {
+        handle.update(|s| {
+            if let Some(a) = s.anchors.iter_mut().find(|a| a.url == url) {
+                a.stream_live = live;
+            }
+        });
+    }
 }
 
 fn apply<N: LocalNode>(handle: &BackboneHandle, node: &N, url: &str, push: &TipPush) {

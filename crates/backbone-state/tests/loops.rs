@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use backbone_state::memory::{Behaviour, MemoryAnchor, MemoryControlPlane};
 use backbone_state::{
-    AnchorSeed, BackboneError, BackboneHandle, BackboneState, LocalNode, LoopConfig, PEERBOOK_MAX,
-    PeerBook, RECOVERY_ROUNDS, run_healing_loop, run_heartbeat_loop, run_probe_loop,
+    AnchorSeed, BackboneError, BackboneHandle, BackboneState, HEALING_BACKOFF_ROUNDS,
+    HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, PEERBOOK_MAX, PeerBook, RECOVERY_ROUNDS,
+    run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -396,9 +397,25 @@ async fn healing_fills_a_bounded_book_from_the_best_anchor() {
             .is_some_and(|h| h.ends_with(":7070"))
     }));
 
-    // Every healing interval, again.
-    wait_for(&handle, Duration::from_secs(31), |_| {
-        net.calls(a).seed_peers >= 2
+    // The book holds enough healthy peers: healing backs off to one request every
+    // HEALING_BACKOFF_ROUNDS intervals.
+    assert!(peers.healthy_count() >= HEALING_PEERS_ENOUGH);
+    let interval = Duration::from_secs(30);
+    tokio::time::sleep(interval * (HEALING_BACKOFF_ROUNDS - 1) - Duration::from_secs(1)).await;
+    assert_eq!(
+        net.calls(a).seed_peers,
+        1,
+        "backed off while the book is full"
+    );
+    wait_for(&handle, interval * 2, |_| net.calls(a).seed_peers >= 2).await;
+
+    // Short of healthy peers (dials failed): every healing interval again.
+    for e in peers.entries() {
+        assert!(peers.adjust_health(e.node_id.as_deref().unwrap(), -40));
+    }
+    assert!(peers.healthy_count() < HEALING_PEERS_ENOUGH);
+    wait_for(&handle, interval + Duration::from_secs(1), |_| {
+        net.calls(a).seed_peers >= 3
     })
     .await;
     token.cancel();
@@ -541,4 +558,156 @@ async fn the_probe_loop_ranks_by_verified_tips_and_bounds_the_check() {
     let s = wait_for(&handle, PROBE * 12, |s| s.round >= 10).await;
     assert_eq!(s.best_anchor.as_deref(), Some(b));
     token.cancel();
+}
+
+/// Tip streams as a test drives them: a stream stays open while its anchor is
+/// alive in `alive`, and ends (like a reset connection) when the test kills it.
+struct Streams {
+    alive: tokio::sync::watch::Sender<Vec<String>>,
+    opened: std::sync::Mutex<Vec<String>>,
+}
+
+impl backbone_state::TipSubscriber for Streams {
+    async fn subscribe_tips(
+        &self,
+        anchor_url: &str,
+        _tips: tokio::sync::mpsc::Sender<backbone_state::TipPush>,
+    ) -> Result<(), BackboneError> {
+        let mut rx = self.alive.subscribe();
+        if !rx.borrow().iter().any(|u| u == anchor_url) {
+            return Err(BackboneError::Transport("connection refused".into()));
+        }
+        self.opened.lock().unwrap().push(anchor_url.to_string());
+        loop {
+            if rx.changed().await.is_err() || !rx.borrow().iter().any(|u| u == anchor_url) {
+                return Err(BackboneError::Transport("connection reset".into()));
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_answers_stand_in_for_probes_of_the_other_home_anchor_and_failover_holds() {
+    // Six anchors: the home rule and the liveness rule are on. Every claim is the
+    // same verified tip, so nothing but liveness asks for a probe.
+    let urls: Vec<String> = (0..6).map(|i| format!("http://x{i}:7070")).collect();
+    let net = Arc::new(MemoryControlPlane::new());
+    for (i, u) in urls.iter().enumerate() {
+        net.set(
+            u,
+            MemoryAnchor::up(NET, &id(i as u8 + 1), 50, Duration::from_millis(20)),
+        );
+    }
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let handle = BackboneHandle::new(BackboneState::new(&seeds(&refs), false));
+    let streams = Arc::new(Streams {
+        alive: tokio::sync::watch::channel(urls.clone()).0,
+        opened: Default::default(),
+    });
+    let token = CancellationToken::new();
+    let cfg = config();
+    tokio::spawn(run_probe_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        cfg.clone(),
+        token.clone(),
+    ));
+    tokio::spawn(run_heartbeat_loop(
+        net.clone(),
+        local(),
+        handle.clone(),
+        cfg.clone(),
+        token.clone(),
+    ));
+    tokio::spawn(backbone_state::run_tip_subscription_loop(
+        streams.clone(),
+        local(),
+        handle.clone(),
+        token.clone(),
+    ));
+    let s = wait_for(&handle, PROBE, |s| {
+        s.best_anchor.is_some() && s.anchors.iter().any(|a| a.stream_live)
+    })
+    .await;
+    let best = s.best_anchor.clone().unwrap();
+    let home: Vec<String> = s
+        .anchors
+        .iter()
+        .filter(|a| a.watched)
+        .map(|a| a.url.clone())
+        .collect();
+    assert_eq!(home.len(), 2, "two home anchors of six");
+    assert!(home.contains(&best));
+    assert_eq!(*streams.opened.lock().unwrap(), vec![best.clone()]);
+
+    // 36 rounds (three minutes): the best anchor is probed every round, the other
+    // home anchor — whose heartbeat answers (every 10 s) show it alive — once per
+    // LIVENESS_REFRESH_ROUNDS.
+    let p0: Vec<usize> = urls.iter().map(|u| net.calls(u).probes).collect();
+    let r0 = handle.load().round;
+    wait_for(&handle, PROBE * 40, |s| s.round >= r0 + 36).await;
+    for (i, u) in urls.iter().enumerate() {
+        let probes = net.calls(u).probes - p0[i];
+        if *u == best {
+            assert!(
+                probes >= 36,
+                "{u} (best) probed {probes} times in 36 rounds"
+            );
+        } else if home.contains(u) {
+            let most = 36 / backbone_state::LIVENESS_REFRESH_ROUNDS as usize + 1;
+            assert!(
+                (1..=most).contains(&probes),
+                "{u} (home) probed {probes} times in 36 rounds"
+            );
+            assert!(net.calls(u).heartbeats >= 15, "{u}: {:?}", net.calls(u));
+        } else {
+            assert!(probes <= 1, "{u} (far) probed {probes} times in 36 rounds");
+            assert_eq!(net.calls(u).heartbeats, 0);
+        }
+    }
+    assert!(handle.load().connected);
+
+    // The best anchor is killed: the node fails over within a probe interval plus
+    // the timeout, never losing `connected`.
+    let mut rx = handle.subscribe();
+    net.update(&best, |x| x.behaviour = Behaviour::Refused);
+    streams.alive.send_modify(|v| v.retain(|u| *u != best));
+    let killed = Instant::now();
+    let deadline = killed + PROBE + TIMEOUT;
+    loop {
+        rx.borrow_and_update();
+        let s = handle.load();
+        assert!(s.connected, "connected flipped on one failed round");
+        if s.best_anchor.as_deref().is_some_and(|b| b != best) {
+            break;
+        }
+        tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .expect("failover within a probe interval plus the timeout")
+            .unwrap();
+    }
+    assert!(killed.elapsed() <= PROBE + TIMEOUT);
+    let s = handle.load();
+    let new_best = s.best_anchor.clone().unwrap();
+    assert!(home.contains(&new_best), "the other home anchor takes over");
+    wait_for(&handle, PROBE, |_| {
+        streams.opened.lock().unwrap().last() == Some(&new_best)
+    })
+    .await;
+
+    token.cancel();
+}
+
+#[test]
+fn healing_is_due_when_short_of_peers_or_after_the_backoff() {
+    use backbone_state::healing_due;
+    assert!(healing_due(0, 1));
+    assert!(healing_due(HEALING_PEERS_ENOUGH - 1, 1));
+    assert!(!healing_due(HEALING_PEERS_ENOUGH, 1));
+    assert!(!healing_due(
+        HEALING_PEERS_ENOUGH,
+        HEALING_BACKOFF_ROUNDS - 1
+    ));
+    assert!(healing_due(HEALING_PEERS_ENOUGH, HEALING_BACKOFF_ROUNDS));
 }

@@ -12,9 +12,10 @@ use vision_chain::{Address, Block, BlockHeader, Hash32, Transaction, TxId};
 use vision_wire::binary::{self, OCTET_STREAM};
 use vision_wire::{
     AccountResponse, AccountTxsResponse, ExchangeReady, FeesResponse, HealthResponse,
-    HeartbeatResponse, MempoolResponse, MinerControlResponse, MinerStartRequest, PeerEntry,
-    PublicPeerInfo, SignedHeartbeat, SignedHello, StatusResponse, SubmitBlockResponse,
-    SubmitTxResponse, TxResponse, TxStatus,
+    HeartbeatResponse, MembersDigestResponse, MempoolResponse, MinerControlResponse,
+    MinerStartRequest, PeerEntry, PublicPeerInfo, SignedHeartbeat, SignedHello,
+    SignedMembersDigest, StatusResponse, SubmitBlockResponse, SubmitTxResponse, TxResponse,
+    TxStatus,
 };
 
 use crate::{ClientError, normalize_base_url};
@@ -332,6 +333,17 @@ impl ControlPlaneClient {
         heartbeat: &SignedHeartbeat,
     ) -> Result<HeartbeatResponse, ClientError> {
         self.post_json(url, "/api/heartbeat", heartbeat, None).await
+    }
+
+    /// `POST /api/members/digest` (anchor to anchor; never retried: the next
+    /// exchange is the retry).
+    pub async fn post_members_digest(
+        &self,
+        url: &str,
+        request: &SignedMembersDigest,
+    ) -> Result<MembersDigestResponse, ClientError> {
+        self.post_json(url, "/api/members/digest", request, None)
+            .await
     }
 
     /// `GET /api/health` (the body is read on 200 and on 503).

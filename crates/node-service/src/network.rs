@@ -447,6 +447,12 @@ pub fn spawn_loops(core: &Arc<Core>, net: &Arc<Net>, shutdown: &CancellationToke
             shutdown.clone(),
             cfg.probe_interval_ms,
         ));
+        tokio::spawn(run_member_sync(
+            core.clone(),
+            net.clone(),
+            shutdown.clone(),
+            heartbeat_interval_ms(cfg.probe_interval_ms),
+        ));
     }
 }
 
@@ -465,6 +471,106 @@ async fn run_peerbook_aging(net: Arc<Net>, shutdown: CancellationToken) {
         let n = net.peerbook.expire(now_unix());
         if n > 0 {
             tracing::info!("[HEALING] {n} peer-book entries aged out");
+        }
+    }
+}
+
+/// What other anchors relay is forgotten after this many exchange periods
+/// without an answer from them.
+pub const RELAY_TTL_PERIODS: u64 = 3;
+
+/// An anchor's membership exchange with the other anchors (its `--anchor-seeds`
+/// whose identity its probes proved by a signed hello, or that the seed pins):
+/// every `period_ms` (the members' heartbeat interval), to each, a signed digest
+/// of what it holds from that anchor; the answer carries the buckets that differ,
+/// taken with `Membership::merge_relayed`. Members heartbeat only their two home
+/// anchors; this is how every anchor still knows (and counts, and hands out) the
+/// whole cluster. Sources silent for [`RELAY_TTL_PERIODS`] are forgotten.
+async fn run_member_sync(
+    core: Arc<Core>,
+    net: Arc<Net>,
+    shutdown: CancellationToken,
+    period_ms: u64,
+) {
+    let mut t = tokio::time::interval(Duration::from_millis(period_ms.max(100)));
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = t.tick() => {}
+        }
+        let Some(m) = &net.membership else { return };
+        let snap = net.backbone.load();
+        let mut set = tokio::task::JoinSet::new();
+        for a in snap.anchors.iter().filter(|a| !a.rejected) {
+            let Some(id) = a.pinned_node_id.clone().or(a.node_id.clone()) else {
+                continue;
+            };
+            let digests: Vec<String> = {
+                let m = m.lock().unwrap_or_else(|e| e.into_inner());
+                m.relayed_digests(&id)
+                    .iter()
+                    .map(|d| format!("{d:016x}"))
+                    .collect()
+            };
+            let request = vision_wire::MembersDigestPayload {
+                network: core.cfg.network.to_string(),
+                node_id: core.node_id.clone(),
+                timestamp_unix: now_unix(),
+                nonce: fresh_nonce(),
+                digests,
+            }
+            .sign(&core.key);
+            let (client, url) = (net.client.clone(), a.url.clone());
+            set.spawn(async move {
+                let r = client.post_members_digest(&url, &request).await;
+                (url, id, r)
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            let Ok((url, id, answer)) = done else {
+                continue;
+            };
+            let answer = match answer {
+                Ok(a) if a.anchor_node_id.eq_ignore_ascii_case(&id) => a,
+                Ok(a) => {
+                    tracing::warn!(
+                        "[BACKBONE] members digest from {url}: answered by {}, not {}",
+                        id_short(&a.anchor_node_id),
+                        id_short(&id)
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("[BACKBONE] members digest from {url} failed: {e}");
+                    continue;
+                }
+            };
+            let buckets: Vec<(u16, u64, Vec<vision_wire::MemberRecord>)> = answer
+                .buckets
+                .into_iter()
+                .filter_map(|b| {
+                    Some((
+                        b.bucket,
+                        u64::from_str_radix(&b.digest, 16).ok()?,
+                        b.members,
+                    ))
+                })
+                .collect();
+            let now = now_ms();
+            let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+            if buckets.is_empty() {
+                m.relay_refreshed(&id, now);
+            } else if let Err(e) = m.merge_relayed(&id, &buckets, now) {
+                tracing::debug!("[BACKBONE] members from {url} refused: {e}");
+            }
+        }
+        let dropped = m
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expire_relayed(now_ms(), RELAY_TTL_PERIODS * period_ms);
+        if dropped > 0 {
+            tracing::info!("[BACKBONE] forgot {dropped} members relayed by silent anchors");
         }
     }
 }

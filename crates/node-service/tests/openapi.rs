@@ -941,6 +941,23 @@ async fn live_answers_conform_to_the_spec() {
     s.post("/api/heartbeat", &heartbeat(&peer, "mainnet"), None)
         .await;
     s.post("/api/heartbeat", b"{\"payload\": 1}", None).await;
+    // A members digest from a key that is not one of the anchor's anchors: 403.
+    let digest = vision_wire::MembersDigestPayload {
+        network: "regtest".into(),
+        node_id: peer.address().to_hex(),
+        timestamp_unix: now_unix(),
+        nonce: fresh_nonce(),
+        digests: Vec::new(),
+    }
+    .sign(&peer);
+    s.post(
+        "/api/members/digest",
+        &serde_json::to_vec(&digest).unwrap(),
+        Some(403),
+    )
+    .await;
+    s.post("/api/members/digest", b"{\"payload\": 1}", Some(400))
+        .await;
     s.get("/api/p2p/seed_peers", "/api/p2p/seed_peers?limit=10", 200)
         .await;
     s.get("/api/status", "/api/status", 200).await;

@@ -31,9 +31,10 @@ pub use exchange::{
 pub use replay::{ReplayError, ReplayGuard};
 pub use signed::{
     Claims, HeartbeatPayload, HeartbeatResponse, HelloAnswers, HelloPayload, MAX_CLOCK_SKEW_S,
+    MEMBER_DIGEST_BUCKETS, MemberBucket, MemberRecord, MembersDigestPayload, MembersDigestResponse,
     PROTOCOL_VERSION, PROTOCOL_VERSION_LEGACY, PROTOCOL_VERSION_MIN, ProtocolRange, Signed,
-    SignedError, SignedHeartbeat, SignedHello, SignedPayload, UNKNOWN_FIELDS_MAX, UnknownFields,
-    canonical_json, fresh_nonce,
+    SignedError, SignedHeartbeat, SignedHello, SignedMembersDigest, SignedPayload,
+    UNKNOWN_FIELDS_MAX, UnknownFields, canonical_json, fresh_nonce,
 };
 pub use status::*;
 

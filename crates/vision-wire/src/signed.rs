@@ -661,6 +661,121 @@ pub struct HeartbeatResponse {
     pub anchor_node_id: String,
     /// Seconds after which a silent member expires.
     pub member_ttl_s: u64,
+    /// The interval the anchor asks of this member's heartbeats (its pace: it grows
+    /// with the anchor's members so that its load stays within its budget). Absent
+    /// from older anchors: the member's own interval then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+const MEMBERS_DIGEST_DOMAIN: &[u8] = b"VISION/members-digest/v1";
+
+/// Buckets of an anchor's membership digest: a member's bucket is the first byte
+/// of its node id.
+pub const MEMBER_DIGEST_BUCKETS: usize = 256;
+
+/// An anchor's request for another anchor's members (`POST /api/members/digest`):
+/// per bucket, the digest of the other anchor's direct members as the requester
+/// holds them (16 hex characters each, [`MEMBER_DIGEST_BUCKETS`] of them, or none
+/// at all for a first request). The answer carries the buckets that differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembersDigestPayload {
+    /// Network name.
+    pub network: String,
+    /// The requesting anchor's node id.
+    pub node_id: String,
+    /// Unix seconds when signed.
+    pub timestamp_unix: u64,
+    /// 16 random bytes, hex.
+    pub nonce: String,
+    /// Per bucket, the digest held (hex u64), in bucket order.
+    pub digests: Vec<String>,
+}
+
+impl SignedPayload for MembersDigestPayload {
+    fn claims(&self) -> Claims<'_> {
+        Claims {
+            node_id: &self.node_id,
+            network: &self.network,
+            timestamp_unix: self.timestamp_unix,
+            nonce: &self.nonce,
+            // Anchor to anchor: the exchange is this release's own (a refusal is
+            // only a missed exchange).
+            protocol: ProtocolRange {
+                min: PROTOCOL_VERSION,
+                max: PROTOCOL_VERSION,
+            },
+            unknown_fields: 0,
+        }
+    }
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut c = Canon::new(MEMBERS_DIGEST_DOMAIN);
+        c.s(&self.network);
+        c.s(&self.node_id);
+        c.u64(self.timestamp_unix);
+        c.s(&self.nonce);
+        c.u64(self.digests.len() as u64);
+        for d in &self.digests {
+            c.s(d);
+        }
+        c.0
+    }
+}
+
+impl MembersDigestPayload {
+    /// Sign with the anchor's key.
+    pub fn sign(self, key: &SecretKey) -> SignedMembersDigest {
+        Signed::new(self, key)
+    }
+}
+
+/// `POST /api/members/digest` body.
+pub type SignedMembersDigest = Signed<MembersDigestPayload>;
+
+/// One member as an anchor relays it to another anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Node id (hex).
+    pub node_id: String,
+    /// Control-plane address.
+    pub http_address: String,
+    /// P2P address, if any.
+    #[serde(default)]
+    pub p2p_address: Option<String>,
+    /// Is it an anchor?
+    #[serde(default)]
+    pub is_anchor: bool,
+    /// When the relaying anchor's dial-back proved its key (Unix s), if it did.
+    #[serde(default)]
+    pub verified_unix: Option<u64>,
+    /// When a P2P handshake proved its key at `p2p_address` (Unix s), if one did.
+    #[serde(default)]
+    pub p2p_verified_unix: Option<u64>,
+}
+
+/// One bucket of an anchor's direct members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberBucket {
+    /// Its number (`0..MEMBER_DIGEST_BUCKETS`).
+    pub bucket: u16,
+    /// Its digest (hex u64) over `members`.
+    pub digest: String,
+    /// Every direct member in it.
+    pub members: Vec<MemberRecord>,
+}
+
+/// The answer to `POST /api/members/digest`: the buckets whose digest differs
+/// from the request's, each whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersDigestResponse {
+    /// The answering anchor's node id.
+    pub anchor_node_id: String,
+    /// Buckets that differ (at most what fits the answer's bound).
+    pub buckets: Vec<MemberBucket>,
+    /// More buckets differ than were sent: ask again.
+    #[serde(default)]
+    pub more: bool,
 }
 
 #[cfg(test)]

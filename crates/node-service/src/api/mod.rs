@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/hello"),
     ("GET", "/api/p2p/seed_peers"),
     ("POST", "/api/heartbeat"),
+    ("POST", "/api/members/digest"),
     ("GET", "/api/health"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -87,7 +88,10 @@ type Routed = (&'static str, Result<Response, ApiError>);
 fn route_class(method: &Method, path: &str) -> RouteClass {
     if *method != Method::POST {
         RouteClass::PublicRead
-    } else if matches!(path.trim_end_matches('/'), "/api/hello" | "/api/heartbeat") {
+    } else if matches!(
+        path.trim_end_matches('/'),
+        "/api/hello" | "/api/heartbeat" | "/api/members/digest"
+    ) {
         RouteClass::Signed
     } else {
         RouteClass::Write
@@ -381,6 +385,12 @@ impl Api {
                     self.0.heartbeat(&req.body, req.peer.ip())
                 )
             }
+            ["api", "members", "digest"] => only!(
+                "/api/members/digest",
+                post,
+                "POST",
+                self.0.members_digest(&req.body, req.peer.ip())
+            ),
             ["api", "headers"] => only!("/api/headers", get, "GET", self.headers(&req).await),
             ["api", "blocks"] if get => ("/api/blocks", self.blocks(&req).await),
             ["api", "blocks"] if post => ("/api/blocks", self.submit_block(&req).await),

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use backbone_state::{BackboneError, Netgroup};
 use bytes::Bytes;
 use hyper::StatusCode;
-use vision_wire::{HeartbeatResponse, PeerEntry, PublicPeerInfo, SignedHeartbeat, SignedHello};
+use vision_wire::{
+    HeartbeatResponse, MEMBER_DIGEST_BUCKETS, MemberBucket, MembersDigestResponse, PeerEntry,
+    PublicPeerInfo, SignedHeartbeat, SignedHello, SignedMembersDigest,
+};
 
 use super::{Api, limit, ok_json};
 use crate::core::now_unix;
@@ -137,7 +140,7 @@ impl NodeShared {
         self.charge_key(peer, &sender)?;
         self.fresh(&sender, hb.payload.timestamp_unix, &hb.payload.nonce, now)?;
         let now_ms = crate::core::now_ms();
-        let (cluster_size, ttl_ms) = {
+        let (cluster_size, ttl_ms, pace_ms) = {
             let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
             m.record(&hb.payload, now_ms, Netgroup::of(peer))
                 .map_err(|e| match e {
@@ -154,7 +157,8 @@ impl NodeShared {
                     }
                     other => ApiError::bad_request(format!("heartbeat refused: {other}")),
                 })?;
-            (m.cluster_size(now_ms), m.ttl_ms())
+            let pace = m.heartbeat_pace_ms(now_ms);
+            (m.cluster_size(now_ms), m.ttl_ms(), pace)
         };
         let chain = self.core.chain();
         Ok(json_response(
@@ -165,9 +169,96 @@ impl NodeShared {
                 tip_hash: chain.hash.to_hex(),
                 anchor_node_id: self.core.node_id.clone(),
                 member_ttl_s: ttl_ms / 1000,
+                heartbeat_interval_ms: Some(pace_ms),
             },
         ))
     }
+}
+
+/// Most member records one `POST /api/members/digest` answer carries (whole
+/// buckets; the requester asks again for the rest).
+pub(super) const MEMBER_SYNC_RECORDS_MAX: usize = 8_192;
+
+impl NodeShared {
+    /// `POST /api/members/digest` from the socket peer `peer`: another anchor — one
+    /// of ours, whose identity our own probes proved or its seed pinned — sends, per
+    /// bucket, the digest of our direct members as it holds them; we answer the
+    /// buckets that differ, whole ([`MEMBER_SYNC_RECORDS_MAX`] records at most). A
+    /// node that is not an anchor answers 409 `not_an_anchor`; a signer that is not
+    /// one of our anchors 403 `not_a_known_anchor`.
+    pub fn members_digest(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
+        let req: SignedMembersDigest = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid members digest: {e}")))?;
+        let Some(membership) = &self.net.membership else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_an_anchor",
+                "this node is not an anchor",
+            ));
+        };
+        let now = now_unix();
+        let sender = req
+            .verify(self.core.cfg.network.as_str(), now)
+            .map_err(signed_error)?;
+        self.charge_key(peer, &sender)?;
+        self.fresh(&sender, req.payload.timestamp_unix, &req.payload.nonce, now)?;
+        let signer = sender.to_hex();
+        let known = self.net.backbone.load().anchors.iter().any(|a| {
+            a.pinned_node_id
+                .as_deref()
+                .or(a.node_id.as_deref())
+                .is_some_and(|id| id.eq_ignore_ascii_case(&signer))
+        });
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_a_known_anchor",
+                format!("{signer} is not one of this anchor's anchors"),
+            ));
+        }
+        let theirs = parse_digests(&req.payload.digests)?;
+        let (buckets, more) = membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .buckets_differing(&theirs, MEMBER_SYNC_RECORDS_MAX);
+        Ok(json_response(
+            StatusCode::OK,
+            &MembersDigestResponse {
+                anchor_node_id: self.core.node_id.clone(),
+                buckets: buckets
+                    .into_iter()
+                    .map(|(bucket, digest, members)| MemberBucket {
+                        bucket,
+                        digest: format!("{digest:016x}"),
+                        members,
+                    })
+                    .collect(),
+                more,
+            },
+        ))
+    }
+}
+
+/// A digest list: none (a first request: nothing held), or one 16-hex-character
+/// digest per bucket.
+pub(super) fn parse_digests(v: &[String]) -> Result<Vec<u64>, ApiError> {
+    if v.is_empty() {
+        return Ok(vec![0; MEMBER_DIGEST_BUCKETS]);
+    }
+    if v.len() != MEMBER_DIGEST_BUCKETS {
+        return Err(ApiError::bad_request(format!(
+            "digests: {} entries, expected {MEMBER_DIGEST_BUCKETS} or none",
+            v.len()
+        )));
+    }
+    v.iter()
+        .map(|d| {
+            (d.len() == 16)
+                .then(|| u64::from_str_radix(d, 16).ok())
+                .flatten()
+                .ok_or_else(|| ApiError::bad_request("digests: 16 hex characters each"))
+        })
+        .collect()
 }
 
 /// The contract's error for a refused signed message.
