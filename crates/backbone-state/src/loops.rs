@@ -181,7 +181,13 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
                     best,
                     round,
                     pace.div_ceil(probe_ms.max(1)),
-                    liveness_refresh_rounds(a.pace_ms, probe_ms),
+                    // The best anchor at its pace (every round until the pace
+                    // binds), the others at the refresh period.
+                    if best {
+                        pace_rounds(a.pace_ms, probe_ms)
+                    } else {
+                        liveness_refresh_rounds(a.pace_ms, probe_ms)
+                    },
                 ))
         })
     {
@@ -392,11 +398,12 @@ fn healing_targets(s: &BackboneState) -> Vec<String> {
     v
 }
 
-/// Is a healing request due, with `healthy` healthy peers in the book and
-/// `idle` healing intervals since the last request? Always when short of
-/// [`HEALING_PEERS_ENOUGH`] peers; else every [`HEALING_BACKOFF_ROUNDS`] intervals.
-pub fn healing_due(healthy: usize, idle: u32) -> bool {
-    healthy < HEALING_PEERS_ENOUGH || idle >= HEALING_BACKOFF_ROUNDS
+/// Is a healing request due, with `healthy` healthy peers in a book of
+/// `capacity` entries and `idle` healing intervals since the last request? Always
+/// when short of [`HEALING_PEERS_ENOUGH`] peers (or of a full book, if smaller);
+/// else every [`HEALING_BACKOFF_ROUNDS`] intervals.
+pub fn healing_due(healthy: usize, capacity: usize, idle: u32) -> bool {
+    healthy < HEALING_PEERS_ENOUGH.min(capacity.max(1)) || idle >= HEALING_BACKOFF_ROUNDS
 }
 
 /// One healing round: fetch seed peers from the best anchor (or the next usable),
@@ -478,7 +485,7 @@ pub async fn run_healing_loop<T: ControlPlane>(
             }
             continue;
         }
-        if !healing_due(peers.healthy_count(), idle) {
+        if !healing_due(peers.healthy_count(), peers.capacity(), idle) {
             idle = idle.saturating_add(1);
             tokio::select! {
                 biased;
