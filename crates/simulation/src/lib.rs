@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use backbone_state::{
     DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_PEERS_ENOUGH,
 };
 
 /// Peers a node must hold for the network to count as converged.
@@ -71,13 +71,17 @@ pub const MAX_ANCHORS: usize = 64;
 /// Blocks the lying anchor claims to be ahead.
 pub const LIE_AHEAD_BLOCKS: u64 = 1_000;
 /// Entries each simulated node's peer book holds (`PeerBook::with_capacity`; a real
-/// node holds `backbone_state::PEERBOOK_MAX`, 1,024). The book feeds no decision of
-/// the loops (only the `peerbook_count` of the snapshot, which the convergence
-/// figure compares with [`CONVERGED_MIN_PEERS`]: the same verdict for any capacity
-/// above that), but it is most of a node's memory and its upserts scan it: a book of
-/// 1,024 entries per node would need ~20 GB for 100,000 nodes. 12 entries keep its
-/// table at 32 buckets through the churn of evictions.
-pub const PEERBOOK_CAPACITY_DEFAULT: usize = CONVERGED_MIN_PEERS + 4;
+/// node holds `backbone_state::PEERBOOK_MAX`, 1,024). The book feeds two decisions
+/// only: the convergence figure (`peerbook_count` ≥ [`CONVERGED_MIN_PEERS`]) and the
+/// healing loop's back-off (`healthy_count` ≥ `HEALING_PEERS_ENOUGH`); both verdicts
+/// are the same for any capacity at or above those thresholds. But the book is most
+/// of a node's memory and its upserts scan it: 1,024 entries per node would need
+/// ~20 GB for 100,000 nodes. Four entries above the larger threshold.
+pub const PEERBOOK_CAPACITY_DEFAULT: usize = if CONVERGED_MIN_PEERS > HEALING_PEERS_ENOUGH {
+    CONVERGED_MIN_PEERS + 4
+} else {
+    HEALING_PEERS_ENOUGH + 4
+};
 
 /// The loop intervals and the chain's pace of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]

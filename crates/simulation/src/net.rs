@@ -307,6 +307,8 @@ pub(crate) struct Net {
     /// itself: the rest would only be evicted again); the anchor's bytes count the
     /// whole list.
     seed_take: usize,
+    /// JSON bytes of a signed member-digest request (256 digests).
+    digest_request_bytes: u64,
 }
 
 /// How requests are counted at the sending node.
@@ -348,9 +350,22 @@ impl Net {
                 streams_since_ms: 0,
             })
             .collect();
+        let digest_request_bytes = {
+            let key =
+                SecretKey::from_seed(&seed.to_le_bytes().repeat(4).try_into().unwrap_or([7; 32]));
+            let payload = vision_wire::MembersDigestPayload {
+                network: NETWORK.to_string(),
+                node_id: key.address().to_hex(),
+                timestamp_unix: BASE_UNIX_S,
+                nonce: format!("{:032x}", 0),
+                digests: vec![format!("{:016x}", u64::MAX); vision_wire::MEMBER_DIGEST_BUCKETS],
+            };
+            wire::json_len(&payload.sign(&key))
+        };
         Net {
             seed,
             seed_take,
+            digest_request_bytes,
             start: Instant::now(),
             verify,
             nodes,
@@ -422,18 +437,34 @@ impl Net {
                 }
                 let id_b = &self.anchors[b].node_id;
                 let held = s.anchors[a].membership.relayed_digests(id_b);
-                let (buckets, _) = s.anchors[b]
+                let (buckets, more) = s.anchors[b]
                     .membership
                     .buckets_differing(&held, MEMBER_SYNC_RECORDS_MAX);
-                let bytes_in = wire::json_len(&held);
-                let bytes_out = wire::json_len(&buckets);
-                s.anchors[a].received.add(Kind::Digest, bytes_in, bytes_out);
                 let m = &mut s.anchors[a].membership;
                 if buckets.is_empty() {
                     m.relay_refreshed(id_b, now);
                 } else {
                     let _ = m.merge_relayed(id_b, &buckets, now);
                 }
+                // `a` asks, `b` answers: the request and its answer are `b`'s load.
+                let answer = vision_wire::MembersDigestResponse {
+                    anchor_node_id: id_b.clone(),
+                    buckets: buckets
+                        .into_iter()
+                        .map(|(bucket, digest, members)| vision_wire::MemberBucket {
+                            bucket,
+                            digest: format!("{digest:016x}"),
+                            members,
+                        })
+                        .collect(),
+                    more,
+                };
+                let out = wire::json_len(&answer);
+                s.anchors[b].received.add(
+                    Kind::Digest,
+                    wire::DIGEST_REQUEST_HEAD + self.digest_request_bytes,
+                    wire::json_response_head(out) + out,
+                );
             }
             s.anchors[a].membership.expire_relayed(now, relay_ttl_ms);
             s.anchors[a].size_cache = None;

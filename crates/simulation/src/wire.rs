@@ -5,7 +5,7 @@
 //!
 //! Bodies the simulation holds as the real wire types are measured by encoding
 //! them (`serde_json`, as node-service does): seed lists, heartbeats and their
-//! answers. The rest are constants measured on the
+//! answers, the anchors' member digests. The rest are constants measured on the
 //! real `vision-node` (regtest, one anchor mining, one member, 2026-11-28, through
 //! a byte-logging TCP relay between them): the HTTP heads, the signed hello each
 //! way, `/api/status`'s body, the event stream's frames. Heads carry a
@@ -67,6 +67,10 @@ pub(crate) fn not_modified_head(height: u64, size: u64) -> u64 {
 pub(crate) const SEED_PEERS_REQUEST_HEAD: u64 = 142;
 /// `POST /api/heartbeat` request head with a three-digit `content-length`.
 pub(crate) const HEARTBEAT_REQUEST_HEAD: u64 = 181;
+/// `POST /api/members/digest` request head: the heartbeat's with the longer path
+/// (five more bytes) and a four-digit length (one more). Not captured (it needs two
+/// anchors); derived from the heartbeat's.
+pub(crate) const DIGEST_REQUEST_HEAD: u64 = HEARTBEAT_REQUEST_HEAD + 5 + 1;
 /// `GET /api/events?types=block_connected,reset` (the tip subscription) request head.
 pub(crate) const EVENTS_REQUEST_HEAD: u64 = 178;
 /// The stream's head (`text/event-stream`, chunked) and its first chunk (`: ok`).
