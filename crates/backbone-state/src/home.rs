@@ -126,7 +126,9 @@ pub fn liveness_refresh_rounds(pace_ms: Option<u64>, probe_interval_ms: u64) -> 
 /// Can home anchor `a` skip its probe in round `round`? Only when it has answered
 /// a probe before, answered its latest one, is neither recovering, stalled nor
 /// discounted, its claimed tip is verified (a new claim — a pushed tip — is checked
-/// by a probe), its last probe is less than `refresh_rounds` old, and it shows life
+/// by a probe), its last probe is less than `refresh_rounds` old (the loop passes
+/// the best anchor's pace, [`pace_rounds`], and the others'
+/// [`liveness_refresh_rounds`]), and it shows life
 /// now: its last heartbeat was accepted ([`AnchorObservation::heard_round`]), and
 /// for the `best` anchor its tip stream is open ([`AnchorObservation::stream_live`]),
 /// for another that heartbeat is at most `heartbeat_rounds` rounds plus one old. A
@@ -159,12 +161,10 @@ pub fn alive_without_probe(
     // timeout); so is a stream that ended after that heartbeat was sent.
     let heard = a.heard_round > 0 && a.heard_round > a.heard_void_round;
     if best {
-        // The best anchor is probed every round: its failover stays one round and
-        // the network tip is checked every round. Its open tip stream
-        // ([`AnchorObservation::stream_live`], kept up to date) could stand in for
-        // it, but the simulation's report is not yet deterministic with it (see
-        // docs/PERFORMANCE.md), so it does not yet.
-        false
+        // The best anchor's open stream stands in for it (within its refresh, its
+        // pace: every round until the pace binds); a stream that ends means a
+        // probe the next round, so a killed best is failed over from at once.
+        heard && a.stream_live
     } else {
         heard && round.saturating_sub(a.heard_round) <= heartbeat_rounds + 1
     }
@@ -236,9 +236,12 @@ mod tests {
         assert!(alive_without_probe(&a, false, 11, hb, refresh));
         assert!(alive_without_probe(&a, false, 13, hb, refresh));
         assert!(!alive_without_probe(&a, false, 14, hb, refresh));
-        // The best anchor is probed every round, open stream or not.
-        a.stream_live = true;
+        // The best anchor needs its open stream (and within its refresh, which
+        // for the best is its pace: one round until the pace binds).
         assert!(!alive_without_probe(&a, true, 11, hb, refresh));
+        a.stream_live = true;
+        assert!(alive_without_probe(&a, true, 11, hb, refresh));
+        assert!(!alive_without_probe(&a, true, 11, hb, 1));
         assert!(!alive_without_probe(&a, false, 15, hb, refresh));
         // The refresh comes even within a heartbeat's cover.
         a.heard_round = 10 + refresh - 1;

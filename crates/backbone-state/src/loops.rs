@@ -13,8 +13,7 @@ use tracing::{debug, info, warn};
 use vision_wire::{HeartbeatResponse, PublicPeerInfo, SignedHeartbeat};
 
 use crate::rules::{
-    MAX_CLUSTER_SIZE, Transition, apply_tip_push, classify, exchange_ready, next_snapshot,
-    transitions,
+    MAX_CLUSTER_SIZE, Transition, classify, exchange_ready, next_snapshot, transitions,
 };
 use crate::{
     BackboneError, BackboneHandle, BackboneState, FAILS_TO_DOWN, HEARTBEAT_PACE_MAX_MS, PeerBook,
@@ -181,7 +180,13 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
                     best,
                     round,
                     pace.div_ceil(probe_ms.max(1)),
-                    liveness_refresh_rounds(a.pace_ms, probe_ms),
+                    // The best anchor at its pace (every round until the pace
+                    // binds), the others at the refresh period.
+                    if best {
+                        pace_rounds(a.pace_ms, probe_ms)
+                    } else {
+                        liveness_refresh_rounds(a.pace_ms, probe_ms)
+                    },
                 ))
         })
     {
@@ -392,11 +397,12 @@ fn healing_targets(s: &BackboneState) -> Vec<String> {
     v
 }
 
-/// Is a healing request due, with `healthy` healthy peers in the book and
-/// `idle` healing intervals since the last request? Always when short of
-/// [`HEALING_PEERS_ENOUGH`] peers; else every [`HEALING_BACKOFF_ROUNDS`] intervals.
-pub fn healing_due(healthy: usize, idle: u32) -> bool {
-    healthy < HEALING_PEERS_ENOUGH || idle >= HEALING_BACKOFF_ROUNDS
+/// Is a healing request due, with `healthy` healthy peers in a book of
+/// `capacity` entries and `idle` healing intervals since the last request? Always
+/// when short of [`HEALING_PEERS_ENOUGH`] peers (or of a full book, if smaller);
+/// else every [`HEALING_BACKOFF_ROUNDS`] intervals.
+pub fn healing_due(healthy: usize, capacity: usize, idle: u32) -> bool {
+    healthy < HEALING_PEERS_ENOUGH.min(capacity.max(1)) || idle >= HEALING_BACKOFF_ROUNDS
 }
 
 /// One healing round: fetch seed peers from the best anchor (or the next usable),
@@ -478,7 +484,7 @@ pub async fn run_healing_loop<T: ControlPlane>(
             }
             continue;
         }
-        if !healing_due(peers.healthy_count(), idle) {
+        if !healing_due(peers.healthy_count(), peers.capacity(), idle) {
             idle = idle.saturating_add(1);
             tokio::select! {
                 biased;
@@ -586,7 +592,6 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
     let mut size: Option<usize> = None;
     let mut paces: Vec<(String, u64)> = Vec::new();
     let mut heard: Vec<(String, bool)> = Vec::new();
-    let mut tips: Vec<(String, (u64, String))> = Vec::new();
     let interval_ms = ms(config.heartbeat_interval);
     while let Some(r) = set.join_next().await {
         let Ok((url, r)) = r else { continue };
@@ -599,17 +604,17 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
                 .unwrap_or(interval_ms)
                 .clamp(interval_ms, HEARTBEAT_PACE_MAX_MS.max(interval_ms));
             due.insert(url.clone(), now + Duration::from_millis(pace));
-            tips.push((url.clone(), (r.tip_height, r.tip_hash.clone())));
             paces.push((url, pace));
         }
     }
     if due.len() > crate::MAX_ANCHORS {
         due.retain(|u, _| snap.anchors.iter().any(|a| &a.url == u));
     }
-    // Each answer is evidence of life for the liveness rule (it carries the
-    // anchor's tip and cluster size: it stands in for a probe); a failed heartbeat
-    // clears the evidence, so the next probe round asks that anchor.
-    let local = node.local_height();
+    // Each answer is evidence of life for the liveness rule (with the anchor's
+    // cluster size, published below, it stands in for a probe; its tip is not
+    // taken: a new claim would cost a probe to verify, and the best anchor's tip
+    // comes from its stream); a failed heartbeat clears the evidence, so the next
+    // probe round asks that anchor.
     handle.update(|s| {
         let round = snap.round.max(1);
         for (u, p) in &paces {
@@ -620,13 +625,6 @@ async fn heartbeat_due<T: ControlPlane, N: LocalNode>(
         for (u, ok) in &heard {
             if let Some(a) = s.anchors.iter_mut().find(|a| &a.url == u) {
                 a.heard_round = if *ok { round } else { 0 };
-            }
-        }
-        // The answer's tip is the anchor's claim, like a pushed one: a new claim
-        // is unverified, so the next probe round asks that anchor and checks it.
-        for (u, tip) in &tips {
-            if apply_tip_push(s, u, tip.0, &tip.1) {
-                s.exchange_ready = exchange_ready(s.connected, local, s.observed_tip_height);
             }
         }
     });

@@ -450,6 +450,11 @@ impl PeerBook {
         v
     }
 
+    /// Most entries it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Entries at least as healthy as a peer an anchor told us of
     /// ([`HTTP_DISCOVERED_HEALTH`]): peers not yet found wanting.
     pub fn healthy_count(&self) -> usize {

@@ -702,12 +702,21 @@ async fn heartbeat_answers_stand_in_for_probes_of_the_other_home_anchor_and_fail
 #[test]
 fn healing_is_due_when_short_of_peers_or_after_the_backoff() {
     use backbone_state::healing_due;
-    assert!(healing_due(0, 1));
-    assert!(healing_due(HEALING_PEERS_ENOUGH - 1, 1));
-    assert!(!healing_due(HEALING_PEERS_ENOUGH, 1));
+    let cap = PEERBOOK_MAX;
+    assert!(healing_due(0, cap, 1));
+    assert!(healing_due(HEALING_PEERS_ENOUGH - 1, cap, 1));
+    assert!(!healing_due(HEALING_PEERS_ENOUGH, cap, 1));
     assert!(!healing_due(
         HEALING_PEERS_ENOUGH,
+        cap,
         HEALING_BACKOFF_ROUNDS - 1
     ));
-    assert!(healing_due(HEALING_PEERS_ENOUGH, HEALING_BACKOFF_ROUNDS));
+    assert!(healing_due(
+        HEALING_PEERS_ENOUGH,
+        cap,
+        HEALING_BACKOFF_ROUNDS
+    ));
+    // A small book full of healthy peers has enough.
+    assert!(!healing_due(12, 12, 1));
+    assert!(healing_due(11, 12, 1));
 }
