@@ -183,7 +183,7 @@ impl NodeShared {
     /// `POST /api/members/digest` from the socket peer `peer`: another anchor — one
     /// of ours, whose identity our own probes proved or its seed pinned — sends, per
     /// bucket, the digest of our direct members as it holds them; we answer the
-    /// buckets that differ, whole ([`MEMBER_SYNC_RECORDS_MAX`] records at most). A
+    /// buckets that differ, whole (`MEMBER_SYNC_RECORDS_MAX` records at most). A
     /// node that is not an anchor answers 409 `not_an_anchor`; a signer that is not
     /// one of our anchors 403 `not_a_known_anchor`.
     pub fn members_digest(&self, body: &Bytes, peer: IpAddr) -> Result<Response, ApiError> {
