@@ -744,7 +744,7 @@ impl Membership {
         }
     }
 
-    /// Forget what sources not heard from within [`Membership::relay_ttl_ms`]
+    /// Forget what sources not heard from within `relay_ttl_ms`
     /// relayed (a dead or removed anchor's members leave the count). Returns the
     /// records dropped.
     pub fn expire_relayed(&mut self, now_ms: u64, relay_ttl_ms: u64) -> usize {
