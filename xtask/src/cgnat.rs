@@ -165,7 +165,12 @@ pub(crate) fn run(node_bin: &Path) -> Result<String, String> {
         .arg(node_bin)
         .output();
     teardown();
-    let out = out.map_err(|e| e.to_string())?;
+    driver_verdict(out.map_err(|e| e.to_string())?)
+}
+
+/// A namespaced driver's run: echo its output; its last line is the cell's detail,
+/// a pass or a failure by its exit status.
+pub(crate) fn driver_verdict(out: std::process::Output) -> Result<String, String> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{text}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));

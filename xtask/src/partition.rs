@@ -13,7 +13,7 @@ use std::process::Command;
 
 use testkit::scenarios::{PARTITION_HOSTS, Side, partition_nft};
 
-use crate::cgnat::{bridge_hosts, nft, sh};
+use crate::cgnat::{bridge_hosts, driver_verdict, nft, sh};
 
 const PREFIX: &str = "part-";
 const SUBNET: &str = "10.215.0";
@@ -127,16 +127,7 @@ pub(crate) fn run(node_bin: &Path) -> Result<String, String> {
             .map_err(|e| e.to_string())
     });
     teardown();
-    let out = out?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    print!("{text}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    let last = text.lines().last().unwrap_or("").to_string();
-    if out.status.success() {
-        Ok(last)
-    } else {
-        Err(last)
-    }
+    driver_verdict(out?)
 }
 
 /// Inside the control namespace: the partition scenario over the namespaced hosts.

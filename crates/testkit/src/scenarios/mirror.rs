@@ -403,14 +403,19 @@ impl Nginx {
         );
         let main_path = dir.join("nginx.conf");
         std::fs::write(&main_path, main).map_err(|e| e.to_string())?;
-        let test = Command::new(bin)
+        // The prefix, error log and configuration both runs use.
+        let nginx = || {
+            let mut c = Command::new(bin);
+            c.arg("-p")
+                .arg(&dir)
+                .arg("-e")
+                .arg(dir.join("logs/error.log"))
+                .arg("-c")
+                .arg(&main_path);
+            c
+        };
+        let test = nginx()
             .arg("-t")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .arg("-c")
-            .arg(&main_path)
             .output()
             .map_err(|e| format!("{}: {e}", bin.display()))?;
         if !test.status.success() {
@@ -419,13 +424,7 @@ impl Nginx {
                 String::from_utf8_lossy(&test.stderr)
             ));
         }
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .arg("-c")
-            .arg(&main_path)
+        let child = nginx()
             .arg("-g")
             .arg("daemon off;")
             .stdin(Stdio::null())
