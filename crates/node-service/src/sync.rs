@@ -943,8 +943,15 @@ impl SourceScores {
     }
 }
 
-/// Run rounds against the candidates in order until one succeeds; demote sources
-/// that served invalid data. Returns the report of the successful round.
+/// Run rounds against the candidates in order until one brings the claim within
+/// reach; demote sources that served invalid data. A round that imports nothing and
+/// leaves us below `target_height` did not succeed: that source is on our own
+/// branch (a peer of our side of a healed partition, a node as far behind as we
+/// are), so the next candidate is asked — otherwise the first connected peer of
+/// our own side would end every round, and a lighter side would never reorganise
+/// onto the network's chain. Returns the report of the round that imported blocks
+/// or reached the claim, else the last round that completed (nothing to import
+/// anywhere: the claim is not heavier than our chain).
 pub async fn sync_round(
     core: &Arc<Core>,
     scores: &SourceScores,
@@ -962,11 +969,22 @@ pub async fn sync_round_with(
     candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
+    let mut level = None;
     for src in candidates {
         if !scores.usable(src.name(), now_ms()) {
             continue;
         }
         match sync_from_with(core, src, mirrors, target_height).await {
+            Ok(r) if r.imported == 0 && r.height < target_height => {
+                // Nothing heavier there: not a failure of the source, not the end.
+                scores.reward(src.name());
+                tracing::debug!(
+                    "[SYNC] {} has nothing beyond our height {} (claim {target_height}); asking the next source",
+                    src.name(),
+                    r.height
+                );
+                level = Some(r);
+            }
             Ok(r) => {
                 scores.reward(src.name());
                 if r.imported > 0 {
@@ -1024,7 +1042,7 @@ pub async fn sync_round_with(
             }
         }
     }
-    None
+    level
 }
 
 /// One connected P2P peer as a block source.
