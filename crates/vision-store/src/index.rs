@@ -257,10 +257,7 @@ pub(crate) fn recent_row(hash: &Hash32, block: &Block) -> Vec<u8> {
 }
 
 /// A recent-level row read: the block hash and the entries (36 bytes each).
-pub(crate) fn split_recent_row<'a>(
-    height: u64,
-    row: &'a [u8],
-) -> Result<(Hash32, &'a [u8]), StoreError> {
+pub(crate) fn split_recent_row(height: u64, row: &[u8]) -> Result<(Hash32, &[u8]), StoreError> {
     if row.len() < 32 || (row.len() - 32) % RECENT_ENTRY != 0 {
         return Err(StoreError::Corrupt(format!(
             "tx_recent row at height {height} is {} bytes",
@@ -326,9 +323,8 @@ pub(crate) fn open_index_tables<'t>(
     merge_txs: usize,
 ) -> Result<IndexTables<'t>, StoreError> {
     let meta = wtx.open_table(INDEX_META)?;
-    let count = |k: &str| -> Result<u64, StoreError> {
-        Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
-    };
+    let count =
+        |k: &str| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     let recent_txs = count(META_RECENT_TXS)?;
     let recent_blocks = count(META_RECENT_BLOCKS)?;
     Ok(IndexTables {
@@ -594,9 +590,8 @@ where
             recent_t.len()?
         ));
     }
-    let count = |k: &str| -> Result<u64, StoreError> {
-        Ok(meta_t.get(k)?.map(|v| v.value()).unwrap_or(0))
-    };
+    let count =
+        |k: &str| -> Result<u64, StoreError> { Ok(meta_t.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     if count(META_RECENT_TXS)? != recent_txs || count(META_RECENT_BLOCKS)? != recent_blocks {
         return corrupt(format!(
             "index_meta counts {} transactions in {} recent blocks, tx_recent holds {recent_txs} in {recent_blocks}",

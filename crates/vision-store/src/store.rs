@@ -377,7 +377,9 @@ impl<'t> Tables<'t> {
     fn open(wtx: &'t WriteTransaction, merge_txs: usize) -> Result<Tables<'t>, StoreError> {
         let meta = wtx.open_table(META)?;
         let index = if indexes_on(&meta)? {
-            Some(IndexSink::Here(Box::new(open_index_tables(wtx, merge_txs)?)))
+            Some(IndexSink::Here(Box::new(open_index_tables(
+                wtx, merge_txs,
+            )?)))
         } else {
             None
         };

@@ -256,18 +256,26 @@ fn a_schema_3_store_gets_its_txid_index_rebuilt_in_two_levels() {
         store.schema().expect("schema").0,
         vision_store::SCHEMA_VERSION
     );
-    store.verify_indexes().expect("rebuilt: exactly the main chain");
+    store
+        .verify_indexes()
+        .expect("rebuilt: exactly the main chain");
     for (tx, hash, h, pos) in &located {
         let loc = store.transaction(&tx.id()).expect("lookup").expect("found");
-        assert_eq!((&loc.tx, loc.block_hash, loc.height, loc.position), (tx, *hash, *h, *pos));
+        assert_eq!(
+            (&loc.tx, loc.block_hash, loc.height, loc.position),
+            (tx, *hash, *h, *pos)
+        );
     }
     assert_eq!(
-        store.transaction(&vision_chain::Hash32([0xAB; 32])).expect("lookup"),
+        store
+            .transaction(&vision_chain::Hash32([0xAB; 32]))
+            .expect("lookup"),
         None,
         "the junk entry was dropped"
     );
 }
 
-const TX_INDEX: redb::TableDefinition<&[u8; 32], &[u8; 36]> = redb::TableDefinition::new("tx_index");
+const TX_INDEX: redb::TableDefinition<&[u8; 32], &[u8; 36]> =
+    redb::TableDefinition::new("tx_index");
 const RECENT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("tx_recent");
 const INDEX_META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("index_meta");

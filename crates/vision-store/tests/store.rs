@@ -1678,7 +1678,12 @@ fn the_txid_index_merges_its_recent_level_and_stays_exact_across_reorgs() {
                 transfer(&ka, kc.address(), 100 + nonce, nonce - 1)
             })
             .collect();
-        let b = mine_on(&builder, &main.last().unwrap().hash(), kd.address(), pays.clone());
+        let b = mine_on(
+            &builder,
+            &main.last().unwrap().hash(),
+            kd.address(),
+            pays.clone(),
+        );
         builder.accept_block(&b, NOW_MS).unwrap();
         for (i, tx) in pays.into_iter().enumerate() {
             txs.push((tx, h, i as u32));
@@ -1735,7 +1740,10 @@ fn the_txid_index_merges_its_recent_level_and_stays_exact_across_reorgs() {
         if *tx == reused {
             assert_eq!(got, Some((tx.clone(), 7, 0, branch[0].hash())));
         } else if *h <= 6 {
-            assert_eq!(got, Some((tx.clone(), *h, *pos, main[*h as usize - 1].hash())));
+            assert_eq!(
+                got,
+                Some((tx.clone(), *h, *pos, main[*h as usize - 1].hash()))
+            );
         } else {
             assert_eq!(got, None, "reorged out: not found as confirmed");
         }
