@@ -1081,6 +1081,16 @@ mod tests {
     use vision_chain::{Network, SecretKey, build_block, solve};
     use vision_store::ChainStore;
 
+    /// At most `limit` of `headers` from height `from` on: what a source serves.
+    fn headers_from(headers: &[BlockHeader], from: u64, limit: u32) -> Vec<BlockHeader> {
+        headers
+            .iter()
+            .filter(|h| h.height >= from)
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
     /// Headers as data; `fail` answers every request with a transport error.
     struct Mem {
         headers: Vec<BlockHeader>,
@@ -1095,13 +1105,7 @@ mod tests {
             if self.fail {
                 return Err("connection refused".into());
             }
-            Ok(self
-                .headers
-                .iter()
-                .filter(|h| h.height >= from)
-                .take(limit as usize)
-                .cloned()
-                .collect())
+            Ok(headers_from(&self.headers, from, limit))
         }
         async fn blocks(&self, _: u64, _: u32) -> Result<Vec<Block>, String> {
             Ok(Vec::new())
@@ -1145,13 +1149,7 @@ mod tests {
             "serving"
         }
         async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
-            Ok(self
-                .headers
-                .iter()
-                .filter(|h| h.height >= from)
-                .take(limit as usize)
-                .cloned()
-                .collect())
+            Ok(headers_from(&self.headers, from, limit))
         }
         async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
             if from >= self.fail_from {
