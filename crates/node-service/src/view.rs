@@ -434,12 +434,16 @@ mod tests {
 
     use vision_chain::Network;
 
+    use crate::shared::NodeShared;
     use crate::{Node, NodeConfig};
 
-    /// The read routes answer while every lock a view computation takes is held
-    /// by someone else: none of them takes one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn read_paths_take_no_lock_the_view_writer_takes() {
+    /// A regtest node without the data plane, started (not run: no tasks but the
+    /// ones `Node::start` spawns), with what stops it and its directory.
+    async fn node() -> (
+        std::sync::Arc<NodeShared>,
+        tokio_util::sync::CancellationToken,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = NodeConfig::new(
             Network::Regtest,
@@ -449,7 +453,14 @@ mod tests {
         cfg.p2p_addr = None;
         let stop = tokio_util::sync::CancellationToken::new();
         let node = Node::start(cfg, stop.clone()).await.unwrap();
-        let shared = node.shared();
+        (node.shared(), stop, dir)
+    }
+
+    /// The read routes answer while every lock a view computation takes is held
+    /// by someone else: none of them takes one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_paths_take_no_lock_the_view_writer_takes() {
+        let (shared, stop, _dir) = node().await;
         let (done_tx, done_rx) = mpsc::channel();
         let held = shared.clone();
         let (locked_tx, locked_rx) = mpsc::channel();
@@ -497,17 +508,8 @@ mod tests {
         use std::sync::Arc;
         use vision_wire::HealthLevel;
 
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = NodeConfig::new(
-            Network::Regtest,
-            "127.0.0.1:0".parse().unwrap(),
-            dir.path().to_path_buf(),
-        );
-        cfg.p2p_addr = None;
-        let stop = tokio_util::sync::CancellationToken::new();
-        let node = Node::start(cfg, stop.clone()).await.unwrap();
-        let shared = node.shared();
-        let store_line = |s: &crate::shared::NodeShared| {
+        let (shared, stop, _dir) = node().await;
+        let store_line = |s: &NodeShared| {
             let h = s.health();
             let st = &h.subsystems["store"];
             (st.status, st.detail.clone())
