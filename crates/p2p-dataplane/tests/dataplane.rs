@@ -866,6 +866,46 @@ async fn an_honest_syncer_over_budget_is_slowed_not_dropped() {
     assert!(st.requests_deferred >= 10);
 }
 
+/// A peer that stops answering (a healed partition's stale socket, a staller) is
+/// disconnected at the request's deadline, long before the idle timeout would
+/// notice: the next request goes to a fresh connection, not to the same silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_leaves_a_request_unanswered_is_disconnected() {
+    let mut cfg = config("127.0.0.1:0".parse().unwrap(), false);
+    cfg.request_timeout = Duration::from_millis(500);
+    cfg.idle_timeout = Duration::from_secs(60);
+    let node = start_with(1, cfg).await;
+    // A real handshake, then silence: it reads what it is sent and answers nothing.
+    let silent_key = key(7);
+    let mut silent = handshaken(Ipv4Addr::LOCALHOST, node.addr(), &silent_key, NET.magic()).await;
+    eventually("the silent peer is connected", || {
+        node.dp.status().connected_peers == 1
+    })
+    .await;
+    let t = Instant::now();
+    let r = within(node.dp.fetch_blocks(silent_key.address(), 0, 1)).await;
+    assert!(matches!(r, Err(P2pError::Timeout(_))), "{r:?}");
+    eventually("the silent peer is disconnected", || {
+        node.dp.status().connected_peers == 0
+    })
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "at the request's deadline, not the idle timeout's"
+    );
+    // Its socket is closed by the node.
+    let closed = within(async {
+        loop {
+            match silent.next().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_over_the_per_peer_rate_are_ignored() {
     let mut cfg = config("0.0.0.0:0".parse().unwrap(), false);
