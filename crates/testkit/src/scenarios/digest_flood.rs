@@ -9,9 +9,10 @@
 //!   from [`STRANGER_SOURCES`] loopback addresses at [`STRANGER_RATE_PER_SOURCE`]
 //!   each — every answer must be 403 `not_a_known_anchor` or 429 `rate_limited`;
 //! - **bloated**: a validly signed digest list of [`BLOATED_DIGESTS`] entries (1.9 MB,
-//!   under the general body limit), one body per address replayed from
-//!   [`BLOATED_SOURCES`] addresses — every answer 413 `payload_too_large` (or 429): the
-//!   anchor refuses it before parsing or verifying it;
+//!   under the general body limit), or a heartbeat whose one unknown field is as big,
+//!   one body per address resent, from [`BLOATED_SOURCES`] addresses — every answer
+//!   413 `payload_too_large` (or 429): the anchor refuses it before parsing or
+//!   verifying it;
 //! - **replays**: B's captured requests, sent again from another address — every
 //!   answer 409 `replayed` (or 429 for that *address*): a replay must never be
 //!   taken, nor be charged to B's key;
@@ -260,10 +261,15 @@ fn paced(
     })
 }
 
-/// One POST on `conn`; `None` (and the connection dropped) when it failed.
+/// One digest POST on `conn`; `None` (and the connection dropped) when it failed.
 fn post(conn: &mut Option<TcpStream>, body: &[u8]) -> Option<Answer> {
+    post_to(conn, DIGEST_PATH, body)
+}
+
+/// One POST of `body` to `path` on `conn`, as [`post`].
+fn post_to(conn: &mut Option<TcpStream>, path: &str, body: &[u8]) -> Option<Answer> {
     let c = conn.as_mut()?;
-    match roundtrip(c, "POST", DIGEST_PATH, body) {
+    match roundtrip(c, "POST", path, body) {
         Ok(a) => {
             if a.status == 413 {
                 *conn = None; // the node closes after refusing a body
@@ -388,22 +394,42 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
         // cost is bandwidth; the node must not pay a parse and a signature for it.
         let (tally, bad_news) = (bloated.clone(), unexpected.clone());
         let bkey = key(212, u64::from(k));
-        let body = signed_body(
-            digest_payload(
-                &bkey,
-                "regtest",
-                now_unix(),
-                vec!["0123456789abcdef".to_string(); BLOATED_DIGESTS],
-            ),
-            &bkey,
-        );
+        let bloat = vec!["0123456789abcdef".to_string(); BLOATED_DIGESTS];
+        // Half the addresses send a digest list, half a heartbeat whose one unknown
+        // field (room kept for newer versions) is as big.
+        let (path, body) = if k % 2 == 0 {
+            (
+                DIGEST_PATH,
+                signed_body(digest_payload(&bkey, "regtest", now_unix(), bloat), &bkey),
+            )
+        } else {
+            let mut h = vision_wire::HeartbeatPayload {
+                network: "regtest".into(),
+                node_id: bkey.address().to_hex(),
+                timestamp_unix: now_unix(),
+                nonce: fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
+                http_address: "127.0.0.1:1".into(),
+                p2p_address: None,
+                is_anchor: false,
+                height: 0,
+                tip_hash: "00".repeat(32),
+            };
+            h.unknown.0.insert("later".into(), serde_json::json!(bloat));
+            (
+                "/api/heartbeat",
+                serde_json::to_vec(&h.sign(&bkey)).unwrap_or_default(),
+            )
+        };
         threads.push(paced(
             bloated_src(k),
             a_addr,
             BLOATED_RATE_PER_SOURCE,
             stop.clone(),
             move |_, conn| {
-                let kind = match post(conn, &body) {
+                let kind = match post_to(conn, path, &body) {
                     Some(a) => kind_of(&a),
                     None => "closed".into(),
                 };
@@ -411,9 +437,9 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
                     bad_news
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(format!("bloated: {kind}"));
+                        .push(format!("bloated {path}: {kind}"));
                 }
-                tally.note(kind);
+                tally.note(format!("{path}: {kind}"));
             },
         ));
     }
@@ -559,7 +585,7 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
     };
     let (p50, p99) = (p(0.5), p(0.99));
     let summary = format!(
-        "strangers ({} keys from {STRANGER_SOURCES} addresses): {}; bloated ({BLOATED_DIGESTS} digests, 1.9 MB, from {BLOATED_SOURCES} addresses): {}; replays of {} captured requests of B: {}; malformed: {}; B's own key from another address: {}; /api/status p50 {:.1} ms, p99 {:.1} ms over {} probes, {failures} failed",
+        "strangers ({} keys from {STRANGER_SOURCES} addresses): {}; bloated (1.9 MB: {BLOATED_DIGESTS} digests, or a heartbeat's unknown field as big; from {BLOATED_SOURCES} addresses): {}; replays of {} captured requests of B: {}; malformed: {}; B's own key from another address: {}; /api/status p50 {:.1} ms, p99 {:.1} ms over {} probes, {failures} failed",
         flood_keys.load(Ordering::Relaxed),
         strangers.line(),
         bloated.line(),
@@ -596,7 +622,8 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
     }
     if strangers.get("403 not_a_known_anchor") == 0
         || replays.get("409 replayed") == 0
-        || bloated.get("413 payload_too_large") == 0
+        || bloated.get("/api/members/digest: 413 payload_too_large") == 0
+        || bloated.get("/api/heartbeat: 413 payload_too_large") == 0
     {
         return Err(format!("the refusals under test never answered: {summary}"));
     }
