@@ -9,6 +9,7 @@ use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
 mod admission;
+mod digest_flood;
 mod faults;
 mod guard;
 mod home;
@@ -27,8 +28,8 @@ pub use guard::{
     guard_cell, idle_flood, min_replacement_fee,
 };
 pub use home::{
-    HOME_ANCHORS, HOME_CELL_ANCHORS, HOME_CELL_MEMBERS, HomeReport, home_anchors, hrw_score,
-    predicted_homes,
+    HOME_ANCHORS, HOME_CELL_ANCHORS, HOME_CELL_MEMBERS, HomeReport, home_anchors, hrw_rank,
+    hrw_score, predicted_homes,
 };
 pub use partition::{PARTITION_HOSTS, PartitionHost, Side, partition_nft};
 pub use sidebranch::{FLOOD_BLOCKS, side_branch_flood};

@@ -18,7 +18,10 @@
 //!   never heard from included — and the digest requests between anchors are what
 //!   carried them (counted at the anchor-to-anchor taps);
 //! - members converge on one tip, and each member's peer book holds every other
-//!   member.
+//!   member;
+//! - when the anchor homing the most members is killed, those members heartbeat their
+//!   third-ranked anchor (the next in the same order), no other member's heartbeats
+//!   move, and the anchors left still list every member.
 //!
 //! It prints the home count and member heartbeats per anchor, and the time from the
 //! members' start until their home anchors, then every anchor, listed them all.
@@ -67,16 +70,25 @@ pub fn hrw_score(node_id: &str, anchor_url: &str) -> u64 {
     u64::from_le_bytes(x)
 }
 
-/// Indices of `urls` whose rendezvous weight for `node_id` is among the
-/// [`HOME_ANCHORS`] highest (ties by position).
-pub fn predicted_homes(node_id: &str, urls: &[String]) -> Vec<usize> {
+/// Indices of `urls` in `node_id`'s rendezvous order: highest weight first (ties
+/// by position).
+pub fn hrw_rank(node_id: &str, urls: &[String]) -> Vec<usize> {
     let mut v: Vec<(u64, usize)> = urls
         .iter()
         .enumerate()
         .map(|(i, u)| (hrw_score(node_id, u), i))
         .collect();
     v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut h: Vec<usize> = v.into_iter().take(HOME_ANCHORS).map(|(_, i)| i).collect();
+    v.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Indices of `urls` whose rendezvous weight for `node_id` is among the
+/// [`HOME_ANCHORS`] highest, in index order.
+pub fn predicted_homes(node_id: &str, urls: &[String]) -> Vec<usize> {
+    let mut h: Vec<usize> = hrw_rank(node_id, urls)
+        .into_iter()
+        .take(HOME_ANCHORS)
+        .collect();
     h.sort_unstable();
     h
 }
@@ -103,6 +115,11 @@ pub struct HomeReport {
     pub height: u64,
     /// The smallest number of other members in a member's peer book.
     pub min_member_peers: usize,
+    /// Members homed at the anchor killed last.
+    pub moved: usize,
+    /// Seconds from that kill (the process gone) until each of them had sent a
+    /// heartbeat to its third-ranked anchor.
+    pub failover_s: f64,
 }
 
 impl HomeReport {
@@ -113,10 +130,10 @@ impl HomeReport {
             .iter()
             .zip(&self.homes_per_anchor)
             .enumerate()
-            .map(|(i, (hb, homes))| format!("a{i} {hb} ({homes} homes)"))
+            .map(|(i, (hb, homes))| format!("a{i} {hb} from its {homes} homed members"))
             .collect();
         format!(
-            "member heartbeats per anchor: {} (to non-home anchors: {}); members listed by their home anchors {:.1}s and by every anchor {:.1}s after they started ({} digest requests between anchors); one tip at height {} in {:.1}s; each member knows ≥ {} other members",
+            "member heartbeats per anchor: {} (to non-home anchors: {}); members listed by their home anchors {:.1}s and by every anchor {:.1}s after they started ({} digest requests between anchors); one tip at height {} in {:.1}s; each member knows ≥ {} other members; the busiest anchor killed: its {} members heartbeat their third-ranked anchor {:.1}s later, no other moved",
             per.join(", "),
             self.non_home_heartbeats,
             self.homes_listed_s,
@@ -124,7 +141,9 @@ impl HomeReport {
             self.digests,
             self.height,
             self.converge_s,
-            self.min_member_peers
+            self.min_member_peers,
+            self.moved,
+            self.failover_s
         )
     }
 }
@@ -385,6 +404,65 @@ pub fn home_anchors(c: &mut Cluster) -> Result<HomeReport, String> {
             "{strangers_listed} (member, non-home anchor) pairs, expected {}",
             nm * (na - HOME_ANCHORS)
         ));
+    }
+
+    // 5. A home anchor dies: the members homed there move their heartbeats to their
+    //    third-ranked anchor, the others do not move, and the anchors left still
+    //    list every member.
+    let killed = (0..na)
+        .max_by_key(|j| (report.homes_per_anchor[*j], na - j))
+        .unwrap_or(0);
+    let ranks: Vec<Vec<usize>> = ids
+        .iter()
+        .zip(&member_taps)
+        .map(|(id, taps)| hrw_rank(id, &taps.iter().map(Tap::url).collect::<Vec<_>>()))
+        .collect();
+    let before: Vec<Vec<u64>> = member_taps
+        .iter()
+        .map(|t| t.iter().map(|t| t.count(HEARTBEAT)).collect())
+        .collect();
+    c.nodes[killed].stop();
+    let t_kill = Instant::now();
+    let moved: Vec<(usize, usize)> = (0..nm)
+        .filter(|m| homes[*m].contains(&killed))
+        .map(|m| (m, ranks[m][HOME_ANCHORS]))
+        .collect();
+    wait_until(
+        "members homed at the killed anchor heartbeat their third-ranked",
+        MINUTE,
+        || {
+            Ok(moved
+                .iter()
+                .all(|(m, third)| member_taps[*m][*third].count(HEARTBEAT) > before[*m][*third]))
+        },
+    )?;
+    report.failover_s = t_kill.elapsed().as_secs_f64();
+    report.moved = moved.len();
+    let alive: Vec<usize> = (0..na).filter(|j| *j != killed).collect();
+    wait_until("the anchors left list every member", MINUTE, || {
+        for j in &alive {
+            let listed = seed_peer_ids(addrs[*j])?;
+            if ids.iter().any(|id| !listed.contains(id)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    for m in 0..nm {
+        let allowed: Vec<usize> = if homes[m].contains(&killed) {
+            ranks[m][..=HOME_ANCHORS].to_vec()
+        } else {
+            homes[m].clone()
+        };
+        for (j, t) in member_taps[m].iter().enumerate() {
+            let n = t.count(HEARTBEAT);
+            if !allowed.contains(&j) && n > before[m][j] {
+                return Err(format!(
+                    "after anchor{killed} died, member{m} sent {} heartbeats to anchor{j}, outside {allowed:?}",
+                    n - before[m][j]
+                ));
+            }
+        }
     }
     Ok(report)
 }
