@@ -112,10 +112,10 @@ pub use peerbook::{
     TOLD_BY_P2P, UpsertReport, Upserted,
 };
 pub use rules::{
-    AnchorProbe, FAILS_TO_DOWN, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN,
-    ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, TIP_PUSH_HASH_MAX_LEN, Transition,
-    apply_tip_push, backoff_rounds, check_probe, classify, exchange_ready, next_snapshot,
-    transitions,
+    AnchorProbe, FAILS_TO_DOWN, HELLO_REVERIFY_JITTER_S, HELLO_REVERIFY_S, MAX_BACKOFF_ROUNDS,
+    MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS,
+    TIP_PUSH_HASH_MAX_LEN, Transition, apply_tip_push, backoff_rounds, check_probe, classify,
+    exchange_ready, hello_reverify_s, next_snapshot, transitions,
 };
 pub use state::{AnchorObservation, BackboneHandle, BackboneState};
 pub use subscribe::{
