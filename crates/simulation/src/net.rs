@@ -239,10 +239,14 @@ fn lie_hash(h: u64) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
     /// Signed hellos before a probe (node-service's transport re-proves an
-    /// anchor's identity every [`wire::HELLO_REVERIFY_S`]): requests to anchors, but
+    /// anchor's identity after [`backbone_state::hello_reverify_s`]): requests to anchors, but
     /// not messages of the backbone loops, so not in [`Sent::total`].
     pub(crate) hellos: u64,
     pub(crate) probes: u64,
+    /// Of the probes: to the prober's best anchor at the time.
+    pub(crate) probes_best: u64,
+    /// Of the probes: to another home (watched) anchor of the prober.
+    pub(crate) probes_home: u64,
     pub(crate) seed_peers: u64,
     pub(crate) heartbeats: u64,
     /// Event-stream subscriptions opened (one request each).
@@ -271,8 +275,8 @@ struct State {
     cut: Vec<u64>,
     /// Per (node, anchor): requests so far, the jitter's input.
     link_seq: Vec<u32>,
-    /// Per (node, anchor): virtual second of the last signed hello, plus one (0:
-    /// never).
+    /// Per (node, anchor): virtual second from which the last signed hello's
+    /// proof no longer stands (0: never proven).
     hello_s: Vec<u32>,
     /// Per (node, anchor): the status tag of the last full answer (0: none), so the
     /// next probe is conditional.
@@ -523,23 +527,36 @@ impl Net {
         self.anchors.iter().position(|a| a.url == url)
     }
 
-    /// Node `node` proves anchor `a`'s identity when its last proof is
-    /// [`wire::HELLO_REVERIFY_S`] old or there is none: a signed hello each way,
-    /// counted where it would arrive (a cut link or a dead anchor: nothing).
+    /// Node `node` proves anchor `a`'s identity when its last proof no longer
+    /// stands ([`backbone_state::hello_reverify_s`], the draw from the seed) or
+    /// there is none: a signed hello each way, counted where it would arrive (a
+    /// cut link or a dead anchor: nothing).
     fn hello(&self, node: usize, a: usize) {
         let link = node * self.anchors.len() + a;
         let now_s = self.elapsed_ms() / 1000;
         let mut guard = self.lock();
         let s = &mut *guard;
-        let last = u64::from(s.hello_s[link]);
-        if last != 0 && now_s + 1 - last < wire::HELLO_REVERIFY_S {
+        let until = u64::from(s.hello_s[link]);
+        if until != 0 && now_s < until {
             return;
         }
         s.sent.hellos += 1;
         if s.cut[node] & (1 << a) != 0 || !s.anchors[a].alive {
             return;
         }
-        s.hello_s[link] = u32::try_from(now_s + 1).unwrap_or(u32::MAX);
+        let draw = mix(self.seed, &[7, node as u64, a as u64, now_s]);
+        let mut stands = backbone_state::hello_reverify_s(draw);
+        if until == 0 {
+            // Every node starts within a second here, so first proofs would all
+            // lapse together, after any steady window shorter than the interval.
+            // The first proof stands for a uniform part of it instead: the phases
+            // of a network that has run for a while (the first hello is counted in
+            // full; the steady rate is then one per interval per link probed more
+            // often than that: a little more than a real node's, never less).
+            stands = 1 + mix(self.seed, &[8, node as u64, a as u64]) % stands;
+        }
+        let until = now_s + stands;
+        s.hello_s[link] = u32::try_from(until).unwrap_or(u32::MAX);
         s.anchors[a].received.add(
             Kind::Hello,
             wire::HELLO_REQUEST_HEAD + wire::HELLO_REQUEST_BODY,
@@ -611,14 +628,17 @@ impl Net {
 pub(crate) struct NodeLink {
     pub(crate) node: usize,
     pub(crate) net: std::sync::Arc<Net>,
+    /// The node's snapshot, read (never written) to tell its probes apart by
+    /// target: best, other home, far.
+    pub(crate) handle: backbone_state::BackboneHandle,
 }
 
 /// The bytes of an error answer (`{"error": "<code>", "message": "..."}`), about.
 const ERROR_BODY_BYTES: u64 = 120;
 
 impl ControlPlane for NodeLink {
-    /// node-service's probe: a signed hello first when the anchor's identity was
-    /// last proven [`wire::HELLO_REVERIFY_S`] ago or never, then `/api/status`,
+    /// node-service's probe: a signed hello first when the anchor's identity's
+    /// proof no longer stands or there is none, then `/api/status`,
     /// conditional on the tag of the last full answer (a `304` when the tip and the
     /// cluster size still stand: the same probe, fewer bytes). The hello is counted
     /// (a request and its bytes at the anchor) but its round trip is not added to
@@ -626,6 +646,17 @@ impl ControlPlane for NodeLink {
     async fn probe(&self, anchor_url: &str) -> Result<AnchorProbe, BackboneError> {
         let net = &self.net;
         let a = net.anchor_index(anchor_url);
+        {
+            let snap = self.handle.load();
+            let best = snap.best_anchor.as_deref() == Some(anchor_url);
+            let home = snap
+                .anchors
+                .iter()
+                .any(|o| o.url == anchor_url && o.watched);
+            let mut s = net.lock();
+            s.sent.probes_best += u64::from(best);
+            s.sent.probes_home += u64::from(home && !best);
+        }
         if let Some(a) = a {
             net.hello(self.node, a);
         }

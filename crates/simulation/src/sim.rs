@@ -179,6 +179,7 @@ fn build(cfg: SimConfig) -> Sim {
         let link = Arc::new(NodeLink {
             node: i,
             net: net.clone(),
+            handle: handle.clone(),
         });
         let local = Arc::new(SimNode {
             node: i,
@@ -509,6 +510,17 @@ impl Sim {
                 per_node_min(sent.heartbeats - sent0.heartbeats),
                 per_node_min(sent.subscribes - sent0.subscribes),
                 per_node_min(sent.events - sent0.events),
+            ),
+        );
+        let best = sent.probes_best - sent0.probes_best;
+        let home = sent.probes_home - sent0.probes_home;
+        self.fig(
+            "  probes: to the best anchor / another home anchor / far anchors",
+            format!(
+                "{:.2} / {:.2} / {:.2} per node per minute",
+                per_node_min(best),
+                per_node_min(home),
+                per_node_min((sent.probes - sent0.probes).saturating_sub(best + home)),
             ),
         );
         self.fig(
