@@ -1,9 +1,10 @@
 //! The matrix's control-plane admission cells (`admission:<name>`): the scenarios of
 //! `testkit::scenarios::Attack` over real node processes — a replay flood of signed
 //! hellos, a Sybil flood of heartbeats from fresh keys, a relayed-hello impersonation
-//! of a pinned anchor, silent sockets and a slowloris — each from its own loopback
-//! source address (127.9.9.9), with the counts; the socket flood lasts 60 s
-//! instead of 90 s (docs/TESTING.md).
+//! of a pinned anchor, silent sockets and a slowloris, and a flood of the anchors'
+//! membership digests (strangers, replays, malformed) — each from its own loopback
+//! source addresses (127.9.x.x), with the counts; the socket flood lasts 60 s
+//! instead of 90 s, the digest flood 20 s (docs/TESTING.md).
 
 use testkit::scenarios::{AdmissionOpts, Attack, admission_cell};
 

@@ -107,3 +107,18 @@ pub(crate) fn run_cell(o: &CellOpts) -> Result<String, String> {
         }
     }
 }
+
+/// `cell:home-anchors` (issue 16): four anchors and six members behind counting
+/// taps; heartbeats reach only each member's two home anchors, the digest exchange
+/// tells the others (testkit::scenarios::home_anchors). The line the matrix prints,
+/// or why it failed (logs kept).
+pub(crate) fn run_home_anchors() -> Result<String, String> {
+    let mut cluster = testkit::Cluster::new("home-anchors");
+    match testkit::scenarios::home_anchors(&mut cluster) {
+        Ok(r) => Ok(r.line()),
+        Err(e) => {
+            cluster.keep();
+            Err(format!("{e} (logs kept in {})", cluster.dir.display()))
+        }
+    }
+}

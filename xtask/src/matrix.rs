@@ -344,6 +344,18 @@ pub(crate) fn run(opts: Options) -> Result<()> {
         Ok(())
     });
 
+    // Home anchors (issue #16): members heartbeat only their two home anchors, and
+    // the anchors' digest exchange still gives every anchor every member.
+    step("cell:home-anchors", &mut || {
+        let bin = node_bin
+            .get_or_insert_with(|| crate::cells::build_node(&root()))
+            .clone()?;
+        testkit::use_node_binary(bin);
+        let detail = crate::cells::run_home_anchors()?;
+        println!("cell:home-anchors: {detail}");
+        Ok(())
+    });
+
     // Fault and bad-input cells: the same code as `cargo test` calls
     // (testkit::scenarios::Fault), then schemathesis against the OpenAPI document.
     for fault in testkit::scenarios::Fault::ALL {

@@ -46,3 +46,12 @@ fn relayed_hello_of_a_pinned_anchor_is_refused() {
 fn silent_sockets_do_not_starve_the_control_plane() {
     run(Attack::SilentSockets);
 }
+
+/// Signed membership digests from strangers' fresh keys (403 or 429), replays of a
+/// real anchor's (409, never charged to its key), malformed ones (typed errors): no
+/// member added or evicted, status fast, members connected, the anchor's own key
+/// still answered 200 from elsewhere.
+#[test]
+fn digest_flood_changes_no_membership_and_locks_out_no_anchor() {
+    run(Attack::DigestFlood);
+}

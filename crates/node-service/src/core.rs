@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{
@@ -101,6 +101,13 @@ pub struct Core {
     source_errors: Mutex<BTreeMap<String, String>>,
     /// Block sync is fetching right now.
     pub fetching: AtomicBool,
+    /// The store's standing fault, as its supervisor last saw it (the detail), or
+    /// `None` while it is up: set by the store's fault hook the moment an
+    /// operation fails, cleared once the supervisor sees the store back. A
+    /// lock-free read for the paths that must turn at once and never wait on the
+    /// published view: the miner's eligibility, `/api/health`'s store line,
+    /// `/readyz` and `/api/exchange/ready`.
+    pub store_down: ArcSwapOption<String>,
     /// The one source of events (`GET /api/events`).
     pub events: Arc<EventHub>,
     /// Called after every commit that moved the tip, from the importing thread
@@ -194,6 +201,7 @@ impl Core {
             verified_headers: Mutex::new(VerifiedHeaders::default()),
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
+            store_down: ArcSwapOption::const_empty(),
             mempool_file: OnceLock::new(),
             fatal: Mutex::new(None),
             key,

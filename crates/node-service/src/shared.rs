@@ -39,11 +39,24 @@ impl NodeShared {
     }
 
     /// The miner's eligibility inputs: the published view's, with the tip height
-    /// read now (both lock-free).
+    /// and the store's fault read now (all lock-free): a store that went down
+    /// pauses the miner at its next look, whatever the view's age.
     pub fn eligibility(&self) -> EligibilityInputs {
+        let view = self.view.load();
         EligibilityInputs {
             local_height: self.core.chain().height,
-            ..self.view.load().eligibility
+            store_error: view.eligibility.store_error || self.core.store_down.load().is_some(),
+            ..view.eligibility
+        }
+    }
+
+    /// Why the node is not ready: the store's standing fault first (read now,
+    /// lock-free), else the published view's reason.
+    pub fn not_ready(&self) -> Option<String> {
+        let view = self.view.load();
+        match (&view.store_fault, &*self.core.store_down.load()) {
+            (None, Some(detail)) => Some(format!("chain store down: {detail}")),
+            _ => view.not_ready.clone(),
         }
     }
 }
@@ -51,6 +64,9 @@ impl NodeShared {
 impl ViewOwner for NodeShared {
     fn refresh_view(&self) -> Arc<Published> {
         self.view.refresh(&self.core, &self.net, &self.miner)
+    }
+    fn view_phase(&self) -> &'static str {
+        self.view.phase()
     }
     fn net(&self) -> &Net {
         &self.net

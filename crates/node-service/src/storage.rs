@@ -75,7 +75,11 @@ pub(crate) fn supervise(core: &Arc<Core>, shutdown: &CancellationToken) {
     let log = Arc::new(Mutex::new(ErrorLog::default()));
     {
         let (wake, log) = (wake.clone(), log.clone());
+        let weak = Arc::downgrade(core);
         core.store.set_fault_hook(Arc::new(move |f: &StoreFault| {
+            if let Some(c) = weak.upgrade() {
+                c.store_down.store(Some(Arc::new(f.detail())));
+            }
             let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
             if l.admit(&f.last_error, Instant::now()) {
                 tracing::error!(
@@ -115,8 +119,10 @@ async fn run(core: Arc<Core>, stop: CancellationToken, wake: Arc<Notify>) {
         let _ = core.store.check_free_space();
         let Some(fault) = core.store.fault() else {
             down_since = None;
+            core.store_down.store(None);
             continue;
         };
+        core.store_down.store(Some(Arc::new(fault.detail())));
         let since = *down_since.get_or_insert_with(|| {
             attempts = 0;
             backoff_ms = STORE_REOPEN_BACKOFF_MIN_MS;
@@ -150,6 +156,9 @@ async fn run(core: Arc<Core>, stop: CancellationToken, wake: Arc<Notify>) {
                 let core2 = core.clone();
                 let _ = tokio::task::spawn_blocking(move || core2.refresh_tip()).await;
                 down_since = None;
+                if core.store.fault().is_none() {
+                    core.store_down.store(None);
+                }
             }
             Ok(Err(e)) => {
                 if attempts == 1 || attempts.is_power_of_two() {

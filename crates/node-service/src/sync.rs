@@ -943,8 +943,15 @@ impl SourceScores {
     }
 }
 
-/// Run rounds against the candidates in order until one succeeds; demote sources
-/// that served invalid data. Returns the report of the successful round.
+/// Run rounds against the candidates in order until one brings the claim within
+/// reach; demote sources that served invalid data. A round that imports nothing and
+/// leaves us below `target_height` did not succeed: that source is on our own
+/// branch (a peer of our side of a healed partition, a node as far behind as we
+/// are), so the next candidate is asked — otherwise the first connected peer of
+/// our own side would end every round, and a lighter side would never reorganise
+/// onto the network's chain. Returns the report of the round that imported blocks
+/// or reached the claim, else the last round that completed (nothing to import
+/// anywhere: the claim is not heavier than our chain).
 pub async fn sync_round(
     core: &Arc<Core>,
     scores: &SourceScores,
@@ -962,11 +969,22 @@ pub async fn sync_round_with(
     candidates: &[Source],
     target_height: u64,
 ) -> Option<SyncReport> {
+    let mut level = None;
     for src in candidates {
         if !scores.usable(src.name(), now_ms()) {
             continue;
         }
         match sync_from_with(core, src, mirrors, target_height).await {
+            Ok(r) if r.imported == 0 && r.height < target_height => {
+                // Nothing heavier there: not a failure of the source, not the end.
+                scores.reward(src.name());
+                tracing::debug!(
+                    "[SYNC] {} has nothing beyond our height {} (claim {target_height}); asking the next source",
+                    src.name(),
+                    r.height
+                );
+                level = Some(r);
+            }
             Ok(r) => {
                 scores.reward(src.name());
                 if r.imported > 0 {
@@ -1024,7 +1042,7 @@ pub async fn sync_round_with(
             }
         }
     }
-    None
+    level
 }
 
 /// One connected P2P peer as a block source.
@@ -1063,6 +1081,16 @@ mod tests {
     use vision_chain::{Network, SecretKey, build_block, solve};
     use vision_store::ChainStore;
 
+    /// At most `limit` of `headers` from height `from` on: what a source serves.
+    fn headers_from(headers: &[BlockHeader], from: u64, limit: u32) -> Vec<BlockHeader> {
+        headers
+            .iter()
+            .filter(|h| h.height >= from)
+            .take(limit as usize)
+            .cloned()
+            .collect()
+    }
+
     /// Headers as data; `fail` answers every request with a transport error.
     struct Mem {
         headers: Vec<BlockHeader>,
@@ -1077,13 +1105,7 @@ mod tests {
             if self.fail {
                 return Err("connection refused".into());
             }
-            Ok(self
-                .headers
-                .iter()
-                .filter(|h| h.height >= from)
-                .take(limit as usize)
-                .cloned()
-                .collect())
+            Ok(headers_from(&self.headers, from, limit))
         }
         async fn blocks(&self, _: u64, _: u32) -> Result<Vec<Block>, String> {
             Ok(Vec::new())
@@ -1093,17 +1115,88 @@ mod tests {
     /// Genesis and `n` solved regtest blocks on it, as headers.
     fn chain(n: u64) -> Vec<BlockHeader> {
         let params = Network::Regtest.params();
-        let store = ChainStore::open_in_memory(Network::Regtest).unwrap();
         let mut out = vec![params.genesis().header];
+        out.extend(blocks(n).into_iter().map(|b| b.header));
+        out
+    }
+
+    /// `n` solved regtest blocks on genesis (heights 1 to `n`).
+    fn blocks(n: u64) -> Vec<Block> {
+        let params = Network::Regtest.params();
+        let store = ChainStore::open_in_memory(Network::Regtest).unwrap();
+        let mut out = Vec::new();
         for _ in 0..n {
             let ctx = store.tip_context().unwrap();
             let ts = ctx.header.timestamp_ms + params.target_block_time_ms;
             let mut b = build_block(params, &ctx.parent_context(), Address([1; 32]), vec![], ts);
             solve(&mut b.header, 0, u64::MAX).unwrap();
             store.accept_block(&b, ts).unwrap();
-            out.push(b.header);
+            out.push(b);
         }
         out
+    }
+
+    /// A source serving `blocks` (and their headers from genesis), whose blocks
+    /// requests from height `fail_from` on fail with a transport error.
+    struct Serving {
+        headers: Vec<BlockHeader>,
+        blocks: Vec<Block>,
+        fail_from: u64,
+    }
+
+    impl BlockSource for Serving {
+        fn name(&self) -> &str {
+            "serving"
+        }
+        async fn headers(&self, from: u64, limit: u32) -> Result<Vec<BlockHeader>, String> {
+            Ok(headers_from(&self.headers, from, limit))
+        }
+        async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<Block>, String> {
+            if from >= self.fail_from {
+                return Err("connection reset by peer".into());
+            }
+            Ok(self
+                .blocks
+                .iter()
+                .filter(|b| b.header.height >= from)
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        }
+    }
+
+    /// The fetcher runs ahead: the batches it fetched join one import run, and a
+    /// fetch error that came behind them is reported once the run before it is
+    /// imported — those blocks kept, the error the source's, not "withheld" — and
+    /// the next round goes on from there.
+    #[tokio::test]
+    async fn a_fetch_error_behind_a_joined_run_keeps_the_run_and_reports_the_error() {
+        let (core, _dir) = core();
+        let served = blocks(250);
+        let mut headers = vec![Network::Regtest.params().genesis().header];
+        headers.extend(served.iter().map(|b| b.header.clone()));
+        let failing = Serving {
+            headers: headers.clone(),
+            blocks: served.clone(),
+            fail_from: 2 * BLOCKS_BATCH as u64 + 1,
+        };
+        let err = sync_from(&core, &failing, 250).await.unwrap_err();
+        assert!(
+            matches!(&err, SyncError::Unreachable { error, .. } if error.contains("connection reset")),
+            "{err}"
+        );
+        assert!(!err.demotes(), "a transport error is no reason to demote");
+        assert_eq!(core.chain().height, 2 * BLOCKS_BATCH as u64);
+        assert_eq!(core.chain().hash, served[199].hash());
+
+        let healthy = Serving {
+            headers,
+            blocks: served.clone(),
+            fail_from: u64::MAX,
+        };
+        let r = sync_from(&core, &healthy, 250).await.unwrap();
+        assert_eq!((r.fork_height, r.imported, r.height), (200, 50, 250));
+        assert_eq!(core.chain().hash, served[249].hash());
     }
 
     fn core() -> (Arc<Core>, tempfile::TempDir) {

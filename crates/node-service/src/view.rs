@@ -35,6 +35,35 @@ use crate::network::Net;
 
 /// The view is recomputed at least this often (inputs without notifications).
 pub const VIEW_TICK_MS: u64 = 100;
+/// A refresh still running after this long is logged (WARN, with the step it is
+/// at), and again at every further multiple: a refresh reads snapshots and takes
+/// microseconds, so one that does not end is waiting on something it must not.
+pub const VIEW_REFRESH_SLOW_MS: u64 = 1_000;
+
+/// The steps of a refresh, as [`View::phase`] names them.
+const PHASES: [&str; 11] = [
+    "idle",
+    "the chain tip",
+    "the backbone snapshot and the sync health",
+    "the data plane and the peer book",
+    "the sync progress and the mirrors",
+    "the miner's status",
+    "the store's fault",
+    "a read of the store's tip",
+    "the mempool's size",
+    "the serialisation",
+    "the publication",
+];
+
+/// Where the refresh holding the view's lock is (an index into [`PHASES`]).
+#[derive(Debug, Default)]
+struct Phase(std::sync::atomic::AtomicUsize);
+
+impl Phase {
+    fn at(&self, i: usize) {
+        self.0.store(i, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The network as the node sees it, computed from snapshots.
 #[derive(Debug, Clone)]
@@ -93,17 +122,29 @@ impl Published {
 pub struct View {
     current: ArcSwap<Published>,
     writer: Mutex<SourceLog>,
+    phase: Phase,
 }
 
 impl View {
     /// A view computed now.
     pub fn new(core: &Core, net: &Net, miner: &Miner) -> View {
         let mut log = SourceLog::default();
-        let first = compute(core, net, miner, &mut log);
+        let phase = Phase::default();
+        let first = compute(core, net, miner, &mut log, &phase);
+        phase.at(0);
         View {
             current: ArcSwap::from_pointee(first),
             writer: Mutex::new(log),
+            phase,
         }
+    }
+
+    /// The step the refresh holding the view's lock is at ("idle" when none is).
+    pub fn phase(&self) -> &'static str {
+        PHASES
+            .get(self.phase.0.load(std::sync::atomic::Ordering::Relaxed))
+            .copied()
+            .unwrap_or("?")
     }
 
     /// The current view: one atomic load, no lock.
@@ -115,16 +156,19 @@ impl View {
     /// admin route). Blocking but short: snapshot reads and one serialisation.
     pub fn refresh(&self, core: &Core, net: &Net, miner: &Miner) -> Arc<Published> {
         let mut log = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let p = Arc::new(compute(core, net, miner, &mut log));
+        let p = Arc::new(compute(core, net, miner, &mut log, &self.phase));
+        self.phase.at(10);
         self.current.store(p.clone());
+        self.phase.at(0);
         p
     }
 }
 
 /// The network view from the snapshots: backbone, sync health (with anchors'
 /// verified tip as the network tip), peers, data plane.
-fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
+fn net_view(core: &Core, net: &Net, log: &mut SourceLog, phase: &Phase) -> NetView {
     let chain = core.chain();
+    phase.at(2);
     let bb = net.backbone.load();
     let own = core.cfg.is_own_backbone();
     let mut backbone = bb.http_backbone_status();
@@ -156,6 +200,7 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
             backbone.last_ok_unix = Some(now_unix());
         }
     }
+    phase.at(3);
     let plane = net.data_plane();
     let health = sync_health::evaluate(&TipInputs {
         local_height: chain.height,
@@ -180,6 +225,7 @@ fn net_view(core: &Core, net: &Net, log: &mut SourceLog) -> NetView {
         .unwrap_or(0)
         .max(bb.cluster_size_estimate)
         .max(1);
+    phase.at(4);
     NetView {
         backbone,
         own_backbone: own,
@@ -233,13 +279,17 @@ fn not_ready_reason(store_fault: Option<&str>, v: &NetView) -> Option<String> {
     }
 }
 
-fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Published {
+fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog, phase: &Phase) -> Published {
+    phase.at(1);
     let chain = core.chain();
-    let v = net_view(core, net, log);
+    let v = net_view(core, net, log, phase);
+    phase.at(5);
     let m = miner.status();
+    phase.at(6);
     let store_fault = core.store.fault().map(|f| f.detail());
     // Down while a storage fault stands (with the error that started it); a read
     // that fails now records one, so health is never ok while reads fail.
+    phase.at(7);
     let store_health = match &store_fault {
         Some(f) => (HealthLevel::Down, f.clone()),
         None => match core.store.tip() {
@@ -248,6 +298,7 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
         },
     };
     let not_ready = not_ready_reason(store_fault.as_deref(), &v);
+    phase.at(9);
     let status = StatusResponse {
         node_id: core.node_id.clone(),
         version: VERSION.to_string(),
@@ -284,9 +335,14 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
         ),
         store_error: store_fault.is_some(),
     };
+    let status_body = Bytes::from(serde_json::to_vec(&status).unwrap_or_default());
+    phase.at(8);
+    let mempool_txs = core.mempool_len();
+    phase.at(3);
+    let p2p_guard = net.data_plane().guard_counters();
     Published {
         status_etag: status_etag(chain.height, &chain.hash, v.peers.cluster_size_estimate),
-        status_body: Bytes::from(serde_json::to_vec(&status).unwrap_or_default()),
+        status_body,
         not_ready,
         net: v,
         miner: m,
@@ -294,8 +350,8 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog) -> Publis
         tip_hash: chain.hash,
         store_fault,
         store_health,
-        mempool_txs: core.mempool_len(),
-        p2p_guard: net.data_plane().guard_counters(),
+        mempool_txs,
+        p2p_guard,
         eligibility,
     }
 }
@@ -313,6 +369,8 @@ pub fn status_etag(height: u64, tip: &Hash32, cluster_size: usize) -> hyper::hea
 pub trait ViewOwner: Send + Sync + 'static {
     /// Recompute and publish.
     fn refresh_view(&self) -> Arc<Published>;
+    /// The step the refresh holding the view's lock is at ([`View::phase`]).
+    fn view_phase(&self) -> &'static str;
     /// The backbone handle to watch.
     fn net(&self) -> &Net;
     /// The core (events).
@@ -337,8 +395,25 @@ pub async fn run<O: ViewOwner>(owner: Weak<O>, stop: CancellationToken) {
         // Snapshot reads and one serialisation: short, but keep them off the
         // reactor's hot path.
         let o2 = o.clone();
-        let Ok(p) = tokio::task::spawn_blocking(move || o2.refresh_view()).await else {
-            return;
+        let refresh = tokio::task::spawn_blocking(move || o2.refresh_view());
+        tokio::pin!(refresh);
+        let started = tokio::time::Instant::now();
+        let p = loop {
+            let slow = tokio::time::sleep(Duration::from_millis(VIEW_REFRESH_SLOW_MS));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = &mut refresh => match r {
+                    Ok(p) => break p,
+                    Err(_) => return,
+                },
+                () = slow => tracing::warn!(
+                    "[NODE] the view refresh has run {} ms, not the microseconds it takes: \
+                     the refresh holding the view's lock is at {} (status, health and the \
+                     miner's eligibility read the last view meanwhile)",
+                    started.elapsed().as_millis(),
+                    o.view_phase()
+                ),
+            }
         };
         let hub = &o.core().events;
         hub.backbone(BackboneEvent {
@@ -359,12 +434,16 @@ mod tests {
 
     use vision_chain::Network;
 
+    use crate::shared::NodeShared;
     use crate::{Node, NodeConfig};
 
-    /// The read routes answer while every lock a view computation takes is held
-    /// by someone else: none of them takes one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn read_paths_take_no_lock_the_view_writer_takes() {
+    /// A regtest node without the data plane, started (not run: no tasks but the
+    /// ones `Node::start` spawns), with what stops it and its directory.
+    async fn node() -> (
+        std::sync::Arc<NodeShared>,
+        tokio_util::sync::CancellationToken,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = NodeConfig::new(
             Network::Regtest,
@@ -374,7 +453,14 @@ mod tests {
         cfg.p2p_addr = None;
         let stop = tokio_util::sync::CancellationToken::new();
         let node = Node::start(cfg, stop.clone()).await.unwrap();
-        let shared = node.shared();
+        (node.shared(), stop, dir)
+    }
+
+    /// The read routes answer while every lock a view computation takes is held
+    /// by someone else: none of them takes one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_paths_take_no_lock_the_view_writer_takes() {
+        let (shared, stop, _dir) = node().await;
         let (done_tx, done_rx) = mpsc::channel();
         let held = shared.clone();
         let (locked_tx, locked_rx) = mpsc::channel();
@@ -410,6 +496,65 @@ mod tests {
             elig.own_backbone,
             "a node without seeds is its own backbone"
         );
+        stop.cancel();
+    }
+
+    /// A store fault turns `/api/health`, `/readyz`, `/api/exchange/ready` and
+    /// the miner's eligibility at once, from the store supervisor's lock-free
+    /// mirror, while no view refresh can run (its lock is held): they never wait
+    /// on the view to learn that the store is down.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_fault_shows_while_the_view_cannot_refresh() {
+        use std::sync::Arc;
+        use vision_wire::HealthLevel;
+
+        let (shared, stop, _dir) = node().await;
+        let store_line = |s: &NodeShared| {
+            let h = s.health();
+            let st = &h.subsystems["store"];
+            (st.status, st.detail.clone())
+        };
+        assert_eq!(store_line(&shared).0, HealthLevel::Ok);
+        assert_eq!(shared.readyz().status(), hyper::StatusCode::OK);
+
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let held = shared.clone();
+        let holder = std::thread::spawn(move || {
+            let _view = held.view.writer.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+        });
+        locked_rx.recv().unwrap();
+        let detail = "No space left: 0 bytes free (test)";
+        shared
+            .core
+            .store_down
+            .store(Some(Arc::new(detail.to_string())));
+        let reader = shared.clone();
+        let (out_tx, out_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = out_tx.send((
+                store_line(&reader),
+                reader.readyz().status(),
+                reader.exchange_ready().status(),
+                reader.eligibility().store_error,
+            ));
+        });
+        let got = out_rx.recv_timeout(std::time::Duration::from_secs(20));
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let (store, ready, exchange, store_error) =
+            got.expect("the read paths answered while the view's lock was held");
+        assert_eq!(store, (HealthLevel::Down, detail.to_string()));
+        assert_eq!(ready, hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(exchange, hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(store_error, "the miner sees the store down");
+
+        // Back up: the view decides again.
+        shared.core.store_down.store(None);
+        assert_eq!(store_line(&shared).0, HealthLevel::Ok);
+        assert!(!shared.eligibility().store_error);
         stop.cancel();
     }
 }

@@ -1442,3 +1442,112 @@ async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_
         }
     }
 }
+
+/// A healed partition: the lighter side's nodes have a peer of their own side
+/// first among their sync sources (it connected first). A round against it finds
+/// nothing to import — same branch — and must not end the sync: the next source,
+/// on the heavier branch, is asked in the same call, and the node reorganises onto
+/// it. (It once did end it: `fault:partition-nft` saw the lighter side stay on its
+/// branch for a minute, the round "succeeding" against its own peer every time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_our_own_branch_first_does_not_end_the_sync_round() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::sync::{BlockSource, HttpSource, Source, SourceScores, sync_round};
+    use std::sync::Arc;
+
+    let g = Network::Regtest.params().genesis_hash();
+    let ours = start_node(false).await;
+    let our_peer = start_node(false).await;
+    let heavier = start_node(false).await;
+    let light = extend_by(&ours, g, SecretKey::from_seed(&[0x82; 32]).address(), 5).await;
+    for b in &light {
+        submit(&our_peer, b).await;
+    }
+    let heavy = extend_by(&heavier, g, SecretKey::from_seed(&[0x83; 32]).address(), 8).await;
+    assert_eq!(our_peer.shared.core.chain().hash, light[4].hash());
+
+    let client = Arc::new(ControlPlaneClient::new(ClientConfig::default()).unwrap());
+    let source = |n: &TestNode| {
+        Source::Http(HttpSource {
+            client: client.clone(),
+            url: format!("http://{}", n.addr),
+        })
+    };
+    let sources = vec![source(&our_peer), source(&heavier)];
+    let scores = SourceScores::default();
+    let report = sync_round(&ours.shared.core, &scores, &sources, 8)
+        .await
+        .expect("the round completes");
+    assert_eq!(report.imported, 8, "{report:?}");
+    assert_eq!(report.fork_height, 0);
+    assert_eq!(ours.shared.core.chain().hash, heavy[7].hash());
+    // Neither source is held against: the first only had nothing new.
+    let now = node_service::core::now_ms();
+    assert!(sources.iter().all(|s| scores.usable(s.name(), now)));
+
+    // Nothing heavier anywhere: the round reports the level chain, imports nothing.
+    let report = sync_round(&ours.shared.core, &scores, &sources, 8)
+        .await
+        .expect("a level round completes");
+    assert_eq!((report.imported, report.height), (0, 8));
+}
+
+/// Replays of a member's signed heartbeat, sent by someone else from another
+/// address, are refused as replays and never charged to the member's key: the
+/// member's own fresh messages keep their whole budget. (Charged first, 40 replays
+/// drained the key and the member's next heartbeat was refused 429; found by the
+/// matrix's `admission:digest-flood`, whose replays of an anchor's digest requests
+/// locked that anchor out of the exchange.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_from_elsewhere_do_not_spend_the_signers_budget() {
+    let n = common::start_node(|c| c.is_anchor = true).await;
+    let api = node_service::api::Api(n.shared.clone());
+    let key = SecretKey::from_seed(&[77; 32]);
+    let heartbeat = || {
+        let p = vision_wire::HeartbeatPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            nonce: vision_wire::fresh_nonce(),
+            protocol_version: vision_wire::PROTOCOL_VERSION,
+            protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+            unknown: Default::default(),
+            http_address: "10.1.2.3:7070".into(),
+            p2p_address: None,
+            is_anchor: false,
+            height: 0,
+            tip_hash: "00".repeat(32),
+        };
+        Bytes::from(serde_json::to_vec(&p.sign(&key)).unwrap())
+    };
+    let send = |body: Bytes, peer: &str| {
+        let api = &api;
+        let peer = peer.parse().unwrap();
+        async move {
+            api.handle(Request {
+                method: Method::POST,
+                path: "/api/heartbeat".into(),
+                query: None,
+                headers: HeaderMap::new(),
+                body,
+                peer,
+            })
+            .await
+            .status()
+            .as_u16()
+        }
+    };
+    let seen = heartbeat();
+    assert_eq!(send(seen.clone(), "10.1.2.3:5000").await, 200);
+    // 100 replays from another address (within its own per-address budget of 200).
+    for _ in 0..100 {
+        assert_eq!(send(seen.clone(), "10.9.9.9:5000").await, 409);
+    }
+    // The member's own next heartbeats are still taken.
+    for _ in 0..5 {
+        assert_eq!(send(heartbeat(), "10.1.2.3:5000").await, 200);
+    }
+}

@@ -311,6 +311,33 @@ impl NodeProc {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Every thread's stack of the running node, written next to its log
+    /// (`<log>.stacks`) with gdb in batch mode (a cell that times out waiting on a
+    /// node calls this before it stops the node, so a hang leaves its evidence).
+    /// Returns where the stacks went, or why there are none (no gdb, not running).
+    pub fn stack_dump(&self) -> String {
+        let Some(pid) = self.pid() else {
+            return "no stacks: the node is not running".into();
+        };
+        let out = self.log.with_extension("stacks");
+        let dumped = Command::new("timeout")
+            .args(["30", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .output();
+        match dumped {
+            Ok(o) if !o.stdout.is_empty() => match std::fs::write(&out, &o.stdout) {
+                Ok(()) => format!("stacks of every thread in {}", out.display()),
+                Err(e) => format!("no stacks: cannot write {}: {e}", out.display()),
+            },
+            Ok(o) => format!(
+                "no stacks: gdb printed nothing ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("no stacks: cannot run gdb: {e}"),
+        }
+    }
+
     fn signal(&self, sig: libc::c_int) {
         if let Some(pid) = self.pid() {
             // Sending a signal to our own child cannot violate memory safety; libc

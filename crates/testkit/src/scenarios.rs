@@ -9,8 +9,10 @@ use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
 mod admission;
+mod digest_flood;
 mod faults;
 mod guard;
+mod home;
 pub mod mirror;
 mod partition;
 mod sidebranch;
@@ -24,6 +26,10 @@ pub use faults::{
 pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,
     guard_cell, idle_flood, min_replacement_fee,
+};
+pub use home::{
+    HOME_ANCHORS, HOME_CELL_ANCHORS, HOME_CELL_MEMBERS, HomeReport, home_anchors, hrw_rank,
+    hrw_score, predicted_homes,
 };
 pub use partition::{PARTITION_HOSTS, PartitionHost, Side, partition_nft};
 pub use sidebranch::{FLOOD_BLOCKS, side_branch_flood};

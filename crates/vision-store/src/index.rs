@@ -8,7 +8,24 @@
 //! | table        | key                                   | value                         |
 //! |--------------|---------------------------------------|-------------------------------|
 //! | `tx_index`   | txid                                  | block hash ‖ position (u32 LE)|
+//! | `tx_recent`  | height                                | block hash ‖ (txid ‖ position (u32 LE))*, sorted by txid |
+//! | `index_meta` | name                                  | u64: `tx_recent`'s transactions and blocks |
 //! | `addr_index` | address ‖ height (BE) ‖ position (BE) | reward: amount (u64 LE); tx: empty |
+//!
+//! **The txid index has two levels** (schema 4). A connected block's transactions go
+//! into one `tx_recent` row at its height (the recent level: its writes are appends
+//! in chain order, one row per block); when the recent level holds
+//! [`TX_RECENT_TXS_MAX`] transactions or [`TX_RECENT_BLOCKS_MAX`] blocks, all of it
+//! is merged into `tx_index` (the merged level, keyed by txid) in key order, in the
+//! same write transaction, and the recent level is emptied. Txids are random: one
+//! insert per transaction into `tx_index` dirties one B-tree leaf per transaction
+//! once the tree is large (every commit rewrote thousands of leaves); a merge of
+//! many thousands of sorted entries rewrites each leaf at most once. The recent
+//! level is always the top of the main chain (a merge takes all of it), so a
+//! disconnected block is either a `tx_recent` row (removed) or in `tx_index` (its
+//! txids removed). A lookup reads `tx_index`, then binary-searches each recent row
+//! (at most [`TX_RECENT_BLOCKS_MAX`]). Every main-chain transaction is in exactly
+//! one level ([`verify`]).
 //!
 //! A block's reward is an `addr_index` entry of its miner at position
 //! [`REWARD_POSITION`] (so it sorts after the block's transactions, and newest-first
@@ -26,6 +43,21 @@ use crate::StoreError;
 
 pub(crate) const TX_INDEX: TableDefinition<&[u8; 32], &[u8; 36]> = TableDefinition::new("tx_index");
 pub(crate) const ADDR_INDEX: TableDefinition<&[u8; 44], &[u8]> = TableDefinition::new("addr_index");
+/// The txid index's recent level: height → block hash ‖ sorted (txid ‖ position).
+pub(crate) const TX_RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("tx_recent");
+/// Counters of the index tables (absent = 0).
+pub(crate) const INDEX_META: TableDefinition<&str, u64> = TableDefinition::new("index_meta");
+const META_RECENT_TXS: &str = "tx_recent_txs";
+const META_RECENT_BLOCKS: &str = "tx_recent_blocks";
+
+/// Transactions the txid index's recent level holds before it is merged into the
+/// txid-keyed level (at most ~`36 ×` this many bytes are sorted in memory by a merge).
+pub const TX_RECENT_TXS_MAX: usize = 131_072;
+/// Blocks (with transactions) the recent level holds before it is merged: a lookup
+/// binary-searches at most this many rows.
+pub const TX_RECENT_BLOCKS_MAX: usize = 1_024;
+/// Bytes of a recent-level entry: txid ‖ position (u32 LE).
+const RECENT_ENTRY: usize = 36;
 
 /// The position a block reward takes in the address index.
 pub const REWARD_POSITION: u32 = u32::MAX;
@@ -205,32 +237,113 @@ pub(crate) fn block_fees(block: &Block) -> u64 {
     block.txs.iter().fold(0u64, |s, t| s.saturating_add(t.fee))
 }
 
-/// The index tables of a write transaction (with buffers to sort a block's entries
-/// in, kept across the blocks of a transaction).
-pub(crate) struct IndexTables<'t> {
-    tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
-    addr: Table<'t, &'static [u8; 44], &'static [u8]>,
-    pending_tx: Vec<([u8; 32], [u8; 36])>,
-    /// Address-history keys, with the reward amount for a reward entry.
-    pending_addr: Vec<([u8; 44], Option<u64>)>,
+/// A recent-level row: the block's hash and its `(txid, position)` entries sorted by
+/// txid.
+pub(crate) fn recent_row(hash: &Hash32, block: &Block) -> Vec<u8> {
+    let mut entries: Vec<([u8; 32], u32)> = block
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| (tx.id().0, i as u32))
+        .collect();
+    entries.sort_unstable_by_key(|e| e.0);
+    let mut row = Vec::with_capacity(32 + entries.len() * RECENT_ENTRY);
+    row.extend_from_slice(&hash.0);
+    for (id, pos) in entries {
+        row.extend_from_slice(&id);
+        row.extend_from_slice(&pos.to_le_bytes());
+    }
+    row
 }
 
-impl<'t> IndexTables<'t> {
-    pub(crate) fn new(
-        tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
-        addr: Table<'t, &'static [u8; 44], &'static [u8]>,
-    ) -> IndexTables<'t> {
-        IndexTables {
-            tx,
-            addr,
-            pending_tx: Vec::new(),
-            pending_addr: Vec::new(),
+/// A recent-level row read: the block hash and the entries (36 bytes each).
+pub(crate) fn split_recent_row(height: u64, row: &[u8]) -> Result<(Hash32, &[u8]), StoreError> {
+    if row.len() < 32 || (row.len() - 32) % RECENT_ENTRY != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "tx_recent row at height {height} is {} bytes",
+            row.len()
+        )));
+    }
+    let mut h = [0u8; 32];
+    h.copy_from_slice(&row[..32]);
+    Ok((Hash32(h), &row[32..]))
+}
+
+/// The recent-level entries as `(txid, position)`.
+fn recent_entries(entries: &[u8]) -> impl Iterator<Item = ([u8; 32], u32)> + '_ {
+    entries.chunks_exact(RECENT_ENTRY).map(|e| {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&e[..32]);
+        let mut p = [0u8; 4];
+        p.copy_from_slice(&e[32..]);
+        (id, u32::from_le_bytes(p))
+    })
+}
+
+/// The position of `txid` in a recent row's sorted entries, if there.
+pub(crate) fn find_in_recent(entries: &[u8], txid: &[u8; 32]) -> Option<u32> {
+    let n = entries.len() / RECENT_ENTRY;
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let e = &entries[mid * RECENT_ENTRY..(mid + 1) * RECENT_ENTRY];
+        match e[..32].cmp(txid.as_slice()) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                let mut p = [0u8; 4];
+                p.copy_from_slice(&e[32..]);
+                return Some(u32::from_le_bytes(p));
+            }
         }
     }
+    None
+}
 
-    /// Index a block that was just connected at its height. The entries go in in
-    /// key order (sorted first): consecutive inserts then land in the same or the
-    /// next B-tree leaf instead of one at random per insert.
+/// The index tables of a write transaction (with a buffer to sort a block's
+/// address entries in, kept across the blocks of a transaction).
+pub(crate) struct IndexTables<'t> {
+    tx: Table<'t, &'static [u8; 32], &'static [u8; 36]>,
+    recent: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+    addr: Table<'t, &'static [u8; 44], &'static [u8]>,
+    /// Address-history keys, with the reward amount for a reward entry.
+    pending_addr: Vec<([u8; 44], Option<u64>)>,
+    /// Transactions and blocks in the recent level (`index_meta`, kept here and
+    /// written back when they change).
+    recent_txs: u64,
+    recent_blocks: u64,
+    /// Merge the recent level when it holds this many transactions.
+    merge_txs: u64,
+}
+
+/// The index tables a write transaction opens.
+pub(crate) fn open_index_tables<'t>(
+    wtx: &'t redb::WriteTransaction,
+    merge_txs: usize,
+) -> Result<IndexTables<'t>, StoreError> {
+    let meta = wtx.open_table(INDEX_META)?;
+    let count =
+        |k: &str| -> Result<u64, StoreError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+    let recent_txs = count(META_RECENT_TXS)?;
+    let recent_blocks = count(META_RECENT_BLOCKS)?;
+    Ok(IndexTables {
+        tx: wtx.open_table(TX_INDEX)?,
+        recent: wtx.open_table(TX_RECENT)?,
+        meta,
+        addr: wtx.open_table(ADDR_INDEX)?,
+        pending_addr: Vec::new(),
+        recent_txs,
+        recent_blocks,
+        merge_txs: merge_txs.max(1) as u64,
+    })
+}
+
+impl IndexTables<'_> {
+    /// Index a block that was just connected at its height: its transactions as one
+    /// recent-level row (merging the level when it is full), its address entries
+    /// in key order (sorted first: consecutive inserts then land in the same or the
+    /// next B-tree leaf instead of one at random per insert).
     pub(crate) fn add(
         &mut self,
         params: &ChainParams,
@@ -238,13 +351,7 @@ impl<'t> IndexTables<'t> {
         block: &Block,
     ) -> Result<(), StoreError> {
         let height = block.header.height;
-        self.pending_tx.extend(
-            block
-                .txs
-                .iter()
-                .enumerate()
-                .map(|(i, tx)| (tx.id().0, tx_value(hash, i as u32))),
-        );
+        self.add_txs(hash, block)?;
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;
             self.pending_addr
@@ -261,15 +368,6 @@ impl<'t> IndexTables<'t> {
                 Some(amount),
             ));
         }
-        self.flush()
-    }
-
-    /// Insert the pending entries, in key order.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        self.pending_tx.sort_unstable_by_key(|e| e.0);
-        for (k, v) in self.pending_tx.drain(..) {
-            self.tx.insert(&k, &v)?;
-        }
         self.pending_addr.sort_unstable_by_key(|e| e.0);
         for (k, v) in self.pending_addr.drain(..) {
             match v {
@@ -280,12 +378,87 @@ impl<'t> IndexTables<'t> {
         Ok(())
     }
 
-    /// Remove a block that was just disconnected.
+    /// The txid-index part of [`IndexTables::add`].
+    pub(crate) fn add_txs(&mut self, hash: &Hash32, block: &Block) -> Result<(), StoreError> {
+        if block.txs.is_empty() {
+            return Ok(());
+        }
+        let height = block.header.height;
+        let row = recent_row(hash, block);
+        if self.recent.insert(height, row.as_slice())?.is_some() {
+            return Err(StoreError::Corrupt(format!(
+                "tx_recent already has a row at height {height}"
+            )));
+        }
+        self.recent_txs += block.txs.len() as u64;
+        self.recent_blocks += 1;
+        if self.recent_txs >= self.merge_txs || self.recent_blocks >= TX_RECENT_BLOCKS_MAX as u64 {
+            self.merge()?;
+        }
+        self.write_counts()
+    }
+
+    fn write_counts(&mut self) -> Result<(), StoreError> {
+        self.meta.insert(META_RECENT_TXS, self.recent_txs)?;
+        self.meta.insert(META_RECENT_BLOCKS, self.recent_blocks)?;
+        Ok(())
+    }
+
+    /// Move the whole recent level into `tx_index`, in txid order.
+    fn merge(&mut self) -> Result<(), StoreError> {
+        let mut all: Vec<([u8; 32], [u8; 36])> = Vec::with_capacity(self.recent_txs as usize);
+        for item in self.recent.iter()? {
+            let (k, v) = item?;
+            let (hash, entries) = split_recent_row(k.value(), v.value())?;
+            all.extend(recent_entries(entries).map(|(id, pos)| (id, tx_value(&hash, pos))));
+        }
+        all.sort_unstable_by_key(|e| e.0);
+        for (k, v) in &all {
+            if self.tx.insert(k, v)?.is_some() {
+                return Err(StoreError::Corrupt(format!(
+                    "transaction {} is in both levels of the txid index",
+                    Hash32(*k)
+                )));
+            }
+        }
+        self.recent.retain(|_, _| false)?;
+        self.recent_txs = 0;
+        self.recent_blocks = 0;
+        Ok(())
+    }
+
+    /// Remove a block that was just disconnected (the top of the main chain).
     pub(crate) fn remove(&mut self, block: &Block) -> Result<(), StoreError> {
         let height = block.header.height;
+        if !block.txs.is_empty() {
+            let hash = block.hash();
+            let row = match self.recent.remove(height)? {
+                Some(row) => {
+                    let (row_hash, entries) = split_recent_row(height, row.value())?;
+                    Some((row_hash, entries.len() / RECENT_ENTRY))
+                }
+                None => None,
+            };
+            match row {
+                Some((row_hash, n)) => {
+                    if row_hash != hash || n != block.txs.len() {
+                        return Err(StoreError::Corrupt(format!(
+                            "tx_recent's row at height {height} is not block {hash}'s"
+                        )));
+                    }
+                    self.recent_txs = self.recent_txs.saturating_sub(block.txs.len() as u64);
+                    self.recent_blocks = self.recent_blocks.saturating_sub(1);
+                    self.write_counts()?;
+                }
+                None => {
+                    for tx in &block.txs {
+                        self.tx.remove(&tx.id().0)?;
+                    }
+                }
+            }
+        }
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;
-            self.tx.remove(&tx.id().0)?;
             self.addr.remove(&addr_key(&tx.from, height, pos))?;
             self.addr.remove(&addr_key(&tx.to, height, pos))?;
         }
@@ -326,36 +499,58 @@ impl IndexTables<'_> {
 }
 
 /// Check both indexes against the main chain (`blocks`: the main chain's blocks in
-/// height order, with their hashes): every entry a block implies is there and points
-/// back at it, and the tables hold nothing else.
-pub(crate) fn verify<TX, AD>(
+/// height order, with their hashes): every entry a block implies is there, in
+/// exactly one level of the txid index, and points back at it; the tables and the
+/// recent level's counters hold nothing else.
+pub(crate) fn verify<TX, RE, ME, AD>(
     params: &ChainParams,
     tx_t: &TX,
+    recent_t: &RE,
+    meta_t: &ME,
     addr_t: &AD,
     blocks: impl Iterator<Item = Result<(Hash32, Block), StoreError>>,
 ) -> Result<(), StoreError>
 where
     TX: ReadableTable<&'static [u8; 32], &'static [u8; 36]> + ReadableTableMetadata,
+    RE: ReadableTable<u64, &'static [u8]> + ReadableTableMetadata,
+    ME: ReadableTable<&'static str, u64>,
     AD: ReadableTable<&'static [u8; 44], &'static [u8]> + ReadableTableMetadata,
 {
     let corrupt = |m: String| Err(StoreError::Corrupt(m));
-    let mut txs = 0u64;
+    let mut merged_txs = 0u64;
+    let mut recent_txs = 0u64;
+    let mut recent_blocks = 0u64;
     let mut addr_entries = 0u64;
     for item in blocks {
         let (hash, block) = item?;
         let height = block.header.height;
+        let row = recent_t.get(height)?.map(|v| v.value().to_vec());
+        if let Some(row) = &row {
+            if *row != recent_row(&hash, &block) {
+                return corrupt(format!(
+                    "tx_recent's row at height {height} is not block {hash}'s transactions"
+                ));
+            }
+            recent_blocks += 1;
+            recent_txs += block.txs.len() as u64;
+        }
         for (i, tx) in block.txs.iter().enumerate() {
             let pos = i as u32;
-            txs += 1;
             let id = tx.id();
-            match tx_t.get(&id.0)? {
-                Some(v) if split_tx_value(v.value()) == (hash, pos) => {}
-                Some(_) => {
+            match (tx_t.get(&id.0)?, &row) {
+                (Some(_), Some(_)) => {
+                    return corrupt(format!(
+                        "transaction {id} at height {height} is in both levels of the txid index"
+                    ));
+                }
+                (None, Some(_)) => {}
+                (Some(v), None) if split_tx_value(v.value()) == (hash, pos) => merged_txs += 1,
+                (Some(_), None) => {
                     return corrupt(format!(
                         "the txid index points transaction {id} elsewhere than block {hash} at height {height}"
                     ));
                 }
-                None => {
+                (None, None) => {
                     return corrupt(format!(
                         "transaction {id} of block {hash} at height {height} is not in the txid index"
                     ));
@@ -383,10 +578,25 @@ where
             addr_entries += 1;
         }
     }
-    if tx_t.len()? != txs {
+    if tx_t.len()? != merged_txs {
         return corrupt(format!(
-            "the txid index holds {} entries, the main chain {txs} transactions",
+            "the txid index holds {} entries, the main chain {merged_txs} merged transactions",
             tx_t.len()?
+        ));
+    }
+    if recent_t.len()? != recent_blocks {
+        return corrupt(format!(
+            "tx_recent holds {} rows, the main chain {recent_blocks}",
+            recent_t.len()?
+        ));
+    }
+    let count =
+        |k: &str| -> Result<u64, StoreError> { Ok(meta_t.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+    if count(META_RECENT_TXS)? != recent_txs || count(META_RECENT_BLOCKS)? != recent_blocks {
+        return corrupt(format!(
+            "index_meta counts {} transactions in {} recent blocks, tx_recent holds {recent_txs} in {recent_blocks}",
+            count(META_RECENT_TXS)?,
+            count(META_RECENT_BLOCKS)?
         ));
     }
     if addr_t.len()? != addr_entries {

@@ -83,6 +83,7 @@ impl ChainStore {
                 check_integrity: false,
                 verify_tail_blocks: 0,
                 indexes: true,
+                tx_index_merge_txs: crate::index::TX_RECENT_TXS_MAX,
             },
         )?;
         let mut imported = 0usize;

@@ -27,8 +27,9 @@ use crate::error::FaultKind;
 use crate::events::{ChainEvent, EventsPage};
 use crate::index::{
     ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
-    INDEX_JOBS_IN_FLIGHT, IndexJob, IndexTables, REWARD_POSITION, TX_INDEX, TxLocation,
-    split_addr_key, split_tx_value, tx_in_block_bytes,
+    INDEX_JOBS_IN_FLIGHT, INDEX_META, IndexJob, IndexTables, REWARD_POSITION, TX_INDEX, TX_RECENT,
+    TX_RECENT_TXS_MAX, TxLocation, find_in_recent, open_index_tables, split_addr_key,
+    split_recent_row, split_tx_value, tx_in_block_bytes,
 };
 use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
@@ -189,6 +190,8 @@ pub struct ChainStore {
     verify_threads: usize,
     /// Decompressed keys of the senders seen in verified blocks.
     keys: KeyCache,
+    /// [`OpenOptions::tx_index_merge_txs`].
+    tx_merge_txs: usize,
 }
 
 /// Called with the store's fault every time an operation fails with one.
@@ -232,6 +235,10 @@ pub struct OpenOptions {
     /// is created; an existing store keeps what it was created with. Off only to
     /// measure what the indexes cost (the import bench).
     pub indexes: bool,
+    /// Transactions the txid index's recent level holds before it is merged into
+    /// the txid-keyed level (see `crate::index`); [`TX_RECENT_TXS_MAX`] by default.
+    /// Any value gives the same answers (tests merge often with a small one).
+    pub tx_index_merge_txs: usize,
 }
 
 impl Default for OpenOptions {
@@ -241,6 +248,7 @@ impl Default for OpenOptions {
             check_integrity: true,
             verify_tail_blocks: VERIFY_TAIL_BLOCKS,
             indexes: true,
+            tx_index_merge_txs: TX_RECENT_TXS_MAX,
         }
     }
 }
@@ -364,13 +372,14 @@ struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    fn open(wtx: &'t WriteTransaction) -> Result<Tables<'t>, StoreError> {
+    /// The tables; the txid index's recent level is merged at `merge_txs`
+    /// transactions ([`OpenOptions::tx_index_merge_txs`]).
+    fn open(wtx: &'t WriteTransaction, merge_txs: usize) -> Result<Tables<'t>, StoreError> {
         let meta = wtx.open_table(META)?;
         let index = if indexes_on(&meta)? {
-            Some(IndexSink::Here(Box::new(IndexTables::new(
-                wtx.open_table(TX_INDEX)?,
-                wtx.open_table(ADDR_INDEX)?,
-            ))))
+            Some(IndexSink::Here(Box::new(open_index_tables(
+                wtx, merge_txs,
+            )?)))
         } else {
             None
         };
@@ -763,7 +772,9 @@ impl ChainStore {
                 )));
             }
         };
-        Ok(ChainStore::assemble(db, network, path.to_path_buf()))
+        let mut store = ChainStore::assemble(db, network, path.to_path_buf());
+        store.tx_merge_txs = opts.tx_index_merge_txs.max(1);
+        Ok(store)
     }
 
     /// A store in memory (redb's in-memory backend), with genesis: tests and tools.
@@ -784,6 +795,7 @@ impl ChainStore {
             fault_hook: RwLock::new(None),
             verify_threads: crate::parallel::verify_threads(),
             keys: KeyCache::new(),
+            tx_merge_txs: TX_RECENT_TXS_MAX,
         }
     }
 
@@ -1027,10 +1039,12 @@ pub(crate) fn replay_under_maturity(wtx: &WriteTransaction) -> Result<(), StoreE
     wtx.delete_table(UNDO)?;
     wtx.delete_table(REWARDS)?;
     wtx.delete_table(TX_INDEX)?;
+    wtx.delete_table(TX_RECENT)?;
+    wtx.delete_table(INDEX_META)?;
     wtx.delete_table(ADDR_INDEX)?;
     wtx.open_table(META)?
         .insert(META_INDEXED, [1u8].as_slice())?;
-    let mut t = Tables::open(wtx)?;
+    let mut t = Tables::open(wtx, TX_RECENT_TXS_MAX)?;
     let hashes: Vec<Hash32> = t
         .main
         .range(1..)?
@@ -1045,6 +1059,32 @@ pub(crate) fn replay_under_maturity(wtx: &WriteTransaction) -> Result<(), StoreE
                 block.header.height
             )));
         }
+    }
+    Ok(())
+}
+
+/// Migration 3 → 4: the txid index in two levels (`crate::index`). Built again
+/// from the main chain, in the open's write transaction: every main-chain block's
+/// transactions go through the recent level (merged as it fills), exactly as
+/// connecting them does; whatever the old `tx_index` held is dropped, not trusted.
+pub(crate) fn rebuild_txid_index(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    wtx.delete_table(TX_INDEX)?;
+    wtx.delete_table(TX_RECENT)?;
+    wtx.delete_table(INDEX_META)?;
+    if !indexes_on(&wtx.open_table(META)?)? {
+        return Ok(());
+    }
+    let main = wtx.open_table(MAIN)?;
+    let blocks = wtx.open_table(BLOCKS)?;
+    let mut ix = open_index_tables(wtx, TX_RECENT_TXS_MAX)?;
+    for item in main.range(1..)? {
+        let (_, h) = item?;
+        let hash = Hash32(*h.value());
+        let raw = blocks
+            .get(&hash.0)?
+            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
+        let block = decode_block(&hash, raw.value())?;
+        ix.add_txs(&hash, &block)?;
     }
     Ok(())
 }
@@ -1186,7 +1226,7 @@ fn write_genesis(db: &Database, network: Network, indexes: bool) -> Result<(), S
     wtx.open_table(META)?
         .insert(META_INDEXED, [u8::from(indexes)].as_slice())?;
     {
-        let mut t = Tables::open(&wtx)?;
+        let mut t = Tables::open(&wtx, TX_RECENT_TXS_MAX)?;
         t.meta
             .insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
         t.meta.insert(META_WRITER, WRITER_VERSION.as_bytes())?;
@@ -1468,8 +1508,7 @@ impl ChainStore {
         // inserts are about half of a block's commit work.
         let closing = std::thread::scope(|s| {
             let (writer, handle) = if indexed {
-                let mut ix =
-                    IndexTables::new(wtx.open_table(TX_INDEX)?, wtx.open_table(ADDR_INDEX)?);
+                let mut ix = open_index_tables(&wtx, self.tx_merge_txs)?;
                 let (send, jobs) = sync_channel::<IndexJob>(INDEX_JOBS_IN_FLIGHT);
                 let params = self.params;
                 (
@@ -1620,7 +1659,7 @@ impl ChainStore {
         let mut wtx = db.begin_write()?;
         wtx.set_durability(durability)?;
         let result = {
-            let mut t = Tables::open(&wtx)?;
+            let mut t = Tables::open(&wtx, self.tx_merge_txs)?;
             self.write_block(&mut t, &hash, block, admission)?
         };
         match result {
@@ -1827,7 +1866,7 @@ impl ChainStore {
         let mut wtx = db.begin_write()?;
         wtx.set_durability(Durability::Immediate)?;
         {
-            let mut t = Tables::open(&wtx)?;
+            let mut t = Tables::open(&wtx, TX_RECENT_TXS_MAX)?;
             if get_info(&t.info, hash)?.is_none() {
                 let parent = require_info(&t.info, &block.header.prev_hash)?;
                 let info = BlockInfo {
@@ -2101,10 +2140,35 @@ impl ChainStore {
             if !indexes_on(&rtx.open_table(META)?)? {
                 return Err(StoreError::NoIndex);
             }
-            let Some(v) = rtx.open_table(TX_INDEX)?.get(&txid.0)? else {
+            let found = match rtx.open_table(TX_INDEX)?.get(&txid.0)? {
+                Some(v) => Some(split_tx_value(v.value())),
+                None => {
+                    // The recent level: at most `TX_RECENT_BLOCKS_MAX` rows, each
+                    // sorted by txid; the newest first (a lookup is most often of a
+                    // recent transaction).
+                    let recent = rtx.open_table(TX_RECENT)?;
+                    let main = rtx.open_table(MAIN)?;
+                    let mut found = None;
+                    for item in recent.iter()?.rev() {
+                        let (k, v) = item?;
+                        let (hash, entries) = split_recent_row(k.value(), v.value())?;
+                        if let Some(pos) = find_in_recent(entries, &txid.0) {
+                            if main.get(k.value())?.map(|h| Hash32(*h.value())) != Some(hash) {
+                                return Err(StoreError::Corrupt(format!(
+                                    "tx_recent's row at height {} is not the main chain's block",
+                                    k.value()
+                                )));
+                            }
+                            found = Some((hash, pos));
+                            break;
+                        }
+                    }
+                    found
+                }
+            };
+            let Some((block_hash, position)) = found else {
                 return Ok(None);
             };
-            let (block_hash, position) = split_tx_value(v.value());
             let info_t = rtx.open_table(INFO)?;
             let info = require_info(&info_t, &block_hash)?;
             let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
@@ -2255,6 +2319,8 @@ impl ChainStore {
             crate::index::verify(
                 self.params,
                 &rtx.open_table(TX_INDEX)?,
+                &rtx.open_table(TX_RECENT)?,
+                &rtx.open_table(INDEX_META)?,
                 &rtx.open_table(ADDR_INDEX)?,
                 iter,
             )

@@ -212,3 +212,70 @@ fn a_store_from_a_newer_release_is_refused_with_what_to_do_and_left_as_it_is() {
         .to_string();
     assert!(err.contains("too old to migrate"), "{err}");
 }
+
+/// Schema 3 kept the whole txid index in `tx_index` (txid → block hash ‖ position)
+/// and had no `tx_recent` / `index_meta`. Opening such a store builds the two-level
+/// index again from the main chain: whatever `tx_index` held is not trusted (a junk
+/// entry is gone), and every transaction is found where it is.
+#[test]
+fn a_schema_3_store_gets_its_txid_index_rebuilt_in_two_levels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.redb");
+    write_fixture(&path);
+    let store = ChainStore::open(&path, NET).expect("opens");
+    let mut located = Vec::new();
+    for h in 1..=FIXTURE_BLOCKS {
+        let b = store.block_at(h).expect("read").expect("main chain");
+        for (i, tx) in b.txs.iter().enumerate() {
+            located.push((tx.clone(), b.hash(), h, i as u32));
+        }
+    }
+    assert!(located.len() >= 10, "the fixture has transfers");
+    drop(store);
+    // Rewrite it as schema 3 would have left it.
+    {
+        let db = redb::Database::open(&path).expect("redb");
+        let wtx = db.begin_write().expect("write");
+        assert!(wtx.delete_table(RECENT).is_ok());
+        wtx.delete_table(INDEX_META).expect("delete");
+        {
+            let mut t = wtx.open_table(TX_INDEX).expect("tx_index");
+            for (tx, hash, _, pos) in &located {
+                let mut v = [0u8; 36];
+                v[..32].copy_from_slice(&hash.0);
+                v[32..].copy_from_slice(&pos.to_le_bytes());
+                t.insert(&tx.id().0, &v).expect("insert");
+            }
+            t.insert(&[0xAB; 32], &[0xCD; 36]).expect("junk");
+        }
+        wtx.commit().expect("commit");
+    }
+    set_schema(&path, 3);
+    let store = ChainStore::open(&path, NET).expect("the schema-3 store opens");
+    assert_eq!(
+        store.schema().expect("schema").0,
+        vision_store::SCHEMA_VERSION
+    );
+    store
+        .verify_indexes()
+        .expect("rebuilt: exactly the main chain");
+    for (tx, hash, h, pos) in &located {
+        let loc = store.transaction(&tx.id()).expect("lookup").expect("found");
+        assert_eq!(
+            (&loc.tx, loc.block_hash, loc.height, loc.position),
+            (tx, *hash, *h, *pos)
+        );
+    }
+    assert_eq!(
+        store
+            .transaction(&vision_chain::Hash32([0xAB; 32]))
+            .expect("lookup"),
+        None,
+        "the junk entry was dropped"
+    );
+}
+
+const TX_INDEX: redb::TableDefinition<&[u8; 32], &[u8; 36]> =
+    redb::TableDefinition::new("tx_index");
+const RECENT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("tx_recent");
+const INDEX_META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("index_meta");

@@ -888,7 +888,11 @@ proptest! {
     fn random_trees_fork_choice_and_state(ops in prop::collection::vec(op(), 1..28)) {
         let nodes = build_tree(&ops);
         let addrs: Vec<Address> = (0..KEYS).map(|i| key(i).address()).collect();
-        let store = ChainStore::open_in_memory(NET).unwrap();
+        // A file store whose txid index merges its recent level every two
+        // transactions, so that reorgs meet both levels.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = OpenOptions { tx_index_merge_txs: 2, ..OpenOptions::default() };
+        let store = ChainStore::open_with(&dir.path().join("chain.redb"), NET, &opts).unwrap();
         let mut order: Vec<usize> = (1..nodes.len()).collect();
         order.sort_by_key(|&i| ops[i - 1].feed_key);
 
@@ -1653,6 +1657,123 @@ fn indexes_find_transactions_and_history_and_follow_reorgs() {
     let loc = store.transaction(&pay.id()).unwrap().unwrap();
     assert_eq!((loc.block_hash, loc.height), (b5.hash(), 8));
     store.verify_indexes().unwrap();
+}
+
+/// The txid index's two levels (`crate::index`): with a recent level merged every
+/// three transactions, every lookup stays exact through group imports, a reorg that
+/// disconnects both recent and merged blocks, and a reopen.
+#[test]
+fn the_txid_index_merges_its_recent_level_and_stays_exact_across_reorgs() {
+    let (ka, kc, kd) = (key(1), key(2), key(3));
+    // The chains are built in a scratch store, then imported into the one tested.
+    let builder = ChainStore::open_in_memory(NET).unwrap();
+    let funding = extend(&builder, genesis_hash(), ka.address(), 3);
+    let mut main: Vec<Block> = funding.clone();
+    let mut txs: Vec<(vision_chain::Transaction, u64, u32)> = Vec::new();
+    let mut nonce = 0;
+    for h in 4..=12u64 {
+        let pays: Vec<_> = (0..2)
+            .map(|_| {
+                nonce += 1;
+                transfer(&ka, kc.address(), 100 + nonce, nonce - 1)
+            })
+            .collect();
+        let b = mine_on(
+            &builder,
+            &main.last().unwrap().hash(),
+            kd.address(),
+            pays.clone(),
+        );
+        builder.accept_block(&b, NOW_MS).unwrap();
+        for (i, tx) in pays.into_iter().enumerate() {
+            txs.push((tx, h, i as u32));
+        }
+        main.push(b);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let opts = OpenOptions {
+        tx_index_merge_txs: 3,
+        ..OpenOptions::default()
+    };
+    let store = ChainStore::open_with(&path, NET, &opts).unwrap();
+    let accepted = store.accept_blocks(&main, NOW_MS, Admission::Unbounded, |_, r| {
+        r.unwrap();
+        true
+    });
+    assert_eq!(accepted, main.len());
+    store.verify_indexes().unwrap();
+    let found = |store: &ChainStore, tx: &vision_chain::Transaction| {
+        store
+            .transaction(&tx.id())
+            .unwrap()
+            .map(|l| (l.tx, l.height, l.position, l.block_hash))
+    };
+    for (tx, h, pos) in &txs {
+        let want_hash = main[*h as usize - 1].hash();
+        assert_eq!(
+            found(&store, tx),
+            Some((tx.clone(), *h, *pos, want_hash)),
+            "merged (heights 4–11) and recent (12) alike"
+        );
+    }
+
+    // A heavier branch from height 6 whose first block holds the same first
+    // transaction as the old block 7: heights 7–11 were merged, 12 recent.
+    let reused = txs.iter().find(|t| t.1 == 7 && t.2 == 0).unwrap().0.clone();
+    let mut branch: Vec<Block> = Vec::new();
+    let mut parent = main[5].hash();
+    for i in 0..7 {
+        let body = if i == 0 { vec![reused.clone()] } else { vec![] };
+        let b = mine_on(&builder, &parent, kc.address(), body);
+        builder.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        branch.push(b);
+    }
+    for b in &branch {
+        store.accept_block(b, NOW_MS).unwrap();
+    }
+    assert_eq!(store.tip().unwrap().hash, branch[6].hash());
+    store.verify_indexes().unwrap();
+    for (tx, h, pos) in &txs {
+        let got = found(&store, tx);
+        if *tx == reused {
+            assert_eq!(got, Some((tx.clone(), 7, 0, branch[0].hash())));
+        } else if *h <= 6 {
+            assert_eq!(
+                got,
+                Some((tx.clone(), *h, *pos, main[*h as usize - 1].hash()))
+            );
+        } else {
+            assert_eq!(got, None, "reorged out: not found as confirmed");
+        }
+    }
+    drop(store);
+
+    // Reopened: the same answers; and the old branch back, in one group run.
+    let store = ChainStore::open_with(&path, NET, &opts).unwrap();
+    store.verify_indexes().unwrap();
+    assert_eq!(found(&store, &reused).map(|f| f.1), Some(7));
+    let mut longer = main.clone();
+    let mut parent = main.last().unwrap().hash();
+    for _ in 0..3 {
+        let b = mine_on(&builder, &parent, kd.address(), vec![]);
+        builder.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        longer.push(b);
+    }
+    // heights 13–15 on the stored old block 12: a side chain, then a reorg
+    let accepted = store.accept_blocks(&longer[12..], NOW_MS, Admission::Unbounded, |_, r| {
+        r.unwrap();
+        true
+    });
+    assert_eq!(accepted, 3);
+    assert_eq!(store.tip().unwrap().hash, longer.last().unwrap().hash());
+    store.verify_indexes().unwrap();
+    for (tx, h, pos) in &txs {
+        let want_hash = main[*h as usize - 1].hash();
+        assert_eq!(found(&store, tx), Some((tx.clone(), *h, *pos, want_hash)));
+    }
 }
 
 #[test]

@@ -112,6 +112,32 @@ impl ReplayGuard {
         self.evicted
     }
 
+    /// Would [`ReplayGuard::check_and_record`] refuse `(sender, nonce)` at
+    /// `timestamp_unix` as a replay? Records nothing: a receiver asks this before it
+    /// charges the sender's key for the message, so that replays sent by someone
+    /// else never spend the real sender's budget.
+    pub fn check(
+        &self,
+        sender: &Address,
+        timestamp_unix: u64,
+        nonce: &str,
+    ) -> Result<(), ReplayError> {
+        let nonce = parse_nonce(nonce).ok_or(ReplayError::BadNonce)?;
+        let Some(st) = self.senders.get(sender) else {
+            return Ok(());
+        };
+        if timestamp_unix <= st.floor_unix {
+            return Err(ReplayError::BelowFloor {
+                timestamp_unix,
+                floor_unix: st.floor_unix,
+            });
+        }
+        if st.nonces.iter().any(|&(_, n)| n == nonce) {
+            return Err(ReplayError::SeenNonce);
+        }
+        Ok(())
+    }
+
     /// Accept `(sender, nonce)` at `timestamp_unix` once, or say why not. The caller
     /// has already verified the signature and the ±window against `now_unix`.
     pub fn check_and_record(
@@ -121,6 +147,7 @@ impl ReplayGuard {
         nonce: &str,
         now_unix: u64,
     ) -> Result<(), ReplayError> {
+        self.check(sender, timestamp_unix, nonce)?;
         let nonce = parse_nonce(nonce).ok_or(ReplayError::BadNonce)?;
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -139,15 +166,6 @@ impl ReplayGuard {
             self.new_order.insert(seq, *sender);
             return Ok(());
         };
-        if timestamp_unix <= st.floor_unix {
-            return Err(ReplayError::BelowFloor {
-                timestamp_unix,
-                floor_unix: st.floor_unix,
-            });
-        }
-        if st.nonces.iter().any(|&(_, n)| n == nonce) {
-            return Err(ReplayError::SeenNonce);
-        }
         // Nonces whose timestamp has left the window can never verify again: drop them
         // first, then, if still full, forget the oldest and raise the floor over it.
         let window_start = now_unix.saturating_sub(MAX_CLOCK_SKEW_S);
@@ -235,6 +253,37 @@ mod tests {
         assert_eq!(
             g.check_and_record(&a, 1_000, "xyz", 1_000),
             Err(ReplayError::BadNonce)
+        );
+    }
+
+    #[test]
+    fn check_says_what_check_and_record_would_and_records_nothing() {
+        let mut g = ReplayGuard::new();
+        let a = SecretKey::from_seed(&[1; 32]).address();
+        assert_eq!(g.check(&a, 1_000, &nonce(1)), Ok(()));
+        assert_eq!(g.check(&a, 1_000, &nonce(1)), Ok(()));
+        assert!(g.is_empty());
+        assert_eq!(g.check(&a, 1_000, "xyz"), Err(ReplayError::BadNonce));
+        assert_eq!(g.check_and_record(&a, 1_000, &nonce(1), 1_000), Ok(()));
+        assert_eq!(g.check(&a, 1_000, &nonce(1)), Err(ReplayError::SeenNonce));
+        assert_eq!(g.check(&a, 1_000, &nonce(2)), Ok(()));
+        // Past the per-sender set the floor rises: check sees it too.
+        for i in 0..REPLAY_NONCES_PER_SENDER_MAX as u128 {
+            assert_eq!(
+                g.check_and_record(&a, 1_001 + i as u64, &nonce(100 + i), 1_040),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            g.check(&a, 1_000, &nonce(3)),
+            Err(ReplayError::BelowFloor {
+                timestamp_unix: 1_000,
+                floor_unix: 1_000
+            })
+        );
+        assert_eq!(
+            g.check(&a, 1_000, &nonce(3)).err(),
+            g.check_and_record(&a, 1_000, &nonce(3), 1_040).err()
         );
     }
 

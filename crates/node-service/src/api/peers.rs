@@ -141,6 +141,28 @@ impl NodeShared {
             .map_err(|e| ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string()))
     }
 
+    /// Admit a verified signed message from the socket peer `peer`: a replay is
+    /// refused (409 `replayed`) *before* anything is charged — a replay is not its
+    /// signer's doing, and charging it would let anyone who saw one of an anchor's
+    /// or member's requests exhaust that key's budget from elsewhere and lock the
+    /// real sender out —, then the key's rate limit, then the nonce is recorded.
+    fn admit_signed(
+        &self,
+        peer: IpAddr,
+        sender: &vision_chain::Address,
+        ts: u64,
+        nonce: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
+        self.replay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(sender, ts, nonce)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "replayed", e.to_string()))?;
+        self.charge_key(peer, sender)?;
+        self.fresh(sender, ts, nonce, now)
+    }
+
     /// Charge a verified signed message to its key's rate limit.
     fn charge_key(&self, peer: IpAddr, sender: &vision_chain::Address) -> Result<(), ApiError> {
         self.limiter
@@ -165,8 +187,8 @@ impl NodeShared {
         let (sender, exchange) = hello
             .verify_call(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
-        self.charge_key(peer, &sender)?;
-        self.fresh(
+        self.admit_signed(
+            peer,
             &sender,
             hello.payload.timestamp_unix,
             &hello.payload.nonce,
@@ -198,8 +220,13 @@ impl NodeShared {
         let sender = hb
             .verify(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
-        self.charge_key(peer, &sender)?;
-        self.fresh(&sender, hb.payload.timestamp_unix, &hb.payload.nonce, now)?;
+        self.admit_signed(
+            peer,
+            &sender,
+            hb.payload.timestamp_unix,
+            &hb.payload.nonce,
+            now,
+        )?;
         let now_ms = crate::core::now_ms();
         let (cluster_size, ttl_ms, pace_ms) = {
             let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,8 +288,13 @@ impl NodeShared {
         let sender = req
             .verify(self.core.cfg.network.as_str(), now)
             .map_err(signed_error)?;
-        self.charge_key(peer, &sender)?;
-        self.fresh(&sender, req.payload.timestamp_unix, &req.payload.nonce, now)?;
+        self.admit_signed(
+            peer,
+            &sender,
+            req.payload.timestamp_unix,
+            &req.payload.nonce,
+            now,
+        )?;
         let signer = sender.to_hex();
         let known = self.net.backbone.load().anchors.iter().any(|a| {
             a.pinned_node_id

@@ -96,7 +96,12 @@ impl NodeShared {
             HealthLevel::Ok
         };
         put("miner", miner_level, m.state.as_str().to_string());
-        let store_level = p.store_health.clone();
+        // The store's fault as its supervisor sees it now, when the view has not
+        // caught up with it yet.
+        let store_level = match (&p.store_fault, &*self.core.store_down.load()) {
+            (None, Some(detail)) => (HealthLevel::Down, detail.to_string()),
+            _ => p.store_health.clone(),
+        };
         put("store", store_level.0, store_level.1);
         let p2p_level = if !v.p2p.enabled || v.p2p.listening {
             HealthLevel::Ok
@@ -169,7 +174,7 @@ impl NodeShared {
 
     /// `GET /readyz`: 200 when connected and lag ≤ 1, else 503 with the reason.
     pub fn readyz(&self) -> Response {
-        match self.view.load().not_ready.clone() {
+        match self.not_ready() {
             None => json_response(StatusCode::OK, &serde_json::json!({"ready": true})),
             Some(reason) => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -180,7 +185,7 @@ impl NodeShared {
 
     /// `GET /api/exchange/ready`.
     pub fn exchange_ready(&self) -> Response {
-        match self.view.load().not_ready.clone() {
+        match self.not_ready() {
             None => json_response(
                 StatusCode::OK,
                 &ExchangeReady {
@@ -256,7 +261,7 @@ impl NodeShared {
                 hashrate: m.hashrate,
                 blocks_found: m.blocks_found,
                 mempool_txs: p.mempool_txs,
-                exchange_ready: p.exchange_ok(),
+                exchange_ready: p.exchange_ok() && self.core.store_down.load().is_none(),
                 target_block_time_ms: self.core.cfg.network.params().target_block_time_ms,
                 store_bytes,
                 sync_progress: v.sync.progress,

@@ -73,6 +73,8 @@ pub struct AdmissionOpts {
     pub silent_sockets: usize,
     /// How long each flood lasts at most.
     pub flood: Duration,
+    /// How long the digest flood lasts (`admission:digest-flood`).
+    pub digest_flood: Duration,
     /// How long the honest checks go on after a flood.
     pub after: Duration,
 }
@@ -85,6 +87,7 @@ impl AdmissionOpts {
             sybil_heartbeats: 60_000,
             silent_sockets: 2_000,
             flood: Duration::from_secs(60),
+            digest_flood: Duration::from_secs(20),
             after: Duration::from_secs(10),
         }
     }
@@ -96,6 +99,7 @@ impl AdmissionOpts {
             sybil_heartbeats: 3_000,
             silent_sockets: 300,
             flood: Duration::from_secs(8),
+            digest_flood: Duration::from_secs(6),
             after: Duration::from_secs(3),
         }
     }
@@ -112,15 +116,19 @@ pub enum Attack {
     RelayedHello,
     /// Silent sockets and a slowloris from one address.
     SilentSockets,
+    /// Signed membership digests from strangers' fresh keys, replays of a real
+    /// anchor's, and malformed ones, at one anchor.
+    DigestFlood,
 }
 
 impl Attack {
     /// Every cell, in the order the matrix runs them.
-    pub const ALL: [Attack; 4] = [
+    pub const ALL: [Attack; 5] = [
         Attack::ReplayFlood,
         Attack::SybilFlood,
         Attack::RelayedHello,
         Attack::SilentSockets,
+        Attack::DigestFlood,
     ];
 
     /// The name in the matrix (`admission:<name>`).
@@ -130,6 +138,7 @@ impl Attack {
             Attack::SybilFlood => "sybil-flood",
             Attack::RelayedHello => "relayed-hello",
             Attack::SilentSockets => "silent-sockets",
+            Attack::DigestFlood => "digest-flood",
         }
     }
 }
@@ -143,11 +152,12 @@ pub fn admission_cell(attack: Attack, opts: AdmissionOpts) -> (Result<String, St
         Attack::SybilFlood => sybil_flood(&mut c, opts),
         Attack::RelayedHello => relayed_hello(&mut c),
         Attack::SilentSockets => silent_sockets(&mut c, opts),
+        Attack::DigestFlood => super::digest_flood::digest_flood(&mut c, opts),
     };
     (r, c)
 }
 
-fn now_unix() -> u64 {
+pub(super) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -155,7 +165,7 @@ fn now_unix() -> u64 {
 }
 
 /// A blocking socket to `to` from the loopback source address `src`.
-fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+pub(super) fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -172,15 +182,20 @@ fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// One answer on a keep-alive connection.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) retry_after: Option<u64>,
+    pub(super) body: Vec<u8>,
 }
 
 /// Send one request on `s` and read its answer (Content-Length bodies only: the
 /// node's JSON answers).
-fn roundtrip(s: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::io::Result<Answer> {
+pub(super) fn roundtrip(
+    s: &mut TcpStream,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<Answer> {
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -274,7 +289,7 @@ fn heartbeat_body(key: &SecretKey, http_address: &str, p2p_address: Option<&str>
 }
 
 /// A fresh key, unique per (tag, i).
-fn key(tag: u8, i: u64) -> SecretKey {
+pub(super) fn key(tag: u8, i: u64) -> SecretKey {
     let mut seed = [tag; 32];
     seed[..8].copy_from_slice(&i.to_le_bytes());
     SecretKey::from_seed(&seed)
@@ -423,7 +438,7 @@ fn formed_cluster_with(c: &mut Cluster, junk_p2p: Option<SocketAddr>) -> Result<
 
 /// Members' `connected` and `exchange_ok`, checked every 500 ms while `stop` is not
 /// set; returns the first failure.
-fn watch_members(
+pub(super) fn watch_members(
     addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Result<u64, String>> {
@@ -635,7 +650,7 @@ fn counting_listener() -> Result<(SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>), 
     Ok((addr, count, stop))
 }
 
-fn seed_peer_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
+pub(super) fn seed_peer_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
     let v = get_json(addr, "/api/p2p/seed_peers?limit=256")?;
     Ok(v.as_array()
         .ok_or("seed_peers is not an array")?
@@ -644,7 +659,7 @@ fn seed_peer_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
         .collect())
 }
 
-fn peer_book_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
+pub(super) fn peer_book_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
     let v = get_json(addr, "/api/peers")?;
     Ok(v.as_array()
         .ok_or("peers is not an array")?

@@ -328,8 +328,12 @@ pub fn partition_nft(
     let converge_s = healed.elapsed().as_secs_f64();
 
     // Side A reorganised and returned the transfer to its mempool; side B kept its
-    // chain.
+    // chain. The first of A's nodes to reorganise re-admits the transfer and
+    // announces it to the anchors, so B may mine it before A's other node
+    // reorganises: that one then finds it on the winning chain and re-admits
+    // nothing, rightly. So: every A node reorganised, at least one re-admitted it.
     let mut reorgs = Vec::new();
+    let mut readmitted_by = Vec::new();
     for (k, &i) in side_a.iter().enumerate() {
         let since = log_since(c, i, log_from[k])?;
         let name = &c.nodes[i].spec.name;
@@ -342,10 +346,8 @@ pub fn partition_nft(
             .skip(1)
             .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
             .sum();
-        if readmitted == 0 {
-            return Err(format!(
-                "{name} reorganised without re-admitting the orphaned transfer"
-            ));
+        if readmitted > 0 {
+            readmitted_by.push(name.clone());
         }
         reorgs.push(
             line.split("Reorg")
@@ -354,6 +356,9 @@ pub fn partition_nft(
                 .trim()
                 .to_string(),
         );
+    }
+    if readmitted_by.is_empty() {
+        return Err("side A reorganised without re-admitting the orphaned transfer".into());
     }
     let at = |node: usize, h: u64| -> Result<String, String> {
         let v = get_json(c.nodes[node].addr(), &format!("/api/blocks/{h}"))?;
@@ -394,6 +399,11 @@ pub fn partition_nft(
     )?;
     let (remined_hash, remined_height) = remined.ok_or("no block")?;
     let end = check_chain(&c.nodes[b_anchor])?;
+    let readmitted = format!(
+        "{}re-admitted by {}",
+        if seen_pending { "seen pending, " } else { "" },
+        readmitted_by.join(" and ")
+    );
     Ok(format!(
         "joined {joined_s:.1}s, fork at {fork_height}; {cut_note}; transfer {}.. mined on A at {orphan_height}; \
          apart {apart_s:.1}s ({seen}); {heal_note}; \
@@ -401,11 +411,7 @@ pub fn partition_nft(
          ({}), re-mined at {remined_height} in {}.. (was {}..) on the winning chain; chain intact to {}",
         &txid[..12],
         reorgs.join("; "),
-        if seen_pending {
-            "seen pending, logged re-admitted"
-        } else {
-            "logged re-admitted"
-        },
+        readmitted,
         &remined_hash[..12],
         &orphan_hash[..12],
         end.height

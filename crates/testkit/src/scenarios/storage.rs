@@ -245,7 +245,8 @@ fn disk_full_rounds(
     let filler = fill(&fs.dir)?;
     wait_until("store down again", bound, || {
         Ok(store_health(&c.nodes[mi])?.0 == "down")
-    })?;
+    })
+    .map_err(|e| format!("{e}; {}", c.nodes[mi].stack_dump()))?;
     let reported = c.nodes[mi].status()?.height;
     c.nodes[mi].kill9();
     std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
