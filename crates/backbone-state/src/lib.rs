@@ -94,8 +94,9 @@ pub use home::{
 pub use loops::{
     ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX,
-    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, MIN_PERIOD, heal_once,
-    healing_due, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop, run_probe_loop,
+    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, HEALING_REFRESH_PEERS, LocalNode, LoopConfig,
+    MIN_PERIOD, heal_once, healing_due, healing_limit, heartbeat_once, probe_round,
+    run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 pub use membership::{
     DEFAULT_HEARTBEAT_INTERVAL_MS, DIALBACK_BURST, DIALBACK_TARGET_INTERVAL_MS,

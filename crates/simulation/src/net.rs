@@ -147,6 +147,9 @@ pub(crate) struct Moved {
     bytes_out: u64,
 }
 
+/// Entries of an anchor's seed-list snapshot (node-service's
+/// `SEED_PEERS_LIMIT_MAX`, the most one request returns).
+const SEED_SNAPSHOT_ENTRIES: usize = 256;
 /// Most records one digest answer carries (as node-service's route).
 const MEMBER_SYNC_RECORDS_MAX: usize = 8_192;
 
@@ -158,8 +161,10 @@ struct AnchorState {
     received: Calls,
     /// The anchor's status as of one virtual second: (second, cluster size).
     size_cache: Option<(u64, usize)>,
-    /// Its seed list as of one virtual second: (second, limit, list, JSON bytes).
-    seed_cache: Option<(u64, usize, Vec<PublicPeerInfo>, u64)>,
+    /// Its seed list as of one virtual second (node-service's snapshot: a
+    /// [`SEED_SNAPSHOT_ENTRIES`]-entry sample, a request taking its first `limit`):
+    /// (second, list, JSON bytes of each entry).
+    seed_cache: Option<(u64, Vec<PublicPeerInfo>, Vec<u64>)>,
     /// Event streams open now, and since when (virtual ms) that count holds.
     streams_open: u64,
     streams_since_ms: u64,
@@ -201,18 +206,25 @@ impl AnchorState {
         }
     }
 
-    /// The seed list's first `take` entries and the whole answer's JSON bytes.
+    /// The first `take` entries of the answer to a request for `limit`, and that
+    /// answer's JSON bytes (the first `limit` entries of the second's sample).
     fn seed_peers(&mut self, now_ms: u64, limit: usize, take: usize) -> (Vec<PublicPeerInfo>, u64) {
         let sec = now_ms / 1000;
-        let fresh = matches!(&self.seed_cache, Some((s, l, _, _)) if *s == sec && *l == limit);
-        if !fresh {
+        if !matches!(&self.seed_cache, Some((s, _, _)) if *s == sec) {
             // One sample per second (the cache's key), seeded by the second.
-            let v = self.membership.seed_peers(now_ms, limit, sec);
-            let len = wire::json_len(&v);
-            self.seed_cache = Some((sec, limit, v, len));
+            let v = self
+                .membership
+                .seed_peers(now_ms, SEED_SNAPSHOT_ENTRIES, sec);
+            let lens = v.iter().map(wire::json_len).collect();
+            self.seed_cache = Some((sec, v, lens));
         }
         match &self.seed_cache {
-            Some((_, _, v, len)) => (v[..v.len().min(take)].to_vec(), *len),
+            Some((_, v, lens)) => {
+                let n = v.len().min(limit);
+                // `[` and `]`, the entries, a comma between two.
+                let len = 2 + lens[..n].iter().sum::<u64>() + n.saturating_sub(1) as u64;
+                (v[..n.min(take)].to_vec(), len)
+            }
             None => (Vec::new(), 2),
         }
     }

@@ -473,6 +473,10 @@ impl Sim {
         let t = self.cfg.timing.clone();
         let n = self.n();
         let window = t.block_interval * 5;
+        // The steady state: past the start-up's second seed request (one healing
+        // interval after the first, while books still fill) and its first probe
+        // rounds; every node started within the first second.
+        tokio::time::sleep(t.healing_interval + t.probe_interval).await;
         let (sent0, recv0, t0) = (self.net.sent(), self.net.received(), self.net.elapsed_ms());
         let mut best: Vec<Option<String>> =
             self.snaps().iter().map(|s| s.best_anchor.clone()).collect();
@@ -499,7 +503,10 @@ impl Sim {
         let per_node_min = |x: u64| x as f64 / n as f64 / minutes;
         let total = sent.total() - sent0.total();
         self.messages_per_node_min = Some(per_node_min(total));
-        self.fig("steady window", secs(dt_ms));
+        self.fig(
+            "steady window",
+            format!("{} (from {})", secs(dt_ms), secs(t0)),
+        );
         self.fig(
             "messages per node per minute",
             format!(
