@@ -434,8 +434,7 @@ mod tests {
 
     use vision_chain::Network;
 
-    use crate::shared::NodeShared;
-    use crate::{Node, NodeConfig};
+    use crate::{Node, NodeConfig, NodeShared};
 
     /// A regtest node without the data plane, started (not run: no tasks but the
     /// ones `Node::start` spawns), with what stops it and its directory.

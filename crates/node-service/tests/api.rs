@@ -1551,3 +1551,68 @@ async fn replays_from_elsewhere_do_not_spend_the_signers_budget() {
         assert_eq!(send(heartbeat(), "10.1.2.3:5000").await, 200);
     }
 }
+
+/// A members digest over `MEMBERS_DIGEST_BODY_MAX_BYTES`, a heartbeat or hello over
+/// `SIGNED_MESSAGE_BODY_MAX_BYTES`, is refused 413 before it is parsed or verified;
+/// the largest honest digest (256 digests) is within the cap and gets the usual
+/// answer (403 for a stranger's key), and a heartbeat with a newer version's
+/// unknown field of 1 KB is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bloated_signed_messages_are_refused_before_any_work() {
+    let n = common::start_node(|c| c.is_anchor = true).await;
+    let key = SecretKey::from_seed(&[78; 32]);
+    let body = |digests: usize| {
+        let p = vision_wire::MembersDigestPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            nonce: vision_wire::fresh_nonce(),
+            digests: vec!["0123456789abcdef".to_string(); digests],
+        };
+        serde_json::to_vec(&p.sign(&key)).unwrap()
+    };
+    let honest_max = body(vision_wire::MEMBER_DIGEST_BUCKETS);
+    assert!(honest_max.len() < node_service::api::MEMBERS_DIGEST_BODY_MAX_BYTES / 2);
+    let (st, _, b) = raw(n.addr, "POST", "/api/members/digest", &[], &honest_max).await;
+    assert_eq!(st, 403, "{}", String::from_utf8_lossy(&b));
+    let bloated = body(100_000);
+    let (st, _, b) = raw(n.addr, "POST", "/api/members/digest", &[], &bloated).await;
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "payload_too_large");
+    // Heartbeats (and hellos) too: a newer version's few unknown fields fit, a
+    // 100 KB one does not.
+    let heartbeat = |unknown: usize| {
+        let mut p = vision_wire::HeartbeatPayload {
+            network: "regtest".into(),
+            node_id: key.address().to_hex(),
+            timestamp_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            nonce: vision_wire::fresh_nonce(),
+            protocol_version: vision_wire::PROTOCOL_VERSION,
+            protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+            unknown: Default::default(),
+            http_address: "127.0.0.1:1".into(),
+            p2p_address: None,
+            is_anchor: false,
+            height: 0,
+            tip_hash: "00".repeat(32),
+        };
+        p.unknown
+            .0
+            .insert("later".into(), serde_json::json!("x".repeat(unknown)));
+        serde_json::to_vec(&p.sign(&key)).unwrap()
+    };
+    let (st, _, b) = raw(n.addr, "POST", "/api/heartbeat", &[], &heartbeat(1_000)).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let big = heartbeat(node_service::api::SIGNED_MESSAGE_BODY_MAX_BYTES + 1);
+    let (st, _, b) = raw(n.addr, "POST", "/api/heartbeat", &[], &big).await;
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
+    assert_error_shape(&serde_json::from_slice(&b).unwrap(), "payload_too_large");
+    let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &big).await;
+    assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
+}

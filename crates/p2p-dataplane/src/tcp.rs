@@ -509,7 +509,26 @@ impl Inner {
             Ok(Ok(msg)) => Ok(msg),
             Ok(Err(_)) => Err(P2pError::Closed),
             Err(_) => {
-                self.lock().pending.remove(&request_id);
+                // A peer that lets a request pass its deadline is a dead link (a
+                // partition that left the socket open, a blackholed route) or a
+                // staller: either way the next request would wait as long again.
+                // Close the connection; the dialer connects afresh when it can.
+                let mut st = self.lock();
+                let closed = st
+                    .pending
+                    .remove(&request_id)
+                    .and_then(|p| st.peers.get(&p.conn))
+                    .map(|p| {
+                        p.cancel.cancel();
+                        p.addr
+                    });
+                drop(st);
+                if let Some(addr) = closed {
+                    info!(
+                        "[P2P] peer {peer} at {addr} left a request unanswered for {} ms: disconnecting it (a dead or stalled link; it is dialled again)",
+                        self.config.request_timeout.as_millis()
+                    );
+                }
                 Err(P2pError::Timeout("request"))
             }
         }

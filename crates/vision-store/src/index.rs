@@ -280,6 +280,97 @@ fn recent_entries(entries: &[u8]) -> impl Iterator<Item = ([u8; 32], u32)> + '_ 
     })
 }
 
+/// A row of the recent level as a filter sees it: its height and block hash.
+type RowId = (u64, Hash32);
+
+/// The first 8 bytes of every txid in one snapshot of the recent level (a superset
+/// after a reorganisation back onto the same blocks, never less): a lookup of a txid
+/// the merged level does not hold reads the recent rows only when this says it may
+/// be there. Without it every miss — an unknown txid, a pending transfer's status —
+/// read every recent row (up to [`TX_RECENT_BLOCKS_MAX`]): a random txid asked of
+/// `GET /api/tx` cost a thousand times a merged-level lookup.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RecentFilter {
+    rows: u64,
+    first: Option<RowId>,
+    last: Option<RowId>,
+    prefixes: std::collections::HashSet<u64>,
+}
+
+fn prefix(txid: &[u8; 32]) -> u64 {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&txid[..8]);
+    u64::from_le_bytes(p)
+}
+
+fn row_id(
+    row: Option<(redb::AccessGuard<'_, u64>, redb::AccessGuard<'_, &[u8]>)>,
+) -> Result<Option<RowId>, StoreError> {
+    row.map(|(k, v)| Ok((k.value(), split_recent_row(k.value(), v.value())?.0)))
+        .transpose()
+}
+
+impl RecentFilter {
+    /// Does this filter describe `recent` as this snapshot holds it? (Three reads:
+    /// the row count, the first and the last row.)
+    pub(crate) fn is_of(
+        &self,
+        recent: &impl ReadableTable<u64, &'static [u8]>,
+    ) -> Result<bool, StoreError> {
+        Ok(recent.len()? == self.rows
+            && row_id(recent.last()?)? == self.last
+            && row_id(recent.first()?)? == self.first)
+    }
+
+    /// The filter of `recent` as this snapshot holds it: `cached` extended by the
+    /// rows above its last one when the level only grew on top of it (its first
+    /// and last rows still there, the same blocks: the level is the top of the main
+    /// chain, so the rows between are the same too), else read whole.
+    pub(crate) fn of(
+        recent: &impl ReadableTable<u64, &'static [u8]>,
+        cached: Option<&RecentFilter>,
+    ) -> Result<RecentFilter, StoreError> {
+        let rows = recent.len()?;
+        let first = row_id(recent.first()?)?;
+        let last = row_id(recent.last()?)?;
+        let grown = match cached {
+            Some(c) if c.first == first && c.rows <= rows => match c.last {
+                Some((h, hash)) => recent
+                    .get(h)?
+                    .map(|v| split_recent_row(h, v.value()).map(|(got, _)| got == hash))
+                    .transpose()?
+                    .unwrap_or(false),
+                None => false,
+            },
+            _ => false,
+        };
+        let (mut prefixes, from) = match (grown, cached) {
+            (true, Some(c)) => (c.prefixes.clone(), c.last.map_or(0, |(h, _)| h + 1)),
+            _ => (std::collections::HashSet::new(), 0),
+        };
+        for item in recent.range(from..)? {
+            let (k, v) = item?;
+            let (_, entries) = split_recent_row(k.value(), v.value())?;
+            prefixes.extend(entries.chunks_exact(RECENT_ENTRY).map(|e| {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&e[..32]);
+                prefix(&id)
+            }));
+        }
+        Ok(RecentFilter {
+            rows,
+            first,
+            last,
+            prefixes,
+        })
+    }
+
+    /// May the recent level hold `txid`? `false` is certain.
+    pub(crate) fn may_hold(&self, txid: &[u8; 32]) -> bool {
+        self.prefixes.contains(&prefix(txid))
+    }
+}
+
 /// The position of `txid` in a recent row's sorted entries, if there.
 pub(crate) fn find_in_recent(entries: &[u8], txid: &[u8; 32]) -> Option<u32> {
     let n = entries.len() / RECENT_ENTRY;

@@ -27,9 +27,9 @@ use crate::error::FaultKind;
 use crate::events::{ChainEvent, EventsPage};
 use crate::index::{
     ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
-    INDEX_JOBS_IN_FLIGHT, INDEX_META, IndexJob, IndexTables, REWARD_POSITION, TX_INDEX, TX_RECENT,
-    TX_RECENT_TXS_MAX, TxLocation, find_in_recent, open_index_tables, split_addr_key,
-    split_recent_row, split_tx_value, tx_in_block_bytes,
+    INDEX_JOBS_IN_FLIGHT, INDEX_META, IndexJob, IndexTables, REWARD_POSITION, RecentFilter,
+    TX_INDEX, TX_RECENT, TX_RECENT_TXS_MAX, TxLocation, find_in_recent, open_index_tables,
+    split_addr_key, split_recent_row, split_tx_value, tx_in_block_bytes,
 };
 use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
@@ -192,6 +192,11 @@ pub struct ChainStore {
     keys: KeyCache,
     /// [`OpenOptions::tx_index_merge_txs`].
     tx_merge_txs: usize,
+    /// The txid filter of the recent index level, as the last lookup that needed it
+    /// found the level (checked against each lookup's own snapshot before use).
+    recent_filter: Mutex<Option<Arc<RecentFilter>>>,
+    /// Lookups that read the recent level's rows (the filter said "maybe").
+    recent_scans: std::sync::atomic::AtomicU64,
 }
 
 /// Called with the store's fault every time an operation fails with one.
@@ -796,7 +801,33 @@ impl ChainStore {
             verify_threads: crate::parallel::verify_threads(),
             keys: KeyCache::new(),
             tx_merge_txs: TX_RECENT_TXS_MAX,
+            recent_filter: Mutex::new(None),
+            recent_scans: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many txid lookups read the recent index level's rows (the others were
+    /// answered by the merged level or by the recent level's filter alone).
+    pub fn recent_index_scans(&self) -> u64 {
+        self.recent_scans.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The recent level's txid filter for this snapshot of `recent`: the cached one
+    /// if it is this snapshot's, else built (extending the cached one when the
+    /// level only grew) and cached.
+    fn recent_filter(
+        &self,
+        recent: &impl redb::ReadableTable<u64, &'static [u8]>,
+    ) -> Result<Arc<RecentFilter>, StoreError> {
+        let cached = lock(&self.recent_filter).clone();
+        if let Some(c) = &cached
+            && c.is_of(recent)?
+        {
+            return Ok(c.clone());
+        }
+        let built = Arc::new(RecentFilter::of(recent, cached.as_deref())?);
+        *lock(&self.recent_filter) = Some(built.clone());
+        Ok(built)
     }
 
     /// The current storage fault, if the store is down.
@@ -2147,6 +2178,11 @@ impl ChainStore {
                     // sorted by txid; the newest first (a lookup is most often of a
                     // recent transaction).
                     let recent = rtx.open_table(TX_RECENT)?;
+                    if !self.recent_filter(&recent)?.may_hold(&txid.0) {
+                        return Ok(None);
+                    }
+                    self.recent_scans
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let main = rtx.open_table(MAIN)?;
                     let mut found = None;
                     for item in recent.iter()?.rev() {

@@ -1776,6 +1776,66 @@ fn the_txid_index_merges_its_recent_level_and_stays_exact_across_reorgs() {
     }
 }
 
+/// A txid that neither index level holds is answered without reading the recent
+/// level's rows (its filter says no): a stranger asking for random txids costs a
+/// lookup, not a scan of up to a thousand rows. The transactions that are there
+/// are all found, through a new block and a reorganisation.
+#[test]
+fn a_txid_lookup_that_misses_reads_no_recent_row() {
+    let (ka, kc) = (key(1), key(2));
+    let store = ChainStore::open_in_memory(NET).unwrap();
+    let funding = extend(&store, genesis_hash(), ka.address(), 3);
+    let mut parent = funding.last().unwrap().hash();
+    let mut txs = Vec::new();
+    for n in 0..6u64 {
+        let tx = transfer(&ka, kc.address(), 100 + n, n);
+        let b = mine_on(&store, &parent, kc.address(), vec![tx.clone()]);
+        store.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        txs.push(tx);
+    }
+    let misses = |store: &ChainStore, seed: u8| {
+        for i in 0..1_000u32 {
+            let mut id = [seed; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            assert!(store.transaction(&Hash32(id)).unwrap().is_none());
+        }
+    };
+    misses(&store, 0xa5);
+    assert_eq!(store.recent_index_scans(), 0, "no miss read a recent row");
+    for tx in &txs {
+        assert!(store.transaction(&tx.id()).unwrap().is_some());
+    }
+    assert_eq!(store.recent_index_scans(), txs.len() as u64);
+
+    // One more block: the filter grows with the level, the new transfer is found.
+    let tx = transfer(&ka, kc.address(), 200, 6);
+    let b = mine_on(&store, &parent, kc.address(), vec![tx.clone()]);
+    store.accept_block(&b, NOW_MS).unwrap();
+    assert_eq!(
+        store.transaction(&tx.id()).unwrap().map(|l| l.height),
+        Some(10)
+    );
+    misses(&store, 0x5a);
+    assert_eq!(store.recent_index_scans(), txs.len() as u64 + 1);
+
+    // A heavier branch from height 8 without the last two transfers: they are gone,
+    // the others still found.
+    let fork = store.hash_at(8).unwrap().unwrap();
+    let mut p = fork;
+    for _ in 0..3 {
+        let b = mine_on(&store, &p, ka.address(), vec![]);
+        store.accept_block(&b, NOW_MS).unwrap();
+        p = b.hash();
+    }
+    assert_eq!(store.tip().unwrap().hash, p);
+    assert!(store.transaction(&tx.id()).unwrap().is_none());
+    assert!(store.transaction(&txs[5].id()).unwrap().is_none());
+    for t in &txs[..5] {
+        assert!(store.transaction(&t.id()).unwrap().is_some());
+    }
+}
+
 #[test]
 fn a_store_created_without_indexes_says_so() {
     let dir = tempfile::tempdir().unwrap();

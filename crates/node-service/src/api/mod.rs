@@ -30,7 +30,10 @@ pub use exchange::{
     ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX, FEE_FULL_BLOCK_PERCENT, FEE_RECENT_BLOCKS,
     FEE_SLOW_TARGET_BLOCKS,
 };
-pub use peers::{SEED_PEERS_LIMIT_MAX, SEED_PEERS_SNAPSHOT_MS, SeedSnapshot, signed_error};
+pub use peers::{
+    MEMBERS_DIGEST_BODY_MAX_BYTES, SEED_PEERS_LIMIT_MAX, SEED_PEERS_SNAPSHOT_MS,
+    SIGNED_MESSAGE_BODY_MAX_BYTES, SeedSnapshot, signed_error,
+};
 
 /// The panel, built into the binary.
 pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");

@@ -19,6 +19,9 @@
 //!   fresh hellos it fetched from the real anchor and claims a tip far ahead: the
 //!   member refuses it (the hello does not answer its exchange) and its miner is not
 //!   paused by the fake's tip; pinned at the real anchor's address it connects.
+//! - `digest-flood`: the anchors' membership exchange under strangers' fresh keys,
+//!   bloated digest lists, replays of a real anchor's requests and malformed bodies
+//!   (`digest_flood.rs`).
 //! - `silent-sockets`: silent sockets and a slowloris from one address: `/api/status`
 //!   on new connections from another address stays fast (p99 bound), silent sockets
 //!   are closed within about 6 s, and the address never holds more than its cap.

@@ -8,6 +8,11 @@
 //! - **strangers**: validly signed digest requests, each from a fresh ed25519 key,
 //!   from [`STRANGER_SOURCES`] loopback addresses at [`STRANGER_RATE_PER_SOURCE`]
 //!   each — every answer must be 403 `not_a_known_anchor` or 429 `rate_limited`;
+//! - **bloated**: a validly signed digest list of [`BLOATED_DIGESTS`] entries (1.9 MB,
+//!   under the general body limit), or a heartbeat whose one unknown field is as big,
+//!   one body per address resent, from [`BLOATED_SOURCES`] addresses — every answer
+//!   413 `payload_too_large` (or 429): the anchor refuses it before parsing or
+//!   verifying it;
 //! - **replays**: B's captured requests, sent again from another address — every
 //!   answer 409 `replayed` (or 429 for that *address*): a replay must never be
 //!   taken, nor be charged to B's key;
@@ -51,6 +56,13 @@ const DIGEST: &str = "POST /api/members/digest";
 const STRANGER_SOURCES: u8 = 8;
 /// Requests per second from each stranger address.
 const STRANGER_RATE_PER_SOURCE: u32 = 100;
+/// Loopback addresses sending bloated digest lists.
+const BLOATED_SOURCES: u8 = 4;
+/// Bloated requests per second from each of them.
+const BLOATED_RATE_PER_SOURCE: u32 = 10;
+/// Digests in a bloated request: 100,000 × 16 hex characters, 1.9 MB of JSON, under
+/// the node's general body limit (2 MiB), far over a digest request's own.
+const BLOATED_DIGESTS: usize = 100_000;
 /// Replays per second (below the per-address limit of signed requests, 50/s, so
 /// that every replay reaches the handler and the replay check is what answers).
 const REPLAY_RATE: u32 = 40;
@@ -69,6 +81,9 @@ const OVERSIZE_BYTES: usize = 3 * 1024 * 1024;
 /// elsewhere 127.10.1.1, the status sampler 127.10.2.1.
 fn stranger_src(k: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 9, 1, 1 + k)
+}
+fn bloated_src(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 9, 4, 1 + k)
 }
 const REPLAY_SRC: Ipv4Addr = Ipv4Addr::new(127, 9, 2, 1);
 const MALFORMED_SRC: Ipv4Addr = Ipv4Addr::new(127, 9, 3, 1);
@@ -246,10 +261,15 @@ fn paced(
     })
 }
 
-/// One POST on `conn`; `None` (and the connection dropped) when it failed.
+/// One digest POST on `conn`; `None` (and the connection dropped) when it failed.
 fn post(conn: &mut Option<TcpStream>, body: &[u8]) -> Option<Answer> {
+    post_to(conn, DIGEST_PATH, body)
+}
+
+/// One POST of `body` to `path` on `conn`, as [`post`].
+fn post_to(conn: &mut Option<TcpStream>, path: &str, body: &[u8]) -> Option<Answer> {
     let c = conn.as_mut()?;
-    match roundtrip(c, "POST", DIGEST_PATH, body) {
+    match roundtrip(c, "POST", path, body) {
         Ok(a) => {
             if a.status == 413 {
                 *conn = None; // the node closes after refusing a body
@@ -334,6 +354,7 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
         c.nodes[2..].iter().map(|n| n.addr()).collect(),
         stop.clone(),
     );
+    let bloated = Arc::new(Kinds::default());
     let (strangers, replays, bad, own) = (
         Arc::new(Kinds::default()),
         Arc::new(Kinds::default()),
@@ -365,6 +386,60 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
                         .push(format!("stranger: {kind}"));
                 }
                 tally.note(kind);
+            },
+        ));
+    }
+    for k in 0..BLOATED_SOURCES {
+        // One body per address, signed once and sent again and again: the sender's
+        // cost is bandwidth; the node must not pay a parse and a signature for it.
+        let (tally, bad_news) = (bloated.clone(), unexpected.clone());
+        let bkey = key(212, u64::from(k));
+        let bloat = vec!["0123456789abcdef".to_string(); BLOATED_DIGESTS];
+        // Half the addresses send a digest list, half a heartbeat whose one unknown
+        // field (room kept for newer versions) is as big.
+        let (path, body) = if k % 2 == 0 {
+            (
+                DIGEST_PATH,
+                signed_body(digest_payload(&bkey, "regtest", now_unix(), bloat), &bkey),
+            )
+        } else {
+            let mut h = vision_wire::HeartbeatPayload {
+                network: "regtest".into(),
+                node_id: bkey.address().to_hex(),
+                timestamp_unix: now_unix(),
+                nonce: fresh_nonce(),
+                protocol_version: vision_wire::PROTOCOL_VERSION,
+                protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+                unknown: Default::default(),
+                http_address: "127.0.0.1:1".into(),
+                p2p_address: None,
+                is_anchor: false,
+                height: 0,
+                tip_hash: "00".repeat(32),
+            };
+            h.unknown.0.insert("later".into(), serde_json::json!(bloat));
+            (
+                "/api/heartbeat",
+                serde_json::to_vec(&h.sign(&bkey)).unwrap_or_default(),
+            )
+        };
+        threads.push(paced(
+            bloated_src(k),
+            a_addr,
+            BLOATED_RATE_PER_SOURCE,
+            stop.clone(),
+            move |_, conn| {
+                let kind = match post_to(conn, path, &body) {
+                    Some(a) => kind_of(&a),
+                    None => "closed".into(),
+                };
+                if kind != "413 payload_too_large" && kind != "429 rate_limited" {
+                    bad_news
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!("bloated {path}: {kind}"));
+                }
+                tally.note(format!("{path}: {kind}"));
             },
         ));
     }
@@ -510,9 +585,10 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
     };
     let (p50, p99) = (p(0.5), p(0.99));
     let summary = format!(
-        "strangers ({} keys from {STRANGER_SOURCES} addresses): {}; replays of {} captured requests of B: {}; malformed: {}; B's own key from another address: {}; /api/status p50 {:.1} ms, p99 {:.1} ms over {} probes, {failures} failed",
+        "strangers ({} keys from {STRANGER_SOURCES} addresses): {}; bloated (1.9 MB: {BLOATED_DIGESTS} digests, or a heartbeat's unknown field as big; from {BLOATED_SOURCES} addresses): {}; replays of {} captured requests of B: {}; malformed: {}; B's own key from another address: {}; /api/status p50 {:.1} ms, p99 {:.1} ms over {} probes, {failures} failed",
         flood_keys.load(Ordering::Relaxed),
         strangers.line(),
+        bloated.line(),
         captured.len(),
         replays.line(),
         bad.line(),
@@ -544,7 +620,11 @@ pub(super) fn digest_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, 
     if failures > 0 || lat.is_empty() || p99 > STATUS_P99_BOUND {
         return Err(format!("status starved: {summary}"));
     }
-    if strangers.get("403 not_a_known_anchor") == 0 || replays.get("409 replayed") == 0 {
+    if strangers.get("403 not_a_known_anchor") == 0
+        || replays.get("409 replayed") == 0
+        || bloated.get("/api/members/digest: 413 payload_too_large") == 0
+        || bloated.get("/api/heartbeat: 413 payload_too_large") == 0
+    {
         return Err(format!("the refusals under test never answered: {summary}"));
     }
     if own.total() == 0 || bad.total() == 0 {
