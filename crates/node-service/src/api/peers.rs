@@ -316,6 +316,24 @@ impl NodeShared {
                 "this node is not an anchor",
             ));
         };
+        // Who it claims to be decides first: a stranger's request (any number of
+        // fresh keys) is refused before its signature is checked or its nonce
+        // recorded — the check costs a stranger's request nothing but the parse.
+        // A claim of a known anchor's id still has to verify below.
+        let claimed = req.payload.node_id.trim().to_ascii_lowercase();
+        let known = self.net.backbone.load().anchors.iter().any(|a| {
+            a.pinned_node_id
+                .as_deref()
+                .or(a.node_id.as_deref())
+                .is_some_and(|id| id.eq_ignore_ascii_case(&claimed))
+        });
+        if !known {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_a_known_anchor",
+                format!("{claimed} is not one of this anchor's anchors"),
+            ));
+        }
         let now = now_unix();
         let sender = req
             .verify(self.core.cfg.network.as_str(), now)
@@ -328,13 +346,7 @@ impl NodeShared {
             now,
         )?;
         let signer = sender.to_hex();
-        let known = self.net.backbone.load().anchors.iter().any(|a| {
-            a.pinned_node_id
-                .as_deref()
-                .or(a.node_id.as_deref())
-                .is_some_and(|id| id.eq_ignore_ascii_case(&signer))
-        });
-        if !known {
+        if !signer.eq_ignore_ascii_case(&claimed) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_a_known_anchor",

@@ -20,7 +20,9 @@
 //!   field, a tampered signature, another network, a stale timestamp, a bad nonce, a
 //!   bad node id, empty, over the body limit) — each its typed error
 //!   (`bad_request`, `bad_signature`, `wrong_network`, `stale_timestamp`,
-//!   `payload_too_large`) or 429;
+//!   `payload_too_large`) or 429; the ones that parse, signed by a stranger, may
+//!   instead be refused 403 `not_a_known_anchor` before any check of their
+//!   signature, network, time or nonce (a stranger's request costs only its parse);
 //! - **B from elsewhere**: B's own key (read from its data directory) signing fresh
 //!   requests from a stranger address, as B would from a real, non-loopback host —
 //!   every one answered 200 by A with A's members, and B's malformed digest lists
@@ -154,6 +156,9 @@ fn signed_body(p: MembersDigestPayload, key: &SecretKey) -> Vec<u8> {
     serde_json::to_vec(&p.sign(key)).unwrap_or_default()
 }
 
+/// A stranger's parsed request, refused on its claimed id before any other check.
+const STRANGER: &str = "403 not_a_known_anchor";
+
 /// The malformed variants: (name, body, acceptable `"<status> <error>"` answers).
 fn malformed(i: u64) -> (&'static str, Vec<u8>, &'static [&'static str]) {
     let k = key(213, i);
@@ -181,7 +186,7 @@ fn malformed(i: u64) -> (&'static str, Vec<u8>, &'static [&'static str]) {
             (
                 "tampered",
                 v.to_string().into_bytes(),
-                &["401 bad_signature"],
+                &["401 bad_signature", STRANGER],
             )
         }
         4 => (
@@ -189,14 +194,14 @@ fn malformed(i: u64) -> (&'static str, Vec<u8>, &'static [&'static str]) {
             signed(digest_payload(&k, "devnet", now, Vec::new()))
                 .to_string()
                 .into_bytes(),
-            &["409 wrong_network"],
+            &["409 wrong_network", STRANGER],
         ),
         5 => (
             "stale",
             signed(digest_payload(&k, "regtest", now - 1_000, Vec::new()))
                 .to_string()
                 .into_bytes(),
-            &["401 stale_timestamp"],
+            &["401 stale_timestamp", STRANGER],
         ),
         6 => {
             let mut p = digest_payload(&k, "regtest", now, Vec::new());
@@ -204,7 +209,7 @@ fn malformed(i: u64) -> (&'static str, Vec<u8>, &'static [&'static str]) {
             (
                 "bad-nonce",
                 signed(p).to_string().into_bytes(),
-                &["400 bad_request"],
+                &["400 bad_request", STRANGER],
             )
         }
         7 => {
@@ -213,7 +218,7 @@ fn malformed(i: u64) -> (&'static str, Vec<u8>, &'static [&'static str]) {
             (
                 "bad-node-id",
                 v.to_string().into_bytes(),
-                &["400 bad_request"],
+                &["400 bad_request", STRANGER],
             )
         }
         8 => ("empty", Vec::new(), &["400 bad_request"]),
