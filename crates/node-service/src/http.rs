@@ -54,12 +54,22 @@ pub struct HttpLimits {
     pub header_read_timeout_ms: u64,
     /// Time a handler plus body read may take before the request is answered 503.
     pub request_timeout_ms: u64,
+    /// Request bodies held at once, all connections together: a body reserves its
+    /// `Content-Length` (or `max_body_bytes` when it is chunked) before it is read
+    /// and keeps it until its answer; one that finds no room is answered 503
+    /// `busy` at once, unread. Without it the body limit times the connection cap
+    /// (2 MiB × 1,024) was what strangers could make the node hold.
+    pub bodies_in_flight_max_bytes: usize,
 }
 
 /// Default request body limit: a full block (5,000 transactions) fits with room.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Default connection cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default room for request bodies held at once: 32 full-size bodies.
+pub const DEFAULT_BODIES_IN_FLIGHT_MAX_BYTES: usize = 32 * DEFAULT_MAX_BODY_BYTES;
+/// `Retry-After` (seconds) on a body refused for want of room.
+pub const BODY_BUSY_RETRY_AFTER_S: u64 = 1;
 /// Default cap on one client address's concurrent connections.
 pub const DEFAULT_PER_IP_CONNECTIONS_MAX: usize = 32;
 /// Default time from accept to the first byte of a request.
@@ -118,6 +128,50 @@ impl Default for HttpLimits {
             first_byte_timeout_ms: DEFAULT_FIRST_BYTE_TIMEOUT_MS,
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             request_timeout_ms: 10_000,
+            bodies_in_flight_max_bytes: DEFAULT_BODIES_IN_FLIGHT_MAX_BYTES,
+        }
+    }
+}
+
+/// The room left for request bodies ([`HttpLimits::bodies_in_flight_max_bytes`]),
+/// in KiB permits.
+#[derive(Clone)]
+struct BodyBudget(Arc<tokio::sync::Semaphore>);
+
+impl BodyBudget {
+    fn new(max_bytes: usize) -> BodyBudget {
+        let permits = (max_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget(Arc::new(tokio::sync::Semaphore::new(permits)))
+    }
+
+    /// Room for the body `parts` announce (the body limit when it announces no
+    /// length, or one too large to be read at all: that one is refused unread
+    /// anyway), or `Err` with the 503 to answer.
+    fn reserve(
+        &self,
+        parts: &hyper::http::request::Parts,
+        max_body: usize,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        let len = parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if len.is_some_and(|l| l > max_body as u64) {
+            return Ok(None);
+        }
+        let bytes = len.map_or(max_body, |l| l as usize);
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        match self.0.clone().try_acquire_many_owned(kib) {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => Err(ApiError {
+                retry_after_s: Some(BODY_BUSY_RETRY_AFTER_S),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the node holds as many request bodies as it takes at once; retry",
+                )
+            }),
         }
     }
 }
@@ -313,12 +367,12 @@ pub trait Handler: Send + Sync + 'static {
     fn on_address_connections(&self, _n: usize) {}
 }
 
-async fn read_request(
-    req: hyper::Request<Incoming>,
+async fn read_body(
+    parts: hyper::http::request::Parts,
+    body: Incoming,
     peer: SocketAddr,
     max_body: usize,
 ) -> Result<Request, ApiError> {
-    let (parts, body) = req.into_parts();
     if let Some(len) = parts
         .headers
         .get(hyper::header::CONTENT_LENGTH)
@@ -588,6 +642,7 @@ pub async fn serve<H: Handler>(
     let per_ip: PerIpCounts = Arc::new(Mutex::new(HashMap::new()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let clock = Arc::new(Clock(AtomicU64::new(1)));
+    let bodies = BodyBudget::new(limits.bodies_in_flight_max_bytes);
     let conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>> = Arc::new(Mutex::new(HashMap::new()));
     let sweeper_stop = shutdown.child_token();
     tokio::spawn(sweep(
@@ -657,8 +712,10 @@ pub async fn serve<H: Handler>(
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, watch.clone());
         let w = watch.clone();
+        let conn_bodies = bodies.clone();
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             let h = h.clone();
+            let bodies = conn_bodies.clone();
             // The head is complete: the header-read deadline no longer applies; the
             // body (if any) is read under the request timeout.
             w.head_since_ms.store(IN_REQUEST, Ordering::Relaxed);
@@ -674,8 +731,15 @@ pub async fn serve<H: Handler>(
                     h.handle(request_from_parts(parts, Bytes::new(), peer))
                         .await
                 } else {
+                    let (parts, body) = req.into_parts();
                     tokio::time::timeout(Duration::from_millis(limits.request_timeout_ms), async {
-                        match read_request(req, peer, limits.max_body_bytes).await {
+                        // Room for the body first (held until the answer), then
+                        // the body.
+                        let _room = match bodies.reserve(&parts, limits.max_body_bytes) {
+                            Ok(p) => p,
+                            Err(e) => return e.into_response(),
+                        };
+                        match read_body(parts, body, peer, limits.max_body_bytes).await {
                             Ok(r) => h.handle(r).await,
                             Err(e) => e.into_response(),
                         }

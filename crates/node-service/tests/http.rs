@@ -220,3 +220,77 @@ async fn at_the_global_cap_new_connections_get_503_at_once() {
     assert!(t.elapsed() < Duration::from_secs(1));
     stop.cancel();
 }
+
+/// Request bodies held at once are bounded across all connections: while one
+/// client holds most of the room (a large body announced and sent slowly), a body
+/// that does not fit is answered 503 `busy` at once, unread — and once the slow
+/// body is in and answered, the room is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_at_once_are_bounded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = HttpLimits {
+        bodies_in_flight_max_bytes: 64 * 1024,
+        ..HttpLimits::default()
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(Ok200),
+        limits,
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+    let post = |len: usize| {
+        format!("POST /api/tx HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").into_bytes()
+    };
+    // The slow one: 60,000 bytes announced, half sent.
+    let mut slow = connect_from("127.30.0.1", addr).await.unwrap();
+    slow.write_all(&post(60_000)).await.unwrap();
+    slow.write_all(&[b'x'; 30_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // No room for 10,000 more: refused at once, without its body being read.
+    let mut other = connect_from("127.30.0.2", addr).await.unwrap();
+    let t = Instant::now();
+    other.write_all(&post(10_000)).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf))
+        .await
+        .expect("answered without its body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("\"busy\"") && text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // A body that fits still goes in.
+    let mut small = connect_from("127.30.0.3", addr).await.unwrap();
+    small.write_all(&post(2_000)).await.unwrap();
+    small.write_all(&[b'y'; 2_000]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), small.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // The slow body completes and is answered; the room is free again.
+    slow.write_all(&[b'x'; 30_000]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut again = connect_from("127.30.0.4", addr).await.unwrap();
+    again.write_all(&post(10_000)).await.unwrap();
+    again.write_all(&[b'z'; 10_000]).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), again.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    stop.cancel();
+}
