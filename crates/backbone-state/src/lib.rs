@@ -94,8 +94,9 @@ pub use home::{
 pub use loops::{
     ControlPlane, DEFAULT_HEALING_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_PROBE_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SEED_PEERS_LIMIT, HEALING_ATTEMPTS_MAX,
-    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, MIN_PERIOD, heal_once,
-    healing_due, heartbeat_once, probe_round, run_healing_loop, run_heartbeat_loop, run_probe_loop,
+    HEALING_BACKOFF_ROUNDS, HEALING_PEERS_ENOUGH, HEALING_REFRESH_PEERS, LocalNode, LoopConfig,
+    MIN_PERIOD, heal_once, healing_due, healing_limit, heartbeat_once, probe_round,
+    run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 pub use membership::{
     DEFAULT_HEARTBEAT_INTERVAL_MS, DIALBACK_BURST, DIALBACK_TARGET_INTERVAL_MS,
@@ -112,10 +113,10 @@ pub use peerbook::{
     TOLD_BY_P2P, UpsertReport, Upserted,
 };
 pub use rules::{
-    AnchorProbe, FAILS_TO_DOWN, MAX_BACKOFF_ROUNDS, MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN,
-    ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS, TIP_PUSH_HASH_MAX_LEN, Transition,
-    apply_tip_push, backoff_rounds, check_probe, classify, exchange_ready, next_snapshot,
-    transitions,
+    AnchorProbe, FAILS_TO_DOWN, HELLO_REVERIFY_JITTER_S, HELLO_REVERIFY_S, MAX_BACKOFF_ROUNDS,
+    MAX_CLUSTER_SIZE, MAX_LAST_ERROR_LEN, ProbeOutcome, ProbeResult, RECOVERY_ROUNDS, STALL_ROUNDS,
+    TIP_PUSH_HASH_MAX_LEN, Transition, apply_tip_push, backoff_rounds, check_probe, classify,
+    exchange_ready, hello_reverify_s, next_snapshot, transitions,
 };
 pub use state::{AnchorObservation, BackboneHandle, BackboneState};
 pub use subscribe::{

@@ -43,6 +43,11 @@ pub const HEALING_PEERS_ENOUGH: usize = 64;
 /// Healing intervals between requests while the peer book holds
 /// [`HEALING_PEERS_ENOUGH`] healthy peers.
 pub const HEALING_BACKOFF_ROUNDS: u32 = 10;
+/// Seed peers asked per request while the book holds enough healthy peers (the
+/// backed-off refresh): the request only renews the book, so it asks for what
+/// "enough" is rather than [`LoopConfig::seed_peers_limit`] (256 by default: a
+/// seed-peer answer of 256 entries is ~51 kB, the largest item an anchor sends).
+pub const HEALING_REFRESH_PEERS: usize = HEALING_PEERS_ENOUGH;
 /// Shortest period any loop accepts (a zero period would spin).
 pub const MIN_PERIOD: Duration = Duration::from_millis(10);
 
@@ -405,6 +410,17 @@ pub fn healing_due(healthy: usize, capacity: usize, idle: u32) -> bool {
     healthy < HEALING_PEERS_ENOUGH.min(capacity.max(1)) || idle >= HEALING_BACKOFF_ROUNDS
 }
 
+/// Seed peers to ask for with `healthy` healthy peers in a book of `capacity`
+/// entries, `limit` being the configured number: all of it while short of peers
+/// (as [`healing_due`] counts them), else at most [`HEALING_REFRESH_PEERS`].
+pub fn healing_limit(healthy: usize, capacity: usize, limit: usize) -> usize {
+    if healthy < HEALING_PEERS_ENOUGH.min(capacity.max(1)) {
+        limit
+    } else {
+        limit.min(HEALING_REFRESH_PEERS)
+    }
+}
+
 /// One healing round: fetch seed peers from the best anchor (or the next usable),
 /// upsert them, publish the counts. Returns the number of peers fetched.
 pub async fn heal_once<T: ControlPlane>(
@@ -414,14 +430,17 @@ pub async fn heal_once<T: ControlPlane>(
     config: &LoopConfig,
 ) -> Result<usize, BackboneError> {
     let targets = healing_targets(&handle.load());
+    let limit = healing_limit(
+        peers.healthy_count(),
+        peers.capacity(),
+        config.seed_peers_limit,
+    );
     let mut last = BackboneError::Transport("no usable anchor".into());
     for url in targets {
-        let answer = tokio::time::timeout(
-            config.request_timeout,
-            transport.seed_peers(&url, config.seed_peers_limit),
-        )
-        .await
-        .unwrap_or(Err(BackboneError::Timeout(ms(config.request_timeout))));
+        let answer =
+            tokio::time::timeout(config.request_timeout, transport.seed_peers(&url, limit))
+                .await
+                .unwrap_or(Err(BackboneError::Timeout(ms(config.request_timeout))));
         match answer {
             Ok(list) => {
                 let report = peers.upsert_seeds(&url.to_string(), &list, unix_now());

@@ -66,6 +66,8 @@ pub struct Calls {
     pub probes: usize,
     /// Seed-peer requests.
     pub seed_peers: usize,
+    /// The `limit` of the latest seed-peer request (0 before any).
+    pub seed_peers_limit: usize,
     /// Heartbeats.
     pub heartbeats: usize,
 }
@@ -178,7 +180,10 @@ impl ControlPlane for MemoryControlPlane {
     ) -> Result<Vec<PublicPeerInfo>, BackboneError> {
         self.answer(
             anchor_url,
-            |c| c.seed_peers += 1,
+            |c| {
+                c.seed_peers += 1;
+                c.seed_peers_limit = limit;
+            },
             |a| a.seed_peers.iter().take(limit).cloned().collect(),
         )
         .await

@@ -25,6 +25,26 @@ pub const MAX_BACKOFF_ROUNDS: u64 = 12;
 pub const MAX_LAST_ERROR_LEN: usize = 512;
 /// Largest cluster size believed from an anchor.
 pub const MAX_CLUSTER_SIZE: usize = 1_000_000;
+/// A transport that proves an anchor's identity with a signed hello before its
+/// probes (node-service's) proves it again after this many seconds, plus a draw
+/// of up to [`HELLO_REVERIFY_JITTER_S`] ([`hello_reverify_s`]). In between, every
+/// full status answer must name the proven node id (a mismatch drops the proof and
+/// refuses the anchor), and the anchor's claims are checked by headers whatever it
+/// is: the interval bounds how long a *change* of who answers at the URL (a host
+/// or key replaced after the hello) can go unnoticed, nothing more — a man in the
+/// middle that forwards hellos live passes any interval (the status is unsigned).
+/// Was 60 s: at 100,000 nodes that re-proved every probed anchor once a minute,
+/// ~500 signed hellos per second on each of ten anchors.
+pub const HELLO_REVERIFY_S: u64 = 600;
+/// Spread of the re-proof interval, seconds: nodes that all proved an anchor at
+/// once (its restart) do not come back in step.
+pub const HELLO_REVERIFY_JITTER_S: u64 = 120;
+
+/// Seconds a hello's proof stands, from a uniform `draw`:
+/// [`HELLO_REVERIFY_S`] plus `draw` modulo [`HELLO_REVERIFY_JITTER_S`].
+pub fn hello_reverify_s(draw: u64) -> u64 {
+    HELLO_REVERIFY_S + draw % HELLO_REVERIFY_JITTER_S.max(1)
+}
 
 /// What an anchor said when probed (its status, as the transport read it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -535,6 +555,20 @@ mod tests {
 
     fn url(i: usize) -> String {
         format!("http://a{i}:7070")
+    }
+
+    #[test]
+    fn a_hello_proof_stands_ten_to_twelve_minutes() {
+        assert_eq!(hello_reverify_s(0), HELLO_REVERIFY_S);
+        assert_eq!(hello_reverify_s(HELLO_REVERIFY_JITTER_S), HELLO_REVERIFY_S);
+        assert_eq!(
+            hello_reverify_s(HELLO_REVERIFY_JITTER_S - 1),
+            HELLO_REVERIFY_S + HELLO_REVERIFY_JITTER_S - 1
+        );
+        assert_eq!(
+            hello_reverify_s(u64::MAX),
+            HELLO_REVERIFY_S + u64::MAX % HELLO_REVERIFY_JITTER_S
+        );
     }
 
     /// A good answer whose claimed tip the node verified.

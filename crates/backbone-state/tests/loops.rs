@@ -7,8 +7,8 @@ use std::time::Duration;
 use backbone_state::memory::{Behaviour, MemoryAnchor, MemoryControlPlane};
 use backbone_state::{
     AnchorSeed, BackboneError, BackboneHandle, BackboneState, HEALING_BACKOFF_ROUNDS,
-    HEALING_PEERS_ENOUGH, LocalNode, LoopConfig, PEERBOOK_MAX, PeerBook, RECOVERY_ROUNDS,
-    run_healing_loop, run_heartbeat_loop, run_probe_loop,
+    HEALING_PEERS_ENOUGH, HEALING_REFRESH_PEERS, LocalNode, LoopConfig, PEERBOOK_MAX, PeerBook,
+    RECOVERY_ROUNDS, run_healing_loop, run_heartbeat_loop, run_probe_loop,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -381,6 +381,11 @@ async fn healing_fills_a_bounded_book_from_the_best_anchor() {
     // Healing starts as soon as the backbone knows an anchor, from the best one.
     let s = wait_for(&handle, PROBE, |s| s.peerbook_count > 0).await;
     assert_eq!(net.calls(a).seed_peers, 1);
+    assert_eq!(
+        net.calls(a).seed_peers_limit,
+        usize::MAX,
+        "short of peers: all of it"
+    );
     assert_eq!(net.calls(b).seed_peers, 0);
     assert!(s.peerbook_count <= PEERBOOK_MAX);
     assert_eq!(s.peerbook_count, s.http_discovered);
@@ -408,6 +413,11 @@ async fn healing_fills_a_bounded_book_from_the_best_anchor() {
         "backed off while the book is full"
     );
     wait_for(&handle, interval * 2, |_| net.calls(a).seed_peers >= 2).await;
+    assert_eq!(
+        net.calls(a).seed_peers_limit,
+        HEALING_REFRESH_PEERS,
+        "a refresh asks for what is enough"
+    );
 
     // Short of healthy peers (dials failed): every healing interval again.
     for e in peers.entries() {
@@ -418,6 +428,7 @@ async fn healing_fills_a_bounded_book_from_the_best_anchor() {
         net.calls(a).seed_peers >= 3
     })
     .await;
+    assert_eq!(net.calls(a).seed_peers_limit, usize::MAX);
     token.cancel();
 }
 

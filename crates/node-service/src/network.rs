@@ -42,16 +42,27 @@ pub struct HttpControlPlane {
     pub network: String,
     /// Builds our hello payload (fresh timestamp and nonce).
     pub hello: Box<dyn Fn() -> HelloPayload + Send + Sync>,
-    /// Anchors whose identity a signed hello proved, and when.
+    /// Anchors whose identity a signed hello proved, and until when (Unix s) the
+    /// proof stands ([`backbone_state::hello_reverify_s`] after the hello).
     pub verified: Mutex<HashMap<String, (String, u64)>>,
     /// Per anchor, the `ETag` of its last full status answer and the probe read
     /// from it: the next probe is conditional (`If-None-Match`).
     pub last_status: Mutex<HashMap<String, (String, AnchorProbe)>>,
 }
 
-/// A proven anchor identity is re-proven (a new signed hello) this often; status
-/// probes in between must keep reporting the same node id.
-pub const HELLO_REVERIFY_S: u64 = 60;
+/// A proven anchor identity is re-proven (a new signed hello) after this many
+/// seconds plus a random draw of up to [`HELLO_REVERIFY_JITTER_S`]; status probes in
+/// between must keep reporting the same node id (backbone-state's constants: the
+/// simulation counts hellos by them).
+pub use backbone_state::{HELLO_REVERIFY_JITTER_S, HELLO_REVERIFY_S};
+
+/// A uniform draw from the OS random source (a fresh nonce's first 8 bytes).
+fn random_draw() -> u64 {
+    let n = fresh_nonce();
+    n.get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
+}
 
 fn backbone_err(e: ClientError) -> BackboneError {
     match e {
@@ -70,7 +81,7 @@ impl ControlPlane for HttpControlPlane {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(anchor_url)
-            .filter(|(_, at)| now.saturating_sub(*at) < HELLO_REVERIFY_S)
+            .filter(|(_, until)| now < *until)
             .map(|(id, _)| id.clone());
         let id =
             match cached {
@@ -120,7 +131,8 @@ impl ControlPlane for HttpControlPlane {
                     if v.len() >= backbone_state::MAX_ANCHORS * 4 {
                         v.clear();
                     }
-                    v.insert(anchor_url.to_string(), (id.clone(), now));
+                    let until = now + backbone_state::hello_reverify_s(random_draw());
+                    v.insert(anchor_url.to_string(), (id.clone(), until));
                     id
                 }
             };

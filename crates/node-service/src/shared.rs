@@ -28,6 +28,8 @@ pub struct NodeShared {
     pub(crate) replay: Mutex<vision_wire::ReplayGuard>,
     /// Rate limits per client address, route class and signing key.
     pub(crate) limiter: crate::ratelimit::RateLimiter,
+    /// An anchor's seed-peer answer as last drawn (`api/peers.rs`).
+    pub(crate) seed_snapshot: Mutex<Option<crate::api::SeedSnapshot>>,
 }
 
 impl NodeShared {

@@ -147,6 +147,9 @@ pub(crate) struct Moved {
     bytes_out: u64,
 }
 
+/// Entries of an anchor's seed-list snapshot (node-service's
+/// `SEED_PEERS_LIMIT_MAX`, the most one request returns).
+const SEED_SNAPSHOT_ENTRIES: usize = 256;
 /// Most records one digest answer carries (as node-service's route).
 const MEMBER_SYNC_RECORDS_MAX: usize = 8_192;
 
@@ -158,8 +161,10 @@ struct AnchorState {
     received: Calls,
     /// The anchor's status as of one virtual second: (second, cluster size).
     size_cache: Option<(u64, usize)>,
-    /// Its seed list as of one virtual second: (second, limit, list, JSON bytes).
-    seed_cache: Option<(u64, usize, Vec<PublicPeerInfo>, u64)>,
+    /// Its seed list as of one virtual second (node-service's snapshot: a
+    /// [`SEED_SNAPSHOT_ENTRIES`]-entry sample, a request taking its first `limit`):
+    /// (second, list, JSON bytes of each entry).
+    seed_cache: Option<(u64, Vec<PublicPeerInfo>, Vec<u64>)>,
     /// Event streams open now, and since when (virtual ms) that count holds.
     streams_open: u64,
     streams_since_ms: u64,
@@ -201,18 +206,25 @@ impl AnchorState {
         }
     }
 
-    /// The seed list's first `take` entries and the whole answer's JSON bytes.
+    /// The first `take` entries of the answer to a request for `limit`, and that
+    /// answer's JSON bytes (the first `limit` entries of the second's sample).
     fn seed_peers(&mut self, now_ms: u64, limit: usize, take: usize) -> (Vec<PublicPeerInfo>, u64) {
         let sec = now_ms / 1000;
-        let fresh = matches!(&self.seed_cache, Some((s, l, _, _)) if *s == sec && *l == limit);
-        if !fresh {
+        if !matches!(&self.seed_cache, Some((s, _, _)) if *s == sec) {
             // One sample per second (the cache's key), seeded by the second.
-            let v = self.membership.seed_peers(now_ms, limit, sec);
-            let len = wire::json_len(&v);
-            self.seed_cache = Some((sec, limit, v, len));
+            let v = self
+                .membership
+                .seed_peers(now_ms, SEED_SNAPSHOT_ENTRIES, sec);
+            let lens = v.iter().map(wire::json_len).collect();
+            self.seed_cache = Some((sec, v, lens));
         }
         match &self.seed_cache {
-            Some((_, _, v, len)) => (v[..v.len().min(take)].to_vec(), *len),
+            Some((_, v, lens)) => {
+                let n = v.len().min(limit);
+                // `[` and `]`, the entries, a comma between two.
+                let len = 2 + lens[..n].iter().sum::<u64>() + n.saturating_sub(1) as u64;
+                (v[..n.min(take)].to_vec(), len)
+            }
             None => (Vec::new(), 2),
         }
     }
@@ -239,10 +251,14 @@ fn lie_hash(h: u64) -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Sent {
     /// Signed hellos before a probe (node-service's transport re-proves an
-    /// anchor's identity every [`wire::HELLO_REVERIFY_S`]): requests to anchors, but
+    /// anchor's identity after [`backbone_state::hello_reverify_s`]): requests to anchors, but
     /// not messages of the backbone loops, so not in [`Sent::total`].
     pub(crate) hellos: u64,
     pub(crate) probes: u64,
+    /// Of the probes: to the prober's best anchor at the time.
+    pub(crate) probes_best: u64,
+    /// Of the probes: to another home (watched) anchor of the prober.
+    pub(crate) probes_home: u64,
     pub(crate) seed_peers: u64,
     pub(crate) heartbeats: u64,
     /// Event-stream subscriptions opened (one request each).
@@ -271,8 +287,8 @@ struct State {
     cut: Vec<u64>,
     /// Per (node, anchor): requests so far, the jitter's input.
     link_seq: Vec<u32>,
-    /// Per (node, anchor): virtual second of the last signed hello, plus one (0:
-    /// never).
+    /// Per (node, anchor): virtual second from which the last signed hello's
+    /// proof no longer stands (0: never proven).
     hello_s: Vec<u32>,
     /// Per (node, anchor): the status tag of the last full answer (0: none), so the
     /// next probe is conditional.
@@ -523,23 +539,36 @@ impl Net {
         self.anchors.iter().position(|a| a.url == url)
     }
 
-    /// Node `node` proves anchor `a`'s identity when its last proof is
-    /// [`wire::HELLO_REVERIFY_S`] old or there is none: a signed hello each way,
-    /// counted where it would arrive (a cut link or a dead anchor: nothing).
+    /// Node `node` proves anchor `a`'s identity when its last proof no longer
+    /// stands ([`backbone_state::hello_reverify_s`], the draw from the seed) or
+    /// there is none: a signed hello each way, counted where it would arrive (a
+    /// cut link or a dead anchor: nothing).
     fn hello(&self, node: usize, a: usize) {
         let link = node * self.anchors.len() + a;
         let now_s = self.elapsed_ms() / 1000;
         let mut guard = self.lock();
         let s = &mut *guard;
-        let last = u64::from(s.hello_s[link]);
-        if last != 0 && now_s + 1 - last < wire::HELLO_REVERIFY_S {
+        let until = u64::from(s.hello_s[link]);
+        if until != 0 && now_s < until {
             return;
         }
         s.sent.hellos += 1;
         if s.cut[node] & (1 << a) != 0 || !s.anchors[a].alive {
             return;
         }
-        s.hello_s[link] = u32::try_from(now_s + 1).unwrap_or(u32::MAX);
+        let draw = mix(self.seed, &[7, node as u64, a as u64, now_s]);
+        let mut stands = backbone_state::hello_reverify_s(draw);
+        if until == 0 {
+            // Every node starts within a second here, so first proofs would all
+            // lapse together, after any steady window shorter than the interval.
+            // The first proof stands for a uniform part of it instead: the phases
+            // of a network that has run for a while (the first hello is counted in
+            // full; the steady rate is then one per interval per link probed more
+            // often than that: a little more than a real node's, never less).
+            stands = 1 + mix(self.seed, &[8, node as u64, a as u64]) % stands;
+        }
+        let until = now_s + stands;
+        s.hello_s[link] = u32::try_from(until).unwrap_or(u32::MAX);
         s.anchors[a].received.add(
             Kind::Hello,
             wire::HELLO_REQUEST_HEAD + wire::HELLO_REQUEST_BODY,
@@ -611,14 +640,17 @@ impl Net {
 pub(crate) struct NodeLink {
     pub(crate) node: usize,
     pub(crate) net: std::sync::Arc<Net>,
+    /// The node's snapshot, read (never written) to tell its probes apart by
+    /// target: best, other home, far.
+    pub(crate) handle: backbone_state::BackboneHandle,
 }
 
 /// The bytes of an error answer (`{"error": "<code>", "message": "..."}`), about.
 const ERROR_BODY_BYTES: u64 = 120;
 
 impl ControlPlane for NodeLink {
-    /// node-service's probe: a signed hello first when the anchor's identity was
-    /// last proven [`wire::HELLO_REVERIFY_S`] ago or never, then `/api/status`,
+    /// node-service's probe: a signed hello first when the anchor's identity's
+    /// proof no longer stands or there is none, then `/api/status`,
     /// conditional on the tag of the last full answer (a `304` when the tip and the
     /// cluster size still stand: the same probe, fewer bytes). The hello is counted
     /// (a request and its bytes at the anchor) but its round trip is not added to
@@ -626,6 +658,17 @@ impl ControlPlane for NodeLink {
     async fn probe(&self, anchor_url: &str) -> Result<AnchorProbe, BackboneError> {
         let net = &self.net;
         let a = net.anchor_index(anchor_url);
+        {
+            let snap = self.handle.load();
+            let best = snap.best_anchor.as_deref() == Some(anchor_url);
+            let home = snap
+                .anchors
+                .iter()
+                .any(|o| o.url == anchor_url && o.watched);
+            let mut s = net.lock();
+            s.sent.probes_best += u64::from(best);
+            s.sent.probes_home += u64::from(home && !best);
+        }
         if let Some(a) = a {
             net.hello(self.node, a);
         }

@@ -179,6 +179,7 @@ fn build(cfg: SimConfig) -> Sim {
         let link = Arc::new(NodeLink {
             node: i,
             net: net.clone(),
+            handle: handle.clone(),
         });
         let local = Arc::new(SimNode {
             node: i,
@@ -472,6 +473,10 @@ impl Sim {
         let t = self.cfg.timing.clone();
         let n = self.n();
         let window = t.block_interval * 5;
+        // The steady state: past the start-up's second seed request (one healing
+        // interval after the first, while books still fill) and its first probe
+        // rounds; every node started within the first second.
+        tokio::time::sleep(t.healing_interval + t.probe_interval).await;
         let (sent0, recv0, t0) = (self.net.sent(), self.net.received(), self.net.elapsed_ms());
         let mut best: Vec<Option<String>> =
             self.snaps().iter().map(|s| s.best_anchor.clone()).collect();
@@ -498,7 +503,10 @@ impl Sim {
         let per_node_min = |x: u64| x as f64 / n as f64 / minutes;
         let total = sent.total() - sent0.total();
         self.messages_per_node_min = Some(per_node_min(total));
-        self.fig("steady window", secs(dt_ms));
+        self.fig(
+            "steady window",
+            format!("{} (from {})", secs(dt_ms), secs(t0)),
+        );
         self.fig(
             "messages per node per minute",
             format!(
@@ -509,6 +517,17 @@ impl Sim {
                 per_node_min(sent.heartbeats - sent0.heartbeats),
                 per_node_min(sent.subscribes - sent0.subscribes),
                 per_node_min(sent.events - sent0.events),
+            ),
+        );
+        let best = sent.probes_best - sent0.probes_best;
+        let home = sent.probes_home - sent0.probes_home;
+        self.fig(
+            "  probes: to the best anchor / another home anchor / far anchors",
+            format!(
+                "{:.2} / {:.2} / {:.2} per node per minute",
+                per_node_min(best),
+                per_node_min(home),
+                per_node_min((sent.probes - sent0.probes).saturating_sub(best + home)),
             ),
         );
         self.fig(

@@ -90,10 +90,6 @@ pub(crate) const HEADERS_RESPONSE_HEAD: u64 = 207;
 /// One canonical header (regtest), as `/api/headers` answers in binary.
 pub(crate) const HEADER_BYTES: u64 = 128;
 
-/// A node proves an anchor's identity with a signed hello before a probe when its
-/// last proof is older than this (node-service's `HELLO_REVERIFY_S`).
-pub(crate) const HELLO_REVERIFY_S: u64 = 60;
-
 /// Encoded length of `v` as JSON (0 if it cannot be encoded, which the wire types
 /// always can).
 pub(crate) fn json_len<T: serde::Serialize>(v: &T) -> u64 {

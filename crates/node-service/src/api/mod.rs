@@ -31,8 +31,8 @@ pub use exchange::{
     FEE_SLOW_TARGET_BLOCKS,
 };
 pub use peers::{
-    MEMBERS_DIGEST_BODY_MAX_BYTES, SEED_PEERS_LIMIT_MAX, SIGNED_MESSAGE_BODY_MAX_BYTES,
-    signed_error,
+    MEMBERS_DIGEST_BODY_MAX_BYTES, SEED_PEERS_LIMIT_MAX, SEED_PEERS_SNAPSHOT_MS,
+    SIGNED_MESSAGE_BODY_MAX_BYTES, SeedSnapshot, signed_error,
 };
 
 /// The panel, built into the binary.

@@ -19,6 +19,32 @@ use crate::shared::NodeShared;
 
 /// Most seed peers one request returns.
 pub const SEED_PEERS_LIMIT_MAX: usize = 256;
+/// An anchor draws its seed-peer answer at most this often (then on a change of
+/// its membership or peer book only while the answer lists everything).
+pub const SEED_PEERS_SNAPSHOT_MS: u64 = 1_000;
+
+/// An anchor's seed-peer answer as last drawn ([`NodeShared::seed_peers`]).
+#[derive(Debug, Default)]
+pub struct SeedSnapshot {
+    /// When it was drawn (Unix ms).
+    drawn_ms: u64,
+    /// The membership's digests, relayed count and peer-book size it was drawn from.
+    fingerprint: u64,
+    /// The answer for [`SEED_PEERS_LIMIT_MAX`].
+    list: Vec<PublicPeerInfo>,
+}
+
+impl SeedSnapshot {
+    /// May it answer at `now_ms` (Unix ms) with the membership and peer book at
+    /// `fingerprint`? Only if drawn within [`SEED_PEERS_SNAPSHOT_MS`] (not in the
+    /// future: a clock stepped back draws again), and, when it listed everything
+    /// (fewer than [`SEED_PEERS_LIMIT_MAX`] entries), from the same fingerprint.
+    fn serves(&self, now_ms: u64, fingerprint: u64) -> bool {
+        now_ms >= self.drawn_ms
+            && now_ms - self.drawn_ms < SEED_PEERS_SNAPSHOT_MS
+            && (self.fingerprint == fingerprint || self.list.len() >= SEED_PEERS_LIMIT_MAX)
+    }
+}
 
 impl Api {
     pub(super) fn seed_peers(&self, req: &Request) -> Result<Response, ApiError> {
@@ -36,7 +62,42 @@ impl NodeShared {
     /// `GET /api/p2p/seed_peers`: an anchor lists its live *verified* members
     /// (itself first; a varied sample when there are more than `limit`), any node
     /// then adds its peer book; never more than `limit`.
+    ///
+    /// An anchor answers from a snapshot ([`SeedSnapshot`]): the answer for
+    /// [`SEED_PEERS_LIMIT_MAX`] drawn at most every [`SEED_PEERS_SNAPSHOT_MS`], a
+    /// request for fewer taking its first `limit` entries (a prefix of a random
+    /// sample is one). Drawing a sample sorts every member and relayed record (at
+    /// 100,000 nodes, ~100,000 entries per request); the snapshot makes that once a
+    /// second. A snapshot that held everything (not a sample: a small network) is
+    /// drawn again as soon as the membership or peer book changes, so a new member
+    /// is listed at once there.
     pub fn seed_peers(&self, limit: usize) -> Vec<PublicPeerInfo> {
+        let Some(m) = &self.net.membership else {
+            return self.seed_peers_drawn(limit);
+        };
+        let fingerprint = {
+            let m = m.lock().unwrap_or_else(|e| e.into_inner());
+            let members = m.digests().iter().fold(0u64, |acc, d| {
+                acc.rotate_left(7) ^ d.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            });
+            members ^ (m.relayed_len() as u64).rotate_left(32)
+        } ^ (self.net.peerbook.len() as u64).rotate_left(48);
+        let now_ms = crate::core::now_ms();
+        let mut snap = self.seed_snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if !snap.as_ref().is_some_and(|s| s.serves(now_ms, fingerprint)) {
+            *snap = Some(SeedSnapshot {
+                drawn_ms: now_ms,
+                fingerprint,
+                list: self.seed_peers_drawn(SEED_PEERS_LIMIT_MAX),
+            });
+        }
+        snap.as_ref()
+            .map(|s| s.list.iter().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A seed list drawn now (see [`NodeShared::seed_peers`]).
+    fn seed_peers_drawn(&self, limit: usize) -> Vec<PublicPeerInfo> {
         let now = now_unix();
         let mut out = vec![PublicPeerInfo {
             node_id: self.core.node_id.clone(),
@@ -362,5 +423,43 @@ pub fn signed_error(e: vision_wire::SignedError) -> ApiError {
             ApiError::new(StatusCode::BAD_REQUEST, "missing_challenge", e.to_string())
         }
         S::Unbound => ApiError::new(StatusCode::UNAUTHORIZED, "unbound_hello", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(entries: usize) -> SeedSnapshot {
+        SeedSnapshot {
+            drawn_ms: 10_000,
+            fingerprint: 7,
+            list: (0..entries)
+                .map(|i| PublicPeerInfo {
+                    node_id: format!("{i:064x}"),
+                    address: None,
+                    http_address: format!("10.0.0.{}:7070", i % 250),
+                    is_anchor: false,
+                    last_seen_unix: 10,
+                    verified_unix: Some(10),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_seed_snapshot_answers_for_a_second_and_a_complete_one_until_a_change() {
+        let sample = snapshot(SEED_PEERS_LIMIT_MAX);
+        // A sample serves for a second, whatever changed in it.
+        assert!(sample.serves(10_000, 7));
+        assert!(sample.serves(10_999, 8));
+        assert!(!sample.serves(11_000, 7));
+        // A clock stepped back draws again.
+        assert!(!sample.serves(9_999, 7));
+        // A list of everything is drawn again at the first change.
+        let all = snapshot(12);
+        assert!(all.serves(10_500, 7));
+        assert!(!all.serves(10_001, 8));
+        assert!(!all.serves(11_000, 7));
     }
 }
