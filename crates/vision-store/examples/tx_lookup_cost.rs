@@ -1,7 +1,7 @@
 //! What a txid lookup (`ChainStore::transaction`) costs in a store: for a
 //! transaction of the merged level (`tx_index`), one of the recent level
-//! (`tx_recent`, binary-searched row by row) and an unknown txid (every recent row
-//! searched). Opens the store at the first argument read-only in effect (lookups
+//! (`tx_recent`, binary-searched row by row, newest first: the newest row and the
+//! oldest) and an unknown txid (answered by the recent level's txid filter). Opens the store at the first argument read-only in effect (lookups
 //! only).
 //!
 //! Run: `cargo run --release -p vision-store --example tx_lookup_cost -- PATH [NETWORK]`
@@ -20,6 +20,16 @@ const LOOKUPS: u32 = 2_000;
 fn main() {
     let mut args = std::env::args().skip(1);
     let path = std::path::PathBuf::from(args.next().expect("PATH of a chain store"));
+    // the oldest recent row's height, read raw before the store opens the file
+    let oldest_recent = {
+        let db = redb::Database::open(&path).expect("redb");
+        let rtx = redb::ReadableDatabase::begin_read(&db).expect("read");
+        let recent: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("tx_recent");
+        let t = rtx.open_table(recent).expect("tx_recent");
+        redb::ReadableTable::first(&t)
+            .expect("first")
+            .map(|(k, _)| k.value())
+    };
     let store = ChainStore::open(&path, Network::Regtest).expect("open");
     let tip = store.tip().expect("tip").height;
     // the oldest block with transactions (merged, on a chain past the first
@@ -51,8 +61,16 @@ fn main() {
             true,
         );
     }
+    if let Some(h) = oldest_recent {
+        let b = store.block_at(h).expect("read").expect("main chain");
+        time(
+            "oldest recent row's transaction (every recent row searched)",
+            b.txs[0].id(),
+            true,
+        );
+    }
     time(
-        "unknown txid (both levels, every recent row)",
+        "unknown txid (merged level, then the recent level's filter)",
         Hash32([0x5a; 32]),
         false,
     );
