@@ -55,3 +55,11 @@ fn silent_sockets_do_not_starve_the_control_plane() {
 fn digest_flood_changes_no_membership_and_locks_out_no_anchor() {
     run(Attack::DigestFlood);
 }
+
+/// Full-size block bodies announced from 8 addresses and held unfinished: refused
+/// 503 `busy` unread once the room for large bodies (and each address's share) is
+/// taken; the node's memory stays bounded; honest hellos and heartbeats all 200.
+#[test]
+fn held_large_bodies_are_bounded_and_small_ones_still_served() {
+    run(Attack::BodyHold);
+}

@@ -94,9 +94,26 @@ fn source_store(dir: &std::path::Path, blocks: usize) -> ChainStore {
     store
 }
 
-/// Blocks per second one thread batch-verifies: the signatures of up to 2,000 of the
-/// source's blocks with transactions, one `verify_batch` per block.
-fn verify_rate(store: &ChainStore, blocks: usize) -> f64 {
+/// CPU time this process has used, all threads (ended ones included), in seconds:
+/// `utime + stime` of `/proc/self/stat` (10 ms ticks: fine over sections of
+/// seconds; 0 when unreadable). The source node and the sink both run in this
+/// process, so a sync's CPU is both ends'.
+fn cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Blocks per second one thread batch-verifies (the signatures of up to 2,000 of the
+/// source's blocks with transactions, one `verify_batch` per block), and the CPU
+/// seconds per block that took.
+fn verify_rate(store: &ChainStore, blocks: usize) -> (f64, f64) {
     let from = first_tx_height() as u64;
     let n = (blocks + 1).saturating_sub(first_tx_height()).min(2_000);
     let mut sample = Vec::with_capacity(n);
@@ -109,11 +126,12 @@ fn verify_rate(store: &ChainStore, blocks: usize) -> f64 {
         }
         sample.extend(got);
     }
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu_s());
     for b in &sample {
         vision_chain::verify_batch(&b.txs, NET).expect("valid source block");
     }
-    sample.len() as f64 / t.elapsed().as_secs_f64()
+    let n = sample.len() as f64;
+    (n / t.elapsed().as_secs_f64(), (cpu_s() - c) / n)
 }
 
 /// A control plane as a block source, asking for JSON bodies (the routes' default
@@ -152,11 +170,20 @@ async fn sync_all<S: node_service::sync::BlockSource>(
     src: &S,
     target: u64,
 ) -> f64 {
-    let t = Instant::now();
+    sync_all_cpu(core, src, target).await.0
+}
+
+/// [`sync_all`], and the CPU seconds the process (both ends) spent.
+async fn sync_all_cpu<S: node_service::sync::BlockSource>(
+    core: &Arc<Core>,
+    src: &S,
+    target: u64,
+) -> (f64, f64) {
+    let (t, c) = (Instant::now(), cpu_s());
     while core.chain().height < target {
         sync_from(core, src, target).await.expect("sync round");
     }
-    t.elapsed().as_secs_f64()
+    (t.elapsed().as_secs_f64(), cpu_s() - c)
 }
 
 /// [`sync_all`] with every body asked of `mirror` by hash first (`--sync-mirror`).
@@ -217,7 +244,7 @@ fn main() {
             let d = tempfile::tempdir().expect("tmp");
             let core = fresh_core(d.path());
             let src = HttpSource { client: Arc::new(ControlPlaneClient::default()), url: http.clone() };
-            let http_s = sync_all(&core, &src, target).await;
+            let (http_s, http_cpu) = sync_all_cpu(&core, &src, target).await;
             drop(core);
             // HTTP headers, bodies by hash from a mirror (the same node as the mirror:
             // what a sync through a cache costs beyond the cache itself)
@@ -263,22 +290,34 @@ fn main() {
                 http_s / json_s,
                 mirror_s / http_s
             );
-            results.push((http_s, json_s, p2p_s, mirror_s));
+            println!(
+                "round {round}: HTTP binary had {:.2} cores, {:.2} ms of CPU per block (source and sink)",
+                http_cpu / http_s,
+                http_cpu * 1e3 / target as f64
+            );
+            results.push((http_s, json_s, p2p_s, mirror_s, http_cpu));
         }
-        let sums = results.iter().fold((0.0, 0.0, 0.0, 0.0), |a, r| {
-            (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3)
+        let sums = results.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |a, r| {
+            (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3, a.4 + r.4)
         });
         token.cancel();
         sums
     });
-    let (h, j, p, m) = sums;
+    let (h, j, p, m, http_cpu) = sums;
     drop(rt);
     // the bound, measured again after the syncs (a change of load shows as a gap)
     let verify_after = verify_rate(
         &ChainStore::open(&src_path, NET).expect("source store"),
         blocks,
     );
+    let ((verify_before, cpu_before), (verify_after, cpu_after)) = (verify_before, verify_after);
     let one_core = (verify_before + verify_after) / 2.0;
+    // CPU per block: what the figures would be with the cores to ourselves. The
+    // bound is two cores each verifying one block per `verify_cpu`; HTTP sync on
+    // two idle cores, kept busy, syncs one block per `http_cpu_per_block / 2`.
+    let verify_cpu = (cpu_before + cpu_after) / 2.0;
+    let http_cpu_per_block = http_cpu / (2.0 * blocks as f64);
+    let cpu_projection = verify_cpu / http_cpu_per_block;
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(2);
@@ -299,7 +338,14 @@ fn main() {
         h / p
     );
     println!(
-        "xtask-bench sync_http blocks_per_s={http_rate:.1} bound_blocks_per_s={bound:.1} ratio={:.3} goal=0.8",
+        "CPU per block: bare verification {:.3} ms (one thread), HTTP sync {:.3} ms (source and sink); \
+         HTTP sync on two idle cores kept busy would reach {cpu_projection:.2} of the bound",
+        verify_cpu * 1e3,
+        http_cpu_per_block * 1e3
+    );
+    println!(
+        "xtask-bench sync_http blocks_per_s={http_rate:.1} bound_blocks_per_s={bound:.1} cores_http={:.2} cpu_projection={cpu_projection:.3} ratio={:.3} goal=0.8",
+        http_cpu / h,
         http_rate / bound
     );
     println!(

@@ -54,20 +54,33 @@ pub struct HttpLimits {
     pub header_read_timeout_ms: u64,
     /// Time a handler plus body read may take before the request is answered 503.
     pub request_timeout_ms: u64,
-    /// Request bodies held at once, all connections together: a body reserves its
-    /// `Content-Length` (or `max_body_bytes` when it is chunked) before it is read
-    /// and keeps it until its answer; one that finds no room is answered 503
-    /// `busy` at once, unread. Without it the body limit times the connection cap
-    /// (2 MiB × 1,024) was what strangers could make the node hold.
+    /// Large request bodies held at once, all connections together: a body over
+    /// [`HttpLimits::body_reserve_above_bytes`] reserves its `Content-Length` (or
+    /// `max_body_bytes` when it is chunked) before it is read and keeps it until
+    /// its answer; one that finds no room is answered 503 `busy` at once, unread.
+    /// Without it the body limit times the connection cap (2 MiB × 1,024) was what
+    /// strangers could make the node hold.
     pub bodies_in_flight_max_bytes: usize,
+    /// Of those, what one client address may hold (trusted clients are exempt), so
+    /// that one address cannot take the room from everyone's blocks.
+    pub bodies_per_ip_max_bytes: usize,
+    /// Bodies up to this size (hellos, heartbeats, transactions: the control plane's
+    /// traffic) are never held back by the room large ones share: they are bounded
+    /// by the connection cap times this.
+    pub body_reserve_above_bytes: usize,
 }
 
 /// Default request body limit: a full block (5,000 transactions) fits with room.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Default connection cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default room for request bodies held at once: 32 full-size bodies.
+/// Default room for large request bodies held at once: 32 full-size bodies.
 pub const DEFAULT_BODIES_IN_FLIGHT_MAX_BYTES: usize = 32 * DEFAULT_MAX_BODY_BYTES;
+/// Default share of that room one client address may hold: two full-size bodies.
+pub const DEFAULT_BODIES_PER_IP_MAX_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
+/// Default size up to which a body needs no room reserved (an honest heartbeat or
+/// hello is a few KB; 1,024 connections × 64 KiB is the most they can hold).
+pub const DEFAULT_BODY_RESERVE_ABOVE_BYTES: usize = 64 * 1024;
 /// `Retry-After` (seconds) on a body refused for want of room.
 pub const BODY_BUSY_RETRY_AFTER_S: u64 = 1;
 /// Default cap on one client address's concurrent connections.
@@ -129,49 +142,112 @@ impl Default for HttpLimits {
             header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             request_timeout_ms: 10_000,
             bodies_in_flight_max_bytes: DEFAULT_BODIES_IN_FLIGHT_MAX_BYTES,
+            bodies_per_ip_max_bytes: DEFAULT_BODIES_PER_IP_MAX_BYTES,
+            body_reserve_above_bytes: DEFAULT_BODY_RESERVE_ABOVE_BYTES,
         }
     }
 }
 
-/// The room left for request bodies ([`HttpLimits::bodies_in_flight_max_bytes`]),
-/// in KiB permits.
+/// The room left for large request bodies ([`HttpLimits::bodies_in_flight_max_bytes`],
+/// in KiB permits) and what each client address holds of it.
 #[derive(Clone)]
-struct BodyBudget(Arc<tokio::sync::Semaphore>);
+struct BodyBudget {
+    room: Arc<tokio::sync::Semaphore>,
+    per_ip: HeldPerIp,
+    limits: HttpLimits,
+}
+
+/// What each client address holds of the room for large bodies.
+type HeldPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One body's share of its address's allowance, given back when dropped.
+struct IpShare {
+    map: HeldPerIp,
+    ip: IpAddr,
+    bytes: usize,
+}
+
+impl Drop for IpShare {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = m.get_mut(&self.ip) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A body's reservation (room and its address's share), kept until the answer.
+struct BodyRoom {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _share: Option<IpShare>,
+}
 
 impl BodyBudget {
-    fn new(max_bytes: usize) -> BodyBudget {
-        let permits = (max_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-        BodyBudget(Arc::new(tokio::sync::Semaphore::new(permits)))
+    fn new(limits: HttpLimits) -> BodyBudget {
+        let permits =
+            (limits.bodies_in_flight_max_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        BodyBudget {
+            room: Arc::new(tokio::sync::Semaphore::new(permits)),
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            limits,
+        }
     }
 
-    /// Room for the body `parts` announce (the body limit when it announces no
-    /// length, or one too large to be read at all: that one is refused unread
-    /// anyway), or `Err` with the 503 to answer.
+    /// Room for the body `parts` announce from `peer`: none needed for a small one
+    /// (or one too large to be read at all: refused unread anyway); the body limit
+    /// for one that announces no length. `Err` with the 503 to answer.
     fn reserve(
         &self,
         parts: &hyper::http::request::Parts,
-        max_body: usize,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        peer: IpAddr,
+    ) -> Result<Option<BodyRoom>, ApiError> {
+        let max_body = self.limits.max_body_bytes;
         let len = parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if len.is_some_and(|l| l > max_body as u64) {
+        if len.is_some_and(|l| {
+            l > max_body as u64 || l <= self.limits.body_reserve_above_bytes as u64
+        }) {
             return Ok(None);
         }
         let bytes = len.map_or(max_body, |l| l as usize);
+        let busy = |why: &str| ApiError {
+            retry_after_s: Some(BODY_BUSY_RETRY_AFTER_S),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why.to_string())
+        };
+        let share = if is_trusted_client(peer) {
+            None
+        } else {
+            let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let held = m.get(&peer).copied().unwrap_or(0);
+            if held + bytes > self.limits.bodies_per_ip_max_bytes {
+                return Err(busy(
+                    "this address holds as many large request bodies as one address may at once; retry",
+                ));
+            }
+            // An entry only while the address holds something (dropped at zero).
+            m.insert(peer, held + bytes);
+            Some(IpShare {
+                map: self.per_ip.clone(),
+                ip: peer,
+                bytes,
+            })
+        };
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        match self.0.clone().try_acquire_many_owned(kib) {
-            Ok(p) => Ok(Some(p)),
-            Err(_) => Err(ApiError {
-                retry_after_s: Some(BODY_BUSY_RETRY_AFTER_S),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "the node holds as many request bodies as it takes at once; retry",
-                )
-            }),
+        match self.room.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Some(BodyRoom {
+                _permit: permit,
+                _share: share,
+            })),
+            // The address's share goes back with `share`.
+            Err(_) => Err(busy(
+                "the node holds as many large request bodies as it takes at once; retry",
+            )),
         }
     }
 }
@@ -642,7 +718,7 @@ pub async fn serve<H: Handler>(
     let per_ip: PerIpCounts = Arc::new(Mutex::new(HashMap::new()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let clock = Arc::new(Clock(AtomicU64::new(1)));
-    let bodies = BodyBudget::new(limits.bodies_in_flight_max_bytes);
+    let bodies = BodyBudget::new(limits);
     let conns: Arc<Mutex<HashMap<u64, Arc<ConnWatch>>>> = Arc::new(Mutex::new(HashMap::new()));
     let sweeper_stop = shutdown.child_token();
     tokio::spawn(sweep(
@@ -735,7 +811,7 @@ pub async fn serve<H: Handler>(
                     tokio::time::timeout(Duration::from_millis(limits.request_timeout_ms), async {
                         // Room for the body first (held until the answer), then
                         // the body.
-                        let _room = match bodies.reserve(&parts, limits.max_body_bytes) {
+                        let _room = match bodies.reserve(&parts, peer.ip()) {
                             Ok(p) => p,
                             Err(e) => return e.into_response(),
                         };

@@ -216,32 +216,29 @@ fn import_benches(c: &mut Criterion) {
 
 /// Mean wall time per call of `f`, over `n` calls.
 /// CPU time this process has used, all threads (ended ones included), in
-/// seconds: `utime + stime` of `/proc/self/stat`, in clock ticks of 10 ms (0 when
-/// unreadable). The machine this runs on is shared: a thread gets a share of a
-/// core, and two threads do not always get two cores, so each timed section also
-/// reports how many cores it had (CPU / wall).
+/// seconds (`CLOCK_PROCESS_CPUTIME_ID`: nanosecond accounting). The machine this
+/// runs on is shared: a thread gets a share of a core, and two threads do not
+/// always get two cores, so each timed section also reports how many cores it had
+/// (CPU / wall).
 fn cpu_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // fields after the command name (which ends at the last ')'): state is 3rd,
-    // utime the 14th and stime the 15th of the whole line
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / CLOCK_TICKS_PER_S
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
-/// `USER_HZ` on Linux.
-const CLOCK_TICKS_PER_S: f64 = 100.0;
 
-/// `f`'s wall time and the cores it had on average (CPU time / wall time).
-fn timed(f: impl FnOnce() -> Duration) -> (Duration, f64) {
-    let (w0, c0) = (Instant::now(), cpu_s());
+/// CPU time of the calling thread, in seconds (`CLOCK_THREAD_CPUTIME_ID`): for the
+/// run, the committing thread's share.
+fn thread_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// `f`'s wall time, the cores it had on average (CPU time / wall time) and the
+/// calling thread's CPU time, in seconds.
+fn timed(f: impl FnOnce() -> Duration) -> (Duration, f64, f64) {
+    let (w0, c0, t0) = (Instant::now(), cpu_s(), thread_cpu_s());
     let d = f();
     let wall = w0.elapsed().as_secs_f64();
-    (d, (cpu_s() - c0) / wall.max(1e-9))
+    (d, (cpu_s() - c0) / wall.max(1e-9), thread_cpu_s() - t0)
 }
 
 fn mean(n: u32, mut f: impl FnMut()) -> Duration {
@@ -294,7 +291,7 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
     let (mut cores_verify, mut cores_run, mut cpu_ratio) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=3 {
         // the same signatures the imports verify, one batch per block, one thread
-        let (verify, verify_cores) = timed(|| {
+        let (verify, verify_cores, _) = timed(|| {
             mean(1, || {
                 for b in &p.timed {
                     verify_batch(&b.txs, NET).unwrap()
@@ -302,14 +299,15 @@ fn summary(p: &Prepared, dir: &tempfile::TempDir, n: &mut u32) {
             }) / p.timed.len() as u32
         });
         let single = import_one_by_one(p, dir, n, true);
-        let (run, run_cores) = timed(|| import_run(p, dir, n));
+        let (run, run_cores, committer_s) = timed(|| import_run(p, dir, n));
+        let committer_ms = committer_s * 1e3 / p.timed.len() as f64;
         // CPU per block of the run against CPU per block of the bare verification:
         // what the run would reach on two cores of its own, if it kept both busy
         let cpu_per_block = |d: Duration, cores: f64| d.as_secs_f64() * cores;
         let two_core = 2.0 * cpu_per_block(verify, verify_cores) / cpu_per_block(run, run_cores);
         eprintln!(
             "round {round}: cores had: bare verify {verify_cores:.2}, run {run_cores:.2}; CPU per block: bare verify {:.2} ms, run {:.2} ms \
-             (two idle cores would give the run {two_core:.2}× the bare rate if it kept both busy)",
+             (of which the committing thread {committer_ms:.2} ms; two idle cores would give the run {two_core:.2}× the bare rate if it kept both busy)",
             cpu_per_block(verify, verify_cores) * 1e3,
             cpu_per_block(run, run_cores) * 1e3,
         );

@@ -374,6 +374,10 @@ struct Tables<'t> {
     /// `None` in a store created without indexes.
     index: Option<IndexSink<'t>>,
     events: Table<'t, u64, &'static [u8]>,
+    /// Account writes held back until [`Tables::flush_accounts`] (a group's write
+    /// transaction: each account the group touches is written once, not once per
+    /// block); `None`: written at once.
+    accounts_cache: Option<HashMap<Address, Account>>,
 }
 
 impl<'t> Tables<'t> {
@@ -418,6 +422,7 @@ impl<'t> Tables<'t> {
             side_counts: wtx.open_table(SIDE_COUNTS)?,
             index,
             events: wtx.open_table(crate::events::EVENTS)?,
+            accounts_cache: None,
         })
     }
 
@@ -451,6 +456,14 @@ impl<'t> Tables<'t> {
     }
 
     fn set_account(&mut self, addr: &Address, acc: &Account) -> Result<(), StoreError> {
+        if let Some(cache) = &mut self.accounts_cache {
+            cache.insert(*addr, *acc);
+            return Ok(());
+        }
+        self.write_account(addr, acc)
+    }
+
+    fn write_account(&mut self, addr: &Address, acc: &Account) -> Result<(), StoreError> {
         if *acc == Account::default() {
             self.accounts.remove(&addr.0)?;
         } else {
@@ -474,11 +487,37 @@ impl<'t> Tables<'t> {
         }
         let mut view = HashMap::with_capacity(addrs.len());
         for a in addrs {
+            if let Some(acc) = self.accounts_cache.as_ref().and_then(|c| c.get(&a)) {
+                if *acc != Account::default() {
+                    view.insert(a, *acc);
+                }
+                continue;
+            }
             if let Some(v) = self.accounts.get(&a.0)? {
                 view.insert(a, decode_account(v.value()));
             }
         }
         Ok(view)
+    }
+
+    /// Hold account writes back until [`Tables::flush_accounts`]; reads through
+    /// [`Tables::prefetch`] see them.
+    fn cache_accounts(&mut self) {
+        self.accounts_cache.get_or_insert_with(HashMap::new);
+    }
+
+    /// Write the held-back accounts (in key order). Must run before a transaction
+    /// that cached accounts commits.
+    fn flush_accounts(&mut self) -> Result<(), StoreError> {
+        let Some(cache) = self.accounts_cache.take() else {
+            return Ok(());
+        };
+        let mut all: Vec<(Address, Account)> = cache.into_iter().collect();
+        all.sort_unstable_by_key(|e| e.0);
+        for (a, acc) in &all {
+            self.write_account(a, acc)?;
+        }
+        Ok(())
     }
 
     /// Apply `block` to the tip state; on success write its account updates, undo
@@ -1549,30 +1588,37 @@ impl ChainStore {
             } else {
                 (None, None)
             };
-            let steps = (|| {
+            let steps = (|| -> Result<GroupEnd, StoreError> {
                 let mut t = Tables::open_sending(&wtx, writer)?;
+                t.cache_accounts();
                 let mut i = start;
-                loop {
-                    if i > start {
-                        // What `writing` checks before each write: no fault, room on disk.
-                        if lock(&self.fault).is_some() {
-                            return Err(self.unavailable());
+                let closing = (|| -> Result<GroupEnd, StoreError> {
+                    loop {
+                        if i > start {
+                            // What `writing` checks before each write: no fault, room on disk.
+                            if lock(&self.fault).is_some() {
+                                return Err(self.unavailable());
+                            }
+                            self.check_free_space()?;
                         }
-                        self.check_free_space()?;
+                        match self.group_step(&mut t, &blocks[i], now_ms, admission, || body(i))? {
+                            GroupStep::Accepted(o) => accepted.push((i, o)),
+                            GroupStep::Refused(e) => return Ok(GroupEnd::Refused(i, e)),
+                            GroupStep::BranchFailed => return Ok(GroupEnd::BranchFailed(i)),
+                        }
+                        i += 1;
+                        if i >= end
+                            || accepted.len() >= GROUP_COMMIT_BLOCKS_MAX
+                            || started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX)
+                        {
+                            return Ok(GroupEnd::Closed);
+                        }
                     }
-                    match self.group_step(&mut t, &blocks[i], now_ms, admission, || body(i))? {
-                        GroupStep::Accepted(o) => accepted.push((i, o)),
-                        GroupStep::Refused(e) => return Ok(GroupEnd::Refused(i, e)),
-                        GroupStep::BranchFailed => return Ok(GroupEnd::BranchFailed(i)),
-                    }
-                    i += 1;
-                    if i >= end
-                        || accepted.len() >= GROUP_COMMIT_BLOCKS_MAX
-                        || started.elapsed() >= Duration::from_millis(GROUP_COMMIT_MS_MAX)
-                    {
-                        return Ok(GroupEnd::Closed);
-                    }
+                })()?;
+                if !matches!(closing, GroupEnd::BranchFailed(_)) {
+                    t.flush_accounts()?;
                 }
+                Ok(closing)
             })();
             // `steps` dropped the sender: the writer finishes what was sent. Its
             // error comes first (a send that failed only says it stopped).

@@ -122,16 +122,19 @@ pub enum Attack {
     /// Signed membership digests from strangers' fresh keys, replays of a real
     /// anchor's, and malformed ones, at one anchor.
     DigestFlood,
+    /// Full-size request bodies announced from many addresses and held unfinished.
+    BodyHold,
 }
 
 impl Attack {
     /// Every cell, in the order the matrix runs them.
-    pub const ALL: [Attack; 5] = [
+    pub const ALL: [Attack; 6] = [
         Attack::ReplayFlood,
         Attack::SybilFlood,
         Attack::RelayedHello,
         Attack::SilentSockets,
         Attack::DigestFlood,
+        Attack::BodyHold,
     ];
 
     /// The name in the matrix (`admission:<name>`).
@@ -141,6 +144,7 @@ impl Attack {
             Attack::SybilFlood => "sybil-flood",
             Attack::RelayedHello => "relayed-hello",
             Attack::SilentSockets => "silent-sockets",
+            Attack::BodyHold => "body-hold",
             Attack::DigestFlood => "digest-flood",
         }
     }
@@ -156,6 +160,7 @@ pub fn admission_cell(attack: Attack, opts: AdmissionOpts) -> (Result<String, St
         Attack::RelayedHello => relayed_hello(&mut c),
         Attack::SilentSockets => silent_sockets(&mut c, opts),
         Attack::DigestFlood => super::digest_flood::digest_flood(&mut c, opts),
+        Attack::BodyHold => body_hold(&mut c, opts),
     };
     (r, c)
 }
@@ -1141,6 +1146,174 @@ fn silent_sockets(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
     }
     if refused.load(Ordering::Relaxed) == 0 {
         return Err(format!("the cap never refused anything: {summary}"));
+    }
+    Ok(summary)
+}
+
+/// The body-hold attacker's addresses: 127.9.6.1 to 127.9.6.<HOLD_SRCS>.
+const HOLD_SRCS: u8 = 8;
+/// Connections each attacker address keeps trying to hold (under the per-address
+/// connection cap, so the connection cap is not what stops it).
+const HOLD_CONNS_PER_SRC: usize = 24;
+/// A full-size body: the node's body limit (`http::DEFAULT_MAX_BODY_BYTES`).
+const HOLD_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// How long the body-hold flood lasts at most.
+const HOLD_FLOOD_MAX: Duration = Duration::from_secs(20);
+/// The node's resident memory may grow by at most this much under the flood: the
+/// room for large bodies (64 MiB) and slack for the rest. Without the room's bound,
+/// 8 × 24 bodies of 2 MiB held is 384 MiB.
+const HOLD_RSS_GROWTH_MAX_KIB: u64 = 160 * 1024;
+
+fn rss_kib(pid: u32) -> Result<u64, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "no VmRSS".to_string())
+}
+
+/// `admission:body-hold`: from 8 addresses, 24 connections each announce a 2 MiB
+/// block body (`POST /api/blocks`), send all of it but its last byte, and wait —
+/// every body the node takes in is held until its request timeout. Measured: how
+/// many the node refused at once (503 `busy`, unread), how many it held at once,
+/// its resident memory against before, and, throughout, honest hellos and
+/// heartbeats from a stranger address (small bodies: every one 200) and the
+/// members' backbone.
+fn body_hold(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    c.start(a)?;
+    c.nodes[0].wait_serving(MINUTE)?;
+    let anchor = c.nodes[0].addr();
+    for i in 0..2 {
+        let mut m = NodeSpec::regtest(&format!("member{i}"));
+        m.seeds = vec![c.nodes[0].url()];
+        c.start(m)?;
+    }
+    wait_until("members connected and exchange_ok", MINUTE, || {
+        Ok(c.statuses()?[1..]
+            .iter()
+            .all(|s| s.http_backbone.connected && s.exchange_ok))
+    })?;
+    let pid = c.nodes[0].pid().ok_or("the anchor is not running")?;
+    let rss_before = rss_kib(pid)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + o.flood.min(HOLD_FLOOD_MAX);
+    let busy = Arc::new(AtomicU64::new(0));
+    let cut = Arc::new(AtomicU64::new(0));
+    let other = Arc::new(AtomicU64::new(0));
+    let held_now = Arc::new(AtomicUsize::new(0));
+    let held_max = Arc::new(AtomicUsize::new(0));
+    let head = format!(
+        "POST /api/blocks HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {HOLD_BODY_BYTES}\r\n\r\n"
+    );
+    let attackers: Vec<_> = (1..=HOLD_SRCS)
+        .flat_map(|src| (0..HOLD_CONNS_PER_SRC).map(move |k| (src, k)))
+        .map(|(src, _)| {
+            let (stop, busy, cut, other, held_now, held_max, head) = (
+                stop.clone(),
+                busy.clone(),
+                cut.clone(),
+                other.clone(),
+                held_now.clone(),
+                held_max.clone(),
+                head.clone(),
+            );
+            std::thread::spawn(move || {
+                let body = vec![b'v'; HOLD_BODY_BYTES - 1];
+                let from = Ipv4Addr::new(127, 9, 6, src);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok(mut s) = connect_from(from, anchor) else {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    };
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    if s.write_all(head.as_bytes()).is_err() {
+                        continue;
+                    }
+                    // Refused at once (unread), or taking the body?
+                    let mut buf = [0u8; 512];
+                    let answer = |s: &mut TcpStream, buf: &mut [u8]| match s.read(buf) {
+                        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
+                        Ok(_) => Some(String::new()),
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            None
+                        }
+                        Err(_) => Some(String::new()),
+                    };
+                    if let Some(a) = answer(&mut s, &mut buf) {
+                        if a.starts_with("HTTP/1.1 503") && a.contains("busy") {
+                            busy.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            other.fetch_add(1, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    if s.write_all(&body).is_err() {
+                        other.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Held: all but the last byte is in; wait for the node to cut it.
+                    let n = held_now.fetch_add(1, Ordering::Relaxed) + 1;
+                    held_max.fetch_max(n, Ordering::Relaxed);
+                    let got = loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break None;
+                        }
+                        if let Some(a) = answer(&mut s, &mut buf) {
+                            break Some(a);
+                        }
+                    };
+                    held_now.fetch_sub(1, Ordering::Relaxed);
+                    if got.is_some() {
+                        cut.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let honest = honest_signers(anchor, STRANGER_SRC, 203, stop.clone());
+    let watch = watch_members(
+        c.nodes[1..].iter().map(|n| n.addr()).collect(),
+        stop.clone(),
+    );
+    let mut rss_max = rss_before;
+    while Instant::now() < deadline {
+        rss_max = rss_max.max(rss_kib(pid)?);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in attackers {
+        let _ = t.join();
+    }
+    let honest_ok = honest.join().map_err(|_| "honest signers panicked")??;
+    let checks = watch.join().map_err(|_| "member watch panicked")??;
+    let growth = rss_max.saturating_sub(rss_before);
+    let summary = format!(
+        "{} × 24 connections announcing 2 MiB block bodies for {:.0}s: {} refused 503 busy at once (unread), {} held then cut at the request timeout, {} other; at most {} bodies held at once as the clients count; anchor RSS {:.0} MiB before, {:.0} MiB at most (+{:.0} MiB, bound +{:.0}); {honest_ok} honest hellos and heartbeats from {STRANGER_SRC} all 200; members connected and exchange_ok in {checks} checks",
+        HOLD_SRCS,
+        o.flood.min(HOLD_FLOOD_MAX).as_secs_f64(),
+        busy.load(Ordering::Relaxed),
+        cut.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+        held_max.load(Ordering::Relaxed),
+        rss_before as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        growth as f64 / 1024.0,
+        HOLD_RSS_GROWTH_MAX_KIB as f64 / 1024.0,
+    );
+    if busy.load(Ordering::Relaxed) == 0 || growth > HOLD_RSS_GROWTH_MAX_KIB {
+        return Err(format!("large bodies were not bounded: {summary}"));
+    }
+    if honest_ok == 0 {
+        return Err(format!("no honest signer was served: {summary}"));
     }
     Ok(summary)
 }
