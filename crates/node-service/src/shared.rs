@@ -12,6 +12,19 @@ use crate::view::{Published, View, ViewOwner};
 
 pub use crate::view::NetView;
 
+/// An anchor's seed-peer answer as last drawn (`NodeShared::seed_peers`, in
+/// `api/peers.rs`, which also says when it may answer). Here, not with the route,
+/// so that the shared state names no route module.
+#[derive(Debug, Default)]
+pub struct SeedSnapshot {
+    /// When it was drawn (Unix ms).
+    pub(crate) drawn_ms: u64,
+    /// The membership's digests, relayed count and peer-book size it was drawn from.
+    pub(crate) fingerprint: u64,
+    /// The answer for the most entries one request may ask for.
+    pub(crate) list: Vec<vision_wire::PublicPeerInfo>,
+}
+
 /// What the routes share: the core, the miner, the control plane, the relay, the
 /// published view.
 pub struct NodeShared {
@@ -29,7 +42,7 @@ pub struct NodeShared {
     /// Rate limits per client address, route class and signing key.
     pub(crate) limiter: crate::ratelimit::RateLimiter,
     /// An anchor's seed-peer answer as last drawn (`api/peers.rs`).
-    pub(crate) seed_snapshot: Mutex<Option<crate::api::SeedSnapshot>>,
+    pub(crate) seed_snapshot: Mutex<Option<SeedSnapshot>>,
 }
 
 impl NodeShared {

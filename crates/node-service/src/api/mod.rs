@@ -25,6 +25,7 @@ mod miner;
 mod peers;
 mod status;
 
+pub use crate::shared::SeedSnapshot;
 pub use events::{EVENT_TYPES_PARAM_MAX, EVENTS_BUSY_RETRY_AFTER_S, TIP_WAIT_MAX_MS};
 pub use exchange::{
     ACCOUNT_TXS_LIMIT_DEFAULT, ACCOUNT_TXS_LIMIT_MAX, FEE_FULL_BLOCK_PERCENT, FEE_RECENT_BLOCKS,
@@ -32,7 +33,7 @@ pub use exchange::{
 };
 pub use peers::{
     MEMBERS_DIGEST_BODY_MAX_BYTES, SEED_PEERS_LIMIT_MAX, SEED_PEERS_SNAPSHOT_MS,
-    SIGNED_MESSAGE_BODY_MAX_BYTES, SeedSnapshot, signed_error,
+    SIGNED_MESSAGE_BODY_MAX_BYTES, signed_error,
 };
 
 /// The panel, built into the binary.

@@ -15,24 +15,13 @@ use vision_wire::{
 use super::{Api, limit, ok_json};
 use crate::core::now_unix;
 use crate::http::{ApiError, Request, Response, json_response};
-use crate::shared::NodeShared;
+use crate::shared::{NodeShared, SeedSnapshot};
 
 /// Most seed peers one request returns.
 pub const SEED_PEERS_LIMIT_MAX: usize = 256;
 /// An anchor draws its seed-peer answer at most this often (then on a change of
 /// its membership or peer book only while the answer lists everything).
 pub const SEED_PEERS_SNAPSHOT_MS: u64 = 1_000;
-
-/// An anchor's seed-peer answer as last drawn ([`NodeShared::seed_peers`]).
-#[derive(Debug, Default)]
-pub struct SeedSnapshot {
-    /// When it was drawn (Unix ms).
-    drawn_ms: u64,
-    /// The membership's digests, relayed count and peer-book size it was drawn from.
-    fingerprint: u64,
-    /// The answer for [`SEED_PEERS_LIMIT_MAX`].
-    list: Vec<PublicPeerInfo>,
-}
 
 impl SeedSnapshot {
     /// May it answer at `now_ms` (Unix ms) with the membership and peer book at
