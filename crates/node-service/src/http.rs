@@ -791,7 +791,8 @@ pub async fn serve<H: Handler>(
         let conn_bodies = bodies.clone();
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             let h = h.clone();
-            let bodies = conn_bodies.clone();
+            // Only a request with a body needs the room for bodies.
+            let bodies = (!req.body().is_end_stream()).then(|| conn_bodies.clone());
             // The head is complete: the header-read deadline no longer applies; the
             // body (if any) is read under the request timeout.
             w.head_since_ms.store(IN_REQUEST, Ordering::Relaxed);
@@ -811,9 +812,10 @@ pub async fn serve<H: Handler>(
                     tokio::time::timeout(Duration::from_millis(limits.request_timeout_ms), async {
                         // Room for the body first (held until the answer), then
                         // the body.
-                        let _room = match bodies.reserve(&parts, peer.ip()) {
-                            Ok(p) => p,
-                            Err(e) => return e.into_response(),
+                        let _room = match bodies.map(|b| b.reserve(&parts, peer.ip())) {
+                            Some(Ok(p)) => p,
+                            Some(Err(e)) => return e.into_response(),
+                            None => None,
                         };
                         match read_body(parts, body, peer, limits.max_body_bytes).await {
                             Ok(r) => h.handle(r).await,

@@ -156,6 +156,9 @@ pub struct Metrics {
     best_anchor: Family<Labels, Gauge>,
     p2p_guard: Family<Labels, Counter>,
     handles: RwLock<HashMap<RequestKey, (Counter, AtomicHistogram), BuildHasherDefault<KeyHasher>>>,
+    /// The hottest key's handles (`GET /api/status` answered 200), outside the map:
+    /// no lock word shared by the cores on the route every prober polls.
+    status_ok: std::sync::OnceLock<(Counter, AtomicHistogram)>,
     best_anchor_seen: RwLock<Vec<Labels>>,
 }
 
@@ -375,6 +378,7 @@ impl Metrics {
             best_anchor: Family::default(),
             p2p_guard: Family::default(),
             handles: RwLock::new(HashMap::default()),
+            status_ok: std::sync::OnceLock::new(),
             best_anchor_seen: RwLock::new(Vec::new()),
             registry: Registry::default(),
         };
@@ -629,35 +633,56 @@ impl Metrics {
             "PATCH" => "PATCH",
             _ => "other",
         };
-        // The hot path: a read lock and a small-key lookup of ready handles; the
-        // label sets (owned strings) are built once per (route, method, status).
+        // The hottest key: its own handles, no lock.
+        if status == 200 && method == "GET" && route == "/api/status" {
+            let (counter, hist) = self
+                .status_ok
+                .get_or_init(|| self.request_handles(route, method, status));
+            counter.inc();
+            hist.observe(seconds);
+            return;
+        }
+        // The hot path: a read lock and a small-key lookup of ready handles (used
+        // under the lock, not cloned); the label sets (owned strings) are built once
+        // per (route, method, status).
         let key = RequestKey(route, method, status);
-        let cached = self.handles.read().ok().and_then(|m| m.get(&key).cloned());
-        let (counter, hist) = match cached {
-            Some(h) => h,
-            None => {
-                let counter = self
-                    .http_requests
-                    .get_or_create(&l(&[
-                        ("route", route),
-                        ("method", method),
-                        ("status", &status.to_string()),
-                    ]))
-                    .clone();
-                let hist = self
-                    .http_duration
-                    .get_or_create(&l(&[("route", route)]))
-                    .clone();
-                if let Ok(mut m) = self.handles.write()
-                    && m.len() < REQUEST_HANDLES_MAX
-                {
-                    m.insert(key, (counter.clone(), hist.clone()));
-                }
-                (counter, hist)
-            }
-        };
+        if let Ok(m) = self.handles.read()
+            && let Some((counter, hist)) = m.get(&key)
+        {
+            counter.inc();
+            hist.observe(seconds);
+            return;
+        }
+        let (counter, hist) = self.request_handles(route, method, status);
+        if let Ok(mut m) = self.handles.write()
+            && m.len() < REQUEST_HANDLES_MAX
+        {
+            m.insert(key, (counter.clone(), hist.clone()));
+        }
         counter.inc();
         hist.observe(seconds);
+    }
+
+    /// The request counter and duration histogram of one (route, method, status).
+    fn request_handles(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+    ) -> (Counter, AtomicHistogram) {
+        let counter = self
+            .http_requests
+            .get_or_create(&l(&[
+                ("route", route),
+                ("method", method),
+                ("status", &status.to_string()),
+            ]))
+            .clone();
+        let hist = self
+            .http_duration
+            .get_or_create(&l(&[("route", route)]))
+            .clone();
+        (counter, hist)
     }
 
     /// Count one imported block from `source` (one of [`IMPORT_SOURCES`]) and
