@@ -108,6 +108,9 @@ pub struct Core {
     /// published view: the miner's eligibility, `/api/health`'s store line,
     /// `/readyz` and `/api/exchange/ready`.
     pub store_down: ArcSwapOption<String>,
+    /// The chain store file's size in bytes, as the store's supervisor last read
+    /// it (`/metrics` reads this: no file-system call on the runtime's threads).
+    pub store_bytes: std::sync::atomic::AtomicU64,
     /// The one source of events (`GET /api/events`).
     pub events: Arc<EventHub>,
     /// Called after every commit that moved the tip, from the importing thread
@@ -202,6 +205,9 @@ impl Core {
             source_errors: Mutex::new(BTreeMap::new()),
             fetching: AtomicBool::new(false),
             store_down: ArcSwapOption::const_empty(),
+            store_bytes: std::sync::atomic::AtomicU64::new(
+                std::fs::metadata(store.path()).map_or(0, |m| m.len()),
+            ),
             mempool_file: OnceLock::new(),
             fatal: Mutex::new(None),
             key,

@@ -115,8 +115,18 @@ async fn run(core: Arc<Core>, stop: CancellationToken, wake: Arc<Notify>) {
             _ = tokio::time::sleep(wait) => {}
         }
         // Free space is read every round: a full disk shows even when no block
-        // arrives to fail on it.
-        let _ = core.store.check_free_space();
+        // arrives to fail on it. On the blocking pool: a file-system call can block
+        // (`statfs` on a full tmpfs being written to was seen to, for seconds), and
+        // on a runtime thread it stalled the control plane with it.
+        let store = core.store.clone();
+        let size = tokio::task::spawn_blocking(move || {
+            let _ = store.check_free_space();
+            std::fs::metadata(store.path()).map_or(0, |m| m.len())
+        })
+        .await
+        .unwrap_or(0);
+        core.store_bytes
+            .store(size, std::sync::atomic::Ordering::Relaxed);
         let Some(fault) = core.store.fault() else {
             down_since = None;
             core.store_down.store(None);

@@ -230,9 +230,10 @@ impl NodeShared {
             .as_ref()
             .and_then(|b| bb.anchors.iter().find(|a| &a.url == b))
             .and_then(|a| a.latency_ms);
-        let store_bytes = std::fs::metadata(self.core.store.path())
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let store_bytes = self
+            .core
+            .store_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
         self.core.metrics.mirrors(&v.sync.mirrors);
         let (content_type, text) = self.core.metrics.render_for(
             &Scrape {
