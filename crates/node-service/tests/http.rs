@@ -20,14 +20,10 @@ impl Handler for Ok200 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_request_heads_are_cut_off_and_others_are_served() {
+/// The trivial handler served on a free loopback port under `limits`; what stops it.
+async fn serve_ok200(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = HttpLimits {
-        header_read_timeout_ms: 500,
-        ..HttpLimits::default()
-    };
     let stop = CancellationToken::new();
     tokio::spawn(serve(
         listener,
@@ -36,6 +32,16 @@ async fn slow_request_heads_are_cut_off_and_others_are_served() {
         stop.clone(),
         Duration::from_secs(1),
     ));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_off_and_others_are_served() {
+    let (addr, stop) = serve_ok200(HttpLimits {
+        header_read_timeout_ms: 500,
+        ..HttpLimits::default()
+    })
+    .await;
 
     // The slowloris: a byte every 200 ms, never finishing its head.
     let mut slow = TcpStream::connect(addr).await.unwrap();
@@ -109,21 +115,12 @@ async fn read_to_close(s: &mut TcpStream, wait: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_deadline() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = HttpLimits {
+    let (addr, stop) = serve_ok200(HttpLimits {
         per_ip_connections_max: 8,
         first_byte_timeout_ms: 6_000,
         ..HttpLimits::default()
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(Ok200),
-        limits,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    })
+    .await;
     // 40 silent sockets from one stranger address: 8 are held, 32 are answered 429
     // with Retry-After and closed at once.
     let started = Instant::now();
@@ -187,20 +184,11 @@ async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_dead
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_global_cap_new_connections_get_503_at_once() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = HttpLimits {
+    let (addr, stop) = serve_ok200(HttpLimits {
         max_connections: 4,
         ..HttpLimits::default()
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(Ok200),
-        limits,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    })
+    .await;
     let mut held = Vec::new();
     for i in 0..4 {
         held.push(
@@ -229,22 +217,13 @@ async fn at_the_global_cap_new_connections_get_503_at_once() {
 /// bodies are in and answered, the room is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_held_at_once_are_bounded() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let limits = HttpLimits {
+    let (addr, stop) = serve_ok200(HttpLimits {
         bodies_in_flight_max_bytes: 64 * 1024,
         bodies_per_ip_max_bytes: 40 * 1024,
         body_reserve_above_bytes: 1024,
         ..HttpLimits::default()
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(Ok200),
-        limits,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    })
+    .await;
     let post = |len: usize| {
         format!("POST /api/blocks HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n")
             .into_bytes()

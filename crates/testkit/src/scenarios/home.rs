@@ -30,9 +30,11 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::http::{get, get_json, post_json};
+use crate::http::{get, post_json};
 use crate::proc::{Cluster, NodeProc, NodeSpec, wait_until};
 use crate::tap::Tap;
+
+use super::admission::{peer_book_ids, seed_peer_ids};
 
 /// Anchors in the cell (the home rule applies from four on).
 pub const HOME_CELL_ANCHORS: usize = 4;
@@ -146,24 +148,6 @@ impl HomeReport {
             self.failover_s
         )
     }
-}
-
-fn seed_peer_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
-    let v = get_json(addr, "/api/p2p/seed_peers?limit=256")?;
-    Ok(v.as_array()
-        .ok_or("seed_peers is not an array")?
-        .iter()
-        .filter_map(|p| p["node_id"].as_str().map(str::to_ascii_lowercase))
-        .collect())
-}
-
-fn peer_book_ids(addr: SocketAddr) -> Result<HashSet<String>, String> {
-    let v = get_json(addr, "/api/peers")?;
-    Ok(v.as_array()
-        .ok_or("peers is not an array")?
-        .iter()
-        .filter_map(|p| p["node_id"].as_str().map(str::to_ascii_lowercase))
-        .collect())
 }
 
 /// `vision_http_requests_total` for `route`, every method and status.
