@@ -15,7 +15,7 @@ use vision_chain::{
     PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
-use vision_store::{AcceptOutcome, Admission, ChainStore, StoreError};
+use vision_store::{AcceptOutcome, Admission, ChainStore, CheckedBlocks, StoreError};
 
 use crate::config::NodeConfig;
 use crate::events::EventHub;
@@ -286,10 +286,8 @@ impl Core {
     pub fn import_block(&self, block: &Block, origin: Origin) -> Result<AcceptOutcome, StoreError> {
         let outcome = self
             .store
-            .accept_block_with(block, now_ms(), Admission::Unsolicited)
-            .inspect_err(|e| self.note_refused(e, origin))?;
-        self.imported(block, origin, &outcome)?;
-        Ok(outcome)
+            .accept_block_with(block, now_ms(), Admission::Unsolicited);
+        self.after_accept(block, origin, outcome)
     }
 
     /// Count a block the side-branch bounds refused.
@@ -320,15 +318,41 @@ impl Core {
     ) -> usize {
         self.store
             .accept_blocks(blocks, now_ms(), admission, |block, outcome| {
-                let outcome = match outcome {
-                    Ok(o) => self.imported(block, origin, &o).map(|()| o),
-                    Err(e) => {
-                        self.note_refused(&e, origin);
-                        Err(e)
-                    }
-                };
-                each(block, outcome)
+                each(block, self.after_accept(block, origin, outcome))
             })
+    }
+
+    /// [`Core::import_blocks`] for blocks whose bodies the store checked ahead
+    /// ([`vision_store::ChainStore::check_bodies`]; sync checks the next blocks while
+    /// these commit): the same outcomes, the same logs and events.
+    pub fn import_checked(
+        &self,
+        blocks: &CheckedBlocks,
+        origin: Origin,
+        admission: Admission,
+        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+    ) -> usize {
+        self.store
+            .accept_checked(blocks, now_ms(), admission, |block, outcome| {
+                each(block, self.after_accept(block, origin, outcome))
+            })
+    }
+
+    /// A block's outcome, followed up: on acceptance the log line, the view and the
+    /// pool ([`Core::imported`]); on refusal the refusal counted.
+    fn after_accept(
+        &self,
+        block: &Block,
+        origin: Origin,
+        outcome: Result<AcceptOutcome, StoreError>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        match outcome {
+            Ok(o) => self.imported(block, origin, &o).map(|()| o),
+            Err(e) => {
+                self.note_refused(&e, origin);
+                Err(e)
+            }
+        }
     }
 
     /// What follows a block's acceptance: the log line, and on a new tip the

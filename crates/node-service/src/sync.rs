@@ -30,7 +30,7 @@ use vision_chain::params::MTP_WINDOW;
 use vision_chain::{
     Address, Block, BlockHeader, Hash32, ParentContext, U256, check_header, work_for_target,
 };
-use vision_store::{Admission, StoreError};
+use vision_store::{Admission, CheckedBlocks, StoreError};
 
 use backbone_state::TipCheck;
 use p2p_dataplane::DataPlane;
@@ -617,8 +617,16 @@ async fn round(
     // them (not the depth bound).
     let admission = Admission::Headers { work: branch_work };
 
-    // Bodies, pipelined: a fetcher runs ahead of the importer by BLOCKS_IN_FLIGHT batches.
+    // Bodies, in three stages running at once: a fetcher runs ahead by
+    // BLOCKS_IN_FLIGHT batches; a checker matches each batch's blocks to their
+    // headers and verifies their signatures on every core
+    // ([`vision_store::ChainStore::check_bodies`]), also BLOCKS_IN_FLIGHT batches
+    // ahead; the importer writes and commits the checked blocks in order. The
+    // verification of the next blocks never waits for a commit, so both cores stay
+    // busy across import runs.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
+    let (checked_tx, mut checked_rx) =
+        mpsc::channel::<Result<CheckedBlocks, SyncError>>(BLOCKS_IN_FLIGHT);
     let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
     let import_ms = core.cfg.sync_deadlines.import_ms;
     let mirrored = std::sync::atomic::AtomicU64::new(0);
@@ -650,21 +658,70 @@ async fn round(
             }
         }
     };
+    let check = {
+        let wanted = &expected;
+        async move {
+            let mut idx = 0usize;
+            while let Some(batch) = rx.recv().await {
+                // Each block must be the one its checked header names, before any of
+                // its signatures is verified.
+                let matched = batch.and_then(|batch| {
+                    for b in &batch {
+                        let Some(h) = wanted.get(idx) else {
+                            return Err(invalid(src, "served more blocks than headers"));
+                        };
+                        if b.header != *h {
+                            return Err(invalid(
+                                src,
+                                format!("block at height {} does not match its header", h.height),
+                            ));
+                        }
+                        idx += 1;
+                    }
+                    Ok(batch)
+                });
+                let r = match matched {
+                    Ok(batch) => {
+                        let span = match (batch.first(), batch.last()) {
+                            (Some(a), Some(b)) => format!(
+                                "signatures of blocks {}..={}",
+                                a.header.height, b.header.height
+                            ),
+                            _ => "signatures of an empty batch".to_string(),
+                        };
+                        let store = core.store.clone();
+                        within(
+                            src.name(),
+                            watch,
+                            Stage::Import,
+                            import_ms,
+                            span,
+                            blocking(move || store.check_bodies(batch)),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                let stop = r.is_err();
+                if checked_tx.send(r).await.is_err() || stop {
+                    return;
+                }
+            }
+        }
+    };
     let import =
         async {
             let mut idx = 0usize;
-            // A fetch error that came behind batches joined into a run: reported
-            // once the run before it is imported, as if it came alone.
+            // A fetch or check error that came behind batches joined into a run:
+            // reported once the run before it is imported, as if it came alone.
             let mut behind: Option<SyncError> = None;
-            while let Some(batch) = rx.recv().await {
+            while let Some(batch) = checked_rx.recv().await {
                 let mut batch = batch?;
-                // The batches fetched already join this one into one run (at most
-                // IMPORT_RUN_BLOCKS_MAX blocks): the store keeps both cores busy
-                // within a run, and each run starts and ends with one core idle
-                // (the first block's verification, the last group's fsync).
-                while batch.len() + BLOCKS_BATCH as usize <= IMPORT_RUN_BLOCKS_MAX {
-                    match rx.try_recv() {
-                        Ok(Ok(more)) => batch.extend(more),
+                // The batches checked already join this one into one run (at most
+                // IMPORT_RUN_BLOCKS_MAX blocks): fewer, larger group commits.
+                while batch.blocks().len() + BLOCKS_BATCH as usize <= IMPORT_RUN_BLOCKS_MAX {
+                    match checked_rx.try_recv() {
+                        Ok(Ok(more)) => batch.append(more),
                         Ok(Err(e)) => {
                             behind = Some(e);
                             break;
@@ -672,29 +729,16 @@ async fn round(
                         Err(_) => break,
                     }
                 }
-                for b in &batch {
-                    let Some(h) = expected.get(idx) else {
-                        return Err(invalid(src, "served more blocks than headers"));
-                    };
-                    if b.header != *h {
-                        return Err(invalid(
-                            src,
-                            format!("block at height {} does not match its header", h.height),
-                        ));
-                    }
-                    idx += 1;
-                }
+                idx += batch.blocks().len();
                 let c = core.clone();
-                let span = match (batch.first(), batch.last()) {
+                let span = match (batch.blocks().first(), batch.blocks().last()) {
                     (Some(a), Some(b)) => {
                         format!("import of blocks {}..={}", a.header.height, b.header.height)
                     }
                     _ => "import of an empty batch".to_string(),
                 };
-                // One run per batch: the store verifies the next blocks' signatures on
-                // every core while the current block commits. Past the deadline the
-                // round stops waiting (the import finishes on its thread; what it
-                // committed stays).
+                // Past the deadline the round stops waiting (the import finishes on its
+                // thread; what it committed stays).
                 let imported =
                     within(
                         src.name(),
@@ -705,7 +749,7 @@ async fn round(
                         blocking(move || -> Result<u64, (Hash32, StoreError)> {
                             let mut n = 0;
                             let mut failed = None;
-                            c.import_blocks(&batch, Origin::Sync, admission, |b, outcome| {
+                            c.import_checked(&batch, Origin::Sync, admission, |b, outcome| {
                                 match outcome {
                                     Ok(_) => {
                                         n += 1;
@@ -757,14 +801,17 @@ async fn round(
             }
             Ok(())
         };
-    // The importer decides: when it stops (done, or an error), the fetcher is
-    // dropped with it, never left waiting on a full channel.
+    // The importer decides: when it stops (done, or an error), the fetcher and the
+    // checker are dropped with it, never left waiting on a full channel.
     let result = {
-        tokio::pin!(fetch);
+        let feed = async {
+            tokio::join!(fetch, check);
+        };
+        tokio::pin!(feed);
         tokio::pin!(import);
         tokio::select! {
             r = &mut import => r,
-            () = &mut fetch => import.await,
+            () = &mut feed => import.await,
         }
     };
     report.from_mirrors = mirrored.load(std::sync::atomic::Ordering::Relaxed);

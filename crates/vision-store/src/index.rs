@@ -441,6 +441,22 @@ impl IndexTables<'_> {
         hash: &Hash32,
         block: &Block,
     ) -> Result<(), StoreError> {
+        self.add_held(params, hash, block)?;
+        self.flush_addr()
+    }
+
+    /// [`IndexTables::add`] with the block's address entries held back in the sort
+    /// buffer: a group's entries are inserted together, in key order, by
+    /// [`IndexTables::flush_addr`] (an address that recurs block after block then
+    /// appends to one leaf, once per group, instead of once per block). The held
+    /// entries must be flushed before the transaction commits and before any
+    /// address entry is removed.
+    fn add_held(
+        &mut self,
+        params: &ChainParams,
+        hash: &Hash32,
+        block: &Block,
+    ) -> Result<(), StoreError> {
         let height = block.header.height;
         self.add_txs(hash, block)?;
         for (i, tx) in block.txs.iter().enumerate() {
@@ -459,6 +475,11 @@ impl IndexTables<'_> {
                 Some(amount),
             ));
         }
+        Ok(())
+    }
+
+    /// Insert the held address entries, in key order.
+    fn flush_addr(&mut self) -> Result<(), StoreError> {
         self.pending_addr.sort_unstable_by_key(|e| e.0);
         for (k, v) in self.pending_addr.drain(..) {
             match v {
@@ -520,6 +541,8 @@ impl IndexTables<'_> {
 
     /// Remove a block that was just disconnected (the top of the main chain).
     pub(crate) fn remove(&mut self, block: &Block) -> Result<(), StoreError> {
+        // Entries held back by earlier blocks first: this block's may be among them.
+        self.flush_addr()?;
         let height = block.header.height;
         if !block.txs.is_empty() {
             let hash = block.hash();
@@ -581,11 +604,13 @@ impl IndexTables<'_> {
     ) -> Result<(), StoreError> {
         for job in jobs {
             match job {
-                IndexJob::Add(hash, block) => self.add(params, &hash, &block)?,
+                IndexJob::Add(hash, block) => self.add_held(params, &hash, &block)?,
                 IndexJob::Remove(block) => self.remove(&block)?,
             }
         }
-        Ok(())
+        // The channel closes when the transaction's blocks are all sent: the
+        // held entries go in before it commits.
+        self.flush_addr()
     }
 }
 

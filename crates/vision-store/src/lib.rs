@@ -90,10 +90,10 @@ pub use index::{
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};
 pub use store::{
-    AcceptOutcome, Admission, Balance, ChainStore, FaultHook, GROUP_COMMIT_BLOCKS_MAX,
-    GROUP_COMMIT_MS_MAX, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE, MAX_HEADERS_RANGE, MAX_REVERTED_TXS,
-    OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault, TipContext, TipInfo,
-    VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
+    AcceptOutcome, Admission, Balance, ChainStore, CheckedBlocks, FaultHook,
+    GROUP_COMMIT_BLOCKS_MAX, GROUP_COMMIT_MS_MAX, MAX_ACCOUNTS_BATCH, MAX_BLOCKS_RANGE,
+    MAX_HEADERS_RANGE, MAX_REVERTED_TXS, OpenOptions, RECOVERY_FREE_BYTES_MIN, Reorg, StoreFault,
+    TipContext, TipInfo, VERIFY_TAIL_BLOCKS, WRITE_FREE_BYTES_MIN,
 };
 
 #[cfg(test)]

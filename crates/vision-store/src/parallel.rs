@@ -121,6 +121,8 @@ pub(crate) struct BodyPipeline<'a> {
     blocks: &'a [Block],
     next: AtomicUsize,
     stopped: AtomicBool,
+    /// Stop at the first block that fails ([`BodyPipeline::checking`]).
+    stop_on_failure: bool,
     /// Each block's check, or the panic that stopped it (carried to the consumer).
     results: Mutex<Vec<Option<BodyCheck>>>,
     ready: Condvar,
@@ -138,8 +140,23 @@ impl<'a> BodyPipeline<'a> {
             blocks,
             next: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            stop_on_failure: false,
             results: Mutex::new((0..blocks.len()).map(|_| None).collect()),
             ready: Condvar::new(),
+        }
+    }
+
+    /// A pipeline whose workers stop at the first block that fails: for a check
+    /// whose result is the passing prefix ([`BodyPipeline::passed_prefix`]), never
+    /// for a consumer that [`BodyPipeline::take`]s past a failure.
+    pub(crate) fn checking(
+        params: &'a ChainParams,
+        keys: &'a KeyCache,
+        blocks: &'a [Block],
+    ) -> BodyPipeline<'a> {
+        BodyPipeline {
+            stop_on_failure: true,
+            ..BodyPipeline::new(params, keys, blocks)
         }
     }
 
@@ -155,6 +172,9 @@ impl<'a> BodyPipeline<'a> {
                 verify_batch_cached(&block.txs, self.params.network, self.keys)?;
                 Ok(())
             }));
+            if self.stop_on_failure && !matches!(r, Ok(Ok(()))) {
+                self.stop();
+            }
             lock(&self.results)[i] = Some(r);
             self.ready.notify_all();
         }
@@ -173,6 +193,15 @@ impl<'a> BodyPipeline<'a> {
             }
             results = self.ready.wait(results).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// How many blocks, from the first, passed their check, once the workers are
+    /// done (a block not checked, failed or panicked ends the prefix).
+    pub(crate) fn passed_prefix(&self) -> usize {
+        lock(&self.results)
+            .iter()
+            .take_while(|r| matches!(r, Some(Ok(Ok(())))))
+            .count()
     }
 
     /// Workers stop after the block they are on.

@@ -173,6 +173,49 @@ pub struct Reorg {
     pub hash: Hash32,
 }
 
+/// Blocks and how many of them, from the first, passed their body checks in
+/// [`ChainStore::check_bodies`]: the only way to make one, so a `CheckedBlocks` never
+/// claims a check that was not done on exactly these blocks (they cannot be changed
+/// after). Imported with [`ChainStore::accept_checked`].
+#[derive(Debug)]
+pub struct CheckedBlocks {
+    blocks: Vec<Block>,
+    checked: usize,
+    network: Network,
+}
+
+impl CheckedBlocks {
+    /// The blocks, in order.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// How many blocks, from the first, passed their body checks.
+    pub fn checked(&self) -> usize {
+        self.checked
+    }
+
+    /// Whether every block passed.
+    pub fn all_checked(&self) -> bool {
+        self.checked == self.blocks.len()
+    }
+
+    /// `next` after these blocks, one run: the checked prefix stays whole only when
+    /// every block here passed (a check that stopped here leaves what follows
+    /// unchecked). Blocks checked for another network count as unchecked.
+    pub fn append(&mut self, next: CheckedBlocks) {
+        if self.all_checked() && next.network == self.network {
+            self.checked += next.checked;
+        }
+        self.blocks.extend(next.blocks);
+    }
+
+    /// The blocks, giving up the checks.
+    pub fn into_blocks(self) -> Vec<Block> {
+        self.blocks
+    }
+}
+
 /// The chain store: a redb database holding every valid block seen (main chain and
 /// side branches), the main-chain index, undo data, and the account state at the tip.
 ///
@@ -220,7 +263,7 @@ pub const WRITE_FREE_BYTES_MIN: u64 = 256 * 1024;
 /// group instead of one per block (an fsync costs 0.1–12 ms, median 4.5 ms, on the
 /// test machine's virtual disk: more than the commit's own work of a 100-transfer
 /// block).
-pub const GROUP_COMMIT_BLOCKS_MAX: usize = 64;
+pub const GROUP_COMMIT_BLOCKS_MAX: usize = 128;
 /// Longest a group of [`ChainStore::accept_blocks`] stays open (not durable, not
 /// yet reported to its caller), in milliseconds.
 pub const GROUP_COMMIT_MS_MAX: u64 = 250;
@@ -1447,17 +1490,90 @@ impl ChainStore {
         blocks: &[Block],
         now_ms: u64,
         admission: Admission,
-        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+        each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
     ) -> usize {
         if blocks.len() <= 1 {
+            let mut each = each;
             for b in blocks {
                 let outcome = self.accept_block_with(b, now_ms, admission);
                 each(b, outcome);
             }
             return blocks.len();
         }
-        let pipeline = BodyPipeline::new(self.params, &self.keys, blocks);
-        let workers = self.verify_threads.min(blocks.len());
+        self.accept_run(blocks, 0, now_ms, admission, each)
+    }
+
+    /// The bodies of `blocks` checked ([`vision_chain::check_body`]: the
+    /// transactions' count and root against the header, every signature) on every
+    /// core, one whole block (one batch) per worker at a time, **before** and apart
+    /// from their import: sync verifies the next blocks here while the blocks before
+    /// them commit ([`ChainStore::accept_checked`]), so that verification never waits
+    /// for a commit. The check stops at the first block that fails (or whose check
+    /// panicked): it and the blocks after it are left unchecked, and
+    /// `accept_checked` checks them as [`ChainStore::accept_blocks`] would, with the
+    /// same outcome and error. Nothing is read or written.
+    pub fn check_bodies(&self, blocks: Vec<Block>) -> CheckedBlocks {
+        let checked = if blocks.is_empty() {
+            0
+        } else {
+            let pipeline = BodyPipeline::checking(self.params, &self.keys, &blocks);
+            let workers = self.verify_threads.min(blocks.len());
+            std::thread::scope(|s| {
+                for _ in 1..workers {
+                    s.spawn(|| pipeline.work());
+                }
+                pipeline.work();
+            });
+            pipeline.passed_prefix()
+        };
+        CheckedBlocks {
+            blocks,
+            checked,
+            network: self.network,
+        }
+    }
+
+    /// [`ChainStore::accept_blocks`] for blocks whose bodies this store checked
+    /// ahead ([`ChainStore::check_bodies`]): their body checks are not done again;
+    /// the blocks left unchecked are checked here, on every core, as
+    /// `accept_blocks` checks them. Every outcome is what `accept_blocks` would give.
+    /// Blocks checked by a store of another network are all checked again.
+    pub fn accept_checked(
+        &self,
+        blocks: &CheckedBlocks,
+        now_ms: u64,
+        admission: Admission,
+        each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+    ) -> usize {
+        let checked = if blocks.network == self.network {
+            blocks.checked
+        } else {
+            0
+        };
+        self.accept_run(&blocks.blocks, checked, now_ms, admission, each)
+    }
+
+    /// The run of [`ChainStore::accept_blocks`], the bodies of `blocks[..checked]`
+    /// known to pass: the workers verify only `blocks[checked..]`.
+    fn accept_run(
+        &self,
+        blocks: &[Block],
+        checked: usize,
+        now_ms: u64,
+        admission: Admission,
+        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
+    ) -> usize {
+        let checked = checked.min(blocks.len());
+        let unchecked = &blocks[checked..];
+        let pipeline = BodyPipeline::new(self.params, &self.keys, unchecked);
+        let workers = self.verify_threads.min(unchecked.len());
+        let body = |i: usize| {
+            if i < checked {
+                Ok(())
+            } else {
+                pipeline.take(i - checked)
+            }
+        };
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| pipeline.work());
@@ -1465,8 +1581,7 @@ impl ChainStore {
             let mut done = 0;
             let mut next = 0;
             while next < blocks.len() {
-                let (outcomes, fatal) =
-                    self.accept_group(blocks, next, now_ms, admission, &pipeline);
+                let (outcomes, fatal) = self.accept_group(blocks, next, now_ms, admission, &body);
                 let mut stop = fatal || outcomes.is_empty();
                 for (j, o) in outcomes {
                     next = j + 1;
@@ -1498,14 +1613,11 @@ impl ChainStore {
         start: usize,
         now_ms: u64,
         admission: Admission,
-        pipeline: &BodyPipeline<'_>,
+        body: &dyn Fn(usize) -> Result<(), BlockError>,
     ) -> (Vec<(usize, Result<AcceptOutcome, StoreError>)>, bool) {
         let fatal = |e: StoreError| (vec![(start, Err(e))], true);
-        let first = self.writing(|db| {
-            self.group_txn(db, blocks, start, blocks.len(), now_ms, admission, &|i| {
-                pipeline.take(i)
-            })
-        });
+        let first = self
+            .writing(|db| self.group_txn(db, blocks, start, blocks.len(), now_ms, admission, body));
         let (accepted, end) = match first {
             Ok(r) => r,
             Err(e) => return fatal(e),

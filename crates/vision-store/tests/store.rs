@@ -12,8 +12,8 @@ use vision_chain::{
     work_for_target,
 };
 use vision_store::{
-    AcceptOutcome, Admission, BlockStatus, ChainStore, GROUP_COMMIT_BLOCKS_MAX, MAX_ACCOUNTS_BATCH,
-    MAX_HEADERS_RANGE, OpenOptions, StoreError,
+    AcceptOutcome, Admission, BlockStatus, ChainStore, CheckedBlocks, GROUP_COMMIT_BLOCKS_MAX,
+    MAX_ACCOUNTS_BATCH, MAX_HEADERS_RANGE, OpenOptions, StoreError,
 };
 
 fn genesis_hash() -> Hash32 {
@@ -1439,6 +1439,153 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     assert_eq!(n, run.len());
     assert_eq!(told, run.iter().map(Block::hash).collect::<Vec<_>>());
     assert_eq!(d.tip().unwrap().hash, run[7].hash());
+}
+
+/// Bodies checked ahead (`check_bodies`, what sync does while the blocks before
+/// commit) are accepted by `accept_checked` exactly as `accept_blocks` accepts
+/// them: the same outcomes and errors, the same state and indexes; a check stops
+/// at the first bad block and leaves it and what follows to the import's own
+/// check; runs of checked blocks join only behind a fully checked one.
+#[test]
+fn bodies_checked_ahead_are_accepted_exactly_as_a_run() {
+    let alice = key(1);
+    let bob = key(2);
+    let a = ChainStore::open_in_memory(NET).unwrap();
+    let mut run = Vec::new();
+    let mut parent = genesis_hash();
+    for i in 0..8u64 {
+        let txs = if i < 2 {
+            vec![]
+        } else {
+            (0..3)
+                .map(|j| transfer(&alice, bob.address(), 5, (i - 2) * 3 + j))
+                .collect()
+        };
+        let b = mine_on(&a, &parent, alice.address(), txs);
+        a.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        run.push(b);
+    }
+    let addrs = [alice.address(), bob.address()];
+    let outcomes = |store: &ChainStore, checked: Option<&CheckedBlocks>, blocks: &[Block]| {
+        let mut out = Vec::new();
+        let each = |_: &Block, r: Result<AcceptOutcome, StoreError>| {
+            out.push(r.map(|o| format!("{o:?}")).map_err(|e| e.to_string()));
+            true
+        };
+        match checked {
+            Some(c) => store.accept_checked(c, NOW_MS, Admission::Unsolicited, each),
+            None => store.accept_blocks(blocks, NOW_MS, Admission::Unsolicited, each),
+        };
+        out
+    };
+
+    // all valid: every body passes, the same outcomes, state and indexes
+    let b = ChainStore::open_in_memory(NET).unwrap();
+    let checked = b.check_bodies(run.clone());
+    assert_eq!(checked.checked(), run.len());
+    assert!(checked.all_checked());
+    let plain = ChainStore::open_in_memory(NET).unwrap();
+    assert_eq!(
+        outcomes(&b, Some(&checked), &run),
+        outcomes(&plain, None, &run)
+    );
+    assert_eq!(snapshot(&b, &addrs), snapshot(&a, &addrs));
+    b.verify_indexes().unwrap();
+    for addr in &addrs {
+        assert_eq!(history(&a, addr), history(&b, addr));
+    }
+
+    // a bad signature in block 4: the check passes 0..4 only, and the import
+    // refuses block 4 with the signature error, as accept_blocks does
+    let mut bad_run = run.clone();
+    bad_run[4].txs[1].amount += 1;
+    bad_run[4].header.tx_root = bad_run[4].compute_tx_root();
+    vision_chain::solve(&mut bad_run[4].header, 0, u64::MAX).unwrap();
+    let c = ChainStore::open_in_memory(NET).unwrap();
+    let checked = c.check_bodies(bad_run.clone());
+    assert_eq!(checked.checked(), 4);
+    let got = outcomes(&c, Some(&checked), &bad_run);
+    let plain = ChainStore::open_in_memory(NET).unwrap();
+    assert_eq!(got, outcomes(&plain, None, &bad_run));
+    assert!(
+        got[4].as_ref().is_err_and(|e| e.contains("signature")),
+        "{:?}",
+        got[4]
+    );
+    assert_eq!(c.tip().unwrap().hash, run[3].hash());
+
+    // joining: a fully checked run takes the next one's checks; behind a run whose
+    // check stopped, what follows counts as unchecked (the import checks it)
+    let mut joined = c.check_bodies(run[..2].to_vec());
+    joined.append(c.check_bodies(run[2..4].to_vec()));
+    assert_eq!(joined.checked(), 4);
+    let mut stopped = c.check_bodies(bad_run[3..5].to_vec());
+    assert_eq!(stopped.checked(), 1);
+    stopped.append(c.check_bodies(run[5..].to_vec()));
+    assert_eq!(stopped.checked(), 1);
+    assert_eq!(stopped.blocks().len(), 5);
+    // nothing is read or written by a check
+    assert_eq!(c.tip().unwrap().hash, run[3].hash());
+    assert_eq!(c.check_bodies(Vec::new()).checked(), 0);
+}
+
+/// A reorganisation inside one durable group: the address entries of the blocks the
+/// group connected (held back to be inserted in key order at the group's end) are
+/// in place before the reorg removes them, and the indexes end exactly as one by
+/// one leaves them.
+#[test]
+fn a_reorg_inside_one_group_leaves_the_indexes_as_one_by_one() {
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let src = ChainStore::open_in_memory(NET).unwrap();
+    let mut main = Vec::new();
+    let mut parent = genesis_hash();
+    for i in 0..5u64 {
+        let txs = if i < 2 {
+            vec![]
+        } else {
+            (0..2)
+                .map(|j| transfer(&alice, bob.address(), 3, (i - 2) * 2 + j))
+                .collect()
+        };
+        let b = mine_on(&src, &parent, alice.address(), txs);
+        src.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        main.push(b);
+    }
+    // a heavier branch from genesis, paying carol, mined by bob
+    let mut branch = Vec::new();
+    let mut parent = genesis_hash();
+    for i in 0..7u64 {
+        let txs = if i < 2 {
+            vec![]
+        } else {
+            vec![transfer(&bob, carol.address(), 4, i - 2)]
+        };
+        let b = mine_on(&src, &parent, bob.address(), txs);
+        let _ = src.accept_block_with(&b, NOW_MS, Admission::Unbounded);
+        parent = b.hash();
+        branch.push(b);
+    }
+    assert_eq!(src.tip().unwrap().hash, branch[6].hash());
+    let run: Vec<Block> = main.iter().chain(&branch).cloned().collect();
+    assert!(run.len() < GROUP_COMMIT_BLOCKS_MAX);
+    let grouped = ChainStore::open_in_memory(NET).unwrap();
+    let mut reorgs = 0;
+    let n = grouped.accept_blocks(&run, NOW_MS, Admission::Unbounded, |_, r| {
+        if matches!(r, Ok(AcceptOutcome::Reorganized(_))) {
+            reorgs += 1;
+        }
+        assert!(r.is_ok(), "{r:?}");
+        true
+    });
+    assert_eq!(n, run.len());
+    assert_eq!(reorgs, 1);
+    assert_eq!(grouped.tip().unwrap().hash, branch[6].hash());
+    grouped.verify_indexes().unwrap();
+    for addr in [alice.address(), bob.address(), carol.address()] {
+        assert_eq!(history(&grouped, &addr), history(&src, &addr));
+    }
 }
 
 /// Group commit: `accept_blocks` makes a group of at most
