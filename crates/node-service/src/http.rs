@@ -772,7 +772,10 @@ pub async fn serve<H: Handler>(
             per_ip: (!trusted).then(|| (per_ip.clone(), ip)),
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
+        // The handler behind a reference count of this connection's own: each
+        // request clones this one, never the handler's, whose count every
+        // connection on every core would otherwise add to and take from.
+        let h = Arc::new(handler.clone());
         let watch = Arc::new(ConnWatch {
             head_since_ms: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(clock.now()),

@@ -105,6 +105,9 @@ pub struct Published {
     pub not_ready: Option<String>,
     /// `/api/status` as served: serialised once per view.
     pub status_body: Bytes,
+    /// This view's number, unique in the process (a thread's copy of the status
+    /// answer is of the view with this number: `api::status`).
+    pub status_gen: u64,
     /// Its entity tag ([`status_etag`]): what a conditional probe compares.
     pub status_etag: hyper::header::HeaderValue,
     /// The miner's eligibility inputs from this view.
@@ -340,9 +343,11 @@ fn compute(core: &Core, net: &Net, miner: &Miner, log: &mut SourceLog, phase: &P
     let mempool_txs = core.mempool_len();
     phase.at(3);
     let p2p_guard = net.data_plane().guard_counters();
+    static STATUS_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Published {
         status_etag: status_etag(chain.height, &chain.hash, v.peers.cluster_size_estimate),
         status_body,
+        status_gen: STATUS_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         not_ready,
         net: v,
         miner: m,

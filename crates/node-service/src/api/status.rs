@@ -20,22 +20,50 @@ pub(super) fn etag_matches(if_none_match: &HeaderValue, tag: &HeaderValue) -> bo
     super::cache::if_none_match_names(if_none_match.as_bytes(), tag.as_bytes())
 }
 
+thread_local! {
+    /// This thread's copy of the status answer and its tag, with the number of the
+    /// view they are of ([`crate::view::Published::status_gen`]).
+    static STATUS_COPY: std::cell::RefCell<Option<(u64, Bytes, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The status answer and its tag of `view`, from this thread's copy (made again
+/// when the view changed). The body and the tag are reference counted: a clone of
+/// the view's own on every request would make the cores take turns at one count's
+/// cache line; each thread counts on its own copy instead.
+fn thread_copy(view: &crate::view::Published) -> (Bytes, HeaderValue) {
+    STATUS_COPY.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((generation, body, etag)) = c.as_ref()
+            && *generation == view.status_gen
+        {
+            return (body.clone(), etag.clone());
+        }
+        let body = Bytes::copy_from_slice(&view.status_body);
+        let etag = HeaderValue::from_bytes(view.status_etag.as_bytes())
+            .unwrap_or_else(|_| view.status_etag.clone());
+        *c = Some((view.status_gen, body.clone(), etag.clone()));
+        (body, etag)
+    })
+}
+
 impl NodeShared {
     /// `GET /api/status` as a response: the published view's serialised status.
-    /// One arc-swap load and a reference-counted body clone: no lock, no I/O, no
-    /// serialisation per request.
+    /// One arc-swap load and a clone of this thread's copy of the body: no lock, no
+    /// I/O, no serialisation, no count shared by the cores per request.
     ///
     /// Conditional: the answer carries the view's `ETag` ([`crate::view::status_etag`]:
     /// tip and cluster size); a request whose `If-None-Match` names it gets `304 Not
     /// Modified` with no body, which is what the backbone probe loop sends.
     pub fn status_response(&self, if_none_match: Option<&HeaderValue>) -> Response {
         let view = self.view.load();
-        let mut r = if if_none_match.is_some_and(|v| etag_matches(v, &view.status_etag)) {
+        let (body, etag) = thread_copy(&view);
+        let mut r = if if_none_match.is_some_and(|v| etag_matches(v, &etag)) {
             bytes_response(StatusCode::NOT_MODIFIED, "application/json", Bytes::new())
         } else {
-            bytes_response(StatusCode::OK, "application/json", view.status_body.clone())
+            bytes_response(StatusCode::OK, "application/json", body)
         };
-        r.headers_mut().insert(ETAG, view.status_etag.clone());
+        r.headers_mut().insert(ETAG, etag);
         r
     }
 
