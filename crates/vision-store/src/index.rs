@@ -446,11 +446,13 @@ impl IndexTables<'_> {
     }
 
     /// [`IndexTables::add`] with the block's address entries held back in the sort
-    /// buffer: a group's entries are inserted together, in key order, by
-    /// [`IndexTables::flush_addr`] (an address that recurs block after block then
-    /// appends to one leaf, once per group, instead of once per block). The held
-    /// entries must be flushed before the transaction commits and before any
-    /// address entry is removed.
+    /// buffer, up to [`ADDR_HELD_MAX`]: the entries of several blocks are inserted
+    /// together, in key order, by [`IndexTables::flush_addr`] (an address that
+    /// recurs block after block appends to one leaf once per flush instead of once
+    /// per block), and the bound keeps the inserts spread over the group instead of
+    /// all at its end, where the commit would wait for them. The held entries must
+    /// be flushed before the transaction commits and before any address entry is
+    /// removed.
     fn add_held(
         &mut self,
         params: &ChainParams,
@@ -474,6 +476,9 @@ impl IndexTables<'_> {
                 addr_key(&block.miner, height, REWARD_POSITION),
                 Some(amount),
             ));
+        }
+        if self.pending_addr.len() >= ADDR_HELD_MAX {
+            self.flush_addr()?;
         }
         Ok(())
     }
@@ -590,6 +595,10 @@ pub(crate) enum IndexJob {
     /// The block was disconnected ([`IndexTables::remove`]).
     Remove(Block),
 }
+
+/// Address-index entries the index writer holds back before inserting them in key
+/// order ([`IndexTables::add_held`]): ~20 blocks of 100 transfers, 2 of 1,000.
+const ADDR_HELD_MAX: usize = 4_096;
 
 /// Index jobs queued ahead of the index-writing thread (each holds a block: at most
 /// this many blocks' copies wait).
