@@ -257,10 +257,9 @@ impl BodyBudget {
 pub struct Request {
     /// Method.
     pub method: Method,
-    /// Path, percent-encoded as received.
-    pub path: String,
-    /// Raw query string.
-    pub query: Option<String>,
+    /// The request target as received (path and query, percent-encoded): it
+    /// shares the connection's read buffer, nothing is copied per request.
+    pub uri: hyper::Uri,
     /// Headers.
     pub headers: HeaderMap,
     /// Body bytes.
@@ -270,11 +269,20 @@ pub struct Request {
 }
 
 impl Request {
+    /// Path, percent-encoded as received.
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// Raw query string.
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
     /// Value of a query parameter (first occurrence), not percent-decoded: the
     /// parameters this API takes are numbers.
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .as_deref()?
+        self.query()?
             .split('&')
             .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
             .find(|(k, _)| *k == name)
@@ -481,8 +489,7 @@ fn request_from_parts(
 ) -> Request {
     Request {
         method: parts.method,
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
+        uri: parts.uri,
         headers: parts.headers,
         body,
         peer,

@@ -246,8 +246,7 @@ fn request(
     }
     Request {
         method,
-        path: path.into(),
-        query: None,
+        uri: path.parse().unwrap(),
         headers,
         body: Bytes::from_static(body),
         peer: peer.parse().unwrap(),
@@ -1529,8 +1528,7 @@ async fn replays_from_elsewhere_do_not_spend_the_signers_budget() {
         async move {
             api.handle(Request {
                 method: Method::POST,
-                path: "/api/heartbeat".into(),
-                query: None,
+                uri: "/api/heartbeat".parse().unwrap(),
                 headers: HeaderMap::new(),
                 body,
                 peer,

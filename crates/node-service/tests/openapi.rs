@@ -983,8 +983,7 @@ async fn live_answers_conform_to_the_spec() {
         let resp = api
             .handle(Request {
                 method: Method::POST,
-                path: path.into(),
-                query: None,
+                uri: path.parse().unwrap(),
                 headers: HeaderMap::new(),
                 body: Bytes::new(),
                 peer: "10.1.2.3:4444".parse().unwrap(),

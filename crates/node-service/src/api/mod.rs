@@ -105,17 +105,18 @@ fn route_class(method: &Method, path: &str) -> RouteClass {
 impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         let t = Instant::now();
-        let method = req.method.clone();
-        let if_none_match = req.headers.get(hyper::header::IF_NONE_MATCH).cloned();
         // Rate limits per client address and route class, before any work; the
-        // host's own 127.0.0.1/::1 and admin-token holders pass.
-        let class = route_class(&method, &req.path);
-        if let Err(retry_after_s) =
-            self.0
-                .limiter
-                .check_ip(req.peer.ip(), class, crate::core::now_ms())
+        // host's own 127.0.0.1/::1 (no clock read for them) and admin-token
+        // holders pass.
+        let class = route_class(&req.method, req.path());
+        if !crate::http::is_trusted_client(req.peer.ip())
+            && let Err(retry_after_s) =
+                self.0
+                    .limiter
+                    .check_ip(req.peer.ip(), class, crate::core::now_ms())
             && self.admin_token(&req) != Some(true)
         {
+            let method = req.method.clone();
             self.0.core.metrics.rate_limited(class.as_str());
             let resp = ApiError::too_many(
                 "rate_limited",
@@ -135,18 +136,25 @@ impl Handler for Api {
             );
             return resp;
         }
-        let (route, resp) = if method == Method::GET && req.path == "/api/status" {
+        if req.method == Method::GET && req.path() == "/api/status" {
             // The hot route: answered from the status snapshot without entering the
-            // router, whose (large) future stays boxed on the slow path below.
-            (
+            // router, whose (large) future stays boxed on the slow path below. The
+            // answer is final as made (its own conditional answer, `no-store`).
+            let resp = self
+                .0
+                .status_response(req.headers.get(hyper::header::IF_NONE_MATCH));
+            self.0.core.metrics.observe_request(
                 "/api/status",
-                self.0
-                    .status_response(req.headers.get(hyper::header::IF_NONE_MATCH)),
-            )
-        } else {
-            let (route, result) = Box::pin(self.route(req)).await;
-            (route, result.unwrap_or_else(ApiError::into_response))
-        };
+                "GET",
+                resp.status().as_u16(),
+                t.elapsed().as_secs_f64(),
+            );
+            return resp;
+        }
+        let method = req.method.clone();
+        let if_none_match = req.headers.get(hyper::header::IF_NONE_MATCH).cloned();
+        let (route, result) = Box::pin(self.route(req)).await;
+        let resp = result.unwrap_or_else(ApiError::into_response);
         let resp = cache::finish(&method, if_none_match.as_ref(), resp);
         self.0.core.metrics.observe_request(
             route,
@@ -310,7 +318,7 @@ impl Api {
         let mut segs_buf: [&str; ROUTE_SEGMENTS_MAX] = [""; ROUTE_SEGMENTS_MAX];
         let mut n = 0;
         let mut too_long = false;
-        for seg in req.path.trim_end_matches('/').split('/').skip(1) {
+        for seg in req.path().trim_end_matches('/').split('/').skip(1) {
             if n == ROUTE_SEGMENTS_MAX {
                 too_long = true;
                 break;
@@ -450,7 +458,8 @@ impl Api {
                 "other",
                 Err(ApiError::not_found(format!(
                     "no route {} {}",
-                    req.method, req.path
+                    req.method,
+                    req.path()
                 ))),
             ),
         }
@@ -471,8 +480,7 @@ mod admission_tests {
         }
         Request {
             method,
-            path: path.into(),
-            query: None,
+            uri: path.parse().unwrap(),
             headers,
             body: Bytes::new(),
             peer: "127.9.9.9:1".parse().unwrap(),

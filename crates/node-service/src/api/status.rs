@@ -63,7 +63,14 @@ impl NodeShared {
         } else {
             bytes_response(StatusCode::OK, "application/json", body)
         };
-        r.headers_mut().insert(ETAG, etag);
+        let headers = r.headers_mut();
+        headers.insert(ETAG, etag);
+        // What `cache::finish` gives an answer with no policy of its own: the
+        // status changes with every block and peer; a cache must ask again.
+        headers.insert(
+            hyper::header::CACHE_CONTROL,
+            HeaderValue::from_static(super::cache::NO_STORE),
+        );
         r
     }
 
