@@ -115,7 +115,9 @@ fn run_schemathesis(
         EXAMPLES_MAX
     };
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "schemathesis.cli", "run"])
+    // `-X faulthandler`: a SIGABRT at the deadline writes every Python thread's
+    // stack to the log, which says where a stalled run waited.
+    cmd.args(["-X", "faulthandler", "-m", "schemathesis.cli", "run"])
         .arg(root.join("docs/openapi.yaml"))
         .args(["--url", &c.nodes[n].url()])
         .args(["--checks", CHECKS])
@@ -142,10 +144,26 @@ fn run_schemathesis(
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(s) => break s,
             None if started.elapsed() > SCHEMATHESIS_DEADLINE => {
+                // What was stalled: does the node still answer, where were its
+                // threads, and where was schemathesis (its stacks, into its log)?
+                let node = match c.nodes[n].status() {
+                    Ok(s) => format!("the node still answers /api/status (height {})", s.height),
+                    Err(e) => format!("the node does not answer /api/status: {e}"),
+                };
+                let stacks = c.nodes[n].stack_dump();
+                let _ = Command::new("kill")
+                    .args(["-ABRT", &child.id().to_string()])
+                    .status();
+                let asked = Instant::now();
+                while asked.elapsed() < Duration::from_secs(5)
+                    && matches!(child.try_wait(), Ok(None))
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "schemathesis did not finish within {SCHEMATHESIS_DEADLINE:?} (output: {})",
+                    "schemathesis did not finish within {SCHEMATHESIS_DEADLINE:?}; {node}; node: {stacks}; schemathesis' Python stacks at the end of its output ({})",
                     log_path.display()
                 ));
             }
