@@ -42,11 +42,19 @@ use crate::mirror::Mirrors;
 pub const HEADERS_BATCH: u32 = 1_000;
 /// Blocks asked for per request.
 pub const BLOCKS_BATCH: u32 = 100;
-/// Body batches fetched ahead of the importer.
-pub const BLOCKS_IN_FLIGHT: usize = 4;
-/// Most blocks one import run takes: the batches already fetched when the importer
-/// is free are imported together ([`Core::import_blocks`]), up to this many.
-pub const IMPORT_RUN_BLOCKS_MAX: usize = BLOCKS_IN_FLIGHT * BLOCKS_BATCH as usize;
+/// Body batches fetched ahead of the checker (the checker, not the fetch, is the
+/// bound: two keep it fed).
+pub const BLOCKS_IN_FLIGHT: usize = 2;
+/// Checked batches waiting for the importer (their signatures verified): the checker
+/// runs this far ahead of the commits.
+pub const CHECKED_IN_FLIGHT: usize = 4;
+/// Most blocks one import run takes: the checked batches waiting when the importer
+/// is free are imported together ([`Core::import_checked`]), up to this many. With
+/// the fetcher's and the checker's batches, a round holds at most
+/// `BLOCKS_IN_FLIGHT + 2 + CHECKED_IN_FLIGHT` batches plus one run (12 batches, each
+/// at most `control_plane_client::MAX_RESPONSE_BYTES`); before the checking stage
+/// it was 9 (4 fetched ahead, one being fetched, a run of 4).
+pub const IMPORT_RUN_BLOCKS_MAX: usize = CHECKED_IN_FLIGHT * BLOCKS_BATCH as usize;
 /// Longest a demoted source is skipped.
 pub const DEMOTION_MAX_MS: u64 = 5 * 60 * 1000;
 /// First demotion.
@@ -620,13 +628,13 @@ async fn round(
     // Bodies, in three stages running at once: a fetcher runs ahead by
     // BLOCKS_IN_FLIGHT batches; a checker matches each batch's blocks to their
     // headers and verifies their signatures on every core
-    // ([`vision_store::ChainStore::check_bodies`]), also BLOCKS_IN_FLIGHT batches
+    // ([`vision_store::ChainStore::check_bodies`]), CHECKED_IN_FLIGHT batches
     // ahead; the importer writes and commits the checked blocks in order. The
     // verification of the next blocks never waits for a commit, so both cores stay
     // busy across import runs.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<Block>, SyncError>>(BLOCKS_IN_FLIGHT);
     let (checked_tx, mut checked_rx) =
-        mpsc::channel::<Result<CheckedBlocks, SyncError>>(BLOCKS_IN_FLIGHT);
+        mpsc::channel::<Result<CheckedBlocks, SyncError>>(CHECKED_IN_FLIGHT);
     let fetch_ms = core.cfg.sync_deadlines.fetch_ms;
     let import_ms = core.cfg.sync_deadlines.import_ms;
     let mirrored = std::sync::atomic::AtomicU64::new(0);
