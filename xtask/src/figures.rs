@@ -8,8 +8,8 @@
 //! | `hashing_scaling` | the same | miner, 2 threads / 1 thread |
 //! | `node_hashrate` | a release `vision-node --mine --threads 1` (testnet, alone) | `/api/status` `miner.hashrate` / the bench's 1-thread miner, both per second of the CPU their hashing thread got (`/proc/<pid>/task/*/schedstat`) |
 //! | `import` | `vision-store --bench import -- summary` | `accept_blocks` of 1,000-transfer blocks / one thread's `verify_batch` of the same signatures |
-//! | `status` | `node-service --bench status_load` | node `/api/status` req/s / bare hyper |
-//! | `status_subscribers` | the same | node `/api/status` req/s with 500 idle + 10 never-reading `/api/events` subscribers / bare hyper |
+//! | `status` | `node-service --bench status_load` | node `/api/status` req/s / bare hyper measured just before it: the median of 5 paired rounds |
+//! | `status_subscribers` | the same | node `/api/status` req/s with 500 idle + 10 never-reading `/api/events` subscribers / bare hyper measured just before it (median of the paired rounds) |
 //! | `sync_http` | `node-service --bench sync_http_vs_p2p -- N` | HTTP sync blocks/s / two-core verification bound |
 //! | `sync_http_vs_p2p` | the same | HTTP sync rate / P2P sync rate |
 //! | `sync_binary_vs_json` | the same | HTTP sync rate with binary bodies / with JSON bodies |
@@ -93,7 +93,7 @@ impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
             sync_blocks: 10_000,
-            status_secs: 5,
+            status_secs: 2,
             node_secs: 20,
             skip: Vec::new(),
         };

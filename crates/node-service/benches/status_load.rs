@@ -9,7 +9,11 @@
 //! A load generator on its own runtime then holds [`CONNECTIONS`] keep-alive
 //! connections to each server in turn, each sending one request at a time, for a
 //! warm-up and then a measured window, and prints requests per second and latency
-//! percentiles. Rounds alternate baseline/node so drift hits both alike. A third
+//! percentiles. Each round measures the baseline right before the node and again
+//! right before the node with subscribers, and the figures are the **median of the
+//! rounds' paired ratios**: this VM's speed drifts by up to ±15 % within seconds, so
+//! only measurements taken back to back compare (the mean of each target's rounds,
+//! printed too, mixes the drift in). A third
 //! target, the node's own `http::serve` with a handler answering the same fixed
 //! body, splits the gap into server machinery and the `/api/status` route itself.
 //!
@@ -18,8 +22,8 @@
 //! window, never drained), while [`EVENTS_PER_S`] `tx_accepted` events are published
 //! (a busy chain's rate): the event stream must not slow the control plane.
 //!
-//! Environment: `STATUS_LOAD_SECS` (measured seconds per round, default 5),
-//! `STATUS_LOAD_ROUNDS` (default 2).
+//! Environment: `STATUS_LOAD_SECS` (measured seconds per target and round, default
+//! 2), `STATUS_LOAD_ROUNDS` (default 5).
 
 #![allow(clippy::print_stdout)]
 
@@ -247,8 +251,8 @@ fn line(name: &str, f: &Figures) {
 }
 
 fn main() {
-    let secs = env_u64("STATUS_LOAD_SECS", 5);
-    let rounds = env_u64("STATUS_LOAD_ROUNDS", 2);
+    let secs = env_u64("STATUS_LOAD_SECS", 2);
+    let rounds = env_u64("STATUS_LOAD_ROUNDS", 5);
     let measure = Duration::from_secs(secs);
     // The node binary's runtime: multi-thread, default worker count, all drivers.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
@@ -286,11 +290,12 @@ fn main() {
     // source of the subscribers round.
     let hub = shared.core.events.clone();
     let (mut base_rps, mut node_rps, mut subs_rps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base2_rps, mut node_ratios, mut subs_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let b = client_rt.block_on(load(base_addr, measure));
-        line(&format!("round {round} baseline"), &b);
         let f = client_rt.block_on(load(fixed_addr, measure));
         line(&format!("round {round} http::serve fixed"), &f);
+        let b = client_rt.block_on(load(base_addr, measure));
+        line(&format!("round {round} baseline"), &b);
         let n = client_rt.block_on(load(node_addr, measure));
         line(&format!("round {round} node"), &n);
         let subs = client_rt.block_on(subscribe(node_addr));
@@ -323,6 +328,8 @@ fn main() {
                 }
             })
         };
+        let b2 = client_rt.block_on(load(base_addr, measure));
+        line(&format!("round {round} baseline again"), &b2);
         let w = client_rt.block_on(load(node_addr, measure));
         line(
             &format!(
@@ -345,31 +352,62 @@ fn main() {
         for r in readers {
             r.abort();
         }
+        println!(
+            "    round {round}: node/baseline {:.3}, node with subscribers/baseline again {:.3}",
+            n.rps / b.rps,
+            w.rps / b2.rps
+        );
         base_rps.push(b.rps);
         node_rps.push(n.rps);
+        node_ratios.push(n.rps / b.rps);
+        base2_rps.push(b2.rps);
         subs_rps.push(w.rps);
+        subs_ratios.push(w.rps / b2.rps);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
     println!(
-        "ratio node/baseline (mean req/s): {:.2}",
+        "ratio node/baseline: median of the paired rounds {:.3} (rounds {}); of the means {:.3}",
+        median(&node_ratios),
+        node_ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         mean(&node_rps) / mean(&base_rps)
     );
     println!(
-        "ratio node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers/baseline (mean req/s): {:.2}",
-        mean(&subs_rps) / mean(&base_rps)
+        "ratio node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers/baseline: median of the paired rounds {:.3} (rounds {}); of the means {:.3}",
+        median(&subs_ratios),
+        subs_ratios
+            .iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        mean(&subs_rps) / mean(&base2_rps)
     );
     // the lines `cargo xtask bench` reads
     println!(
-        "xtask-bench status node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        "xtask-bench status node_rps={:.0} bare_hyper_rps={:.0} ratio_of_means={:.3} ratio={:.3} goal=0.9",
         mean(&node_rps),
         mean(&base_rps),
-        mean(&node_rps) / mean(&base_rps)
+        mean(&node_rps) / mean(&base_rps),
+        median(&node_ratios)
     );
     println!(
-        "xtask-bench status_subscribers node_rps={:.0} bare_hyper_rps={:.0} ratio={:.3} goal=0.9",
+        "xtask-bench status_subscribers node_rps={:.0} bare_hyper_rps={:.0} ratio_of_means={:.3} ratio={:.3} goal=0.9",
         mean(&subs_rps),
-        mean(&base_rps),
-        mean(&subs_rps) / mean(&base_rps)
+        mean(&base2_rps),
+        mean(&subs_rps) / mean(&base2_rps),
+        median(&subs_ratios)
     );
     token.cancel();
     drop(server_rt);

@@ -316,6 +316,14 @@ impl RoundWatch {
     }
 }
 
+/// "`what` of blocks a..=b", for what a stage waits on.
+fn blocks_span(what: &str, blocks: &[Block]) -> String {
+    match (blocks.first(), blocks.last()) {
+        (Some(a), Some(b)) => format!("{what} of blocks {}..={}", a.header.height, b.header.height),
+        _ => format!("{what} of an empty batch"),
+    }
+}
+
 /// `fut` within `deadline_ms`, else [`SyncError::Stalled`] naming `what`.
 async fn within<T>(
     src_name: &str,
@@ -690,13 +698,7 @@ async fn round(
                 });
                 let r = match matched {
                     Ok(batch) => {
-                        let span = match (batch.first(), batch.last()) {
-                            (Some(a), Some(b)) => format!(
-                                "signatures of blocks {}..={}",
-                                a.header.height, b.header.height
-                            ),
-                            _ => "signatures of an empty batch".to_string(),
-                        };
+                        let span = blocks_span("signatures", &batch);
                         let store = core.store.clone();
                         within(
                             src.name(),
@@ -739,12 +741,7 @@ async fn round(
                 }
                 idx += batch.blocks().len();
                 let c = core.clone();
-                let span = match (batch.blocks().first(), batch.blocks().last()) {
-                    (Some(a), Some(b)) => {
-                        format!("import of blocks {}..={}", a.header.height, b.header.height)
-                    }
-                    _ => "import of an empty batch".to_string(),
-                };
+                let span = blocks_span("import", batch.blocks());
                 // Past the deadline the round stops waiting (the import finishes on its
                 // thread; what it committed stays).
                 let imported =

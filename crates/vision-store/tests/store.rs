@@ -1441,6 +1441,33 @@ fn a_run_of_blocks_is_accepted_exactly_as_one_by_one() {
     assert_eq!(d.tip().unwrap().hash, run[7].hash());
 }
 
+/// `blocks` blocks from genesis into `store`, mined by `from`: two empty ones (its
+/// rewards), then each with `per_block` transfers from `from` to `to`.
+fn paying_chain(
+    store: &ChainStore,
+    from: &vision_chain::SecretKey,
+    to: &Address,
+    blocks: u64,
+    per_block: u64,
+) -> Vec<Block> {
+    let mut chain = Vec::new();
+    let mut parent = genesis_hash();
+    for i in 0..blocks {
+        let txs = if i < 2 {
+            vec![]
+        } else {
+            (0..per_block)
+                .map(|j| transfer(from, *to, 5, (i - 2) * per_block + j))
+                .collect()
+        };
+        let b = mine_on(store, &parent, from.address(), txs);
+        store.accept_block(&b, NOW_MS).unwrap();
+        parent = b.hash();
+        chain.push(b);
+    }
+    chain
+}
+
 /// Bodies checked ahead (`check_bodies`, what sync does while the blocks before
 /// commit) are accepted by `accept_checked` exactly as `accept_blocks` accepts
 /// them: the same outcomes and errors, the same state and indexes; a check stops
@@ -1451,21 +1478,7 @@ fn bodies_checked_ahead_are_accepted_exactly_as_a_run() {
     let alice = key(1);
     let bob = key(2);
     let a = ChainStore::open_in_memory(NET).unwrap();
-    let mut run = Vec::new();
-    let mut parent = genesis_hash();
-    for i in 0..8u64 {
-        let txs = if i < 2 {
-            vec![]
-        } else {
-            (0..3)
-                .map(|j| transfer(&alice, bob.address(), 5, (i - 2) * 3 + j))
-                .collect()
-        };
-        let b = mine_on(&a, &parent, alice.address(), txs);
-        a.accept_block(&b, NOW_MS).unwrap();
-        parent = b.hash();
-        run.push(b);
-    }
+    let run = paying_chain(&a, &alice, &bob.address(), 8, 3);
     let addrs = [alice.address(), bob.address()];
     let outcomes = |store: &ChainStore, checked: Option<&CheckedBlocks>, blocks: &[Block]| {
         let mut out = Vec::new();
@@ -1538,21 +1551,7 @@ fn bodies_checked_ahead_are_accepted_exactly_as_a_run() {
 fn a_reorg_inside_one_group_leaves_the_indexes_as_one_by_one() {
     let (alice, bob, carol) = (key(1), key(2), key(3));
     let src = ChainStore::open_in_memory(NET).unwrap();
-    let mut main = Vec::new();
-    let mut parent = genesis_hash();
-    for i in 0..5u64 {
-        let txs = if i < 2 {
-            vec![]
-        } else {
-            (0..2)
-                .map(|j| transfer(&alice, bob.address(), 3, (i - 2) * 2 + j))
-                .collect()
-        };
-        let b = mine_on(&src, &parent, alice.address(), txs);
-        src.accept_block(&b, NOW_MS).unwrap();
-        parent = b.hash();
-        main.push(b);
-    }
+    let main = paying_chain(&src, &alice, &bob.address(), 5, 2);
     // a heavier branch from genesis, paying carol, mined by bob
     let mut branch = Vec::new();
     let mut parent = genesis_hash();
