@@ -302,29 +302,14 @@ impl Core {
         }
     }
 
-    /// Import a run of blocks in order (sync's body batches): the store verifies
-    /// the signatures of the following blocks on every core while the current one
-    /// commits ([`ChainStore::accept_blocks`]); each block is then handled exactly
-    /// as [`Core::import_block`] handles it, held to the side-branch bounds of
-    /// `admission` (sync passes the work of the header chain it checked:
-    /// [`Admission::Headers`]). `each` gets every block's outcome; returning
-    /// `false` stops the run. Blocking, like `import_block`.
-    pub fn import_blocks(
-        &self,
-        blocks: &[Block],
-        origin: Origin,
-        admission: Admission,
-        mut each: impl FnMut(&Block, Result<AcceptOutcome, StoreError>) -> bool,
-    ) -> usize {
-        self.store
-            .accept_blocks(blocks, now_ms(), admission, |block, outcome| {
-                each(block, self.after_accept(block, origin, outcome))
-            })
-    }
-
-    /// [`Core::import_blocks`] for blocks whose bodies the store checked ahead
-    /// ([`vision_store::ChainStore::check_bodies`]; sync checks the next blocks while
-    /// these commit): the same outcomes, the same logs and events.
+    /// Import a run of blocks in order (sync's body batches) whose bodies the store
+    /// checked ahead ([`vision_store::ChainStore::check_bodies`]; sync checks the
+    /// next blocks while these commit); the blocks a check did not pass are checked
+    /// here as [`ChainStore::accept_blocks`] checks them. Each block is then handled
+    /// exactly as [`Core::import_block`] handles it, held to the side-branch bounds
+    /// of `admission` (sync passes the work of the header chain it checked:
+    /// [`Admission::Headers`]). `each` gets every block's outcome; returning `false`
+    /// stops the run. Blocking, like `import_block`.
     pub fn import_checked(
         &self,
         blocks: &CheckedBlocks,

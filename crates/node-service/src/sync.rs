@@ -5,9 +5,9 @@
 //! before any body is fetched), keep going only while the source's branch could
 //! be heavier than ours, then fetch bodies in batches with the next batch in flight
 //! while the current one is imported, each block fully validated by the store before
-//! it is accepted. A batch is imported as one run ([`Core::import_blocks`]): the
-//! store verifies the signatures of the next blocks on every core while the current
-//! one commits. A heavier branch becomes the main chain through the store's
+//! it is accepted. The signatures of the next batches are verified on every core
+//! ([`vision_store::ChainStore::check_bodies`]) while the batches before them are
+//! imported as one run ([`Core::import_checked`]). A heavier branch becomes the main chain through the store's
 //! reorg. A source that serves invalid or withheld data is demoted and another is
 //! tried.
 //!
