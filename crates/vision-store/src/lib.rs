@@ -84,8 +84,8 @@ mod verify;
 pub use error::{FaultKind, StoreError};
 pub use events::{ChainEvent, EVENTS_PAGE_MAX, EVENTS_RETAINED_MAX, EventsPage, StoredEvent};
 pub use index::{
-    BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
-    REWARD_POSITION, TX_RECENT_BLOCKS_MAX, TX_RECENT_TXS_MAX, TxLocation,
+    ADDR_CHUNK_ENTRIES_MAX, BadCursor, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind,
+    HistoryPage, REWARD_POSITION, TX_RECENT_BLOCKS_MAX, TX_RECENT_TXS_MAX, TxLocation,
 };
 pub use reindex::{REINDEX_BLOCKS_MAX, ReindexReport};
 pub use schema::{BlockStatus, SCHEMA_VERSION, SCHEMA_VERSION_OLDEST};

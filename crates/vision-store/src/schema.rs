@@ -11,7 +11,7 @@
 //! | `children`   | parent hash ‖ child    | `()`                                    |
 //! | `rewards`    | height                 | [`vision_chain::Reward`] of the main-chain block (maturity) |
 //! | `side_blocks_at_height` | height      | side blocks stored there (`u32`, the per-height bound; created on first write, absent = 0) |
-//! | `tx_index`, `tx_recent`, `index_meta`, `addr_index` | see `crate::index` | main-chain transactions and address history |
+//! | `tx_index`, `tx_recent`, `index_meta`, `addr_history` | see `crate::index` | main-chain transactions and address history |
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use vision_chain::{Account, BlockHeader, HEADER_SIZE, Hash32, U256};
@@ -27,8 +27,10 @@ use crate::StoreError;
 /// indexes (`tx_index`, `addr_index`, `meta.indexes`): the migration replays the
 /// main chain to rebuild them; 4 — the txid index in two levels (`tx_recent`,
 /// `index_meta` beside `tx_index`, see `crate::index`): the migration builds it
-/// again from the main chain.
-pub const SCHEMA_VERSION: u32 = 4;
+/// again from the main chain; 5 — the address index in chunks (`addr_history`
+/// replaces `addr_index`, see `crate::index`): the migration builds it again from
+/// the main chain.
+pub const SCHEMA_VERSION: u32 = 5;
 /// The oldest layout this release migrates.
 pub const SCHEMA_VERSION_OLDEST: u32 = 1;
 
@@ -63,6 +65,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         from: 3,
         what: "rebuild the txid index in two levels (recent rows and the txid-keyed level)",
         apply: crate::store::rebuild_txid_index,
+    },
+    Migration {
+        from: 4,
+        what: "rebuild the address index in chunks (one value per address and flush)",
+        apply: crate::store::rebuild_addr_index,
     },
 ];
 

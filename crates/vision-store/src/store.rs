@@ -26,10 +26,10 @@ use crate::StoreError;
 use crate::error::FaultKind;
 use crate::events::{ChainEvent, EventsPage};
 use crate::index::{
-    ADDR_INDEX, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind, HistoryPage,
-    INDEX_JOBS_IN_FLIGHT, INDEX_META, IndexJob, IndexTables, REWARD_POSITION, RecentFilter,
-    TX_INDEX, TX_RECENT, TX_RECENT_TXS_MAX, TxLocation, find_in_recent, open_index_tables,
-    split_addr_key, split_recent_row, split_tx_value, tx_in_block_bytes,
+    ADDR_INDEX, ChunkEntries, HISTORY_LIMIT_MAX, HistoryCursor, HistoryEntry, HistoryKind,
+    HistoryPage, INDEX_JOBS_IN_FLIGHT, INDEX_META, IndexJob, IndexTables, REWARD_POSITION,
+    RecentFilter, TX_INDEX, TX_RECENT, TX_RECENT_TXS_MAX, TxLocation, chunk_entries,
+    find_in_recent, open_index_tables, split_recent_row, split_tx_value, tx_in_block_bytes,
 };
 use crate::parallel::{BodyPipeline, check_body_parallel};
 use crate::schema::{
@@ -588,7 +588,7 @@ impl<'t> Tables<'t> {
         self.rewards
             .insert(block.header.height, &delta.reward.encode())?;
         match &mut self.index {
-            Some(IndexSink::Here(ix)) => ix.add(params, hash, block)?,
+            Some(IndexSink::Here(ix)) => ix.add(hash, block)?,
             Some(IndexSink::Sent(w)) => w
                 .send(IndexJob::Add(*hash, block.clone()))
                 .map_err(|_| index_writer_gone())?,
@@ -1155,6 +1155,7 @@ pub(crate) fn replay_under_maturity(wtx: &WriteTransaction) -> Result<(), StoreE
     wtx.delete_table(TX_RECENT)?;
     wtx.delete_table(INDEX_META)?;
     wtx.delete_table(ADDR_INDEX)?;
+    wtx.delete_table(crate::index::ADDR_INDEX_V3)?;
     wtx.open_table(META)?
         .insert(META_INDEXED, [1u8].as_slice())?;
     let mut t = Tables::open(wtx, TX_RECENT_TXS_MAX)?;
@@ -1200,6 +1201,29 @@ pub(crate) fn rebuild_txid_index(wtx: &WriteTransaction) -> Result<(), StoreErro
         ix.add_txs(&hash, &block)?;
     }
     Ok(())
+}
+
+/// Migration 4 → 5: the address index in chunks (`crate::index`). Built again from
+/// the main chain, in the open's write transaction, as connecting the blocks in
+/// groups builds it; the old one-key-per-entry table is dropped.
+pub(crate) fn rebuild_addr_index(wtx: &WriteTransaction) -> Result<(), StoreError> {
+    wtx.delete_table(crate::index::ADDR_INDEX_V3)?;
+    wtx.delete_table(ADDR_INDEX)?;
+    if !indexes_on(&wtx.open_table(META)?)? {
+        return Ok(());
+    }
+    let main = wtx.open_table(MAIN)?;
+    let blocks = wtx.open_table(BLOCKS)?;
+    let mut ix = open_index_tables(wtx, TX_RECENT_TXS_MAX)?;
+    for item in main.range(1..)? {
+        let (_, h) = item?;
+        let hash = Hash32(*h.value());
+        let raw = blocks
+            .get(&hash.0)?
+            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
+        ix.hold_addr(&decode_block(&hash, raw.value())?)?;
+    }
+    ix.flush_addr()
 }
 
 /// The recorded reward of the main-chain block at `height`.
@@ -1692,11 +1716,7 @@ impl ChainStore {
             let (writer, handle) = if indexed {
                 let mut ix = open_index_tables(&wtx, self.tx_merge_txs)?;
                 let (send, jobs) = sync_channel::<IndexJob>(INDEX_JOBS_IN_FLIGHT);
-                let params = self.params;
-                (
-                    Some(send),
-                    Some(s.spawn(move || ix.write_jobs(params, jobs))),
-                )
+                (Some(send), Some(s.spawn(move || ix.write_jobs(jobs))))
             } else {
                 (None, None)
             };
@@ -2404,79 +2424,90 @@ impl ChainStore {
             let blocks = rtx.open_table(BLOCKS)?;
             let tip = meta_hash(&rtx.open_table(META)?, META_TIP)?;
             let tip_height = require_info(&info_t, &tip)?.header.height;
+            let rewards = rtx.open_table(REWARDS)?;
             let lo = crate::index::addr_key(addr, 0, 0);
-            let range = match after {
+            let hi = crate::index::addr_key(addr, u64::MAX, u32::MAX);
+            // The chunks newest first: with a cursor, the one that may straddle it
+            // (the first keyed at or after it: its older entries come first), then
+            // every chunk keyed before it.
+            let mut straddling: Option<ChunkEntries> = None;
+            let below = match after {
                 Some(c) => {
-                    let hi = crate::index::addr_key(addr, c.height, c.position);
-                    addr_t.range::<&[u8; 44]>(&lo..&hi)?
+                    let at = crate::index::addr_key(addr, c.height, c.position);
+                    if let Some(item) = addr_t.range::<&[u8; 44]>(&at..=&hi)?.next() {
+                        let (k, v) = item?;
+                        let key = *k.value();
+                        let older: ChunkEntries = chunk_entries(&key, v.value())?
+                            .into_iter()
+                            .filter(|&e| e < (c.height, c.position))
+                            .collect();
+                        straddling = Some(older);
+                    }
+                    addr_t.range::<&[u8; 44]>(&lo..&at)?
                 }
-                None => {
-                    let hi = crate::index::addr_key(addr, u64::MAX, u32::MAX);
-                    addr_t.range::<&[u8; 44]>(&lo..=&hi)?
-                }
+                None => addr_t.range::<&[u8; 44]>(&lo..=&hi)?,
             };
+            let mut below = below.rev();
             let mut entries: Vec<HistoryEntry> = Vec::with_capacity(limit.min(64));
             let mut more = false;
             // One block's header and bytes serve all its entries in a row.
             let mut cached: Option<(u64, Hash32, u64, Vec<u8>)> = None;
-            for item in range.rev() {
-                if entries.len() == limit {
-                    more = true;
-                    break;
-                }
-                let (k, v) = item?;
-                let (height, position) = split_addr_key(k.value());
-                if cached.as_ref().map(|c| c.0) != Some(height) {
-                    let hash = main
-                        .get(height)?
-                        .map(|h| Hash32(*h.value()))
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "address index names height {height}, beyond the main chain"
-                            ))
-                        })?;
-                    let time_ms = require_info(&info_t, &hash)?.header.timestamp_ms;
-                    let bytes = if position == REWARD_POSITION {
-                        Vec::new()
-                    } else {
-                        blocks
-                            .get(&hash.0)?
-                            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?
-                            .value()
-                            .to_vec()
-                    };
-                    cached = Some((height, hash, time_ms, bytes));
-                }
-                let Some((_, block_hash, time_ms, bytes)) = cached.as_mut() else {
-                    continue;
+            'pages: loop {
+                let chunk = match straddling.take() {
+                    Some(c) => c,
+                    None => match below.next() {
+                        Some(item) => {
+                            let (k, v) = item?;
+                            chunk_entries(k.value(), v.value())?
+                        }
+                        None => break,
+                    },
                 };
-                let kind = if position == REWARD_POSITION {
-                    let amount = <[u8; 8]>::try_from(v.value())
-                        .map(u64::from_le_bytes)
-                        .map_err(|_| {
-                            StoreError::Corrupt(format!("reward entry at height {height}"))
-                        })?;
-                    HistoryKind::Reward { amount }
-                } else {
-                    if bytes.is_empty() {
-                        *bytes = blocks
-                            .get(&block_hash.0)?
-                            .ok_or_else(|| {
-                                StoreError::Corrupt(format!("block {block_hash} missing"))
-                            })?
-                            .value()
-                            .to_vec();
+                for &(height, position) in chunk.iter().rev() {
+                    if entries.len() == limit {
+                        more = true;
+                        break 'pages;
                     }
-                    let tx = tx_in_block_bytes(block_hash, bytes, position)?;
-                    HistoryKind::Tx { txid: tx.id(), tx }
-                };
-                entries.push(HistoryEntry {
-                    height,
-                    block_hash: *block_hash,
-                    time_ms: *time_ms,
-                    position,
-                    kind,
-                });
+                    if cached.as_ref().map(|c| c.0) != Some(height) {
+                        let hash =
+                            main.get(height)?
+                                .map(|h| Hash32(*h.value()))
+                                .ok_or_else(|| {
+                                    StoreError::Corrupt(format!(
+                                        "address index names height {height}, beyond the main chain"
+                                    ))
+                                })?;
+                        let time_ms = require_info(&info_t, &hash)?.header.timestamp_ms;
+                        cached = Some((height, hash, time_ms, Vec::new()));
+                    }
+                    let Some((_, block_hash, time_ms, bytes)) = cached.as_mut() else {
+                        continue;
+                    };
+                    let kind = if position == REWARD_POSITION {
+                        HistoryKind::Reward {
+                            amount: reward_at(&rewards, height)?.amount,
+                        }
+                    } else {
+                        if bytes.is_empty() {
+                            *bytes = blocks
+                                .get(&block_hash.0)?
+                                .ok_or_else(|| {
+                                    StoreError::Corrupt(format!("block {block_hash} missing"))
+                                })?
+                                .value()
+                                .to_vec();
+                        }
+                        let tx = tx_in_block_bytes(block_hash, bytes, position)?;
+                        HistoryKind::Tx { txid: tx.id(), tx }
+                    };
+                    entries.push(HistoryEntry {
+                        height,
+                        block_hash: *block_hash,
+                        time_ms: *time_ms,
+                        position,
+                        kind,
+                    });
+                }
             }
             let next = if more {
                 entries.last().map(HistoryEntry::cursor)
@@ -2511,7 +2542,6 @@ impl ChainStore {
                 Ok((hash, decode_block(&hash, raw.value())?))
             });
             crate::index::verify(
-                self.params,
                 &rtx.open_table(TX_INDEX)?,
                 &rtx.open_table(TX_RECENT)?,
                 &rtx.open_table(INDEX_META)?,

@@ -279,3 +279,87 @@ const TX_INDEX: redb::TableDefinition<&[u8; 32], &[u8; 36]> =
     redb::TableDefinition::new("tx_index");
 const RECENT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("tx_recent");
 const INDEX_META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("index_meta");
+
+const ADDR_V4: redb::TableDefinition<&[u8; 44], &[u8]> = redb::TableDefinition::new("addr_index");
+const ADDR_V5: redb::TableDefinition<&[u8; 44], &[u8]> = redb::TableDefinition::new("addr_history");
+
+/// Every page of `a`'s history, three entries a page: `(height, position, kind)`.
+fn full_history(store: &ChainStore, a: &Address) -> Vec<(u64, u32, String)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.address_history(a, 3, after).expect("history");
+        out.extend(
+            page.entries
+                .iter()
+                .map(|e| (e.height, e.position, format!("{:?}", e.kind))),
+        );
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+/// Schemas 3 and 4 kept one `addr_index` key per entry (address ‖ height ‖
+/// position → the reward amount or nothing). Opening such a store drops that table
+/// and builds the chunked `addr_history` again from the main chain (a junk entry
+/// of the old table is not carried over): every history reads as before.
+#[test]
+fn a_schema_4_store_gets_its_address_index_rebuilt_in_chunks() {
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("chain.redb");
+    write_fixture(&path);
+    let (miner, other) = (key(1).address(), key(2).address());
+    let store = ChainStore::open(&path, NET).expect("opens");
+    let before = [full_history(&store, &miner), full_history(&store, &other)];
+    assert!(before[0].len() > FIXTURE_BLOCKS as usize && !before[1].is_empty());
+    drop(store);
+    // Rewrite it as schema 4 would have left it.
+    {
+        let db = redb::Database::open(&path).expect("redb");
+        let wtx = db.begin_write().expect("write");
+        assert!(wtx.delete_table(ADDR_V5).expect("delete"));
+        {
+            let mut t = wtx.open_table(ADDR_V4).expect("addr_index");
+            for (a, h) in [(miner, &before[0]), (other, &before[1])] {
+                for (height, pos, _) in h {
+                    let mut k = [0u8; 44];
+                    k[..32].copy_from_slice(&a.0);
+                    k[32..40].copy_from_slice(&height.to_be_bytes());
+                    k[40..].copy_from_slice(&pos.to_be_bytes());
+                    t.insert(&k, [].as_slice()).expect("insert");
+                }
+            }
+            let mut junk = [0u8; 44];
+            junk[..32].copy_from_slice(&other.0);
+            junk[39] = 2;
+            t.insert(&junk, [].as_slice()).expect("junk");
+        }
+        wtx.commit().expect("commit");
+    }
+    set_schema(&path, 4);
+    let store = ChainStore::open(&path, NET).expect("the schema-4 store opens");
+    assert_eq!(
+        store.schema().expect("schema").0,
+        vision_store::SCHEMA_VERSION
+    );
+    store
+        .verify_indexes()
+        .expect("rebuilt: exactly the main chain");
+    assert_eq!(
+        [full_history(&store, &miner), full_history(&store, &other)],
+        before
+    );
+    drop(store);
+    let db = redb::Database::open(&path).expect("redb");
+    let r = db.begin_read().expect("read");
+    assert!(
+        matches!(
+            r.open_table(ADDR_V4),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ),
+        "the old table is gone"
+    );
+}

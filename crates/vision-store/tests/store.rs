@@ -1710,6 +1710,144 @@ fn history(store: &ChainStore, a: &Address) -> Vec<(u64, u32)> {
     }
 }
 
+/// `a`'s history as the main chain implies it, newest first: per block from the
+/// tip down, its reward (if `a` mined it) and then its transactions touching `a`,
+/// last position first.
+fn implied_history(store: &ChainStore, a: &Address) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    for h in (1..=store.tip().unwrap().height).rev() {
+        let b = store.block_at(h).unwrap().unwrap();
+        if b.miner == *a {
+            out.push((h, vision_store::REWARD_POSITION));
+        }
+        for (i, tx) in b.txs.iter().enumerate().rev() {
+            if tx.from == *a || tx.to == *a {
+                out.push((h, i as u32));
+            }
+        }
+    }
+    out
+}
+
+/// Every page of `a`'s history at `limit` entries a page, joined.
+fn history_paged(store: &ChainStore, a: &Address, limit: usize) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.address_history(a, limit, after).unwrap();
+        assert!(page.entries.len() <= limit);
+        out.extend(page.entries.iter().map(|e| (e.height, e.position)));
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return out,
+        }
+    }
+}
+
+const T_ADDR: redb::TableDefinition<&[u8; 44], &[u8]> = redb::TableDefinition::new("addr_history");
+
+/// `a`'s address-index chunks in the file at `path`: their entry counts.
+fn chunk_sizes(path: &std::path::Path, a: &Address) -> Vec<usize> {
+    use redb::ReadableDatabase;
+    let db = redb::Database::open(path).unwrap();
+    let r = db.begin_read().unwrap();
+    let t = r.open_table(T_ADDR).unwrap();
+    let mut lo = [0u8; 44];
+    lo[..32].copy_from_slice(&a.0);
+    let mut hi = [0xffu8; 44];
+    hi[..32].copy_from_slice(&a.0);
+    t.range::<&[u8; 44]>(&lo..=&hi)
+        .unwrap()
+        .map(|i| i.unwrap().1.value().len() / 12)
+        .collect()
+}
+
+/// The address index in chunks (`crate::index`): an address with more entries in
+/// one flush than a chunk holds gets several chunks; pages of every size, with
+/// cursors inside and at the edges of chunks, give exactly the history the chain
+/// implies; a reorg that disconnects blocks whose entries share chunks with older
+/// ones keeps the older ones; and a damaged chunk is found by `verify_indexes`.
+#[test]
+fn the_address_index_keeps_chunks_that_page_and_reorg_exactly() {
+    use vision_store::ADDR_CHUNK_ENTRIES_MAX;
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let src = ChainStore::open_in_memory(NET).unwrap();
+    // 2 empty blocks, then 6 of 300 payments alice → bob: 1,800 entries each
+    let chain = paying_chain(&src, &alice, &bob.address(), 8, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let store = ChainStore::open(&path, NET).unwrap();
+    let n = store.accept_blocks(&chain, NOW_MS, Admission::Unbounded, |_, r| {
+        assert!(r.is_ok(), "{r:?}");
+        true
+    });
+    assert_eq!(n, chain.len());
+    store.verify_indexes().unwrap();
+    for a in [alice.address(), bob.address()] {
+        let want = implied_history(&store, &a);
+        for limit in [1, 7, 299, 500] {
+            assert_eq!(history_paged(&store, &a, limit), want, "limit {limit}");
+        }
+        assert_eq!(history_paged(&src, &a, 500), want, "one by one");
+    }
+    drop(store);
+    let sizes = chunk_sizes(&path, &bob.address());
+    assert!(
+        sizes.len() >= 2 && sizes.iter().all(|&n| n <= ADDR_CHUNK_ENTRIES_MAX),
+        "bob's 1,800 entries in chunks of at most {ADDR_CHUNK_ENTRIES_MAX}: {sizes:?}"
+    );
+
+    // A heavier branch from height 5 paying carol disconnects heights 6..=8.
+    let store = ChainStore::open(&path, NET).unwrap();
+    let mut parent = chain[4].hash();
+    for i in 0..4u64 {
+        let b = mine_on(
+            &store,
+            &parent,
+            carol.address(),
+            vec![transfer(&bob, carol.address(), 1, i)],
+        );
+        store
+            .accept_block_with(&b, NOW_MS, Admission::Unbounded)
+            .unwrap();
+        parent = b.hash();
+    }
+    assert_eq!(store.tip().unwrap().height, 9);
+    store.verify_indexes().unwrap();
+    for a in [alice.address(), bob.address(), carol.address()] {
+        let want = implied_history(&store, &a);
+        assert!(want.iter().all(|&(h, _)| h <= 9));
+        for limit in [1, 13, 500] {
+            assert_eq!(history_paged(&store, &a, limit), want, "limit {limit}");
+        }
+    }
+    drop(store);
+
+    // Damage: one entry of bob's oldest chunk moved to a height the chain does
+    // not give him (same size, still in order).
+    tamper(&path, |w| {
+        use redb::ReadableTable;
+        let mut t = w.open_table(T_ADDR).unwrap();
+        let mut lo = [0u8; 44];
+        lo[..32].copy_from_slice(&bob.address().0);
+        let (k, mut v) = {
+            let (k, v) = t
+                .range::<&[u8; 44]>(&lo..)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            (*k.value(), v.value().to_vec())
+        };
+        assert!(v.len() >= 24);
+        v[7] ^= 0x01; // the first entry's height, low bit: still below the second
+        t.insert(&k, v.as_slice()).unwrap();
+    });
+    let store = ChainStore::open(&path, NET).unwrap();
+    let err = store.verify_indexes().unwrap_err().to_string();
+    assert!(err.contains("address index"), "{err}");
+}
+
 #[test]
 fn indexes_find_transactions_and_history_and_follow_reorgs() {
     use vision_store::{HistoryKind, REWARD_POSITION};
