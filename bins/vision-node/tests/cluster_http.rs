@@ -178,6 +178,9 @@ fn lying_anchor_is_discounted_and_never_pauses_the_miner() {
     for behaviour in [
         FakeBehaviour::FarAheadBadPow { claimed: 1_000_000 },
         FakeBehaviour::FarAheadWithholding { claimed: 1_000_000 },
+        FakeBehaviour::InvalidFirstBlock {
+            blocks: testkit::scenarios::INVALID_CHAIN_BLOCKS,
+        },
     ] {
         let mut c = Cluster::new("liar");
         if let Err(e) = lying_anchor(&mut c, behaviour) {

@@ -96,6 +96,13 @@ pub trait LocalNode: Send + Sync + 'static {
         height: u64,
         hash: &str,
     ) -> impl Future<Output = TipCheck> + Send;
+    /// Does the verdict that backed the tip `hash` still stand? `false` when the
+    /// node has since found a block invalid that the tip may build on (its headers
+    /// were fine, its body was not): the claim is checked again at its anchor's
+    /// next probe. Cheap, in memory.
+    fn tip_still_backed(&self, _hash: &str) -> bool {
+        true
+    }
 }
 
 /// Settings shared by the loops.
@@ -217,16 +224,20 @@ pub async fn probe_round<T: ControlPlane, N: LocalNode>(
             let left = timeout.saturating_sub(started.elapsed());
             let check = match &result {
                 ProbeResult::Ok(p) => match &p.tip_hash {
-                    Some(hash) if verified_hash.as_ref() != Some(hash) => Some(
-                        tokio::time::timeout(left, node.verify_tip(&url, p.tip_height, hash))
-                            .await
-                            .unwrap_or_else(|_| TipCheck::Unknown {
-                                reason: format!(
-                                    "headers not checked within the {} ms timeout",
-                                    ms(timeout)
-                                ),
-                            }),
-                    ),
+                    Some(hash)
+                        if verified_hash.as_ref() != Some(hash) || !node.tip_still_backed(hash) =>
+                    {
+                        Some(
+                            tokio::time::timeout(left, node.verify_tip(&url, p.tip_height, hash))
+                                .await
+                                .unwrap_or_else(|_| TipCheck::Unknown {
+                                    reason: format!(
+                                        "headers not checked within the {} ms timeout",
+                                        ms(timeout)
+                                    ),
+                                }),
+                        )
+                    }
                     _ => None,
                 },
                 _ => None,

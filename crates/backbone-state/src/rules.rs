@@ -661,6 +661,31 @@ mod tests {
         assert_eq!(tier(s6.anchor(&url(0)).unwrap(), 34), Tier::LargeLag);
     }
 
+    /// A claim verified by its headers, then found to build on an invalid block
+    /// (`TipCheck::Invalid`): the anchor is discounted and what was verified of its
+    /// chain is withdrawn, so the network tip falls back to the honest anchor's.
+    #[test]
+    fn a_claim_on_an_invalid_chain_withdraws_what_was_verified() {
+        let s0 = BackboneState::new(&seeds(2), false);
+        let s1 = next_snapshot(&s0, &[ok(0, 10, 50), ok(1, 600, 10)], T0);
+        assert_eq!(s1.verified_tip_height, 600, "its headers backed it");
+        let invalid = claim(
+            1,
+            600,
+            10,
+            Some(TipCheck::Invalid {
+                reason: "its chain holds block ab at height 11, which is invalid".into(),
+            }),
+        );
+        let s2 = next_snapshot(&s1, &[ok(0, 10, 50), invalid], T0);
+        let a1 = s2.anchor(&url(1)).unwrap();
+        assert!(a1.is_discounted());
+        assert!(a1.discount.as_deref().unwrap().contains("invalid chain"));
+        assert_eq!(a1.verified_height, None);
+        assert_eq!(s2.verified_tip_height, 10);
+        assert_eq!(s2.best_anchor, Some(url(0)));
+    }
+
     #[test]
     fn an_unverified_claim_does_not_rank_and_a_liar_stays_discounted() {
         let s0 = BackboneState::new(&seeds(2), false);

@@ -64,6 +64,13 @@ pub enum TipCheck {
         /// What was wrong, for `/api/status`.
         reason: String,
     },
+    /// The claim builds on a block the node found invalid (its header was fine, its
+    /// body was not): the anchor is discounted as for an unbacked claim, and what
+    /// was verified of its chain before is withdrawn — those headers back nothing.
+    Invalid {
+        /// Which block, for `/api/status`.
+        reason: String,
+    },
     /// No verdict (the source did not answer in time): nothing changes.
     Unknown {
         /// Why.
@@ -249,6 +256,16 @@ pub fn apply_check(a: &mut AnchorObservation, check: &TipCheck) -> bool {
                 a.verified_height = Some(*backed_height);
                 a.verified_hash = None;
             }
+        }
+        TipCheck::Invalid { reason } => {
+            let claimed = a.tip_height.unwrap_or(0);
+            let mut r = format!("claims tip {claimed} on an invalid chain: {reason}");
+            if r.chars().count() > DISCOUNT_REASON_MAX_LEN {
+                r = r.chars().take(DISCOUNT_REASON_MAX_LEN).collect();
+            }
+            a.discount = Some(r);
+            a.verified_height = None;
+            a.verified_hash = None;
         }
         TipCheck::Unknown { .. } => {}
     }

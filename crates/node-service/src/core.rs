@@ -11,8 +11,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vision_chain::{
-    Address, Block, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig, MempoolError,
-    PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
+    Address, Block, BlockError, BlockHeader, ChainParams, Hash32, Mempool, MempoolConfig,
+    MempoolError, PendingAmounts, SecretKey, Transaction, TxId, U256, build_block,
 };
 use vision_store::mempool_file::MempoolFile;
 use vision_store::{AcceptOutcome, Admission, ChainStore, CheckedBlocks, StoreError};
@@ -136,17 +136,33 @@ pub type ReadmitHook = Box<dyn Fn(Vec<Transaction>) + Send + Sync>;
 /// remembered, oldest forgotten first.
 pub const VERIFIED_HEADERS_MAX: usize = 8_192;
 
+/// Blocks known invalid by what their header commits to, remembered (hash →
+/// height), oldest forgotten first. Each cost its sender a header with real proof
+/// of work.
+pub const INVALID_BLOCKS_MAX: usize = 1_024;
+
 /// A bounded record of headers this node has checked (linkage, proof of work,
 /// timestamps) without holding their blocks yet: what lets one source's headers
-/// back another anchor's claim of the same tip.
+/// back another anchor's claim of the same tip. Beside it, the blocks found
+/// invalid although their headers were fine: a header chain through one of them
+/// backs nothing.
 #[derive(Debug, Default)]
 struct VerifiedHeaders {
     heights: HashMap<Hash32, u64>,
     order: VecDeque<Hash32>,
+    invalid: HashMap<Hash32, u64>,
+    invalid_order: VecDeque<Hash32>,
+    /// Checked headers forgotten because a block at or below them turned out
+    /// invalid: a claim of one is checked again before it counts.
+    recheck: std::collections::HashSet<Hash32>,
 }
 
 impl VerifiedHeaders {
     fn insert(&mut self, hash: Hash32, height: u64) {
+        if self.invalid.contains_key(&hash) {
+            return;
+        }
+        self.recheck.remove(&hash);
         if self.heights.insert(hash, height).is_none() {
             self.order.push_back(hash);
             while self.order.len() > VERIFIED_HEADERS_MAX {
@@ -155,6 +171,30 @@ impl VerifiedHeaders {
                 }
             }
         }
+    }
+
+    /// `hash` (at `height`) is invalid: remember it, and forget every checked
+    /// header at or above it (any may build on it; an honest one is checked again
+    /// when next claimed).
+    fn mark_invalid(&mut self, hash: Hash32, height: u64) {
+        if self.invalid.insert(hash, height).is_none() {
+            self.invalid_order.push_back(hash);
+            while self.invalid_order.len() > INVALID_BLOCKS_MAX {
+                if let Some(old) = self.invalid_order.pop_front() {
+                    self.invalid.remove(&old);
+                }
+            }
+        }
+        let recheck = &mut self.recheck;
+        self.heights.retain(|hash, h| {
+            let keep = *h < height;
+            if !keep && recheck.len() < VERIFIED_HEADERS_MAX {
+                recheck.insert(*hash);
+            }
+            keep
+        });
+        let heights = &self.heights;
+        self.order.retain(|h| heights.contains_key(h));
     }
 }
 
@@ -335,9 +375,63 @@ impl Core {
             Ok(o) => self.imported(block, origin, &o).map(|()| o),
             Err(e) => {
                 self.note_refused(&e, origin);
+                self.note_invalid(block, &e);
                 Err(e)
             }
         }
+    }
+
+    /// A block refused for what its header commits to — a wrongly signed
+    /// transaction or a failing state transition (the transactions root commits to
+    /// every transaction, signature included), or an invalid ancestor — is
+    /// remembered as invalid ([`Core::is_known_invalid`]), with the ancestor: no
+    /// claim on top of either is believed again, and sync refuses a header chain
+    /// through them before fetching a body. A body that does not match its header
+    /// (another root, too many transactions) or a header refused for the time is not
+    /// remembered: anyone can serve a mangled body for an honest header. Blocking
+    /// (it may read the store).
+    fn note_invalid(&self, block: &Block, e: &StoreError) {
+        let height = block.header.height;
+        let marks: Vec<(Hash32, u64)> = match e {
+            StoreError::Invalid {
+                hash,
+                source: BlockError::Signature(_) | BlockError::State(_),
+            } => vec![(*hash, height)],
+            StoreError::KnownInvalid(hash) => vec![(*hash, height)],
+            StoreError::InvalidParent { hash, parent } => {
+                vec![(*parent, height.saturating_sub(1)), (*hash, height)]
+            }
+            StoreError::InvalidBranch { hash, invalid, .. } => {
+                let at = match self.store.header(invalid) {
+                    Ok(Some(h)) => h.height,
+                    _ => height,
+                };
+                vec![(*invalid, at.min(height)), (*hash, height)]
+            }
+            _ => return,
+        };
+        let mut v = lock(&self.verified_headers);
+        for (hash, at) in marks {
+            v.mark_invalid(hash, at);
+        }
+    }
+
+    /// Does the check that backed a claimed tip `hash` (hex) still stand? Not when
+    /// the tip is a block found invalid, nor when it was a checked header forgotten
+    /// because a block at or below it was found invalid since: the claim is checked
+    /// again (`backbone_state::LocalNode::tip_still_backed`). In memory, cheap.
+    pub fn claim_still_backed(&self, hash: &str) -> bool {
+        let Ok(h) = hash.parse::<Hash32>() else {
+            return true;
+        };
+        let v = lock(&self.verified_headers);
+        !v.invalid.contains_key(&h) && !v.recheck.contains(&h)
+    }
+
+    /// Is `hash` a block this node found invalid (see [`Core::note_invalid`])?
+    /// In memory, bounded by [`INVALID_BLOCKS_MAX`]; cheap.
+    pub fn is_known_invalid(&self, hash: &Hash32) -> bool {
+        lock(&self.verified_headers).invalid.contains_key(hash)
     }
 
     /// What follows a block's acceptance: the log line, and on a new tip the
@@ -446,8 +540,14 @@ impl Core {
     /// The height of `hash` if this node has checked it: a stored block that is not
     /// known invalid, or a header checked by sync or a verification.
     pub fn verified_height(&self, hash: &Hash32) -> Result<Option<u64>, StoreError> {
-        if let Some(h) = lock(&self.verified_headers).heights.get(hash) {
-            return Ok(Some(*h));
+        {
+            let v = lock(&self.verified_headers);
+            if v.invalid.contains_key(hash) {
+                return Ok(None);
+            }
+            if let Some(h) = v.heights.get(hash) {
+                return Ok(Some(*h));
+            }
         }
         if matches!(
             self.store.block_status(hash)?,

@@ -343,6 +343,10 @@ impl LocalNode for Local {
         self.core.chain().height
     }
 
+    fn tip_still_backed(&self, hash: &str) -> bool {
+        self.core.claim_still_backed(hash)
+    }
+
     fn local_cluster_size(&self) -> Option<usize> {
         self.net.cluster_size()
     }

@@ -584,6 +584,15 @@ async fn round(
             check_header(core.params, &h, &ctx, now_ms())
                 .map_err(|e| invalid(src, format!("header at height {}: {e}", h.height)))?;
             let hash = h.hash();
+            if core.is_known_invalid(&hash) {
+                return Err(invalid(
+                    src,
+                    format!(
+                        "its chain holds block {hash} at height {}, which is invalid",
+                        h.height
+                    ),
+                ));
+            }
             checked.push((hash, h.height));
             recent.insert(0, h.timestamp_ms);
             recent.truncate(MTP_WINDOW);
@@ -840,6 +849,13 @@ pub async fn verify_claim(
 ) -> TipCheck {
     let unknown = |reason: String| TipCheck::Unknown { reason };
     let claimed: Option<Hash32> = hash.parse().ok();
+    if let Some(h) = claimed
+        && core.is_known_invalid(&h)
+    {
+        return TipCheck::Invalid {
+            reason: format!("its tip {hash} is a block this node found invalid"),
+        };
+    }
     if let Some(h) = claimed {
         let c = core.clone();
         match blocking(move || c.verified_height(&h)).await {
@@ -927,6 +943,7 @@ pub async fn verify_claim(
             };
         }
         let mut bad = None;
+        let mut on_invalid = None;
         for h in batch.into_iter().take(want as usize) {
             if h.height != next || h.prev_hash != prev_hash {
                 bad = Some(format!("header at height {} does not link", h.height));
@@ -941,12 +958,23 @@ pub async fn verify_claim(
                 bad = Some(format!("header at height {}: {e}", h.height));
                 break;
             }
+            if core.is_known_invalid(&h.hash()) {
+                on_invalid = Some(format!(
+                    "its chain holds block {} at height {}, which is invalid",
+                    h.hash(),
+                    h.height
+                ));
+                break;
+            }
             prev_hash = h.hash();
             checked.push((prev_hash, h.height));
             recent.insert(0, h.timestamp_ms);
             recent.truncate(MTP_WINDOW);
             parent = h;
             next += 1;
+        }
+        if let Some(reason) = on_invalid {
+            break TipCheck::Invalid { reason };
         }
         if let Some(reason) = bad {
             break TipCheck::Unbacked {
@@ -1337,5 +1365,106 @@ mod tests {
             ),
             "{v:?}"
         );
+    }
+
+    /// Genesis's `n` successors, built without a store (so a block may be invalid):
+    /// block `bad` pays a transfer whose signature is wrong; its transactions root
+    /// commits to it, and every header has its proof of work.
+    fn chain_invalid_at(n: u64, bad: u64) -> Vec<Block> {
+        let p = Network::Regtest.params();
+        let mut parent = p.genesis().header;
+        let mut recent = vec![parent.timestamp_ms];
+        let mut out = Vec::new();
+        for h in 1..=n {
+            let txs = if h == bad {
+                let k = SecretKey::from_seed(&[9; 32]);
+                let mut tx = vision_chain::Transaction::new_signed(
+                    &k,
+                    Network::Regtest,
+                    k.address(),
+                    1,
+                    1,
+                    0,
+                );
+                tx.signature.0[5] ^= 0x40;
+                vec![tx]
+            } else {
+                Vec::new()
+            };
+            let ctx = ParentContext {
+                hash: parent.hash(),
+                header: &parent,
+                recent_timestamps_ms: &recent,
+            };
+            let ts = parent.timestamp_ms + p.target_block_time_ms;
+            let mut b = build_block(p, &ctx, Address([2; 32]), txs, ts);
+            solve(&mut b.header, 0, u64::MAX).unwrap();
+            recent.insert(0, b.header.timestamp_ms);
+            recent.truncate(MTP_WINDOW);
+            parent = b.header.clone();
+            out.push(b);
+        }
+        out
+    }
+
+    /// A chain whose headers check out backs a claim until one of its blocks is
+    /// found invalid by what its header commits to (a wrong signature): from then
+    /// on the claims on top of it are `Invalid` (their earlier verdict withdrawn),
+    /// while a claim below it still stands. A mangled body served for an honest
+    /// header (another root) is refused without marking the header: anyone can
+    /// serve one.
+    #[tokio::test]
+    async fn a_block_found_invalid_withdraws_the_claims_on_top_of_it_but_a_mangled_body_does_not() {
+        let (core, _dir) = core();
+        let served = chain_invalid_at(10, 5);
+        let mut headers = vec![Network::Regtest.params().genesis().header];
+        headers.extend(served.iter().map(|b| b.header.clone()));
+        let src = Mem {
+            headers,
+            fail: false,
+        };
+        let tip = served[9].hash().to_hex();
+        let bad = served[4].hash();
+        assert!(matches!(
+            verify_claim(&core, &src, 10, &tip).await,
+            TipCheck::Verified { height: 10, .. }
+        ));
+        assert!(core.claim_still_backed(&tip));
+        for b in &served[..4] {
+            core.import_block(b, Origin::Http).unwrap();
+        }
+        // The honest header with a body that does not match it.
+        let mut mangled = served[4].clone();
+        mangled.txs.clear();
+        let e = core.import_block(&mangled, Origin::Http).unwrap_err();
+        assert!(e.to_string().contains("root"), "{e}");
+        assert!(!core.is_known_invalid(&bad));
+        assert!(core.claim_still_backed(&tip));
+        assert!(matches!(
+            verify_claim(&core, &src, 10, &tip).await,
+            TipCheck::Verified { height: 10, .. }
+        ));
+        // Its real body: a wrong signature the header commits to.
+        let e = core.import_block(&served[4], Origin::Http).unwrap_err();
+        assert!(e.to_string().contains("signature"), "{e}");
+        assert!(core.is_known_invalid(&bad));
+        assert!(
+            !core.claim_still_backed(&tip),
+            "the tip's verdict is withdrawn"
+        );
+        let v = verify_claim(&core, &src, 10, &tip).await;
+        assert!(
+            matches!(&v, TipCheck::Invalid { reason } if reason.contains(&bad.to_hex())),
+            "{v:?}"
+        );
+        assert!(matches!(
+            verify_claim(&core, &src, 5, &bad.to_hex()).await,
+            TipCheck::Invalid { .. }
+        ));
+        // Below it, the chain still backs a claim.
+        assert!(matches!(
+            verify_claim(&core, &src, 4, &served[3].hash().to_hex()).await,
+            TipCheck::Verified { height: 4, .. }
+        ));
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use vision_chain::params::MTP_WINDOW;
-use vision_chain::{Block, Network, ParentContext, SecretKey, build_block, solve};
+use vision_chain::{Block, Network, ParentContext, SecretKey, Transaction, build_block, solve};
 
 /// Blocks a built chain may hold (a test chain, not a benchmark).
 pub const BUILT_CHAIN_BLOCKS_MAX: u64 = 10_000;
@@ -12,6 +12,18 @@ pub const BUILT_CHAIN_BLOCKS_MAX: u64 = 10_000;
 /// `n` empty blocks on `network`'s genesis, paying the key of `seed`, timestamps one
 /// target block time apart from genesis (so difficulty stays put), each solved.
 pub fn build_chain(network: Network, n: u64, seed: u8) -> Vec<Block> {
+    build_chain_with(network, n, seed, |_| Vec::new())
+}
+
+/// [`build_chain`] with the transactions `txs(height)` gives each block (the
+/// transactions root commits to them as they are: a test may give a block a
+/// transaction that is invalid, and the block's header still has its work).
+pub fn build_chain_with(
+    network: Network,
+    n: u64,
+    seed: u8,
+    mut txs: impl FnMut(u64) -> Vec<Transaction>,
+) -> Vec<Block> {
     let p = network.params();
     let miner = SecretKey::from_seed(&[seed; 32]).address();
     let mut parent = p.genesis().header;
@@ -24,7 +36,7 @@ pub fn build_chain(network: Network, n: u64, seed: u8) -> Vec<Block> {
             recent_timestamps_ms: &recent,
         };
         let ts = p.genesis_timestamp_ms + h * p.target_block_time_ms;
-        let mut b = build_block(p, &ctx, miner, Vec::new(), ts);
+        let mut b = build_block(p, &ctx, miner, txs(h), ts);
         let mut start = 0u64;
         while solve(&mut b.header, start, 1 << 16).is_none() {
             start += 1 << 16;

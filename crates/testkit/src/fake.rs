@@ -30,6 +30,41 @@ pub enum FakeBehaviour {
         /// The claimed height.
         claimed: u64,
     },
+    /// Serves a chain of `blocks` blocks on the real genesis whose headers are all
+    /// valid, with real proof of work, and claims its tip; but its first block holds
+    /// a transaction whose signature is wrong (the transactions root commits to it:
+    /// the block is invalid, whoever serves it). Every block of the chain descends
+    /// from it.
+    InvalidFirstBlock {
+        /// Blocks in the chain.
+        blocks: u64,
+    },
+}
+
+impl FakeBehaviour {
+    /// The height it claims.
+    pub fn claimed(self) -> u64 {
+        match self {
+            FakeBehaviour::FarAheadBadPow { claimed }
+            | FakeBehaviour::FarAheadWithholding { claimed } => claimed,
+            FakeBehaviour::InvalidFirstBlock { blocks } => blocks,
+        }
+    }
+}
+
+/// The chain a [`FakeBehaviour::InvalidFirstBlock`] anchor serves: `blocks` blocks,
+/// the first paying a transfer signed wrongly.
+pub(crate) fn invalid_first_block_chain(network: Network, blocks: u64) -> Vec<vision_chain::Block> {
+    crate::chain::build_chain_with(network, blocks, 0xfb, |h| {
+        if h == 1 {
+            let k = SecretKey::from_seed(&[0xfc; 32]);
+            let mut tx = vision_chain::Transaction::new_signed(&k, network, k.address(), 1, 1, 0);
+            tx.signature.0[0] ^= 0x01;
+            vec![tx]
+        } else {
+            Vec::new()
+        }
+    })
 }
 
 /// A running fake anchor; stops when dropped.
@@ -55,11 +90,17 @@ impl FakeAnchor {
         let requests = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (requests.clone(), stop.clone());
+        let chain = match behaviour {
+            FakeBehaviour::InvalidFirstBlock { blocks } => {
+                invalid_first_block_chain(network, blocks)
+            }
+            _ => Vec::new(),
+        };
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let _ = serve(stream, network, behaviour, &key, addr, &r);
+                        let _ = serve(stream, network, behaviour, &chain, &key, addr, &r);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -118,6 +159,7 @@ fn serve(
     mut stream: TcpStream,
     network: Network,
     behaviour: FakeBehaviour,
+    chain: &[vision_chain::Block],
     key: &SecretKey,
     addr: SocketAddr,
     requests: &Mutex<BTreeMap<String, u64>>,
@@ -146,11 +188,12 @@ fn serve(
     if let Ok(mut m) = requests.lock() {
         *m.entry(format!("{method} {path}")).or_default() += 1;
     }
-    let claimed = match behaviour {
-        FakeBehaviour::FarAheadBadPow { claimed }
-        | FakeBehaviour::FarAheadWithholding { claimed } => claimed,
-    };
+    let claimed = behaviour.claimed();
     let params = network.params();
+    let tip_hash = chain
+        .last()
+        .map(|b| b.hash())
+        .unwrap_or_else(|| Hash32::digest(b"a tip nobody can back"));
     match (method.as_str(), path) {
         ("POST", "/api/hello") => {
             // A lying anchor still answers its caller's exchange properly: it lies
@@ -192,7 +235,7 @@ fn serve(
             )
         }
         ("GET", "/api/status") => {
-            let tip = Hash32::digest(b"a tip nobody can back").to_hex();
+            let tip = tip_hash.to_hex();
             let st = StatusResponse {
                 node_id: key.address().to_hex(),
                 version: "fake".into(),
@@ -200,7 +243,7 @@ fn serve(
                 is_anchor: true,
                 uptime_s: 1,
                 height: claimed,
-                tip_hash: Hash32::digest(b"a tip nobody can back"),
+                tip_hash,
                 http_backbone: HttpBackboneStatus {
                     connected: true,
                     tip_height: Some(claimed),
@@ -253,7 +296,15 @@ fn serve(
                 .unwrap_or(1)
                 .min(1000);
             let mut out = Vec::new();
-            if matches!(behaviour, FakeBehaviour::FarAheadBadPow { .. }) {
+            if !chain.is_empty() {
+                let genesis = params.genesis().header;
+                let headers: Vec<BlockHeader> = std::iter::once(genesis)
+                    .chain(chain.iter().map(|b| b.header.clone()))
+                    .skip(from as usize)
+                    .take(limit as usize)
+                    .collect();
+                out = vision_wire::binary::encode_headers(&headers);
+            } else if matches!(behaviour, FakeBehaviour::FarAheadBadPow { .. }) {
                 // The real genesis, then headers that link but carry no work.
                 let mut prev = params.genesis().header;
                 let mut chain = vec![prev.clone()];
@@ -275,7 +326,28 @@ fn serve(
             }
             respond(&mut stream, 200, "application/octet-stream", &out)
         }
-        ("GET", "/api/blocks") => respond(&mut stream, 200, "application/octet-stream", b""),
+        ("GET", "/api/blocks") => {
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(name))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            let from = param("from=").unwrap_or(0).max(1);
+            let limit = param("limit=").unwrap_or(1).min(1000);
+            let blocks: Vec<vision_chain::Block> = chain
+                .iter()
+                .skip((from - 1) as usize)
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            respond(
+                &mut stream,
+                200,
+                "application/octet-stream",
+                &vision_wire::binary::encode_blocks(&blocks),
+            )
+        }
         ("GET", "/api/p2p/seed_peers") => respond(&mut stream, 200, "application/json", b"[]"),
         _ => respond(
             &mut stream,

@@ -19,9 +19,9 @@ mod sidebranch;
 mod storage;
 pub use admission::{AdmissionOpts, Attack, FLOOD_SRC, STRANGER_SRC, admission_cell};
 pub use faults::{
-    ChainCheck, Fault, KILL_ROUNDS, LIAR_BEST_MAX, LIAR_RUNNING_MIN, LIAR_SAMPLE,
-    LIAR_SAMPLE_EVERY, anchor_restart, check_chain, fault_cell, kill9_mining, liar_proxy,
-    lying_anchor, partition_heal,
+    ChainCheck, Fault, INVALID_CHAIN_BLOCKS, KILL_ROUNDS, LIAR_BEST_MAX, LIAR_RUNNING_MIN,
+    LIAR_SAMPLE, LIAR_SAMPLE_EVERY, anchor_restart, check_chain, fault_cell, kill9_mining,
+    liar_proxy, lying_anchor, partition_heal,
 };
 pub use guard::{
     FLOOD_CONNECTIONS, Guard, HANDSHAKE_BOUND, HANDSHAKE_TRIES, fee_bump, get_blocks_flood,

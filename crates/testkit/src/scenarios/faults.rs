@@ -94,6 +94,9 @@ pub fn fault_cell(fault: Fault) -> (Result<String, String>, Cluster) {
         Fault::LyingAnchor => [
             FakeBehaviour::FarAheadBadPow { claimed: 1_000_000 },
             FakeBehaviour::FarAheadWithholding { claimed: 1_000_000 },
+            FakeBehaviour::InvalidFirstBlock {
+                blocks: INVALID_CHAIN_BLOCKS,
+            },
         ]
         .into_iter()
         .map(|b| lying_anchor(&mut c, b))
@@ -315,16 +318,22 @@ pub fn anchor_restart(c: &mut Cluster) -> Result<String, String> {
 }
 
 /// `fault:lying-anchor`: a member whose only anchor is a [`FakeAnchor`] claiming a
-/// tip a million blocks ahead (with headers of no valid work, or withholding them).
+/// tip a million blocks ahead (with headers of no valid work, or withholding them;
+/// for a chain with valid headers and an invalid block, see
+/// [`invalid_chain_anchor`]).
 /// The claim is checked before it counts: its headers do not back it, so the
 /// anchor is discounted at once (`http_backbone.discounted` says why, and, as it is
 /// the only anchor, `last_error` too) and the miner never pauses for it. The member
 /// asked for headers, fetched no bodies, and still publishes what it mines.
 pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String, String> {
+    if let FakeBehaviour::InvalidFirstBlock { blocks } = behaviour {
+        return invalid_chain_anchor(c, blocks);
+    }
     let fake = FakeAnchor::start(Network::Regtest, behaviour).map_err(|e| e.to_string())?;
     let kind = match behaviour {
         FakeBehaviour::FarAheadBadPow { .. } => "bad-pow",
         FakeBehaviour::FarAheadWithholding { .. } => "withholding",
+        FakeBehaviour::InvalidFirstBlock { .. } => "invalid-chain",
     };
     let mut spec = member_spec(
         &format!("victim-{kind}"),
@@ -382,6 +391,87 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
     c.nodes[v].stop();
     Ok(format!(
         "{kind}: discounted after {discounted_s:.1}s, miner never paused for it"
+    ))
+}
+
+/// Blocks of the chain the invalid-chain anchor serves: far more than the victim
+/// mines in the cell (about one a second on regtest), so its claim stays ahead.
+pub const INVALID_CHAIN_BLOCKS: u64 = 600;
+
+/// `fault:lying-anchor`, third part: the victim's only anchor serves a chain of
+/// `blocks` blocks ([`INVALID_CHAIN_BLOCKS`] in the cell) whose headers are all valid, with real proof of
+/// work, and claims its tip; but its first block holds a wrongly signed transaction
+/// ([`FakeBehaviour::InvalidFirstBlock`]), so the whole chain is invalid. Headers
+/// alone back the claim until the first body is checked; from then on the block is
+/// known invalid and every claim on top of it is discounted: the miner runs, the
+/// network tip is not the liar's, nothing of the chain is stored, and the bodies
+/// are not fetched again.
+fn invalid_chain_anchor(c: &mut Cluster, blocks: u64) -> Result<String, String> {
+    let behaviour = FakeBehaviour::InvalidFirstBlock { blocks };
+    let fake = FakeAnchor::start(Network::Regtest, behaviour).map_err(|e| e.to_string())?;
+    let first = crate::fake::invalid_first_block_chain(Network::Regtest, 1)
+        .first()
+        .map(|b| b.hash())
+        .ok_or("no chain")?;
+    let mut spec = member_spec("victim-invalid-chain", &[format!("http://{}", fake.addr)]);
+    spec.env
+        .push(("VISION_MIN_PEERS_FOR_MINING".into(), "0".into()));
+    let v = c.start(spec)?;
+    let t0 = Instant::now();
+    wait_until("the invalid chain's anchor is discounted", MINUTE, || {
+        let st = c.nodes[v].status()?;
+        Ok(st
+            .http_backbone
+            .discounted
+            .iter()
+            .any(|d| d.reason.contains("invalid")))
+    })?;
+    let discounted_s = t0.elapsed().as_secs_f64();
+    wait_until("miner running", MINUTE, || {
+        Ok(c.nodes[v].status()?.miner.state == "running")
+    })?;
+    let bodies_then = fake.requests("GET /api/blocks");
+    let (mut paused, samples) = (0, 25);
+    for _ in 0..samples {
+        let st = c.nodes[v].status()?;
+        if st.miner.state != "running" {
+            paused += 1;
+        }
+        if st.sync.network_tip >= blocks {
+            return Err(format!(
+                "invalid chain: network tip {} believed after the invalid block was found",
+                st.sync.network_tip
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if paused > 0 {
+        return Err(format!(
+            "invalid chain: miner paused in {paused} of {samples} samples after the discount"
+        ));
+    }
+    let bodies_after = fake.requests("GET /api/blocks");
+    if bodies_then == 0 || bodies_after != bodies_then {
+        return Err(format!(
+            "invalid chain: body requests {bodies_then} at the discount, {bodies_after} 5 s later \
+             (the first body must be checked once, then never asked for again)"
+        ));
+    }
+    let stored = crate::http::get(c.nodes[v].addr(), &format!("/api/block/{first}"))?;
+    if stored.status != 404 {
+        return Err(format!(
+            "invalid chain: its first block {first} is served by the victim ({})",
+            stored.status
+        ));
+    }
+    let st = c.nodes[v].status()?;
+    if st.height == 0 {
+        return Err("invalid chain: the victim mined nothing".into());
+    }
+    c.nodes[v].stop();
+    Ok(format!(
+        "invalid-chain: discounted after {discounted_s:.1}s ({bodies_after} body requests), \
+         miner never paused after it, nothing of the chain stored"
     ))
 }
 
