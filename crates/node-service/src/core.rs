@@ -428,7 +428,7 @@ impl Core {
         !v.invalid.contains_key(&h) && !v.recheck.contains(&h)
     }
 
-    /// Is `hash` a block this node found invalid (see [`Core::note_invalid`])?
+    /// Is `hash` a block this node found invalid (by what its header commits to)?
     /// In memory, bounded by [`INVALID_BLOCKS_MAX`]; cheap.
     pub fn is_known_invalid(&self, hash: &Hash32) -> bool {
         lock(&self.verified_headers).invalid.contains_key(hash)

@@ -216,6 +216,11 @@ pub struct HubCounters {
 pub struct EventHub {
     store: Arc<ChainStore>,
     inner: Mutex<HubInner>,
+    /// Held by [`EventHub::chain_committed`] for its whole run (one publisher of
+    /// chain events at a time, so they go out in order), while `inner` is held only
+    /// to fan out: the store reads never hold the lock that subscribers, the view
+    /// and live events take on runtime threads.
+    publishing: Mutex<()>,
     subscribers: AtomicUsize,
     /// Ends every stream (node shutdown).
     pub shutdown: CancellationToken,
@@ -274,6 +279,7 @@ impl EventHub {
                 last_backbone: None,
                 last_miner: None,
             }),
+            publishing: Mutex::new(()),
             subscribers: AtomicUsize::new(0),
             shutdown,
             counters: HubCounters::default(),
@@ -357,20 +363,37 @@ impl EventHub {
     /// Blocks were committed: publish every chain event the store has after the
     /// last one published, in order. Blocking (a store read); called by the core
     /// right after each commit that moved the tip.
+    ///
+    /// The store is read without the hub's lock (a deep reorg's events with an
+    /// address subscriber are hundreds of full-block reads): the lock is taken per
+    /// event, to fan it out. An address subscriber that arrives while an event's
+    /// addresses were not read gets them read before the event goes out.
     pub fn chain_committed(&self) -> Result<(), StoreError> {
-        let mut g = self.lock();
+        let _one = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = |g: &HubInner| g.subs.iter().any(|s| s.filter.address.is_some());
         loop {
-            let page = self.store.events_after(g.last_chain_seq, EVENTS_PAGE_MAX)?;
+            let after = self.lock().last_chain_seq;
+            let page = self.store.events_after(after, EVENTS_PAGE_MAX)?;
             if page.events.is_empty() {
                 return Ok(());
             }
             for e in page.events {
-                g.last_chain_seq = e.seq;
-                g.live_n = 0;
-                let wanted = g.subs.iter().any(|s| s.filter.address.is_some());
-                let addresses = event_addresses(&self.store, &e.event, wanted)?;
-                let f = chain_frame(e.seq, &e.event, addresses);
-                self.fan_out(&mut g, f);
+                let mut read = wanted(&self.lock());
+                let mut addresses = event_addresses(&self.store, &e.event, read)?;
+                loop {
+                    let mut g = self.lock();
+                    if !read && wanted(&g) {
+                        drop(g);
+                        addresses = event_addresses(&self.store, &e.event, true)?;
+                        read = true;
+                        continue;
+                    }
+                    g.last_chain_seq = e.seq;
+                    g.live_n = 0;
+                    let f = chain_frame(e.seq, &e.event, addresses);
+                    self.fan_out(&mut g, f);
+                    break;
+                }
             }
         }
     }

@@ -40,7 +40,7 @@ impl ChainAccess for NodeChain {
     fn blocks_raw(&self, from: u64, limit: u32) -> Result<Vec<Vec<u8>>, String> {
         self.0
             .store
-            .blocks_range_raw(from, limit as usize)
+            .blocks_range_raw_within(from, limit as usize, p2p_dataplane::MAX_FRAME_BYTES)
             .map_err(|e| e.to_string())
     }
 

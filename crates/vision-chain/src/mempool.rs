@@ -351,6 +351,17 @@ impl Mempool {
         tx: Transaction,
         view: &impl AccountView,
     ) -> Result<TxId, MempoolError> {
+        self.insert_checked(tx, view, true)
+    }
+
+    /// [`Mempool::insert`], with the signature checked only when `check_signature`:
+    /// a transaction of a block that was connected had it checked with its block.
+    fn insert_checked(
+        &mut self,
+        tx: Transaction,
+        view: &impl AccountView,
+        check_signature: bool,
+    ) -> Result<TxId, MempoolError> {
         let id = tx.id();
         if self.by_id.contains_key(&id) {
             return Err(MempoolError::AlreadyKnown(id));
@@ -405,7 +416,7 @@ impl Mempool {
             });
         }
         // Signature last: it is the expensive check.
-        if !tx.verify_signature(self.network) {
+        if check_signature && !tx.verify_signature(self.network) {
             return Err(MempoolError::InvalidSignature);
         }
         if let Some((old_id, _)) = replaced {
@@ -482,14 +493,17 @@ impl Mempool {
 
     /// Re-admit the transactions of blocks a reorg reverted; those no longer valid
     /// against the new tip are dropped. Returns those admitted (to be announced
-    /// again: the peers that saw them only in the reverted blocks lack them).
+    /// again: the peers that saw them only in the reverted blocks lack them). Their
+    /// signatures are not checked again: they were, with the blocks that held them
+    /// (a reorg of full blocks reverts up to half a million transactions, and the
+    /// pool is locked meanwhile). Only for transactions of connected blocks.
     pub fn readmit(
         &mut self,
         txs: impl IntoIterator<Item = Transaction>,
         view: &impl AccountView,
     ) -> Vec<Transaction> {
         txs.into_iter()
-            .filter(|tx| self.insert(tx.clone(), view).is_ok())
+            .filter(|tx| self.insert_checked(tx.clone(), view, false).is_ok())
             .collect()
     }
 
@@ -599,8 +613,19 @@ mod tests {
         let picked: Vec<TxId> = pool.select(&view, 10).iter().map(Transaction::id).collect();
         assert_eq!(picked, vec![orphaned[0].id(), orphaned[1].id()]);
         // Offered again (a second reorg back and forth): nothing is duplicated.
-        assert_eq!(pool.readmit(orphaned, &view).len(), 0);
+        assert_eq!(pool.readmit(orphaned.clone(), &view).len(), 0);
         assert_eq!(pool.len(), 2);
+        // Their signatures were checked with their blocks and are not checked
+        // again (readmit is only for transactions of connected blocks); a
+        // transaction offered by anyone else is.
+        let mut pool = Mempool::new(Network::Regtest, MempoolConfig::default());
+        let mut unchecked = orphaned[0].clone();
+        unchecked.signature.0[0] ^= 1;
+        assert_eq!(
+            pool.insert(unchecked.clone(), &view),
+            Err(MempoolError::InvalidSignature)
+        );
+        assert_eq!(pool.readmit([unchecked], &view).len(), 1);
     }
 
     #[test]

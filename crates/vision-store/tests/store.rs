@@ -711,6 +711,26 @@ fn batch_reads_are_bounded() {
     assert_eq!(store.headers_range(0, usize::MAX).unwrap().len(), 4);
     assert_eq!(store.blocks_range(2, usize::MAX).unwrap().len(), 2);
     assert!(store.headers_range(10, 5).unwrap().is_empty());
+    // Held to a byte budget: the blocks that fit, in order, and always the first.
+    let all = store.blocks_range_raw(1, usize::MAX).unwrap();
+    assert_eq!(all.len(), 3);
+    let two = all[0].len() + all[1].len();
+    for (budget, want) in [
+        (usize::MAX, 3),
+        (two, 2),
+        (two - 1, 1),
+        (all[0].len(), 1),
+        (0, 1),
+    ] {
+        assert_eq!(
+            store
+                .blocks_range_raw_within(1, usize::MAX, budget)
+                .unwrap(),
+            all[..want].to_vec(),
+            "budget {budget}"
+        );
+    }
+    assert!(store.blocks_range_raw_within(10, 5, 0).unwrap().is_empty());
     let many = vec![Address([9; 32]); MAX_ACCOUNTS_BATCH + 1];
     assert!(matches!(
         store.accounts(&many),

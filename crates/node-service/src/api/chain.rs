@@ -8,8 +8,8 @@ use vision_wire::binary::{OCTET_STREAM, encode_headers};
 use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxResponse};
 
 use super::{
-    Api, BLOCKS_LIMIT_MAX, HEADERS_LIMIT_MAX, blocking, cache, limit, ok_json, param_u64,
-    parse_json, store_err,
+    Api, BLOCKS_JSON_RAW_BYTES_MAX, BLOCKS_LIMIT_MAX, BLOCKS_RESPONSE_BYTES_MAX, HEADERS_LIMIT_MAX,
+    blocking, cache, limit, ok_json, param_u64, parse_json, store_err,
 };
 use crate::core::{Origin, SubmitTxError, now_ms};
 use crate::http::{ApiError, Request, Response, json_response};
@@ -75,30 +75,53 @@ impl Api {
         let from = param_u64(req, "from", Some(0))?;
         let n = limit(req, 50, BLOCKS_LIMIT_MAX)?;
         let store = self.0.core.store.clone();
+        // The tip before the read: a block added meanwhile counts as 1 confirmation
+        // and as not settled, never more.
+        let tip = self.0.core.chain().height;
+        let settled_depth = self.settled_depth();
+        // The whole answer is made on the blocking pool: framing, hashing for the
+        // ETag and JSON of up to 16 MiB of blocks are not a runtime thread's work.
         if req.wants_binary() {
-            let raw =
-                blocking(move || store.blocks_range_raw(from, n).map_err(store_err)).await??;
-            let tip = self.0.core.chain().height;
-            let full = raw.len() == n;
-            let policy = if full && cache::settled(from, n as u64, tip, self.settled_depth()) {
-                cache::SETTLED
-            } else {
-                cache::NEAR_TIP
-            };
-            Ok(cache::cached(
-                OCTET_STREAM,
-                frame_blocks(&raw).into(),
-                policy,
-            ))
+            blocking(move || {
+                let raw = store
+                    .blocks_range_raw_within(from, n, BLOCKS_RESPONSE_BYTES_MAX)
+                    .map_err(store_err)?;
+                let full = raw.len() == n;
+                let policy = if full && cache::settled(from, n as u64, tip, settled_depth) {
+                    cache::SETTLED
+                } else {
+                    cache::NEAR_TIP
+                };
+                Ok(cache::cached(
+                    OCTET_STREAM,
+                    frame_blocks(&raw).into(),
+                    policy,
+                ))
+            })
+            .await?
         } else {
             // JSON carries confirmations, which the next block changes.
-            let blocks = blocking(move || store.blocks_range(from, n).map_err(store_err)).await??;
-            let tip = self.0.core.chain().height;
-            let json: Vec<BlockJson> = blocks
-                .iter()
-                .map(|b| BlockJson::new(b, Some(confirmations(tip, b.header.height))))
-                .collect();
-            Ok(cached_json(&json, cache::NEAR_TIP))
+            blocking(move || {
+                let raw = store
+                    .blocks_range_raw_within(from, n, BLOCKS_JSON_RAW_BYTES_MAX)
+                    .map_err(store_err)?;
+                let mut json = Vec::with_capacity(raw.len());
+                for bytes in &raw {
+                    let b = Block::decode(bytes).map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "store_error",
+                            format!("a stored block does not decode: {e}"),
+                        )
+                    })?;
+                    json.push(BlockJson::new(
+                        &b,
+                        Some(confirmations(tip, b.header.height)),
+                    ));
+                }
+                Ok(cached_json(&json, cache::NEAR_TIP))
+            })
+            .await?
         }
     }
 

@@ -3,11 +3,11 @@
 use hyper::StatusCode;
 use vision_wire::{MinerControlResponse, MinerStartRequest};
 
-use super::{Api, parse_json};
+use super::{Api, blocking, parse_json};
 use crate::http::{ApiError, Request, Response, json_response};
 
 impl Api {
-    pub(super) fn miner_start(&self, req: &Request) -> Result<Response, ApiError> {
+    pub(super) async fn miner_start(&self, req: &Request) -> Result<Response, ApiError> {
         self.authorize_admin(req)?;
         let body: MinerStartRequest = if req.body.iter().all(u8::is_ascii_whitespace) {
             MinerStartRequest::default()
@@ -34,7 +34,7 @@ impl Api {
         let miner = &self.0.miner;
         let threads = body.threads.unwrap_or_else(|| miner.status().threads);
         miner.start(threads);
-        self.0.invalidate_status();
+        self.refresh_status_off_runtime().await?;
         let st = miner.status();
         Ok(json_response(
             StatusCode::ACCEPTED,
@@ -47,10 +47,10 @@ impl Api {
         ))
     }
 
-    pub(super) fn miner_stop(&self, req: &Request) -> Result<Response, ApiError> {
+    pub(super) async fn miner_stop(&self, req: &Request) -> Result<Response, ApiError> {
         self.authorize_admin(req)?;
         self.0.miner.stop();
-        self.0.invalidate_status();
+        self.refresh_status_off_runtime().await?;
         let st = self.0.miner.status();
         Ok(json_response(
             StatusCode::ACCEPTED,
@@ -61,5 +61,13 @@ impl Api {
                 message: "Mining stopped".into(),
             },
         ))
+    }
+
+    /// Publish a new view before answering (the next status read shows the change),
+    /// on the blocking pool: the refresh reads the store, which waits while a store
+    /// repair holds it.
+    async fn refresh_status_off_runtime(&self) -> Result<(), ApiError> {
+        let shared = self.0.clone();
+        blocking(move || shared.invalidate_status()).await
     }
 }

@@ -43,6 +43,15 @@ pub const PANEL_HTML: &str = include_str!("../../../../public/panel.html");
 pub const HEADERS_LIMIT_MAX: usize = 1_000;
 /// Most blocks one `/api/blocks` call returns.
 pub const BLOCKS_LIMIT_MAX: usize = 500;
+/// Most bytes of block encodings one binary `GET /api/blocks` answer holds (the
+/// blocks that fit, and always the first): 500 blocks of 5,000 transfers would be
+/// 380 MB held per request, and an answer above the client's 64 MiB limit could
+/// never be read, so a chain of full blocks could not be synced over HTTP. A sync
+/// asks again from where an answer ended.
+pub const BLOCKS_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The same bound for the JSON form, in bytes of the blocks' encodings (JSON is
+/// about two and a half times as large).
+pub const BLOCKS_JSON_RAW_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most transactions `/api/mempool` lists.
 pub const MEMPOOL_LIST_MAX: usize = 1_000;
 
@@ -449,10 +458,15 @@ impl Api {
             ["api", "tx", t] => only!("/api/tx/{txid}", get, "GET", self.tx(t).await),
             ["api", "fees"] => only!("/api/fees", get, "GET", self.fees().await),
             ["api", "miner", "start"] => {
-                only!("/api/miner/start", post, "POST", self.miner_start(&req))
+                only!(
+                    "/api/miner/start",
+                    post,
+                    "POST",
+                    self.miner_start(&req).await
+                )
             }
             ["api", "miner", "stop"] => {
-                only!("/api/miner/stop", post, "POST", self.miner_stop(&req))
+                only!("/api/miner/stop", post, "POST", self.miner_stop(&req).await)
             }
             _ => (
                 "other",

@@ -320,7 +320,7 @@ pub fn anchor_restart(c: &mut Cluster) -> Result<String, String> {
 /// `fault:lying-anchor`: a member whose only anchor is a [`FakeAnchor`] claiming a
 /// tip a million blocks ahead (with headers of no valid work, or withholding them;
 /// for a chain with valid headers and an invalid block, see
-/// [`invalid_chain_anchor`]).
+/// `invalid_chain_anchor`).
 /// The claim is checked before it counts: its headers do not back it, so the
 /// anchor is discounted at once (`http_backbone.discounted` says why, and, as it is
 /// the only anchor, `last_error` too) and the miner never pauses for it. The member
