@@ -860,6 +860,9 @@ pub async fn verify_claim(
         let c = core.clone();
         match blocking(move || c.verified_height(&h)).await {
             Ok(Ok(Some(known))) if known == height => {
+                // Checked again (after a block below it was found invalid): it
+                // stands, and needs no check until that happens again.
+                core.note_verified_headers([(h, height)]);
                 return TipCheck::Verified {
                     height,
                     hash: hash.to_string(),
@@ -1461,6 +1464,33 @@ mod tests {
             verify_claim(&core, &src, 5, &bad.to_hex()).await,
             TipCheck::Invalid { .. }
         ));
+        // An honest branch sharing blocks 1 to 4: its tip's checked headers were
+        // forgotten with the invalid block's (at or above height 5), so its claim is
+        // checked again, and stands.
+        let honest = chain_invalid_at(10, 0);
+        assert_eq!(honest[3].hash(), served[3].hash());
+        let mut honest_headers = vec![Network::Regtest.params().genesis().header];
+        honest_headers.extend(honest.iter().map(|b| b.header.clone()));
+        let honest_src = Mem {
+            headers: honest_headers,
+            fail: false,
+        };
+        let honest_tip = honest[9].hash().to_hex();
+        let (core3, _dir3) = self::core();
+        assert!(matches!(
+            verify_claim(&core3, &honest_src, 10, &honest_tip).await,
+            TipCheck::Verified { height: 10, .. }
+        ));
+        for b in &served[..4] {
+            core3.import_block(b, Origin::Http).unwrap();
+        }
+        assert!(core3.import_block(&served[4], Origin::Http).is_err());
+        assert!(!core3.claim_still_backed(&honest_tip), "checked again");
+        assert!(matches!(
+            verify_claim(&core3, &honest_src, 10, &honest_tip).await,
+            TipCheck::Verified { height: 10, .. }
+        ));
+        assert!(core3.claim_still_backed(&honest_tip), "and it stands");
         // Below it, the chain still backs a claim.
         assert!(matches!(
             verify_claim(&core, &src, 4, &served[3].hash().to_hex()).await,
