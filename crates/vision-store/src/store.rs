@@ -1188,17 +1188,25 @@ pub(crate) fn rebuild_txid_index(wtx: &WriteTransaction) -> Result<(), StoreErro
     if !indexes_on(&wtx.open_table(META)?)? {
         return Ok(());
     }
+    let mut ix = open_index_tables(wtx, TX_RECENT_TXS_MAX)?;
+    each_main_block(wtx, |hash, block| ix.add_txs(hash, block))
+}
+
+/// `f` for every main-chain block above genesis, in height order, with its hash
+/// (what a migration that builds an index again walks).
+fn each_main_block(
+    wtx: &WriteTransaction,
+    mut f: impl FnMut(&Hash32, &Block) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let main = wtx.open_table(MAIN)?;
     let blocks = wtx.open_table(BLOCKS)?;
-    let mut ix = open_index_tables(wtx, TX_RECENT_TXS_MAX)?;
     for item in main.range(1..)? {
         let (_, h) = item?;
         let hash = Hash32(*h.value());
         let raw = blocks
             .get(&hash.0)?
             .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-        let block = decode_block(&hash, raw.value())?;
-        ix.add_txs(&hash, &block)?;
+        f(&hash, &decode_block(&hash, raw.value())?)?;
     }
     Ok(())
 }
@@ -1212,17 +1220,8 @@ pub(crate) fn rebuild_addr_index(wtx: &WriteTransaction) -> Result<(), StoreErro
     if !indexes_on(&wtx.open_table(META)?)? {
         return Ok(());
     }
-    let main = wtx.open_table(MAIN)?;
-    let blocks = wtx.open_table(BLOCKS)?;
     let mut ix = open_index_tables(wtx, TX_RECENT_TXS_MAX)?;
-    for item in main.range(1..)? {
-        let (_, h) = item?;
-        let hash = Hash32(*h.value());
-        let raw = blocks
-            .get(&hash.0)?
-            .ok_or_else(|| StoreError::Corrupt(format!("block {hash} missing")))?;
-        ix.hold_addr(&decode_block(&hash, raw.value())?)?;
-    }
+    each_main_block(wtx, |_, block| ix.hold_addr(block))?;
     ix.flush_addr()
 }
 

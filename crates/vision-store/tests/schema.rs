@@ -213,6 +213,23 @@ fn a_store_from_a_newer_release_is_refused_with_what_to_do_and_left_as_it_is() {
     assert!(err.contains("too old to migrate"), "{err}");
 }
 
+/// Mark the store at `path` as written by schema `from`, open it (migrated in
+/// place), and check it reached this release's schema with indexes that are exactly
+/// the main chain's.
+fn open_migrated(path: &Path, from: u32) -> ChainStore {
+    set_schema(path, from);
+    let store = ChainStore::open(path, NET)
+        .unwrap_or_else(|e| panic!("the schema-{from} store opens: {e}"));
+    assert_eq!(
+        store.schema().expect("schema").0,
+        vision_store::SCHEMA_VERSION
+    );
+    store
+        .verify_indexes()
+        .expect("rebuilt: exactly the main chain");
+    store
+}
+
 /// Schema 3 kept the whole txid index in `tx_index` (txid → block hash ‖ position)
 /// and had no `tx_recent` / `index_meta`. Opening such a store builds the two-level
 /// index again from the main chain: whatever `tx_index` held is not trusted (a junk
@@ -250,15 +267,7 @@ fn a_schema_3_store_gets_its_txid_index_rebuilt_in_two_levels() {
         }
         wtx.commit().expect("commit");
     }
-    set_schema(&path, 3);
-    let store = ChainStore::open(&path, NET).expect("the schema-3 store opens");
-    assert_eq!(
-        store.schema().expect("schema").0,
-        vision_store::SCHEMA_VERSION
-    );
-    store
-        .verify_indexes()
-        .expect("rebuilt: exactly the main chain");
+    let store = open_migrated(&path, 3);
     for (tx, hash, h, pos) in &located {
         let loc = store.transaction(&tx.id()).expect("lookup").expect("found");
         assert_eq!(
@@ -339,15 +348,7 @@ fn a_schema_4_store_gets_its_address_index_rebuilt_in_chunks() {
         }
         wtx.commit().expect("commit");
     }
-    set_schema(&path, 4);
-    let store = ChainStore::open(&path, NET).expect("the schema-4 store opens");
-    assert_eq!(
-        store.schema().expect("schema").0,
-        vision_store::SCHEMA_VERSION
-    );
-    store
-        .verify_indexes()
-        .expect("rebuilt: exactly the main chain");
+    let store = open_migrated(&path, 4);
     assert_eq!(
         [full_history(&store, &miner), full_history(&store, &other)],
         before

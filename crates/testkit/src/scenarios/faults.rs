@@ -352,25 +352,14 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
     wait_until("miner running", MINUTE, || {
         Ok(c.nodes[v].status()?.miner.state == "running")
     })?;
-    let mut paused = 0;
-    for _ in 0..10 {
-        let st = c.nodes[v].status()?;
-        if st.miner.state != "running" {
-            paused += 1;
-        }
-        if st.sync.network_tip >= 1_000_000 {
-            return Err(format!(
-                "{behaviour:?}: network tip {} believed",
-                st.sync.network_tip
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if paused > 0 {
-        return Err(format!(
-            "{behaviour:?}: miner paused in {paused} of 10 samples"
-        ));
-    }
+    miner_runs_and_the_lie_is_not_believed(
+        c,
+        v,
+        10,
+        Duration::from_millis(100),
+        behaviour.claimed(),
+        &format!("{behaviour:?}"),
+    )?;
     let st = c.nodes[v].status()?;
     let err = st.http_backbone.last_error.unwrap_or_default();
     if !err.contains("discounted") {
@@ -392,6 +381,38 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
     Ok(format!(
         "{kind}: discounted after {discounted_s:.1}s, miner never paused for it"
     ))
+}
+
+/// Sample node `v`'s status `samples` times, `every` apart: its miner must be
+/// `running` in every sample, and its network tip stay below the lie `claimed`.
+fn miner_runs_and_the_lie_is_not_believed(
+    c: &Cluster,
+    v: usize,
+    samples: u32,
+    every: Duration,
+    claimed: u64,
+    what: &str,
+) -> Result<(), String> {
+    let mut paused = 0;
+    for _ in 0..samples {
+        let st = c.nodes[v].status()?;
+        if st.miner.state != "running" {
+            paused += 1;
+        }
+        if st.sync.network_tip >= claimed {
+            return Err(format!(
+                "{what}: network tip {} believed",
+                st.sync.network_tip
+            ));
+        }
+        std::thread::sleep(every);
+    }
+    if paused > 0 {
+        return Err(format!(
+            "{what}: miner paused in {paused} of {samples} samples"
+        ));
+    }
+    Ok(())
 }
 
 /// Blocks of the chain the invalid-chain anchor serves: far more than the victim
@@ -431,25 +452,14 @@ fn invalid_chain_anchor(c: &mut Cluster, blocks: u64) -> Result<String, String> 
         Ok(c.nodes[v].status()?.miner.state == "running")
     })?;
     let bodies_then = fake.requests("GET /api/blocks");
-    let (mut paused, samples) = (0, 25);
-    for _ in 0..samples {
-        let st = c.nodes[v].status()?;
-        if st.miner.state != "running" {
-            paused += 1;
-        }
-        if st.sync.network_tip >= blocks {
-            return Err(format!(
-                "invalid chain: network tip {} believed after the invalid block was found",
-                st.sync.network_tip
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    if paused > 0 {
-        return Err(format!(
-            "invalid chain: miner paused in {paused} of {samples} samples after the discount"
-        ));
-    }
+    miner_runs_and_the_lie_is_not_believed(
+        c,
+        v,
+        25,
+        Duration::from_millis(200),
+        blocks,
+        "invalid chain (after the discount)",
+    )?;
     let bodies_after = fake.requests("GET /api/blocks");
     if bodies_then == 0 || bodies_after != bodies_then {
         return Err(format!(
