@@ -374,25 +374,26 @@ fn main() {
             n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
         }
     };
-    println!(
-        "ratio node/baseline: median of the paired rounds {:.3} (rounds {}); of the means {:.3}",
-        median(&node_ratios),
-        node_ratios
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        mean(&node_rps) / mean(&base_rps)
-    );
-    println!(
-        "ratio node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers/baseline: median of the paired rounds {:.3} (rounds {}); of the means {:.3}",
-        median(&subs_ratios),
-        subs_ratios
-            .iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        mean(&subs_rps) / mean(&base2_rps)
+    let ratio_line = |what: &str, ratios: &[f64], rps: &[f64], base: &[f64]| {
+        println!(
+            "ratio {what}/baseline: median of the paired rounds {:.3} (rounds {}); of the means {:.3}",
+            median(ratios),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            mean(rps) / mean(base)
+        );
+    };
+    ratio_line("node", &node_ratios, &node_rps, &base_rps);
+    ratio_line(
+        &format!(
+            "node with {IDLE_SUBSCRIBERS} idle + {STUCK_SUBSCRIBERS} never-reading subscribers"
+        ),
+        &subs_ratios,
+        &subs_rps,
+        &base2_rps,
     );
     // the lines `cargo xtask bench` reads
     println!(

@@ -377,8 +377,11 @@ impl EventHub {
             if page.events.is_empty() {
                 return Ok(());
             }
+            // Whether to read addresses, once per page; checked again per event
+            // under the lock before it goes out.
+            let read_page = wanted(&self.lock());
             for e in page.events {
-                let mut read = wanted(&self.lock());
+                let mut read = read_page;
                 let mut addresses = event_addresses(&self.store, &e.event, read)?;
                 loop {
                     let mut g = self.lock();

@@ -335,13 +335,7 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
         FakeBehaviour::FarAheadWithholding { .. } => "withholding",
         FakeBehaviour::InvalidFirstBlock { .. } => "invalid-chain",
     };
-    let mut spec = member_spec(
-        &format!("victim-{kind}"),
-        &[format!("http://{}", fake.addr)],
-    );
-    spec.env
-        .push(("VISION_MIN_PEERS_FOR_MINING".into(), "0".into()));
-    let v = c.start(spec)?;
+    let v = start_victim(c, &format!("victim-{kind}"), &fake)?;
     let t0 = Instant::now();
     wait_until("the liar is discounted", MINUTE, || {
         let st = c.nodes[v].status()?;
@@ -381,6 +375,15 @@ pub fn lying_anchor(c: &mut Cluster, behaviour: FakeBehaviour) -> Result<String,
     Ok(format!(
         "{kind}: discounted after {discounted_s:.1}s, miner never paused for it"
     ))
+}
+
+/// A mining member whose only anchor is `fake` (min peers 0: only the anchor's
+/// claim is under test); its index in the cluster.
+fn start_victim(c: &mut Cluster, name: &str, fake: &FakeAnchor) -> Result<usize, String> {
+    let mut spec = member_spec(name, &[format!("http://{}", fake.addr)]);
+    spec.env
+        .push(("VISION_MIN_PEERS_FOR_MINING".into(), "0".into()));
+    c.start(spec)
 }
 
 /// Sample node `v`'s status `samples` times, `every` apart: its miner must be
@@ -434,10 +437,7 @@ fn invalid_chain_anchor(c: &mut Cluster, blocks: u64) -> Result<String, String> 
         .first()
         .map(|b| b.hash())
         .ok_or("no chain")?;
-    let mut spec = member_spec("victim-invalid-chain", &[format!("http://{}", fake.addr)]);
-    spec.env
-        .push(("VISION_MIN_PEERS_FOR_MINING".into(), "0".into()));
-    let v = c.start(spec)?;
+    let v = start_victim(c, "victim-invalid-chain", &fake)?;
     let t0 = Instant::now();
     wait_until("the invalid chain's anchor is discounted", MINUTE, || {
         let st = c.nodes[v].status()?;
