@@ -7,13 +7,23 @@
 //! `PATH.1` (`PATH.1` to `PATH.2`, …, up to [`LOG_FILES_KEPT`]; the oldest is
 //! removed) and a new file is started. Each event is written whole (one `write`),
 //! so a line never straddles two files.
+//!
+//! No thread that logs ever waits on the output: each line is queued (up to
+//! [`LOG_QUEUE_BYTES_MAX`]) for one `log-writer` thread. A standard output nobody
+//! reads, or a disk that stalls, costs lines (dropped, counted, and named by a
+//! `WARN [LOG] … dropped here` line where they went missing), never the node's
+//! progress. At exit the queue is written out, waiting at most [`LOG_FLUSH_WAIT`].
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::time::FormatTime as _;
 
 /// Rotated files kept besides the live one (`PATH.1` … `PATH.5`).
 pub(crate) const LOG_FILES_KEPT: usize = 5;
@@ -114,24 +124,230 @@ pub(crate) fn strip_emoji(line: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The subscriber's writer factory: standard output or the rotating file.
+/// Bytes of log lines held for the writer thread at most; past this, lines are
+/// dropped (and counted) until it catches up, rather than stalling the node.
+pub(crate) const LOG_QUEUE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long the exit waits for the writer thread to write what is queued.
+pub(crate) const LOG_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the writer thread writes: standard output or the rotating file.
 #[derive(Debug)]
-pub(crate) struct LogSink {
-    file: Option<Mutex<RotatingFile>>,
-    keep_emoji: bool,
+pub(crate) enum LogTarget {
+    /// Standard output (`--log-file` not given).
+    Stdout,
+    /// `--log-file`, rotated by size.
+    File(RotatingFile),
 }
 
-impl LogSink {
-    /// Logs to `file` (or standard output), plain unless `keep_emoji`.
-    pub(crate) fn new(file: Option<RotatingFile>, keep_emoji: bool) -> LogSink {
-        LogSink {
-            file: file.map(Mutex::new),
-            keep_emoji,
+impl LogTarget {
+    /// Write `lines` (whole lines), in one write to standard output or one record
+    /// per line to the file (rotation never splits a line between two files).
+    fn write_lines<'a>(
+        &mut self,
+        mut lines: impl Iterator<Item = &'a [u8]>,
+    ) -> std::io::Result<()> {
+        match self {
+            LogTarget::Stdout => {
+                let all: Vec<u8> = lines.flatten().copied().collect();
+                let mut out = std::io::stdout().lock();
+                out.write_all(&all)?;
+                out.flush()
+            }
+            LogTarget::File(f) => lines.try_for_each(|l| f.write_record(l)),
         }
     }
 }
 
-/// One event's bytes, written whole when dropped.
+/// How the notice of dropped lines is written (it must parse like its neighbours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// `--log-format text`.
+    Text,
+    /// `--log-format json`.
+    Json,
+}
+
+/// The lines waiting for the writer thread.
+#[derive(Debug, Default)]
+struct Pending {
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Lines dropped since the last one queued (the queue was full).
+    dropped: u64,
+    /// The writer thread holds a batch it has not finished writing.
+    writing: bool,
+}
+
+/// The queue between the threads that log and the one thread that writes.
+#[derive(Debug)]
+struct Queue {
+    pending: Mutex<Pending>,
+    /// Signalled when lines are queued.
+    ready: Condvar,
+    /// Signalled when the writer finished a batch.
+    written: Condvar,
+    capacity: usize,
+    format: LogFormat,
+    /// Lines lost in all (dropped when full, or failed to write), for the exit line.
+    lost: AtomicU64,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue one whole line; never blocks on the output. A full queue drops the
+    /// line and counts it; the next line queued is preceded by a notice of how
+    /// many went missing at that point.
+    fn push(&self, line: Vec<u8>) {
+        let mut p = self.lock();
+        if p.bytes + line.len() > self.capacity {
+            p.dropped += 1;
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if p.dropped > 0 {
+            let notice = dropped_notice(self.format, p.dropped, "the log output is not keeping up");
+            p.dropped = 0;
+            p.bytes += notice.len();
+            p.lines.push_back(notice);
+        }
+        p.bytes += line.len();
+        p.lines.push_back(line);
+        drop(p);
+        self.ready.notify_one();
+    }
+
+    /// Wait (at most `wait`) until every line queued so far is written.
+    fn flush(&self, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        let mut p = self.lock();
+        while !p.lines.is_empty() || p.writing {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = self
+                .written
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// A `WARN [LOG]` line saying `n` lines are missing here, and why.
+fn dropped_notice(format: LogFormat, n: u64, why: &str) -> Vec<u8> {
+    let mut at = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime
+        .format_time(&mut tracing_subscriber::fmt::format::Writer::new(&mut at));
+    let message = format!("[LOG] {n} log line(s) dropped here: {why}");
+    match format {
+        LogFormat::Text => format!("{at}  WARN {message}\n"),
+        LogFormat::Json => format!(
+            "{{\"timestamp\":\"{at}\",\"level\":\"WARN\",\"fields\":{{\"message\":\"{message}\"}}}}\n"
+        ),
+    }
+    .into_bytes()
+}
+
+/// The writer thread: takes what is queued, a batch at a time, and writes it.
+/// A write that fails (a full disk, a closed standard output) loses its batch; the
+/// next write that succeeds is preceded by a notice of how many lines were lost.
+fn write_loop(queue: &Queue, mut target: LogTarget) {
+    let mut failed = 0u64;
+    loop {
+        let batch = {
+            let mut p = queue.lock();
+            p.writing = false;
+            queue.written.notify_all();
+            while p.lines.is_empty() {
+                p = queue.ready.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            p.writing = true;
+            p.bytes = 0;
+            std::mem::take(&mut p.lines)
+        };
+        if failed > 0 {
+            let notice = dropped_notice(queue.format, failed, "writing the log failed");
+            if target.write_lines(std::iter::once(&notice[..])).is_ok() {
+                failed = 0;
+            }
+        }
+        if target.write_lines(batch.iter().map(Vec::as_slice)).is_err() {
+            let lines = batch.len() as u64;
+            failed += lines;
+            queue.lost.fetch_add(lines, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The subscriber's writer factory: each event is formatted on the thread that
+/// logs it and queued for one writer thread, so a stalled standard output or a
+/// slow disk never stalls the node (see [`LOG_QUEUE_BYTES_MAX`]).
+#[derive(Debug)]
+pub(crate) struct LogSink {
+    queue: Arc<Queue>,
+    keep_emoji: bool,
+}
+
+/// Held by `main`: when dropped (at exit), waits up to [`LOG_FLUSH_WAIT`] for the
+/// queued lines to be written.
+#[derive(Debug)]
+pub(crate) struct LogFlush {
+    queue: Arc<Queue>,
+}
+
+impl Drop for LogFlush {
+    fn drop(&mut self) {
+        if !self.queue.flush(LOG_FLUSH_WAIT) {
+            let lost = self.queue.lost.load(Ordering::Relaxed);
+            eprintln!("warning: the log output did not take the last lines ({lost} lost in all)");
+        }
+    }
+}
+
+impl LogSink {
+    /// Logs to `target`, plain unless `keep_emoji`; starts the writer thread.
+    pub(crate) fn start(
+        target: LogTarget,
+        format: LogFormat,
+        keep_emoji: bool,
+    ) -> std::io::Result<(LogSink, LogFlush)> {
+        LogSink::with_capacity(target, format, keep_emoji, LOG_QUEUE_BYTES_MAX)
+    }
+
+    fn with_capacity(
+        target: LogTarget,
+        format: LogFormat,
+        keep_emoji: bool,
+        capacity: usize,
+    ) -> std::io::Result<(LogSink, LogFlush)> {
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+            written: Condvar::new(),
+            capacity,
+            format,
+            lost: AtomicU64::new(0),
+        });
+        let q = queue.clone();
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_loop(&q, target))?;
+        Ok((
+            LogSink {
+                queue: queue.clone(),
+                keep_emoji,
+            },
+            LogFlush { queue },
+        ))
+    }
+}
+
+/// One event's bytes, queued whole when dropped.
 pub(crate) struct EventWriter<'a> {
     sink: &'a LogSink,
     buf: Vec<u8>,
@@ -153,23 +369,21 @@ impl Drop for EventWriter<'_> {
         if self.buf.is_empty() {
             return;
         }
-        let text = String::from_utf8_lossy(&self.buf);
-        let text = if self.sink.keep_emoji {
-            text
+        let buf = std::mem::take(&mut self.buf);
+        let line = if self.sink.keep_emoji {
+            buf
         } else {
-            std::borrow::Cow::Owned(strip_emoji(&text).into_owned())
+            match String::from_utf8(buf) {
+                Ok(text) => match strip_emoji(&text) {
+                    std::borrow::Cow::Borrowed(_) => text.into_bytes(),
+                    std::borrow::Cow::Owned(plain) => plain.into_bytes(),
+                },
+                Err(e) => strip_emoji(&String::from_utf8_lossy(e.as_bytes()))
+                    .into_owned()
+                    .into_bytes(),
+            }
         };
-        match &self.sink.file {
-            Some(f) => {
-                if let Ok(mut f) = f.lock() {
-                    // Nowhere left to report a failing log write: drop the line.
-                    let _ = f.write_record(text.as_bytes());
-                }
-            }
-            None => {
-                let _ = std::io::stdout().lock().write_all(text.as_bytes());
-            }
-        }
+        self.sink.queue.push(line);
     }
 }
 
@@ -200,6 +414,100 @@ mod tests {
         );
         assert_eq!(strip_emoji("[CHAIN] ⛓️ New tip"), "[CHAIN] New tip");
         assert_eq!(strip_emoji("height 1 → 2"), "height 1 → 2");
+    }
+
+    fn queue(capacity: usize, format: LogFormat) -> Queue {
+        Queue {
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+            written: Condvar::new(),
+            capacity,
+            format,
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    /// What the writer thread would take now, as text.
+    fn take(q: &Queue) -> Vec<String> {
+        let mut p = q.lock();
+        p.bytes = 0;
+        std::mem::take(&mut p.lines)
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_names_the_gap_where_it_was() {
+        let q = queue(100, LogFormat::Text);
+        for n in 0..10 {
+            q.push(format!("line {n:02} {}\n", "x".repeat(20)).into_bytes());
+        }
+        // 30 bytes a line: three fit, seven are dropped.
+        let first = take(&q);
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert!(first[2].starts_with("line 02"));
+        assert_eq!(q.lost.load(Ordering::Relaxed), 7);
+        q.push(b"after\n".to_vec());
+        let next = take(&q);
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert!(
+            next[0].contains("WARN [LOG] 7 log line(s) dropped here"),
+            "{next:?}"
+        );
+        assert!(next[0].ends_with('\n'));
+        assert_eq!(next[1], "after\n");
+        // The count starts again after a notice.
+        q.push(b"more\n".to_vec());
+        assert_eq!(take(&q), ["more\n"]);
+    }
+
+    #[test]
+    fn the_json_notice_is_a_json_line() {
+        let line = String::from_utf8(dropped_notice(LogFormat::Json, 3, "why")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(
+            v["fields"]["message"],
+            "[LOG] 3 log line(s) dropped here: why"
+        );
+        assert!(v["timestamp"].as_str().unwrap().starts_with("20"));
+    }
+
+    #[test]
+    fn every_line_reaches_the_file_in_order_and_the_exit_waits_for_them() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("node.log");
+        let file = RotatingFile::open(&p, 1 << 30).unwrap();
+        let (sink, flush) = LogSink::start(LogTarget::File(file), LogFormat::Text, false).unwrap();
+        let sink = Arc::new(sink);
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for n in 0..2_500 {
+                        let mut w = sink.make_writer();
+                        writeln!(w, "thread {t} line {n} \u{2705} done").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        drop(flush);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.lines().count(), 10_000);
+        for t in 0..4 {
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("thread {t} ")))
+                .collect();
+            assert_eq!(mine.len(), 2_500);
+            for (n, l) in mine.iter().enumerate() {
+                assert_eq!(*l, format!("thread {t} line {n} done"));
+            }
+        }
     }
 
     #[test]

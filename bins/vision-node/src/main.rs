@@ -340,7 +340,8 @@ fn log_filter(cli: &Cli, at: &Origins<'_>) -> (String, String) {
 }
 
 /// Set up logging; a `--log-file` that cannot be opened is a configuration error.
-fn init_logging(cli: &Cli, at: &Origins<'_>) -> Result<(), ConfigError> {
+/// The guard handed back writes out the queued lines when dropped (at exit).
+fn init_logging(cli: &Cli, at: &Origins<'_>) -> Result<logs::LogFlush, ConfigError> {
     // Validated in `build_config`: a bad filter is a configuration error (exit 2).
     let filter = tracing_subscriber::EnvFilter::try_new(log_filter(cli, at).1)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -353,17 +354,28 @@ fn init_logging(cli: &Cli, at: &Origins<'_>) -> Result<(), ConfigError> {
         ),
     };
     let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let json = cli.log_format == "json";
+    let (sink, flush) = logs::LogSink::start(
+        file.map_or(logs::LogTarget::Stdout, logs::LogTarget::File),
+        if json {
+            logs::LogFormat::Json
+        } else {
+            logs::LogFormat::Text
+        },
+        cli.log_emoji,
+    )
+    .map_err(|e| ConfigError(format!("cannot start the log writer thread: {e}")))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
-        .with_writer(logs::LogSink::new(file, cli.log_emoji));
-    if cli.log_format == "json" {
+        .with_writer(sink);
+    if json {
         builder.json().init();
     } else {
         builder.init();
     }
-    Ok(())
+    Ok(flush)
 }
 
 /// Write to standard output (the `print_stdout` lint is for stray debugging prints).
@@ -529,10 +541,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if let Err(ConfigError(msg)) = init_logging(&cli, &at) {
-        eprintln!("error: {msg}");
-        return ExitCode::from(2);
-    }
+    // Dropped last (declared before the runtime): the queued lines are written out
+    // at every exit from here on.
+    let _log_flush = match init_logging(&cli, &at) {
+        Ok(f) => f,
+        Err(ConfigError(msg)) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     if stop.requested() {
         drop(lock);
         return stopped_during_start_up();

@@ -63,3 +63,11 @@ fn digest_flood_changes_no_membership_and_locks_out_no_anchor() {
 fn held_large_bodies_are_bounded_and_small_ones_still_served() {
     run(Attack::BodyHold);
 }
+
+/// A seed the node probes and an address strangers make the anchor dial back answer
+/// with 64 MiB bodies: each node takes at most its small-answer bound (plus kernel
+/// buffers) and hangs up; the member stays connected and mines.
+#[test]
+fn bloated_answers_are_cut_off_at_the_small_answer_bound() {
+    run(Attack::BloatedAnswers);
+}

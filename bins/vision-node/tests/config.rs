@@ -750,6 +750,83 @@ fn log_file_gets_plain_lines_without_emoji_or_colours() {
     assert!(!text.contains('\u{1b}'), "no ANSI colours in a file");
 }
 
+/// The `[CHAIN] New tip height=N` heights in `log`, in the order logged.
+fn tip_heights(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| {
+            l.split_once("[CHAIN] New tip height=")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_stalled_standard_output_never_stalls_the_node_and_loses_no_line() {
+    // Nobody reads the node's standard output (a terminal paused with Ctrl-S, a log
+    // shipper that hangs) from its start-up line on: the one-page pipe fills within
+    // the first blocks (each logs ~300 bytes at debug level). The node must go on
+    // serving and mining (a node whose threads write the log themselves stops at
+    // its first block past the full pipe), and once the output is read again every
+    // line logged meanwhile comes through, in order (the queue holds them).
+    const BLOCKS: u64 = 60;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut n = NodeProc::regtest(dir.path(), &["--mine", "--threads", "1", "--log", "debug"]);
+    let addr = n.http_addr();
+    n.stop_reading_stdout();
+    let logged_before = n.log().len();
+    let mut answers = 0u32;
+    let h1 = poll(
+        "60 blocks mined while standard output is not read",
+        START,
+        || {
+            let t = std::time::Instant::now();
+            let s = status(addr);
+            // "Answers at once": a bound orders of magnitude above a normal answer.
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "/api/status took {:?} with standard output stalled",
+                t.elapsed()
+            );
+            answers += 1;
+            s?["height"].as_u64().filter(|h| *h >= BLOCKS)
+        },
+    );
+    assert!(answers >= 2, "the control plane was polled while stalled");
+    // Far less than what the blocks logged was read: the pipe was full.
+    let read_while_stalled = n.log().len() - logged_before;
+    assert!(
+        read_while_stalled < 4096,
+        "{read_while_stalled} bytes read while stalled"
+    );
+    n.resume_reading_stdout();
+    poll("the lines logged while stalled come through", START, || {
+        tip_heights(&n.log()).contains(&h1).then_some(())
+    });
+    assert_eq!(n.stop(), Some(0));
+    let log = n.log();
+    let heights: Vec<u64> = tip_heights(&log)
+        .into_iter()
+        .take_while(|h| *h <= h1)
+        .collect();
+    assert_eq!(
+        heights,
+        (1..=h1).collect::<Vec<_>>(),
+        "every new tip logged, in order, none lost"
+    );
+    assert!(
+        !log.contains("dropped here"),
+        "nothing dropped below the queue's bound"
+    );
+    assert!(
+        log.contains("stopped cleanly"),
+        "the last lines are written at exit"
+    );
+}
+
 /// The store fixture written by release 2.7.0 (crates/vision-store/tests/schema.rs).
 fn store_fixture() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -34,8 +34,19 @@ pub const DEFAULT_BACKOFF_MAX_MS: u64 = 2_000;
 pub const MAX_RETRIES_LIMIT: u32 = 10;
 /// Hard cap on any timeout or backoff, in milliseconds.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
-/// Largest response body read, in bytes; a longer answer is [`ClientError::Decode`].
+/// Largest response body read, in bytes, from the routes whose answers may be large
+/// (chain batches and blocks, `/metrics`, `/api/mempool`, `/api/peers`, an
+/// address's history, the anchors' member exchange); a longer answer is
+/// [`ClientError::Decode`].
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest response body read from every other route (hello, status, health,
+/// heartbeat, seed peers, an account, a transaction, fees, submissions, miner
+/// control): their answers are a few KiB by nature, so a server that sends more is
+/// cut off here ([`ClientError::Decode`]) and costs no more memory than this.
+pub const MAX_SMALL_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Answers longer than this are decoded on the blocking pool, not on the async
+/// runtime's thread (a full batch of blocks takes milliseconds to decode).
+pub const DECODE_INLINE_BYTES_MAX: usize = 256 * 1024;
 /// Most headers or blocks asked for in one `fetch_headers` / `fetch_blocks` call;
 /// larger `limit`s are clamped, and an answer with more items than asked is refused.
 pub const MAX_BATCH_ITEMS: u32 = 1_000;
@@ -303,7 +314,9 @@ impl ControlPlaneClient {
             .and_then(|v| v.to_str().ok())
             .filter(|t| t.len() <= ETAG_MAX_LEN)
             .map(str::to_string);
-        let (_, _, body) = self.read_response(resp, &full, Accepting::Success).await?;
+        let (_, _, body) = self
+            .read_response(resp, &full, Accepting::Success, MAX_SMALL_RESPONSE_BYTES)
+            .await?;
         Ok(Conditional::Modified {
             value: decode_json(&full, &body)?,
             etag: new_tag,
@@ -432,11 +445,14 @@ impl ControlPlaneClient {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/headers?from={from}&limit={limit}");
         let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
-        if is_json(&ctype) {
-            let v: Vec<BlockHeader> = decode_json(&full, &body)?;
-            return check_count(&full, v, limit);
-        }
-        binary::decode_headers(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
+        decode_off_runtime(full, body, move |full, body| {
+            if is_json(&ctype) {
+                let v: Vec<BlockHeader> = decode_json(full, body)?;
+                return check_count(full, v, limit);
+            }
+            binary::decode_headers(body, limit as usize).map_err(|e| ClientError::decode(full, e))
+        })
+        .await
     }
 
     /// `GET /api/blocks?from=H&limit=N`, binary: main-chain blocks from height `from`.
@@ -464,12 +480,15 @@ impl ControlPlaneClient {
         let limit = limit.min(MAX_BATCH_ITEMS);
         let path = format!("/api/blocks?from={from}&limit={limit}");
         let (full, ctype, body) = self.get_chain(url, &path, encoding).await?;
-        if is_json(&ctype) {
-            let v: Vec<serde_json::Value> = decode_json(&full, &body)?;
-            let v = check_count(&full, v, limit)?;
-            return v.into_iter().map(|b| block_from_json(&full, b)).collect();
-        }
-        binary::decode_blocks(&body, limit as usize).map_err(|e| ClientError::decode(&full, e))
+        decode_off_runtime(full, body, move |full, body| {
+            if is_json(&ctype) {
+                let v: Vec<serde_json::Value> = decode_json(full, body)?;
+                let v = check_count(full, v, limit)?;
+                return v.into_iter().map(|b| block_from_json(full, b)).collect();
+            }
+            binary::decode_blocks(body, limit as usize).map_err(|e| ClientError::decode(full, e))
+        })
+        .await
     }
 
     /// `GET /api/blocks/{height}`, binary: the main-chain block at `height` (404 if
@@ -516,9 +535,18 @@ impl ControlPlaneClient {
         let base = crate::url::normalize_mirror_url(mirror_url)?;
         let full = format!("{base}/api/block/{hash}");
         let (full, ctype, body) = self
-            .get_full(full, Some(OCTET_STREAM), 0, Accepting::Success)
+            .get_full(
+                full,
+                Some(OCTET_STREAM),
+                0,
+                Accepting::Success,
+                MAX_RESPONSE_BYTES,
+            )
             .await?;
-        decode_one_block(&full, &ctype, &body)
+        decode_off_runtime(full, body, move |full, body| {
+            decode_one_block(full, &ctype, body)
+        })
+        .await
     }
 
     /// `POST /api/blocks`: publish a mined block as canonical bytes (never retried).
@@ -534,7 +562,9 @@ impl ControlPlaneClient {
             .request(Method::POST, &full)
             .header(CONTENT_TYPE, OCTET_STREAM)
             .body(block.encode());
-        let (_, _, body) = self.send_once(req, &full, Accepting::Success).await?;
+        let (_, _, body) = self
+            .send_once(req, &full, Accepting::Success, MAX_SMALL_RESPONSE_BYTES)
+            .await?;
         decode_json(&full, &body)
     }
 
@@ -707,7 +737,10 @@ impl ControlPlaneClient {
 
     async fn fetch_one_block(&self, url: &str, path: &str) -> Result<Block, ClientError> {
         let (full, ctype, body) = self.get_binary(url, path).await?;
-        decode_one_block(&full, &ctype, &body)
+        decode_off_runtime(full, body, move |full, body| {
+            decode_one_block(full, &ctype, body)
+        })
+        .await
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -757,8 +790,14 @@ impl ControlPlaneClient {
         accepting: Accepting,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let base = normalize_base_url(url)?;
-        self.get_full(format!("{base}{path}"), accept, retries, accepting)
-            .await
+        self.get_full(
+            format!("{base}{path}"),
+            accept,
+            retries,
+            accepting,
+            answer_bytes_max(path),
+        )
+        .await
     }
 
     /// [`ControlPlaneClient::get`] of a full URL, already checked.
@@ -768,13 +807,14 @@ impl ControlPlaneClient {
         accept: Option<&str>,
         retries: u32,
         accepting: Accepting,
+        max_bytes: usize,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let retries = retries.min(MAX_RETRIES_LIMIT);
         let mut attempt = 0u32;
         loop {
             let mut req = self.http.request(Method::GET, &full);
             req = req.header(ACCEPT, accept.unwrap_or("application/json"));
-            match self.send_once(req, &full, accepting).await {
+            match self.send_once(req, &full, accepting, max_bytes).await {
                 Ok(ok) => return Ok(ok),
                 Err(e) if attempt < retries && e.is_retryable() => {
                     let delay = backoff_delay(
@@ -818,31 +858,35 @@ impl ControlPlaneClient {
             })?;
             req = req.header(reqwest::header::AUTHORIZATION, value);
         }
-        let (_, _, body) = self.send_once(req, &full, Accepting::Success).await?;
+        let (_, _, body) = self
+            .send_once(req, &full, Accepting::Success, answer_bytes_max(path))
+            .await?;
         decode_json(&full, &body)
     }
 
-    /// One attempt: send, read at most [`MAX_RESPONSE_BYTES`], map the status.
+    /// One attempt: send, read at most `max_bytes`, map the status.
     async fn send_once(
         &self,
         req: reqwest::RequestBuilder,
         full: &str,
         accepting: Accepting,
+        max_bytes: usize,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let timeout_ms = self.config.timeout_ms;
         let resp = req
             .send()
             .await
             .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?;
-        self.read_response(resp, full, accepting).await
+        self.read_response(resp, full, accepting, max_bytes).await
     }
 
-    /// Read an answer's body (at most [`MAX_RESPONSE_BYTES`]) and map its status.
+    /// Read an answer's body (at most `max_bytes`) and map its status.
     async fn read_response(
         &self,
         mut resp: reqwest::Response,
         full: &str,
         accepting: Accepting,
+        max_bytes: usize,
     ) -> Result<(String, String, Vec<u8>), ClientError> {
         let timeout_ms = self.config.timeout_ms;
         let status = resp.status();
@@ -852,13 +896,10 @@ impl ControlPlaneClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-        {
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
             return Err(ClientError::decode(
                 full,
-                format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                format!("answer larger than {max_bytes} bytes"),
             ));
         }
         let mut body = Vec::new();
@@ -867,10 +908,10 @@ impl ControlPlaneClient {
             .await
             .map_err(|e| ClientError::from_reqwest(&e, full, timeout_ms))?
         {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            if body.len() + chunk.len() > max_bytes {
                 return Err(ClientError::decode(
                     full,
-                    format!("answer larger than {MAX_RESPONSE_BYTES} bytes"),
+                    format!("answer larger than {max_bytes} bytes"),
                 ));
             }
             body.extend_from_slice(&chunk);
@@ -884,6 +925,46 @@ impl ControlPlaneClient {
             Err(ClientError::from_status(full, status.as_u16(), &body))
         }
     }
+}
+
+/// The most bytes read from an answer to `path` (a route, with its query):
+/// [`MAX_RESPONSE_BYTES`] for the routes whose answers may be large,
+/// [`MAX_SMALL_RESPONSE_BYTES`] for every other.
+fn answer_bytes_max(path: &str) -> usize {
+    let route = path.split('?').next().unwrap_or(path);
+    let large = route.starts_with("/api/blocks")
+        || route.starts_with("/api/block/")
+        || route.starts_with("/api/headers")
+        || route == "/metrics"
+        || route == "/api/mempool"
+        || route == "/api/peers"
+        || route == "/api/members/digest"
+        || (route.starts_with("/api/accounts/") && route.ends_with("/txs"));
+    if large {
+        MAX_RESPONSE_BYTES
+    } else {
+        MAX_SMALL_RESPONSE_BYTES
+    }
+}
+
+/// `decode(body)`, on the blocking pool when the body is longer than
+/// [`DECODE_INLINE_BYTES_MAX`] (and a tokio runtime runs this), so a full batch
+/// never holds an async worker for the milliseconds its decoding takes.
+async fn decode_off_runtime<T: Send + 'static>(
+    full: String,
+    body: Vec<u8>,
+    decode: impl FnOnce(&str, &[u8]) -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    if body.len() <= DECODE_INLINE_BYTES_MAX {
+        return decode(&full, &body);
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return decode(&full, &body);
+    };
+    let url = full.clone();
+    rt.spawn_blocking(move || decode(&full, &body))
+        .await
+        .unwrap_or_else(|e| Err(ClientError::decode(&url, format!("decoding failed: {e}"))))
 }
 
 /// One block's answer, binary or JSON by its content type.

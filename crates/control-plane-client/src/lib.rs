@@ -65,7 +65,8 @@
 //!   429/502/503/504, with exponential backoff and jitter, at most
 //!   [`ClientConfig::max_retries`] times (capped at [`MAX_RETRIES_LIMIT`]). POSTs
 //!   (hello, heartbeat, blocks, transactions, admin) are sent once: the caller decides.
-//! - **Bounded.** Answers over [`MAX_RESPONSE_BYTES`] are refused; batch sizes are
+//! - **Bounded.** Answers over [`MAX_SMALL_RESPONSE_BYTES`] (over [`MAX_RESPONSE_BYTES`] for
+//!   chain batches and lists) are refused; batch sizes are
 //!   clamped to [`MAX_BATCH_ITEMS`]; binary lengths above
 //!   [`vision_wire::binary::MAX_BLOCK_BYTES`] are refused before allocating. A
 //!   malformed answer is [`ClientError::Decode`], never a panic.
@@ -109,10 +110,11 @@ pub mod sse;
 mod url;
 
 pub use client::{
-    ChainEncoding, ClientConfig, Conditional, ControlPlaneClient, DEFAULT_BACKOFF_BASE_MS,
-    DEFAULT_BACKOFF_MAX_MS, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS,
-    ETAG_MAX_LEN, MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES, MAX_RETRIES_LIMIT, MAX_SEED_PEERS,
-    MAX_TIMEOUT_MS, WAIT_POLL_INTERVAL, backoff_delay,
+    ChainEncoding, ClientConfig, Conditional, ControlPlaneClient, DECODE_INLINE_BYTES_MAX,
+    DEFAULT_BACKOFF_BASE_MS, DEFAULT_BACKOFF_MAX_MS, DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT_MS, ETAG_MAX_LEN, MAX_BATCH_ITEMS, MAX_RESPONSE_BYTES,
+    MAX_RETRIES_LIMIT, MAX_SEED_PEERS, MAX_SMALL_RESPONSE_BYTES, MAX_TIMEOUT_MS,
+    WAIT_POLL_INTERVAL, backoff_delay,
 };
 pub use error::ClientError;
 pub use events::{

@@ -589,3 +589,72 @@ async fn a_mirror_is_asked_once_by_hash_under_its_path_prefix() {
         Err(ClientError::InvalidUrl { .. })
     ));
 }
+
+#[tokio::test]
+async fn small_answers_are_cut_off_at_their_bound_and_big_batches_still_decode() {
+    use control_plane_client::{DECODE_INLINE_BYTES_MAX, MAX_SMALL_RESPONSE_BYTES};
+    // 1,000 blocks: over the inline-decoding bound in both encodings.
+    let blocks: Vec<Block> = (0..1_000).map(block).collect();
+    let binary = encode_blocks(&blocks);
+    let json_blocks = serde_json::to_string(&blocks).unwrap();
+    assert!(json_blocks.len() > DECODE_INLINE_BYTES_MAX);
+    // A status that is valid JSON but padded past the small-answer bound.
+    let bloated = format!(
+        "{}{}",
+        " ".repeat(MAX_SMALL_RESPONSE_BYTES),
+        r#"{"error":"x","message":"x"}"#
+    );
+    let s = serve(move |req| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/api/blocks?from=0&limit=1000")
+            if req.header("accept") == Some("application/json") =>
+        {
+            json(200, &json_blocks)
+        }
+        ("GET", "/api/blocks?from=0&limit=1000") => octets(binary.clone()),
+        _ => json(200, &bloated),
+    })
+    .await;
+    let c = client(5_000, 0);
+    assert_eq!(c.fetch_blocks(&s.url, 0, 1_000).await.unwrap(), blocks);
+    assert_eq!(
+        c.fetch_blocks_as(&s.url, 0, 1_000, ChainEncoding::Json)
+            .await
+            .unwrap(),
+        blocks
+    );
+    let too_big = |e: &ClientError| {
+        matches!(e, ClientError::Decode { reason, .. }
+            if reason.contains(&format!("larger than {MAX_SMALL_RESPONSE_BYTES} bytes")))
+    };
+    let e = c.fetch_status(&s.url).await.unwrap_err();
+    assert!(too_big(&e), "{e:?}");
+    let e = c.fetch_seed_peers(&s.url, 10).await.unwrap_err();
+    assert!(too_big(&e), "{e:?}");
+    let key = SecretKey::from_seed(&[9; 32]);
+    let (hello, _) = HelloPayload {
+        network: "regtest".into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: 1,
+        nonce: vision_wire::fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
+        http_address: "127.0.0.1:1".into(),
+        p2p_address: None,
+        is_anchor: false,
+        version: "test".into(),
+        height: 0,
+        challenge: None,
+        answers: None,
+    }
+    .sign_call(&key);
+    let e = c.hello_signed(&s.url, &hello).await.unwrap_err();
+    assert!(too_big(&e), "{e:?}");
+    // The same bytes on a route whose answers may be large are read (and fail
+    // only as what they are: not a mempool).
+    let e = c.fetch_mempool(&s.url).await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Decode { .. }) && !too_big(&e),
+        "{e:?}"
+    );
+}

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,11 +48,56 @@ pub(crate) fn node_command() -> Command {
     c
 }
 
+/// Append what `pipe` carries to `log`, line by line, on a thread of its own;
+/// while `valve` is set, stop reading (and let the pipe fill).
+fn collect(
+    log: Arc<Mutex<String>>,
+    pipe: impl Read + Send + 'static,
+    valve: Option<Arc<AtomicBool>>,
+) {
+    std::thread::spawn(move || {
+        // Small reads: when the valve closes, little is read past it.
+        let mut r = BufReader::with_capacity(256, pipe);
+        let mut line = String::new();
+        loop {
+            while valve.as_ref().is_some_and(|v| v.load(Ordering::Acquire)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let mut l = log.lock().expect("log lock");
+            l.push_str(line.trim_end_matches('\n'));
+            l.push('\n');
+        }
+    });
+}
+
 /// A running node.
 pub(crate) struct NodeProc {
     child: Child,
     log: Arc<Mutex<String>>,
     status: Option<ExitStatus>,
+    stdout_valve: Arc<AtomicBool>,
+}
+
+/// Standard output's pipe is shrunk to one page by [`NodeProc::spawn`] (see
+/// [`NodeProc::stop_reading_stdout`]).
+const STDOUT_PIPE_BYTES: i32 = 4096;
+
+/// Shrink the pipe behind `fd` to `bytes` (`F_SETPIPE_SZ`, Linux).
+fn shrink_pipe(fd: &impl std::os::fd::AsRawFd, bytes: i32) {
+    // SAFETY: `fcntl(F_SETPIPE_SZ)` takes an int argument and touches no memory of
+    // ours; the descriptor is open for the duration of the call (borrowed).
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+    assert!(
+        rc >= bytes,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 impl NodeProc {
@@ -62,26 +108,29 @@ impl NodeProc {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("vision-node starts");
         let log = Arc::new(Mutex::new(String::new()));
-        let pipes: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().expect("stdout")),
-            Box::new(child.stderr.take().expect("stderr")),
-        ];
-        for pipe in pipes {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut l = log.lock().expect("log lock");
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-        }
+        let stdout = child.stdout.take().expect("stdout");
+        shrink_pipe(&stdout, STDOUT_PIPE_BYTES);
+        let stdout_valve = Arc::new(AtomicBool::new(false));
+        collect(log.clone(), stdout, Some(stdout_valve.clone()));
+        collect(log.clone(), child.stderr.take().expect("stderr"), None);
         NodeProc {
             child,
             log,
             status: None,
+            stdout_valve,
         }
+    }
+
+    /// Stop reading the node's standard output, as a terminal paused with Ctrl-S
+    /// or a hung log shipper would: its (one-page) pipe fills and every write to it
+    /// blocks until [`NodeProc::resume_reading_stdout`].
+    pub(crate) fn stop_reading_stdout(&self) {
+        self.stdout_valve.store(true, Ordering::Release);
+    }
+
+    /// Read the node's standard output again.
+    pub(crate) fn resume_reading_stdout(&self) {
+        self.stdout_valve.store(false, Ordering::Release);
     }
 
     /// A regtest node on a free loopback port in `dir`, P2P off, plus `extra` flags.

@@ -25,6 +25,11 @@
 //! - `silent-sockets`: silent sockets and a slowloris from one address: `/api/status`
 //!   on new connections from another address stays fast (p99 bound), silent sockets
 //!   are closed within about 6 s, and the address never holds more than its cap.
+//! - `bloated-answers`: a server the node talks to — an anchor seed it probes, and an
+//!   address strangers' heartbeats claim, which the anchor dials back — answers every
+//!   request with a 64 MiB body (with and without a length): the node reads at most
+//!   its bound for small answers (1 MiB) and hangs up, stays connected through its
+//!   honest anchor and keeps mining.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -124,17 +129,20 @@ pub enum Attack {
     DigestFlood,
     /// Full-size request bodies announced from many addresses and held unfinished.
     BodyHold,
+    /// 64 MiB answers from a seed the node probes and an address it dials back.
+    BloatedAnswers,
 }
 
 impl Attack {
     /// Every cell, in the order the matrix runs them.
-    pub const ALL: [Attack; 6] = [
+    pub const ALL: [Attack; 7] = [
         Attack::ReplayFlood,
         Attack::SybilFlood,
         Attack::RelayedHello,
         Attack::SilentSockets,
         Attack::DigestFlood,
         Attack::BodyHold,
+        Attack::BloatedAnswers,
     ];
 
     /// The name in the matrix (`admission:<name>`).
@@ -146,6 +154,7 @@ impl Attack {
             Attack::SilentSockets => "silent-sockets",
             Attack::BodyHold => "body-hold",
             Attack::DigestFlood => "digest-flood",
+            Attack::BloatedAnswers => "bloated-answers",
         }
     }
 }
@@ -161,6 +170,7 @@ pub fn admission_cell(attack: Attack, opts: AdmissionOpts) -> (Result<String, St
         Attack::SilentSockets => silent_sockets(&mut c, opts),
         Attack::DigestFlood => super::digest_flood::digest_flood(&mut c, opts),
         Attack::BodyHold => body_hold(&mut c, opts),
+        Attack::BloatedAnswers => bloated_answers(&mut c, opts),
     };
     (r, c)
 }
@@ -1316,4 +1326,186 @@ fn body_hold(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         return Err(format!("no honest signer was served: {summary}"));
     }
     Ok(summary)
+}
+
+/// What the bloating server offers each request: a 64 MiB body (the client's
+/// bound for chain batches, `MAX_RESPONSE_BYTES`).
+const BLOAT_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes one connection may take from the bloating server: the client's bound
+/// for small answers (1 MiB) plus what the kernel buffers on loopback in both
+/// sockets (up to ~10 MiB) before the node's close resets the connection. A node
+/// that reads answers to the 64 MiB bound takes all of [`BLOAT_BYTES`].
+const BLOAT_TAKEN_MAX: u64 = 16 * 1024 * 1024;
+
+/// One request the bloating server answered: its first line, the body bytes the
+/// peer took before it hung up, and whether it took all of [`BLOAT_BYTES`].
+#[derive(Debug, Clone)]
+struct Bloated {
+    request: String,
+    taken: u64,
+    whole: bool,
+}
+
+/// What the bloating server recorded, shared with its connection threads.
+type BloatLog = Arc<std::sync::Mutex<Vec<Bloated>>>;
+
+/// A server that answers every request with `200` and a [`BLOAT_BYTES`] JSON-ish
+/// body, every other one announced by its length and the rest delimited by the
+/// close; it records how much of each body was taken.
+fn bloating_server(stop: Arc<AtomicBool>) -> Result<(SocketAddr, BloatLog), String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let seen: BloatLog = Arc::default();
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            n += 1;
+            let with_length = n % 2 == 0;
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                let mut buf = vec![0u8; 64 * 1024];
+                let got = s.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..got])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let length = if with_length {
+                    format!("Content-Length: {BLOAT_BYTES}\r\n")
+                } else {
+                    String::new()
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{length}Connection: close\r\n\r\n"
+                );
+                let chunk = b" ".repeat(64 * 1024);
+                let mut taken = 0u64;
+                if s.write_all(head.as_bytes()).is_ok() {
+                    while taken < BLOAT_BYTES {
+                        match s.write(&chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => taken += k as u64,
+                        }
+                    }
+                }
+                record
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Bloated {
+                        request,
+                        taken,
+                        whole: taken >= BLOAT_BYTES,
+                    });
+            });
+        }
+    });
+    Ok((addr, seen))
+}
+
+/// `admission:bloated-answers`: an anchor and a mining member; the member also has
+/// a bloating server as an anchor seed (it probes it: hello, status), and strangers'
+/// heartbeats to the anchor claim the server's address (the anchor dials it back
+/// with a hello). Measured: every answer the server started, how much of it each
+/// node took before hanging up; throughout, both nodes' status, the member
+/// connected through the honest anchor and its chain growing.
+fn bloated_answers(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bloat, seen) = bloating_server(stop.clone())?;
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    a.mine = true;
+    c.start(a)?;
+    c.nodes[0].wait_serving(MINUTE)?;
+    let anchor = c.nodes[0].addr();
+    let mut m = NodeSpec::regtest("member");
+    m.seeds = vec![anchor.to_string(), bloat.to_string()];
+    m.mine = true;
+    let mi = c.start(m)?;
+    let member = c.nodes[mi].addr();
+    wait_until(
+        "the member connects through the honest anchor",
+        MINUTE,
+        || Ok(crate::http::status(member)?.http_backbone.connected),
+    )?;
+    // Strangers' heartbeats claim the server's address: the anchor dials it back.
+    for i in 0..4 {
+        let mut s = connect_from(FLOOD_SRC, anchor).map_err(|e| e.to_string())?;
+        let answer = roundtrip(
+            &mut s,
+            "POST",
+            "/api/heartbeat",
+            &heartbeat_body(&key(211, i), &bloat.to_string(), None),
+        )
+        .map_err(|e| e.to_string())?;
+        if answer.status >= 500 {
+            return Err(format!("a stranger's heartbeat got {}", answer.status));
+        }
+    }
+    let h0 = crate::http::status(member)?.height;
+    let started = Instant::now();
+    let window = o.flood.min(Duration::from_secs(10));
+    let mut polls = 0u32;
+    while started.elapsed() < window {
+        for (name, addr) in [("anchor", anchor), ("member", member)] {
+            let t = Instant::now();
+            let s = crate::http::status(addr).map_err(|e| format!("{name}'s status: {e}"))?;
+            if t.elapsed() > Duration::from_secs(2) {
+                return Err(format!("{name}'s status took {:?}", t.elapsed()));
+            }
+            if name == "member" && !s.http_backbone.connected {
+                return Err("the member lost its honest anchor".into());
+            }
+        }
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let h1 = crate::http::status(member)?.height;
+    stop.store(true, Ordering::Relaxed);
+    // Let the last answers finish being refused.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let kind = |prefix: &str| {
+        seen.iter()
+            .filter(|b| b.request.starts_with(prefix))
+            .count()
+    };
+    let hellos = kind("POST /api/hello");
+    if hellos < 2 || seen.len() < 4 {
+        return Err(format!(
+            "the attack did not happen: {hellos} hellos and {} requests in all reached the server ({seen:?})",
+            seen.len()
+        ));
+    }
+    if let Some(b) = seen.iter().find(|b| b.whole || b.taken > BLOAT_TAKEN_MAX) {
+        return Err(format!(
+            "{:?} took {} bytes of a {BLOAT_BYTES}-byte answer (bound {BLOAT_TAKEN_MAX})",
+            b.request, b.taken
+        ));
+    }
+    if h1 <= h0 {
+        return Err(format!(
+            "the member's chain stood still at {h0} during the attack"
+        ));
+    }
+    let mut taken: Vec<u64> = seen.iter().map(|b| b.taken).collect();
+    taken.sort_unstable();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    Ok(format!(
+        "{} answers of 64 MiB started ({hellos} hellos, {} heartbeats, {} blocks relayed, {} status probes); taken per answer: median {:.1} MiB, most {:.1} MiB, none whole; {polls} status polls of both nodes all answered, member connected, height {h0} -> {h1}",
+        seen.len(),
+        kind("POST /api/heartbeat"),
+        kind("POST /api/blocks"),
+        kind("GET /api/status"),
+        mib(taken[taken.len() / 2]),
+        mib(taken[taken.len() - 1]),
+    ))
 }
