@@ -193,6 +193,17 @@ struct Queue {
 }
 
 impl Queue {
+    fn new(capacity: usize, format: LogFormat) -> Queue {
+        Queue {
+            pending: Mutex::new(Pending::default()),
+            ready: Condvar::new(),
+            written: Condvar::new(),
+            capacity,
+            format,
+            lost: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -316,23 +327,7 @@ impl LogSink {
         format: LogFormat,
         keep_emoji: bool,
     ) -> std::io::Result<(LogSink, LogFlush)> {
-        LogSink::with_capacity(target, format, keep_emoji, LOG_QUEUE_BYTES_MAX)
-    }
-
-    fn with_capacity(
-        target: LogTarget,
-        format: LogFormat,
-        keep_emoji: bool,
-        capacity: usize,
-    ) -> std::io::Result<(LogSink, LogFlush)> {
-        let queue = Arc::new(Queue {
-            pending: Mutex::new(Pending::default()),
-            ready: Condvar::new(),
-            written: Condvar::new(),
-            capacity,
-            format,
-            lost: AtomicU64::new(0),
-        });
+        let queue = Arc::new(Queue::new(LOG_QUEUE_BYTES_MAX, format));
         let q = queue.clone();
         std::thread::Builder::new()
             .name("log-writer".into())
@@ -416,17 +411,6 @@ mod tests {
         assert_eq!(strip_emoji("height 1 → 2"), "height 1 → 2");
     }
 
-    fn queue(capacity: usize, format: LogFormat) -> Queue {
-        Queue {
-            pending: Mutex::new(Pending::default()),
-            ready: Condvar::new(),
-            written: Condvar::new(),
-            capacity,
-            format,
-            lost: AtomicU64::new(0),
-        }
-    }
-
     /// What the writer thread would take now, as text.
     fn take(q: &Queue) -> Vec<String> {
         let mut p = q.lock();
@@ -439,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_counts_and_names_the_gap_where_it_was() {
-        let q = queue(100, LogFormat::Text);
+        let q = Queue::new(100, LogFormat::Text);
         for n in 0..10 {
             q.push(format!("line {n:02} {}\n", "x".repeat(20)).into_bytes());
         }

@@ -165,6 +165,29 @@ fn block(height: u64) -> Block {
     }
 }
 
+/// A signed hello of a regtest node at 127.0.0.1:1.
+fn signed_hello() -> SignedHello {
+    let key = SecretKey::from_seed(&[1; 32]);
+    HelloPayload {
+        network: "regtest".into(),
+        node_id: key.address().to_hex(),
+        timestamp_unix: 1,
+        nonce: vision_wire::fresh_nonce(),
+        protocol_version: vision_wire::PROTOCOL_VERSION,
+        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
+        unknown: Default::default(),
+        http_address: "127.0.0.1:1".into(),
+        p2p_address: None,
+        is_anchor: false,
+        version: "2.7.0".into(),
+        height: 0,
+        challenge: None,
+        answers: None,
+    }
+    .sign_call(&key)
+    .0
+}
+
 #[tokio::test]
 async fn silent_server_is_a_timeout_within_the_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -221,25 +244,7 @@ async fn server_error_body_becomes_status_with_code() {
         )
     })
     .await;
-    let key = SecretKey::from_seed(&[1; 32]);
-    let hello = HelloPayload {
-        network: "regtest".into(),
-        node_id: key.address().to_hex(),
-        timestamp_unix: 1,
-        nonce: vision_wire::fresh_nonce(),
-        protocol_version: vision_wire::PROTOCOL_VERSION,
-        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
-        unknown: Default::default(),
-        http_address: "127.0.0.1:1".into(),
-        p2p_address: None,
-        is_anchor: false,
-        version: "2.7.0".into(),
-        height: 0,
-        challenge: None,
-        answers: None,
-    }
-    .sign_call(&key)
-    .0;
+    let hello = signed_hello();
     let err = client(1_000, 3)
         .hello_signed(&s.url, &hello)
         .await
@@ -630,25 +635,7 @@ async fn small_answers_are_cut_off_at_their_bound_and_big_batches_still_decode()
     assert!(too_big(&e), "{e:?}");
     let e = c.fetch_seed_peers(&s.url, 10).await.unwrap_err();
     assert!(too_big(&e), "{e:?}");
-    let key = SecretKey::from_seed(&[9; 32]);
-    let (hello, _) = HelloPayload {
-        network: "regtest".into(),
-        node_id: key.address().to_hex(),
-        timestamp_unix: 1,
-        nonce: vision_wire::fresh_nonce(),
-        protocol_version: vision_wire::PROTOCOL_VERSION,
-        protocol_min: vision_wire::PROTOCOL_VERSION_MIN,
-        unknown: Default::default(),
-        http_address: "127.0.0.1:1".into(),
-        p2p_address: None,
-        is_anchor: false,
-        version: "test".into(),
-        height: 0,
-        challenge: None,
-        answers: None,
-    }
-    .sign_call(&key);
-    let e = c.hello_signed(&s.url, &hello).await.unwrap_err();
+    let e = c.hello_signed(&s.url, &signed_hello()).await.unwrap_err();
     assert!(too_big(&e), "{e:?}");
     // The same bytes on a route whose answers may be large are read (and fail
     // only as what they are: not a mempool).
