@@ -276,8 +276,9 @@ fn anchors_fail_over_while_a_blackhole_and_a_wrong_network_anchor_are_ignored() 
     // Kill the best anchor: failover within one probe interval plus the timeout.
     let best = c.nodes[mi].status().unwrap().http_backbone.anchor.unwrap();
     let k = if c.nodes[i1].url() == best { i1 } else { i2 };
-    let killed = std::time::Instant::now();
     c.nodes[k].stop();
+    // From the moment it is gone (its orderly shutdown is not the member's delay).
+    let killed = std::time::Instant::now();
     wait_until("failover", MINUTE, || {
         let st = c.nodes[mi].status()?;
         Ok(st.http_backbone.connected

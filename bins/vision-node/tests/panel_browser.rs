@@ -83,28 +83,56 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    fn start(bin: &Path) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(bin)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let d = Driver {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        poll("chromedriver ready", DEADLINE, || {
-            let v = d.call("GET", "/status", None).ok()?;
-            (v["value"]["ready"] == true).then_some(())
-        });
-        d
+    /// Start chromedriver on a free port and wait until it is ready. A port found
+    /// free can be taken by another process before chromedriver binds it: a
+    /// chromedriver that exits is started again on another port (three tries), and
+    /// its own log is shown when it never gets ready.
+    fn start(bin: &Path, logs: &Path) -> Driver {
+        let mut why = String::new();
+        for attempt in 1..=3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let log = logs.join(format!("chromedriver-{attempt}.log"));
+            let child = Command::new(bin)
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts");
+            let mut d = Driver {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            };
+            let end = Instant::now() + DEADLINE;
+            let mut exited = None;
+            while Instant::now() < end && exited.is_none() {
+                if d.call("GET", "/status", None)
+                    .is_ok_and(|v| v["value"]["ready"] == true)
+                {
+                    return d;
+                }
+                exited = d.child.try_wait().ok().flatten();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            why = format!(
+                "chromedriver on port {port} {}; its log:\n{}",
+                match exited {
+                    Some(st) => format!("exited ({st})"),
+                    None => format!("was not ready after {DEADLINE:?}"),
+                },
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            if exited.is_none() {
+                // Running but never ready: another try would not help.
+                break;
+            }
+        }
+        panic!("{why}");
     }
 
     /// One WebDriver call: the JSON answer, or the WebDriver error text.
@@ -323,7 +351,7 @@ fn the_panel_shows_the_backbone_and_drives_the_miner_in_a_real_browser() {
     let addr = node.http_addr();
     poll("the node serving", DEADLINE, || status(addr));
 
-    let driver = Driver::start(&chromedriver);
+    let driver = Driver::start(&chromedriver, dir.path());
     let profile = tempfile::tempdir().expect("profile dir");
     let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
     args.push(format!("--user-data-dir={}", profile.path().display()));

@@ -141,6 +141,7 @@ impl Node {
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
             limiter: crate::ratelimit::RateLimiter::new(),
             seed_snapshot: Mutex::new(None),
+            fee_history: Mutex::new(None),
         });
         let _ = cell.set(Arc::downgrade(&shared));
         // The view: refreshed by the importing thread right after a commit that

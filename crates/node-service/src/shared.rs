@@ -25,6 +25,20 @@ pub struct SeedSnapshot {
     pub(crate) list: Vec<vision_wire::PublicPeerInfo>,
 }
 
+/// What `/api/fees` takes from the recent blocks, for one tip (`api/exchange.rs`
+/// works it out once per tip; here for the same reason as [`SeedSnapshot`]).
+#[derive(Debug, Clone)]
+pub struct FeeHistory {
+    /// The tip it was worked out at.
+    pub(crate) tip: vision_chain::Hash32,
+    /// Blocks read (the last `FEE_RECENT_BLOCKS`, fewer near genesis).
+    pub(crate) recent_blocks: u64,
+    /// The median fee of their transactions.
+    pub(crate) recent_median_fee: Option<u64>,
+    /// The median lowest fee of those that were full.
+    pub(crate) recent_floor: Option<u64>,
+}
+
 /// What the routes share: the core, the miner, the control plane, the relay, the
 /// published view.
 pub struct NodeShared {
@@ -43,6 +57,8 @@ pub struct NodeShared {
     pub(crate) limiter: crate::ratelimit::RateLimiter,
     /// An anchor's seed-peer answer as last drawn (`api/peers.rs`).
     pub(crate) seed_snapshot: Mutex<Option<SeedSnapshot>>,
+    /// `/api/fees`' reading of the recent blocks at the last tip asked about.
+    pub(crate) fee_history: Mutex<Option<FeeHistory>>,
 }
 
 impl NodeShared {

@@ -152,7 +152,7 @@ async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_dead
             .await
             .unwrap();
         let mut buf = [0u8; 128];
-        let n = tokio::time::timeout(Duration::from_secs(2), ok.read(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(10), ok.read(&mut buf))
             .await
             .unwrap()
             .unwrap();
@@ -162,8 +162,9 @@ async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_dead
     for s in &mut held {
         assert!(read_to_close(s, Duration::from_secs(10)).await.is_some());
     }
+    // Closed at the deadline, not held on: a bound loose enough for a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_secs(9),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
@@ -174,7 +175,7 @@ async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_dead
         .await
         .unwrap();
     let mut buf = [0u8; 128];
-    let n = tokio::time::timeout(Duration::from_secs(2), again.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(10), again.read(&mut buf))
         .await
         .unwrap()
         .unwrap();
@@ -186,6 +187,9 @@ async fn silent_sockets_are_capped_per_address_and_closed_at_the_first_byte_dead
 async fn at_the_global_cap_new_connections_get_503_at_once() {
     let (addr, stop) = serve_ok200(HttpLimits {
         max_connections: 4,
+        // The held connections stay silent past every bound below: a connection
+        // queued behind them would not be answered before the test gives up.
+        first_byte_timeout_ms: 30_000,
         ..HttpLimits::default()
     })
     .await;
@@ -201,11 +205,11 @@ async fn at_the_global_cap_new_connections_get_503_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
     let mut extra = connect_from("127.21.0.1", addr).await.unwrap();
-    let text = read_to_close(&mut extra, Duration::from_secs(2))
+    let text = read_to_close(&mut extra, Duration::from_secs(5))
         .await
         .expect("refused at once, not queued");
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(t.elapsed() < Duration::from_secs(5));
     stop.cancel();
 }
 
@@ -240,7 +244,9 @@ async fn request_bodies_held_at_once_are_bounded() {
     let mut slow = connect_from("127.30.0.1", addr).await.unwrap();
     slow.write_all(&post(30_000)).await.unwrap();
     slow.write_all(&[b'x'; 15_000]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Time for the server to take the head and reserve the body's room (it takes
+    // microseconds; the wait is long so a loaded machine does not lose the race).
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Its address's second large body is over its share: refused at once, unread.
     let mut second = connect_from("127.30.0.1", addr).await.unwrap();
@@ -256,7 +262,7 @@ async fn request_bodies_held_at_once_are_bounded() {
     let mut other = connect_from("127.30.0.2", addr).await.unwrap();
     other.write_all(&post(30_000)).await.unwrap();
     other.write_all(&[b'y'; 10_000]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut third = connect_from("127.30.0.3", addr).await.unwrap();
     third.write_all(&post(10_000)).await.unwrap();
     let text = answer(&mut third, &mut buf).await;

@@ -163,7 +163,8 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Arc<Shared>) {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
-    // Requests: forwarded, then framed and counted.
+    // Requests: framed and counted, then forwarded (counted first, so the node never
+    // handles a request its tap has not counted yet).
     let (mut from, mut to) = (client, server);
     let mut buf: Vec<u8> = Vec::new();
     let mut parsing = true;
@@ -173,9 +174,6 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Arc<Shared>) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if to.write_all(&chunk[..n]).is_err() {
-            break;
-        }
         if parsing {
             buf.extend_from_slice(&chunk[..n]);
             parsing = frame(&mut buf, sh);
@@ -183,6 +181,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, sh: &Arc<Shared>) {
                 sh.unparsed.fetch_add(1, Ordering::Relaxed);
                 buf = Vec::new();
             }
+        }
+        if to.write_all(&chunk[..n]).is_err() {
+            break;
         }
     }
     let _ = to.shutdown(Shutdown::Both);

@@ -16,6 +16,7 @@ use vision_wire::{
 
 use super::{Api, blocking, limit, ok_json, store_err};
 use crate::http::{ApiError, Request, Response};
+use crate::shared::FeeHistory;
 
 /// Default entries of one `/api/accounts/{address}/txs` page.
 pub const ACCOUNT_TXS_LIMIT_DEFAULT: usize = 50;
@@ -185,7 +186,38 @@ impl Api {
         let core = &self.0.core;
         let (pool_next, count, min_fee) = core.mempool_fee_for(1);
         let (pool_slow, _, _) = core.mempool_fee_for(FEE_SLOW_TARGET_BLOCKS);
-        let tip = core.chain().height;
+        let history = self.fee_history().await?;
+        let max_txs = core.params.max_block_txs;
+        let recent_median_fee = history.recent_median_fee;
+        let recent_floor = history.recent_floor.unwrap_or(min_fee);
+        let next_block = pool_next.max(recent_floor).max(min_fee);
+        ok_json(&FeesResponse {
+            next_block,
+            within_6_blocks: pool_slow.max(min_fee).min(next_block),
+            min_fee,
+            mempool_count: count,
+            max_block_txs: max_txs,
+            recent_blocks: history.recent_blocks,
+            recent_median_fee,
+        })
+    }
+
+    /// What the recent blocks say of fees, worked out once per tip (a request
+    /// otherwise decodes the last [`FEE_RECENT_BLOCKS`] blocks).
+    async fn fee_history(&self) -> Result<FeeHistory, ApiError> {
+        let core = &self.0.core;
+        let chain = core.chain();
+        let cached = self
+            .0
+            .fee_history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|h| h.tip == chain.hash);
+        if let Some(h) = cached {
+            return Ok(h);
+        }
+        let tip = chain.height;
         let from = tip.saturating_sub(FEE_RECENT_BLOCKS - 1).max(1);
         let store = core.store.clone();
         let blocks = if tip == 0 {
@@ -205,23 +237,23 @@ impl Api {
             .flat_map(|b| b.txs.iter().map(|t| t.fee))
             .collect();
         fees.sort_unstable();
-        let recent_median_fee = fees.get(fees.len() / 2).copied();
         let mut floors: Vec<u64> = blocks
             .iter()
             .filter(|b| b.txs.len() as u64 >= full.max(1))
             .filter_map(|b| b.txs.iter().map(|t| t.fee).min())
             .collect();
         floors.sort_unstable();
-        let recent_floor = floors.get(floors.len() / 2).copied().unwrap_or(min_fee);
-        let next_block = pool_next.max(recent_floor).max(min_fee);
-        ok_json(&FeesResponse {
-            next_block,
-            within_6_blocks: pool_slow.max(min_fee).min(next_block),
-            min_fee,
-            mempool_count: count,
-            max_block_txs: max_txs,
+        let history = FeeHistory {
+            tip: chain.hash,
             recent_blocks: blocks.len() as u64,
-            recent_median_fee,
-        })
+            recent_median_fee: fees.get(fees.len() / 2).copied(),
+            recent_floor: floors.get(floors.len() / 2).copied(),
+        };
+        // Kept only when the blocks read end at the tip it is filed under (the
+        // chain did not move meanwhile).
+        if blocks.last().map(|b| b.hash()).unwrap_or(Hash32::ZERO) == chain.hash || tip == 0 {
+            *self.0.fee_history.lock().unwrap_or_else(|e| e.into_inner()) = Some(history.clone());
+        }
+        Ok(history)
     }
 }

@@ -408,8 +408,18 @@ pub fn store_corruption(c: &mut Cluster) -> Result<String, String> {
             None => {
                 let reads_ok = check_chain(&n).is_ok()
                     && get(n.addr(), "/api/blocks?from=0&limit=500")?.status == 200;
-                let (st, detail) = store_health(&n)?;
-                let miner = n.status()?.miner.state;
+                let (mut st, mut detail) = store_health(&n)?;
+                let mut miner = n.status()?.miner.state;
+                if !reads_ok {
+                    // The miner learns of the fault at its next tick, and the store's
+                    // health at its next read: give both a moment.
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while !(st == "down" && miner != "running") && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(50));
+                        (st, detail) = store_health(&n)?;
+                        miner = n.status()?.miner.state;
+                    }
+                }
                 if reads_ok {
                     intact += 1;
                 } else if st == "down" && miner != "running" {
