@@ -32,3 +32,10 @@ fn get_blocks_flood_gets_its_budget_then_is_dropped() {
 fn fee_bumps_below_the_step_are_refused() {
     run(Guard::FeeBump);
 }
+
+/// Strangers with fresh keys that connect to 7072 and never answer a request: the
+/// member keeps up with its anchor and mines.
+#[test]
+fn p2p_stallers_do_not_hold_up_sync_or_the_miner() {
+    run(Guard::P2pStaller);
+}

@@ -767,23 +767,32 @@ async fn dial_back(
     Ok(())
 }
 
-/// Anchors (best first) and a few HTTP peers as sync sources.
-/// Sync sources: connected P2P peers first (the fast path when 7072 is up), then
-/// the anchors (best first) and a few HTTP peers.
+/// Sync sources, in the order a round asks them: the P2P peers this node dialed
+/// (the fast path when 7072 is up: addresses from verified seed lists), then the
+/// anchors (best first) and a few HTTP peers, then the P2P peers that dialed in.
+///
+/// Inbound peers come last because anyone can be one: a stranger with fresh keys
+/// (ground to sort first by node id) that connects and never answers would
+/// otherwise cost every round a request timeout per such peer before an honest
+/// source is asked — with a few of them, sync stalls and the miner waits
+/// (`fault:p2p-staller`). As in Bitcoin Core, which picks its headers-sync peer
+/// among its outbound connections.
 fn sync_candidates(net: &Net, bb: &BackboneState) -> Vec<Source> {
     let plane = net.data_plane();
-    let mut out: Vec<Source> = plane
+    let (outbound, inbound): (Vec<_>, Vec<_>) = plane
         .peers()
         .into_iter()
-        .map(|p| {
-            Source::P2p(P2pSource {
-                plane: plane.clone(),
-                peer: p.node_id,
-                name: format!("p2p:{}", p.node_id),
-            })
+        .partition(|p| p.direction == p2p_dataplane::Direction::Outbound);
+    let p2p = |p: p2p_dataplane::PeerInfo| {
+        Source::P2p(P2pSource {
+            plane: plane.clone(),
+            peer: p.node_id,
+            name: format!("p2p:{}", p.node_id),
         })
-        .collect();
+    };
+    let mut out: Vec<Source> = outbound.into_iter().map(p2p).collect();
     out.extend(http_candidates(net, bb).into_iter().map(Source::Http));
+    out.extend(inbound.into_iter().map(p2p));
     out
 }
 

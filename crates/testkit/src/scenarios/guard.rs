@@ -13,6 +13,10 @@
 //!
 //! - `side-branch-flood`: 10,000 random-nonce blocks on recent parents posted to a
 //!   mining node (`scenarios/sidebranch.rs`).
+//! - `p2p-staller`: strangers with fresh keys (ground to sort first by node id)
+//!   connect to a mining member's 7072 and never answer a request; reconnecting
+//!   with new keys whenever dropped. The member must keep up with its anchor
+//!   (never more than a few seconds behind) and keep mining.
 //!
 //! Attack traffic comes from its own loopback addresses (client sockets bound to
 //! them), so that what a strict-mode node bans is the attacker, never the harness's
@@ -73,15 +77,18 @@ pub enum Guard {
     /// 10,000 random-nonce blocks posted to a mining node: none stored beyond the
     /// side-branch bounds, mining goes on, refusing sources throttled.
     SideBranchFlood,
+    /// Inbound P2P peers that never answer: the member keeps up and mines.
+    P2pStaller,
 }
 
 impl Guard {
     /// Every guard cell, in the order the matrix runs them.
-    pub const ALL: [Guard; 4] = [
+    pub const ALL: [Guard; 5] = [
         Guard::P2pIdleFlood,
         Guard::P2pGetBlocksFlood,
         Guard::FeeBump,
         Guard::SideBranchFlood,
+        Guard::P2pStaller,
     ];
 
     /// The name in the matrix (`guard:<name>`).
@@ -91,6 +98,7 @@ impl Guard {
             Guard::P2pGetBlocksFlood => "p2p-getblocks-flood",
             Guard::FeeBump => "fee-bump",
             Guard::SideBranchFlood => "side-branch-flood",
+            Guard::P2pStaller => "p2p-staller",
         }
     }
 }
@@ -113,6 +121,7 @@ pub fn guard_cell(g: Guard) -> (Result<String, String>, Cluster) {
             .map(|v| v.join("; ")),
         Guard::FeeBump => fee_bump(&mut c),
         Guard::SideBranchFlood => super::sidebranch::side_branch_flood(&mut c),
+        Guard::P2pStaller => p2p_staller(&mut c),
     };
     (r, c)
 }
@@ -616,5 +625,181 @@ pub fn fee_bump(c: &mut Cluster) -> Result<String, String> {
         "+1 replacements refused {refused}/{PLUS_ONE_TRIES} (409 replacement_fee_too_low), \
          {replaced} replacements at the step then 429 sender_rate_limited after {} ms",
         after.as_millis()
+    ))
+}
+
+/// Stallers connected at once in `p2p-staller`, each from its own netgroup.
+const STALLERS: u8 = 4;
+/// How long `p2p-staller` watches the member.
+const STALL_WATCH: Duration = Duration::from_secs(20);
+/// How far behind its anchor the member may be: at each sample it must hold every
+/// block the anchor held this long before. A round that waited on one staller's
+/// request timeout (10 s) would be behind by that much.
+const STALL_LAG_BOUND: Duration = Duration::from_secs(5);
+
+/// A key whose node id sorts before almost any other (first byte zero): a staller
+/// that wants to be asked first. `n` picks a different one each time.
+fn ground_key(n: u64) -> SecretKey {
+    let mut i = n.wrapping_mul(1 << 20);
+    loop {
+        let mut seed = [0x5a; 32];
+        seed[..8].copy_from_slice(&i.to_le_bytes());
+        let k = SecretKey::from_seed(&seed);
+        if k.address().0[0] == 0 {
+            return k;
+        }
+        i += 1;
+    }
+}
+
+/// A staller: handshakes from `src`, answers pings (so it is not dropped as idle)
+/// and nothing else; counts the requests it ignored; reconnects with a new key
+/// whenever the node drops it, until `stop`.
+async fn staller(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    first_key: u64,
+    stop: CancellationToken,
+    ignored: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+) {
+    let mut n = first_key;
+    while !stop.is_cancelled() {
+        n += 1;
+        let k = ground_key(n);
+        let Ok(s) = dial_from(src, to).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut f = Framed::new(s, codec());
+        let hs = handshake(
+            &mut f,
+            &k,
+            Network::Regtest.magic(),
+            None,
+            Duration::from_secs(5),
+        );
+        if tokio::time::timeout(Duration::from_secs(5), hs)
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        connections.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let frame = tokio::select! {
+                _ = stop.cancelled() => return,
+                f = f.next() => f,
+            };
+            let Some(Ok(frame)) = frame else { break };
+            match Message::decode(&frame) {
+                Ok(Message::Ping { nonce }) => {
+                    if let Ok(pong) = (Message::Pong { nonce }).to_frame()
+                        && f.send(pong).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(Message::GetHeaders { .. } | Message::GetBlocks { .. }) => {
+                    ignored.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `guard:p2p-staller`: a mining anchor and a mining member, both with the data
+/// plane on; [`STALLERS`] strangers keep connections to the member's 7072 that
+/// never answer a request. For [`STALL_WATCH`], every 250 ms: the member holds every
+/// block its anchor held [`STALL_LAG_BOUND`] before, and its miner runs.
+pub(super) fn p2p_staller(c: &mut Cluster) -> Result<String, String> {
+    let mut a = NodeSpec::regtest("anchor");
+    a.anchor = true;
+    a.mine = true;
+    a.no_p2p = false;
+    let ai = c.start(a)?;
+    c.nodes[ai].wait_serving(MINUTE)?;
+    let anchor = c.nodes[ai].addr();
+    let mut m = NodeSpec::regtest("member");
+    m.seeds = vec![anchor.to_string()];
+    m.mine = true;
+    m.no_p2p = false;
+    let mi = c.start(m)?;
+    wait_until("the member's 7072 listening", MINUTE, || {
+        Ok(c.nodes[mi].status()?.p2p.listening)
+    })?;
+    let to = p2p_addr(c, mi)?;
+    let rt = runtime()?;
+    let stop = CancellationToken::new();
+    let (ignored, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    for i in 0..STALLERS {
+        rt.spawn(staller(
+            Ipv4Addr::new(127, 40 + i, 0, 1),
+            to,
+            u64::from(i) * 1_000,
+            stop.clone(),
+            ignored.clone(),
+            connections.clone(),
+        ));
+    }
+    let member = c.nodes[mi].addr();
+    wait_until("the stallers connected", MINUTE, || {
+        Ok(connections.load(Ordering::Relaxed) >= usize::from(STALLERS))
+    })?;
+    wait_until("the member synced and mining", MINUTE, || {
+        let s = crate::http::status(member)?;
+        Ok(s.sync.lag <= 1 && s.miner.state == "running")
+    })?;
+    // (when, the anchor's height then)
+    let mut anchor_heights: Vec<(Instant, u64)> = Vec::new();
+    let started = Instant::now();
+    let (mut samples, mut worst_behind) = (0u32, 0u64);
+    let h0 = crate::http::status(member)?.height;
+    let result = (|| {
+        while started.elapsed() < STALL_WATCH {
+            let now = Instant::now();
+            let anchor_now = crate::http::status(anchor)?.height;
+            anchor_heights.push((now, anchor_now));
+            let s = crate::http::status(member)?;
+            worst_behind = worst_behind.max(anchor_now.saturating_sub(s.height));
+            // The anchor's height STALL_LAG_BOUND ago (once the watch is that old).
+            if let Some(&(_, owed)) = anchor_heights
+                .iter()
+                .rev()
+                .find(|(t, _)| now.duration_since(*t) >= STALL_LAG_BOUND)
+            {
+                samples += 1;
+                if s.height < owed {
+                    return Err(format!(
+                        "after {:.1} s the member is at {} but the anchor was at {owed} {STALL_LAG_BOUND:?} before ({} requests ignored by the stallers)",
+                        started.elapsed().as_secs_f64(),
+                        s.height,
+                        ignored.load(Ordering::Relaxed)
+                    ));
+                }
+            }
+            if s.miner.state != "running" {
+                return Err(format!("the member's miner is {}", s.miner.state));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    })();
+    stop.cancel();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result?;
+    let h1 = crate::http::status(member)?.height;
+    if samples < 10 {
+        return Err(format!("only {samples} samples"));
+    }
+    Ok(format!(
+        "{STALLERS} stallers, {} connections in all (fresh keys, first byte 00), {} requests they ignored; over {:.0} s the member held every block its anchor had {} s before in {samples}/{samples} samples (at most {worst_behind} blocks behind it), height {h0} -> {h1}, miner running",
+        connections.load(Ordering::Relaxed),
+        ignored.load(Ordering::Relaxed),
+        STALL_WATCH.as_secs_f64(),
+        STALL_LAG_BOUND.as_secs()
     ))
 }
