@@ -1120,6 +1120,19 @@ pub async fn sync_round_with(
                 tracing::warn!("[SYNC] ⛔ {e}; demoting it for {} s", d.as_secs());
                 core.note_source_failure(src.name(), &e.to_string());
             }
+            // A connected P2P peer whose request failed (its data plane's request
+            // timeout, or the link dropped) is a dead link or a staller: skipped
+            // for a while, so that the next rounds do not wait on it again when it
+            // reconnects. An HTTP source that cannot be reached is not held
+            // against (an anchor restarting is asked again next round).
+            Err(e @ SyncError::Unreachable { .. }) if matches!(src, Source::P2p(_)) => {
+                let d = scores.demote(src.name(), now_ms());
+                tracing::warn!(
+                    "[SYNC] ⏱️ {e}; a connected peer that did not answer: skipping it for {} s",
+                    d.as_secs()
+                );
+                core.note_source_failure(src.name(), &e.to_string());
+            }
             Err(e) => {
                 tracing::debug!("[SYNC] {e}");
             }

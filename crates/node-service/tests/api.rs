@@ -1442,6 +1442,142 @@ async fn a_stalled_block_source_is_abandoned_at_its_deadline_and_sync_completes_
     }
 }
 
+/// A connected P2P peer that never answers (a staller) fails its request at the
+/// data plane's request timeout; the round completes from the next source, and the
+/// peer is demoted: the next rounds do not ask it again (it got one request in all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p2p_peer_that_never_answers_is_demoted_and_not_asked_again() {
+    use control_plane_client::{ClientConfig, ControlPlaneClient};
+    use node_service::sync::{
+        BlockSource, HttpSource, P2pSource, Source, SourceScores, sync_round,
+    };
+    use p2p_dataplane::{
+        Accepted, ChainAccess, DataPlane, MemoryChain, NoCandidates, P2pConfig, Rejected,
+        TcpDataPlane,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use tokio_util::sync::CancellationToken;
+    use vision_chain::{Block, BlockHeader, Hash32, Transaction};
+
+    /// A chain whose reads wait for a gate the test opens at its end: a peer that
+    /// handshakes and pings but never answers a request.
+    struct Stalling {
+        inner: MemoryChain,
+        open: Mutex<bool>,
+        opened: Condvar,
+        asked: AtomicUsize,
+    }
+    impl Stalling {
+        fn wait(&self) -> Result<(), String> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let open = self.open.lock().unwrap();
+            drop(
+                self.opened
+                    .wait_timeout_while(open, Duration::from_secs(20), |o| !*o)
+                    .unwrap(),
+            );
+            Err("stalled".into())
+        }
+    }
+    impl ChainAccess for Stalling {
+        fn tip(&self) -> (u64, Hash32) {
+            self.inner.tip()
+        }
+        fn headers(&self, _: u64, _: u32) -> Result<Vec<BlockHeader>, String> {
+            self.wait().map(|()| Vec::new())
+        }
+        fn blocks_raw(&self, _: u64, _: u32) -> Result<Vec<Vec<u8>>, String> {
+            self.wait().map(|()| Vec::new())
+        }
+        fn submit_block(&self, b: Block) -> Result<Accepted, Rejected> {
+            self.inner.submit_block(b)
+        }
+        fn submit_tx(&self, t: Transaction) -> Result<Accepted, Rejected> {
+            self.inner.submit_tx(t)
+        }
+    }
+
+    let good = start_node(false).await;
+    let g = Network::Regtest.params().genesis_hash();
+    let miner = SecretKey::from_seed(&[0x84; 32]).address();
+    let chain = extend_by(&good, g, miner, 6).await;
+    let fresh = start_node(false).await;
+    let stalling = Arc::new(Stalling {
+        inner: MemoryChain::new(Network::Regtest),
+        open: Mutex::new(false),
+        opened: Condvar::new(),
+        asked: AtomicUsize::new(0),
+    });
+    let stop = CancellationToken::new();
+    let staller = TcpDataPlane::start(
+        P2pConfig::new("127.0.0.1:0".parse().unwrap(), Network::Regtest),
+        SecretKey::from_seed(&[0x85; 32]),
+        stalling.clone(),
+        Arc::new(NoCandidates),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let mut cfg = P2pConfig::new("127.0.0.1:0".parse().unwrap(), Network::Regtest);
+    cfg.request_timeout = Duration::from_millis(500);
+    let plane = TcpDataPlane::start(
+        cfg,
+        SecretKey::from_seed(&[0x86; 32]),
+        Arc::new(MemoryChain::new(Network::Regtest)),
+        Arc::new(NoCandidates),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let staller_addr = staller.local_addr().expect("listening");
+    let peer = plane.connect(staller_addr, None).await.unwrap();
+    let plane: Arc<dyn DataPlane> = Arc::new(plane);
+    let client = Arc::new(ControlPlaneClient::new(ClientConfig::default()).unwrap());
+    let sources = vec![
+        Source::P2p(P2pSource {
+            plane: plane.clone(),
+            peer: peer.node_id,
+            name: format!("p2p:{}", peer.node_id),
+        }),
+        Source::Http(HttpSource {
+            client,
+            url: format!("http://{}", good.addr),
+        }),
+    ];
+    let scores = SourceScores::default();
+    let report = sync_round(&fresh.shared.core, &scores, &sources, 6)
+        .await
+        .expect("the round completes from the good source");
+    assert_eq!(report.height, 6);
+    assert_eq!(fresh.shared.core.chain().hash, chain[5].hash());
+    let now = node_service::core::now_ms();
+    assert!(
+        !scores.usable(sources[0].name(), now),
+        "the staller is demoted"
+    );
+    assert!(scores.usable(sources[1].name(), now));
+    let why = fresh.shared.core.source_failure(sources[0].name()).unwrap();
+    assert!(why.contains(&peer.node_id.to_string()), "{why}");
+    // More blocks: the next rounds go straight to the good source.
+    let more = extend_by(&good, chain[5].hash(), miner, 2).await;
+    for _ in 0..2 {
+        let report = sync_round(&fresh.shared.core, &scores, &sources, 8)
+            .await
+            .expect("a later round completes");
+        assert_eq!(report.height, 8);
+    }
+    assert_eq!(fresh.shared.core.chain().hash, more[1].hash());
+    assert_eq!(
+        stalling.asked.load(Ordering::SeqCst),
+        1,
+        "asked once in all"
+    );
+    *stalling.open.lock().unwrap() = true;
+    stalling.opened.notify_all();
+    stop.cancel();
+}
+
 /// A healed partition: the lighter side's nodes have a peer of their own side
 /// first among their sync sources (it connected first). A round against it finds
 /// nothing to import — same branch — and must not end the sync: the next source,
