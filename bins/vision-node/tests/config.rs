@@ -776,6 +776,10 @@ fn a_stalled_standard_output_never_stalls_the_node_and_loses_no_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut n = NodeProc::regtest(dir.path(), &["--mine", "--threads", "1", "--log", "debug"]);
     let addr = n.http_addr();
+    let pipe = n
+        .stdout_pipe_bytes()
+        .expect("standard output's pipe shrunk");
+    assert!(pipe <= 4096, "a one-page pipe, not {pipe} bytes");
     n.stop_reading_stdout();
     let logged_before = n.log().len();
     let mut answers = 0u32;
