@@ -34,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use vision_wire::ErrorBody;
 
+use crate::room::{Full, Held, Room};
+
 /// The response type every handler returns.
 pub type Response = hyper::Response<crate::body::Body>;
 
@@ -68,6 +70,14 @@ pub struct HttpLimits {
     /// traffic) are never held back by the room large ones share: they are bounded
     /// by the connection cap times this.
     pub body_reserve_above_bytes: usize,
+    /// Time an answer may wait for the socket to take more of it before the
+    /// connection is closed, giving back what the answer held ([`crate::room`]).
+    /// The kernel lets the node write again once the client has taken about half
+    /// of what the socket queued (up to 2 MB with Linux's 4 MB `tcp_wmem`), so a
+    /// client must read about that much per period (33 KB/s at the default): a
+    /// slow reader that keeps reading is not cut, one that stops is. Keep-alive
+    /// idle time counts from the last byte read or written.
+    pub send_stall_ms: u64,
 }
 
 /// Default request body limit: a full block (5,000 transactions) fits with room.
@@ -117,6 +127,10 @@ pub enum ConnRefusal {
     SlowHead,
     /// Idle between requests longer than the keep-alive allowance.
     Idle,
+    /// Read nothing of an answer for [`HttpLimits::send_stall_ms`] while the node
+    /// had more to write (a client that asks and never reads holds what it asked
+    /// for).
+    StalledReader,
 }
 
 impl ConnRefusal {
@@ -128,6 +142,7 @@ impl ConnRefusal {
             ConnRefusal::Silent => "silent",
             ConnRefusal::SlowHead => "slow_head",
             ConnRefusal::Idle => "idle",
+            ConnRefusal::StalledReader => "stalled_reader",
         }
     }
 }
@@ -144,66 +159,39 @@ impl Default for HttpLimits {
             bodies_in_flight_max_bytes: DEFAULT_BODIES_IN_FLIGHT_MAX_BYTES,
             bodies_per_ip_max_bytes: DEFAULT_BODIES_PER_IP_MAX_BYTES,
             body_reserve_above_bytes: DEFAULT_BODY_RESERVE_ABOVE_BYTES,
+            send_stall_ms: DEFAULT_SEND_STALL_MS,
         }
     }
 }
 
-/// The room left for large request bodies ([`HttpLimits::bodies_in_flight_max_bytes`],
-/// in KiB permits) and what each client address holds of it.
+/// The room for large request bodies ([`HttpLimits::bodies_in_flight_max_bytes`],
+/// of which one address may hold [`HttpLimits::bodies_per_ip_max_bytes`]).
 #[derive(Clone)]
 struct BodyBudget {
-    room: Arc<tokio::sync::Semaphore>,
-    per_ip: HeldPerIp,
+    room: Room,
     limits: HttpLimits,
-}
-
-/// What each client address holds of the room for large bodies.
-type HeldPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One body's share of its address's allowance, given back when dropped.
-struct IpShare {
-    map: HeldPerIp,
-    ip: IpAddr,
-    bytes: usize,
-}
-
-impl Drop for IpShare {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = m.get_mut(&self.ip) {
-            *held = held.saturating_sub(self.bytes);
-            if *held == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// A body's reservation (room and its address's share), kept until the answer.
-struct BodyRoom {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    _share: Option<IpShare>,
 }
 
 impl BodyBudget {
     fn new(limits: HttpLimits) -> BodyBudget {
-        let permits =
-            (limits.bodies_in_flight_max_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
         BodyBudget {
-            room: Arc::new(tokio::sync::Semaphore::new(permits)),
-            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            room: Room::new(
+                limits.bodies_in_flight_max_bytes,
+                limits.bodies_per_ip_max_bytes,
+            ),
             limits,
         }
     }
 
     /// Room for the body `parts` announce from `peer`: none needed for a small one
     /// (or one too large to be read at all: refused unread anyway); the body limit
-    /// for one that announces no length. `Err` with the 503 to answer.
+    /// for one that announces no length. `Err` with the 503 to answer. The room is
+    /// kept until the answer.
     fn reserve(
         &self,
         parts: &hyper::http::request::Parts,
         peer: IpAddr,
-    ) -> Result<Option<BodyRoom>, ApiError> {
+    ) -> Result<Option<Held>, ApiError> {
         let max_body = self.limits.max_body_bytes;
         let len = parts
             .headers
@@ -216,39 +204,23 @@ impl BodyBudget {
             return Ok(None);
         }
         let bytes = len.map_or(max_body, |l| l as usize);
-        let busy = |why: &str| ApiError {
-            retry_after_s: Some(BODY_BUSY_RETRY_AFTER_S),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why.to_string())
-        };
-        let share = if is_trusted_client(peer) {
-            None
-        } else {
-            let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let held = m.get(&peer).copied().unwrap_or(0);
-            if held + bytes > self.limits.bodies_per_ip_max_bytes {
-                return Err(busy(
-                    "this address holds as many large request bodies as one address may at once; retry",
-                ));
-            }
-            // An entry only while the address holds something (dropped at zero).
-            m.insert(peer, held + bytes);
-            Some(IpShare {
-                map: self.per_ip.clone(),
-                ip: peer,
-                bytes,
+        self.room
+            .reserve(peer, is_trusted_client(peer), bytes)
+            .map(Some)
+            .map_err(|full| {
+                busy(match full {
+                    Full::Address => "this address holds as many large request bodies as one address may at once; retry",
+                    Full::Node => "the node holds as many large request bodies as it takes at once; retry",
+                })
             })
-        };
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        match self.room.clone().try_acquire_many_owned(kib) {
-            Ok(permit) => Ok(Some(BodyRoom {
-                _permit: permit,
-                _share: share,
-            })),
-            // The address's share goes back with `share`.
-            Err(_) => Err(busy(
-                "the node holds as many large request bodies as it takes at once; retry",
-            )),
-        }
+    }
+}
+
+/// 503 `busy` with `Retry-After` [`BODY_BUSY_RETRY_AFTER_S`]: no room now.
+pub fn busy(why: &str) -> ApiError {
+    ApiError {
+        retry_after_s: Some(BODY_BUSY_RETRY_AFTER_S),
+        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why.to_string())
     }
 }
 
@@ -510,6 +482,9 @@ const SWEEP_TICK_MS: u64 = 100;
 /// (keep-alive idle timeout), freeing its slot.
 pub const KEEP_ALIVE_IDLE_MS: u64 = 60_000;
 
+/// Default [`HttpLimits::send_stall_ms`]: nginx's `send_timeout`.
+pub const DEFAULT_SEND_STALL_MS: u64 = 60_000;
+
 /// [`ConnWatch::head_since_ms`] while a request is being handled.
 const IN_REQUEST: u64 = u64::MAX;
 
@@ -522,6 +497,11 @@ struct ConnWatch {
     head_since_ms: AtomicU64,
     /// Coarse time of the last read (of the accept, before any).
     last_read_ms: AtomicU64,
+    /// Coarse time of the last write that took bytes.
+    last_write_ms: AtomicU64,
+    /// Coarse time a write found the socket full, until one takes bytes again; 0
+    /// while writes go through.
+    write_blocked_ms: AtomicU64,
     /// Coarse time the server accepted the connection.
     accepted_ms: u64,
     /// Set once a request on this connection has been dispatched.
@@ -550,6 +530,31 @@ struct Watched {
     inner: tokio::net::TcpStream,
     watch: Arc<ConnWatch>,
     clock: Arc<Clock>,
+}
+
+impl Watched {
+    /// Note a write's progress for the sweeper: bytes taken, or the socket full.
+    fn note_write(&self, r: &std::task::Poll<std::io::Result<usize>>) {
+        match r {
+            std::task::Poll::Ready(Ok(n)) if *n > 0 => {
+                self.watch
+                    .last_write_ms
+                    .store(self.clock.now(), Ordering::Relaxed);
+                if self.watch.write_blocked_ms.load(Ordering::Relaxed) != 0 {
+                    self.watch.write_blocked_ms.store(0, Ordering::Relaxed);
+                }
+            }
+            std::task::Poll::Pending => {
+                let _ = self.watch.write_blocked_ms.compare_exchange(
+                    0,
+                    self.clock.now(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -581,7 +586,9 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(&r);
+        r
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -600,7 +607,9 @@ impl tokio::io::AsyncWrite for Watched {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&r);
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -642,11 +651,20 @@ async fn sweep<H: Handler>(
                 && head != IN_REQUEST
                 && now.saturating_sub(head) > limits.header_read_timeout_ms;
             let idle_limit = w.idle_limit_ms.load(Ordering::Relaxed);
-            let idle = head == 0
-                && now.saturating_sub(w.last_read_ms.load(Ordering::Relaxed)) > idle_limit;
-            if stalled || idle {
+            let blocked = w.write_blocked_ms.load(Ordering::Relaxed);
+            let unread = blocked != 0 && now.saturating_sub(blocked) > limits.send_stall_ms;
+            // Idle: nothing read from the client and nothing written to it (an
+            // answer a slow client is still taking is not idle).
+            let last_io = w
+                .last_read_ms
+                .load(Ordering::Relaxed)
+                .max(w.last_write_ms.load(Ordering::Relaxed));
+            let idle = head == 0 && blocked == 0 && now.saturating_sub(last_io) > idle_limit;
+            if stalled || idle || unread {
                 let why = if stalled {
                     ConnRefusal::SlowHead
+                } else if unread {
+                    ConnRefusal::StalledReader
                 } else if idle_limit == KEEP_ALIVE_IDLE_MS {
                     ConnRefusal::Idle
                 } else {
@@ -786,6 +804,8 @@ pub async fn serve<H: Handler>(
         let watch = Arc::new(ConnWatch {
             head_since_ms: AtomicU64::new(0),
             last_read_ms: AtomicU64::new(clock.now()),
+            last_write_ms: AtomicU64::new(0),
+            write_blocked_ms: AtomicU64::new(0),
             accepted_ms: clock.now(),
             served: std::sync::atomic::AtomicBool::new(false),
             idle_limit_ms: AtomicU64::new(limits.first_byte_timeout_ms),

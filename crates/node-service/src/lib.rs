@@ -30,6 +30,7 @@ pub mod p2p;
 pub mod progress;
 pub mod ratelimit;
 pub mod relay;
+pub mod room;
 pub mod shared;
 pub mod storage;
 pub mod sync;

@@ -497,7 +497,7 @@ impl Metrics {
         );
         registry.register(
             "http_connections_refused",
-            "HTTP connections closed unserved, by reason (per_ip_cap and global_cap answered 429/503 at once; silent, slow_head, idle)",
+            "HTTP connections refused or closed by the server, by reason (per_ip_cap and global_cap answered 429/503 at once; silent, slow_head, idle, stalled_reader)",
             m.conn_refused.clone(),
         );
         registry.register(

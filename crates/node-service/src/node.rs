@@ -140,6 +140,10 @@ impl Node {
             view,
             replay: Mutex::new(vision_wire::ReplayGuard::new()),
             limiter: crate::ratelimit::RateLimiter::new(),
+            answers: crate::room::Room::new(
+                crate::api::ANSWERS_IN_FLIGHT_MAX_BYTES,
+                crate::api::ANSWERS_PER_IP_MAX_BYTES,
+            ),
             seed_snapshot: Mutex::new(None),
             fee_history: Mutex::new(None),
         });

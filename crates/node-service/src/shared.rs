@@ -55,6 +55,9 @@ pub struct NodeShared {
     pub(crate) replay: Mutex<vision_wire::ReplayGuard>,
     /// Rate limits per client address, route class and signing key.
     pub(crate) limiter: crate::ratelimit::RateLimiter,
+    /// Room for large answers (blocks) being made or written at once
+    /// ([`crate::api::ANSWERS_IN_FLIGHT_MAX_BYTES`]).
+    pub answers: crate::room::Room,
     /// An anchor's seed-peer answer as last drawn (`api/peers.rs`).
     pub(crate) seed_snapshot: Mutex<Option<SeedSnapshot>>,
     /// `/api/fees`' reading of the recent blocks at the last tip asked about.

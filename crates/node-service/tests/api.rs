@@ -1750,3 +1750,137 @@ async fn bloated_signed_messages_are_refused_before_any_work() {
     let (st, _, b) = raw(n.addr, "POST", "/api/hello", &[], &big).await;
     assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
 }
+
+// ---------------------------------------------------------------------------
+// room for block answers
+
+/// `GET /api/blocks` (binary, every block from height 1) from `src`, with a 4 KiB
+/// receive buffer; reads only until the answer's head. (status, head, the stream).
+async fn ask_blocks_unread(src: &str, to: SocketAddr) -> (u16, String, TcpStream) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    s.write_all(
+        b"GET /api/blocks?from=1&limit=500 HTTP/1.1\r\nHost: x\r\n\
+          Accept: application/octet-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("an answer's head")
+            .unwrap();
+        assert!(n > 0, "closed before a head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    let status = head[9..12].parse().unwrap();
+    (status, head, s)
+}
+
+/// Answers of blocks take room before they are made and keep it until their last
+/// byte left for the socket. Clients that ask for the largest answer and never read
+/// it are refused 503 `busy` (with `Retry-After`) once their address holds its
+/// share, and everyone once the node's room is held; what the node holds for them
+/// stays within the room; the host's own address has no share to exceed; `/api/status`
+/// answers throughout; closing the connections gives all of it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
+    use node_service::api::{ANSWERS_IN_FLIGHT_MAX_BYTES, ANSWERS_PER_IP_MAX_BYTES};
+    let n = start_node(false).await;
+    let net = Network::Regtest;
+    let payer = SecretKey::from_seed(&[0x61; 32]);
+    let receiver = SecretKey::from_seed(&[0x62; 32]).address();
+    let base = extend_by(&n, net.params().genesis_hash(), payer.address(), 3).await;
+    // 16 blocks of the most transfers a block holds: an answer of ~12 MB.
+    let per_block = u64::from(net.params().max_block_txs);
+    let mut parent = base[2].hash();
+    for i in 0..16u64 {
+        let txs = (0..per_block)
+            .map(|k| Transaction::new_signed(&payer, net, receiver, 1, 1, i * per_block + k))
+            .collect();
+        let b = block_on(&n, &parent, payer.address(), txs);
+        assert_eq!(submit(&n, &b).await, "extended");
+        parent = b.hash();
+    }
+    let room = n.shared.answers.clone();
+    assert_eq!(room.held_bytes(), 0);
+
+    // One stranger address: answered until it holds its share, then refused.
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        let (status, head, s) = ask_blocks_unread("127.33.0.1", n.addr).await;
+        if status == 200 {
+            held.push(s);
+        } else {
+            refused = Some((status, head));
+            break;
+        }
+    }
+    let (status, head) = refused.expect("an address past its share is refused");
+    assert_eq!(status, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert!(!held.is_empty(), "the first answers were sent");
+    assert!(
+        room.held_bytes() <= ANSWERS_PER_IP_MAX_BYTES,
+        "one address holds {} bytes of answers",
+        room.held_bytes()
+    );
+    let one_address = held.len();
+    // The host's own address has no share: more than one address may hold.
+    for _ in 0..=one_address {
+        let (status, head, s) = ask_blocks_unread("127.0.0.1", n.addr).await;
+        assert_eq!(status, 200, "{head}");
+        held.push(s);
+    }
+
+    // Other addresses are not held back by it, until the node's room is held.
+    let mut node_refused = None;
+    'fill: for a in 2..40u8 {
+        for _ in 0..one_address {
+            let (status, head, s) = ask_blocks_unread(&format!("127.33.0.{a}"), n.addr).await;
+            if status != 200 {
+                node_refused = Some((a, status, head));
+                break 'fill;
+            }
+            held.push(s);
+            assert!(room.held_bytes() <= ANSWERS_IN_FLIGHT_MAX_BYTES);
+        }
+    }
+    let (a, status, head) = node_refused.expect("the node's room runs out");
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("\"busy\""), "{head}");
+    assert!(
+        held.len() * 8 * 1024 * 1024 <= ANSWERS_IN_FLIGHT_MAX_BYTES,
+        "{} answers of 8 MB and more held within {ANSWERS_IN_FLIGHT_MAX_BYTES} bytes",
+        held.len()
+    );
+    // The host itself is answered what fits, and its status at once.
+    let t = Instant::now();
+    let (st, _) = get_json(n.addr, "/api/status").await;
+    assert_eq!(st, 200);
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Closing the connections gives the room back; a fresh address is answered.
+    let holders = held.len();
+    drop(held);
+    wait_for(
+        "the room to be given back",
+        Duration::from_secs(10),
+        async || room.held_bytes() == 0,
+    )
+    .await;
+    let (status, head, _s) = ask_blocks_unread(&format!("127.33.0.{}", a + 1), n.addr).await;
+    assert_eq!(status, 200, "{head}");
+    eprintln!(
+        "answers held by one address: {one_address}; by all, before the node refused: {holders}"
+    );
+}

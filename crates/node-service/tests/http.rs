@@ -301,3 +301,104 @@ async fn request_bodies_held_at_once_are_bounded() {
     );
     stop.cancel();
 }
+
+/// Answers 32 MiB to every request.
+struct Big;
+
+const BIG_BYTES: usize = 32 * 1024 * 1024;
+
+impl Handler for Big {
+    async fn handle(&self, _req: Request) -> Response {
+        bytes_response(
+            StatusCode::OK,
+            "application/octet-stream",
+            Bytes::from(vec![7u8; BIG_BYTES]),
+        )
+    }
+}
+
+/// A connection from `src` with a small receive buffer (so the socket fills at
+/// once), its request sent.
+async fn ask_big(src: &str, to: std::net::SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    s
+}
+
+/// A client that asks for a large answer and never reads it is closed once the
+/// answer has waited [`HttpLimits::send_stall_ms`] for it, which gives back what
+/// the answer held; one that reads slowly, pausing less than that, is not cut
+/// (nor by the keep-alive idle rule: writing to it is not idle) and gets it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_nobody_reads_is_cut_at_the_send_stall_and_a_slow_reader_is_not() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        Arc::new(Big),
+        HttpLimits {
+            send_stall_ms: 2_000,
+            ..HttpLimits::default()
+        },
+        stop.clone(),
+        Duration::from_secs(1),
+    ));
+
+    let mut stalled = ask_big("127.31.0.1", addr).await;
+    let mut slow = ask_big("127.31.0.2", addr).await;
+    // The slow reader takes 512 KiB, then pauses 300 ms, for 6 s (three stall
+    // periods; the kernel wakes the writer once about half of the up to 4 MB the
+    // socket queued was taken, so it must take that within a period); the stalled
+    // one reads nothing meanwhile.
+    let mut slow_got = 0usize;
+    let mut buf = vec![0u8; 512 * 1024];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let mut chunk = 0;
+        while chunk < buf.len() {
+            let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf[chunk..]))
+                .await
+                .expect("the slow reader is still sent bytes")
+                .unwrap();
+            assert!(n > 0, "the slow reader was cut after {slow_got} bytes");
+            chunk += n;
+        }
+        slow_got += chunk;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // The stalled one was closed: what it reads now ends well short of the answer.
+    let mut stalled_got = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf)).await {
+            Err(_) => panic!("the stalled connection is still open after {stalled_got} bytes"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => stalled_got += n,
+        }
+    }
+    assert!(
+        stalled_got < BIG_BYTES / 2,
+        "the stalled client got {stalled_got} bytes"
+    );
+    // The slow one reads the rest at full speed: head and all 32 MiB.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+            .await
+            .expect("the rest arrives")
+            .unwrap();
+        slow_got += n;
+        if n == 0 || slow_got >= BIG_BYTES {
+            break;
+        }
+    }
+    assert!(
+        slow_got >= BIG_BYTES,
+        "the slow reader got {slow_got} bytes"
+    );
+    stop.cancel();
+}

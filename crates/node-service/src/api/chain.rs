@@ -8,11 +8,13 @@ use vision_wire::binary::{OCTET_STREAM, encode_headers};
 use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxResponse};
 
 use super::{
-    Api, BLOCKS_JSON_RAW_BYTES_MAX, BLOCKS_LIMIT_MAX, BLOCKS_RESPONSE_BYTES_MAX, HEADERS_LIMIT_MAX,
-    blocking, cache, limit, ok_json, param_u64, parse_json, store_err,
+    Api, BLOCK_BYTES_WORST, BLOCKS_JSON_RAW_BYTES_MAX, BLOCKS_LIMIT_MAX, BLOCKS_RESPONSE_BYTES_MAX,
+    HEADERS_LIMIT_MAX, JSON_BYTES_PER_BLOCK_BYTE, blocking, cache, held_body, limit, ok_json,
+    param_u64, parse_json, store_err,
 };
 use crate::core::{Origin, SubmitTxError, now_ms};
 use crate::http::{ApiError, Request, Response, json_response};
+use crate::room::Held;
 
 /// A JSON 200 with an `ETag` and `policy` (see [`cache`]).
 fn cached_json<T: serde::Serialize>(v: &T, policy: &'static str) -> Response {
@@ -20,6 +22,37 @@ fn cached_json<T: serde::Serialize>(v: &T, policy: &'static str) -> Response {
         Ok(body) => cache::cached("application/json", body.into(), policy),
         // Unreachable for these types; answered as json_response would.
         Err(_) => json_response(StatusCode::OK, v),
+    }
+}
+
+/// [`cached_json`] whose bytes keep `held`'s room until written
+/// ([`super::held_body`]).
+fn cached_json_held<T: serde::Serialize>(
+    v: &T,
+    policy: &'static str,
+    held: Held,
+) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("serialising the answer: {e}"),
+        )
+    })?;
+    Ok(cache::cached(
+        "application/json",
+        held_body(held, body)?,
+        policy,
+    ))
+}
+
+/// The room one block's answer takes before it is read: its encoding's worst
+/// case, or its JSON's.
+fn one_block_worst(req: &Request) -> usize {
+    if req.wants_binary() {
+        BLOCK_BYTES_WORST
+    } else {
+        JSON_BYTES_PER_BLOCK_BYTE * BLOCK_BYTES_WORST
     }
 }
 
@@ -81,7 +114,13 @@ impl Api {
         let settled_depth = self.settled_depth();
         // The whole answer is made on the blocking pool: framing, hashing for the
         // ETag and JSON of up to 16 MiB of blocks are not a runtime thread's work.
+        // Its room is taken first, for the most it can be (`n` of the largest
+        // blocks, within the answer's bound), and kept, at its size, until written.
         if req.wants_binary() {
+            let worst = n
+                .saturating_mul(BLOCK_BYTES_WORST + 4)
+                .min(BLOCKS_RESPONSE_BYTES_MAX.max(BLOCK_BYTES_WORST) + 4 * n);
+            let held = self.answer_room(req, worst)?;
             blocking(move || {
                 let raw = store
                     .blocks_range_raw_within(from, n, BLOCKS_RESPONSE_BYTES_MAX)
@@ -92,15 +131,21 @@ impl Api {
                 } else {
                     cache::NEAR_TIP
                 };
+                let framed = frame_blocks(&raw);
+                drop(raw);
                 Ok(cache::cached(
                     OCTET_STREAM,
-                    frame_blocks(&raw).into(),
+                    held_body(held, framed)?,
                     policy,
                 ))
             })
             .await?
         } else {
             // JSON carries confirmations, which the next block changes.
+            let worst = JSON_BYTES_PER_BLOCK_BYTE
+                * n.saturating_mul(BLOCK_BYTES_WORST)
+                    .min(BLOCKS_JSON_RAW_BYTES_MAX.max(BLOCK_BYTES_WORST));
+            let held = self.answer_room(req, worst)?;
             blocking(move || {
                 let raw = store
                     .blocks_range_raw_within(from, n, BLOCKS_JSON_RAW_BYTES_MAX)
@@ -119,7 +164,8 @@ impl Api {
                         Some(confirmations(tip, b.header.height)),
                     ));
                 }
-                Ok(cached_json(&json, cache::NEAR_TIP))
+                drop(raw);
+                cached_json_held(&json, cache::NEAR_TIP, held)
             })
             .await?
         }
@@ -131,6 +177,7 @@ impl Api {
     /// [`cache::NEAR_TIP`].
     fn one_block(
         req: &Request,
+        held: Held,
         raw: Option<Vec<u8>>,
         main_tip: Option<u64>,
         what: String,
@@ -138,7 +185,7 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let raw = raw.ok_or_else(|| ApiError::not_found(format!("no block {what}")))?;
         if req.wants_binary() {
-            return Ok(cache::cached(OCTET_STREAM, raw.into(), policy));
+            return Ok(cache::cached(OCTET_STREAM, held_body(held, raw)?, policy));
         }
         let block = Block::decode(&raw).map_err(|e| {
             ApiError::new(
@@ -153,13 +200,15 @@ impl Api {
         } else {
             policy
         };
-        Ok(cached_json(&BlockJson::new(&block, conf), policy))
+        drop(raw);
+        cached_json_held(&BlockJson::new(&block, conf), policy, held)
     }
 
     pub(super) async fn block_at(&self, req: &Request, h: &str) -> Result<Response, ApiError> {
         let height: u64 = h.parse().map_err(|_| {
             ApiError::bad_request(format!("height {h:?} is not a non-negative integer"))
         })?;
+        let held = self.answer_room(req, one_block_worst(req))?;
         let store = self.0.core.store.clone();
         let raw = blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
             match store.hash_at(height).map_err(store_err)? {
@@ -174,7 +223,14 @@ impl Api {
         } else {
             cache::NEAR_TIP
         };
-        Self::one_block(req, raw, Some(tip), format!("at height {height}"), policy)
+        Self::one_block(
+            req,
+            held,
+            raw,
+            Some(tip),
+            format!("at height {height}"),
+            policy,
+        )
     }
 
     /// A block by hash: content that never changes, so immutable in both forms —
@@ -184,9 +240,10 @@ impl Api {
         let hash: Hash32 = h
             .parse()
             .map_err(|e| ApiError::bad_request(format!("block hash {h:?}: {e}")))?;
+        let held = self.answer_room(req, one_block_worst(req))?;
         let store = self.0.core.store.clone();
         let raw = blocking(move || store.block_raw(&hash).map_err(store_err)).await??;
-        Self::one_block(req, raw, None, hash.to_hex(), cache::IMMUTABLE)
+        Self::one_block(req, held, raw, None, hash.to_hex(), cache::IMMUTABLE)
     }
 
     pub(super) async fn submit_block(&self, req: &Request) -> Result<Response, ApiError> {
@@ -397,4 +454,47 @@ fn submitted_json_block(body: &bytes::Bytes) -> Result<Block, ApiError> {
     served.to_block().ok_or_else(|| {
         ApiError::bad_request("the block's hash or a txid does not match its contents")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use vision_chain::{Network, ParentContext, SecretKey, Transaction, build_block};
+    use vision_wire::BlockJson;
+
+    use super::{BLOCK_BYTES_WORST, JSON_BYTES_PER_BLOCK_BYTE};
+
+    /// The room a block answer takes before it is read holds a full block: the
+    /// most transfers a block may carry, amounts and fees at their widest.
+    #[test]
+    fn a_full_block_fits_the_worst_cases_block_answers_reserve() {
+        let net = Network::Regtest;
+        let p = net.params();
+        let from = SecretKey::from_seed(&[1; 32]);
+        let to = SecretKey::from_seed(&[2; 32]).address();
+        let txs: Vec<Transaction> = (0..u64::from(p.max_block_txs))
+            .map(|i| Transaction::new_signed(&from, net, to, u64::MAX / 2, u64::MAX / 2, i))
+            .collect();
+        let genesis = p.genesis().header;
+        let recent = [genesis.timestamp_ms];
+        let ctx = ParentContext {
+            hash: genesis.hash(),
+            header: &genesis,
+            recent_timestamps_ms: &recent,
+        };
+        let b = build_block(p, &ctx, to, txs, genesis.timestamp_ms + 1);
+        let raw = b.encode();
+        let json = serde_json::to_vec(&BlockJson::new(&b, Some(u64::MAX))).unwrap();
+        assert!(
+            raw.len() <= BLOCK_BYTES_WORST,
+            "a full block is {} bytes, above {BLOCK_BYTES_WORST}",
+            raw.len()
+        );
+        assert!(
+            json.len() <= JSON_BYTES_PER_BLOCK_BYTE * raw.len(),
+            "a full block's JSON is {} bytes, {:.2} times its {} bytes",
+            json.len(),
+            json.len() as f64 / raw.len() as f64,
+            raw.len()
+        );
+    }
 }

@@ -15,6 +15,7 @@ use vision_wire::{MempoolResponse, TxJson};
 
 use crate::http::{ApiError, ConnRefusal, Handler, Request, Response, json_response};
 use crate::ratelimit::RouteClass;
+use crate::room::{Full, Held};
 use crate::shared::NodeShared;
 
 pub mod cache;
@@ -52,6 +53,22 @@ pub const BLOCKS_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// The same bound for the JSON form, in bytes of the blocks' encodings (JSON is
 /// about two and a half times as large).
 pub const BLOCKS_JSON_RAW_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most bytes one block encodes to: [`vision_chain::params`]' 5,000 transfers and
+/// the header, with room (`tests` check a full block against it).
+pub const BLOCK_BYTES_WORST: usize = 1024 * 1024;
+/// A block's JSON is at most this many times its encoding (`tests` check a full
+/// block).
+pub const JSON_BYTES_PER_BLOCK_BYTE: usize = 3;
+/// Room for block answers (`/api/blocks`, `/api/blocks/{height}`,
+/// `/api/block/{hash}`) being made or written at once, all clients together: each
+/// takes its worst case before it is made, then its size once made, and gives it
+/// back when its last byte has left for the socket ([`crate::room`]). One that finds
+/// no room is answered 503 `busy` at once. Without it, 1,024 connections that ask
+/// for 16 MiB of blocks and never read made the node hold 16 GiB.
+pub const ANSWERS_IN_FLIGHT_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Of that room, what one client address may hold: three of the largest answers
+/// (the host's own loopback has no share to exceed).
+pub const ANSWERS_PER_IP_MAX_BYTES: usize = 3 * BLOCKS_RESPONSE_BYTES_MAX;
 /// Most transactions `/api/mempool` lists.
 pub const MEMPOOL_LIST_MAX: usize = 1_000;
 
@@ -246,6 +263,32 @@ fn store_err(e: StoreError) -> ApiError {
         "store_error",
         e.to_string(),
     )
+}
+
+impl Api {
+    /// Room for an answer of at most `worst` bytes to `req`'s client, taken before
+    /// the answer is made; 503 `busy` (with `Retry-After`) when there is none.
+    fn answer_room(&self, req: &Request, worst: usize) -> Result<Held, ApiError> {
+        let peer = req.peer.ip();
+        self.0
+            .answers
+            .reserve(peer, crate::http::is_trusted_client(peer), worst)
+            .map_err(answer_busy)
+    }
+}
+
+fn answer_busy(full: Full) -> ApiError {
+    crate::http::busy(match full {
+        Full::Address => {
+            "this address is being sent as many large answers as one address may at once; retry"
+        }
+        Full::Node => "the node is sending as many large answers as it holds at once; retry",
+    })
+}
+
+/// `body` as bytes that keep `held`'s room (resized to the body) until written.
+fn held_body(held: Held, body: Vec<u8>) -> Result<Bytes, ApiError> {
+    held.into_bytes(body).map_err(answer_busy)
 }
 
 async fn blocking<T: Send + 'static>(
