@@ -56,7 +56,7 @@ pub struct NodeShared {
     /// Rate limits per client address, route class and signing key.
     pub(crate) limiter: crate::ratelimit::RateLimiter,
     /// Room for large answers (blocks) being made or written at once
-    /// ([`crate::api::ANSWERS_IN_FLIGHT_MAX_BYTES`]).
+    /// (`api::ANSWERS_IN_FLIGHT_MAX_BYTES`, set where the node is assembled).
     pub answers: crate::room::Room,
     /// An anchor's seed-peer answer as last drawn (`api/peers.rs`).
     pub(crate) seed_snapshot: Mutex<Option<SeedSnapshot>>,

@@ -9,6 +9,7 @@ use crate::http::get_json;
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
 mod admission;
+mod answer_hold;
 mod digest_flood;
 mod faults;
 mod guard;

@@ -2239,16 +2239,33 @@ impl ChainStore {
         max_bytes: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        let mut held = 0usize;
+        self.visit_blocks_raw_within(from_height, limit, max_bytes, |bytes| {
+            out.push(bytes.to_vec())
+        })?;
+        Ok(out)
+    }
+
+    /// The blocks [`ChainStore::blocks_range_raw_within`] returns, each handed to
+    /// `f` in order straight from the store's read (no copy of its own): an answer
+    /// made as it is read holds its bytes once. Returns how many were visited.
+    pub fn visit_blocks_raw_within(
+        &self,
+        from_height: u64,
+        limit: usize,
+        max_bytes: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, StoreError> {
+        let (mut n, mut held) = (0usize, 0usize);
         self.visit_blocks_raw(from_height, limit, |_, bytes| {
-            if !out.is_empty() && held.saturating_add(bytes.len()) > max_bytes {
+            if n > 0 && held.saturating_add(bytes.len()) > max_bytes {
                 return Ok(false);
             }
             held = held.saturating_add(bytes.len());
-            out.push(bytes.to_vec());
+            n += 1;
+            f(bytes);
             Ok(true)
         })?;
-        Ok(out)
+        Ok(n)
     }
 
     /// Visit the main chain's blocks from `from_height`, at most `limit` (and

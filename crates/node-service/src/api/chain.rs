@@ -56,17 +56,6 @@ fn one_block_worst(req: &Request) -> usize {
     }
 }
 
-/// Blocks' canonical bytes framed as `vision_wire::binary::encode_blocks` frames
-/// them: each a `u32` little-endian length, then the bytes.
-fn frame_blocks(raw: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.iter().map(|b| b.len() + 4).sum());
-    for b in raw {
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(b);
-    }
-    out
-}
-
 /// Main-chain blocks from the one at `height` to the tip at `tip` (at least 1: a
 /// block read just after a newer tip was published).
 fn confirmations(tip: u64, height: u64) -> u64 {
@@ -122,17 +111,22 @@ impl Api {
                 .min(BLOCKS_RESPONSE_BYTES_MAX.max(BLOCK_BYTES_WORST) + 4 * n);
             let held = self.answer_room(req, worst)?;
             blocking(move || {
-                let raw = store
-                    .blocks_range_raw_within(from, n, BLOCKS_RESPONSE_BYTES_MAX)
+                // Framed as read (`vision_wire::binary::encode_blocks`' framing: each
+                // a `u32` little-endian length, then the bytes): held once.
+                let mut framed = Vec::new();
+                let got = store
+                    .visit_blocks_raw_within(from, n, BLOCKS_RESPONSE_BYTES_MAX, |b| {
+                        framed.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                        framed.extend_from_slice(b);
+                    })
                     .map_err(store_err)?;
-                let full = raw.len() == n;
+                let full = got == n;
                 let policy = if full && cache::settled(from, n as u64, tip, settled_depth) {
                     cache::SETTLED
                 } else {
                     cache::NEAR_TIP
                 };
-                let framed = frame_blocks(&raw);
-                drop(raw);
+                framed.shrink_to_fit();
                 Ok(cache::cached(
                     OCTET_STREAM,
                     held_body(held, framed)?,

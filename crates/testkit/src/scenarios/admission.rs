@@ -131,11 +131,13 @@ pub enum Attack {
     BodyHold,
     /// 64 MiB answers from a seed the node probes and an address it dials back.
     BloatedAnswers,
+    /// The largest block answers asked for from many addresses and never read.
+    AnswerHold,
 }
 
 impl Attack {
     /// Every cell, in the order the matrix runs them.
-    pub const ALL: [Attack; 7] = [
+    pub const ALL: [Attack; 8] = [
         Attack::ReplayFlood,
         Attack::SybilFlood,
         Attack::RelayedHello,
@@ -143,6 +145,7 @@ impl Attack {
         Attack::DigestFlood,
         Attack::BodyHold,
         Attack::BloatedAnswers,
+        Attack::AnswerHold,
     ];
 
     /// The name in the matrix (`admission:<name>`).
@@ -155,6 +158,7 @@ impl Attack {
             Attack::BodyHold => "body-hold",
             Attack::DigestFlood => "digest-flood",
             Attack::BloatedAnswers => "bloated-answers",
+            Attack::AnswerHold => "answer-hold",
         }
     }
 }
@@ -171,6 +175,7 @@ pub fn admission_cell(attack: Attack, opts: AdmissionOpts) -> (Result<String, St
         Attack::DigestFlood => super::digest_flood::digest_flood(&mut c, opts),
         Attack::BodyHold => body_hold(&mut c, opts),
         Attack::BloatedAnswers => bloated_answers(&mut c, opts),
+        Attack::AnswerHold => super::answer_hold::answer_hold(&mut c, opts),
     };
     (r, c)
 }
@@ -1174,7 +1179,7 @@ const HOLD_FLOOD_MAX: Duration = Duration::from_secs(20);
 /// 8 × 24 bodies of 2 MiB held is 384 MiB.
 const HOLD_RSS_GROWTH_MAX_KIB: u64 = 160 * 1024;
 
-fn rss_kib(pid: u32) -> Result<u64, String> {
+pub(super) fn rss_kib(pid: u32) -> Result<u64, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     text.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
