@@ -9,24 +9,15 @@ use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxRespo
 
 use super::{
     Api, BLOCK_BYTES_WORST, BLOCKS_JSON_RAW_BYTES_MAX, BLOCKS_LIMIT_MAX, BLOCKS_RESPONSE_BYTES_MAX,
-    HEADERS_LIMIT_MAX, JSON_BYTES_PER_BLOCK_BYTE, blocking, cache, held_body, limit, ok_json,
-    param_u64, parse_json, store_err,
+    HEADER_JSON_BYTES_WORST, HEADERS_LIMIT_MAX, JSON_BYTES_PER_BLOCK_BYTE, blocking, cache,
+    held_body, limit, ok_json, param_u64, parse_json, store_err,
 };
 use crate::core::{Origin, SubmitTxError, now_ms};
 use crate::http::{ApiError, Request, Response, json_response};
 use crate::room::Held;
 
-/// A JSON 200 with an `ETag` and `policy` (see [`cache`]).
-fn cached_json<T: serde::Serialize>(v: &T, policy: &'static str) -> Response {
-    match serde_json::to_vec(v) {
-        Ok(body) => cache::cached("application/json", body.into(), policy),
-        // Unreachable for these types; answered as json_response would.
-        Err(_) => json_response(StatusCode::OK, v),
-    }
-}
-
-/// [`cached_json`] whose bytes keep `held`'s room until written
-/// ([`super::held_body`]).
+/// A JSON 200 with an `ETag` and `policy` (see [`cache`]), whose bytes keep
+/// `held`'s room until written ([`super::held_body`]).
 fn cached_json_held<T: serde::Serialize>(
     v: &T,
     policy: &'static str,
@@ -72,6 +63,14 @@ impl Api {
     pub(super) async fn headers(&self, req: &Request) -> Result<Response, ApiError> {
         let from = param_u64(req, "from", Some(0))?;
         let n = limit(req, 200, HEADERS_LIMIT_MAX)?;
+        let held = self.answer_room(
+            req,
+            n * if req.wants_binary() {
+                vision_chain::HEADER_SIZE
+            } else {
+                HEADER_JSON_BYTES_WORST
+            },
+        )?;
         let store = self.0.core.store.clone();
         let headers = blocking(move || store.headers_range(from, n).map_err(store_err)).await??;
         // Settled: the whole range asked for was served and lies below the depth.
@@ -85,11 +84,11 @@ impl Api {
         if req.wants_binary() {
             Ok(cache::cached(
                 OCTET_STREAM,
-                encode_headers(&headers).into(),
+                held_body(held, encode_headers(&headers))?,
                 policy,
             ))
         } else {
-            Ok(cached_json(&headers, policy))
+            cached_json_held(&headers, policy, held)
         }
     }
 
@@ -455,7 +454,10 @@ mod tests {
     use vision_chain::{Network, ParentContext, SecretKey, Transaction, build_block};
     use vision_wire::BlockJson;
 
-    use super::{BLOCK_BYTES_WORST, JSON_BYTES_PER_BLOCK_BYTE};
+    use super::{
+        super::TX_JSON_BYTES_WORST, BLOCK_BYTES_WORST, HEADER_JSON_BYTES_WORST,
+        JSON_BYTES_PER_BLOCK_BYTE,
+    };
 
     /// The room a block answer takes before it is read holds a full block: the
     /// most transfers a block may carry, amounts and fees at their widest.
@@ -478,6 +480,23 @@ mod tests {
         let b = build_block(p, &ctx, to, txs, genesis.timestamp_ms + 1);
         let raw = b.encode();
         let json = serde_json::to_vec(&BlockJson::new(&b, Some(u64::MAX))).unwrap();
+        // A header and a transaction at their widest fit the rooms `/api/headers`
+        // and `/api/mempool` take for each.
+        let mut wide = b.header.clone();
+        wide.height = u64::MAX;
+        wide.timestamp_ms = u64::MAX;
+        let header_json = serde_json::to_vec(&wide).unwrap();
+        assert!(
+            header_json.len() <= HEADER_JSON_BYTES_WORST,
+            "a header's JSON is {} bytes",
+            header_json.len()
+        );
+        let tx_json = serde_json::to_vec(&vision_wire::TxJson::from(&b.txs[0])).unwrap();
+        assert!(
+            tx_json.len() <= TX_JSON_BYTES_WORST,
+            "a transaction's JSON is {} bytes",
+            tx_json.len()
+        );
         assert!(
             raw.len() <= BLOCK_BYTES_WORST,
             "a full block is {} bytes, above {BLOCK_BYTES_WORST}",

@@ -59,8 +59,9 @@ pub const BLOCK_BYTES_WORST: usize = 1024 * 1024;
 /// A block's JSON is at most this many times its encoding (`tests` check a full
 /// block).
 pub const JSON_BYTES_PER_BLOCK_BYTE: usize = 3;
-/// Room for block answers (`/api/blocks`, `/api/blocks/{height}`,
-/// `/api/block/{hash}`) being made or written at once, all clients together: each
+/// Room for the large answers (`/api/blocks`, `/api/blocks/{height}`,
+/// `/api/block/{hash}`, `/api/headers`, `/api/mempool`) being made or written at
+/// once, all clients together: each
 /// takes its worst case before it is made, then its size once made, and gives it
 /// back when its last byte has left for the socket ([`crate::room`]). One that finds
 /// no room is answered 503 `busy` at once. Without it, 1,024 connections that ask
@@ -69,6 +70,10 @@ pub const ANSWERS_IN_FLIGHT_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Of that room, what one client address may hold: three of the largest answers
 /// (the host's own loopback has no share to exceed).
 pub const ANSWERS_PER_IP_MAX_BYTES: usize = 3 * BLOCKS_RESPONSE_BYTES_MAX;
+/// Most bytes one header's JSON takes (`tests` check one at its widest).
+pub const HEADER_JSON_BYTES_WORST: usize = 1024;
+/// Most bytes one transaction's JSON takes (`tests` check one at its widest).
+pub const TX_JSON_BYTES_WORST: usize = 1024;
 /// Most transactions `/api/mempool` lists.
 pub const MEMPOOL_LIST_MAX: usize = 1_000;
 
@@ -266,6 +271,34 @@ fn store_err(e: StoreError) -> ApiError {
 }
 
 impl Api {
+    /// `GET /api/mempool`: the pool's size and up to [`MEMPOOL_LIST_MAX`] of its
+    /// transactions, in the room of [`MEMPOOL_LIST_MAX`] of the widest.
+    fn mempool(&self, req: &Request) -> Result<Response, ApiError> {
+        let held = self.answer_room(req, MEMPOOL_LIST_MAX * TX_JSON_BYTES_WORST)?;
+        let answer = MempoolResponse {
+            count: self.0.core.mempool_len(),
+            txs: self
+                .0
+                .core
+                .mempool_list(MEMPOOL_LIST_MAX)
+                .iter()
+                .map(TxJson::from)
+                .collect(),
+        };
+        let body = serde_json::to_vec(&answer).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("serialising the answer: {e}"),
+            )
+        })?;
+        Ok(crate::http::bytes_response(
+            StatusCode::OK,
+            "application/json",
+            held_body(held, body)?,
+        ))
+    }
+
     /// Room for an answer of at most `worst` bytes to `req`'s client, taken before
     /// the answer is made; 503 `busy` (with `Retry-After`) when there is none.
     fn answer_room(&self, req: &Request, worst: usize) -> Result<Held, ApiError> {
@@ -474,21 +507,7 @@ impl Api {
             ["api", "events"] => only!("/api/events", get, "GET", self.events(&req)),
             ["api", "tip"] => only!("/api/tip", get, "GET", self.tip(&req).await),
             ["api", "tx"] => only!("/api/tx", post, "POST", self.submit_tx(&req).await),
-            ["api", "mempool"] => only!(
-                "/api/mempool",
-                get,
-                "GET",
-                ok_json(&MempoolResponse {
-                    count: self.0.core.mempool_len(),
-                    txs: self
-                        .0
-                        .core
-                        .mempool_list(MEMPOOL_LIST_MAX)
-                        .iter()
-                        .map(TxJson::from)
-                        .collect(),
-                })
-            ),
+            ["api", "mempool"] => only!("/api/mempool", get, "GET", self.mempool(&req)),
             ["api", "accounts", a] => {
                 only!("/api/accounts/{address}", get, "GET", self.account(a).await)
             }
