@@ -112,7 +112,9 @@ impl Api {
             blocking(move || {
                 // Framed as read (`vision_wire::binary::encode_blocks`' framing: each
                 // a `u32` little-endian length, then the bytes): held once.
-                let mut framed = Vec::new();
+                // Its room was taken for `worst`: room to grow in without a copy
+                // (pages untouched are not resident), given back at the end.
+                let mut framed = Vec::with_capacity(worst);
                 let got = store
                     .visit_blocks_raw_within(from, n, BLOCKS_RESPONSE_BYTES_MAX, |b| {
                         framed.extend_from_slice(&(b.len() as u32).to_le_bytes());
