@@ -343,7 +343,7 @@ async fn an_answer_nobody_reads_is_cut_at_the_send_stall_and_a_slow_reader_is_no
         listener,
         Arc::new(Big),
         HttpLimits {
-            send_stall_ms: 2_000,
+            send_stall_ms: 3_000,
             ..HttpLimits::default()
         },
         stop.clone(),
@@ -352,10 +352,10 @@ async fn an_answer_nobody_reads_is_cut_at_the_send_stall_and_a_slow_reader_is_no
 
     let mut stalled = ask_big("127.31.0.1", addr).await;
     let mut slow = ask_big("127.31.0.2", addr).await;
-    // The slow reader takes 512 KiB, then pauses 300 ms, for 6 s (three stall
+    // The slow reader takes 512 KiB, then pauses 200 ms, for 6 s (two stall
     // periods; the kernel wakes the writer once about half of the up to 4 MB the
-    // socket queued was taken, so it must take that within a period); the stalled
-    // one reads nothing meanwhile.
+    // socket queued was taken, so it must take that within a period: here in about
+    // 0.8 s of the 3 s); the stalled one reads nothing meanwhile.
     let mut slow_got = 0usize;
     let mut buf = vec![0u8; 512 * 1024];
     let started = Instant::now();
@@ -370,7 +370,7 @@ async fn an_answer_nobody_reads_is_cut_at_the_send_stall_and_a_slow_reader_is_no
             chunk += n;
         }
         slow_got += chunk;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The stalled one was closed: what it reads now ends well short of the answer.
     let mut stalled_got = 0usize;
