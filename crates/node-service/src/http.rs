@@ -178,6 +178,7 @@ impl BodyBudget {
             room: Room::new(
                 limits.bodies_in_flight_max_bytes,
                 limits.bodies_per_ip_max_bytes,
+                usize::MAX,
             ),
             limits,
         }
@@ -209,7 +210,7 @@ impl BodyBudget {
             .map(Some)
             .map_err(|full| {
                 busy(match full {
-                    Full::Address => "this address holds as many large request bodies as one address may at once; retry",
+                    Full::Address | Full::Network => "this address holds as many large request bodies as one address may at once; retry",
                     Full::Node => "the node holds as many large request bodies as it takes at once; retry",
                 })
             })

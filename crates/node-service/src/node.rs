@@ -143,6 +143,7 @@ impl Node {
             answers: crate::room::Room::new(
                 crate::api::ANSWERS_IN_FLIGHT_MAX_BYTES,
                 crate::api::ANSWERS_PER_IP_MAX_BYTES,
+                crate::api::ANSWERS_PER_NETGROUP_MAX_BYTES,
             ),
             seed_snapshot: Mutex::new(None),
             fee_history: Mutex::new(None),

@@ -9,6 +9,10 @@
 //! the answer's bytes ([`Held::into_bytes`]), so it is given back when the last byte
 //! has left for the socket or the connection closed — not when the handler returned.
 //! The host's own loopback (trusted) takes from the room but has no share to exceed.
+//!
+//! Shares are per address and per netgroup ([`Netgroup`]: IPv4 /16, IPv6 /32), so
+//! that taking the room takes addresses in as many networks, not one network's
+//! worth of addresses (Bitcoin Core's reasoning for its outbound peers).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,18 +20,26 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use vision_chain::netgroup::Netgroup;
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
     /// The client address holds its share.
     Address,
+    /// The client's network (its netgroup) holds its share.
+    Network,
     /// The node holds all the room there is.
     Node,
 }
 
-/// What each client address holds, in bytes (an entry only while it holds some).
-type Shares = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// What each client address and netgroup holds, in bytes (an entry only while it
+/// holds some).
+#[derive(Default)]
+struct Shares {
+    ip: HashMap<IpAddr, usize>,
+    group: HashMap<Netgroup, usize>,
+}
 
 /// A byte budget shared by every client, with a per-address share. Cheap to clone
 /// (the clones are the same room).
@@ -35,8 +47,9 @@ type Shares = Arc<Mutex<HashMap<IpAddr, usize>>>;
 pub struct Room {
     kib: Arc<Semaphore>,
     total_kib: usize,
-    shares: Shares,
+    shares: Arc<Mutex<Shares>>,
     per_ip_max: usize,
+    per_group_max: usize,
 }
 
 fn kib(bytes: usize) -> usize {
@@ -44,14 +57,16 @@ fn kib(bytes: usize) -> usize {
 }
 
 impl Room {
-    /// A room of `total_bytes`, of which one address may hold `per_ip_max_bytes`.
-    pub fn new(total_bytes: usize, per_ip_max_bytes: usize) -> Room {
+    /// A room of `total_bytes`, of which one address may hold `per_ip_max_bytes`
+    /// and the addresses of one netgroup `per_group_max_bytes` together.
+    pub fn new(total_bytes: usize, per_ip_max_bytes: usize, per_group_max_bytes: usize) -> Room {
         let total_kib = kib(total_bytes).min(Semaphore::MAX_PERMITS);
         Room {
             kib: Arc::new(Semaphore::new(total_kib)),
             total_kib,
-            shares: Arc::new(Mutex::new(HashMap::new())),
+            shares: Arc::default(),
             per_ip_max: per_ip_max_bytes,
+            per_group_max: per_group_max_bytes,
         }
     }
 
@@ -93,22 +108,39 @@ impl Room {
 
     fn take_share(&self, ip: IpAddr, bytes: usize) -> Result<(), Full> {
         let mut m = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        let held = m.get(&ip).copied().unwrap_or(0);
+        let group = Netgroup::of(ip);
+        let held = m.ip.get(&ip).copied().unwrap_or(0);
         if held.saturating_add(bytes) > self.per_ip_max {
             return Err(Full::Address);
         }
-        m.insert(ip, held + bytes);
+        let group_held = m.group.get(&group).copied().unwrap_or(0);
+        if group_held.saturating_add(bytes) > self.per_group_max {
+            return Err(Full::Network);
+        }
+        m.ip.insert(ip, held + bytes);
+        m.group.insert(group, group_held + bytes);
         Ok(())
     }
 
     fn give_share(&self, ip: IpAddr, bytes: usize) {
         let mut m = self.shares.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = m.get_mut(&ip) {
-            *held = held.saturating_sub(bytes);
-            if *held == 0 {
-                m.remove(&ip);
+        fn less<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K, bytes: usize) {
+            if let Some(held) = m.get_mut(&k) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    m.remove(&k);
+                }
             }
         }
+        less(&mut m.ip, ip, bytes);
+        less(&mut m.group, Netgroup::of(ip), bytes);
+    }
+
+    /// No share held by anyone (tests).
+    #[cfg(test)]
+    fn shares_empty(&self) -> bool {
+        let m = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        m.ip.is_empty() && m.group.is_empty()
     }
 }
 
@@ -203,7 +235,7 @@ mod tests {
 
     #[test]
     fn an_address_holds_at_most_its_share_and_gets_it_back() {
-        let room = Room::new(100 * MIB, 10 * MIB);
+        let room = Room::new(100 * MIB, 10 * MIB, usize::MAX);
         let a = room.reserve(ip(1), false, 6 * MIB).unwrap();
         assert_eq!(
             room.reserve(ip(1), false, 5 * MIB).err(),
@@ -216,12 +248,27 @@ mod tests {
         assert_eq!(room.held_bytes(), 16 * MIB);
         drop((a2, b));
         assert_eq!(room.held_bytes(), 0);
-        assert!(room.shares.lock().unwrap().is_empty());
+        assert!(room.shares_empty());
+    }
+
+    #[test]
+    fn a_network_holds_at_most_its_share_over_all_its_addresses() {
+        let room = Room::new(100 * MIB, 10 * MIB, 15 * MIB);
+        let a = room.reserve(ip(1), false, 10 * MIB).unwrap();
+        let _b = room.reserve(ip(2), false, 5 * MIB).unwrap();
+        // 10.0.0.3 holds nothing, but 10.0/16 holds its 15 MiB.
+        assert_eq!(room.reserve(ip(3), false, MIB).err(), Some(Full::Network));
+        // Another network is not held back; nor is a trusted client.
+        let other = IpAddr::from([10, 1, 0, 1]);
+        let _c = room.reserve(other, false, 10 * MIB).unwrap();
+        let _t = room.reserve(ip(4), true, 10 * MIB).unwrap();
+        drop(a);
+        let _d = room.reserve(ip(3), false, 10 * MIB).unwrap();
     }
 
     #[test]
     fn the_node_refuses_past_its_room_and_a_refusal_holds_nothing() {
-        let room = Room::new(10 * MIB, 10 * MIB);
+        let room = Room::new(10 * MIB, 10 * MIB, usize::MAX);
         let held: Vec<_> = (0..5)
             .map(|i| room.reserve(ip(i), false, 2 * MIB).unwrap())
             .collect();
@@ -229,14 +276,14 @@ mod tests {
         // Trusted clients take from the same room.
         assert_eq!(room.reserve(ip(9), true, 1).err(), Some(Full::Node));
         // The refused address kept no share.
-        assert!(!room.shares.lock().unwrap().contains_key(&ip(9)));
+        assert!(!room.shares.lock().unwrap().ip.contains_key(&ip(9)));
         drop(held);
         assert_eq!(room.free_bytes(), 10 * MIB);
     }
 
     #[test]
     fn shrinking_gives_room_back_and_growing_takes_it_or_fails_cleanly() {
-        let room = Room::new(10 * MIB, 8 * MIB);
+        let room = Room::new(10 * MIB, 8 * MIB, usize::MAX);
         let mut h = room.reserve(ip(1), false, 8 * MIB).unwrap();
         h.resize(MIB).unwrap();
         assert_eq!(room.held_bytes(), MIB);
@@ -253,12 +300,12 @@ mod tests {
         assert_eq!(room.held_bytes(), 10 * MIB);
         drop((h, t));
         assert_eq!(room.held_bytes(), 0);
-        assert!(room.shares.lock().unwrap().is_empty());
+        assert!(room.shares_empty());
     }
 
     #[test]
     fn bytes_keep_their_room_until_the_last_clone_is_dropped() {
-        let room = Room::new(10 * MIB, 10 * MIB);
+        let room = Room::new(10 * MIB, 10 * MIB, usize::MAX);
         let h = room.reserve(ip(1), false, 4 * MIB).unwrap();
         let body = h.into_bytes(vec![7u8; 3 * MIB]).unwrap();
         assert_eq!(room.held_bytes(), 3 * MIB);
@@ -269,6 +316,6 @@ mod tests {
         assert!(part.iter().all(|&b| b == 7));
         drop(part);
         assert_eq!(room.held_bytes(), 0);
-        assert!(room.shares.lock().unwrap().is_empty());
+        assert!(room.shares_empty());
     }
 }

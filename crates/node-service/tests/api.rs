@@ -1785,12 +1785,15 @@ async fn ask_blocks_unread(src: &str, to: SocketAddr) -> (u16, String, TcpStream
 /// Answers of blocks take room before they are made and keep it until their last
 /// byte left for the socket. Clients that ask for the largest answer and never read
 /// it are refused 503 `busy` (with `Retry-After`) once their address holds its
-/// share, and everyone once the node's room is held; what the node holds for them
-/// stays within the room; the host's own address has no share to exceed; `/api/status`
-/// answers throughout; closing the connections gives all of it back.
+/// share, once their network (/16) holds its share over all its addresses, and by
+/// everyone once the node's room is held; what the node holds for them stays within
+/// each bound; the host's own address has no share to exceed; `/api/status` answers
+/// throughout; closing the connections gives all of it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
-    use node_service::api::{ANSWERS_IN_FLIGHT_MAX_BYTES, ANSWERS_PER_IP_MAX_BYTES};
+    use node_service::api::{
+        ANSWERS_IN_FLIGHT_MAX_BYTES, ANSWERS_PER_IP_MAX_BYTES, ANSWERS_PER_NETGROUP_MAX_BYTES,
+    };
     let n = start_node(false).await;
     let net = Network::Regtest;
     let payer = SecretKey::from_seed(&[0x61; 32]);
@@ -1809,61 +1812,77 @@ async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
     }
     let room = n.shared.answers.clone();
     assert_eq!(room.held_bytes(), 0);
+    let mut held = Vec::new();
+
+    // Asks from `src` until refused: how many were answered, and the refusal's head.
+    async fn fill(src: &str, to: SocketAddr, held: &mut Vec<TcpStream>) -> (usize, String) {
+        for k in 0.. {
+            let (status, head, s) = ask_blocks_unread(src, to).await;
+            if status != 200 {
+                assert_eq!(status, 503, "{head}");
+                assert!(head.contains("\"busy\""), "{head}");
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: 1"),
+                    "{head}"
+                );
+                return (k, head);
+            }
+            held.push(s);
+        }
+        unreachable!()
+    }
 
     // One stranger address: answered until it holds its share, then refused.
-    let mut held = Vec::new();
-    let mut refused = None;
-    for _ in 0..6 {
-        let (status, head, s) = ask_blocks_unread("127.33.0.1", n.addr).await;
-        if status == 200 {
-            held.push(s);
-        } else {
-            refused = Some((status, head));
-            break;
-        }
-    }
-    let (status, head) = refused.expect("an address past its share is refused");
-    assert_eq!(status, 503, "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("retry-after: 1"),
-        "{head}"
-    );
-    assert!(!held.is_empty(), "the first answers were sent");
-    assert!(
-        room.held_bytes() <= ANSWERS_PER_IP_MAX_BYTES,
-        "one address holds {} bytes of answers",
-        room.held_bytes()
-    );
-    let one_address = held.len();
+    let (one_address, head) = fill("127.33.0.1", n.addr, &mut held).await;
+    assert!(one_address > 0, "the first answers were sent");
+    assert!(head.contains("this address is"), "{head}");
+    let first_address = room.held_bytes();
+    assert!(first_address <= ANSWERS_PER_IP_MAX_BYTES);
     // The host's own address has no share: more than one address may hold.
     for _ in 0..=one_address {
         let (status, head, s) = ask_blocks_unread("127.0.0.1", n.addr).await;
         assert_eq!(status, 200, "{head}");
         held.push(s);
     }
-
-    // Other addresses are not held back by it, until the node's room is held.
-    let mut node_refused = None;
-    'fill: for a in 2..40u8 {
-        for _ in 0..one_address {
-            let (status, head, s) = ask_blocks_unread(&format!("127.33.0.{a}"), n.addr).await;
-            if status != 200 {
-                node_refused = Some((a, status, head));
-                break 'fill;
-            }
-            held.push(s);
-            assert!(room.held_bytes() <= ANSWERS_IN_FLIGHT_MAX_BYTES);
+    let before_network = room.held_bytes();
+    // More addresses of the same /16: answered until the network holds its share.
+    let mut network_refused = None;
+    for a in 2..10u8 {
+        let (k, head) = fill(&format!("127.33.0.{a}"), n.addr, &mut held).await;
+        if head.contains("network") {
+            network_refused = Some(k);
+            break;
         }
     }
-    let (a, status, head) = node_refused.expect("the node's room runs out");
-    assert_eq!(status, 503, "{head}");
-    assert!(head.contains("\"busy\""), "{head}");
+    assert!(
+        network_refused.is_some(),
+        "a network past its share is refused"
+    );
+    let network_held = first_address + room.held_bytes() - before_network;
+    assert!(
+        network_held <= ANSWERS_PER_NETGROUP_MAX_BYTES,
+        "127.33/16 holds {network_held} bytes of answers"
+    );
+
+    // Other networks are not held back by it, until the node's room is held.
+    let mut node_refused = None;
+    'fill: for g in 34..90u8 {
+        for a in 1..=2u8 {
+            let (_, head) = fill(&format!("127.{g}.0.{a}"), n.addr, &mut held).await;
+            assert!(room.held_bytes() <= ANSWERS_IN_FLIGHT_MAX_BYTES);
+            if head.contains("the node is") {
+                node_refused = Some(g);
+                break 'fill;
+            }
+        }
+    }
+    let g = node_refused.expect("the node's room runs out");
     assert!(
         held.len() * 8 * 1024 * 1024 <= ANSWERS_IN_FLIGHT_MAX_BYTES,
         "{} answers of 8 MB and more held within {ANSWERS_IN_FLIGHT_MAX_BYTES} bytes",
         held.len()
     );
-    // The host itself is answered what fits, and its status at once.
+    // The host's status at once.
     let t = Instant::now();
     let (st, _) = get_json(n.addr, "/api/status").await;
     assert_eq!(st, 200);
@@ -1878,7 +1897,7 @@ async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
         async || room.held_bytes() == 0,
     )
     .await;
-    let (status, head, _s) = ask_blocks_unread(&format!("127.33.0.{}", a + 1), n.addr).await;
+    let (status, head, _s) = ask_blocks_unread(&format!("127.{}.0.9", g + 1), n.addr).await;
     assert_eq!(status, 200, "{head}");
     eprintln!(
         "answers held by one address: {one_address}; by all, before the node refused: {holders}"

@@ -70,6 +70,10 @@ pub const ANSWERS_IN_FLIGHT_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Of that room, what one client address may hold: three of the largest answers
 /// (the host's own loopback has no share to exceed).
 pub const ANSWERS_PER_IP_MAX_BYTES: usize = 3 * BLOCKS_RESPONSE_BYTES_MAX;
+/// Of that room, what the addresses of one netgroup (IPv4 /16, IPv6 /32) may hold
+/// together: six of the largest answers. Holding all of the room takes addresses in
+/// three networks, and a stranger elsewhere is still answered meanwhile.
+pub const ANSWERS_PER_NETGROUP_MAX_BYTES: usize = 2 * ANSWERS_PER_IP_MAX_BYTES;
 /// Most bytes one header's JSON takes (`tests` check one at its widest).
 pub const HEADER_JSON_BYTES_WORST: usize = 1024;
 /// Most bytes one transaction's JSON takes (`tests` check one at its widest).
@@ -314,6 +318,9 @@ fn answer_busy(full: Full) -> ApiError {
     crate::http::busy(match full {
         Full::Address => {
             "this address is being sent as many large answers as one address may at once; retry"
+        }
+        Full::Network => {
+            "this address's network (its /16 or /32) is being sent as many large answers as one network may at once; retry"
         }
         Full::Node => "the node is sending as many large answers as it holds at once; retry",
     })
