@@ -217,6 +217,7 @@ pub struct Metrics {
     http_duration: Family<Labels, AtomicHistogram>,
     unserved_held: AtomicHistogram,
     per_address_peak: Gauge,
+    answer_room_held: Gauge,
     backbone_connected: Gauge,
     anchor_latency: Family<Labels, FGauge>,
     anchor_failures: Family<Labels, Gauge>,
@@ -375,6 +376,8 @@ pub struct Scrape {
     pub exchange_ready: bool,
     /// The network's target block time, in milliseconds.
     pub target_block_time_ms: u64,
+    /// Bytes of the room for large answers held now (`node_service::room`).
+    pub answer_room_held_bytes: usize,
     /// Size of the chain store file, in bytes.
     pub store_bytes: u64,
     /// `sync.progress` (0..1).
@@ -447,6 +450,7 @@ impl Metrics {
             http_duration,
             unserved_held: AtomicHistogram::new(UNSERVED_HELD_BUCKETS_S),
             per_address_peak: Gauge::default(),
+            answer_room_held: Gauge::default(),
             backbone_connected: Gauge::default(),
             anchor_latency: Family::default(),
             anchor_failures: Family::default(),
@@ -509,6 +513,11 @@ impl Metrics {
             "http_connections_per_address_peak",
             "The most HTTP connections one untrusted address has held at once since start (bounded by the per-address cap)",
             m.per_address_peak.clone(),
+        );
+        registry.register(
+            "http_answer_room_held_bytes",
+            "Bytes of the room for large answers (blocks, headers, the mempool; 256 MiB) held now by answers being made or written; near the room, new ones are refused 503 busy",
+            m.answer_room_held.clone(),
         );
         registry.register(
             "membership_refused",
@@ -900,6 +909,8 @@ impl Metrics {
         }
         self.target_block_time_s
             .set(s.target_block_time_ms as f64 / 1000.0);
+        self.answer_room_held
+            .set(i64::try_from(s.answer_room_held_bytes).unwrap_or(i64::MAX));
         self.store_size
             .set(i64::try_from(s.store_bytes).unwrap_or(i64::MAX));
         self.sync_progress.set(s.sync_progress);
@@ -1054,6 +1065,7 @@ mod tests {
             sync_eta_s: None,
             store_bytes: 4096,
             target_block_time_ms: 1_000,
+            answer_room_held_bytes: 0,
             ..Default::default()
         };
         let om = m.render(&scrape);

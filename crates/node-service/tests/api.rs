@@ -1882,11 +1882,25 @@ async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
         "{} answers of 8 MB and more held within {ANSWERS_IN_FLIGHT_MAX_BYTES} bytes",
         held.len()
     );
-    // The host's status at once.
+    // The host's status at once; `/metrics` shows the room held.
     let t = Instant::now();
     let (st, _) = get_json(n.addr, "/api/status").await;
     assert_eq!(st, 200);
     assert!(t.elapsed() < Duration::from_secs(5));
+    let room_metric = async || -> usize {
+        let (st, _, body) = raw(n.addr, "GET", "/metrics", &[], b"").await;
+        assert_eq!(st, 200);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("vision_http_answer_room_held_bytes "))
+            .expect("the room's gauge")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let shown = room_metric().await;
+    assert_eq!(shown, room.held_bytes(), "/metrics shows the room held");
+    assert!(shown > ANSWERS_IN_FLIGHT_MAX_BYTES / 2, "{shown}");
 
     // Closing the connections gives the room back; a fresh address is answered.
     let holders = held.len();
@@ -1897,6 +1911,7 @@ async fn block_answers_nobody_reads_hold_no_more_than_the_room_for_them() {
         async || room.held_bytes() == 0,
     )
     .await;
+    assert_eq!(room_metric().await, 0);
     let (status, head, _s) = ask_blocks_unread(&format!("127.{}.0.9", g + 1), n.addr).await;
     assert_eq!(status, 200, "{head}");
     eprintln!(

@@ -299,6 +299,7 @@ impl NodeShared {
                 mempool_txs: p.mempool_txs,
                 exchange_ready: p.exchange_ok() && self.core.store_down.load().is_none(),
                 target_block_time_ms: self.core.cfg.network.params().target_block_time_ms,
+                answer_room_held_bytes: self.answers.held_bytes(),
                 store_bytes,
                 sync_progress: v.sync.progress,
                 sync_blocks_per_s: v.sync.blocks_per_s,
