@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -82,7 +82,7 @@ pub struct FakeAnchor {
 impl FakeAnchor {
     /// Start one on 127.0.0.1 for `network`.
     pub fn start(network: Network, behaviour: FakeBehaviour) -> std::io::Result<FakeAnchor> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = crate::proc::bind_loopback()?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let key = SecretKey::from_seed(&[0xfa; 32]);

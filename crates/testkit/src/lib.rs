@@ -27,7 +27,9 @@ mod tap;
 pub use fake::{FakeAnchor, FakeBehaviour};
 pub use http::{HttpAnswer, get, get_binary, get_json, get_with, post_bytes, post_json, status};
 pub use mirror::{FakeMirror, MirrorBehaviour};
-pub use proc::{Cluster, NodeProc, NodeSpec, free_port, node_binary, use_node_binary, wait_until};
+pub use proc::{
+    Cluster, NodeProc, NodeSpec, bind_loopback, free_port, node_binary, use_node_binary, wait_until,
+};
 pub use proxy::{LyingProxy, ProxyLie};
 pub use sse::{EventStream, SseEvent};
 pub use tap::{TAP_PARSE_MAX_BYTES, TAP_RECORDED_MAX, Tap};

@@ -4,7 +4,7 @@
 
 use crate::fake::respond;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -61,7 +61,7 @@ pub struct FakeMirror {
 impl FakeMirror {
     /// Start one on 127.0.0.1 in front of the node at `origin`.
     pub fn start(origin: SocketAddr, behaviour: MirrorBehaviour) -> std::io::Result<FakeMirror> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = crate::proc::bind_loopback()?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let block_requests = Arc::new(AtomicU64::new(0));

@@ -35,13 +35,62 @@ pub fn node_binary() -> PathBuf {
     PathBuf::from("vision-node")
 }
 
+/// Ports [`free_port`] handed out in this process: released for a node to bind
+/// later, so the kernel may offer them again to the next `bind(…:0)` — to another
+/// `free_port` or to a listener of ours ([`bind_loopback`]) — before the node has
+/// bound them. Neither takes one of these again.
+static HANDED_OUT: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+    std::sync::Mutex::new(None);
+
+/// Was `port` handed out already? If not, and `take`, it is now.
+fn handed_out(port: u16, take: bool) -> bool {
+    let mut g = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let set = g.get_or_insert_with(Default::default);
+    if set.contains(&port) {
+        return true;
+    }
+    if take {
+        set.insert(port);
+    }
+    false
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that
-/// start the server right after).
+/// start the server right after), never one this process handed out before.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    // Held while looking, so the kernel does not offer the same one twice.
+    let mut tried = Vec::new();
+    for _ in 0..64 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            break;
+        };
+        let Ok(port) = l.local_addr().map(|a| a.port()) else {
+            break;
+        };
+        if !handed_out(port, true) {
+            return port;
+        }
+        tried.push(l);
+    }
+    0
+}
+
+/// A listener on a free port of 127.0.0.1 that is not one [`free_port`] handed out
+/// (which a node may be about to bind).
+pub fn bind_loopback() -> std::io::Result<TcpListener> {
+    let mut tried = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        if !handed_out(l.local_addr()?.port(), false) {
+            return Ok(l);
+        }
+        if tried.len() >= 64 {
+            return Err(std::io::Error::other(
+                "no free loopback port that is not handed out",
+            ));
+        }
+        tried.push(l);
+    }
 }
 
 /// Poll `f` until it says true or the deadline passes; the error carries the last
@@ -506,6 +555,30 @@ impl Drop for Cluster {
             println!("cluster directory kept: {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use std::collections::HashSet;
+
+    use super::{bind_loopback, free_port, handed_out};
+
+    /// The kernel may offer a released port again at once: `free_port` never hands
+    /// one out twice, and a listener of ours never takes one it handed out (a
+    /// cell's stand-in for a dead P2P port once took the port its node was about
+    /// to bind).
+    #[test]
+    fn handed_out_ports_are_never_offered_again() {
+        let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|p| *p != 0));
+        assert_eq!(ports.iter().collect::<HashSet<_>>().len(), ports.len());
+        let held: Vec<_> = (0..100).map(|_| bind_loopback().unwrap()).collect();
+        for l in &held {
+            let port = l.local_addr().unwrap().port();
+            assert!(!ports.contains(&port), "{port} was handed out");
+            assert!(!handed_out(port, false));
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::fake::respond;
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -46,7 +46,7 @@ pub struct LyingProxy {
 impl LyingProxy {
     /// Start one on 127.0.0.1 in front of the node at `upstream`.
     pub fn start(upstream: SocketAddr, lie: ProxyLie) -> std::io::Result<LyingProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = crate::proc::bind_loopback()?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let status_requests = Arc::new(AtomicU64::new(0));

@@ -136,7 +136,7 @@ struct Blackholes(Vec<TcpListener>);
 fn blackhole() -> Result<(TcpListener, u16), String> {
     // A bound, listening socket that nobody accepts from: connections complete
     // in the kernel backlog and then hang, like a firewalled or dead peer.
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let l = crate::proc::bind_loopback().map_err(|e| e.to_string())?;
     let port = l.local_addr().map_err(|e| e.to_string())?.port();
     Ok((l, port))
 }

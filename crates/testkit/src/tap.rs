@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,7 +51,7 @@ impl Tap {
     /// Start one on 127.0.0.1 in front of `upstream` (which need not be up yet:
     /// each connection dials it when it opens).
     pub fn start(upstream: SocketAddr) -> std::io::Result<Tap> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = crate::proc::bind_loopback()?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());

@@ -33,7 +33,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -652,7 +652,7 @@ fn replay_flood(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
 
 /// A listener that accepts and counts connections (and closes them).
 fn counting_listener() -> Result<(SocketAddr, Arc<AtomicU64>, Arc<AtomicBool>), String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let l = crate::proc::bind_loopback().map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let (count, stop) = (
@@ -862,7 +862,7 @@ fn relaying_fake(
     real: SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> Result<(SocketAddr, Arc<AtomicU64>), String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let l = crate::proc::bind_loopback().map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let relayed = Arc::new(AtomicU64::new(0));
@@ -1358,7 +1358,7 @@ type BloatLog = Arc<std::sync::Mutex<Vec<Bloated>>>;
 /// body, every other one announced by its length and the rest delimited by the
 /// close; it records how much of each body was taken.
 fn bloating_server(stop: Arc<AtomicBool>) -> Result<(SocketAddr, BloatLog), String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let l = crate::proc::bind_loopback().map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let seen: BloatLog = Arc::default();
