@@ -22,12 +22,20 @@ impl Handler for Ok200 {
 
 /// The trivial handler served on a free loopback port under `limits`; what stops it.
 async fn serve_ok200(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken) {
+    serve_with(Ok200, limits).await
+}
+
+/// `handler` served on a free loopback port under `limits`; what stops it.
+async fn serve_with<H: Handler>(
+    handler: H,
+    limits: HttpLimits,
+) -> (std::net::SocketAddr, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(serve(
         listener,
-        Arc::new(Ok200),
+        Arc::new(handler),
         limits,
         stop.clone(),
         Duration::from_secs(1),
@@ -336,19 +344,14 @@ async fn ask_big(src: &str, to: std::net::SocketAddr) -> TcpStream {
 /// (nor by the keep-alive idle rule: writing to it is not idle) and gets it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_nobody_reads_is_cut_at_the_send_stall_and_a_slow_reader_is_not() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        Arc::new(Big),
+    let (addr, stop) = serve_with(
+        Big,
         HttpLimits {
             send_stall_ms: 3_000,
             ..HttpLimits::default()
         },
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    )
+    .await;
 
     let mut stalled = ask_big("127.31.0.1", addr).await;
     let mut slow = ask_big("127.31.0.2", addr).await;

@@ -10,7 +10,7 @@ use vision_wire::{AccountResponse, BlockJson, SubmitBlockResponse, SubmitTxRespo
 use super::{
     Api, BLOCK_BYTES_WORST, BLOCKS_JSON_RAW_BYTES_MAX, BLOCKS_LIMIT_MAX, BLOCKS_RESPONSE_BYTES_MAX,
     HEADER_JSON_BYTES_WORST, HEADERS_LIMIT_MAX, JSON_BYTES_PER_BLOCK_BYTE, blocking, cache,
-    held_body, limit, ok_json, param_u64, parse_json, store_err,
+    held_body, held_json, limit, ok_json, param_u64, parse_json, store_err,
 };
 use crate::core::{Origin, SubmitTxError, now_ms};
 use crate::http::{ApiError, Request, Response, json_response};
@@ -23,16 +23,9 @@ fn cached_json_held<T: serde::Serialize>(
     policy: &'static str,
     held: Held,
 ) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(v).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("serialising the answer: {e}"),
-        )
-    })?;
     Ok(cache::cached(
         "application/json",
-        held_body(held, body)?,
+        held_json(held, v)?,
         policy,
     ))
 }

@@ -289,17 +289,10 @@ impl Api {
                 .map(TxJson::from)
                 .collect(),
         };
-        let body = serde_json::to_vec(&answer).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("serialising the answer: {e}"),
-            )
-        })?;
         Ok(crate::http::bytes_response(
             StatusCode::OK,
             "application/json",
-            held_body(held, body)?,
+            held_json(held, &answer)?,
         ))
     }
 
@@ -329,6 +322,18 @@ fn answer_busy(full: Full) -> ApiError {
 /// `body` as bytes that keep `held`'s room (resized to the body) until written.
 fn held_body(held: Held, body: Vec<u8>) -> Result<Bytes, ApiError> {
     held.into_bytes(body).map_err(answer_busy)
+}
+
+/// `v` as JSON bytes that keep `held`'s room until written ([`held_body`]).
+fn held_json<T: Serialize>(held: Held, v: &T) -> Result<Bytes, ApiError> {
+    let body = serde_json::to_vec(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("serialising the answer: {e}"),
+        )
+    })?;
+    held_body(held, body)
 }
 
 async fn blocking<T: Send + 'static>(

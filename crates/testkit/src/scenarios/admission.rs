@@ -189,11 +189,24 @@ pub(super) fn now_unix() -> u64 {
 
 /// A blocking socket to `to` from the loopback source address `src`.
 pub(super) fn connect_from(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    connect_from_with(src, to, None)
+}
+
+/// [`connect_from`], with a receive buffer of `recv_buffer` bytes when given (a
+/// small one fills at once: a client that does not read).
+pub(super) fn connect_from_with(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    recv_buffer: Option<u32>,
+) -> std::io::Result<TcpStream> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     let s = rt.block_on(async {
         let s = tokio::net::TcpSocket::new_v4()?;
+        if let Some(bytes) = recv_buffer {
+            s.set_recv_buffer_size(bytes)?;
+        }
         s.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
         s.connect(to).await
     })?;
@@ -1179,6 +1192,22 @@ const HOLD_FLOOD_MAX: Duration = Duration::from_secs(20);
 /// 8 × 24 bodies of 2 MiB held is 384 MiB.
 const HOLD_RSS_GROWTH_MAX_KIB: u64 = 160 * 1024;
 
+/// The most resident memory of `pid` (KiB) seen from `from` on, sampled every
+/// `every` until `deadline`.
+pub(super) fn rss_peak_until(
+    pid: u32,
+    from: u64,
+    every: Duration,
+    deadline: Instant,
+) -> Result<u64, String> {
+    let mut peak = from;
+    while Instant::now() < deadline {
+        peak = peak.max(rss_kib(pid)?);
+        std::thread::sleep(every);
+    }
+    Ok(peak)
+}
+
 pub(super) fn rss_kib(pid: u32) -> Result<u64, String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     text.lines()
@@ -1299,11 +1328,7 @@ fn body_hold(c: &mut Cluster, o: AdmissionOpts) -> Result<String, String> {
         c.nodes[1..].iter().map(|n| n.addr()).collect(),
         stop.clone(),
     );
-    let mut rss_max = rss_before;
-    while Instant::now() < deadline {
-        rss_max = rss_max.max(rss_kib(pid)?);
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let rss_max = rss_peak_until(pid, rss_before, Duration::from_millis(200), deadline)?;
     stop.store(true, Ordering::Relaxed);
     for t in attackers {
         let _ = t.join();

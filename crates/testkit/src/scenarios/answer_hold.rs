@@ -21,14 +21,16 @@
 //! member `connected` and `exchange_ok`. After: a stranger's answer arrives whole.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vision_chain::{Network, SecretKey, Transaction};
 
-use super::admission::{AdmissionOpts, STRANGER_SRC, rss_kib, watch_members};
+use super::admission::{
+    AdmissionOpts, STRANGER_SRC, connect_from_with, rss_kib, rss_peak_until, watch_members,
+};
 use crate::chain::{build_chain_with, submit_chain};
 use crate::proc::{Cluster, NodeSpec, wait_until};
 
@@ -56,18 +58,7 @@ const ASK: &[u8] = b"GET /api/blocks?from=1&limit=500 HTTP/1.1\r\nHost: x\r\n\
 /// A blocking socket from `src` to `to` with a 4 KiB receive buffer, so the
 /// node's answer fills it at once.
 fn connect_small_window(src: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    let s = rt.block_on(async {
-        let s = tokio::net::TcpSocket::new_v4()?;
-        s.set_recv_buffer_size(4096)?;
-        s.bind(SocketAddr::new(IpAddr::V4(src), 0))?;
-        s.connect(to).await
-    })?;
-    let s = s.into_std()?;
-    s.set_nonblocking(false)?;
-    Ok(s)
+    connect_from_with(src, to, Some(4096))
 }
 
 /// Ask for the big answer and read until its head: the status code.
@@ -243,11 +234,7 @@ pub(super) fn answer_hold(c: &mut Cluster, o: AdmissionOpts) -> Result<String, S
     let attackers = flood(anchor, &one, deadline, &f1);
     let reads_stop = Arc::new(AtomicBool::new(false));
     let reads = stranger_reads(anchor, chain_bytes, reads_stop.clone());
-    let mut rss_one = rss_before;
-    while Instant::now() < deadline {
-        rss_one = rss_one.max(rss_kib(pid)?);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let rss_one = rss_peak_until(pid, rss_before, Duration::from_millis(100), deadline)?;
     reads_stop.store(true, Ordering::Relaxed);
     for t in attackers {
         let _ = t.join();
@@ -262,11 +249,7 @@ pub(super) fn answer_hold(c: &mut Cluster, o: AdmissionOpts) -> Result<String, S
     let f2 = Arc::new(Flood::default());
     let deadline = Instant::now() + phase;
     let attackers = flood(anchor, &many, deadline, &f2);
-    let mut rss_many = rss_between;
-    while Instant::now() < deadline {
-        rss_many = rss_many.max(rss_kib(pid)?);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let rss_many = rss_peak_until(pid, rss_between, Duration::from_millis(100), deadline)?;
     for t in attackers {
         let _ = t.join();
     }
